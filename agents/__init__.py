@@ -1,0 +1,1 @@
+"""The CulturePark protocol on top of the engine: cultures, WVS personas, agent views, turn policies."""

@@ -1,0 +1,236 @@
+"""The CulturePark protocol as engine `TurnPolicy`s, and the plan of a scenario's conversations.
+
+v1 (moderated): 7 rounds; the moderator prompts each agent before it speaks.
+The original sends the last round's "anything in your culture you want to
+introduce" prompt to the delegate by mistake; here it goes to the main contact,
+and turns keep strictly alternating delegate / main contact.
+v2 (free): the moderator only opens; the agents then answer each other.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from culturepark.agents.cultures import Culture, CultureError, load_table, resolve_culture
+from culturepark.agents.personas import choose_stance
+from culturepark.agents.views import SpokenTurn, Step, chat_messages, transcript_prompt
+from culturepark.agents.wvs import WVSData, WVSError, WVSItem
+from culturepark.engine.backends.base import Request
+from culturepark.engine.scheduler import ConversationSpec, Turn, TurnRequest
+from culturepark.scenarios.schema import ModeratorRound, ModeratorScript, Scenario
+
+OPENING = "{question}\nPlease provide your opinions and reasons."
+
+V1_ROUNDS: tuple[ModeratorRound, ...] = (
+    ModeratorRound(delegate=OPENING,
+                   main_contact="What's your opinion? Please provide your reasons. Diverse opinions are welcome."),
+    ModeratorRound(delegate="Do you agree with {contact}? Provide more reasons to support your idea.",
+                   main_contact="What's your opinion? Please provide your reasons."),
+    ModeratorRound(delegate="Talk more about opinions in your culture.", main_contact="What's your opinion?"),
+    ModeratorRound(delegate="What's your opinion?", main_contact="What's your opinion?"),
+    ModeratorRound(delegate="Do you have more interesting ideas?",
+                   main_contact="Do you have more interesting ideas?"),
+    ModeratorRound(delegate="Is there anything in your culture you want to introduce to {contact}?",
+                   main_contact="What's your opinion?"),
+    ModeratorRound(delegate="What's your opinion?",
+                   main_contact="Is there anything in your culture you want to introduce to {delegate}?"),
+)
+
+
+class PlanError(ValueError):
+    """A scenario that is valid YAML but names something the data does not have."""
+
+
+def script_steps(scenario: Scenario) -> list[Step]:
+    """The sequence of (speaker, moderator prompt template) for one conversation."""
+    if scenario.version == "v2":
+        return [Step("delegate" if i % 2 == 0 else "main_contact", OPENING if i == 0 else None)
+                for i in range(scenario.turns)]
+    rounds: Sequence[ModeratorRound]
+    if isinstance(scenario.version, ModeratorScript):
+        rounds = scenario.version.rounds
+    else:
+        rounds = list(V1_ROUNDS[: scenario.rounds])
+        filler = ModeratorRound(delegate="What's your opinion?", main_contact="What's your opinion?")
+        rounds += [filler] * (scenario.rounds - len(rounds))
+    steps: list[Step] = []
+    for rnd in rounds:
+        order = ("delegate", "main_contact") if rnd.first == "delegate" else ("main_contact", "delegate")
+        for role in order:
+            steps.append(Step(role, getattr(rnd, role)))
+    return steps
+
+
+def background(meta: dict[str, Any]) -> str:
+    d, c = meta["participants"]["delegate"], meta["participants"]["main_contact"]
+    opts = f" (options: {meta['item_options']})" if meta.get("item_options") else ""
+    stance = (f'When asked "{meta["item_text"]}"{opts}, {d["name"]} answered "{meta["stance_text"]}". '
+              f"All of {d['name']}'s statements must be consistent with this answer.")
+    if meta["mode"] == "in":
+        rest = (f"{c['name']} is also {c['person']} and shares this view; "
+                f"{c['name']}'s statements must be consistent with it too.")
+    else:
+        rest = f"{c['name']} speaks from {c['possessive']} own {c['culture_phrase']} and perspective."
+    return f"{d['name']} is {d['person']} and {c['name']} is {c['person']}. {stance} {rest}"
+
+
+def role_instruction(meta: dict[str, Any], role: str) -> str:
+    me = meta["participants"][role]
+    other = meta["participants"]["main_contact" if role == "delegate" else "delegate"]
+    if role == "delegate" or meta["mode"] == "in":
+        goal = f"Share your views and the views common in {me['culture_phrase']}, with reasons."
+    else:
+        goal = f"Bring your own outside perspective and keep asking {other['name']} about {other['culture_phrase']}."
+    return (f"You are {me['name']}, talking with {other['name']}. {goal} "
+            "Speak in the first person, in a few sentences, and stay in character.")
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().split()).strip(" .!?\"'")
+
+
+class CultureParkPolicy:
+    """Stateless `TurnPolicy`: the next request is a pure function of (meta, turns so far)."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.steps = script_steps(scenario)
+        self.renderings = {r: scenario.backend_for(r).rendering for r in ("delegate", "main_contact")}
+        self.samplings = {r: scenario.sampling_for(r) for r in ("delegate", "main_contact")}
+
+    def _prompt(self, step: Step, meta: dict[str, Any]) -> Step:
+        if step.prompt is None:
+            return step
+        p = meta["participants"]
+        text = step.prompt.format(question=meta["item_question"], item=meta["item_text"],
+                                  delegate=p["delegate"]["name"], contact=p["main_contact"]["name"])
+        return Step(step.speaker_role, text)
+
+    def next_turn(self, conv: ConversationSpec, turns: Sequence[Turn]) -> TurnRequest | None:
+        i = len(turns)
+        if i >= len(self.steps):
+            return None
+        if self.scenario.loop_detection and _looping(turns):
+            return None
+        meta = conv.meta
+        steps = [self._prompt(s, meta) for s in self.steps[: i + 1]]
+        current = steps[i]
+        role = current.speaker_role
+        spoken = [SpokenTurn(t.role, t.text) for t in turns]
+        sampling = self.samplings[role]
+        bg = background(meta)
+        if self.renderings[role] == "chat":
+            system = f"{bg}\n\n{role_instruction(meta, role)}"
+            request = Request(messages=chat_messages(system, role, steps[:i], spoken, current),
+                              max_tokens=sampling.max_tokens, temperature=sampling.temperature)
+        else:
+            names = {r: meta["participants"][r]["name"] for r in ("delegate", "main_contact")}
+            prompt, stop = transcript_prompt(bg, role, names, steps[:i], spoken, current)
+            request = Request(prompt=prompt, stop=stop, max_tokens=sampling.max_tokens,
+                              temperature=sampling.temperature)
+        name = meta["participants"][role]["name"]
+        echo_of = {_normalise(current.prompt or "")} | ({_normalise(turns[-1].text)} if turns else set())
+        return TurnRequest(speaker=name, role=role, request=request,
+                           validate=lambda text: "echo_reply" if _normalise(text) in echo_of else None)
+
+
+def _looping(turns: Sequence[Turn]) -> bool:
+    """Both agents repeated their previous turn word for word: more turns add nothing."""
+    return (len(turns) >= 4 and _normalise(turns[-1].text) == _normalise(turns[-3].text)
+            and _normalise(turns[-2].text) == _normalise(turns[-4].text))
+
+
+@dataclass
+class Plan:
+    scenario: Scenario
+    items: list[WVSItem]
+    cultures: list[Culture]
+    main_contact: Culture
+    notices: list[str] = field(default_factory=list)
+    skipped: set[tuple[str, str]] = field(default_factory=set)  # (culture, item) never asked
+    data: WVSData | None = None
+
+    @property
+    def size(self) -> int:
+        per = self.scenario.conversations_per_item
+        return per * (len(self.cultures) * len(self.items) - len(self.skipped))
+
+    def conversations(self) -> Iterator[ConversationSpec]:
+        """Deterministic order: for each repeat k, item, culture — so `--limit` spreads over cultures."""
+        sc = self.scenario
+        assert self.data is not None
+        seq = 0
+        for k in range(sc.conversations_per_item):
+            for item in self.items:
+                for culture in self.cultures:
+                    if (culture.name, item.q_id) in self.skipped:
+                        continue
+                    conv_id = f"{culture.name}:Q{item.q_id}:{k}"
+                    rng = random.Random(f"{sc.seed}:{conv_id}")
+                    answers = self.data.answers(culture.country_file, item.q_id)
+                    stance = choose_stance(sc.stance_policy, item, answers, rng)
+                    yield ConversationSpec(conv_id, seq, self._meta(culture, item, stance))
+                    seq += 1
+
+    def _participant(self, culture: Culture, name: str, role: str) -> dict[str, Any]:
+        return {"name": name, "culture": culture.name, "person": culture.person,
+                "culture_phrase": culture.culture_phrase, "possessive": culture.possessive,
+                "model": self.scenario.backend_for(role).model}  # type: ignore[arg-type]
+
+    def _meta(self, culture: Culture, item: WVSItem, stance: Any) -> dict[str, Any]:
+        sc = self.scenario
+        if sc.mode == "in":
+            contact = self._participant(culture, culture.names[1] if len(culture.names) > 1
+                                        else culture.names[0] + " II", "main_contact")
+        else:
+            contact = self._participant(self.main_contact, self.main_contact.names[0], "main_contact")
+        return {
+            "culture": culture.name, "country": culture.country, "country_file": culture.country_file,
+            "mode": sc.mode, "version": sc.version if isinstance(sc.version, str) else "custom",
+            "item_id": item.q_id, "item_topic": item.topic, "item_text": item.text,
+            "item_question": item.question, "item_options": item.option_text,
+            "stance_code": stance.code, "stance_text": stance.text, "stance_policy": stance.policy,
+            "stance_respondents": stance.respondents,
+            "participants": {"delegate": self._participant(culture, culture.names[0], "delegate"),
+                             "main_contact": contact},
+        }
+
+
+def build_plan(scenario: Scenario, data_dir: Path, base_dir: Path | None = None) -> Plan:
+    """Resolve cultures and items against the data; items a country never asked are skipped."""
+    data = WVSData(Path(data_dir))
+    try:
+        table = load_table(scenario.culture_table, base_dir)
+        available = data.countries()
+        cultures = [resolve_culture(name, table, available) for name in scenario.cultures]
+        main_contact = resolve_culture(scenario.main_contact, table, available)
+        all_items = data.items()
+        if scenario.items == "all":
+            items = list(all_items)
+        elif isinstance(scenario.items, list):
+            items = [data.item(q) for q in scenario.items]
+        else:
+            topic = scenario.items.topic.lower()
+            items = [it for it in all_items if it.topic.lower() == topic]
+            if not items:
+                topics = sorted({it.topic for it in all_items})
+                raise PlanError(f"items.topic: no item has topic {scenario.items.topic!r}; "
+                                f"topics: {', '.join(topics)}")
+    except (CultureError, WVSError) as exc:
+        raise PlanError(str(exc)) from None
+    plan = Plan(scenario, items, cultures, main_contact, data=data)
+    for item in items:
+        if item.scale_note:
+            plan.notices.append(f"Q{item.q_id}: {item.scale_note}")
+    for culture in cultures:
+        if culture.country_file not in available:
+            raise PlanError(f"culture {culture.name!r}: no WVS file {culture.country_file}.csv "
+                            f"in {data.wvs_dir / 'countries'}")
+        for item in items:
+            if not data.answers(culture.country_file, item.q_id):
+                plan.skipped.add((culture.name, item.q_id))
+                plan.notices.append(f"{culture.name}: Q{item.q_id} was never asked in "
+                                    f"{culture.country_file} (no valid answers); skipped")
+    return plan

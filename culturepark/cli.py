@@ -1,0 +1,250 @@
+"""`culturepark` command line: one subcommand per stage, each thin (parse → call → print).
+
+Exit codes: 0 all done, 1 some conversations failed (or the run stopped early),
+2 bad input (one clear line on stderr, nothing written).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import orjson
+
+from culturepark.errors import InputError
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(orjson.dumps(obj).decode() + "\n")
+    sys.stdout.flush()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from culturepark.console import make_logger, progress_bar
+    from culturepark.runner import RunOptions, run_async
+
+    log = make_logger()
+    opts = RunOptions(out=args.out, resume=args.resume, retry_failed=args.retry_failed,
+                      limit=args.limit, base_url=args.base_url, model=args.model, rpm=args.rpm,
+                      tpm=args.tpm, concurrency=args.concurrency, data_dir=args.data_dir)
+    show_bar = sys.stderr.isatty() and not args.json
+    result = asyncio.run(run_async(args.scenario, opts, progress=progress_bar if show_bar else None,
+                                   say=lambda m: log.info(m)))
+    s = result.summary
+    if result.error:
+        log.error("run stopped", error=result.error, resumable=True)
+    if args.json:
+        _print_json({"run_dir": str(result.run_dir), **s})
+    else:
+        cost = "unknown" if s["cost_usd"] is None else f"${s['cost_usd']:.4f}"
+        print(f"{s['done']} done, {s['failed']} failed, {s['incomplete']} incomplete; "
+              f"{s['turns']} turns, {s['tokens']['total']:,} tokens, cost {cost} → {result.run_dir}")
+        for reason, n in s["failures_by_reason"].items():
+            print(f"  failed: {n} × {reason}  (retry with --resume --retry-failed)")
+    return result.exit_code
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from culturepark.runner import RunOptions, prepare
+
+    bad = 0
+    for ref in args.files:
+        try:
+            scenario, plan, _ = prepare(ref, RunOptions(data_dir=args.data_dir))
+        except InputError as exc:
+            print(f"culturepark: error: {exc}", file=sys.stderr)
+            bad += 1
+            continue
+        line = {"file": str(ref), "ok": True, "name": scenario.name, "conversations": plan.size,
+                "cultures": [c.name for c in plan.cultures], "items": len(plan.items),
+                "skipped": len(plan.skipped)}
+        if args.json:
+            _print_json(line)
+        else:
+            print(f"ok  {ref}: {scenario.name}, {plan.size} conversations "
+                  f"({len(plan.cultures)} cultures × {len(plan.items)} items"
+                  f"{f', {len(plan.skipped)} never asked' if plan.skipped else ''})")
+    return 2 if bad else 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from culturepark.engine.export import assemble, conversation_rows
+    from culturepark.engine.log import LogError
+
+    try:
+        assembled = assemble(Path(args.run_dir))
+    except LogError as exc:
+        raise InputError(str(exc)) from None
+    shown = 0
+    for row in conversation_rows(assembled):
+        if args.id and row["id"] != args.id:
+            continue
+        if args.limit is not None and shown >= args.limit:
+            break
+        shown += 1
+        if args.json:
+            _print_json(row)
+            continue
+        meta = row["meta"]
+        stance = f" — stance: {meta['stance_text']}" if meta.get("stance_text") else ""
+        print(f"=== {row['id']} [{row['status']}{': ' + row['reason'] if row.get('reason') else ''}]{stance}")
+        if meta.get("item_text"):
+            print(f"    item Q{meta.get('item_id')}: {meta['item_text']}")
+        for t in row["turns"]:
+            print(f"{t['speaker']}: {t['text']}")
+        print()
+    if assembled.torn_bytes:
+        print(f"(the log ends in a torn line of {assembled.torn_bytes} bytes; --resume discards it)",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from culturepark.engine.export import export_run
+    from culturepark.engine.log import LogError
+
+    try:
+        summary = export_run(Path(args.run_dir))
+    except LogError as exc:
+        raise InputError(str(exc)) from None
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"wrote {args.run_dir}/conversations.jsonl and summary.json "
+              f"({summary['conversations']} conversations, {summary['turns']} turns)")
+    return 0
+
+
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    from culturepark.scenarios.loader import builtin_scenarios, load_scenario
+
+    for name, path in builtin_scenarios().items():
+        sc = load_scenario(path)
+        if args.json:
+            _print_json({"name": name, "path": str(path), "description": sc.description})
+        else:
+            print(f"{name:14s} {sc.description}")
+    return 0
+
+
+def cmd_sim_server(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from culturepark.engine.sim_server import Fault, SimConfig, load_script, serve_forever
+
+    try:
+        script = load_script(Path(args.script)) if args.script else []
+        faults = [Fault.model_validate(f) for f in (orjson.loads(args.faults) if args.faults else [])]
+        config = SimConfig(seed=args.seed, rpm=args.rpm, tpm=args.tpm, window_s=args.window_s,
+                           charge=args.charge, latency_ms=args.latency_ms, jitter_ms=args.jitter_ms,
+                           fail_rate=args.fail_rate, script=script, faults=faults)
+    except (OSError, ValidationError, orjson.JSONDecodeError, TypeError, AttributeError) as exc:
+        raise InputError(f"sim-server: {str(exc).splitlines()[0]}") from None
+    serve_forever(config, args.host, args.port)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench == "throughput":
+        from culturepark.benchmarks.throughput import main as bench_main
+    else:
+        from culturepark.benchmarks.local import main as bench_main
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="culturepark", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a scenario (YAML path or bundled name)")
+    r.add_argument("scenario")
+    r.add_argument("--out", type=Path)
+    r.add_argument("--resume", action="store_true", help="continue the run in --out from its log")
+    r.add_argument("--retry-failed", action="store_true", help="with --resume: run failed conversations again")
+    r.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    r.add_argument("--model")
+    r.add_argument("--rpm", type=float)
+    r.add_argument("--tpm", type=float)
+    r.add_argument("--concurrency", type=int)
+    r.add_argument("--limit", type=int, help="run at most N conversations")
+    r.add_argument("--data-dir", type=Path)
+    r.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("validate", help="check scenario files without running them")
+    v.add_argument("files", nargs="+")
+    v.add_argument("--data-dir", type=Path)
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_validate)
+
+    rp = sub.add_parser("replay", help="print the conversations of a run (also a partial one)")
+    rp.add_argument("run_dir")
+    rp.add_argument("--id")
+    rp.add_argument("--limit", type=int)
+    rp.add_argument("--json", action="store_true")
+    rp.set_defaults(func=cmd_replay)
+
+    e = sub.add_parser("export", help="write conversations.jsonl and summary.json from a log")
+    e.add_argument("run_dir")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_export)
+
+    sc = sub.add_parser("scenarios", help="list bundled scenarios")
+    sc.add_argument("--json", action="store_true")
+    sc.set_defaults(func=cmd_scenarios)
+
+    s = sub.add_parser("sim-server", help="OpenAI-compatible simulator for tests and benches")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
+    s.add_argument("--rpm", type=float)
+    s.add_argument("--tpm", type=float)
+    s.add_argument("--window-s", type=float, default=1.0)
+    s.add_argument("--charge", choices=["admission", "usage"], default="admission")
+    s.add_argument("--latency-ms", type=float, default=0.0)
+    s.add_argument("--jitter-ms", type=float, default=0.0)
+    s.add_argument("--fail-rate", type=float, default=0.0)
+    s.add_argument("--faults", help='JSON list, e.g. \'[{"kind": "status", "status": 503, "rate": 0.1}]\'')
+    s.add_argument("--script", help="YAML list of {pattern, reply} rules")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_sim_server)
+
+    b = sub.add_parser("bench", help="benchmarks: throughput (engine vs raw/SDK), local (batching)")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    bt = bsub.add_parser("throughput")
+    bt.add_argument("--json", action="store_true")
+    bt.add_argument("--conversations", type=int, default=2000)
+    bt.add_argument("--turns", type=int, default=2)
+    bt.add_argument("--concurrency", type=int, default=100)
+    bt.add_argument("--latency-ms", type=float, default=0.0)
+    bt.add_argument("--rpm", type=float)
+    bt.add_argument("--tpm", type=float)
+    bt.add_argument("--max-tokens", type=int, default=32)
+    bt.add_argument("--baselines", default="raw", help="comma list of raw,sdk")
+    bt.add_argument("--plot", type=Path, help="PNG path for requests/s over time")
+    bt.set_defaults(func=cmd_bench)
+    bl = bsub.add_parser("local")
+    bl.add_argument("--json", action="store_true")
+    bl.add_argument("--batch-size", type=int, default=16)
+    bl.add_argument("--max-tokens", type=int, default=32)
+    bl.add_argument("--device", default="auto")
+    bl.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except InputError as exc:
+        print(f"culturepark: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("culturepark: interrupted; the log is intact — continue with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""What a person sees on the terminal: structlog events and a rich progress bar (TTY only)."""
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+
+def make_logger(stream: TextIO | None = None) -> Any:
+    stream = stream or sys.stderr
+    return structlog.wrap_logger(
+        structlog.PrintLogger(stream),
+        processors=[structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="%H:%M:%S"),
+                    structlog.dev.ConsoleRenderer(colors=stream.isatty())])
+
+
+async def progress_bar(scheduler: Any, total: int, already: int, stream: TextIO | None = None) -> None:
+    """Refresh twice a second from the scheduler's counters; nothing on the hot path."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+
+    console = Console(file=stream or sys.stderr)
+    columns = [TextColumn("[bold]conversations"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("run", total=total, completed=already, info="")
+        while True:
+            s = scheduler.stats
+            eps = {id(e): e for e in scheduler.endpoints.values()}.values()
+            limited = sum(e.stats.rate_limited for e in eps)
+            rate = s.turns / s.elapsed_s if s.elapsed_s > 0 else 0.0
+            cost = f"${s.cost_usd:.4f}" if s.cost_unknown_turns == 0 else f"≥${s.cost_usd:.4f}"
+            info = (f"{rate:6.1f} turns/s  {s.prompt_tokens + s.completion_tokens:,} tok  "
+                    f"429s {limited}  {cost}  failed {s.failed}")
+            bar.update(task, completed=already + s.done + s.failed, info=info)
+            try:
+                await asyncio.sleep(0.5)
+            except asyncio.CancelledError:
+                s = scheduler.stats
+                bar.update(task, completed=already + s.done + s.failed, info=info)
+                raise

@@ -1,0 +1,262 @@
+"""scenario → plan → endpoints → scheduler → log → export: the `run` stage end to end.
+
+Everything that can be wrong with the input is checked before anything is
+written (exit 2 at the CLI); once the header is written, the log is the truth
+and the run can always be resumed.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+from culturepark.agents.protocol import CultureParkPolicy, Plan, PlanError, build_plan
+from culturepark.engine.endpoint import Endpoint
+from culturepark.engine.export import export_run
+from culturepark.engine.log import LOG_NAME, LogError, LogWriteError, RunDirLock, RunLog, recover
+from culturepark.engine.scheduler import ResumeState, RunStats, Scheduler, SchedulerConfig
+from culturepark.errors import InputError
+from culturepark.factory import is_loopback, make_endpoints
+from culturepark.paths import resolve_data_dir
+from culturepark.scenarios.loader import ScenarioError, load_scenario, parse_scenario, resolve_path
+from culturepark.scenarios.schema import Scenario
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("culturepark")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@dataclass
+class RunOptions:
+    out: Path | None = None
+    resume: bool = False
+    retry_failed: bool = False
+    limit: int | None = None
+    base_url: str | None = None
+    model: str | None = None
+    rpm: float | None = None
+    tpm: float | None = None
+    concurrency: int | None = None
+    data_dir: Path | None = None
+    check_reachable: bool = True
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+    stats: RunStats
+    notices: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """0 all done; 1 some conversations failed, or the run stopped before the end."""
+        s = self.summary
+        return 0 if (not self.error and s["failed"] == 0 and s["incomplete"] == 0) else 1
+
+
+def apply_overrides(scenario: Scenario, opts: RunOptions, source: str) -> Scenario:
+    """CLI flags override the scenario; the result is validated like the file itself."""
+    data = scenario.model_dump(mode="json", exclude_unset=False)
+    targets = [data["backend"]] + [r["backend"] for r in data["roles"].values() if r.get("backend")]
+    for b in targets:
+        if opts.base_url:
+            if b["provider"] == "local":
+                b["provider"] = "openai"
+                b["api"] = "completions"
+            b["base_url"] = opts.base_url
+        if opts.model:
+            b["model"] = opts.model
+    if opts.rpm is not None:
+        data["limits"]["rpm"] = opts.rpm
+    if opts.tpm is not None:
+        data["limits"]["tpm"] = opts.tpm
+    if opts.concurrency is not None:
+        data["concurrency"] = opts.concurrency
+    return parse_scenario(data, f"{source} (with command-line overrides)")
+
+
+def default_out_dir(scenario: Scenario) -> Path:
+    if scenario.output.dir:
+        return Path(scenario.output.dir)
+    return Path("runs") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def prepare(scenario_ref: str | Path | Scenario, opts: RunOptions) -> tuple[Scenario, Plan, Path]:
+    """Load, override, resolve against the data. Raises InputError; writes nothing."""
+    try:
+        if isinstance(scenario_ref, Scenario):
+            scenario, source, base_dir = scenario_ref, "<scenario>", None
+        else:
+            path = resolve_path(scenario_ref)
+            scenario, source, base_dir = load_scenario(path), str(path), path.parent
+        scenario = apply_overrides(scenario, opts, source)
+        data_dir = resolve_data_dir(opts.data_dir, scenario.data_dir, base_dir)
+        plan = build_plan(scenario, data_dir, base_dir)
+    except (ScenarioError, PlanError) as exc:
+        raise InputError(str(exc)) from None
+    out = Path(opts.out) if opts.out else default_out_dir(scenario)
+    return scenario, plan, out
+
+
+def _check_out_dir(out: Path, resume: bool) -> bool:
+    """Return True if the directory must be created. Raises InputError on a bad directory."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a directory")
+    log_exists = (out / LOG_NAME).exists()
+    if resume:
+        if not log_exists:
+            raise InputError(f"--resume: no {LOG_NAME} in {out} (nothing to resume)")
+        if not os.access(out, os.W_OK):
+            raise InputError(f"--out {out}: not writable")
+        return False
+    if out.exists() and any(p.name != ".lock" for p in out.iterdir()):
+        raise InputError(f"--out {out}: directory is not empty (use --resume to continue the run "
+                         "in it, or choose another --out)")
+    parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: {parent} is not writable")
+    return not out.exists()
+
+
+async def _preflight(endpoints: dict[str, Endpoint]) -> None:
+    seen: set[int] = set()
+    for ep in endpoints.values():
+        if id(ep) in seen:
+            continue
+        seen.add(id(ep))
+        check = getattr(ep.backend, "check_reachable", None)
+        if check is not None:
+            try:
+                await check()
+            except ConnectionError as exc:
+                raise InputError(str(exc)) from None
+
+
+async def run_async(scenario_ref: str | Path | Scenario, opts: RunOptions | None = None,
+                    progress: Callable[[Scheduler, int, int], Any] | None = None,
+                    say: Callable[[str], None] | None = None) -> RunResult:
+    opts = opts or RunOptions()
+    say = say or (lambda _m: None)
+    scenario, plan, out = prepare(scenario_ref, opts)
+    configs = {r: scenario.backend_for(r) for r in ("delegate", "main_contact")}
+    cache_dirs = [Path(p) for p in scenario.cache_from]
+    for d in cache_dirs:
+        if not (d / LOG_NAME).exists():
+            raise InputError(f"cache_from: no {LOG_NAME} in {d}")
+    endpoints = make_endpoints(configs, scenario.limits, scenario.retry, scenario.seed, cache_dirs)
+    created = False
+    lock = None
+    try:
+        if opts.check_reachable:
+            await _preflight(endpoints)
+        created = _check_out_dir(out, opts.resume)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"--out {out}: cannot create ({exc.strerror})") from None
+        lock = RunDirLock(out)
+        try:
+            lock.acquire()
+        except LogError as exc:
+            raise InputError(str(exc)) from None
+        resume_state = None
+        log_path = out / LOG_NAME
+        if opts.resume:
+            try:
+                contents = recover(log_path)
+            except LogError as exc:
+                raise InputError(str(exc)) from None
+            if contents.torn_bytes:
+                say(f"warning: discarded a torn last line ({contents.torn_bytes} bytes) in {log_path}")
+            if contents.header is None:
+                raise InputError(f"--resume: {log_path} has no run header")
+            if contents.header.get("scenario_hash") != scenario.content_hash():
+                raise InputError(f"--resume: {out} was made by a different scenario (hash "
+                                 f"{contents.header.get('scenario_hash')} ≠ {scenario.content_hash()})")
+            resume_state = ResumeState.from_records(contents.records)
+        for ep in {id(e): e for e in endpoints.values()}.values():
+            try:
+                await ep.backend.start()
+            except RuntimeError as exc:
+                raise InputError(str(exc)) from None
+        log = RunLog(log_path, fsync=scenario.output.fsync).open()
+        created = False  # from here on the directory holds a real run: never remove it
+        if resume_state is None:
+            log.append(_header(scenario, plan, endpoints, opts))
+        for notice in plan.notices:
+            say(notice)
+        total = plan.size if opts.limit is None else min(plan.size, opts.limit)
+        already = len(resume_state.ended) if resume_state else 0
+        convs = plan.conversations()
+        if opts.limit is not None:
+            convs = itertools.islice(convs, opts.limit)
+        scheduler = Scheduler(CultureParkPolicy(scenario), endpoints, log,
+                              SchedulerConfig(concurrency=scenario.concurrency,
+                                              budget_usd=scenario.budget_usd))
+        ticker = asyncio.create_task(progress(scheduler, total, already)) if progress else None
+        error = None
+        try:
+            stats = await scheduler.run(convs, resume_state, retry_failed=opts.retry_failed)
+        except LogWriteError as exc:
+            error = str(exc)
+            stats = scheduler.stats
+        finally:
+            if ticker:
+                ticker.cancel()
+            log.close()
+        summary = export_run(out)
+        summary["endpoints"] = endpoint_summary(endpoints)
+        return RunResult(out, summary, stats, plan.notices, error)
+    finally:
+        for ep in {id(e): e for e in endpoints.values()}.values():
+            await ep.aclose()
+        if lock is not None:
+            lock.release()
+        if created and out.exists():
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def endpoint_summary(endpoints: dict[str, Endpoint]) -> list[dict[str, Any]]:
+    """One entry per distinct endpoint (roles sharing a backend share its budget and counts)."""
+    out: dict[int, dict[str, Any]] = {}
+    for role, ep in endpoints.items():
+        if id(ep) in out:
+            out[id(ep)]["roles"].append(role)
+            continue
+        out[id(ep)] = {"roles": [role], "model": ep.backend.model, "requests": ep.stats.requests,
+                       "rate_limited": ep.stats.rate_limited, "retries": ep.stats.retries,
+                       "cache_hits": ep.stats.cache_hits, "errors": dict(ep.stats.errors)}
+    return list(out.values())
+
+
+def _header(scenario: Scenario, plan: Plan, endpoints: dict[str, Endpoint], opts: RunOptions) -> dict:
+    return {
+        "type": "run", "format": 1, "run_name": scenario.name,
+        "scenario": scenario.model_dump(mode="json"), "scenario_hash": scenario.content_hash(),
+        "seed": scenario.seed,
+        "backends": {role: ep.backend.describe() for role, ep in endpoints.items()},
+        "package_version": package_version(), "started_at": time.time(),
+        "planned_conversations": plan.size, "limit": opts.limit,
+        "data_dir": str(plan.data.data_dir) if plan.data else None,
+        "notices": plan.notices,
+    }
+
+
+def run(scenario_ref: str | Path | Scenario, **kwargs: Any) -> RunResult:
+    """Python API: `culturepark.run("quickstart", out="runs/q")`."""
+    opts = RunOptions(**{k: (Path(v) if k in ("out", "data_dir") and v else v) for k, v in kwargs.items()})
+    return asyncio.run(run_async(scenario_ref, opts))
+
+
+__all__ = ["RunOptions", "RunResult", "run", "run_async", "prepare", "is_loopback"]

@@ -1,0 +1,3 @@
+from culturepark.engine.backends.base import Backend, Completion, Request
+
+__all__ = ["Backend", "Completion", "Request"]

@@ -1,0 +1,75 @@
+"""The only interface the scheduler sees: `Request` in, `Completion` out."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import orjson
+
+from culturepark.engine.pricing import Price
+from culturepark.engine.records import Usage
+from culturepark.engine.tokens import prompt_tokens
+
+
+@dataclass(slots=True)
+class Request:
+    """One generation. `messages` for chat models, `prompt` (+ stop) for base models."""
+
+    messages: list[dict[str, str]] | None = None
+    prompt: str | None = None
+    max_tokens: int = 256
+    temperature: float = 0.7
+    stop: list[str] | None = None
+    seed: int | None = None
+
+    def key(self, model: str) -> str:
+        """Content hash: identical requests to the same model share it (cache, replay)."""
+        payload = orjson.dumps([model, self.messages, self.prompt, self.max_tokens,
+                                self.temperature, self.stop, self.seed])
+        return hashlib.blake2b(payload, digest_size=12).hexdigest()
+
+    def estimated_prompt_tokens(self) -> int:
+        return prompt_tokens(self.messages, self.prompt)
+
+
+@dataclass(slots=True)
+class RateHeaders:
+    remaining_requests: float | None = None
+    remaining_tokens: float | None = None
+
+
+@dataclass(slots=True)
+class Completion:
+    text: str
+    finish_reason: str | None
+    usage: Usage
+    latency_ms: float = 0.0
+    usage_reported: bool = True
+    rate: RateHeaders | None = None
+    attempts: int = 1
+    cached: bool = False
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    model: str
+    price: Price | None
+
+    async def start(self) -> None: ...
+
+    async def complete(self, request: Request) -> Completion: ...
+
+    async def aclose(self) -> None: ...
+
+    def describe(self) -> dict[str, Any]:
+        """What goes into the run header: never a key."""
+        ...
+
+
+@dataclass
+class BackendInfo:
+    kind: str
+    model: str
+    extra: dict[str, Any] = field(default_factory=dict)

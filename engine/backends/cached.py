@@ -1,0 +1,37 @@
+"""Answer identical requests from an earlier run's log, without the network."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from culturepark.engine.backends.base import Completion
+from culturepark.engine.log import read_log
+from culturepark.engine.records import Usage
+
+
+class ResponseCache:
+    """request_hash → completion text, loaded from one or more previous logs."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[str, str | None, int, int]] = {}
+
+    @classmethod
+    def from_runs(cls, run_dirs: list[Path]) -> "ResponseCache":
+        cache = cls()
+        for run_dir in run_dirs:
+            for rec in read_log(Path(run_dir)).records:
+                if rec.get("type") == "turn" and rec.get("request_hash"):
+                    usage = rec.get("usage") or {}
+                    cache._entries.setdefault(rec["request_hash"], (
+                        rec["text"], rec.get("finish_reason"),
+                        int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))))
+        return cache
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, request_hash: str) -> Completion | None:
+        hit = self._entries.get(request_hash)
+        if hit is None:
+            return None
+        text, finish, p, c = hit
+        return Completion(text=text, finish_reason=finish, usage=Usage(p, c), cached=True)

@@ -1,0 +1,175 @@
+"""OpenAI-compatible HTTP backend on one pooled aiohttp session.
+
+The openai SDK costs ~10x more CPU per request than raw aiohttp (measured in
+shared/notes/rate-limits.md), so the hot path speaks HTTP itself. Works with
+OpenAI, vLLM, llama.cpp's server, Ollama's /v1, Gemini's OpenAI endpoint and the
+sim server. `api="completions"` uses /v1/completions for base models.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Literal
+
+import aiohttp
+import orjson
+
+from culturepark.engine.backends.base import Completion, RateHeaders, Request
+from culturepark.engine.pricing import Price
+from culturepark.engine.records import Usage
+from culturepark.engine.retry import FatalBackendError, RateLimited, TransientError
+
+_JSON = {"Content-Type": "application/json"}
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    """`retry-after-ms` (OpenAI) wins over `Retry-After` seconds; HTTP dates are ignored."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    sec = headers.get("Retry-After")
+    if sec:
+        try:
+            return max(0.0, float(sec))
+        except ValueError:
+            return None
+    return None
+
+
+def _float_header(headers: Any, name: str) -> float | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+class OpenAIHTTPBackend:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        api: Literal["chat", "completions"] = "chat",
+        timeout_s: float = 60.0,
+        max_connections: int = 0,
+        price: Price | None = None,
+        name: str = "openai",
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api = api
+        self.timeout_s = timeout_s
+        self.max_connections = max_connections
+        self.price = price
+        self.name = name
+        self._api_key = api_key
+        self._url = f"{self.base_url}/chat/completions" if api == "chat" else f"{self.base_url}/completions"
+        self._session: aiohttp.ClientSession | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "openai", "base_url": self.base_url, "model": self.model, "api": self.api,
+                "auth": "env key" if self._api_key else "none"}
+
+    async def start(self) -> None:
+        if self._session is not None:
+            return
+        headers = dict(_JSON)
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        connector = aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(
+            connector=connector, headers=headers,
+            timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+
+    async def check_reachable(self, timeout_s: float = 5.0) -> None:
+        """Fail fast on a wrong base URL: any HTTP answer counts as reachable."""
+        await self.start()
+        assert self._session is not None
+        try:
+            async with self._session.get(f"{self.base_url}/models",
+                                         timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                await resp.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise ConnectionError(
+                f"cannot reach {self.base_url} ({type(exc).__name__}); is the server running "
+                "and does the URL end in /v1?") from None
+
+    def _body(self, req: Request) -> bytes:
+        body: dict[str, Any] = {"model": self.model, "max_tokens": req.max_tokens,
+                                "temperature": req.temperature}
+        if self.api == "chat":
+            body["messages"] = req.messages
+        else:
+            body["prompt"] = req.prompt
+        if req.stop:
+            body["stop"] = req.stop
+        if req.seed is not None:
+            body["seed"] = req.seed
+        return orjson.dumps(body)
+
+    async def complete(self, req: Request) -> Completion:
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        t0 = time.perf_counter()
+        try:
+            async with self._session.post(self._url, data=self._body(req)) as resp:
+                status = resp.status
+                headers = resp.headers
+                raw = await resp.read()
+        except asyncio.TimeoutError:
+            raise TransientError("timeout") from None
+        except aiohttp.ClientPayloadError:
+            raise TransientError("truncated_body") from None
+        except aiohttp.ClientError as exc:
+            raise TransientError(f"connection_error:{type(exc).__name__}") from None
+        latency_ms = (time.perf_counter() - t0) * 1000.0
+        if status != 200:
+            if status == 429:
+                raise RateLimited("http_429", retry_after=parse_retry_after(headers), status=status)
+            if status >= 500 or status in (408, 409):
+                raise TransientError(f"http_{status}", retry_after=parse_retry_after(headers), status=status)
+            raise FatalBackendError(f"http_{status}: {raw[:200].decode('utf-8', 'replace')}", status=status)
+        try:
+            payload = orjson.loads(raw)
+            choice = payload["choices"][0]
+            if self.api == "chat":
+                text = (choice.get("message") or {}).get("content")
+            else:
+                text = choice.get("text")
+            finish = choice.get("finish_reason")
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+            raise TransientError("malformed_body") from None
+        if not isinstance(text, str):
+            text = ""
+        usage, reported = _parse_usage(payload.get("usage"))
+        if not reported:
+            usage = Usage(req.estimated_prompt_tokens(), (len(text) + 3) // 4)
+        rate = None
+        if "x-ratelimit-remaining-tokens" in headers or "x-ratelimit-remaining-requests" in headers:
+            rate = RateHeaders(_float_header(headers, "x-ratelimit-remaining-requests"),
+                               _float_header(headers, "x-ratelimit-remaining-tokens"))
+        return Completion(text=text, finish_reason=finish, usage=usage, latency_ms=latency_ms,
+                          usage_reported=reported, rate=rate)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _parse_usage(raw: Any) -> tuple[Usage, bool]:
+    """A usage block that is missing, negative or not integers is not trusted."""
+    if not isinstance(raw, dict):
+        return Usage(), False
+    p, c = raw.get("prompt_tokens"), raw.get("completion_tokens")
+    if isinstance(p, int) and isinstance(c, int) and p >= 0 and c >= 0 and not isinstance(p, bool):
+        return Usage(p, c), True
+    return Usage(), False

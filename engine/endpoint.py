@@ -1,0 +1,109 @@
+"""One backend behind its limiter, retry policy and optional cache.
+
+Both conversation turns (scheduler) and single requests (refinement,
+evaluation) go through `Endpoint.complete`, so every stage shares one
+mechanism for limits, retries and empty-reply handling.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+from culturepark.engine.backends.base import Backend, Completion, Request
+from culturepark.engine.backends.cached import ResponseCache
+from culturepark.engine.limiter import RateLimiter
+from culturepark.engine.retry import (BackendError, InvalidReply, RateLimited, RequestFailed,
+                                      RetryPolicy)
+
+Validator = Callable[[str], "str | None"]
+
+
+@dataclass(slots=True)
+class EndpointStats:
+    requests: int = 0
+    ok: int = 0
+    rate_limited: int = 0
+    retries: int = 0
+    cache_hits: int = 0
+    errors: Counter = field(default_factory=Counter)
+
+
+def default_validate(completion: Completion) -> str | None:
+    if not completion.text.strip():
+        return "empty_reply_length" if completion.finish_reason == "length" else "empty_reply"
+    return None
+
+
+class Endpoint:
+    def __init__(self, backend: Backend, limiter: RateLimiter | None = None,
+                 retry: RetryPolicy | None = None, cache: ResponseCache | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.backend = backend
+        self.limiter = limiter or RateLimiter()
+        self.retry = retry or RetryPolicy()
+        self.cache = cache
+        self.stats = EndpointStats()
+        self._rng = rng or random.Random(0)
+
+    async def complete(self, request: Request, validate: Validator | None = None,
+                       request_hash: str | None = None) -> Completion:
+        """Return a usable completion, or raise `RequestFailed` after the last attempt."""
+        if self.cache is not None:
+            hit = self.cache.get(request_hash or request.key(self.backend.model))
+            if hit is not None and not self._invalid(hit, validate):
+                self.stats.cache_hits += 1
+                return hit
+        reason = "no_attempt"
+        estimate = request.estimated_prompt_tokens() + request.max_tokens
+        for attempt in range(1, self.retry.max_attempts + 1):
+            grant = await self.limiter.acquire(estimate)
+            self.stats.requests += 1
+            retry_after: float | None = None
+            try:
+                completion = await self.backend.complete(request)
+            except BackendError as exc:
+                reason = exc.reason
+                self.stats.errors[reason.split(":")[0]] += 1
+                if isinstance(exc, RateLimited):
+                    self.stats.rate_limited += 1
+                    pause = exc.retry_after if exc.retry_after is not None else self.retry.delay(attempt, self._rng)
+                    self.limiter.pause(pause)
+                    retry_after = pause
+                elif exc.retry_after is not None:
+                    retry_after = exc.retry_after
+                if not exc.retryable:
+                    raise RequestFailed(reason, attempt) from None
+            else:
+                usage = completion.usage
+                self.limiter.settle(grant, usage.prompt_tokens if completion.usage_reported else None,
+                                    usage.completion_tokens, request.max_tokens)
+                if completion.rate is not None:
+                    self.limiter.observe_headers(completion.rate.remaining_requests,
+                                                 completion.rate.remaining_tokens)
+                invalid = self._invalid(completion, validate)
+                if invalid is None:
+                    self.stats.ok += 1
+                    completion.attempts = attempt
+                    return completion
+                reason = invalid
+                self.stats.errors[reason] += 1
+            if attempt < self.retry.max_attempts:
+                self.stats.retries += 1
+                await asyncio.sleep(self.retry.delay(attempt, self._rng, retry_after))
+        raise RequestFailed(reason, self.retry.max_attempts)
+
+    @staticmethod
+    def _invalid(completion: Completion, validate: Validator | None) -> str | None:
+        reason = default_validate(completion)
+        if reason is None and validate is not None:
+            reason = validate(completion.text)
+        return reason
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+
+__all__ = ["Endpoint", "EndpointStats", "InvalidReply", "RequestFailed"]

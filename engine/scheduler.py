@@ -1,0 +1,214 @@
+"""Run many conversations as coroutines under one event loop.
+
+A conversation asks its `TurnPolicy` who speaks next and with which request,
+awaits its endpoint, appends the turn to the log, and repeats until the policy
+says it is over. Concurrency is a fixed pool of worker coroutines pulling from
+one lazy iterator, so memory follows the concurrency, not the run's size.
+
+Determinism: a policy is a pure function of (conversation spec, turns so far),
+so a resumed conversation continues exactly where its log stops.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+
+from culturepark.engine.backends.base import Request
+from culturepark.engine.endpoint import Endpoint, Validator
+from culturepark.engine.log import LogWriteError, RunLog
+from culturepark.engine.retry import RequestFailed
+
+
+@dataclass(slots=True)
+class ConversationSpec:
+    id: str
+    seq: int
+    meta: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Turn:
+    index: int
+    speaker: str
+    role: str
+    text: str
+
+
+@dataclass(slots=True)
+class TurnRequest:
+    speaker: str
+    role: str  # which endpoint answers (e.g. "delegate", "main_contact")
+    request: Request
+    validate: Validator | None = None
+
+
+class TurnPolicy(Protocol):
+    def next_turn(self, conv: ConversationSpec, turns: Sequence[Turn]) -> TurnRequest | None:
+        """The next turn to generate, or None when the conversation is over."""
+        ...
+
+
+@dataclass(slots=True)
+class ResumeState:
+    turns: dict[str, list[Turn]] = field(default_factory=dict)
+    ended: dict[str, str] = field(default_factory=dict)  # id -> status
+
+    @classmethod
+    def from_records(cls, records: Iterable[dict[str, Any]]) -> "ResumeState":
+        state = cls()
+        for rec in records:
+            kind = rec.get("type")
+            if kind == "turn":
+                turns = state.turns.setdefault(rec["conversation_id"], [])
+                if rec["index"] == len(turns):  # duplicates cannot arise; ignore defensively
+                    turns.append(Turn(rec["index"], rec["speaker"], rec["role"], rec["text"]))
+            elif kind == "end":
+                state.ended[rec["conversation_id"]] = rec["status"]
+        return state
+
+
+@dataclass
+class RunStats:
+    started: float = field(default_factory=time.monotonic)
+    conversations_started: int = 0
+    done: int = 0
+    failed: int = 0
+    turns: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    cost_unknown_turns: int = 0
+    failures: Counter = field(default_factory=Counter)
+    latencies_ms: array = field(default_factory=lambda: array("d"))
+    stop_reason: str | None = None
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+
+@dataclass(slots=True)
+class SchedulerConfig:
+    concurrency: int = 64
+    budget_usd: float | None = None
+    record_latencies: bool = True
+
+
+class Scheduler:
+    def __init__(self, policy: TurnPolicy, endpoints: Mapping[str, Endpoint], log: RunLog,
+                 config: SchedulerConfig | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.policy = policy
+        self.endpoints = endpoints
+        self.log = log
+        self.config = config or SchedulerConfig()
+        self.stats = RunStats()
+        self._clock = clock
+        self._stopping = False
+        self._write_error: LogWriteError | None = None
+
+    def stop(self, reason: str) -> None:
+        """Finish in-flight requests' bookkeeping and start nothing new; the run stays resumable."""
+        if not self._stopping:
+            self._stopping = True
+            self.stats.stop_reason = reason
+
+    async def run(self, conversations: Iterable[ConversationSpec],
+                  resume: ResumeState | None = None, retry_failed: bool = False) -> RunStats:
+        pending = self._pending(conversations, resume, retry_failed)
+        workers = [asyncio.create_task(self._worker(pending, resume))
+                   for _ in range(max(1, self.config.concurrency))]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+        if self._write_error is not None:
+            raise self._write_error
+        if self.stats.stop_reason and self.stats.stop_reason != "write_error":
+            self._append({"type": "stop", "reason": self.stats.stop_reason, "t": self._clock()})
+            if self._write_error is not None:
+                raise self._write_error
+        return self.stats
+
+    @staticmethod
+    def _pending(conversations: Iterable[ConversationSpec], resume: ResumeState | None,
+                 retry_failed: bool) -> Iterator[ConversationSpec]:
+        for conv in conversations:
+            status = resume.ended.get(conv.id) if resume else None
+            if status == "done" or (status == "failed" and not retry_failed):
+                continue
+            yield conv
+
+    async def _worker(self, pending: Iterator[ConversationSpec], resume: ResumeState | None) -> None:
+        for conv in pending:
+            if self._stopping:
+                return
+            prior = resume.turns.pop(conv.id, None) if resume else None
+            await self._converse(conv, prior or [])
+
+    def _append(self, record: dict[str, Any]) -> bool:
+        try:
+            self.log.append(record)
+            return True
+        except LogWriteError as exc:
+            self._write_error = exc
+            self.stop("write_error")
+            return False
+
+    async def _converse(self, conv: ConversationSpec, turns: list[Turn]) -> None:
+        stats = self.stats
+        stats.conversations_started += 1
+        while not self._stopping:
+            nxt = self.policy.next_turn(conv, turns)
+            if nxt is None:
+                if self._append({"type": "end", "conversation_id": conv.id, "seq": conv.seq,
+                                 "status": "done", "reason": None, "meta": conv.meta,
+                                 "t": self._clock()}):
+                    stats.done += 1
+                return
+            endpoint = self.endpoints[nxt.role]
+            request_hash = nxt.request.key(endpoint.backend.model)
+            try:
+                completion = await endpoint.complete(nxt.request, nxt.validate, request_hash)
+            except RequestFailed as exc:
+                if self._append({"type": "end", "conversation_id": conv.id, "seq": conv.seq,
+                                 "status": "failed", "reason": exc.reason, "attempts": exc.attempts,
+                                 "meta": conv.meta, "t": self._clock()}):
+                    stats.failed += 1
+                    stats.failures[exc.reason] += 1
+                return
+            if self._stopping and stats.stop_reason == "write_error":
+                return
+            usage = completion.usage
+            price = endpoint.backend.price
+            cost = price.cost(usage.prompt_tokens, usage.completion_tokens) if price else None
+            index = len(turns)
+            if not self._append({
+                "type": "turn", "conversation_id": conv.id, "seq": conv.seq, "index": index,
+                "speaker": nxt.speaker, "role": nxt.role, "text": completion.text,
+                "usage": {"prompt_tokens": usage.prompt_tokens,
+                          "completion_tokens": usage.completion_tokens},
+                "cost_usd": cost, "latency_ms": round(completion.latency_ms, 3),
+                "attempts": completion.attempts, "request_hash": request_hash,
+                "finish_reason": completion.finish_reason, "cached": completion.cached,
+                "t": self._clock(),
+            }):
+                return
+            turns.append(Turn(index, nxt.speaker, nxt.role, completion.text))
+            stats.turns += 1
+            stats.prompt_tokens += usage.prompt_tokens
+            stats.completion_tokens += usage.completion_tokens
+            if self.config.record_latencies and not completion.cached:
+                stats.latencies_ms.append(completion.latency_ms)
+            if cost is None:
+                stats.cost_unknown_turns += 1
+            else:
+                stats.cost_usd += cost
+                budget = self.config.budget_usd
+                if budget is not None and stats.cost_usd >= budget:
+                    self.stop("budget_reached")

@@ -1,0 +1,373 @@
+"""An OpenAI-compatible simulator: a real aiohttp server with limits, latency and faults.
+
+Tests, benches and dry runs point the real HTTP backend at it instead of a mock:
+replies are deterministic from (seed, model, messages); `usage` is counted with
+the same rule as the client's estimate; RPM/TPM are enforced over short windows
+(`window_s`, default 1 s) as providers do, charging at admission (prompt +
+max_tokens, no refund) or by usage; a `--script` of regex → reply rules gives
+pipeline stages meaningful answers; `faults` inject the failures real APIs have.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import yaml
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from culturepark.engine.tokens import approx_tokens, prompt_tokens
+
+_VOCAB = ("the people in my culture often value family and respect tradition while also "
+          "thinking about work community change freedom duty honesty religion science "
+          "government neighbours children parents friends history future education money "
+          "health safety trust fairness opinion believe agree reason because however "
+          "indeed perhaps usually important different similar experience village city").split()
+
+FaultKind = Literal["status", "slow", "reset", "truncated", "malformed", "empty",
+                    "length_empty", "bad_usage"]
+
+
+class Fault(BaseModel):
+    """One injectable failure. `rate` is the chance per request; `times` caps how often it fires."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: FaultKind
+    rate: float = Field(1.0, ge=0, le=1)
+    times: int | None = None
+    status: int = 500
+    retry_after: float | None = None
+    delay_s: float = 5.0
+
+
+class ScriptRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pattern: str
+    reply: str
+
+
+class SimConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seed: int = 0
+    rpm: float | None = None
+    tpm: float | None = None
+    window_s: float = 1.0
+    charge: Literal["admission", "usage"] = "admission"
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    fail_rate: float = 0.0
+    min_reply_tokens: int = 12
+    max_reply_tokens: int = 60
+    rate_limit_headers: bool = True
+    script: list[ScriptRule] = Field(default_factory=list)
+    faults: list[Fault] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=lambda: ["sim-model"])
+
+
+def load_script(path: Path) -> list[ScriptRule]:
+    """A YAML/JSON list of {pattern, reply} (or a mapping pattern → reply)."""
+    data = yaml.safe_load(Path(path).read_text())
+    if isinstance(data, dict) and "rules" in data:
+        data = data["rules"]
+    if isinstance(data, dict):
+        data = [{"pattern": k, "reply": v} for k, v in data.items()]
+    return [ScriptRule.model_validate(r) for r in data or []]
+
+
+@dataclass(slots=True)
+class _Bucket:
+    rate: float
+    capacity: float
+    level: float
+    last: float
+
+    def refill(self, now: float) -> None:
+        self.level = min(self.capacity, self.level + (now - self.last) * self.rate)
+        self.last = now
+
+
+@dataclass
+class SimStats:
+    started_at: float = field(default_factory=time.time)
+    requests: int = 0
+    ok: int = 0
+    rate_limited: int = 0
+    failed: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    charged_tokens: int = 0
+    by_path: dict[str, int] = field(default_factory=dict)
+
+
+class SimServer:
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.stats = SimStats()
+        self._rng = random.Random(config.seed)
+        self._script = [(re.compile(r.pattern, re.S | re.I), r.reply) for r in config.script]
+        self._fault_fired = [0] * len(config.faults)
+        now = time.monotonic()
+        self._req_bucket = self._bucket(config.rpm, now)
+        self._tok_bucket = self._bucket(config.tpm, now)
+
+    def _bucket(self, per_minute: float | None, now: float) -> _Bucket | None:
+        if not per_minute:
+            return None
+        rate = per_minute / 60.0
+        cap = max(1.0, rate * self.config.window_s)
+        return _Bucket(rate, cap, cap, now)
+
+    # -- limits -------------------------------------------------------------
+    def _admit(self, tokens: int) -> float | None:
+        """Charge the request; return None if admitted, else seconds until it would be."""
+        now = time.monotonic()
+        wait = 0.0
+        for b, need in ((self._req_bucket, 1), (self._tok_bucket, tokens)):
+            if b is None:
+                continue
+            b.refill(now)
+            want = min(need, b.capacity)
+            if b.level < want:
+                wait = max(wait, (want - b.level) / b.rate)
+        if wait > 0:
+            return wait
+        if self._req_bucket is not None:
+            self._req_bucket.level -= 1
+        if self._tok_bucket is not None:
+            self._tok_bucket.level -= tokens
+        return None
+
+    def _limit_headers(self) -> dict[str, str]:
+        if not self.config.rate_limit_headers:
+            return {}
+        h: dict[str, str] = {}
+        if self._req_bucket is not None:
+            h["x-ratelimit-limit-requests"] = str(int(self.config.rpm or 0))
+            h["x-ratelimit-remaining-requests"] = str(max(0, int(self._req_bucket.level)))
+        if self._tok_bucket is not None:
+            h["x-ratelimit-limit-tokens"] = str(int(self.config.tpm or 0))
+            h["x-ratelimit-remaining-tokens"] = str(max(0, int(self._tok_bucket.level)))
+        return h
+
+    # -- replies ------------------------------------------------------------
+    def _reply(self, model: str, messages: list[dict] | None, prompt: str | None,
+               max_tokens: int) -> tuple[str, str]:
+        last = prompt if prompt is not None else _last_user(messages)
+        for pattern, reply in self._script:
+            m = pattern.search(last)
+            if m:
+                text = m.expand(reply)
+                return _cap(text, max_tokens)
+        key = orjson.dumps([self.config.seed, model, messages, prompt])
+        rng = random.Random(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big"))
+        n = rng.randint(self.config.min_reply_tokens, self.config.max_reply_tokens)
+        words = rng.choices(_VOCAB, k=max(1, n * 4 // 6))
+        words[0] = words[0].capitalize()
+        return _cap(" ".join(words) + ".", max_tokens)
+
+    def _pick_fault(self) -> Fault | None:
+        for i, fault in enumerate(self.config.faults):
+            if fault.times is not None and self._fault_fired[i] >= fault.times:
+                continue
+            if fault.rate >= 1.0 or self._rng.random() < fault.rate:
+                self._fault_fired[i] += 1
+                self.stats.faults[fault.kind] = self.stats.faults.get(fault.kind, 0) + 1
+                return fault
+        if self.config.fail_rate and self._rng.random() < self.config.fail_rate:
+            self.stats.faults["fail_rate"] = self.stats.faults.get("fail_rate", 0) + 1
+            return Fault(kind="status", status=500)
+        return None
+
+    # -- handlers -----------------------------------------------------------
+    async def models(self, request: web.Request) -> web.Response:
+        data = [{"id": m, "object": "model", "owned_by": "culturepark-sim"} for m in self.config.models]
+        return web.json_response({"object": "list", "data": data})
+
+    async def stats_handler(self, request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(self.stats.__dict__), content_type="application/json")
+
+    async def generate(self, request: web.Request) -> web.StreamResponse:
+        chat = request.path.endswith("/chat/completions")
+        path = "chat" if chat else "completions"
+        st = self.stats
+        st.requests += 1
+        st.by_path[path] = st.by_path.get(path, 0) + 1
+        try:
+            body = orjson.loads(await request.read())
+            model = str(body.get("model", "sim-model"))
+            max_tokens = int(body.get("max_tokens") or 256)
+            messages = body.get("messages") if chat else None
+            prompt = None if chat else str(body.get("prompt", ""))
+            if chat and not isinstance(messages, list):
+                raise ValueError("messages must be a list")
+        except (orjson.JSONDecodeError, ValueError, TypeError):
+            st.failed += 1
+            return _error(400, "invalid request body")
+        p_tokens = prompt_tokens(messages, prompt)
+        charge = p_tokens + max_tokens if self.config.charge == "admission" else p_tokens
+        wait = self._admit(charge)
+        if wait is not None:
+            st.rate_limited += 1
+            secs = max(1, math.ceil(wait))
+            return _error(429, "Rate limit reached", {"Retry-After": str(secs),
+                                                      "retry-after-ms": str(int(wait * 1000) + 1)})
+        st.charged_tokens += charge
+        fault = self._pick_fault()
+        delay = self.config.latency_ms + (self._rng.uniform(0, self.config.jitter_ms)
+                                          if self.config.jitter_ms else 0.0)
+        if delay > 0:
+            await asyncio.sleep(delay / 1000.0)
+        if fault is not None:
+            response = await self._fault_response(request, fault)
+            if response is not None:
+                st.failed += 1
+                return response
+        text, finish = self._reply(model, messages, prompt, max_tokens)
+        if not chat and body.get("stop"):
+            stops = body["stop"] if isinstance(body["stop"], list) else [body["stop"]]
+            text, finish = _apply_stop(text, finish, stops)
+        c_tokens = approx_tokens(text)
+        usage = {"prompt_tokens": p_tokens, "completion_tokens": c_tokens,
+                 "total_tokens": p_tokens + c_tokens}
+        if fault is not None:  # content faults: a 200 that must not become a turn
+            if fault.kind in ("empty", "length_empty"):
+                text, finish = "", ("length" if fault.kind == "length_empty" else "stop")
+            elif fault.kind == "bad_usage":
+                usage = {"prompt_tokens": -1, "completion_tokens": "many"}
+        if self.config.charge == "usage" and self._tok_bucket is not None:
+            self._tok_bucket.level -= c_tokens
+            st.charged_tokens += c_tokens
+        st.ok += 1
+        st.prompt_tokens += p_tokens
+        st.completion_tokens += c_tokens
+        created = int(time.time())
+        if chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": text},
+                      "finish_reason": finish}
+            obj = "chat.completion"
+        else:
+            choice = {"index": 0, "text": text, "finish_reason": finish}
+            obj = "text_completion"
+        payload = {"id": f"sim-{st.requests}", "object": obj, "created": created, "model": model,
+                   "choices": [choice], "usage": usage}
+        return web.Response(body=orjson.dumps(payload), content_type="application/json",
+                            headers=self._limit_headers())
+
+    async def _fault_response(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
+        if fault.kind == "status":
+            headers = {}
+            if fault.retry_after is not None:
+                headers["Retry-After"] = str(fault.retry_after)
+            if fault.status == 429:
+                self.stats.rate_limited += 1
+            return _error(fault.status, f"injected {fault.status}", headers)
+        if fault.kind == "slow":
+            await asyncio.sleep(fault.delay_s)
+            return None
+        if fault.kind in ("reset", "truncated"):
+            resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+            resp.content_length = 4096
+            await resp.prepare(request)
+            await resp.write(b'{"id": "sim", "choices": [{"message": {"content": "cut')
+            if request.transport is not None:
+                request.transport.close()
+            return resp
+        if fault.kind == "malformed":
+            return web.Response(body=b'{"choices": [{"message": {"content": "x"', status=200,
+                                content_type="application/json")
+        return None  # content faults are applied to the normal body
+
+
+def _last_user(messages: list[dict] | None) -> str:
+    for m in reversed(messages or []):
+        if m.get("role") == "user":
+            return str(m.get("content") or "")
+    return str((messages or [{}])[-1].get("content") or "") if messages else ""
+
+
+def _cap(text: str, max_tokens: int) -> tuple[str, str]:
+    if approx_tokens(text) <= max_tokens:
+        return text, "stop"
+    return text[: max_tokens * 4].rstrip(), "length"
+
+
+def _apply_stop(text: str, finish: str, stops: list[str]) -> tuple[str, str]:
+    cut = min((i for s in stops if s and (i := text.find(s)) >= 0), default=-1)
+    return (text[:cut], "stop") if cut >= 0 else (text, finish)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, headers=headers,
+                        body=orjson.dumps({"error": {"message": message, "type": "sim_error",
+                                                     "code": status}}),
+                        content_type="application/json")
+
+
+def _embedding(text: str, dims: int) -> list[float]:
+    rng = random.Random(int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big"))
+    vec = [rng.gauss(0, 1) for _ in range(dims)]
+    norm = math.sqrt(sum(v * v for v in vec)) or 1.0
+    return [v / norm for v in vec]
+
+
+def create_app(config: SimConfig | None = None) -> web.Application:
+    sim = SimServer(config or SimConfig())
+    app = web.Application(client_max_size=32 * 1024 * 1024)
+    app["sim"] = sim
+
+    async def embeddings(request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        inputs = body.get("input", [])
+        inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+        dims = int(body.get("dimensions") or 64)
+        data = [{"object": "embedding", "index": i, "embedding": _embedding(str(t), dims)}
+                for i, t in enumerate(inputs)]
+        n = sum(approx_tokens(str(t)) for t in inputs)
+        return web.Response(body=orjson.dumps({"object": "list", "data": data, "model": body.get("model"),
+                                               "usage": {"prompt_tokens": n, "total_tokens": n}}),
+                            content_type="application/json")
+
+    app.router.add_get("/v1/models", sim.models)
+    app.router.add_post("/v1/chat/completions", sim.generate)
+    app.router.add_post("/v1/completions", sim.generate)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_get("/stats", sim.stats_handler)
+    return app
+
+
+async def start_server(config: SimConfig, host: str = "127.0.0.1", port: int = 0
+                       ) -> tuple[web.AppRunner, str]:
+    """Start on `port` (0 = a free one); return the runner and the base URL ending in /v1."""
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    sockets = site._server.sockets  # type: ignore[union-attr]
+    bound_port = sockets[0].getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    return runner, f"http://{shown}:{bound_port}/v1"
+
+
+def serve_forever(config: SimConfig, host: str, port: int) -> None:
+    async def main() -> None:
+        runner, url = await start_server(config, host, port)
+        print(f"listening on {url}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass

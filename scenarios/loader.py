@@ -1,0 +1,85 @@
+"""YAML → Scenario with errors that name the file, the field path and what was expected."""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from culturepark.scenarios.schema import Scenario
+
+
+class ScenarioError(ValueError):
+    """Bad scenario input; the CLI prints it on one line and exits 2."""
+
+
+def builtin_dir() -> Path:
+    return Path(str(resources.files("culturepark.scenarios") / "builtin"))
+
+
+def builtin_scenarios() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(builtin_dir().glob("*.yaml"))}
+
+
+def resolve_path(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists():
+            raise ScenarioError(f"{path}: no such file")
+        return path
+    builtins = builtin_scenarios()
+    if str(name_or_path) in builtins:
+        return builtins[str(name_or_path)]
+    raise ScenarioError(f"{name_or_path}: not a file and not a bundled scenario "
+                        f"(bundled: {', '.join(builtins)})")
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def format_validation_error(source: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (
+            p.startswith("function-") or p in ("literal['all']", "list[str]", "ItemsByTopic",
+                                               "ModeratorScript", "str", "list[CultureEntry]"))))
+        got = err.get("input")
+        got_s = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        parts.append(f"{_format_loc(loc)}: {msg}{got_s}")
+    more = f" (+{len(parts) - 1} more)" if len(parts) > 1 else ""
+    return f"{source}: {parts[0]}{more}" if parts else f"{source}: invalid"
+
+
+def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{source}: expected a mapping of scenario fields at the top level")
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(format_validation_error(source, exc)) from None
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    path = resolve_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ScenarioError(f"{path}{where}: invalid YAML: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc}") from None
+    return parse_scenario(data, str(path))

@@ -1,0 +1,178 @@
+"""The `Scenario` model. Every field has a default a user of the paper would expect."""
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Role = Literal["delegate", "main_contact"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PriceConfig(_Strict):
+    input_per_1m: float = Field(ge=0)
+    output_per_1m: float = Field(ge=0)
+
+
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "gemini": "https://generativelanguage.googleapis.com/v1beta/openai",
+}
+DEFAULT_KEY_ENVS = {"openai": "OPENAI_API_KEY", "gemini": "GEMINI_API_KEY"}
+
+
+class BackendConfig(_Strict):
+    """Where generations come from. `openai` means any OpenAI-compatible server."""
+
+    provider: Literal["openai", "gemini", "local"] = "openai"
+    model: str = "gpt-3.5-turbo"
+    base_url: str | None = None
+    api: Literal["chat", "completions"] = "chat"
+    api_key_env: str | None = None
+    timeout_s: float = Field(60.0, gt=0)
+    settle: Literal["admission", "usage"] = "admission"
+    price: PriceConfig | None = None
+    max_connections: int = Field(0, ge=0)
+    # embedded model only
+    device: str = "auto"
+    max_batch: int = Field(16, ge=1)
+    batch_wait_ms: float = Field(5.0, ge=0)
+
+    @model_validator(mode="after")
+    def _defaults(self) -> "BackendConfig":
+        if self.provider != "local":
+            if self.base_url is None:
+                self.base_url = DEFAULT_BASE_URLS[self.provider]
+            if self.api_key_env is None and "api_key_env" not in self.model_fields_set:
+                self.api_key_env = DEFAULT_KEY_ENVS[self.provider]
+        return self
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and (not v or not v.replace("_", "").isalnum() or v.startswith("sk-")):
+            raise ValueError("must be the NAME of an environment variable holding the key "
+                             "(keys are never accepted in YAML)")
+        return v
+
+    @property
+    def rendering(self) -> Literal["chat", "transcript"]:
+        """Chat messages for chat models; a `Name: text` transcript for base models."""
+        return "transcript" if (self.provider == "local" or self.api == "completions") else "chat"
+
+
+class Sampling(_Strict):
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(168, ge=1)
+
+
+class RoleConfig(_Strict):
+    backend: BackendConfig | None = None
+    sampling: Sampling | None = None
+
+
+class Limits(_Strict):
+    rpm: float | None = Field(None, gt=0)
+    tpm: float | None = Field(None, gt=0)
+    burst_s: float = Field(0.5, gt=0, le=60)
+
+
+class RetryConfig(_Strict):
+    max_attempts: int = Field(6, ge=1, le=50)
+    base_delay_s: float = Field(0.5, ge=0)
+    max_delay_s: float = Field(30.0, ge=0)
+
+
+class ModeratorRound(_Strict):
+    """One round of a moderated (v1-style) script; prompts may use {delegate}, {contact}, {item}."""
+
+    first: Role = "delegate"
+    delegate: str
+    main_contact: str
+
+
+class ModeratorScript(_Strict):
+    rounds: list[ModeratorRound] = Field(min_length=1)
+
+
+class ItemsByTopic(_Strict):
+    topic: str
+
+
+class OutputConfig(_Strict):
+    dir: str | None = None
+    fsync: Literal["never", "interval", "always"] = "interval"
+
+
+class CultureEntry(_Strict):
+    """A row of the culture table. Users add cultures in YAML without touching code."""
+
+    name: str
+    country_file: str | None = None
+    names: list[str] = Field(min_length=1)
+    adjective: str | None = None
+    language: str = "English"
+    country: str | None = None
+    pronoun: Literal["he", "she", "they"] = "they"
+
+
+class Scenario(_Strict):
+    kind: Literal["culturepark"] = "culturepark"
+    name: str = Field(min_length=1)
+    description: str = ""
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+    sampling: Sampling = Field(default_factory=Sampling)
+    roles: dict[Role, RoleConfig] = Field(default_factory=dict)
+    limits: Limits = Field(default_factory=Limits)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    concurrency: int = Field(64, ge=1, le=100_000)
+    cultures: list[str] = Field(min_length=1)
+    main_contact: str = "American"
+    mode: Literal["cross", "in"] = "cross"
+    version: Literal["v1", "v2"] | ModeratorScript = "v1"
+    rounds: int = Field(7, ge=1, le=100)
+    turns: int = Field(14, ge=1, le=200)
+    items: Literal["all"] | list[str] | ItemsByTopic = "all"
+    conversations_per_item: int = Field(1, ge=1)
+    stance_policy: Literal["sample", "mode", "mean"] = "sample"
+    seed: int = 0
+    data_dir: str | None = None
+    culture_table: list[CultureEntry] | str | None = None
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    cache_from: list[str] = Field(default_factory=list)
+    budget_usd: float | None = Field(None, gt=0)
+    loop_detection: bool = False
+
+    @field_validator("items", mode="before")
+    @classmethod
+    def _item_ids_as_strings(cls, v: object) -> object:
+        if isinstance(v, list):
+            return [str(x).upper().removeprefix("Q") if isinstance(x, (str, int)) else x for x in v]
+        return v
+
+    def backend_for(self, role: Role) -> BackendConfig:
+        rc = self.roles.get(role)
+        return rc.backend if rc and rc.backend else self.backend
+
+    def sampling_for(self, role: Role) -> Sampling:
+        rc = self.roles.get(role)
+        return rc.sampling if rc and rc.sampling else self.sampling
+
+    def content_hash(self) -> str:
+        """Hash of what decides the conversations' content (not limits, URLs, output paths).
+
+        `--resume` refuses a directory whose log has another hash.
+        """
+        data = self.model_dump(mode="json", exclude={"limits", "concurrency", "output", "retry",
+                                                     "description", "budget_usd", "cache_from",
+                                                     "data_dir"})
+        for b in [data["backend"], *[r.get("backend") or {} for r in data["roles"].values()]]:
+            for k in ("base_url", "api_key_env", "timeout_s", "max_connections", "price", "device",
+                      "max_batch", "batch_wait_ms", "settle"):
+                b.pop(k, None)
+        return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
