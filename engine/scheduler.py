@@ -184,13 +184,14 @@ class Scheduler:
                 return
             if self._stopping and stats.stop_reason == "write_error":
                 return
+            text = completion.text.strip()  # surrounding whitespace only; the reply stays whole
             usage = completion.usage
             price = endpoint.backend.price
             cost = price.cost(usage.prompt_tokens, usage.completion_tokens) if price else None
             index = len(turns)
             if not self._append({
                 "type": "turn", "conversation_id": conv.id, "seq": conv.seq, "index": index,
-                "speaker": nxt.speaker, "role": nxt.role, "text": completion.text,
+                "speaker": nxt.speaker, "role": nxt.role, "text": text,
                 "usage": {"prompt_tokens": usage.prompt_tokens,
                           "completion_tokens": usage.completion_tokens},
                 "cost_usd": cost, "latency_ms": round(completion.latency_ms, 3),
@@ -199,7 +200,7 @@ class Scheduler:
                 "t": self._clock(),
             }):
                 return
-            turns.append(Turn(index, nxt.speaker, nxt.role, completion.text))
+            turns.append(Turn(index, nxt.speaker, nxt.role, text))
             stats.turns += 1
             stats.prompt_tokens += usage.prompt_tokens
             stats.completion_tokens += usage.completion_tokens

@@ -319,10 +319,13 @@ def _embedding(text: str, dims: int) -> list[float]:
     return [v / norm for v in vec]
 
 
+SIM_KEY: web.AppKey[SimServer] = web.AppKey("sim", SimServer)
+
+
 def create_app(config: SimConfig | None = None) -> web.Application:
     sim = SimServer(config or SimConfig())
     app = web.Application(client_max_size=32 * 1024 * 1024)
-    app["sim"] = sim
+    app[SIM_KEY] = sim
 
     async def embeddings(request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())

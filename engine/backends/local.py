@@ -209,6 +209,7 @@ class LocalBackend:
         self.price: Price | None = Price(0.0, 0.0)
         self._hf_model: Any = None
         self._tokenizer: Any = None
+        self._calls = 0
         self.batcher = MicroBatcher(self._generate_batch, max_batch=max_batch, wait_ms=batch_wait_ms)
 
     def describe(self) -> dict[str, Any]:
@@ -269,8 +270,11 @@ class LocalBackend:
                         done[row] = any(s in tail for s in stops[row])
                 return done
 
-        seed = int.from_bytes(hashlib.blake2b("".join(prompts).encode(), digest_size=4).digest(), "big")
-        torch.manual_seed(seed)
+        # Seeded from the prompts and a call counter: reproducible for a fixed schedule, and a
+        # retried request samples anew instead of repeating the rejected reply.
+        self._calls += 1
+        digest = hashlib.blake2b(f"{self._calls}:{''.join(prompts)}".encode(), digest_size=4).digest()
+        torch.manual_seed(int.from_bytes(digest, "big"))
         kwargs: dict[str, Any] = {"max_new_tokens": max(limits), "pad_token_id": tok.pad_token_id,
                                   "stopping_criteria": StoppingCriteriaList([PerRowStop()])}
         if temperature > 0:

@@ -1,0 +1,131 @@
+import pytest
+
+from culturepark.agents.protocol import CultureParkPolicy, PlanError, build_plan
+from culturepark.engine.scheduler import Turn
+from culturepark.scenarios.loader import parse_scenario
+from tests.conftest import scenario_dict
+
+
+def _plan(tiny_data, **kw):
+    return build_plan(parse_scenario(scenario_dict(**kw)), tiny_data)
+
+
+def _play(policy, conv, n_max=100):
+    turns, requests = [], []
+    for _ in range(n_max):
+        nxt = policy.next_turn(conv, turns)
+        if nxt is None:
+            break
+        requests.append(nxt)
+        turns.append(Turn(len(turns), nxt.speaker, nxt.role, f"reply {len(turns)} from {nxt.speaker}"))
+    return turns, requests
+
+
+def test_v1_has_14_alternating_turns_and_the_last_prompt_goes_to_the_main_contact(tiny_data):
+    plan = _plan(tiny_data, version="v1")
+    conv = next(plan.conversations())
+    turns, requests = _play(CultureParkPolicy(plan.scenario), conv)
+    assert len(turns) == 14
+    assert [t.role for t in turns] == ["delegate", "main_contact"] * 7
+    assert [t.speaker for t in turns[:2]] == ["Wei", "Lily"]
+    last_user = requests[-1].request.messages[-1]["content"]
+    assert "anything in your culture you want to introduce to Wei" in last_user
+    first = requests[0].request.messages[-1]["content"]
+    assert "make my parents proud" in first and "opinions and reasons" in first
+    assert "Do you agree with Lily?" in requests[2].request.messages[-1]["content"]
+
+
+def test_each_agent_sees_only_its_own_moderator_prompts(tiny_data):
+    plan = _plan(tiny_data, version="v1")
+    conv = next(plan.conversations())
+    _, requests = _play(CultureParkPolicy(plan.scenario), conv)
+    contact_view = requests[3].request.messages  # Lily's second turn
+    text = " ".join(m["content"] for m in contact_view)
+    assert "Do you agree with Lily" not in text  # Wei's private prompt
+    assert [m["role"] for m in contact_view] == ["system", "user", "assistant", "user"]
+    assert "reply 0 from Wei" in contact_view[1]["content"] and contact_view[2]["content"] == "reply 1 from Lily"
+    system = contact_view[0]["content"]
+    assert "You are Lily" in system and "her own American culture" in system
+    assert conv.meta["stance_text"] in system
+
+
+def test_v2_opens_once_then_free_turns(tiny_data):
+    plan = _plan(tiny_data, version="v2", turns=6)
+    conv = next(plan.conversations())
+    turns, requests = _play(CultureParkPolicy(plan.scenario), conv)
+    assert len(turns) == 6
+    assert "(Moderator)" in requests[0].request.messages[-1]["content"]
+    assert all("(Moderator)" not in r.request.messages[-1]["content"] for r in requests[1:])
+
+
+def test_transcript_rendering_for_base_models_stops_at_the_other_speaker(tiny_data):
+    plan = _plan(tiny_data, backend={"provider": "openai", "model": "base", "api": "completions",
+                                     "base_url": "http://127.0.0.1:9/v1"})
+    conv = next(plan.conversations())
+    policy = CultureParkPolicy(plan.scenario)
+    turns, requests = _play(policy, conv)
+    req = requests[1].request
+    assert req.messages is None and req.prompt.endswith("\nLily:")
+    assert "Wei: reply 0 from Wei" in req.prompt and "\n" in req.stop and "Wei:" in req.stop
+
+
+def test_in_cultural_pairs_two_delegates_sharing_the_stance(tiny_data):
+    plan = _plan(tiny_data, mode="in")
+    conv = next(plan.conversations())
+    assert conv.meta["participants"]["main_contact"]["name"] == "Lili"
+    _, requests = _play(CultureParkPolicy(plan.scenario), conv)
+    assert "shares this view" in requests[0].request.messages[0]["content"]
+
+
+def test_custom_moderator_script(tiny_data):
+    script = {"rounds": [{"delegate": "Tell {contact} about {item}", "main_contact": "Ask {delegate} why"},
+                         {"first": "main_contact", "delegate": "Answer", "main_contact": "Summarise"}]}
+    plan = _plan(tiny_data, version=script)
+    turns, requests = _play(CultureParkPolicy(plan.scenario), next(plan.conversations()))
+    assert [t.role for t in turns] == ["delegate", "main_contact", "main_contact", "delegate"]
+    assert "Tell Lily about One of my main goals" in requests[0].request.messages[-1]["content"]
+
+
+def test_echo_replies_are_rejected(tiny_data):
+    plan = _plan(tiny_data)
+    conv = next(plan.conversations())
+    nxt = CultureParkPolicy(plan.scenario).next_turn(conv, [Turn(0, "Wei", "delegate", "Family matters.")])
+    assert nxt.validate("family matters") == "echo_reply"
+    assert nxt.validate("I see it differently.") is None
+
+
+def test_never_asked_items_are_skipped_with_a_notice(tiny_data):
+    plan = _plan(tiny_data, items=["27", "132"])
+    ids = [c.id for c in plan.conversations()]
+    assert "Chinese:Q132:0" not in ids and "German:Q132:0" in ids
+    assert any("Q132 was never asked in China" in n for n in plan.notices)
+    assert plan.size == len(ids) == 3
+
+
+def test_same_seed_same_personas_other_seed_differs(tiny_data):
+    a = [c.meta["stance_code"] for c in _plan(tiny_data, conversations_per_item=20, seed=5).conversations()]
+    b = [c.meta["stance_code"] for c in _plan(tiny_data, conversations_per_item=20, seed=5).conversations()]
+    c = [c.meta["stance_code"] for c in _plan(tiny_data, conversations_per_item=20, seed=6).conversations()]
+    assert a == b and a != c
+
+
+def test_meta_carries_provenance(tiny_data):
+    meta = next(_plan(tiny_data).conversations()).meta
+    for key in ("culture", "country", "mode", "version", "item_id", "item_text", "stance_code",
+                "stance_text", "stance_policy", "participants"):
+        assert key in meta
+    assert meta["participants"]["delegate"]["model"] == "sim-model"
+
+
+def test_unknown_culture_and_item_are_plan_errors(tiny_data):
+    with pytest.raises(PlanError, match="unknown culture 'Martian'"):
+        _plan(tiny_data, cultures=["Martian"])
+    with pytest.raises(PlanError, match="999"):
+        _plan(tiny_data, items=["999"])
+
+
+def test_user_culture_rows_and_country_files(tiny_data):
+    table = [{"name": "Bavarian", "country_file": "Germany", "names": ["Sepp"], "adjective": "Bavarian"}]
+    plan = _plan(tiny_data, cultures=["Bavarian", "United_States"], culture_table=table)
+    names = {c.meta["participants"]["delegate"]["name"] for c in plan.conversations()}
+    assert names == {"Sepp", "Lily"}

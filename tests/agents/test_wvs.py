@@ -1,0 +1,75 @@
+import random
+from collections import Counter
+
+import pytest
+
+from culturepark.agents.personas import choose_stance
+from culturepark.agents.wvs import WVSData, parse_scale
+
+
+def test_parse_scale_labels_and_renumbers_the_duplicate_code():
+    scale, note = parse_scale("1. Strongly agree 2. agree 3. Disagree 4. Strongly disagree")
+    assert scale == {1: "Strongly agree", 2: "agree", 3: "Disagree", 4: "Strongly disagree"} and note is None
+    scale, note = parse_scale("1. Strongly agree 2. agree 4. Disagree 4. Strongly disagree")
+    assert scale == {1: "Strongly agree", 2: "agree", 3: "Disagree", 4: "Strongly disagree"}
+    assert "renumbered" in note
+    scale, _ = parse_scale("0. Disagree 1. Hard to say 2. Agree")
+    assert scale[0] == "Disagree" and scale[2] == "Agree"
+    ten, _ = parse_scale("1. completely Disagree 2. a 3. b 4. c 5. d 6. e 7. f 8. g 9. h 10. Completely Agree")
+    assert len(ten) == 10 and ten[10] == "Completely Agree"
+
+
+def test_unlabelled_code_is_stated_as_a_number_not_invented(tiny_data):
+    item = WVSData(tiny_data).item("27")
+    assert item.label(2) == "agree"
+    assert item.label(7) == "7 on a scale from 1 to 4"
+
+
+def test_missing_codes_and_aggregate_rows_are_dropped(tiny_data):
+    data = WVSData(tiny_data)
+    assert sorted(data.answers("China", "27")) == [1, 1, 1, 2]  # -1 dropped, Avg rows skipped
+    assert sorted(data.answers("China", "158")) == [7, 8, 9, 10]
+    assert data.answers("China", "132") == []  # never asked (-4 everywhere)
+    assert sorted(data.answers("Germany", "31")) == [4, 4]  # -5 dropped
+
+
+def test_policies_mode_and_mean(tiny_data):
+    data = WVSData(tiny_data)
+    item = data.item("158")
+    answers = data.answers("China", "158")
+    assert choose_stance("mode", item, answers, random.Random(0)).code == 7  # tie → lowest code
+    mean = choose_stance("mean", item, answers, random.Random(0))
+    assert mean.code == 9 and "rounded mean" in mean.text and "8.50" in mean.text
+
+
+def test_sample_policy_follows_the_respondents_distribution_in_every_country(shared_data):
+    data = WVSData(shared_data)
+    rng = random.Random(11)
+    draws = 4000
+    for country in data.countries():
+        for item in data.items()[::7]:  # a spread of scales
+            answers = data.answers(country, item.q_id)
+            if not answers:
+                continue
+            assert min(answers) >= 0
+            expected = Counter(answers)
+            got = Counter(choose_stance("sample", item, answers, rng).code for _ in range(draws))
+            assert set(got) <= set(expected)
+            tvd = 0.5 * sum(abs(got[c] / draws - expected[c] / len(answers)) for c in expected)
+            assert tvd < 0.05, (country, item.q_id, tvd)
+
+
+def test_items_never_asked_in_the_real_data_are_recognised(shared_data):
+    data = WVSData(shared_data)
+    never = [it.q_id for it in data.items() if not data.answers("China", it.q_id)]
+    assert len(never) == 18  # as documented: 18 of the 50 items were not asked in China
+    jordan = [it.q_id for it in data.items() if not data.answers("Jordan", it.q_id)]
+    assert len(jordan) == 2
+
+
+def test_unknown_country_and_item_fail_clearly(tiny_data):
+    data = WVSData(tiny_data)
+    with pytest.raises(ValueError, match="Atlantis"):
+        data.answers("Atlantis", "27")
+    with pytest.raises(ValueError, match="999"):
+        data.item("999")

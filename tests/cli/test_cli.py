@@ -1,0 +1,208 @@
+"""The CLI as a user meets it: exit codes, one-line errors, nothing written on bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import orjson
+import pytest
+import yaml
+
+from tests.conftest import run_cli, scenario_dict, wait_for
+
+
+def _scenario(tmp_path, url, **kw):
+    data = scenario_dict(**kw)
+    data["backend"]["base_url"] = url
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _listing(path):
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else None
+
+
+@pytest.fixture
+def url(sim_process):
+    return sim_process("--seed", "4")
+
+
+def test_run_then_replay_and_export(tmp_path, tiny_data, url):
+    sc = _scenario(tmp_path, url)
+    out = tmp_path / "out"
+    res = run_cli("run", str(sc), "--out", str(out), "--data-dir", str(tiny_data), "--json")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["done"] == 4 and summary["turns"] == 16 and summary["failed"] == 0
+    rows = [orjson.loads(x) for x in (out / "conversations.jsonl").read_bytes().splitlines()]
+    assert rows[0]["meta"]["culture"] == "Chinese" and len(rows[0]["turns"]) == 4
+    rep = run_cli("replay", str(out))
+    assert rep.returncode == 0 and "=== Chinese:Q27:0 [done]" in rep.stdout and "Wei: " in rep.stdout
+    exp = run_cli("export", str(out), "--json")
+    assert json.loads(exp.stdout)["turns"] == 16
+
+
+def test_datasets_can_load_the_output(tmp_path, tiny_data, url):
+    datasets = pytest.importorskip("datasets")
+    out = tmp_path / "out"
+    assert run_cli("run", str(_scenario(tmp_path, url)), "--out", str(out), "--data-dir", str(tiny_data)).returncode == 0
+    ds = datasets.load_dataset("json", data_files=str(out / "conversations.jsonl"), split="train")
+    assert len(ds) == 4
+
+
+BAD_YAML_CASES = {
+    "malformed YAML": ("name: x\ncultures: [Chinese\n", "invalid YAML"),
+    "unknown field": ("name: x\ncultures: [Chinese]\ncolour: red\n", "colour: unknown field"),
+    "wrong type": ("name: x\ncultures: [Chinese]\nseed: many\n", "seed: Input should be a valid integer"),
+    "unknown culture": ("name: x\ncultures: [Martian]\n", "unknown culture 'Martian'"),
+    "unknown item": ("name: x\ncultures: [Chinese]\nitems: ['999']\n", "item '999' is not in"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_YAML_CASES))
+def test_bad_scenarios_exit_2_with_one_line_and_write_nothing(tmp_path, tiny_data, case):
+    text, expected = BAD_YAML_CASES[case]
+    sc = tmp_path / "bad.yaml"
+    sc.write_text(text)
+    out = tmp_path / "out"
+    res = run_cli("run", str(sc), "--out", str(out), "--data-dir", str(tiny_data))
+    assert res.returncode == 2
+    assert expected in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+    val = run_cli("validate", str(sc), "--data-dir", str(tiny_data))
+    assert val.returncode == 2 and expected in val.stderr
+
+
+def test_missing_api_key_for_a_remote_backend(tmp_path, tiny_data):
+    data = scenario_dict()
+    data["backend"] = {"provider": "openai", "model": "gpt-4o-mini", "api_key_env": "CP_TEST_KEY_UNSET"}
+    sc = tmp_path / "s.yaml"
+    sc.write_text(yaml.safe_dump(data))
+    env = {k: v for k, v in os.environ.items() if k != "CP_TEST_KEY_UNSET"}
+    res = subprocess.run([sys.executable, "-m", "culturepark.cli", "run", str(sc), "--out", str(tmp_path / "o"),
+                          "--data-dir", str(tiny_data)], capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 2 and "CP_TEST_KEY_UNSET is missing or empty" in res.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_unreachable_base_url_fails_fast(tmp_path, tiny_data):
+    sc = _scenario(tmp_path, "http://127.0.0.1:9/v1")  # discard port: nothing listens
+    res = run_cli("run", str(sc), "--out", str(tmp_path / "o"), "--data-dir", str(tiny_data), timeout=30)
+    assert res.returncode == 2 and "cannot reach http://127.0.0.1:9/v1" in res.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_out_dir_rules(tmp_path, tiny_data, url):
+    sc = _scenario(tmp_path, url)
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    res = run_cli("run", str(sc), "--out", str(full), "--data-dir", str(tiny_data))
+    assert res.returncode == 2 and "not empty" in res.stderr and _listing(full) == ["keep.txt"]
+
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running with permissions that ignore file modes")
+        res = run_cli("run", str(sc), "--out", str(locked / "sub"), "--data-dir", str(tiny_data))
+        assert res.returncode == 2 and "not writable" in res.stderr
+    finally:
+        locked.chmod(0o700)
+
+    res = run_cli("run", str(sc), "--out", str(tmp_path / "none"), "--resume", "--data-dir", str(tiny_data))
+    assert res.returncode == 2 and "nothing to resume" in res.stderr
+
+
+def test_resume_refuses_a_different_scenario(tmp_path, tiny_data, url):
+    out = tmp_path / "out"
+    assert run_cli("run", str(_scenario(tmp_path, url)), "--out", str(out), "--data-dir", str(tiny_data)).returncode == 0
+    before = (out / "log.jsonl").read_bytes()
+    other = _scenario(tmp_path, url, seed=99)
+    res = run_cli("run", str(other), "--out", str(out), "--resume", "--data-dir", str(tiny_data))
+    assert res.returncode == 2 and "different scenario" in res.stderr
+    assert (out / "log.jsonl").read_bytes() == before
+
+
+def test_corrupt_log_line_is_refused_with_its_position(tmp_path, tiny_data, url):
+    out = tmp_path / "out"
+    sc = _scenario(tmp_path, url)
+    assert run_cli("run", str(sc), "--out", str(out), "--data-dir", str(tiny_data)).returncode == 0
+    lines = (out / "log.jsonl").read_bytes().splitlines(keepends=True)
+    lines[3] = b"{not json\n"
+    (out / "log.jsonl").write_bytes(b"".join(lines))
+    res = run_cli("run", str(sc), "--out", str(out), "--resume", "--data-dir", str(tiny_data))
+    assert res.returncode == 2 and "log.jsonl:4: corrupt record" in res.stderr
+
+
+def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_data, sim_process):
+    slow = sim_process("--seed", "4", "--latency-ms", "30")
+    sc = _scenario(tmp_path, slow, items=["27", "31", "158"], conversations_per_item=3, turns=6, concurrency=4)
+    ref = tmp_path / "ref"
+    assert run_cli("run", str(sc), "--out", str(ref), "--data-dir", str(tiny_data)).returncode == 0
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "culturepark.cli", "run", str(sc), "--out", str(out),
+                             "--data-dir", str(tiny_data)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = out / "log.jsonl"
+    wait_for(lambda: log.exists() and log.read_bytes().count(b"\n") >= 40)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert not (out / "conversations.jsonl").exists()  # it really died mid-run
+    res = run_cli("run", str(sc), "--out", str(out), "--resume", "--data-dir", str(tiny_data), "--json")
+    assert res.returncode == 0, res.stderr
+    assert (out / "conversations.jsonl").read_bytes() == (ref / "conversations.jsonl").read_bytes()
+    turns = [orjson.loads(x) for x in log.read_bytes().splitlines() if b'"type":"turn"' in x]
+    keys = [(t["conversation_id"], t["index"]) for t in turns]
+    assert len(keys) == len(set(keys)) == 18 * 6
+
+
+def test_second_run_on_the_same_dir_is_refused_while_the_first_runs(tmp_path, tiny_data, sim_process):
+    slow = sim_process("--latency-ms", "200")
+    sc = _scenario(tmp_path, slow, turns=6)
+    out = tmp_path / "out"
+    first = subprocess.Popen([sys.executable, "-m", "culturepark.cli", "run", str(sc), "--out", str(out),
+                              "--data-dir", str(tiny_data)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: (out / "log.jsonl").exists())
+        second = run_cli("run", str(sc), "--out", str(out), "--resume", "--data-dir", str(tiny_data))
+        assert second.returncode == 2 and "in use by a running run" in second.stderr
+    finally:
+        first.wait(timeout=60)
+    assert first.returncode == 0
+
+
+def test_fake_key_never_appears_in_files_or_output(tmp_path, tiny_data, url):
+    key = "sk-culturepark-test-SECRET-0123456789"
+    data = scenario_dict()
+    data["backend"].update(base_url=url, api_key_env="CP_FAKE_KEY")
+    sc = tmp_path / "s.yaml"
+    sc.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    res = run_cli("run", str(sc), "--out", str(out), "--data-dir", str(tiny_data), "--json",
+                  env={"CP_FAKE_KEY": key})
+    assert res.returncode == 0, res.stderr
+    assert key not in res.stdout + res.stderr
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path
+
+
+def test_failed_conversations_exit_1_and_retry_failed_completes_them(tmp_path, tiny_data, sim_process):
+    flaky = sim_process("--seed", "4", "--faults", '[{"kind": "status", "status": 502, "times": 12}]')
+    sc = _scenario(tmp_path, flaky)
+    out = tmp_path / "out"
+    first = run_cli("run", str(sc), "--out", str(out), "--data-dir", str(tiny_data), "--json",
+                    "--concurrency", "1")
+    assert first.returncode == 1 and json.loads(first.stdout)["failures_by_reason"] == {"http_502": 4}
+    again = run_cli("run", str(sc), "--out", str(out), "--data-dir", str(tiny_data), "--json",
+                    "--resume", "--retry-failed")
+    assert again.returncode == 0 and json.loads(again.stdout)["done"] == 4
+
+
+def test_scenarios_lists_bundled_ones():
+    res = run_cli("scenarios")
+    assert res.returncode == 0 and "quickstart" in res.stdout and "paper-v1" in res.stdout

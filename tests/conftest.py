@@ -1,0 +1,133 @@
+"""Shared fixtures: a real sim server on a free loopback port, tiny generated WVS data."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from culturepark.engine.sim_server import SimConfig, start_server
+from culturepark.paths import resolve_data_dir
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+async def sim():
+    """Start sim servers with a given config inside the test's event loop."""
+    runners = []
+
+    async def start(**config: Any) -> str:
+        runner, url = await start_server(SimConfig(**config))
+        runners.append(runner)
+        return url
+
+    yield start
+    for r in runners:
+        await r.cleanup()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def sim_process():
+    """A sim server in its own process (for CLI tests that run `culturepark` as a subprocess)."""
+    procs = []
+
+    def start(*args: str) -> str:
+        proc = subprocess.Popen([sys.executable, "-m", "culturepark.cli", "sim-server", "--port", "0", *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(proc)
+        line = proc.stdout.readline()  # blocks until the server prints its address
+        assert line.startswith("listening on "), line + proc.stderr.read()
+        return line.split()[-1]
+
+    yield start
+    for p in procs:
+        p.kill()
+        p.wait(timeout=10)
+
+
+ITEMS = [
+    {"topic": "SOCIAL VALUES", "q_id": "27", "q_content": "One of my main goals in life has been to make my parents proud",
+     "option": "1. Strongly agree 2. agree 3. Disagree 4. Strongly disagree"},
+    {"topic": "SOCIAL VALUES", "q_id": "31", "q_content": "University is more important for a boy than for a girl",
+     "option": "1. Strongly agree 2. agree 4. Disagree 4. Strongly disagree"},
+    {"topic": "SCIENCE & TECHNOLOGY", "q_id": "158", "q_content": "Science and technology are making our lives healthier",
+     "option": "1. completely Disagree 2. Strongly Disagree 3. Disagree 4. Somewhat Disagree 5. Neither Agree nor Disagree 6. Somewhat Agree 7. Agree 8. Strongly Agree 9. Almost Completely Agree 10. Completely Agree"},
+    {"topic": "SECURITY", "q_id": "132", "q_content": "How frequently do robberies occur in your neighborhood?",
+     "option": "1. Very frequently 2. Quite frequently 3. Not frequently 4. Not at all frequently"},
+]
+
+
+def write_tiny_data(root: Path) -> Path:
+    """A WVS slice with known answers: missing codes mixed in, one item never asked (all -4)."""
+    wvs = root / "wvs"
+    (wvs / "countries").mkdir(parents=True)
+    (wvs / "questions.jsonl").write_text("".join(json.dumps(i) + "\n" for i in ITEMS))
+    cols = ["B_COUNTRY", "B_COUNTRY_ALPHA", "Q27", "Q31", "Q158", "Q132"]
+    rows = {
+        "China": [[156, "CHN", 1, 2, 9, -4], [156, "CHN", 1, -2, 10, -4], [156, "CHN", 2, 3, -1, -4],
+                  [156, "CHN", -1, 4, 7, -4], [156, "CHN", 1, 1, 8, -4]],
+        "Germany": [[276, "DEU", 3, 4, 6, 3], [276, "DEU", 2, 4, 7, 4], [276, "DEU", 4, -5, 5, 3]],
+        "United_States": [[840, "USA", 2, 4, 8, 3], [840, "USA", 1, 3, 7, 4]],
+    }
+    for country, data in rows.items():
+        with open(wvs / "countries" / f"{country}.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(cols)
+            w.writerows(data)
+            w.writerow(["Avg", "", 1.5, -1.0, 2.0, -4.0])
+            w.writerow(["Avg_First", "", 1.5, 1.0, 2.0, -4.0])
+            w.writerow(["Avg_Last", "", 1.5, 1.0, 2.0, -4.0])
+    return root
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    return write_tiny_data(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = resolve_data_dir()
+    if not (path / "wvs" / "questions.jsonl").exists():
+        pytest.skip(f"shared research data not found at {path} (set CULTUREPARK_DATA_DIR)")
+    return path
+
+
+def scenario_dict(**overrides: Any) -> dict[str, Any]:
+    base = {
+        "name": "t", "backend": {"provider": "openai", "model": "sim-model", "base_url": "http://127.0.0.1:9/v1"},
+        "sampling": {"temperature": 0.7, "max_tokens": 40},
+        "cultures": ["Chinese", "German"], "version": "v2", "turns": 4, "items": ["27", "158"],
+        "seed": 1, "concurrency": 8, "retry": {"max_attempts": 3, "base_delay_s": 0.01, "max_delay_s": 0.05},
+    }
+    base.update(overrides)
+    return base
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "culturepark.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02) -> None:
+    """Bounded wait on an observable condition (a file growing, a process state)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(interval)

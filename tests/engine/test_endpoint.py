@@ -1,0 +1,90 @@
+import random
+
+import pytest
+
+from culturepark.engine.backends.base import Request
+from culturepark.engine.backends.openai_http import OpenAIHTTPBackend
+from culturepark.engine.endpoint import Endpoint
+from culturepark.engine.retry import RequestFailed, RetryPolicy
+from culturepark.engine.sim_server import Fault
+
+FAST = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.02)
+REQ = Request(messages=[{"role": "user", "content": "hi"}], max_tokens=20)
+
+
+async def _endpoint(url, **kw):
+    return Endpoint(OpenAIHTTPBackend(url, "m", timeout_s=kw.pop("timeout_s", 5)), retry=kw.pop("retry", FAST))
+
+
+@pytest.mark.parametrize("fault", [
+    Fault(kind="status", status=503, times=2), Fault(kind="status", status=500, times=2),
+    Fault(kind="malformed", times=2), Fault(kind="truncated", times=2), Fault(kind="empty", times=2),
+    Fault(kind="length_empty", times=2),
+])
+async def test_transient_faults_are_retried_then_succeed(sim, fault):
+    url = await sim(faults=[fault])
+    ep = await _endpoint(url)
+    completion = await ep.complete(REQ)
+    await ep.aclose()
+    assert completion.text.strip() and completion.attempts == 3
+    assert ep.stats.retries == 2
+
+
+async def test_empty_reply_is_never_returned_and_fails_with_reason(sim):
+    url = await sim(faults=[Fault(kind="empty")])
+    ep = await _endpoint(url)
+    with pytest.raises(RequestFailed) as exc:
+        await ep.complete(REQ)
+    await ep.aclose()
+    assert exc.value.reason == "empty_reply" and exc.value.attempts == FAST.max_attempts
+
+
+async def test_client_error_is_not_retried(sim):
+    url = await sim(faults=[Fault(kind="status", status=400)])
+    ep = await _endpoint(url)
+    with pytest.raises(RequestFailed) as exc:
+        await ep.complete(REQ)
+    await ep.aclose()
+    assert exc.value.reason.startswith("http_400") and exc.value.attempts == 1
+
+
+async def test_429_pauses_the_endpoint_for_retry_after(sim):
+    url = await sim(faults=[Fault(kind="status", status=429, retry_after=0.3, times=1)])
+    ep = await _endpoint(url)
+    completion = await ep.complete(REQ)
+    await ep.aclose()
+    assert completion.attempts == 2 and ep.stats.rate_limited == 1
+    assert ep.limiter.stats.pauses == 1
+
+
+async def test_read_timeout_is_retried(sim):
+    url = await sim(faults=[Fault(kind="slow", delay_s=2.0, times=1)])
+    ep = await _endpoint(url, timeout_s=0.3)
+    completion = await ep.complete(REQ)
+    await ep.aclose()
+    assert completion.attempts == 2 and ep.stats.errors["timeout"] == 1
+
+
+async def test_wrong_usage_is_not_trusted(sim):
+    url = await sim(faults=[Fault(kind="bad_usage")])
+    ep = await _endpoint(url)
+    completion = await ep.complete(REQ)
+    await ep.aclose()
+    assert not completion.usage_reported and completion.usage.prompt_tokens > 0
+
+
+async def test_validator_rejects_and_retries(sim):
+    url = await sim()
+    ep = await _endpoint(url)
+    with pytest.raises(RequestFailed) as exc:
+        await ep.complete(REQ, validate=lambda text: "echo_reply")
+    await ep.aclose()
+    assert exc.value.reason == "echo_reply"
+
+
+def test_backoff_is_bounded_and_honours_retry_after():
+    policy = RetryPolicy(max_attempts=10, base_delay_s=0.5, max_delay_s=4.0)
+    rng = random.Random(0)
+    delays = [policy.delay(a, rng) for a in range(1, 10) for _ in range(50)]
+    assert all(0 <= d <= 4.0 for d in delays) and max(delays) > 2.0
+    assert all(policy.delay(1, rng, retry_after=3.0) >= 3.0 for _ in range(20))
