@@ -26,6 +26,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from culturepark.runner import RunOptions, run_async
 
     log = make_logger()
+    if args.dry_run:
+        from culturepark.runner import estimate
+        est = estimate(args.scenario, RunOptions(limit=args.limit, base_url=args.base_url, model=args.model,
+                                                 data_dir=args.data_dir))
+        if args.json:
+            _print_json(est)
+        else:
+            cost = "unknown price" if est["cost_usd_max"] is None else f"≤ ${est['cost_usd_max']:.2f}"
+            print(f"{est['conversations']} conversations, {est['requests']} requests, "
+                  f"~{est['prompt_tokens_est']:,} prompt + ≤{est['completion_tokens_max']:,} completion tokens, "
+                  f"{cost} (nothing sent)")
+        return 0
     opts = RunOptions(out=args.out, resume=args.resume, retry_failed=args.retry_failed,
                       limit=args.limit, base_url=args.base_url, model=args.model, rpm=args.rpm,
                       tpm=args.tpm, concurrency=args.concurrency, data_dir=args.data_dir)
@@ -171,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--limit", type=int, help="run at most N conversations")
     r.add_argument("--data-dir", type=Path)
     r.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    r.add_argument("--dry-run", action="store_true", help="estimate requests, tokens and cost; send nothing")
     r.set_defaults(func=cmd_run)
 
     v = sub.add_parser("validate", help="check scenario files without running them")

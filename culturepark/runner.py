@@ -253,6 +253,50 @@ def _header(scenario: Scenario, plan: Plan, endpoints: dict[str, Endpoint], opts
     }
 
 
+def estimate(scenario_ref: str | Path | Scenario, opts: RunOptions | None = None) -> dict[str, Any]:
+    """`--dry-run`: requests, tokens and cost of a scenario without sending anything.
+
+    Each conversation is played through the real turn policy with placeholder replies of
+    `max_tokens` length, so prompt tokens are an upper-bound estimate (replies are usually
+    shorter) and completion tokens are the ceiling that `admission` limits charge.
+    """
+    from culturepark.engine.pricing import Price, lookup_price
+    from culturepark.engine.scheduler import Turn
+
+    opts = opts or RunOptions()
+    scenario, plan, _ = prepare(scenario_ref, opts)
+    policy = CultureParkPolicy(scenario)
+    per_role: dict[str, dict[str, float]] = {}
+    conversations = 0
+    convs = plan.conversations()
+    if opts.limit is not None:
+        convs = itertools.islice(convs, opts.limit)
+    for conv in convs:
+        conversations += 1
+        turns: list[Turn] = []
+        while (nxt := policy.next_turn(conv, turns)) is not None:
+            agg = per_role.setdefault(nxt.role, {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0})
+            agg["requests"] += 1
+            agg["prompt_tokens"] += nxt.request.estimated_prompt_tokens()
+            agg["completion_tokens"] += nxt.request.max_tokens
+            filler = ("word " * nxt.request.max_tokens)[: nxt.request.max_tokens * 4]
+            turns.append(Turn(len(turns), nxt.speaker, nxt.role, filler))
+    cost: float | None = 0.0
+    for role, agg in per_role.items():
+        cfg = scenario.backend_for(role)  # type: ignore[arg-type]
+        price = (Price(0.0, 0.0) if cfg.provider == "local" else
+                 Price(cfg.price.input_per_1m, cfg.price.output_per_1m) if cfg.price else lookup_price(cfg.model))
+        agg["model"] = cfg.model  # type: ignore[assignment]
+        agg["cost_usd"] = round(price.cost(int(agg["prompt_tokens"]), int(agg["completion_tokens"])), 4) if price else None  # type: ignore[assignment]
+        cost = None if (cost is None or price is None) else cost + agg["cost_usd"]
+    return {"dry_run": True, "conversations": conversations,
+            "requests": int(sum(a["requests"] for a in per_role.values())),
+            "prompt_tokens_est": int(sum(a["prompt_tokens"] for a in per_role.values())),
+            "completion_tokens_max": int(sum(a["completion_tokens"] for a in per_role.values())),
+            "cost_usd_max": round(cost, 4) if cost is not None else None, "by_role": per_role,
+            "skipped_never_asked": len(plan.skipped)}
+
+
 def run(scenario_ref: str | Path | Scenario, **kwargs: Any) -> RunResult:
     """Python API: `culturepark.run("quickstart", out="runs/q")`."""
     opts = RunOptions(**{k: (Path(v) if k in ("out", "data_dir") and v else v) for k, v in kwargs.items()})

@@ -206,3 +206,14 @@ def test_failed_conversations_exit_1_and_retry_failed_completes_them(tmp_path, t
 def test_scenarios_lists_bundled_ones():
     res = run_cli("scenarios")
     assert res.returncode == 0 and "quickstart" in res.stdout and "paper-v1" in res.stdout
+
+
+def test_dry_run_estimates_without_sending_or_writing(tmp_path, tiny_data):
+    sc = _scenario(tmp_path, "http://127.0.0.1:9/v1", turns=4)  # nothing listens there: nothing is sent
+    res = run_cli("run", str(sc), "--dry-run", "--json", "--data-dir", str(tiny_data), "--out", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stderr
+    est = json.loads(res.stdout)
+    assert est["conversations"] == 4 and est["requests"] == 16
+    assert est["completion_tokens_max"] == 16 * 40 and est["prompt_tokens_est"] > 0
+    assert est["cost_usd_max"] is None  # sim-model has no known price
+    assert not (tmp_path / "o").exists()

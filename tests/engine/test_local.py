@@ -1,0 +1,51 @@
+"""The embedded model (slow: loads Gemma 3 270M; the first load converts it, ~1 min)."""
+import asyncio
+import json
+
+import pytest
+
+from culturepark.engine.backends.base import Request
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def backend():
+    from culturepark.engine.backends.local import LocalBackend
+
+    b = LocalBackend(max_batch=8, batch_wait_ms=50)
+    b.load_sync()
+    return b
+
+
+def test_micro_batching_honours_per_request_stops_and_max_tokens(backend):
+    reqs = [Request(prompt="Wei: In China, family", max_tokens=12, temperature=0.0, stop=["\n"]),
+            Request(prompt="Lily: In America, people", max_tokens=4, temperature=0.0),
+            Request(prompt="A list of fruits: apple, banana,", max_tokens=20, temperature=0.0, stop=[","])]
+
+    async def go():
+        try:
+            return await asyncio.gather(*(backend.complete(r) for r in reqs))
+        finally:
+            await backend.batcher.aclose()
+
+    before = len(backend.batcher.batches)
+    out = asyncio.run(go())
+    assert backend.batcher.batches[before:] == [3]  # one padded generate for all three
+    assert "\n" not in out[0].text and out[0].text.strip()
+    assert out[1].usage.completion_tokens <= 4 and out[1].finish_reason == "length"
+    assert "," not in out[2].text and out[2].finish_reason == "stop"
+
+
+def test_quickstart_runs_offline_on_the_embedded_model(tmp_path):
+    out = tmp_path / "q"
+    res = run_cli("run", "quickstart", "--out", str(out), "--limit", "2", "--json",
+                  env={"HF_HUB_OFFLINE": "1"}, timeout=900)
+    assert res.returncode in (0, 1), res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["done"] + summary["failed"] == 2 and summary["turns"] >= 6
+    assert summary["cost_usd"] == 0.0
+    rep = run_cli("replay", str(out))
+    assert "Wei:" in rep.stdout and "Lily:" in rep.stdout
