@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from culturepark.agents.protocol import CultureParkPolicy, Plan, PlanError, build_plan
 from culturepark.engine.endpoint import Endpoint
-from culturepark.engine.export import export_run
+from culturepark.engine.export import assemble, export_run, summarize
 from culturepark.engine.log import LOG_NAME, LogError, LogWriteError, RunDirLock, RunLog, recover
 from culturepark.engine.scheduler import ResumeState, RunStats, Scheduler, SchedulerConfig
 from culturepark.errors import InputError
@@ -215,7 +215,11 @@ async def run_async(scenario_ref: str | Path | Scenario, opts: RunOptions | None
             if ticker:
                 ticker.cancel()
             log.close()
-        summary = export_run(out)
+        try:
+            summary = export_run(out)
+        except OSError as exc:  # e.g. the disk filled up: the log stays the truth, export later
+            error = f"{error + '; ' if error else ''}export failed: {exc}"
+            summary = summarize(assemble(out))
         summary["endpoints"] = endpoint_summary(endpoints)
         return RunResult(out, summary, stats, plan.notices, error)
     finally:

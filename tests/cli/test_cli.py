@@ -217,3 +217,29 @@ def test_dry_run_estimates_without_sending_or_writing(tmp_path, tiny_data):
     assert est["completion_tokens_max"] == 16 * 40 and est["prompt_tokens_est"] > 0
     assert est["cost_usd_max"] is None  # sim-model has no known price
     assert not (tmp_path / "o").exists()
+
+
+def test_gemini_provider_speaks_openai_compatible_http_with_its_own_key(tmp_path, tiny_data, url):
+    data = scenario_dict()
+    data["backend"] = {"provider": "gemini", "model": "gemini-2.0-flash", "base_url": url}  # local stand-in
+    sc = tmp_path / "g.yaml"
+    sc.write_text(yaml.safe_dump(data))
+    res = run_cli("run", str(sc), "--out", str(tmp_path / "o"), "--data-dir", str(tiny_data), "--json",
+                  env={"GEMINI_API_KEY": "gm-test-key"})
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["done"] == 4 and summary["cost_usd"] is not None  # gemini-2.0-flash has a price
+    header = orjson.loads((tmp_path / "o" / "log.jsonl").read_bytes().splitlines()[0])
+    assert header["backends"]["delegate"]["auth"] == "env key" and "gm-test-key" not in json.dumps(header)
+
+
+def test_the_local_quickstart_pointed_at_a_server_has_the_same_shape(tmp_path, tiny_data, url):
+    out = tmp_path / "o"
+    res = run_cli("run", "quickstart", "--base-url", url, "--out", str(out), "--data-dir", str(tiny_data),
+                  "--limit", "3", "--json")
+    assert res.returncode == 0, res.stderr
+    rows = [orjson.loads(x) for x in (out / "conversations.jsonl").read_bytes().splitlines()]
+    assert len(rows) == 3 and all(len(r["turns"]) == 6 for r in rows)
+    assert [t["speaker"] for t in rows[0]["turns"]] == ["Wei", "Lily"] * 3
+    header = orjson.loads((out / "log.jsonl").read_bytes().splitlines()[0])
+    assert header["backends"]["delegate"]["api"] == "completions"  # base-model transcript rendering
