@@ -41,12 +41,21 @@ def api_key_for(cfg: BackendConfig) -> str | None:
                      f"{cfg.api_key_env} is missing or empty (export it, or set api_key_env)")
 
 
+def price_for(cfg: BackendConfig) -> Price | None:
+    """The scenario's own price wins; the embedded model is free; unknown models have no price."""
+    if cfg.price:
+        return Price(cfg.price.input_per_1m, cfg.price.output_per_1m)
+    if cfg.provider == "local":
+        return Price(0.0, 0.0)
+    return lookup_price(cfg.model)
+
+
 def make_backend(cfg: BackendConfig) -> Backend:
-    price = Price(cfg.price.input_per_1m, cfg.price.output_per_1m) if cfg.price else lookup_price(cfg.model)
+    price = price_for(cfg)
     if cfg.provider == "local":
         from culturepark.engine.backends.local import LocalBackend
         return LocalBackend(cfg.model, device=cfg.device, max_batch=cfg.max_batch,
-                            batch_wait_ms=cfg.batch_wait_ms)
+                            batch_wait_ms=cfg.batch_wait_ms, price=price)
     assert cfg.base_url is not None
     return OpenAIHTTPBackend(cfg.base_url, cfg.model, api_key=api_key_for(cfg), api=cfg.api,
                              timeout_s=cfg.timeout_s, max_connections=cfg.max_connections,

@@ -264,8 +264,8 @@ def estimate(scenario_ref: str | Path | Scenario, opts: RunOptions | None = None
     `max_tokens` length, so prompt tokens are an upper-bound estimate (replies are usually
     shorter) and completion tokens are the ceiling that `admission` limits charge.
     """
-    from culturepark.engine.pricing import Price, lookup_price
     from culturepark.engine.scheduler import Turn
+    from culturepark.factory import price_for
 
     opts = opts or RunOptions()
     scenario, plan, _ = prepare(scenario_ref, opts)
@@ -288,8 +288,7 @@ def estimate(scenario_ref: str | Path | Scenario, opts: RunOptions | None = None
     cost: float | None = 0.0
     for role, agg in per_role.items():
         cfg = scenario.backend_for(role)  # type: ignore[arg-type]
-        price = (Price(0.0, 0.0) if cfg.provider == "local" else
-                 Price(cfg.price.input_per_1m, cfg.price.output_per_1m) if cfg.price else lookup_price(cfg.model))
+        price = price_for(cfg)
         agg["model"] = cfg.model  # type: ignore[assignment]
         agg["cost_usd"] = round(price.cost(int(agg["prompt_tokens"]), int(agg["completion_tokens"])), 4) if price else None  # type: ignore[assignment]
         cost = None if (cost is None or price is None) else cost + agg["cost_usd"]

@@ -203,10 +203,10 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, model: str = EMBEDDED_MODEL, *, device: str = "auto", max_batch: int = 16,
-                 batch_wait_ms: float = 5.0) -> None:
+                 batch_wait_ms: float = 5.0, price: Price | None = Price(0.0, 0.0)) -> None:
         self.model = model
         self.device = device
-        self.price: Price | None = Price(0.0, 0.0)
+        self.price = price
         self._hf_model: Any = None
         self._tokenizer: Any = None
         self._calls = 0
