@@ -238,8 +238,10 @@ def plot(timelines: dict[str, list[int]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
     for name, series in timelines.items():
-        if series:
-            ax.plot(range(len(series)), series, marker="o", markersize=3, label=name)
+        full = series[:-1] if len(series) > 1 else series  # the last second is partial: leave it out
+        if full:
+            ax.plot(range(len(full)), full, marker="o", markersize=3, label=name)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("second of the run")
     ax.set_ylabel("requests completed / s")
     ax.set_title("culturepark bench throughput: engine vs raw aiohttp")
