@@ -160,19 +160,19 @@ def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_
     assert len(keys) == len(set(keys)) == 18 * 6
 
 
-def test_second_run_on_the_same_dir_is_refused_while_the_first_runs(tmp_path, tiny_data, sim_process):
-    slow = sim_process("--latency-ms", "200")
-    sc = _scenario(tmp_path, slow, turns=6)
+def test_second_run_on_the_same_dir_is_refused_while_the_first_holds_it(tmp_path, tiny_data, url):
+    from culturepark.engine.log import RunDirLock
+
+    sc = _scenario(tmp_path, url)
     out = tmp_path / "out"
-    first = subprocess.Popen([sys.executable, "-m", "culturepark.cli", "run", str(sc), "--out", str(out),
-                              "--data-dir", str(tiny_data)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        wait_for(lambda: (out / "log.jsonl").exists())
+    assert run_cli("run", str(sc), "--out", str(out), "--data-dir", str(tiny_data), "--limit", "1").returncode == 0
+    before = (out / "log.jsonl").read_bytes()
+    with RunDirLock(out):  # what a live run holds for its whole life (released by the kernel on kill -9)
         second = run_cli("run", str(sc), "--out", str(out), "--resume", "--data-dir", str(tiny_data))
-        assert second.returncode == 2 and "in use by a running run" in second.stderr
-    finally:
-        first.wait(timeout=60)
-    assert first.returncode == 0
+    assert second.returncode == 2 and "in use by a running run" in second.stderr
+    assert (out / "log.jsonl").read_bytes() == before  # nothing interleaved
+    third = run_cli("run", str(sc), "--out", str(out), "--resume", "--data-dir", str(tiny_data))
+    assert third.returncode == 0  # free again once the holder is gone
 
 
 def test_fake_key_never_appears_in_files_or_output(tmp_path, tiny_data, url):
