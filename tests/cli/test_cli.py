@@ -243,3 +243,21 @@ def test_the_local_quickstart_pointed_at_a_server_has_the_same_shape(tmp_path, t
     assert [t["speaker"] for t in rows[0]["turns"]] == ["Wei", "Lily"] * 3
     header = orjson.loads((out / "log.jsonl").read_bytes().splitlines()[0])
     assert header["backends"]["delegate"]["api"] == "completions"  # base-model transcript rendering
+
+
+def test_cache_from_an_earlier_run_answers_identical_requests_without_the_network(tmp_path, tiny_data, url):
+    first = tmp_path / "first"
+    assert run_cli("run", str(_scenario(tmp_path, url)), "--out", str(first), "--data-dir", str(tiny_data)).returncode == 0
+    sc = _scenario(tmp_path, "http://127.0.0.1:9/v1", cache_from=[str(first)])  # nothing listens on port 9
+    res = run_cli("run", str(sc), "--out", str(tmp_path / "second"), "--data-dir", str(tiny_data), "--json",
+                  "--base-url", "http://127.0.0.1:9/v1")
+    # the preflight refuses an unreachable server even when a cache could answer: point it at the live one
+    assert res.returncode == 2
+    sc = _scenario(tmp_path, url, cache_from=[str(first)])
+    res = run_cli("run", str(sc), "--out", str(tmp_path / "second"), "--data-dir", str(tiny_data), "--json")
+    summary = json.loads(res.stdout)
+    assert res.returncode == 0 and summary["cached_turns"] == summary["turns"] == 16
+    assert summary["endpoints"][0]["requests"] == 0 and summary["endpoints"][0]["cache_hits"] == 16
+    a = (first / "conversations.jsonl").read_bytes()
+    b = (tmp_path / "second" / "conversations.jsonl").read_bytes()
+    assert a == b
