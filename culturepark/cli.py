@@ -46,7 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                    say=lambda m: log.info(m)))
     s = result.summary
     if result.error:
-        log.error("run stopped", error=result.error, resumable=True)
+        log.error("run stopped", error=result.error, next_step="fix the cause, then run again with --resume")
     if args.json:
         _print_json({"run_dir": str(result.run_dir), **s})
     else:
@@ -161,6 +161,8 @@ def cmd_sim_server(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "throughput":
         from culturepark.benchmarks.throughput import main as bench_main
+    elif args.bench == "crash-resume":
+        from culturepark.benchmarks.crash_resume import main as bench_main
     else:
         from culturepark.benchmarks.local import main as bench_main
     return bench_main(args)
@@ -243,6 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--max-tokens", type=int, default=32)
     bl.add_argument("--device", default="auto")
     bl.set_defaults(func=cmd_bench)
+    bc = bsub.add_parser("crash-resume", help="kill -9 runs at random moments, resume, compare with a reference")
+    bc.add_argument("--trials", type=int, default=20)
+    bc.add_argument("--seed", type=int, default=0)
+    bc.add_argument("--latency-ms", type=float, default=40.0)
+    bc.add_argument("--data-dir", help="WVS data directory (default: as for `run`)")
+    bc.add_argument("--json", action="store_true", help="(output is always JSON lines)")
+    bc.set_defaults(func=cmd_bench)
     return p
 
 

@@ -179,12 +179,15 @@ async def run_async(scenario_ref: str | Path | Scenario, opts: RunOptions | None
                 raise InputError(str(exc)) from None
             if contents.torn_bytes:
                 say(f"warning: discarded a torn last line ({contents.torn_bytes} bytes) in {log_path}")
-            if contents.header is None:
+            if contents.header is None and not contents.records:
+                say(f"{log_path} is empty (the run was killed before its header): starting it afresh")
+            elif contents.header is None:
                 raise InputError(f"--resume: {log_path} has no run header")
-            if contents.header.get("scenario_hash") != scenario.content_hash():
+            elif contents.header.get("scenario_hash") != scenario.content_hash():
                 raise InputError(f"--resume: {out} was made by a different scenario (hash "
                                  f"{contents.header.get('scenario_hash')} ≠ {scenario.content_hash()})")
-            resume_state = ResumeState.from_records(contents.records)
+            else:
+                resume_state = ResumeState.from_records(contents.records)
         for ep in {id(e): e for e in endpoints.values()}.values():
             try:
                 await ep.backend.start()

@@ -89,6 +89,7 @@ class RunLog:
         try:
             written = os.write(self._fd, line)
             if written != len(line):  # a short write leaves a torn line: cut it off again
+                os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
                 raise OSError(f"short write ({written} of {len(line)} bytes)")
             if self.fsync == "always":
                 os.fsync(self._fd)

@@ -261,3 +261,27 @@ def test_cache_from_an_earlier_run_answers_identical_requests_without_the_networ
     a = (first / "conversations.jsonl").read_bytes()
     b = (tmp_path / "second" / "conversations.jsonl").read_bytes()
     assert a == b
+
+
+def test_disk_full_stops_cleanly_and_the_run_resumes(tmp_path, tiny_data, url):
+    """RLIMIT_FSIZE makes the kernel refuse writes past a size (EFBIG), as a full disk refuses them."""
+    import resource
+
+    sc = _scenario(tmp_path, url, concurrency=1)
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    assert run_cli("run", str(sc), "--out", str(ref), "--data-dir", str(tiny_data)).returncode == 0
+    limit = (ref / "log.jsonl").stat().st_size // 2
+
+    def cap_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    full = subprocess.run([sys.executable, "-m", "culturepark.cli", "run", str(sc), "--out", str(out),
+                           "--data-dir", str(tiny_data)], capture_output=True, text=True, timeout=120,
+                          preexec_fn=cap_file_size)
+    assert full.returncode == 1 and "cannot append to" in full.stderr and "--resume" in full.stderr
+    assert "Traceback" not in full.stderr
+    data = (out / "log.jsonl").read_bytes()
+    assert 0 < len(data) <= limit and data.endswith(b"\n")  # everything before the error is intact
+    again = run_cli("run", str(sc), "--out", str(out), "--resume", "--data-dir", str(tiny_data))
+    assert again.returncode == 0, again.stderr
+    assert (out / "conversations.jsonl").read_bytes() == (ref / "conversations.jsonl").read_bytes()
