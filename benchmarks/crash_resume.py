@@ -10,7 +10,6 @@ run: `lost_turns` and `duplicate_turns` count (conversation, index) keys in the 
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import shutil
 import signal

@@ -1,5 +1,4 @@
 """Errors the CLI turns into one clear line and exit code 2 (bad input, nothing written)."""
+from culturepark.engine.errors import InputError
 
-
-class InputError(ValueError):
-    pass
+__all__ = ["InputError"]

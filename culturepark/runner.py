@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -19,10 +17,12 @@ from typing import Any, Callable
 from culturepark.agents.protocol import CultureParkPolicy, Plan, PlanError, build_plan
 from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.export import assemble, export_run, summarize
-from culturepark.engine.log import LOG_NAME, LogError, LogWriteError, RunDirLock, RunLog, recover
-from culturepark.engine.scheduler import ResumeState, RunStats, Scheduler, SchedulerConfig
+from culturepark.engine.log import LOG_NAME, LogWriteError
+from culturepark.engine.session import RunDir
+from culturepark.engine.scheduler import RunStats, Scheduler, SchedulerConfig
 from culturepark.errors import InputError
-from culturepark.factory import is_loopback, make_endpoints
+from culturepark.scenarios.factory import (check_reachable, close_endpoints, is_loopback, make_endpoints,
+                                           start_backends)
 from culturepark.paths import resolve_data_dir
 from culturepark.scenarios.loader import ScenarioError, load_scenario, parse_scenario, resolve_path
 from culturepark.scenarios.schema import Scenario
@@ -109,40 +109,6 @@ def prepare(scenario_ref: str | Path | Scenario, opts: RunOptions) -> tuple[Scen
     return scenario, plan, out
 
 
-def _check_out_dir(out: Path, resume: bool) -> bool:
-    """Return True if the directory must be created. Raises InputError on a bad directory."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a directory")
-    log_exists = (out / LOG_NAME).exists()
-    if resume:
-        if not log_exists:
-            raise InputError(f"--resume: no {LOG_NAME} in {out} (nothing to resume)")
-        if not os.access(out, os.W_OK):
-            raise InputError(f"--out {out}: not writable")
-        return False
-    if out.exists() and any(p.name != ".lock" for p in out.iterdir()):
-        raise InputError(f"--out {out}: directory is not empty (use --resume to continue the run "
-                         "in it, or choose another --out)")
-    parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out}: {parent} is not writable")
-    return not out.exists()
-
-
-async def _preflight(endpoints: dict[str, Endpoint]) -> None:
-    seen: set[int] = set()
-    for ep in endpoints.values():
-        if id(ep) in seen:
-            continue
-        seen.add(id(ep))
-        check = getattr(ep.backend, "check_reachable", None)
-        if check is not None:
-            try:
-                await check()
-            except ConnectionError as exc:
-                raise InputError(str(exc)) from None
-
-
 async def run_async(scenario_ref: str | Path | Scenario, opts: RunOptions | None = None,
                     progress: Callable[[Scheduler, int, int], Any] | None = None,
                     say: Callable[[str], None] | None = None) -> RunResult:
@@ -155,83 +121,43 @@ async def run_async(scenario_ref: str | Path | Scenario, opts: RunOptions | None
         if not (d / LOG_NAME).exists():
             raise InputError(f"cache_from: no {LOG_NAME} in {d}")
     endpoints = make_endpoints(configs, scenario.limits, scenario.retry, scenario.seed, cache_dirs)
-    created = False
-    lock = None
     try:
         if opts.check_reachable:
-            await _preflight(endpoints)
-        created = _check_out_dir(out, opts.resume)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"--out {out}: cannot create ({exc.strerror})") from None
-        lock = RunDirLock(out)
-        try:
-            lock.acquire()
-        except LogError as exc:
-            raise InputError(str(exc)) from None
-        resume_state = None
-        log_path = out / LOG_NAME
-        if opts.resume:
+            await check_reachable(endpoints)
+        with RunDir(out, opts.resume, scenario.content_hash(), fsync=scenario.output.fsync, say=say) as rd:
+            await start_backends(endpoints)
+            log = rd.start(_header(scenario, plan, endpoints, opts))
+            resume_state = rd.resume_state
+            for notice in plan.notices:
+                say(notice)
+            total = plan.size if opts.limit is None else min(plan.size, opts.limit)
+            already = len(resume_state.ended) if resume_state else 0
+            convs = plan.conversations()
+            if opts.limit is not None:
+                convs = itertools.islice(convs, opts.limit)
+            scheduler = Scheduler(CultureParkPolicy(scenario), endpoints, log,
+                                  SchedulerConfig(concurrency=scenario.concurrency,
+                                                  budget_usd=scenario.budget_usd))
+            ticker = asyncio.create_task(progress(scheduler, total, already)) if progress else None
+            error = None
             try:
-                contents = recover(log_path)
-            except LogError as exc:
-                raise InputError(str(exc)) from None
-            if contents.torn_bytes:
-                say(f"warning: discarded a torn last line ({contents.torn_bytes} bytes) in {log_path}")
-            if contents.header is None and not contents.records:
-                say(f"{log_path} is empty (the run was killed before its header): starting it afresh")
-            elif contents.header is None:
-                raise InputError(f"--resume: {log_path} has no run header")
-            elif contents.header.get("scenario_hash") != scenario.content_hash():
-                raise InputError(f"--resume: {out} was made by a different scenario (hash "
-                                 f"{contents.header.get('scenario_hash')} ≠ {scenario.content_hash()})")
-            else:
-                resume_state = ResumeState.from_records(contents.records)
-        for ep in {id(e): e for e in endpoints.values()}.values():
+                stats = await scheduler.run(convs, resume_state, retry_failed=opts.retry_failed)
+            except LogWriteError as exc:
+                error = str(exc)
+                stats = scheduler.stats
+            finally:
+                if ticker:
+                    ticker.cancel()
+                log.close()
             try:
-                await ep.backend.start()
-            except RuntimeError as exc:
-                raise InputError(str(exc)) from None
-        log = RunLog(log_path, fsync=scenario.output.fsync).open()
-        created = False  # from here on the directory holds a real run: never remove it
-        if resume_state is None:
-            log.append(_header(scenario, plan, endpoints, opts))
-        for notice in plan.notices:
-            say(notice)
-        total = plan.size if opts.limit is None else min(plan.size, opts.limit)
-        already = len(resume_state.ended) if resume_state else 0
-        convs = plan.conversations()
-        if opts.limit is not None:
-            convs = itertools.islice(convs, opts.limit)
-        scheduler = Scheduler(CultureParkPolicy(scenario), endpoints, log,
-                              SchedulerConfig(concurrency=scenario.concurrency,
-                                              budget_usd=scenario.budget_usd))
-        ticker = asyncio.create_task(progress(scheduler, total, already)) if progress else None
-        error = None
-        try:
-            stats = await scheduler.run(convs, resume_state, retry_failed=opts.retry_failed)
-        except LogWriteError as exc:
-            error = str(exc)
-            stats = scheduler.stats
-        finally:
-            if ticker:
-                ticker.cancel()
-            log.close()
-        try:
-            summary = export_run(out)
-        except OSError as exc:  # e.g. the disk filled up: the log stays the truth, export later
-            error = f"{error + '; ' if error else ''}export failed: {exc}"
-            summary = summarize(assemble(out))
+                summary = export_run(out)
+            except OSError as exc:  # e.g. the disk filled up: the log stays the truth, export later
+                error = f"{error + '; ' if error else ''}export failed: {exc}"
+                summary = summarize(assemble(out))
         summary["endpoints"] = endpoint_summary(endpoints)
         return RunResult(out, summary, stats, plan.notices, error)
     finally:
-        for ep in {id(e): e for e in endpoints.values()}.values():
-            await ep.aclose()
-        if lock is not None:
-            lock.release()
-        if created and out.exists():
-            shutil.rmtree(out, ignore_errors=True)
+        await close_endpoints(endpoints)
 
 
 def endpoint_summary(endpoints: dict[str, Endpoint]) -> list[dict[str, Any]]:
@@ -268,7 +194,7 @@ def estimate(scenario_ref: str | Path | Scenario, opts: RunOptions | None = None
     shorter) and completion tokens are the ceiling that `admission` limits charge.
     """
     from culturepark.engine.scheduler import Turn
-    from culturepark.factory import price_for
+    from culturepark.scenarios.factory import price_for
 
     opts = opts or RunOptions()
     scenario, plan, _ = prepare(scenario_ref, opts)

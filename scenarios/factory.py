@@ -14,7 +14,7 @@ from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.limiter import RateLimiter
 from culturepark.engine.pricing import Price, lookup_price
 from culturepark.engine.retry import RetryPolicy
-from culturepark.errors import InputError
+from culturepark.engine.errors import InputError
 from culturepark.scenarios.schema import BackendConfig, Limits, RetryConfig
 
 
@@ -77,3 +77,32 @@ def make_endpoints(configs: dict[str, BackendConfig], limits: Limits, retry: Ret
                                    rng=random.Random(f"{seed}:{role}"))
         out[role] = shared[key]
     return out
+
+
+async def start_backends(endpoints: dict[str, Endpoint]) -> None:
+    """Start each distinct backend once (a local model loads here); a failure is bad input."""
+    for ep in {id(e): e for e in endpoints.values()}.values():
+        try:
+            await ep.backend.start()
+        except RuntimeError as exc:
+            raise InputError(str(exc)) from None
+
+
+async def close_endpoints(endpoints: dict[str, Endpoint]) -> None:
+    for ep in {id(e): e for e in endpoints.values()}.values():
+        await ep.aclose()
+
+
+async def check_reachable(endpoints: dict[str, Endpoint]) -> None:
+    """Fail fast (exit 2, with a hint) when a remote endpoint does not answer at start."""
+    seen: set[int] = set()
+    for ep in endpoints.values():
+        if id(ep) in seen:
+            continue
+        seen.add(id(ep))
+        check = getattr(ep.backend, "check_reachable", None)
+        if check is not None:
+            try:
+                await check()
+            except ConnectionError as exc:
+                raise InputError(str(exc)) from None
