@@ -158,6 +158,45 @@ def cmd_sim_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_refine(args: argparse.Namespace) -> int:
+    from culturepark.console import make_logger
+    from culturepark.scenarios.loader import ScenarioError, load_model
+    from culturepark.scenarios.schema import BackendConfig
+    from culturepark.trainers.refine import RefineConfig, refine_async
+    from culturepark.trainers.refine.pipeline import source_backend
+
+    log = make_logger()
+    try:
+        config = load_model(RefineConfig, args.scenario) if args.scenario else RefineConfig()
+        if args.base_url or args.model:
+            base = config.backend or source_backend(args.run_dir) or BackendConfig()
+            update = {"model": args.model or base.model}
+            if args.base_url:
+                update.update(provider="openai", base_url=args.base_url, api="chat")
+            config = config.model_copy(update={"backend": BackendConfig.model_validate(
+                {**base.model_dump(exclude_unset=True), **update})})
+        if args.embeddings:
+            config = config.model_copy(update={"dedup": config.dedup.model_copy(update={"embeddings": args.embeddings})})
+    except (ScenarioError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    out = args.out or args.run_dir / "refined"
+    result = asyncio.run(refine_async(args.run_dir, out, config, resume=args.resume,
+                                      retry_failed=args.retry_failed, say=lambda m: log.info(m)))
+    s = result.summary
+    if result.error:
+        log.error("refine stopped", error=result.error, next_step="fix the cause, then run again with --resume")
+    if args.json:
+        _print_json({"out": str(out), **s})
+    else:
+        keys = ["conversations", "extracted", "entail", "contradict", "irrelevant", "rewritten", "rewritten_entail",
+                "too_short", "deduplicated_removed", "kept", "exported"]
+        print(", ".join(f"{k} {s.get(k)}" for k in keys) + f" → {out}")
+        check = s.get("openai_format_check") or {}
+        if check and not check.get("valid"):
+            print(f"  openai format check: {check.get('error_counts')}")
+    return result.exit_code
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "throughput":
         from culturepark.benchmarks.throughput import main as bench_main
@@ -187,6 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     r.add_argument("--dry-run", action="store_true", help="estimate requests, tokens and cost; send nothing")
     r.set_defaults(func=cmd_run)
+
+    rf = sub.add_parser("refine", help="extract, verify, rewrite, de-duplicate opinions; export SFT data")
+    rf.add_argument("run_dir", type=Path)
+    rf.add_argument("--out", type=Path, help="default: RUN_DIR/refined")
+    rf.add_argument("--scenario", type=Path, help="refine config YAML (backend, limits, dedup, export)")
+    rf.add_argument("--base-url", help="OpenAI-compatible server for the refinement calls")
+    rf.add_argument("--model")
+    rf.add_argument("--embeddings", choices=["local", "openai"])
+    rf.add_argument("--resume", action="store_true")
+    rf.add_argument("--retry-failed", action="store_true")
+    rf.add_argument("--json", action="store_true")
+    rf.set_defaults(func=cmd_refine)
 
     v = sub.add_parser("validate", help="check scenario files without running them")
     v.add_argument("files", nargs="+")

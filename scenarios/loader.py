@@ -3,12 +3,15 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from culturepark.scenarios.schema import Scenario
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ScenarioError(ValueError):
@@ -62,17 +65,22 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
     return f"{source}: {parts[0]}{more}" if parts else f"{source}: invalid"
 
 
-def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
+def parse_model(model: type[M], data: Any, source: str) -> M:
+    """Validate any config mapping (scenario, refine, eval spec) with one error format."""
     if not isinstance(data, dict):
-        raise ScenarioError(f"{source}: expected a mapping of scenario fields at the top level")
+        raise ScenarioError(f"{source}: expected a mapping of fields at the top level")
     try:
-        return Scenario.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ScenarioError(format_validation_error(source, exc)) from None
 
 
-def load_scenario(name_or_path: str | Path) -> Scenario:
-    path = resolve_path(name_or_path)
+def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
+    return parse_model(Scenario, data, source)
+
+
+def read_yaml(path: Path) -> Any:
+    """safe_load with errors that name file, line and column."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -82,4 +90,16 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         raise ScenarioError(f"{path}{where}: invalid YAML: {problem}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(f"{path}: cannot read: {exc}") from None
-    return parse_scenario(data, str(path))
+    return data
+
+
+def load_model(model: type[M], path: str | Path) -> M:
+    path = Path(path)
+    if not path.exists():
+        raise ScenarioError(f"{path}: no such file")
+    return parse_model(model, read_yaml(path), str(path))
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    path = resolve_path(name_or_path)
+    return parse_scenario(read_yaml(path), str(path))

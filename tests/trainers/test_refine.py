@@ -1,0 +1,130 @@
+"""Refinement end to end on the sim server with a script that answers each prompt meaningfully."""
+import json
+
+import orjson
+import pytest
+import yaml
+
+from tests.conftest import run_cli, scenario_dict
+
+# Each extraction returns six opinions designed to exercise one path each.
+SCRIPT = [
+    {"pattern": r"List every distinct opinion that (\w+)",
+     "reply": "- \\1: I think making my parents proud is one of my main goals because they sacrificed a lot for me.\n"
+              "- I believe making my parents proud is one of my main goals since they sacrificed so much for me.\n"
+              "- \\1 believes that elders deserve respect in every family and every village.\n"
+              "- Science is making our lives worse and more dangerous every year.\n"
+              "- The weather in my city is often rainy in the spring months.\n"
+              "- Yes indeed."},
+    {"pattern": r"Rewrite it so that it agrees", "reply": "I think science and technology make our lives healthier and longer."},
+    {"pattern": r"Opinion: Science is making", "reply": "Contradict."},
+    {"pattern": r"Opinion: The weather", "reply": "irrelevant"},
+    {"pattern": r"Opinion: Yes indeed", "reply": "ENTAILMENT!"},
+    {"pattern": r"Opinion: ", "reply": "Entail, because it matches the stance."},
+]
+
+
+@pytest.fixture
+def source_run(tmp_path, tiny_data, sim_process):
+    url = sim_process("--seed", "4")
+    data = scenario_dict()
+    data["backend"]["base_url"] = url
+    sc = tmp_path / "s.yaml"
+    sc.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    assert run_cli("run", str(sc), "--out", str(out), "--data-dir", str(tiny_data)).returncode == 0
+    return out
+
+
+@pytest.fixture
+def refine_url(tmp_path, sim_process):
+    script = tmp_path / "script.yaml"
+    script.write_text(yaml.safe_dump(SCRIPT))
+    return sim_process("--seed", "1", "--script", str(script))
+
+
+def _jsonl(path):
+    return [orjson.loads(x) for x in path.read_bytes().splitlines()]
+
+
+def test_refine_counts_add_up_rewrites_are_reverified_and_duplicates_collapse(tmp_path, source_run, refine_url):
+    out = tmp_path / "refined"
+    res = run_cli("refine", str(source_run), "--out", str(out), "--base-url", refine_url, "--model", "sim-model",
+                  "--json")
+    assert res.returncode == 0, res.stderr
+    s = json.loads(res.stdout)
+    n = 4  # source conversations
+    assert s["conversations"] == n and s["extracted"] == 6 * n and s["accounted"]
+    assert (s["entail"], s["contradict"], s["irrelevant"]) == (4 * n, n, n)
+    assert s["rewritten"] == s["rewritten_entail"] == n
+    assert s["too_short"] == n and s["deduplicated_removed"] == n and s["kept"] == 3 * n == s["exported"]
+
+    ops = _jsonl(out / "opinions.jsonl")
+    assert len(ops) == 6 * n
+    for o in ops:  # every opinion ends kept or with exactly one reason
+        assert o["kept"] != bool(o["drop_reason"])
+    rewritten = [o for o in ops if o["rewritten"]]
+    assert all(o["verdict"] == "contradict" and o["verdict_after_rewrite"] == "entail" and o["kept"]
+               and o["text"].startswith("I think science") for o in rewritten)
+    # the log shows the re-verification was asked about the rewritten text, not the old one
+    log = (out / "log.jsonl").read_text()
+    assert log.count('"speaker":"reverify"') == n
+    assert not any(o["text"].startswith(("Wei:", "Maximilian:")) for o in ops)  # speaker prefix stripped
+    assert any(o["text"].startswith("I believe that elders") for o in ops if o["kept"])  # first person
+    dups = [o for o in ops if o["drop_reason"] == "duplicate"]
+    assert all(any(k["cluster"] == d["cluster"] and k["kept"] for k in ops) for d in dups)
+
+    check = s["openai_format_check"]
+    assert check["valid"] and check["examples"] == 3 * n and check["tokens_total"] > 0
+    rows = _jsonl(out / "sft" / "openai_chat.jsonl")
+    assert [m["role"] for m in rows[0]["messages"]] == ["system", "user", "assistant"]
+    text = _jsonl(out / "sft" / "text.jsonl")
+    assert text[0]["text"].startswith("<start_of_turn>user\n") and text[0]["text"].endswith("<end_of_turn>\n")
+
+    datasets = pytest.importorskip("datasets")
+    for name in ("openai_chat.jsonl", "text.jsonl"):
+        ds = datasets.load_dataset("json", data_files=str(out / "sft" / name), split="train")
+        assert len(ds) == 3 * n
+
+
+def test_a_killed_refinement_resumes_without_paying_again(tmp_path, source_run, refine_url):
+    ref = tmp_path / "ref"
+    full = run_cli("refine", str(source_run), "--out", str(ref), "--base-url", refine_url, "--model", "sim-model",
+                   "--json")
+    total = json.loads(full.stdout)["requests"]
+    out = tmp_path / "out"
+    assert run_cli("refine", str(source_run), "--out", str(out), "--base-url", refine_url, "--model", "sim-model"
+                   ).returncode == 0
+    lines = (out / "log.jsonl").read_bytes().splitlines(keepends=True)
+    kept = lines[: len(lines) // 2]  # what a kill halfway leaves behind
+    (out / "log.jsonl").write_bytes(b"".join(kept) + b'{"type":"tu')  # and a torn last line
+    done_calls = sum(b'"type":"turn"' in x for x in kept)
+    res = run_cli("refine", str(source_run), "--out", str(out), "--base-url", refine_url, "--model", "sim-model",
+                  "--resume", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["requests"] == total - done_calls
+    assert (out / "opinions.jsonl").read_bytes() == (ref / "opinions.jsonl").read_bytes()
+
+
+def test_unparseable_extractions_are_retried_then_counted(tmp_path, source_run, sim_process):
+    script = tmp_path / "bad.yaml"
+    script.write_text(yaml.safe_dump([{"pattern": "between Maximilian", "reply": "I cannot help with that."}]
+                                     + SCRIPT))
+    url = sim_process("--seed", "1", "--script", str(script))
+    cfg = tmp_path / "refine.yaml"
+    cfg.write_text(yaml.safe_dump({"retry": {"max_attempts": 2, "base_delay_s": 0.01}}))
+    res = run_cli("refine", str(source_run), "--out", str(tmp_path / "o"), "--base-url", url, "--model", "sim-model",
+                  "--scenario", str(cfg), "--json")
+    assert res.returncode == 1
+    s = json.loads(res.stdout)
+    assert s["extract_failed"] == 2 and s["extract_failures_by_reason"] == {"unparseable_opinions": 2}
+    assert s["conversations"] == 4 and s["extracted"] == 12 and s["accounted"]
+
+
+def test_bad_refine_input_exits_2(tmp_path, source_run):
+    cfg = tmp_path / "refine.yaml"
+    cfg.write_text("dedup: {method: spectral}\n")
+    res = run_cli("refine", str(source_run), "--scenario", str(cfg))
+    assert res.returncode == 2 and "dedup.method" in res.stderr and not (source_run / "refined").exists()
+    res = run_cli("refine", str(tmp_path / "nowhere"))
+    assert res.returncode == 2 and "not a run directory" in res.stderr

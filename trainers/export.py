@@ -1,0 +1,126 @@
+"""SFT formats: OpenAI chat JSONL, chat-template text JSONL, and OpenAI's format check.
+
+One place renders chat examples into text (`render_chat`), so the exported `text.jsonl`
+and the LoRA trainer's loss mask agree token for token.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import orjson
+
+from culturepark.engine.tokens import approx_tokens
+
+Template = Literal["gemma", "chatml"]
+OPENAI_MAX_EXAMPLE_TOKENS = 65536  # per-example context limit of current fine-tunable models
+ROLES = {"system", "user", "assistant"}
+
+
+def render_chat(messages: list[dict[str, str]], template: Template) -> tuple[str, str]:
+    """(prompt, completion): everything before the last assistant answer, and that answer.
+
+    Gemma has no system role: the system text opens the first user turn, as Gemma's own
+    template does.
+    """
+    *context, last = messages
+    if last["role"] != "assistant":
+        raise ValueError("the last message of an SFT example must be the assistant's")
+    if template == "gemma":
+        system = " ".join(m["content"] for m in context if m["role"] == "system")
+        parts = []
+        for m in context:
+            if m["role"] == "system":
+                continue
+            content = m["content"]
+            if system and m["role"] == "user" and not parts:
+                content = f"{system}\n\n{content}"
+            who = "model" if m["role"] == "assistant" else "user"
+            parts.append(f"<start_of_turn>{who}\n{content}<end_of_turn>\n")
+        return "".join(parts) + "<start_of_turn>model\n", f"{last['content']}<end_of_turn>\n"
+    parts = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in context]
+    return "".join(parts) + "<|im_start|>assistant\n", f"{last['content']}<|im_end|>\n"
+
+
+def _atomic_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    tmp = path.with_name(f".{path.name}.tmp")
+    n = 0
+    with open(tmp, "wb") as fh:
+        for row in rows:
+            fh.write(orjson.dumps(row) + b"\n")
+            n += 1
+    tmp.replace(path)
+    return n
+
+
+def write_sft(out_dir: Path, examples: list[list[dict[str, str]]], template: Template) -> dict[str, Path]:
+    """`openai_chat.jsonl` ({"messages": ...}) and `text.jsonl` ({"text", "prompt", "completion"})."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    chat = out_dir / "openai_chat.jsonl"
+    text = out_dir / "text.jsonl"
+    _atomic_jsonl(chat, ({"messages": m} for m in examples))
+
+    def rows():
+        for m in examples:
+            prompt, completion = render_chat(m, template)
+            yield {"text": prompt + completion, "prompt": prompt, "completion": completion}
+    _atomic_jsonl(text, rows())
+    return {"openai_chat": chat, "text": text}
+
+
+def check_openai_chat(path: Path) -> dict[str, Any]:
+    """OpenAI's chat fine-tuning data checks: JSON per line, `messages` list, known roles,
+    non-empty string content, an assistant message to learn from, size within limits.
+    Token counts are approximate (4 characters a token) unless tiktoken is installed."""
+    try:
+        import tiktoken
+        enc = tiktoken.get_encoding("o200k_base")
+        count = lambda s: len(enc.encode(s))  # noqa: E731
+        counter = "tiktoken:o200k_base"
+    except Exception:
+        count, counter = approx_tokens, "approx(len/4)"
+    errors: dict[str, list[int]] = {}
+    tokens: list[int] = []
+    n = 0
+
+    def bad(kind: str, line: int) -> None:
+        errors.setdefault(kind, []).append(line)
+
+    with open(path, "rb") as fh:
+        for line_no, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            n += 1
+            try:
+                row = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                bad("invalid_json", line_no)
+                continue
+            msgs = row.get("messages") if isinstance(row, dict) else None
+            if not isinstance(msgs, list) or not msgs:
+                bad("missing_messages", line_no)
+                continue
+            total = 0
+            for m in msgs:
+                if not isinstance(m, dict) or m.get("role") not in ROLES:
+                    bad("unrecognized_role", line_no)
+                    break
+                if set(m) - {"role", "content", "name", "weight"}:
+                    bad("unrecognized_key", line_no)
+                    break
+                c = m.get("content")
+                if not isinstance(c, str) or not c.strip():
+                    bad("empty_or_missing_content", line_no)
+                    break
+                total += count(c) + 4
+            else:
+                if not any(m["role"] == "assistant" for m in msgs):
+                    bad("no_assistant_message", line_no)
+                elif total > OPENAI_MAX_EXAMPLE_TOKENS:
+                    bad("too_many_tokens", line_no)
+                tokens.append(total)
+    if n < 10:
+        errors.setdefault("fewer_than_10_examples", []).append(0)
+    return {"file": str(path), "examples": n, "valid": not errors, "errors": {k: v[:10] for k, v in errors.items()},
+            "error_counts": {k: len(v) for k, v in errors.items()}, "tokens_total": sum(tokens),
+            "tokens_max_example": max(tokens, default=0), "token_counter": counter}

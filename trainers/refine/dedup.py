@@ -1,0 +1,31 @@
+"""Collapse near-duplicate opinions to one representative per cluster."""
+from __future__ import annotations
+
+import numpy as np
+
+from culturepark.trainers.refine.config import DedupConfig
+
+
+def cluster(vecs: np.ndarray, config: DedupConfig, seed: int = 0) -> np.ndarray:
+    """Cluster labels for L2-normalised vectors (see `DedupConfig` for the choice of method)."""
+    n = len(vecs)
+    if n <= 1:
+        return np.zeros(n, dtype=int)
+    if config.method == "kmeans":
+        from sklearn.cluster import KMeans
+        k = min(config.k, n)
+        return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(vecs)
+    from sklearn.cluster import AgglomerativeClustering
+    model = AgglomerativeClustering(n_clusters=None, distance_threshold=config.threshold,
+                                    metric="cosine", linkage="complete")
+    return model.fit_predict(vecs)
+
+
+def representatives(vecs: np.ndarray, labels: np.ndarray) -> dict[int, int]:
+    """Per cluster, the index of the member nearest the cluster's (normalised) centroid."""
+    reps: dict[int, int] = {}
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        centroid = vecs[members].mean(axis=0)
+        reps[int(label)] = int(members[np.argmax(vecs[members] @ centroid)])
+    return reps

@@ -1,0 +1,375 @@
+"""`culturepark refine`: finished conversations → verified, de-duplicated SFT data.
+
+Two engine passes share one run directory and one log, so a refinement killed halfway
+resumes without paying again for calls that finished:
+  1. extract — one request per source conversation (the delegate's opinions, a list);
+  2. verify  — one small pipeline per opinion: verify → (contradict) rewrite → re-verify
+     the *rewritten* text. An opinion whose calls fail is dropped with that reason; it
+     never takes other opinions down with it.
+Then, locally: first person, too-short filter, near-duplicate removal, export. Every
+extracted opinion ends `kept` or with exactly one `drop_reason` in `opinions.jsonl`.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import orjson
+
+from culturepark.engine.embeddings import Embedder, HTTPEmbeddings, LocalMiniLM, embed_unique
+from culturepark.engine.errors import InputError
+from culturepark.engine.export import assemble, conversation_rows
+from culturepark.engine.log import LOG_NAME, LogWriteError, read_log
+from culturepark.engine.scheduler import ConversationSpec, Scheduler, SchedulerConfig, Turn, TurnRequest
+from culturepark.engine.session import RunDir
+from culturepark.scenarios.factory import check_reachable, close_endpoints, make_endpoints, start_backends
+from culturepark.scenarios.schema import BackendConfig
+from culturepark.trainers.export import check_openai_chat, write_sft
+from culturepark.trainers.refine import prompts
+from culturepark.trainers.refine.config import RefineConfig
+from culturepark.trainers.refine.dedup import cluster, representatives
+from culturepark.trainers.refine.postprocess import first_person, word_count
+
+ROLE = "refiner"
+QUESTION_VARIANTS = [
+    "{question}",
+    "What is your opinion on this? {question}",
+    "As someone from {culture_phrase}, how do you see this? {question}",
+    "Please share your view, with your reasons: {question}",
+    "{question} Tell me what you think and why.",
+]
+
+
+@dataclass(slots=True)
+class Source:
+    id: str
+    meta: dict[str, Any]
+    transcript: str
+    names: list[str]
+
+
+@dataclass
+class Opinion:
+    id: str
+    source: Source
+    extracted_text: str
+    text: str = ""
+    verdict: str | None = None
+    rewritten: str | None = None
+    verdict_after_rewrite: str | None = None
+    cluster: str | None = None
+    kept: bool = False
+    drop_reason: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        m = self.source.meta
+        return {"opinion_id": self.id, "conversation_id": self.source.id, "culture": m.get("culture"),
+                "item_id": m.get("item_id"), "stance_text": m.get("stance_text"),
+                "extracted_text": self.extracted_text, "text": self.text, "verdict": self.verdict,
+                "rewritten": self.rewritten, "verdict_after_rewrite": self.verdict_after_rewrite,
+                "cluster": self.cluster, "kept": self.kept, "drop_reason": self.drop_reason}
+
+
+def load_sources(run_dir: Path) -> tuple[list[Source], str]:
+    """Finished conversations of a run (from its log, so a partial run works too) and their hash."""
+    if not (run_dir / LOG_NAME).exists():
+        raise InputError(f"refine: no {LOG_NAME} in {run_dir} (not a run directory)")
+    sources, digest = [], hashlib.sha256()
+    for row in conversation_rows(assemble(run_dir)):
+        if row["status"] != "done" or not row["meta"].get("participants"):
+            continue
+        meta = row["meta"]
+        names = [meta["participants"][r]["name"] for r in ("delegate", "main_contact")] + ["Moderator"]
+        transcript = "\n".join(f"{t['speaker']}: {t['text']}" for t in row["turns"])
+        sources.append(Source(row["id"], meta, transcript, names))
+        digest.update(orjson.dumps(row, option=orjson.OPT_SORT_KEYS))
+    return sources, digest.hexdigest()[:16]
+
+
+class RefinePolicy:
+    """`TurnPolicy` for both passes; a pure function of (spec, turns) like every policy."""
+
+    def __init__(self, config: RefineConfig, rendering: prompts.Rendering, sources: dict[str, Source]) -> None:
+        self.config = config
+        self.rendering = rendering
+        self.sources = sources
+        self.opinions: dict[str, str] = {}  # opinion id -> text, filled after the extract pass
+
+    def next_turn(self, conv: ConversationSpec, turns: Sequence[Turn]) -> TurnRequest | None:
+        src = self.sources[conv.meta["source"]]
+        c, r = self.config, self.rendering
+        if conv.meta["stage"] == "extract":
+            if turns:
+                return None
+            req = prompts.extract_request(src.meta, src.transcript, r, c.extract_max_tokens)
+            return TurnRequest("extract", ROLE, req, self._valid_opinions(src))
+        opinion = self.opinions[conv.id]
+        if not turns:
+            return TurnRequest("verify", ROLE, prompts.verify_request(src.meta, opinion, r, c.verify_max_tokens),
+                               _valid_verdict)
+        if len(turns) == 1:
+            if not c.rewrite or prompts.parse_verdict(turns[0].text) != "contradict":
+                return None
+            req = prompts.rewrite_request(src.meta, opinion, r, c.rewrite_max_tokens, c.rewrite_temperature,
+                                          seed=c.seed)
+            return TurnRequest("rewrite", ROLE, req, self._valid_rewrite(src, opinion))
+        if len(turns) == 2:
+            rewritten = prompts.parse_rewrite(turns[1].text, src.names) or ""
+            return TurnRequest("reverify", ROLE,
+                               prompts.verify_request(src.meta, rewritten, r, c.verify_max_tokens), _valid_verdict)
+        return None
+
+    def _valid_opinions(self, src: Source) -> Callable[[str], str | None]:
+        def check(text: str) -> str | None:
+            return None if prompts.parse_opinions(text, self.rendering, src.names) is not None else "unparseable_opinions"
+        return check
+
+    @staticmethod
+    def _valid_rewrite(src: Source, opinion: str) -> Callable[[str], str | None]:
+        def check(text: str) -> str | None:
+            new = prompts.parse_rewrite(text, src.names)
+            if not new:
+                return "empty_rewrite"
+            return "rewrite_unchanged" if new.strip().lower() == opinion.strip().lower() else None
+        return check
+
+
+def _valid_verdict(text: str) -> str | None:
+    return None if prompts.parse_verdict(text) else "unparseable_verdict"
+
+
+def _collect(log_path: Path) -> tuple[dict[str, list[dict]], dict[str, dict]]:
+    contents = read_log(log_path)
+    turns: dict[str, list[dict]] = {}
+    ends: dict[str, dict] = {}
+    for rec in contents.records:
+        if rec.get("type") == "turn":
+            turns.setdefault(rec["conversation_id"], []).append(rec)
+        elif rec.get("type") == "end":
+            ends[rec["conversation_id"]] = rec  # a retried failure is superseded by its later end
+    for ts in turns.values():
+        ts.sort(key=lambda t: t["index"])
+    return turns, ends
+
+
+def _embedder(config: RefineConfig, backend: BackendConfig) -> Embedder:
+    d = config.dedup
+    if d.embeddings == "local":
+        return LocalMiniLM()
+    import os
+    base = d.embeddings_base_url or backend.base_url
+    if not base:
+        raise InputError("refine: dedup.embeddings 'openai' needs dedup.embeddings_base_url")
+    key = os.environ.get(d.embeddings_api_key_env or "", "") or None
+    return HTTPEmbeddings(base, d.embeddings_model, api_key=key, dimensions=d.embeddings_dimensions)
+
+
+@dataclass
+class RefineResult:
+    out: Path
+    summary: dict[str, Any]
+    error: str | None = None
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        s = self.summary
+        return 0 if not self.error and s.get("extract_failed", 0) == 0 and s.get("call_failed", 0) == 0 else 1
+
+
+def source_backend(run_dir: Path) -> BackendConfig | None:
+    header = read_log(run_dir / LOG_NAME).header or {}
+    sc = header.get("scenario") or {}
+    role = ((sc.get("roles") or {}).get("delegate") or {}).get("backend")
+    data = role or sc.get("backend")
+    return BackendConfig.model_validate(data) if data else None
+
+
+async def refine_async(run_dir: Path, out: Path, config: RefineConfig, resume: bool = False,
+                       retry_failed: bool = False, say: Callable[[str], None] | None = None,
+                       check_reachability: bool = True) -> RefineResult:
+    say = say or (lambda _m: None)
+    run_dir, out = Path(run_dir), Path(out)
+    sources, source_hash = load_sources(run_dir)
+    backend = config.backend or source_backend(run_dir)
+    if backend is None:
+        raise InputError(f"refine: {run_dir} names no backend; give one with --scenario or --base-url/--model")
+    config = config.model_copy(update={"backend": backend})
+    endpoints = make_endpoints({ROLE: backend}, config.limits, config.retry, config.seed)
+    by_id = {s.id: s for s in sources}
+    policy = RefinePolicy(config, backend.rendering, by_id)
+    t0 = time.monotonic()
+    error = None
+    try:
+        if check_reachability:
+            await check_reachable(endpoints)
+        with RunDir(out, resume, config.content_hash(source_hash), say=say, what="refine config/source") as rd:
+            await start_backends(endpoints)
+            log = rd.start({"type": "run", "format": 1, "stage": "refine", "source": str(run_dir),
+                            "source_hash": source_hash, "config": config.model_dump(mode="json"),
+                            "backends": {ROLE: endpoints[ROLE].backend.describe()}, "started_at": time.time()})
+            sched_cfg = SchedulerConfig(concurrency=config.concurrency)
+            try:
+                extract_specs = [ConversationSpec(f"extract|{s.id}", i, {"stage": "extract", "source": s.id})
+                                 for i, s in enumerate(sources)]
+                await Scheduler(policy, endpoints, log, sched_cfg).run(extract_specs, rd.resume_state, retry_failed)
+                turns, ends = _collect(rd.log_path)
+                opinions, extract_failed = _opinions(sources, turns, ends, policy.rendering)
+                policy.opinions = {o.id: o.extracted_text for o in opinions}
+                verify_specs = [ConversationSpec(o.id, i, {"stage": "verify", "source": o.source.id})
+                                for i, o in enumerate(opinions)]
+                await Scheduler(policy, endpoints, log, sched_cfg).run(verify_specs, rd.resume_state, retry_failed)
+            except LogWriteError as exc:
+                error = str(exc)
+            finally:
+                log.close()
+            if error is not None:
+                return RefineResult(out, {"error": error}, error)
+            turns, ends = _collect(rd.log_path)
+            _verdicts(opinions, turns, ends, config)
+            _postprocess(opinions, config)
+            embedder_name = await _dedup(opinions, config, backend)
+            examples = _examples(opinions, config)
+            paths = write_sft(out / "sft", examples, config.export.template)
+            check = check_openai_chat(paths["openai_chat"])
+            summary = _summary(sources, opinions, extract_failed, len(examples))
+            summary.update({"embeddings": embedder_name, "dedup": config.dedup.model_dump(mode="json"),
+                            "openai_format_check": check, "first_person": config.first_person,
+                            "requests": endpoints[ROLE].stats.requests, "elapsed_s": round(time.monotonic() - t0, 2)})
+            _write_jsonl(out / "opinions.jsonl", (o.record() for o in opinions))
+            (out / "refine_summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+            return RefineResult(out, summary)
+    finally:
+        await close_endpoints(endpoints)
+
+
+def _write_jsonl(path: Path, rows) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        for r in rows:
+            fh.write(orjson.dumps(r) + b"\n")
+    tmp.replace(path)
+
+
+def _opinions(sources: list[Source], turns, ends, rendering) -> tuple[list[Opinion], Counter]:
+    opinions, failed = [], Counter()
+    for s in sources:
+        cid = f"extract|{s.id}"
+        end = ends.get(cid)
+        if end is None or end["status"] != "done":
+            failed[(end or {}).get("reason") or "not_run"] += 1
+            continue
+        texts = prompts.parse_opinions(turns[cid][0]["text"], rendering, s.names) or []
+        opinions += [Opinion(f"verify|{s.id}|{j}", s, t, text=t) for j, t in enumerate(texts)]
+    return opinions, failed
+
+
+def _verdicts(opinions: list[Opinion], turns, ends, config: RefineConfig) -> None:
+    for o in opinions:
+        end = ends.get(o.id)
+        ts = turns.get(o.id, [])
+        if ts:
+            o.verdict = prompts.parse_verdict(ts[0]["text"])
+        if len(ts) >= 2:
+            o.rewritten = prompts.parse_rewrite(ts[1]["text"], o.source.names)
+        if len(ts) >= 3:
+            o.verdict_after_rewrite = prompts.parse_verdict(ts[2]["text"])
+        if end is None or end["status"] != "done":
+            stage = ["verify", "rewrite", "reverify"][min(len(ts), 2)]
+            o.drop_reason = f"{stage}_failed:{(end or {}).get('reason') or 'not_run'}"
+        elif o.verdict == "irrelevant":
+            o.drop_reason = "irrelevant"
+        elif o.verdict == "contradict":
+            if o.rewritten is None:
+                o.drop_reason = "contradict"
+            elif o.verdict_after_rewrite != "entail" and config.keep_rewritten_only_if_entail:
+                o.drop_reason = f"rewrite_{o.verdict_after_rewrite}"
+            else:
+                o.text = o.rewritten
+
+
+def _postprocess(opinions: list[Opinion], config: RefineConfig) -> None:
+    for o in opinions:
+        if o.drop_reason:
+            continue
+        if config.first_person == "rule":
+            o.text = first_person(o.text, o.source.names[:2])
+        if word_count(o.text) < config.min_words:
+            o.drop_reason = "too_short"
+
+
+async def _dedup(opinions: list[Opinion], config: RefineConfig, backend: BackendConfig) -> str | None:
+    live = [o for o in opinions if not o.drop_reason]
+    if not config.dedup.enabled or not live:
+        for o in live:
+            o.kept = True
+        return None
+    embedder = _embedder(config, backend)
+    vecs = await embed_unique(embedder, [o.text for o in live])
+    groups: dict[tuple, list[int]] = {}
+    for i, o in enumerate(live):
+        key = (o.source.meta.get("culture"),) + ((o.source.meta.get("item_id"),)
+                                                  if config.dedup.scope == "culture_item" else ())
+        groups.setdefault(key, []).append(i)
+    for key, idx in groups.items():
+        sub = vecs[np.asarray(idx)]
+        labels = cluster(sub, config.dedup, config.seed)
+        reps = representatives(sub, labels)
+        for j, i in enumerate(idx):
+            o = live[i]
+            o.cluster = f"{'/'.join(str(k) for k in key)}#{int(labels[j])}"
+            if reps[int(labels[j])] == j:
+                o.kept = True
+            else:
+                o.drop_reason = "duplicate"
+    return embedder.name
+
+
+def _examples(opinions: list[Opinion], config: RefineConfig) -> list[list[dict[str, str]]]:
+    e = config.export
+    passes = e.augment_passes if e.augment else 1
+    out = []
+    for o in opinions:
+        if not o.kept:
+            continue
+        m = o.source.meta
+        person = m["participants"]["delegate"]
+        for p in range(passes):
+            question = QUESTION_VARIANTS[p % len(QUESTION_VARIANTS)].format(
+                question=m.get("item_question") or m.get("item_text"), culture_phrase=person["culture_phrase"])
+            msgs = []
+            if e.system_prompt:
+                msgs.append({"role": "system", "content": e.system_prompt.format(
+                    person=person["person"], culture_phrase=person["culture_phrase"], culture=m.get("culture"))})
+            msgs += [{"role": "user", "content": question}, {"role": "assistant", "content": o.text}]
+            out.append(msgs)
+    return out
+
+
+def _summary(sources, opinions: list[Opinion], extract_failed: Counter, exported: int) -> dict[str, Any]:
+    drops = Counter(o.drop_reason for o in opinions if o.drop_reason)
+    call_failed = sum(v for k, v in drops.items() if "_failed:" in k)
+    s = {
+        "conversations": len(sources),
+        "extract_failed": sum(extract_failed.values()),
+        "extract_failures_by_reason": dict(extract_failed),
+        "extracted": len(opinions),
+        "entail": sum(o.verdict == "entail" for o in opinions),
+        "contradict": sum(o.verdict == "contradict" for o in opinions),
+        "irrelevant": sum(o.verdict == "irrelevant" for o in opinions),
+        "rewritten": sum(o.rewritten is not None for o in opinions),
+        "rewritten_entail": sum(o.verdict_after_rewrite == "entail" for o in opinions),
+        "call_failed": call_failed,
+        "too_short": drops.get("too_short", 0),
+        "deduplicated_removed": drops.get("duplicate", 0),
+        "kept": sum(o.kept for o in opinions),
+        "exported": exported,
+        "drop_reasons": dict(drops),
+    }
+    s["accounted"] = s["kept"] + sum(drops.values()) == s["extracted"]
+    return s
