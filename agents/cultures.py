@@ -24,6 +24,7 @@ class Culture:
     language: str
     country: str
     pronoun: str
+    hofstede: str | None = None
 
     @property
     def person(self) -> str:
@@ -45,7 +46,7 @@ class Culture:
 def _from_entry(e: CultureEntry) -> Culture:
     country_file = e.country_file or e.name
     return Culture(e.name, country_file, tuple(e.names), e.adjective, e.language,
-                   e.country or country_file.replace("_", " "), e.pronoun)
+                   e.country or country_file.replace("_", " "), e.pronoun, e.hofstede)
 
 
 def load_table(extra: list[CultureEntry] | str | None = None, base_dir: Path | None = None

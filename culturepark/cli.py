@@ -197,6 +197,51 @@ def cmd_refine(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _eval_settings(args: argparse.Namespace, model: str | None = None):
+    from culturepark.benchmarks.common import EvalSettings
+    return EvalSettings(model=model or args.model, base_url=args.base_url, api_key_env=args.api_key_env,
+                        rpm=args.rpm, tpm=args.tpm, concurrency=args.concurrency, resume=args.resume)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from culturepark.benchmarks import evaluate
+    from culturepark.benchmarks.common import slug
+    from culturepark.console import make_logger
+    from culturepark.paths import resolve_data_dir
+
+    log = make_logger()
+    say = lambda m: log.info(m)  # noqa: E731
+    if args.task == "diversity":
+        from culturepark.benchmarks.diversity import diversity_gain
+        from culturepark.engine.embeddings import HTTPEmbeddings, LocalMiniLM
+        embedder = (HTTPEmbeddings(args.base_url, args.embeddings_model) if args.base_url else LocalMiniLM())
+        result = asyncio.run(diversity_gain(args.new, args.reference, embedder, args.field))
+        if args.out:
+            evaluate.write_json(args.out / "diversity.json", result)
+        _print_json(result) if args.json else print(
+            f"diversity gain {result['diversity_gain']:.4f} ± {result['std']:.4f} "
+            f"({result['new']} new vs {result['reference']} reference texts, {result['embeddings']})")
+        return 0
+    data_dir = resolve_data_dir(args.data_dir, None)
+    settings = _eval_settings(args, getattr(args, "model", None) or "compare")
+    if args.task == "compare":
+        out = args.out or Path("evals") / "compare"
+        result = asyncio.run(evaluate.compare(args.models, args.tasks, settings, data_dir, out, args.seeds,
+                                              args.limit, args.samples, say))
+        _print_json(result) if args.json else print(evaluate.table(result))
+        return 0
+    task = f"hofstede:{','.join(args.culture)}" if args.task == "hofstede" else f"moderation:{args.dataset}"
+    out = args.out or Path("evals") / slug(args.model) / slug(task)
+    report = asyncio.run(evaluate.run_task(settings, task, data_dir, out, args.seeds,
+                                           getattr(args, "limit", None), getattr(args, "samples", 1), say))
+    if args.json:
+        _print_json(report)
+    else:
+        print(evaluate.table({"rows": [{"model": args.model, "task": task, "result": evaluate.headline(report)}]}))
+        print(f"→ {out}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "throughput":
         from culturepark.benchmarks.throughput import main as bench_main
@@ -238,6 +283,49 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("--retry-failed", action="store_true")
     rf.add_argument("--json", action="store_true")
     rf.set_defaults(func=cmd_refine)
+
+    ev = sub.add_parser("eval", help="benchmarks: hofstede, moderation, diversity, compare")
+    esub = ev.add_subparsers(dest="task", required=True)
+
+    def model_flags(p: argparse.ArgumentParser, single: bool = True) -> None:
+        if single:
+            p.add_argument("--model", required=True,
+                           help="local:gemma3-270m[+lora:DIR], openai:MODEL, gemini:MODEL")
+        p.add_argument("--base-url", help="OpenAI-compatible server for openai: specs")
+        p.add_argument("--api-key-env", help="name of the env var holding the key")
+        p.add_argument("--seeds", type=int, default=3)
+        p.add_argument("--out", type=Path)
+        p.add_argument("--resume", action="store_true")
+        p.add_argument("--data-dir", type=Path)
+        p.add_argument("--rpm", type=float)
+        p.add_argument("--tpm", type=float)
+        p.add_argument("--concurrency", type=int, default=32)
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=cmd_eval)
+
+    eh = esub.add_parser("hofstede", help="VSM13 in a culture's role vs published scores")
+    eh.add_argument("--culture", nargs="+", required=True)
+    eh.add_argument("--samples", type=int, default=1, help="answers per item and seed")
+    model_flags(eh)
+    em = esub.add_parser("moderation", help="yes/no moderation, macro-F1")
+    em.add_argument("--dataset", required=True, help="bundled name or a spec YAML")
+    em.add_argument("--limit", type=int)
+    model_flags(em)
+    ec = esub.add_parser("compare", help="same tasks and seeds for several models")
+    ec.add_argument("--models", nargs="+", required=True)
+    ec.add_argument("--tasks", nargs="+", required=True, help="hofstede:Chinese,German moderation:english_offensive")
+    ec.add_argument("--limit", type=int)
+    ec.add_argument("--samples", type=int, default=1)
+    model_flags(ec, single=False)
+    ed = esub.add_parser("diversity", help="diversity gain of NEW over a reference")
+    ed.add_argument("new", type=Path)
+    ed.add_argument("--reference", type=Path, required=True)
+    ed.add_argument("--field")
+    ed.add_argument("--base-url", help="OpenAI-compatible /v1/embeddings instead of the local MiniLM")
+    ed.add_argument("--embeddings-model", default="text-embedding-3-small")
+    ed.add_argument("--out", type=Path)
+    ed.add_argument("--json", action="store_true")
+    ed.set_defaults(func=cmd_eval)
 
     v = sub.add_parser("validate", help="check scenario files without running them")
     v.add_argument("files", nargs="+")

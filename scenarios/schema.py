@@ -42,6 +42,7 @@ class BackendConfig(_Strict):
     device: str = "auto"
     max_batch: int = Field(16, ge=1)
     batch_wait_ms: float = Field(5.0, ge=0)
+    adapter: str | None = None  # a LoRA adapter directory applied to the embedded model
 
     @model_validator(mode="after")
     def _defaults(self) -> "BackendConfig":
@@ -119,6 +120,7 @@ class CultureEntry(_Strict):
     language: str = "English"
     country: str | None = None
     pronoun: Literal["he", "she", "they"] = "they"
+    hofstede: str | None = None  # the `country` of its row in the published Hofstede scores
 
 
 class Scenario(_Strict):

@@ -143,18 +143,11 @@ def _valid_verdict(text: str) -> str | None:
     return None if prompts.parse_verdict(text) else "unparseable_verdict"
 
 
-def _collect(log_path: Path) -> tuple[dict[str, list[dict]], dict[str, dict]]:
-    contents = read_log(log_path)
-    turns: dict[str, list[dict]] = {}
-    ends: dict[str, dict] = {}
-    for rec in contents.records:
-        if rec.get("type") == "turn":
-            turns.setdefault(rec["conversation_id"], []).append(rec)
-        elif rec.get("type") == "end":
-            ends[rec["conversation_id"]] = rec  # a retried failure is superseded by its later end
-    for ts in turns.values():
-        ts.sort(key=lambda t: t["index"])
-    return turns, ends
+def _collect(run_dir: Path) -> tuple[dict[str, list[dict]], dict[str, dict]]:
+    """Turns (in order) and final end record per conversation id, read back from the log."""
+    convs = assemble(run_dir).conversations
+    return ({cid: [c.turns[i] for i in sorted(c.turns)] for cid, c in convs},
+            {cid: c.end for cid, c in convs if c.end is not None})
 
 
 def _embedder(config: RefineConfig, backend: BackendConfig) -> Embedder:
@@ -218,7 +211,7 @@ async def refine_async(run_dir: Path, out: Path, config: RefineConfig, resume: b
                 extract_specs = [ConversationSpec(f"extract|{s.id}", i, {"stage": "extract", "source": s.id})
                                  for i, s in enumerate(sources)]
                 await Scheduler(policy, endpoints, log, sched_cfg).run(extract_specs, rd.resume_state, retry_failed)
-                turns, ends = _collect(rd.log_path)
+                turns, ends = _collect(out)
                 opinions, extract_failed = _opinions(sources, turns, ends, policy.rendering)
                 policy.opinions = {o.id: o.extracted_text for o in opinions}
                 verify_specs = [ConversationSpec(o.id, i, {"stage": "verify", "source": o.source.id})
@@ -230,7 +223,7 @@ async def refine_async(run_dir: Path, out: Path, config: RefineConfig, resume: b
                 log.close()
             if error is not None:
                 return RefineResult(out, {"error": error}, error)
-            turns, ends = _collect(rd.log_path)
+            turns, ends = _collect(out)
             _verdicts(opinions, turns, ends, config)
             _postprocess(opinions, config)
             embedder_name = await _dedup(opinions, config, backend)

@@ -1,0 +1,101 @@
+"""What every evaluation shares: a model spec → one endpoint, a run directory whose log makes
+the eval resumable and cached, the results read back, and honest statistics (mean ± std
+over the stated seeds; nothing picked)."""
+from __future__ import annotations
+
+import hashlib
+import re
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import orjson
+
+from culturepark.engine.batch import BatchItem, BatchResult, batch_results, run_batch
+from culturepark.engine.session import RunDir
+from culturepark.scenarios.factory import (check_reachable, close_endpoints, make_endpoints, parse_model_spec,
+                                           start_backends)
+from culturepark.scenarios.schema import BackendConfig, Limits, RetryConfig
+
+
+@dataclass
+class EvalSettings:
+    """How an eval talks to its model (CLI flags map onto this)."""
+
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    rpm: float | None = None
+    tpm: float | None = None
+    concurrency: int = 32
+    max_attempts: int = 4
+    resume: bool = False
+    check_reachability: bool = True
+
+    def backend(self) -> BackendConfig:
+        return parse_model_spec(self.model, self.base_url, self.api_key_env)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80]
+
+
+def digest(*parts: Any) -> str:
+    return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+async def run_items(out: Path, items: list[BatchItem], settings: EvalSettings, header: dict[str, Any],
+                    say: Callable[[str], None] | None = None) -> tuple[dict[str, BatchResult], dict[str, Any]]:
+    """Send every item through the engine into `out/log.jsonl`; return the results by id.
+
+    The directory's hash covers the model, the prompts and the task, so `--resume` continues
+    only the same eval, and a finished eval re-run with `--resume` costs nothing.
+    """
+    backend = settings.backend()
+    endpoints = make_endpoints({"model": backend}, Limits(rpm=settings.rpm, tpm=settings.tpm),
+                               RetryConfig(max_attempts=settings.max_attempts, base_delay_s=0.2, max_delay_s=5.0))
+    prompts_hash = digest([(it.id, it.request.key(backend.model)) for it in items])
+    t0 = time.monotonic()
+    try:
+        if settings.check_reachability:
+            await check_reachable(endpoints)
+        with RunDir(out, settings.resume, digest(header, prompts_hash), say=say, what="eval") as rd:
+            await start_backends(endpoints)
+            log = rd.start({"type": "run", "format": 1, **header, "model_spec": settings.model,
+                            "backend": endpoints["model"].backend.describe(), "prompts_hash": prompts_hash,
+                            "started_at": time.time()})
+            try:
+                await run_batch(items, endpoints["model"], log, rd.resume_state, settings.concurrency)
+            finally:
+                log.close()
+        ep = endpoints["model"]
+        info = {"model_spec": settings.model, "prompts_hash": prompts_hash, "requests": ep.stats.requests,
+                "elapsed_s": round(time.monotonic() - t0, 2)}
+        return batch_results(out), info
+    finally:
+        await close_endpoints(endpoints)
+
+
+def mean_std(values: Iterable[float | None]) -> dict[str, float | int | None]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": round(statistics.fmean(vals), 4),
+            "std": round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0, "n": len(vals)}
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    tmp.replace(path)

@@ -1,0 +1,64 @@
+"""`culturepark eval diversity`: the paper's diversity gain of new data over seed data.
+
+gain = mean over new samples of the cosine distance to the *nearest* reference sample.
+Each distinct text is embedded once (the original re-embedded both texts for every pair),
+and the nearest-neighbour search is one matrix product per block.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from culturepark.engine.embeddings import Embedder, embed_unique
+from culturepark.engine.errors import InputError
+
+
+def texts_of(path: Path, field: str | None = None) -> list[str]:
+    """Texts of a JSONL file: `field`, else `text`, the last assistant message of `messages`,
+    or every turn of a `conversations.jsonl` row."""
+    if not path.exists():
+        raise InputError(f"diversity: {path} not found")
+    out: list[str] = []
+    for n, line in enumerate(path.read_bytes().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise InputError(f"diversity: {path}:{n}: not JSON") from None
+        if field:
+            if field not in row:
+                raise InputError(f"diversity: {path}:{n}: no field {field!r}")
+            out.append(str(row[field]))
+        elif "messages" in row:
+            out.append(next(m["content"] for m in reversed(row["messages"]) if m["role"] == "assistant"))
+        elif "turns" in row:
+            out.extend(t["text"] for t in row["turns"])
+        elif "text" in row:
+            out.append(str(row["text"]))
+        else:
+            raise InputError(f"diversity: {path}:{n}: no text, messages or turns (use --field)")
+    return [t for t in out if t.strip()]
+
+
+def nearest_distances(new: np.ndarray, ref: np.ndarray, block: int = 4096) -> np.ndarray:
+    out = np.empty(len(new), dtype=np.float32)
+    for i in range(0, len(new), block):
+        sims = new[i:i + block] @ ref.T
+        out[i:i + block] = 1.0 - sims.max(axis=1)
+    return np.clip(out, 0.0, 2.0)
+
+
+async def diversity_gain(new_path: Path, ref_path: Path, embedder: Embedder, field: str | None = None) -> dict[str, Any]:
+    new, ref = texts_of(new_path, field), texts_of(ref_path, field)
+    if not new or not ref:
+        raise InputError("diversity: both files need at least one text")
+    vecs = await embed_unique(embedder, new + ref)
+    d = nearest_distances(vecs[: len(new)], vecs[len(new):])
+    return {"task": "diversity", "diversity_gain": round(float(d.mean()), 4), "std": round(float(d.std()), 4),
+            "median": round(float(np.median(d)), 4), "new": len(new), "reference": len(ref),
+            "distinct_texts_embedded": len(set(new + ref)), "embeddings": embedder.name,
+            "new_file": str(new_path), "reference_file": str(ref_path)}

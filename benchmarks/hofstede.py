@@ -1,0 +1,173 @@
+"""`culturepark eval hofstede`: VSM13 in a culture's role → six indices → published scores.
+
+The VSM13 manual leaves each index's additive constant C to the user, so the comparison is
+given three ways: raw indices (C = 0), their Euclidean distance to the published scores,
+and a C-free centred distance (each dimension centred over the compared cultures; needs
+two or more cultures). Items answered invalidly after retries are counted, never guessed.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+
+from culturepark.agents.cultures import Culture, load_table
+from culturepark.benchmarks.common import EvalSettings, digest, file_digest, mean_std, run_items, write_json
+from culturepark.engine.backends.base import Request
+from culturepark.engine.batch import BatchItem
+from culturepark.engine.errors import InputError
+
+DIMENSIONS = ("pdi", "idv", "mas", "uai", "lto", "ivr")
+CSV_COLUMNS = {"pdi": "pdi", "idv": "idv", "mas": "mas", "uai": "uai", "lto": "ltowvs", "ivr": "ivr"}
+_ANSWER = re.compile(r"(?<![\d.])([1-5])(?![\d.])")
+
+
+def indices(m: dict[int, float | None]) -> dict[str, float | None]:
+    """The VSM13 formulas with C = 0 (m[i] is the mean answer to item i)."""
+    def f(*terms: tuple[float, int, int]) -> float | None:
+        total = 0.0
+        for w, a, b in terms:
+            if m.get(a) is None or m.get(b) is None:
+                return None
+            total += w * (m[a] - m[b])  # type: ignore[operator]
+        return round(total, 4)
+    return {"pdi": f((35, 7, 2), (25, 20, 23)), "idv": f((35, 4, 1), (35, 9, 6)),
+            "mas": f((35, 5, 3), (35, 8, 10)), "uai": f((40, 18, 15), (25, 21, 24)),
+            "lto": f((40, 13, 14), (25, 19, 22)), "ivr": f((35, 12, 11), (40, 17, 16))}
+
+
+def load_items(data_dir: Path) -> list[dict[str, Any]]:
+    path = data_dir / "hofstede" / "vsm13_items.jsonl"
+    if not path.exists():
+        raise InputError(f"hofstede: {path} not found (set --data-dir)")
+    return [orjson.loads(x) for x in path.read_bytes().splitlines() if x.strip()]
+
+
+def load_scores(data_dir: Path) -> dict[str, dict[str, float | None]]:
+    path = data_dir / "hofstede" / "6-dimensions-for-website-2015-08-16.csv"
+    out = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh, delimiter=";"):
+            out[row["country"]] = {d: (None if row[c] in ("#NULL!", "") else float(row[c]))
+                                   for d, c in CSV_COLUMNS.items()}
+    return out
+
+
+def parse_answer(text: str) -> int | None:
+    m = _ANSWER.search(text)
+    return int(m.group(1)) if m else None
+
+
+def _valid(text: str) -> str | None:
+    return None if parse_answer(text) is not None else "invalid_answer"
+
+
+def item_request(culture: Culture, item: dict[str, Any], rendering: str, temperature: float, seed: int) -> Request:
+    system = (f"You are {culture.person}. Answer each survey question as a typical person from "
+              f"{culture.country} would, thinking of {culture.culture_phrase}.")
+    user = (f"{item['question']}\nOptions: {item['scale']}\n"
+            "Answer with a single number from 1 to 5.")
+    if rendering == "chat":
+        return Request(messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
+                       max_tokens=8, temperature=temperature, seed=seed)
+    return Request(prompt=f"{system}\n\n{user}\nAnswer (1-5):", max_tokens=4, temperature=temperature,
+                   stop=["\n"], seed=seed)
+
+
+def distance(a: dict[str, float | None], b: dict[str, float | None], dims: list[str]) -> float | None:
+    if not dims or any(a.get(d) is None or b.get(d) is None for d in dims):
+        return None
+    return round(math.sqrt(sum((a[d] - b[d]) ** 2 for d in dims)), 4)  # type: ignore[operator]
+
+
+def centred_distances(model: dict[str, dict], human: dict[str, dict]) -> dict[str, float | None]:
+    """C-free: centre each dimension over the compared cultures, then take distances."""
+    names = list(model)
+    if len(names) < 2:
+        return {n: None for n in names}
+    dims = [d for d in DIMENSIONS if all(model[n].get(d) is not None and human[n].get(d) is not None
+                                         for n in names)]
+    if not dims:
+        return {n: None for n in names}
+    mc = {d: sum(model[n][d] for n in names) / len(names) for d in dims}
+    hc = {d: sum(human[n][d] for n in names) / len(names) for d in dims}
+    return {n: round(math.sqrt(sum(((model[n][d] - mc[d]) - (human[n][d] - hc[d])) ** 2 for d in dims)), 4)
+            for n in names}
+
+
+async def evaluate(settings: EvalSettings, cultures: list[str], data_dir: Path, out: Path, seeds: int = 3,
+                   samples: int = 1, temperature: float = 0.7,
+                   say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    table = load_table()
+    chosen: list[Culture] = []
+    for name in cultures:
+        c = table.get(name.lower())
+        if c is None:
+            raise InputError(f"hofstede: unknown culture {name!r}; known: {', '.join(sorted(x.name for x in table.values()))}")
+        chosen.append(c)
+    items = load_items(data_dir)
+    scores = load_scores(data_dir)
+    rendering = settings.backend().rendering
+    batch = []
+    for c in chosen:
+        for s in range(seeds):
+            for n in range(samples):
+                for it in items:
+                    batch.append(BatchItem(f"{c.name}|s{s}|n{n}|q{it['item']}",
+                                           item_request(c, it, rendering, temperature, seed=s * 1000 + n), _valid))
+    data_hash = digest(file_digest(data_dir / "hofstede" / "vsm13_items.jsonl"),
+                       file_digest(data_dir / "hofstede" / "6-dimensions-for-website-2015-08-16.csv"))
+    header = {"task": "hofstede", "cultures": [c.name for c in chosen], "seeds": seeds, "samples": samples,
+              "temperature": temperature, "data_hash": data_hash}
+    results, info = await run_items(out, batch, settings, header, say)
+
+    per_seed: dict[str, list[dict[str, Any]]] = {c.name: [] for c in chosen}
+    invalid: dict[str, dict[str, int]] = {}
+    for c in chosen:
+        inv: dict[str, int] = {}
+        for s in range(seeds):
+            means: dict[int, float | None] = {}
+            for it in items:
+                answers = []
+                for n in range(samples):
+                    r = results.get(f"{c.name}|s{s}|n{n}|q{it['item']}")
+                    a = parse_answer(r.text) if r and r.text is not None else None
+                    if a is None:
+                        inv[str(it["item"])] = inv.get(str(it["item"]), 0) + 1
+                    else:
+                        answers.append(a)
+                means[it["item"]] = round(sum(answers) / len(answers), 4) if answers else None
+            per_seed[c.name].append({"seed": s, "item_means": {str(k): v for k, v in means.items()},
+                                      "indices": indices(means)})
+        invalid[c.name] = inv
+    published = {c.name: scores.get(c.hofstede or "", {}) for c in chosen}
+    for s in range(seeds):
+        centred = centred_distances({c.name: per_seed[c.name][s]["indices"] for c in chosen},
+                                    {c.name: published[c.name] for c in chosen})
+        for c in chosen:
+            rec = per_seed[c.name][s]
+            dims = [d for d in DIMENSIONS if published[c.name].get(d) is not None]
+            rec["distance_c0"] = distance(rec["indices"], published[c.name], dims)
+            rec["diffs"] = {d: (None if rec["indices"][d] is None else round(rec["indices"][d] - published[c.name][d], 4))
+                            for d in dims}
+            rec["centred_distance"] = centred[c.name]
+    report = {"task": "hofstede", **info, "data_hash": data_hash, "seeds": seeds, "samples": samples,
+              "temperature": temperature, "cultures": {}}
+    for c in chosen:
+        runs = per_seed[c.name]
+        dims = [d for d in DIMENSIONS if published[c.name].get(d) is not None]
+        report["cultures"][c.name] = {
+            "hofstede_country": c.hofstede, "published": published[c.name], "dimensions_compared": dims,
+            "indices": {d: mean_std(r["indices"][d] for r in runs) for d in DIMENSIONS},
+            "distance_c0": mean_std(r["distance_c0"] for r in runs),
+            "centred_distance": mean_std(r["centred_distance"] for r in runs),
+            "diffs": {d: mean_std(r["diffs"].get(d) for r in runs) for d in dims},
+            "invalid_answers": sum(invalid[c.name].values()), "invalid_by_item": invalid[c.name],
+            "answers": seeds * samples * len(items), "per_seed": runs,
+        }
+    write_json(out / "hofstede.json", report)
+    return report

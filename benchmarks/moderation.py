@@ -1,0 +1,155 @@
+"""`culturepark eval moderation`: yes/no content moderation in a culture's frame, macro-F1.
+
+A dataset is a small YAML spec (bundled for the nine shared sets; users write their own).
+Rows whose label is in neither list are reported and skipped, not guessed. Answers that
+cannot be read as yes/no after retries are counted as `unparseable` and left out of the
+metrics (the `coverage` figure says how many were scored). The same rows (a seeded sample
+when `--limit` is given) are used for every model and seed.
+"""
+from __future__ import annotations
+
+import random
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from culturepark.agents.cultures import load_table
+from culturepark.benchmarks.common import EvalSettings, digest, file_digest, mean_std, run_items, write_json
+from culturepark.engine.backends.base import Request
+from culturepark.engine.batch import BatchItem
+from culturepark.engine.errors import InputError
+from culturepark.scenarios.loader import ScenarioError, load_model
+
+_YES = re.compile(r"\b(yes|no)\b", re.I)
+
+
+class DatasetSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    path: str  # relative to the data directory, or absolute
+    text_field: str
+    label_field: str = "label"
+    positive_labels: list[str] = Field(min_length=1)
+    negative_labels: list[str] = Field(min_length=1)
+    language: str
+    culture: str | None = None
+    task: str  # what a positive row contains, e.g. "offensive language"
+
+
+def bundled_specs() -> dict[str, Path]:
+    root = Path(str(resources.files("culturepark.benchmarks") / "specs"))
+    return {p.stem: p for p in sorted(root.glob("*.yaml"))}
+
+
+def load_spec(name_or_path: str) -> DatasetSpec:
+    specs = bundled_specs()
+    path = specs.get(name_or_path) or Path(name_or_path)
+    if not path.exists():
+        raise InputError(f"moderation: {name_or_path!r} is not a spec file or bundled set ({', '.join(specs)})")
+    try:
+        return load_model(DatasetSpec, path)
+    except ScenarioError as exc:
+        raise InputError(str(exc)) from None
+
+
+def load_rows(spec: DatasetSpec, data_dir: Path, limit: int | None) -> tuple[list[dict], dict[str, int], Path]:
+    path = Path(spec.path) if Path(spec.path).is_absolute() else data_dir / spec.path
+    if not path.exists():
+        raise InputError(f"moderation {spec.name}: {path} not found (set --data-dir)")
+    rows, skipped = [], {}
+    for i, line in enumerate(path.read_bytes().splitlines()):
+        if not line.strip():
+            continue
+        rec = orjson.loads(line)
+        label = str(rec.get(spec.label_field))
+        if label in spec.positive_labels or label in spec.negative_labels:
+            rows.append({"row": i, "text": str(rec.get(spec.text_field, "")), "label": int(label in spec.positive_labels)})
+        else:
+            skipped[label] = skipped.get(label, 0) + 1
+    if limit is not None and limit < len(rows):
+        rows = sorted(random.Random(0).sample(rows, limit), key=lambda r: r["row"])
+    return rows, skipped, path
+
+
+def parse_yes_no(text: str) -> int | None:
+    m = _YES.search(text)
+    return None if m is None else int(m.group(1).lower() == "yes")
+
+
+def _valid(text: str) -> str | None:
+    return None if parse_yes_no(text) is not None else "unparseable_answer"
+
+
+def moderation_request(spec: DatasetSpec, text: str, rendering: str, temperature: float, seed: int) -> Request:
+    table = load_table()
+    culture = table.get((spec.culture or "").lower())
+    who = f"{culture.person} who moderates {spec.language} social media" if culture else \
+        f"a moderator of {spec.language} social media"
+    system = f"You are {who}. You judge posts the way people of that culture would."
+    user = f"Does the following post contain {spec.task}?\n\nPost: {text}\n\nAnswer yes or no."
+    if rendering == "chat":
+        return Request(messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
+                       max_tokens=4, temperature=temperature, seed=seed)
+    return Request(prompt=f"{system}\n\n{user}\nAnswer (yes or no):", max_tokens=3, temperature=temperature,
+                   stop=["\n"], seed=seed)
+
+
+def f1_scores(gold: list[int], pred: list[int]) -> dict[str, float]:
+    out = {}
+    for cls in (1, 0):
+        tp = sum(g == cls and p == cls for g, p in zip(gold, pred))
+        fp = sum(g != cls and p == cls for g, p in zip(gold, pred))
+        fn = sum(g == cls and p != cls for g, p in zip(gold, pred))
+        prec = tp / (tp + fp) if tp + fp else 0.0
+        rec = tp / (tp + fn) if tp + fn else 0.0
+        out["f1_positive" if cls else "f1_negative"] = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+    out["macro_f1"] = (out["f1_positive"] + out["f1_negative"]) / 2
+    out["accuracy"] = sum(g == p for g, p in zip(gold, pred)) / len(gold) if gold else 0.0
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+async def evaluate(settings: EvalSettings, dataset: str, data_dir: Path, out: Path, seeds: int = 3,
+                   limit: int | None = None, temperature: float = 0.7,
+                   say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    spec = load_spec(dataset)
+    rows, skipped, path = load_rows(spec, data_dir, limit)
+    if not rows:
+        raise InputError(f"moderation {spec.name}: no rows with a known label")
+    rendering = settings.backend().rendering
+    batch = [BatchItem(f"s{s}|r{r['row']}", moderation_request(spec, r["text"], rendering, temperature, seed=s), _valid)
+             for s in range(seeds) for r in rows]
+    data_hash = digest(file_digest(path), spec.model_dump(mode="json"))
+    header = {"task": "moderation", "dataset": spec.name, "seeds": seeds, "limit": limit,
+              "temperature": temperature, "data_hash": data_hash}
+    results, info = await run_items(out, batch, settings, header, say)
+    gold_all = [r["label"] for r in rows]
+    majority = int(sum(gold_all) * 2 > len(gold_all))
+    per_seed = []
+    for s in range(seeds):
+        gold, pred, unparseable = [], [], 0
+        for r in rows:
+            res = results.get(f"s{s}|r{r['row']}")
+            p = parse_yes_no(res.text) if res and res.text is not None else None
+            if p is None:
+                unparseable += 1
+                continue
+            gold.append(r["label"])
+            pred.append(p)
+        per_seed.append({"seed": s, **f1_scores(gold, pred), "unparseable": unparseable,
+                         "coverage": round(len(gold) / len(rows), 4),
+                         "predicted_positive_rate": round(sum(pred) / len(pred), 4) if pred else None})
+    report = {"task": "moderation", **info, "dataset": spec.name, "spec": spec.model_dump(mode="json"),
+              "data_hash": data_hash, "seeds": seeds, "rows": len(rows), "positives": sum(gold_all),
+              "skipped_unknown_labels": skipped, "temperature": temperature,
+              **{k: mean_std(p[k] for p in per_seed) for k in ("macro_f1", "f1_positive", "f1_negative",
+                                                                "accuracy", "coverage")},
+              "unparseable": sum(p["unparseable"] for p in per_seed),
+              "majority_baseline": {"predicts": "positive" if majority else "negative",
+                                    **f1_scores(gold_all, [majority] * len(gold_all))},
+              "per_seed": per_seed}
+    write_json(out / "moderation.json", report)
+    return report

@@ -1,0 +1,135 @@
+"""The eval path for every task on the sim server, with scripted answers whose scores we know."""
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from culturepark.benchmarks.hofstede import centred_distances, indices, parse_answer
+from culturepark.benchmarks.moderation import f1_scores, parse_yes_no
+from tests.conftest import REPO, run_cli
+
+DATA = REPO.parent / "shared" / "data"
+PUBLISHED_CHINA = {"pdi": 80, "idv": 20, "mas": 66, "uai": 30, "lto": 87, "ivr": 24}
+
+
+def test_vsm13_formulas_on_hand_computed_means():
+    m = {i: 3.0 for i in range(1, 25)}
+    m.update({7: 4.0, 2: 2.0, 20: 3.5, 23: 3.0, 4: 1.0, 1: 2.0, 9: 2.5, 6: 2.0, 5: 2.0, 3: 2.5, 8: 3.0, 10: 2.0,
+              18: 4.0, 15: 3.0, 21: 2.0, 24: 3.0, 13: 2.0, 14: 3.0, 19: 3.0, 22: 2.0, 12: 4.0, 11: 2.0, 17: 2.0, 16: 3.0})
+    got = indices(m)
+    assert got["pdi"] == 35 * 2 + 25 * 0.5 == 82.5
+    assert got["idv"] == 35 * -1 + 35 * 0.5 == -17.5
+    assert got["mas"] == 35 * -0.5 + 35 * 1 == 17.5  # the original used 25 for the second term
+    assert got["uai"] == 40 * 1 + 25 * -1 == 15
+    assert got["lto"] == 40 * -1 + 25 * 1 == -15
+    assert got["ivr"] == 35 * 2 + 40 * -1 == 30
+    m[1] = None
+    assert indices(m)["idv"] is None and indices(m)["pdi"] == 82.5
+
+
+def test_centred_distance_ignores_the_constant():
+    human = {"A": {"pdi": 80.0, "idv": 20.0}, "B": {"pdi": 40.0, "idv": 60.0}}
+    shifted = {n: {d: v - 55 for d, v in dims.items()} for n, dims in human.items()}  # same shape, other C
+    assert centred_distances(shifted, human) == {"A": 0.0, "B": 0.0}
+    assert centred_distances({"A": human["A"]}, {"A": human["A"]}) == {"A": None}
+
+
+def test_answer_parsers():
+    assert parse_answer("3") == 3 and parse_answer("I'd say 4, very") == 4 and parse_answer("about 10") is None
+    assert parse_answer("2.5") is None and parse_answer("none") is None
+    assert parse_yes_no("Yes.") == 1 and parse_yes_no("no, it is fine") == 0 and parse_yes_no("maybe") is None
+    assert f1_scores([1, 1, 0, 0], [1, 0, 0, 0]) == {"f1_positive": 0.6667, "f1_negative": 0.8,
+                                                     "macro_f1": 0.7333, "accuracy": 0.75}
+
+
+@pytest.fixture
+def scripted(tmp_path, sim_process):
+    script = tmp_path / "script.yaml"
+    script.write_text(yaml.safe_dump([
+        {"pattern": "sufficient time for your personal", "reply": "It depends."},  # item 1: never valid
+        {"pattern": "single number from 1 to 5", "reply": "3"},
+        {"pattern": "Answer yes or no", "reply": "Yes."},
+    ]))
+    return sim_process("--seed", "2", "--script", str(script))
+
+
+@pytest.mark.skipif(not DATA.exists(), reason="needs ../shared/data")
+def test_hofstede_on_scripted_answers(tmp_path, scripted):
+    out = tmp_path / "h"
+    res = run_cli("eval", "hofstede", "--model", "openai:sim-model", "--base-url", scripted, "--culture", "Chinese",
+                  "German", "--seeds", "2", "--out", str(out), "--json", "--data-dir", str(DATA))
+    assert res.returncode == 0, res.stderr
+    r = json.loads(res.stdout)
+    china = r["cultures"]["Chinese"]
+    assert china["invalid_answers"] == 2 and china["invalid_by_item"] == {"1": 2}  # counted, not guessed
+    assert china["indices"]["idv"]["mean"] is None  # m1 is missing, so IDV is undefined
+    assert china["indices"]["pdi"] == {"mean": 0.0, "std": 0.0, "n": 2}  # every valid answer is 3
+    assert china["diffs"]["pdi"]["mean"] == -80.0
+    assert china["dimensions_compared"] == ["pdi", "idv", "mas", "uai", "lto", "ivr"]
+    assert china["distance_c0"]["mean"] is None  # IDV missing → no full distance
+    assert china["centred_distance"]["mean"] is not None
+    assert r["seeds"] == 2 and r["data_hash"] and r["prompts_hash"] and r["model_spec"] == "openai:sim-model"
+    again = run_cli("eval", "hofstede", "--model", "openai:sim-model", "--base-url", scripted, "--culture", "Chinese",
+                    "German", "--seeds", "2", "--out", str(out), "--json", "--resume", "--data-dir", str(DATA))
+    assert json.loads(again.stdout)["requests"] == 0  # a finished eval resumes for free
+
+
+def test_moderation_always_yes_gives_the_expected_macro_f1(tmp_path, scripted):
+    data = tmp_path / "mod.jsonl"
+    rows = [("a", "BAD"), ("b", "BAD"), ("c", "OK"), ("d", "OK"), ("e", "OK"), ("f", "???")]
+    data.write_text("".join(json.dumps({"post": t, "label": lab}) + "\n" for t, lab in rows))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"name": "mine", "path": str(data), "text_field": "post",
+                                    "positive_labels": ["BAD"], "negative_labels": ["OK"], "language": "English",
+                                    "culture": "American", "task": "insults"}))
+    res = run_cli("eval", "moderation", "--model", "openai:sim-model", "--base-url", scripted, "--dataset", str(spec),
+                  "--seeds", "3", "--out", str(tmp_path / "m"), "--json")
+    assert res.returncode == 0, res.stderr
+    r = json.loads(res.stdout)
+    assert r["rows"] == 5 and r["skipped_unknown_labels"] == {"???": 1}
+    assert r["macro_f1"] == {"mean": 0.2857, "std": 0.0, "n": 3}  # F1+ = 2·0.4·1/1.4, F1− = 0
+    assert r["majority_baseline"]["predicts"] == "negative" and r["majority_baseline"]["macro_f1"] == 0.375
+    assert r["unparseable"] == 0 and r["coverage"]["mean"] == 1.0
+
+
+def test_bundled_specs_cover_the_nine_sets():
+    from culturepark.benchmarks.moderation import bundled_specs, load_rows, load_spec
+
+    specs = bundled_specs()
+    assert len(specs) == 9
+    if DATA.exists():
+        for name in specs:
+            rows, skipped, _ = load_rows(load_spec(name), DATA, None)
+            assert rows and not skipped, name
+
+
+def test_compare_runs_the_same_tasks_for_each_model(tmp_path, scripted):
+    data = tmp_path / "mod.jsonl"
+    data.write_text("".join(json.dumps({"t": str(i), "label": "1" if i < 3 else "0"}) + "\n" for i in range(8)))
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"name": "s", "path": str(data), "text_field": "t", "positive_labels": ["1"],
+                                    "negative_labels": ["0"], "language": "English", "task": "spam"}))
+    res = run_cli("eval", "compare", "--models", "openai:sim-model", "openai:sim-model-b", "--tasks",
+                  f"moderation:{spec}", "--base-url", scripted, "--seeds", "2", "--out", str(tmp_path / "c"))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("macro-F1") == 2 and (tmp_path / "c" / "compare.json").exists()
+
+
+def test_diversity_gain(tmp_path):
+    pytest.importorskip("sentence_transformers")
+    ref = tmp_path / "ref.jsonl"
+    ref.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["Family comes first.", "I respect my elders."]))
+    same = run_cli("eval", "diversity", str(ref), "--reference", str(ref), "--json")
+    assert same.returncode == 0, same.stderr
+    assert json.loads(same.stdout)["diversity_gain"] == 0.0
+    new = tmp_path / "new.jsonl"
+    new.write_text(json.dumps({"messages": [{"role": "user", "content": "q"},
+                                            {"role": "assistant", "content": "Quantum computers factor numbers."}]}) + "\n")
+    far = json.loads(run_cli("eval", "diversity", str(new), "--reference", str(ref), "--json").stdout)
+    assert far["diversity_gain"] > 0.5 and far["new"] == 1 and far["distinct_texts_embedded"] == 3
+
+
+def test_bad_model_spec_exits_2(tmp_path):
+    res = run_cli("eval", "hofstede", "--model", "gpt-4", "--culture", "Chinese", "--out", str(tmp_path / "x"))
+    assert res.returncode == 2 and "model spec 'gpt-4'" in res.stderr and not (tmp_path / "x").exists()
