@@ -242,6 +242,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from culturepark.benchmarks.report import build
+
+    missing = [d for d in args.dirs if not d.is_dir()]
+    if missing:
+        raise InputError(f"report: {missing[0]} is not a directory")
+    index = build(args.dirs, args.out)
+    print(f"report → {index}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "throughput":
         from culturepark.benchmarks.throughput import main as bench_main
@@ -326,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument("--out", type=Path)
     ed.add_argument("--json", action="store_true")
     ed.set_defaults(func=cmd_eval)
+
+    rep = sub.add_parser("report", help="HTML page with plots of evals and runs found under DIRs")
+    rep.add_argument("dirs", nargs="+", type=Path)
+    rep.add_argument("--out", type=Path, default=Path("report"))
+    rep.set_defaults(func=cmd_report)
 
     v = sub.add_parser("validate", help="check scenario files without running them")
     v.add_argument("files", nargs="+")

@@ -133,3 +133,21 @@ def test_diversity_gain(tmp_path):
 def test_bad_model_spec_exits_2(tmp_path):
     res = run_cli("eval", "hofstede", "--model", "gpt-4", "--culture", "Chinese", "--out", str(tmp_path / "x"))
     assert res.returncode == 2 and "model spec 'gpt-4'" in res.stderr and not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(not DATA.exists(), reason="needs ../shared/data")
+def test_report_collects_evals_and_runs_into_one_page(tmp_path, scripted):
+    evals = tmp_path / "evals"
+    assert run_cli("eval", "hofstede", "--model", "openai:sim-model", "--base-url", scripted, "--culture", "Chinese",
+                   "--seeds", "2", "--out", str(evals / "h"), "--data-dir", str(DATA)).returncode == 0
+    assert run_cli("eval", "moderation", "--model", "openai:sim-model", "--base-url", scripted, "--dataset",
+                   "english_offensive", "--limit", "20", "--seeds", "2", "--out", str(evals / "m"),
+                   "--data-dir", str(DATA)).returncode == 0
+    res = run_cli("report", str(evals), "--out", str(tmp_path / "report"))
+    assert res.returncode == 0, res.stderr
+    page = (tmp_path / "report" / "index.html").read_text()
+    for png in ("hofstede_Chinese.png", "moderation_f1.png"):
+        assert f'src="{png}"' in page and (tmp_path / "report" / png).read_bytes()[:4] == b"\x89PNG"
+    assert "english_offensive" in page and "majority macro-F1" in page
+    # the log of an eval is not mistaken for a conversation run
+    assert "Conversation runs" not in page

@@ -1,0 +1,195 @@
+"""`culturepark report DIR... --out report/`: one HTML page with PNG plots of everything
+found under the given directories — Hofstede evals, moderation evals, diversity results,
+refinement summaries and conversation runs (turns, tokens, cost, throughput from the log)."""
+from __future__ import annotations
+
+import html
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from culturepark.engine.export import assemble, summarize
+from culturepark.engine.log import LOG_NAME
+
+DIM_LABELS = {"pdi": "PDI", "idv": "IDV", "mas": "MAS", "uai": "UAI", "lto": "LTO", "ivr": "IVR"}
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return orjson.loads(path.read_bytes())
+
+
+def collect(dirs: list[Path]) -> dict[str, list[tuple[Path, dict]]]:
+    found: dict[str, list[tuple[Path, dict]]] = defaultdict(list)
+    for d in dirs:
+        for name, kind in (("hofstede.json", "hofstede"), ("moderation.json", "moderation"),
+                           ("diversity.json", "diversity"), ("refine_summary.json", "refine")):
+            for p in sorted(Path(d).rglob(name)):
+                found[kind].append((p.parent, _load(p)))
+        for log in sorted(Path(d).rglob(LOG_NAME)):
+            header = orjson.loads(log.open("rb").readline() or b"{}")
+            if header.get("type") == "run" and "scenario" in header:
+                found["runs"].append((log.parent, header))
+    return found
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_hofstede(items: list[tuple[Path, dict]], out: Path) -> list[str]:
+    plt = _plt()
+    by_culture: dict[str, list[tuple[str, dict]]] = defaultdict(list)
+    published: dict[str, dict] = {}
+    for _, rep in items:
+        for culture, v in rep["cultures"].items():
+            by_culture[culture].append((rep["model_spec"], v))
+            published[culture] = v["published"]
+    files = []
+    for culture, models in sorted(by_culture.items()):
+        dims = list(DIM_LABELS)
+        fig, ax = plt.subplots(figsize=(8, 4))
+        width = 0.8 / (len(models) + 1)
+        xs = range(len(dims))
+        ax.bar([x - 0.4 + width / 2 for x in xs], [published[culture].get(d) or 0 for d in dims], width,
+               label="published (human)", color="#444444")
+        for k, (model, v) in enumerate(models, 1):
+            means = [v["indices"][d]["mean"] if v["indices"][d]["mean"] is not None else 0 for d in dims]
+            stds = [v["indices"][d]["std"] or 0 for d in dims]
+            ax.bar([x - 0.4 + width / 2 + k * width for x in xs], means, width, yerr=stds, capsize=3,
+                   label=f"{model} (C = 0, mean ± std over {v['indices']['pdi']['n']} seeds)")
+        ax.set_xticks(list(xs), [DIM_LABELS[d] for d in dims])
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.set_title(f"Hofstede dimensions — {culture}")
+        ax.set_ylabel("index")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        name = f"hofstede_{culture}.png"
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        files.append(name)
+    return files
+
+
+def plot_moderation(items: list[tuple[Path, dict]], out: Path) -> list[str]:
+    plt = _plt()
+    datasets = sorted({rep["dataset"] for _, rep in items})
+    models = sorted({rep["model_spec"] for _, rep in items})
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(datasets)), 4))
+    width = 0.8 / len(models)
+    for k, model in enumerate(models):
+        means, stds = [], []
+        for ds in datasets:
+            rep = next((r for _, r in items if r["dataset"] == ds and r["model_spec"] == model), None)
+            means.append(rep["macro_f1"]["mean"] if rep and rep["macro_f1"]["mean"] is not None else 0)
+            stds.append(rep["macro_f1"]["std"] if rep else 0)
+        ax.bar([i - 0.4 + width / 2 + k * width for i in range(len(datasets))], means, width, yerr=stds,
+               capsize=3, label=model)
+    for i, ds in enumerate(datasets):
+        base = next(r for _, r in items if r["dataset"] == ds)["majority_baseline"]["macro_f1"]
+        ax.hlines(base, i - 0.45, i + 0.45, colors="red", linestyles="dashed",
+                  label="majority-class baseline" if i == 0 else None)
+    ax.set_xticks(range(len(datasets)), datasets, rotation=20, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("macro-F1 (mean ± std over seeds)")
+    ax.set_title("Content moderation")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "moderation_f1.png", dpi=110)
+    plt.close(fig)
+    return ["moderation_f1.png"]
+
+
+def run_stats(run_dir: Path) -> tuple[dict[str, Any], list[float]]:
+    a = assemble(run_dir)
+    times = sorted(r["t"] for r in a.records if r.get("type") == "turn" and "t" in r)
+    return summarize(a), times
+
+
+def plot_runs(runs: list[tuple[Path, dict]], out: Path) -> tuple[list[str], list[dict]]:
+    plt = _plt()
+    rows = []
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for run_dir, header in runs:
+        s, times = run_stats(run_dir)
+        rows.append({"run": str(run_dir), "name": header.get("run_name"), **{k: s.get(k) for k in
+                     ("conversations", "done", "failed", "turns", "cost_usd")}, "tokens": s["tokens"]["total"],
+                     "duration_s": round(times[-1] - times[0], 1) if len(times) > 1 else None})
+        if len(times) > 1:
+            t0 = times[0]
+            ax.plot([t - t0 for t in times], range(1, len(times) + 1), label=f"{header.get('run_name')} ({run_dir.name})")
+    ax.set_xlabel("seconds since first turn")
+    ax.set_ylabel("turns written (cumulative)")
+    ax.set_title("Generation progress (from the logs)")
+    if runs:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "runs_progress.png", dpi=110)
+    plt.close(fig)
+    return ["runs_progress.png"], rows
+
+
+def _fmt(ms: dict | None) -> str:
+    if not ms or ms.get("mean") is None:
+        return "n/a"
+    return f"{ms['mean']:.3f} ± {ms['std']:.3f} (n={ms['n']})"
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def build(dirs: list[Path], out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    found = collect(dirs)
+    parts = ["<h1>culturepark report</h1>",
+             f"<p class=note>Sources: {html.escape(', '.join(str(d) for d in dirs))}. Every number is a mean ± std "
+             "over the seeds stated; nothing was selected.</p>"]
+    if found["hofstede"]:
+        parts.append("<h2>Hofstede VSM13</h2>")
+        rows = [[rep["model_spec"], c, _fmt(v["distance_c0"]), _fmt(v["centred_distance"]), v["invalid_answers"],
+                 rep["seeds"]] for _, rep in found["hofstede"] for c, v in rep["cultures"].items()]
+        parts.append(_table(["model", "culture", "distance (C = 0)", "centred distance (C-free)", "invalid answers",
+                             "seeds"], rows))
+        parts += [f'<img src="{f}" alt="{f}">' for f in plot_hofstede(found["hofstede"], out)]
+    if found["moderation"]:
+        parts.append("<h2>Content moderation</h2>")
+        rows = [[rep["model_spec"], rep["dataset"], rep["rows"], _fmt(rep["macro_f1"]), _fmt(rep["accuracy"]),
+                 f"{rep['majority_baseline']['macro_f1']:.3f}", rep["unparseable"], rep["seeds"]]
+                for _, rep in found["moderation"]]
+        parts.append(_table(["model", "dataset", "rows", "macro-F1", "accuracy", "majority macro-F1", "unparseable",
+                             "seeds"], rows))
+        parts += [f'<img src="{f}" alt="{f}">' for f in plot_moderation(found["moderation"], out)]
+    if found["diversity"]:
+        parts.append("<h2>Diversity gain</h2>")
+        parts.append(_table(["new", "reference", "gain", "embeddings"],
+                            [[r["new_file"], r["reference_file"], f"{r['diversity_gain']:.4f} ± {r['std']:.4f}",
+                              r["embeddings"]] for _, r in found["diversity"]]))
+    if found["refine"]:
+        parts.append("<h2>Refinement</h2>")
+        keys = ["conversations", "extracted", "entail", "contradict", "irrelevant", "rewritten", "rewritten_entail",
+                "too_short", "deduplicated_removed", "exported"]
+        parts.append(_table(["dir"] + keys, [[str(d)] + [s.get(k) for k in keys] for d, s in found["refine"]]))
+    if found["runs"]:
+        parts.append("<h2>Conversation runs</h2>")
+        files, rows = plot_runs(found["runs"], out)
+        parts.append(_table(["run", "name", "conversations", "done", "failed", "turns", "tokens", "cost (USD)",
+                             "duration (s)"], [[r["run"], r["name"], r["conversations"], r["done"], r["failed"],
+                                                r["turns"], r["tokens"], r["cost_usd"], r["duration_s"]] for r in rows]))
+        parts += [f'<img src="{f}" alt="{f}">' for f in files]
+    if len(parts) == 2:
+        parts.append("<p>No eval results or runs were found under these directories.</p>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px}"
+             "th{background:#f0f0f0}img{max-width:100%;display:block;margin:1em 0}.note{color:#555}")
+    page = (f"<!doctype html><html><head><meta charset=utf-8><title>culturepark report</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+    index = out / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index
