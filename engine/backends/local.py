@@ -51,9 +51,10 @@ def _say(msg: str) -> None:
     print(f"[culturepark] {msg}", file=sys.stderr, flush=True)
 
 
-def load_model(spec: str = EMBEDDED_MODEL, device: str = "auto", say: Callable[[str], None] = _say
-               ) -> tuple[Any, Any, str]:
-    """Return (model, tokenizer, device) for the embedded model or a local HF directory."""
+def load_model(spec: str = EMBEDDED_MODEL, device: str = "auto", say: Callable[[str], None] = _say,
+               adapter: str | None = None, eval_mode: bool = True) -> tuple[Any, Any, str]:
+    """Return (model, tokenizer, device) for the embedded model or a local HF directory,
+    with a LoRA adapter merged in when one is given (merged: generation runs at base speed)."""
     _set_offline()
     try:
         import torch
@@ -77,7 +78,18 @@ def load_model(spec: str = EMBEDDED_MODEL, device: str = "auto", say: Callable[[
     t0 = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=dtype)
-    model.to(device).eval()
+    if adapter:
+        try:
+            from peft import PeftModel
+        except ImportError:
+            raise LocalModelUnavailable("a LoRA adapter needs peft: pip install -e '.[train]'") from None
+        if not (Path(adapter) / "adapter_config.json").exists():
+            raise LocalModelUnavailable(f"{adapter}: no adapter_config.json (not a LoRA adapter directory)")
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        say(f"LoRA adapter {adapter} merged")
+    model.to(device)
+    if eval_mode:
+        model.eval()
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -203,8 +215,11 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, model: str = EMBEDDED_MODEL, *, device: str = "auto", max_batch: int = 16,
-                 batch_wait_ms: float = 5.0, price: Price | None = Price(0.0, 0.0)) -> None:
-        self.model = model
+                 batch_wait_ms: float = 5.0, price: Price | None = Price(0.0, 0.0),
+                 adapter: str | None = None) -> None:
+        self.base_model = model
+        self.adapter = adapter
+        self.model = f"{model}+lora:{adapter}" if adapter else model  # also the cache key's model
         self.device = device
         self.price = price
         self._hf_model: Any = None
@@ -213,18 +228,19 @@ class LocalBackend:
         self.batcher = MicroBatcher(self._generate_batch, max_batch=max_batch, wait_ms=batch_wait_ms)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "local", "model": self.model, "device": self.device,
+        return {"kind": "local", "model": self.model, "adapter": self.adapter, "device": self.device,
                 "max_batch": self.batcher.max_batch}
 
     async def start(self) -> None:
         if self._hf_model is None:
             loop = asyncio.get_running_loop()
             self._hf_model, self._tokenizer, self.device = await loop.run_in_executor(
-                None, load_model, self.model, self.device)
+                None, lambda: load_model(self.base_model, self.device, adapter=self.adapter))
 
     def load_sync(self) -> None:
         if self._hf_model is None:
-            self._hf_model, self._tokenizer, self.device = load_model(self.model, self.device)
+            self._hf_model, self._tokenizer, self.device = load_model(self.base_model, self.device,
+                                                                      adapter=self.adapter)
 
     async def complete(self, request: Request) -> Completion:
         if self._hf_model is None:

@@ -1,0 +1,202 @@
+"""`culturepark train lora`: LoRA (or QLoRA on CUDA) on chat SFT data, in one plain loop.
+
+Read top to bottom: data → model → adapter → optimiser → loop → save. Defaults follow the
+paper's QLoRA run (r 64, alpha 16, dropout 0.1, lr 2e-4) with a cosine schedule after a short
+linear warm-up; the loss covers the assistant's tokens only (prompt tokens are masked with
+-100), rendered with the same chat template as `text.jsonl` (`trainers.export.render_chat`).
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+
+from culturepark.engine.errors import InputError
+from culturepark.trainers.export import Template, render_chat
+
+EMBEDDED = "local:gemma3-270m"
+
+
+@dataclass
+class LoraSettings:
+    base: str = EMBEDDED
+    epochs: float = 3.0
+    max_steps: int | None = None
+    lr: float = 2e-4
+    r: int = 64
+    alpha: int = 16
+    dropout: float = 0.1
+    batch_size: int = 4
+    max_length: int = 512
+    warmup_ratio: float = 0.03
+    template: Template = "gemma"
+    qlora: bool = False
+    seed: int = 0
+    merge: bool = False
+    device: str = "auto"
+
+
+def load_examples(path: Path) -> list[list[dict[str, str]]]:
+    if not path.exists():
+        raise InputError(f"train lora: {path} not found")
+    out = []
+    for n, line in enumerate(path.read_bytes().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            msgs = orjson.loads(line)["messages"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise InputError(f"train lora: {path}:{n}: expected {{\"messages\": [...]}} (openai_chat.jsonl)") from None
+        if not msgs or msgs[-1].get("role") != "assistant":
+            raise InputError(f"train lora: {path}:{n}: the last message must be the assistant's")
+        out.append(msgs)
+    if not out:
+        raise InputError(f"train lora: {path} has no examples")
+    return out
+
+
+def encode(examples: list[list[dict[str, str]]], tokenizer: Any, template: Template, max_length: int
+           ) -> list[tuple[list[int], list[int]]]:
+    """(input_ids, labels) per example; labels are -100 on the prompt so only answers are learned."""
+    rows = []
+    for msgs in examples:
+        prompt, completion = render_chat(msgs, template)
+        p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        c = tokenizer(completion, add_special_tokens=False)["input_ids"]
+        ids = (p + c)[:max_length]
+        labels = ([-100] * len(p) + c)[:max_length]
+        if any(x != -100 for x in labels):
+            rows.append((ids, labels))
+    return rows
+
+
+def _base_model(settings: LoraSettings, say: Callable[[str], None]):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if settings.qlora:
+        if not torch.cuda.is_available():
+            raise InputError("train lora --qlora: QLoRA loads the base in 4-bit with bitsandbytes, which needs a "
+                             "CUDA GPU; none is available here. Drop --qlora to train a full-precision LoRA.")
+        from transformers import BitsAndBytesConfig
+        from peft import prepare_model_for_kbit_training
+        from culturepark.engine.backends.local import _embedded_cache_dir
+        path = _embedded_cache_dir(say) if settings.base == EMBEDDED else Path(settings.base)
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                   bnb_4bit_compute_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quant, device_map={"": 0})
+        model = prepare_model_for_kbit_training(model)
+        tok = AutoTokenizer.from_pretrained(path)
+        return model, tok, "cuda"
+    from culturepark.engine.backends.local import load_model
+    spec = "gemma3-270m" if settings.base == EMBEDDED else settings.base
+    model, tok, device = load_model(spec, settings.device, say=say, eval_mode=False)
+    if device.startswith("cuda"):
+        model = model.float() if model.dtype == torch.float16 else model  # fp16 weights train poorly
+    return model, tok, device
+
+
+def train_lora(sft_file: Path, out: Path, settings: LoraSettings,
+               progress: Callable[[int, int, float], None] | None = None,
+               say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    say = say or (lambda _m: None)
+    examples = load_examples(sft_file)
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"train lora: --out {out} is not empty")
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(settings.seed)
+    random.seed(settings.seed)
+    model, tok, device = _base_model(settings, say)
+    tok.padding_side = "right"
+    rows = encode(examples, tok, settings.template, settings.max_length)
+    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                        target_modules="all-linear", task_type="CAUSAL_LM")
+    model = get_peft_model(model, config)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    steps_per_epoch = math.ceil(len(rows) / settings.batch_size)
+    total = settings.max_steps or max(1, math.ceil(settings.epochs * steps_per_epoch))
+    if settings.qlora:
+        import bitsandbytes as bnb
+        opt = bnb.optim.PagedAdamW32bit(model.parameters(), lr=settings.lr)
+    else:
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
+    warmup = max(1, int(settings.warmup_ratio * total))
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return settings.lr * (step + 1) / warmup
+        return settings.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path = out / "metrics.jsonl"
+    rng = random.Random(settings.seed)
+    order: list[int] = []
+    model.train()
+    t0 = time.perf_counter()
+    losses = []
+    with open(metrics_path, "wb") as metrics:
+        for step in range(total):
+            if len(order) < settings.batch_size:
+                order += rng.sample(range(len(rows)), len(rows))
+            batch = [rows[order.pop(0)] for _ in range(min(settings.batch_size, len(rows)))]
+            width = max(len(ids) for ids, _ in batch)
+            pad = tok.pad_token_id
+            ids = torch.tensor([i + [pad] * (width - len(i)) for i, _ in batch], device=device)
+            labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch], device=device)
+            mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch], device=device)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step)
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            rec = {"step": step + 1, "loss": round(losses[-1], 5), "lr": lr_at(step),
+                   "elapsed_s": round(time.perf_counter() - t0, 2)}
+            metrics.write(orjson.dumps(rec) + b"\n")
+            metrics.flush()
+            if progress:
+                progress(step + 1, total, losses[-1])
+    elapsed = time.perf_counter() - t0
+    model.save_pretrained(out)
+    summary = {"base": settings.base, "sft_file": str(sft_file), "examples": len(rows), "steps": total,
+               "trainable_params": trainable, "first_loss": round(losses[0], 4),
+               "last_loss": round(sum(losses[-5:]) / len(losses[-5:]), 4), "seconds_per_step": round(elapsed / total, 3),
+               "device": device, "schedule": "linear warm-up then cosine", "settings": asdict(settings)}
+    if device == "cpu":
+        import psutil
+        summary["peak_rss_mb"] = round(psutil.Process().memory_info().rss / 2**20, 1)
+    else:
+        summary["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    if settings.merge:
+        merged = model.merge_and_unload()
+        merged.save_pretrained(out / "merged")
+        tok.save_pretrained(out / "merged")
+        summary["merged"] = str(out / "merged")
+    (out / "train_summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    plot_loss(metrics_path, out / "loss.png")
+    return summary
+
+
+def plot_loss(metrics_path: Path, png: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = [orjson.loads(x) for x in metrics_path.read_bytes().splitlines()]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in recs], [r["loss"] for r in recs], marker=".", linewidth=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (assistant tokens)")
+    ax.set_title("LoRA training loss")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)

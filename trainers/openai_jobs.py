@@ -1,0 +1,96 @@
+"""`culturepark train openai`: validate → upload → create job → follow → `train.json`.
+
+The openai SDK is used here (not a hot path). Paying twice is the failure that matters:
+`train.json` is written after every step, and a restarted command first looks for the job
+it may already have created (by the uploaded file's id) before creating one.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+
+from culturepark.engine.errors import InputError
+from culturepark.trainers.export import check_openai_chat
+
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+def _save(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(orjson.dumps(state, option=orjson.OPT_INDENT_2))
+    tmp.replace(path)
+
+
+def estimate_cost(tokens: int, epochs: int, model: str) -> float | None:
+    """Training is billed per trained token (tokens × epochs); we know inference prices only,
+    so a cost is given only when a training price is configured (OPENAI_TRAINING_PRICE_PER_1M)."""
+    per_1m = os.environ.get("OPENAI_TRAINING_PRICE_PER_1M")
+    if per_1m:
+        return round(tokens * epochs * float(per_1m) / 1e6, 4)
+    return None
+
+
+def train_openai(sft_file: Path, model: str, out: Path, suffix: str | None = None, epochs: int = 3,
+                 base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY", poll_s: float = 10.0,
+                 on_update: Callable[[dict[str, Any], list[str]], None] | None = None) -> dict[str, Any]:
+    check = check_openai_chat(sft_file)
+    if not check["valid"]:
+        raise InputError(f"train openai: {sft_file} fails the fine-tuning format check: {check['error_counts']}")
+    key = os.environ.get(api_key_env, "").strip()
+    from culturepark.scenarios.factory import is_loopback
+    if not key:
+        if base_url and is_loopback(base_url):
+            key = "sim-no-key"
+        else:
+            raise InputError(f"train openai: environment variable {api_key_env} is missing or empty")
+    from openai import OpenAI
+
+    client = OpenAI(api_key=key, base_url=base_url, max_retries=5)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "train.json"
+    state: dict[str, Any] = orjson.loads(path.read_bytes()) if path.exists() else {}
+    if state and state.get("sft_file_hash") != check_hash(sft_file):
+        raise InputError(f"train openai: {path} belongs to a different SFT file; choose another --out")
+    state.update({"sft_file": str(sft_file), "sft_file_hash": check_hash(sft_file), "base_model": model,
+                  "epochs": epochs, "suffix": suffix, "examples": check["examples"],
+                  "tokens": check["tokens_total"], "token_counter": check["token_counter"],
+                  "estimated_cost_usd": estimate_cost(check["tokens_total"], epochs, model)})
+    _save(path, state)
+    if not state.get("file_id"):
+        with open(sft_file, "rb") as fh:
+            state["file_id"] = client.files.create(file=fh, purpose="fine-tune").id
+        _save(path, state)
+    if not state.get("job_id"):
+        existing = [j for j in client.fine_tuning.jobs.list(limit=100).data if j.training_file == state["file_id"]]
+        if existing:  # created before a crash, never recorded: follow it, do not pay twice
+            state["job_id"] = existing[0].id
+            state["resumed_existing_job"] = True
+        else:
+            job = client.fine_tuning.jobs.create(training_file=state["file_id"], model=model, suffix=suffix,
+                                                 hyperparameters={"n_epochs": epochs})
+            state["job_id"] = job.id
+        _save(path, state)
+    seen: set[str] = set(state.get("events_seen", []))
+    while True:
+        job = client.fine_tuning.jobs.retrieve(state["job_id"])
+        events = client.fine_tuning.jobs.list_events(state["job_id"], limit=50).data
+        new = [e.message for e in reversed(events) if e.id not in seen]
+        seen.update(e.id for e in events)
+        state.update({"status": job.status, "trained_tokens": job.trained_tokens,
+                      "fine_tuned_model": job.fine_tuned_model, "events_seen": sorted(seen),
+                      "error": job.error.message if job.error and job.error.message else None})
+        _save(path, state)
+        if on_update:
+            on_update(state, new)
+        if job.status in FINAL:
+            return state
+        time.sleep(poll_s)
+
+
+def check_hash(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
