@@ -193,3 +193,25 @@ def build(dirs: list[Path], out: Path) -> Path:
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
+
+
+def screenshot(index: Path, png: Path, width: int = 1200) -> Path:
+    """Full-page PNG of the report in headless Chromium (Debian's `chromium`, via playwright)."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        raise RuntimeError("no chromium on PATH (apt install chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        page.goto(index.resolve().as_uri())
+        page.wait_for_load_state("networkidle")
+        broken = page.evaluate("Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length")
+        if broken:
+            raise RuntimeError(f"{broken} image(s) did not load in {index}")
+        page.screenshot(path=str(png), full_page=True)
+        browser.close()
+    return png

@@ -251,6 +251,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise InputError(f"report: {missing[0]} is not a directory")
     index = build(args.dirs, args.out)
     print(f"report → {index}")
+    if args.screenshot:
+        from culturepark.benchmarks.report import screenshot
+        try:
+            print(f"screenshot → {screenshot(index, args.screenshot)}")
+        except (ImportError, RuntimeError) as exc:
+            print(f"culturepark: screenshot not taken: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -390,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="HTML page with plots of evals and runs found under DIRs")
     rep.add_argument("dirs", nargs="+", type=Path)
     rep.add_argument("--out", type=Path, default=Path("report"))
+    rep.add_argument("--screenshot", type=Path, help="also save a full-page PNG (needs playwright + chromium)")
     rep.set_defaults(func=cmd_report)
 
     tr = sub.add_parser("train", help="fine-tune: OpenAI jobs or LoRA/QLoRA on a local model")
