@@ -92,10 +92,3 @@ def mean_std(values: Iterable[float | None]) -> dict[str, float | int | None]:
         return {"mean": None, "std": None, "n": 0}
     return {"mean": round(statistics.fmean(vals), 4),
             "std": round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0, "n": len(vals)}
-
-
-def write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
-    tmp.replace(path)

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 import yaml
 
+from culturepark.benchmarks.throughput import launch_sim_server
 from culturepark.paths import resolve_data_dir
 
 SCENARIO = {
@@ -32,18 +33,6 @@ SCENARIO = {
     "sampling": {"temperature": 0.7, "max_tokens": 40},
     "retry": {"max_attempts": 3, "base_delay_s": 0.01, "max_delay_s": 0.05},
 }
-
-
-def _start_sim(latency_ms: float) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "culturepark.cli", "sim-server", "--port", "0", "--seed", "3",
-                             "--latency-ms", str(latency_ms)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("listening on "):
-        proc.kill()
-        raise RuntimeError(f"sim server did not start: {line}")
-    return proc, line.split()[-1]
 
 
 def _run_cmd(scenario: Path, out: Path, data_dir: Path, resume: bool) -> list[str]:
@@ -113,7 +102,7 @@ def trial(index: int, rng: random.Random, scenario: Path, data_dir: Path, ref_di
 
 def bench(trials: int, seed: int, data_dir: Path, latency_ms: float, work: Path) -> tuple[list[dict], dict]:
     rng = random.Random(seed)
-    sim, url = _start_sim(latency_ms)
+    sim, url = launch_sim_server(["--seed", "3", "--latency-ms", str(latency_ms)])
     try:
         scenario = work / "scenario.yaml"
         scenario.write_text(yaml.safe_dump({**SCENARIO, "backend": {**SCENARIO["backend"], "base_url": url}}))

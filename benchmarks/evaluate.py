@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from culturepark.benchmarks import hofstede, moderation
-from culturepark.benchmarks.common import EvalSettings, slug, write_json
+from culturepark.benchmarks.common import EvalSettings, slug
+from culturepark.engine.files import atomic_write_json as write_json
 from culturepark.engine.errors import InputError
 
 

@@ -16,14 +16,16 @@ from typing import Any, Callable
 import orjson
 
 from culturepark.agents.cultures import Culture, load_table
-from culturepark.benchmarks.common import EvalSettings, digest, file_digest, mean_std, run_items, write_json
+from culturepark.benchmarks.common import EvalSettings, digest, file_digest, mean_std, run_items
+from culturepark.engine.files import atomic_write_json as write_json
 from culturepark.engine.backends.base import Request
 from culturepark.engine.batch import BatchItem
 from culturepark.engine.errors import InputError
 
 DIMENSIONS = ("pdi", "idv", "mas", "uai", "lto", "ivr")
 CSV_COLUMNS = {"pdi": "pdi", "idv": "idv", "mas": "mas", "uai": "uai", "lto": "ltowvs", "ivr": "ivr"}
-_ANSWER = re.compile(r"(?<![\d.])([1-5])(?![\d.])")
+# The first number in the answer, 1-5, not part of a range or an echo of the scale ("3-5", "1 = of").
+_ANSWER = re.compile(r"^\W*(?:answer\W*|option\W*|i (?:would )?(?:choose|pick|say)\W*)?([1-5])(?!\d|\.\d|\s*[-–=/]\s*\w)", re.I)
 
 
 def indices(m: dict[int, float | None]) -> dict[str, float | None]:

@@ -18,7 +18,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from culturepark.agents.cultures import load_table
-from culturepark.benchmarks.common import EvalSettings, digest, file_digest, mean_std, run_items, write_json
+from culturepark.benchmarks.common import EvalSettings, digest, file_digest, mean_std, run_items
+from culturepark.engine.files import atomic_write_json as write_json
 from culturepark.engine.backends.base import Request
 from culturepark.engine.batch import BatchItem
 from culturepark.engine.errors import InputError

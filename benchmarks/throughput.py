@@ -51,13 +51,18 @@ class BenchPolicy:
 
 
 def start_sim_process(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, "-m", "culturepark.cli", "sim-server", "--port", "0", "--charge", "admission",
-           "--window-s", "1", "--latency-ms", str(args.latency_ms), "--seed", "0"]
+    extra = ["--charge", "admission", "--window-s", "1", "--latency-ms", str(args.latency_ms), "--seed", "0"]
     if args.rpm:
-        cmd += ["--rpm", str(args.rpm)]
+        extra += ["--rpm", str(args.rpm)]
     if args.tpm:
-        cmd += ["--tpm", str(args.tpm)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        extra += ["--tpm", str(args.tpm)]
+    return launch_sim_server(extra)
+
+
+def launch_sim_server(extra: list[str]) -> tuple[subprocess.Popen, str]:
+    """A sim server in its own process (so its CPU is not the engine's); returns (process, base URL)."""
+    proc = subprocess.Popen([sys.executable, "-m", "culturepark.cli", "sim-server", "--port", "0", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("listening on "):

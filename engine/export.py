@@ -6,7 +6,6 @@ with status "incomplete". Ordering is by the conversation's `seq` and the turn
 """
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any, Iterator
 
 import orjson
 
+from culturepark.engine.files import atomic_write
 from culturepark.engine.log import read_log
 
 CONVERSATIONS_NAME = "conversations.jsonl"
@@ -75,15 +75,6 @@ def conversation_rows(assembled: Assembled) -> Iterator[dict[str, Any]]:
         yield row
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def summarize(assembled: Assembled) -> dict[str, Any]:
     statuses: Counter = Counter()
     failures: Counter = Counter()
@@ -136,7 +127,7 @@ def export_run(run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     assembled = assemble(run_dir)
     lines = b"".join(orjson.dumps(row) + b"\n" for row in conversation_rows(assembled))
-    _atomic_write(run_dir / CONVERSATIONS_NAME, lines)
+    atomic_write(run_dir / CONVERSATIONS_NAME, lines)
     summary = summarize(assembled)
-    _atomic_write(run_dir / SUMMARY_NAME, orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
+    atomic_write(run_dir / SUMMARY_NAME, orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
     return summary

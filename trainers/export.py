@@ -6,10 +6,11 @@ and the LoRA trainer's loss mask agree token for token.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import orjson
 
+from culturepark.engine.files import atomic_write_jsonl
 from culturepark.engine.tokens import approx_tokens
 
 Template = Literal["gemma", "chatml"]
@@ -42,29 +43,18 @@ def render_chat(messages: list[dict[str, str]], template: Template) -> tuple[str
     return "".join(parts) + "<|im_start|>assistant\n", f"{last['content']}<|im_end|>\n"
 
 
-def _atomic_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
-    tmp = path.with_name(f".{path.name}.tmp")
-    n = 0
-    with open(tmp, "wb") as fh:
-        for row in rows:
-            fh.write(orjson.dumps(row) + b"\n")
-            n += 1
-    tmp.replace(path)
-    return n
-
-
 def write_sft(out_dir: Path, examples: list[list[dict[str, str]]], template: Template) -> dict[str, Path]:
     """`openai_chat.jsonl` ({"messages": ...}) and `text.jsonl` ({"text", "prompt", "completion"})."""
     out_dir.mkdir(parents=True, exist_ok=True)
     chat = out_dir / "openai_chat.jsonl"
     text = out_dir / "text.jsonl"
-    _atomic_jsonl(chat, ({"messages": m} for m in examples))
+    atomic_write_jsonl(chat, ({"messages": m} for m in examples))
 
     def rows():
         for m in examples:
             prompt, completion = render_chat(m, template)
             yield {"text": prompt + completion, "prompt": prompt, "completion": completion}
-    _atomic_jsonl(text, rows())
+    atomic_write_jsonl(text, rows())
     return {"openai_chat": chat, "text": text}
 
 

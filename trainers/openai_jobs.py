@@ -14,15 +14,10 @@ from typing import Any, Callable
 import orjson
 
 from culturepark.engine.errors import InputError
+from culturepark.engine.files import atomic_write_json
 from culturepark.trainers.export import check_openai_chat
 
 FINAL = ("succeeded", "failed", "cancelled")
-
-
-def _save(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(orjson.dumps(state, option=orjson.OPT_INDENT_2))
-    tmp.replace(path)
 
 
 def estimate_cost(tokens: int, epochs: int, model: str) -> float | None:
@@ -59,11 +54,11 @@ def train_openai(sft_file: Path, model: str, out: Path, suffix: str | None = Non
                   "epochs": epochs, "suffix": suffix, "examples": check["examples"],
                   "tokens": check["tokens_total"], "token_counter": check["token_counter"],
                   "estimated_cost_usd": estimate_cost(check["tokens_total"], epochs, model)})
-    _save(path, state)
+    atomic_write_json(path, state)
     if not state.get("file_id"):
         with open(sft_file, "rb") as fh:
             state["file_id"] = client.files.create(file=fh, purpose="fine-tune").id
-        _save(path, state)
+        atomic_write_json(path, state)
     if not state.get("job_id"):
         existing = [j for j in client.fine_tuning.jobs.list(limit=100).data if j.training_file == state["file_id"]]
         if existing:  # created before a crash, never recorded: follow it, do not pay twice
@@ -73,7 +68,7 @@ def train_openai(sft_file: Path, model: str, out: Path, suffix: str | None = Non
             job = client.fine_tuning.jobs.create(training_file=state["file_id"], model=model, suffix=suffix,
                                                  hyperparameters={"n_epochs": epochs})
             state["job_id"] = job.id
-        _save(path, state)
+        atomic_write_json(path, state)
     seen: set[str] = set(state.get("events_seen", []))
     while True:
         job = client.fine_tuning.jobs.retrieve(state["job_id"])
@@ -83,7 +78,7 @@ def train_openai(sft_file: Path, model: str, out: Path, suffix: str | None = Non
         state.update({"status": job.status, "trained_tokens": job.trained_tokens,
                       "fine_tuned_model": job.fine_tuned_model, "events_seen": sorted(seen),
                       "error": job.error.message if job.error and job.error.message else None})
-        _save(path, state)
+        atomic_write_json(path, state)
         if on_update:
             on_update(state, new)
         if job.status in FINAL:

@@ -36,7 +36,9 @@ def test_centred_distance_ignores_the_constant():
 
 
 def test_answer_parsers():
-    assert parse_answer("3") == 3 and parse_answer("I'd say 4, very") == 4 and parse_answer("about 10") is None
+    assert parse_answer("3") == 3 and parse_answer("I would say 4, very") == 4 and parse_answer("about 10") is None
+    assert parse_answer("3-5") is None and parse_answer("1 = of utmost importance") is None  # ranges, scale echoes
+    assert parse_answer("I would choose 2.") == 2 and parse_answer("Answer: 5") == 5
     assert parse_answer("2.5") is None and parse_answer("none") is None
     assert parse_yes_no("Yes.") == 1 and parse_yes_no("no, it is fine") == 0 and parse_yes_no("maybe") is None
     assert f1_scores([1, 1, 0, 0], [1, 0, 0, 0]) == {"f1_positive": 0.6667, "f1_negative": 0.8,

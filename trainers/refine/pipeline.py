@@ -23,6 +23,7 @@ import orjson
 
 from culturepark.engine.embeddings import Embedder, HTTPEmbeddings, LocalMiniLM, embed_unique
 from culturepark.engine.errors import InputError
+from culturepark.engine.files import atomic_write_json, atomic_write_jsonl
 from culturepark.engine.export import assemble, conversation_rows
 from culturepark.engine.log import LOG_NAME, LogWriteError, read_log
 from culturepark.engine.scheduler import ConversationSpec, Scheduler, SchedulerConfig, Turn, TurnRequest
@@ -234,19 +235,11 @@ async def refine_async(run_dir: Path, out: Path, config: RefineConfig, resume: b
             summary.update({"embeddings": embedder_name, "dedup": config.dedup.model_dump(mode="json"),
                             "openai_format_check": check, "first_person": config.first_person,
                             "requests": endpoints[ROLE].stats.requests, "elapsed_s": round(time.monotonic() - t0, 2)})
-            _write_jsonl(out / "opinions.jsonl", (o.record() for o in opinions))
-            (out / "refine_summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+            atomic_write_jsonl(out / "opinions.jsonl", (o.record() for o in opinions))
+            atomic_write_json(out / "refine_summary.json", summary)
             return RefineResult(out, summary)
     finally:
         await close_endpoints(endpoints)
-
-
-def _write_jsonl(path: Path, rows) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        for r in rows:
-            fh.write(orjson.dumps(r) + b"\n")
-    tmp.replace(path)
 
 
 def _opinions(sources: list[Source], turns, ends, rendering) -> tuple[list[Opinion], Counter]:
