@@ -77,8 +77,9 @@ def load_rows(spec: DatasetSpec, data_dir: Path, limit: int | None) -> tuple[lis
 
 
 def parse_yes_no(text: str) -> int | None:
-    m = _YES.search(text)
-    return None if m is None else int(m.group(1).lower() == "yes")
+    """yes → 1, no → 0; an answer with both ("Yes or no") repeats the question, not an answer."""
+    found = {m.lower() for m in _YES.findall(text)}
+    return int(found == {"yes"}) if len(found) == 1 else None
 
 
 def _valid(text: str) -> str | None:

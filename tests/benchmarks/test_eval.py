@@ -41,6 +41,7 @@ def test_answer_parsers():
     assert parse_answer("I would choose 2.") == 2 and parse_answer("Answer: 5") == 5
     assert parse_answer("2.5") is None and parse_answer("none") is None
     assert parse_yes_no("Yes.") == 1 and parse_yes_no("no, it is fine") == 0 and parse_yes_no("maybe") is None
+    assert parse_yes_no("Yes or No") is None and parse_yes_no("yes, yes") == 1
     assert f1_scores([1, 1, 0, 0], [1, 0, 0, 0]) == {"f1_positive": 0.6667, "f1_negative": 0.8,
                                                      "macro_f1": 0.7333, "accuracy": 0.75}
 
