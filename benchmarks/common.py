@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 import orjson
 
 from culturepark.engine.batch import BatchItem, BatchResult, batch_results, run_batch
+from culturepark.engine.log import LOG_NAME
 from culturepark.engine.session import RunDir
 from culturepark.scenarios.factory import (check_reachable, close_endpoints, make_endpoints, parse_model_spec,
                                            start_backends)
@@ -69,7 +70,8 @@ async def run_items(out: Path, items: list[BatchItem], settings: EvalSettings, h
     try:
         if settings.check_reachability:
             await check_reachable(endpoints)
-        with RunDir(out, settings.resume, digest(header, prompts_hash), say=say, what="eval") as rd:
+        resume = settings.resume and (out / LOG_NAME).exists()  # `compare --resume`: continue or start
+        with RunDir(out, resume, digest(header, prompts_hash), say=say, what="eval") as rd:
             await start_backends(endpoints)
             log = rd.start({"type": "run", "format": 1, **header, "model_spec": settings.model,
                             "backend": endpoints["model"].backend.describe(), "prompts_hash": prompts_hash,

@@ -285,3 +285,10 @@ def test_disk_full_stops_cleanly_and_the_run_resumes(tmp_path, tiny_data, url):
     again = run_cli("run", str(sc), "--out", str(out), "--resume", "--data-dir", str(tiny_data))
     assert again.returncode == 0, again.stderr
     assert (out / "conversations.jsonl").read_bytes() == (ref / "conversations.jsonl").read_bytes()
+
+
+def test_an_out_dir_that_cannot_be_created_exits_2_even_as_root(tmp_path, tiny_data, url):
+    """/sys refuses new entries to every user, root included (file modes cannot show this as root)."""
+    res = run_cli("run", str(_scenario(tmp_path, url)), "--out", "/sys/culturepark-test", "--data-dir", str(tiny_data))
+    assert res.returncode == 2 and "--out /sys/culturepark-test: cannot create" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
