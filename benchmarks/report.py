@@ -47,7 +47,7 @@ def plot_hofstede(items: list[tuple[Path, dict]], out: Path) -> list[str]:
     published: dict[str, dict] = {}
     for _, rep in items:
         for culture, v in rep["cultures"].items():
-            by_culture[culture].append((rep["model_spec"], v))
+            by_culture[culture].append((rep["model_spec"], {**v, "_seeds": rep["seeds"]}))
             published[culture] = v["published"]
     files = []
     for culture, models in sorted(by_culture.items()):
@@ -58,13 +58,17 @@ def plot_hofstede(items: list[tuple[Path, dict]], out: Path) -> list[str]:
         ax.bar([x - 0.4 + width / 2 for x in xs], [published[culture].get(d) or 0 for d in dims], width,
                label="published (human)", color="#444444")
         for k, (model, v) in enumerate(models, 1):
-            means = [v["indices"][d]["mean"] if v["indices"][d]["mean"] is not None else 0 for d in dims]
+            means = [v["indices"][d]["mean"] if v["indices"][d]["mean"] is not None else float("nan") for d in dims]
             stds = [v["indices"][d]["std"] or 0 for d in dims]
-            ax.bar([x - 0.4 + width / 2 + k * width for x in xs], means, width, yerr=stds, capsize=3,
-                   label=f"{model} (C = 0, mean ± std over {v['indices']['pdi']['n']} seeds)")
+            pos = [x - 0.4 + width / 2 + k * width for x in xs]
+            ax.bar(pos, means, width, yerr=stds, capsize=3,
+                   label=f"{model} (C = 0, mean ± std over {v['_seeds']} seeds)")
+            for x, m in zip(pos, means):
+                if m != m:  # NaN: an item the index needs was never answered validly
+                    ax.text(x, 0, "n/a", rotation=90, ha="center", va="bottom", fontsize=7, color="#666666")
         ax.set_xticks(list(xs), [DIM_LABELS[d] for d in dims])
         ax.axhline(0, color="black", linewidth=0.6)
-        ax.set_title(f"Hofstede dimensions — {culture}")
+        ax.set_title(f"Hofstede dimensions — {culture}  (n/a: an item it needs had no valid answer)")
         ax.set_ylabel("index")
         ax.legend(fontsize=7)
         fig.tight_layout()
