@@ -73,11 +73,8 @@ def item_request(culture: Culture, item: dict[str, Any], rendering: str, tempera
               f"{culture.country} would, thinking of {culture.culture_phrase}.")
     user = (f"{item['question']}\nOptions: {item['scale']}\n"
             "Answer with a single number from 1 to 5.")
-    if rendering == "chat":
-        return Request(messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-                       max_tokens=8, temperature=temperature, seed=seed)
-    return Request(prompt=f"{system}\n\n{user}\nAnswer (1-5):", max_tokens=4, temperature=temperature,
-                   stop=["\n"], seed=seed)
+    return Request.instruction(system, user, "Answer (1-5):", rendering, 8 if rendering == "chat" else 4,
+                               temperature, stop=["\n"], seed=seed)
 
 
 def distance(a: dict[str, float | None], b: dict[str, float | None], dims: list[str]) -> float | None:

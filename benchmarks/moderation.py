@@ -86,18 +86,19 @@ def _valid(text: str) -> str | None:
     return None if parse_yes_no(text) is not None else "unparseable_answer"
 
 
-def moderation_request(spec: DatasetSpec, text: str, rendering: str, temperature: float, seed: int) -> Request:
-    table = load_table()
-    culture = table.get((spec.culture or "").lower())
+def moderator_persona(spec: DatasetSpec) -> str:
+    """The system prompt: who judges (from the culture table, read once per eval)."""
+    culture = load_table().get((spec.culture or "").lower())
     who = f"{culture.person} who moderates {spec.language} social media" if culture else \
         f"a moderator of {spec.language} social media"
-    system = f"You are {who}. You judge posts the way people of that culture would."
+    return f"You are {who}. You judge posts the way people of that culture would."
+
+
+def moderation_request(spec: DatasetSpec, system: str, text: str, rendering: str, temperature: float,
+                       seed: int) -> Request:
     user = f"Does the following post contain {spec.task}?\n\nPost: {text}\n\nAnswer yes or no."
-    if rendering == "chat":
-        return Request(messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-                       max_tokens=4, temperature=temperature, seed=seed)
-    return Request(prompt=f"{system}\n\n{user}\nAnswer (yes or no):", max_tokens=3, temperature=temperature,
-                   stop=["\n"], seed=seed)
+    return Request.instruction(system, user, "Answer (yes or no):", rendering, 4 if rendering == "chat" else 3,
+                               temperature, stop=["\n"], seed=seed)
 
 
 def f1_scores(gold: list[int], pred: list[int]) -> dict[str, float]:
@@ -122,8 +123,9 @@ async def evaluate(settings: EvalSettings, dataset: str, data_dir: Path, out: Pa
     if not rows:
         raise InputError(f"moderation {spec.name}: no rows with a known label")
     rendering = settings.backend().rendering
-    batch = [BatchItem(f"s{s}|r{r['row']}", moderation_request(spec, r["text"], rendering, temperature, seed=s), _valid)
-             for s in range(seeds) for r in rows]
+    system = moderator_persona(spec)
+    batch = [BatchItem(f"s{s}|r{r['row']}", moderation_request(spec, system, r["text"], rendering, temperature, seed=s),
+                       _valid) for s in range(seeds) for r in rows]
     data_hash = digest(file_digest(path), spec.model_dump(mode="json"))
     header = {"task": "moderation", "dataset": spec.name, "seeds": seeds, "limit": limit,
               "temperature": temperature, "data_hash": data_hash}

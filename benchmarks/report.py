@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from culturepark.engine.export import assemble, summarize
-from culturepark.engine.log import LOG_NAME
+from culturepark.engine.log import LOG_NAME, read_header
 
 DIM_LABELS = {"pdi": "PDI", "idv": "IDV", "mas": "MAS", "uai": "UAI", "lto": "LTO", "ivr": "IVR"}
 
@@ -28,8 +28,8 @@ def collect(dirs: list[Path]) -> dict[str, list[tuple[Path, dict]]]:
             for p in sorted(Path(d).rglob(name)):
                 found[kind].append((p.parent, _load(p)))
         for log in sorted(Path(d).rglob(LOG_NAME)):
-            header = orjson.loads(log.open("rb").readline() or b"{}")
-            if header.get("type") == "run" and "scenario" in header:
+            header = read_header(log)
+            if header is not None and "scenario" in header:
                 found["runs"].append((log.parent, header))
     return found
 

@@ -153,6 +153,22 @@ def read_log(path: Path) -> LogContents:
     return LogContents(header=header, records=records[1:] if header else records, torn_bytes=torn)
 
 
+def read_header(path: Path) -> dict[str, Any] | None:
+    """Only the run header (the first line), without reading a possibly huge log."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / LOG_NAME
+    with open(path, "rb") as fh:
+        first = fh.readline()
+    if not first.endswith(b"\n"):
+        return None  # empty, or a torn header
+    try:
+        rec = orjson.loads(first)
+    except orjson.JSONDecodeError:
+        raise CorruptLogError(f"{path}:1: corrupt record (not JSON)") from None
+    return rec if isinstance(rec, dict) and rec.get("type") == "run" else None
+
+
 def recover(path: Path) -> LogContents:
     """Read a log for resuming: a torn last line (partial write) is cut off the file."""
     contents = read_log(path)

@@ -32,6 +32,17 @@ class Request:
     def estimated_prompt_tokens(self) -> int:
         return prompt_tokens(self.messages, self.prompt)
 
+    @classmethod
+    def instruction(cls, system: str, user: str, cue: str, rendering: str, max_tokens: int,
+                    temperature: float, stop: list[str] | None = None, seed: int | None = None) -> "Request":
+        """One instruction for either kind of model: system + user messages for a chat model, or
+        for a base model one completion prompt ending in `cue`, with `stop` (completion only)."""
+        if rendering == "chat":
+            return cls(messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
+                       max_tokens=max_tokens, temperature=temperature, seed=seed)
+        return cls(prompt=f"{system}\n\n{user}\n{cue}", max_tokens=max_tokens, temperature=temperature,
+                   stop=stop, seed=seed)
+
 
 @dataclass(slots=True)
 class RateHeaders:

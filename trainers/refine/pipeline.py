@@ -25,7 +25,7 @@ from culturepark.engine.embeddings import Embedder, HTTPEmbeddings, LocalMiniLM,
 from culturepark.engine.errors import InputError
 from culturepark.engine.files import atomic_write_json, atomic_write_jsonl
 from culturepark.engine.export import assemble, conversation_rows
-from culturepark.engine.log import LOG_NAME, LogWriteError, read_log
+from culturepark.engine.log import LOG_NAME, LogWriteError, read_header
 from culturepark.engine.scheduler import ConversationSpec, Scheduler, SchedulerConfig, Turn, TurnRequest
 from culturepark.engine.session import RunDir
 from culturepark.scenarios.factory import check_reachable, close_endpoints, make_endpoints, start_backends
@@ -177,7 +177,8 @@ class RefineResult:
 
 
 def source_backend(run_dir: Path) -> BackendConfig | None:
-    header = read_log(run_dir / LOG_NAME).header or {}
+    log = Path(run_dir) / LOG_NAME
+    header = (read_header(log) if log.exists() else None) or {}
     sc = header.get("scenario") or {}
     role = ((sc.get("roles") or {}).get("delegate") or {}).get("backend")
     data = role or sc.get("backend")

@@ -17,15 +17,6 @@ Rendering = Literal["chat", "transcript"]
 Verdict = Literal["entail", "contradict", "irrelevant"]
 
 
-def _request(system: str, user: str, cue: str, rendering: Rendering, max_tokens: int,
-             temperature: float, stop: list[str] | None = None, seed: int | None = None) -> Request:
-    if rendering == "chat":
-        return Request(messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-                       max_tokens=max_tokens, temperature=temperature, seed=seed)
-    return Request(prompt=f"{system}\n\n{user}\n{cue}", max_tokens=max_tokens, temperature=temperature,
-                   stop=stop, seed=seed)
-
-
 def stance_sentence(meta: dict) -> str:
     name = meta["participants"]["delegate"]["name"]
     opts = f" (options: {meta['item_options']})" if meta.get("item_options") else ""
@@ -39,7 +30,7 @@ def extract_request(meta: dict, transcript: str, rendering: Rendering, max_token
             f"List every distinct opinion that {d['name']} expresses in this conversation, one per line, "
             "each line starting with '- ' and written as a complete sentence. "
             f"If {d['name']} expresses no opinion, answer NONE.")
-    return _request("You extract opinions from conversations.", user, f"Opinions of {d['name']}:\n-",
+    return Request.instruction("You extract opinions from conversations.", user, f"Opinions of {d['name']}:\n-",
                     rendering, max_tokens, 0.0, stop=["\n\n"])
 
 
@@ -47,7 +38,7 @@ def verify_request(meta: dict, opinion: str, rendering: Rendering, max_tokens: i
     user = (f"Stance: {stance_sentence(meta)}\nOpinion: {opinion}\n\n"
             "Is the opinion consistent with the stance (Entail), against it (Contradict), "
             "or unrelated to it (Irrelevant)? Answer with one word: Entail, Contradict or Irrelevant.")
-    return _request("You judge whether an opinion agrees with a stance.", user, "Answer:", rendering,
+    return Request.instruction("You judge whether an opinion agrees with a stance.", user, "Answer:", rendering,
                     max_tokens, 0.0, stop=["\n"])
 
 
@@ -57,7 +48,7 @@ def rewrite_request(meta: dict, opinion: str, rendering: Rendering, max_tokens: 
             "The opinion contradicts the stance. Rewrite it so that it agrees with the stance, "
             "keeping its topic and reasons where possible, as one or two first-person sentences. "
             "Answer with the rewritten opinion only.")
-    return _request("You rewrite opinions to agree with a given stance.", user, "Rewritten opinion:",
+    return Request.instruction("You rewrite opinions to agree with a given stance.", user, "Rewritten opinion:",
                     rendering, max_tokens, temperature, stop=["\n"], seed=seed)
 
 
