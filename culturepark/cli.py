@@ -214,8 +214,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     say = lambda m: log.info(m)  # noqa: E731
     if args.task == "diversity":
         from culturepark.benchmarks.diversity import diversity_gain
-        from culturepark.engine.embeddings import HTTPEmbeddings, LocalMiniLM
-        embedder = (HTTPEmbeddings(args.base_url, args.embeddings_model) if args.base_url else LocalMiniLM())
+        from culturepark.scenarios.factory import make_embedder
+        embedder = make_embedder("openai" if args.base_url else "local", args.base_url, args.embeddings_model,
+                                 args.api_key_env)
         result = asyncio.run(diversity_gain(args.new, args.reference, embedder, args.field))
         if args.out:
             evaluate.write_json(args.out / "diversity.json", result)
@@ -390,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument("--field")
     ed.add_argument("--base-url", help="OpenAI-compatible /v1/embeddings instead of the local MiniLM")
     ed.add_argument("--embeddings-model", default="text-embedding-3-small")
+    ed.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var with the key (not needed on loopback)")
     ed.add_argument("--out", type=Path)
     ed.add_argument("--json", action="store_true")
     ed.set_defaults(func=cmd_eval)

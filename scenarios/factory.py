@@ -129,3 +129,16 @@ async def check_reachable(endpoints: dict[str, Endpoint]) -> None:
                 await check()
             except ConnectionError as exc:
                 raise InputError(str(exc)) from None
+
+
+def make_embedder(kind: str, base_url: str | None = None, model: str = "text-embedding-3-small",
+                  api_key_env: str | None = "OPENAI_API_KEY", dimensions: int | None = None):
+    """`local` (packaged MiniLM) or an OpenAI-compatible `/v1/embeddings`, keyed like any backend."""
+    from culturepark.engine.embeddings import HTTPEmbeddings, LocalMiniLM
+
+    if kind == "local":
+        return LocalMiniLM()
+    if not base_url:
+        raise InputError("embeddings 'openai' need a base URL")
+    key = api_key_for(BackendConfig(provider="openai", model=model, base_url=base_url, api_key_env=api_key_env))
+    return HTTPEmbeddings(base_url, model, api_key=key, dimensions=dimensions)

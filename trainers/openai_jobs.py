@@ -35,22 +35,22 @@ def train_openai(sft_file: Path, model: str, out: Path, suffix: str | None = Non
     check = check_openai_chat(sft_file)
     if not check["valid"]:
         raise InputError(f"train openai: {sft_file} fails the fine-tuning format check: {check['error_counts']}")
-    key = os.environ.get(api_key_env, "").strip()
-    from culturepark.scenarios.factory import is_loopback
-    if not key:
-        if base_url and is_loopback(base_url):
-            key = "sim-no-key"
-        else:
-            raise InputError(f"train openai: environment variable {api_key_env} is missing or empty")
+    from culturepark.scenarios.factory import api_key_for
+    from culturepark.scenarios.schema import BackendConfig
+
+    target = BackendConfig.model_validate({"provider": "openai", "model": model, "api_key_env": api_key_env,
+                                           **({"base_url": base_url} if base_url else {})})
+    key = api_key_for(target) or "no-key-on-loopback"  # the SDK insists on a string
     from openai import OpenAI
 
     client = OpenAI(api_key=key, base_url=base_url, max_retries=5)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "train.json"
     state: dict[str, Any] = orjson.loads(path.read_bytes()) if path.exists() else {}
-    if state and state.get("sft_file_hash") != check_hash(sft_file):
+    file_hash = check_hash(sft_file)
+    if state and state.get("sft_file_hash") != file_hash:
         raise InputError(f"train openai: {path} belongs to a different SFT file; choose another --out")
-    state.update({"sft_file": str(sft_file), "sft_file_hash": check_hash(sft_file), "base_model": model,
+    state.update({"sft_file": str(sft_file), "sft_file_hash": file_hash, "base_model": model,
                   "epochs": epochs, "suffix": suffix, "examples": check["examples"],
                   "tokens": check["tokens_total"], "token_counter": check["token_counter"],
                   "estimated_cost_usd": estimate_cost(check["tokens_total"], epochs, model)})

@@ -14,21 +14,22 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import orjson
 
-from culturepark.engine.embeddings import Embedder, HTTPEmbeddings, LocalMiniLM, embed_unique
+from culturepark.engine.embeddings import Embedder, embed_unique
 from culturepark.engine.errors import InputError
 from culturepark.engine.files import atomic_write_json, atomic_write_jsonl
 from culturepark.engine.export import assemble, conversation_rows
 from culturepark.engine.log import LOG_NAME, LogWriteError, read_header
 from culturepark.engine.scheduler import ConversationSpec, Scheduler, SchedulerConfig, Turn, TurnRequest
 from culturepark.engine.session import RunDir
-from culturepark.scenarios.factory import check_reachable, close_endpoints, make_endpoints, start_backends
+from culturepark.scenarios.factory import (check_reachable, close_endpoints, make_embedder, make_endpoints,
+                                           start_backends)
 from culturepark.scenarios.schema import BackendConfig
 from culturepark.trainers.export import check_openai_chat, write_sft
 from culturepark.trainers.refine import prompts
@@ -153,14 +154,8 @@ def _collect(run_dir: Path) -> tuple[dict[str, list[dict]], dict[str, dict]]:
 
 def _embedder(config: RefineConfig, backend: BackendConfig) -> Embedder:
     d = config.dedup
-    if d.embeddings == "local":
-        return LocalMiniLM()
-    import os
-    base = d.embeddings_base_url or backend.base_url
-    if not base:
-        raise InputError("refine: dedup.embeddings 'openai' needs dedup.embeddings_base_url")
-    key = os.environ.get(d.embeddings_api_key_env or "", "") or None
-    return HTTPEmbeddings(base, d.embeddings_model, api_key=key, dimensions=d.embeddings_dimensions)
+    return make_embedder(d.embeddings, d.embeddings_base_url or backend.base_url, d.embeddings_model,
+                         d.embeddings_api_key_env, d.embeddings_dimensions)
 
 
 @dataclass
@@ -168,7 +163,6 @@ class RefineResult:
     out: Path
     summary: dict[str, Any]
     error: str | None = None
-    notices: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
