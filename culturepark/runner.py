@@ -176,7 +176,7 @@ def endpoint_summary(endpoints: dict[str, Endpoint]) -> list[dict[str, Any]]:
 def _header(scenario: Scenario, plan: Plan, endpoints: dict[str, Endpoint], opts: RunOptions) -> dict:
     return {
         "type": "run", "format": 1, "run_name": scenario.name,
-        "scenario": scenario.model_dump(mode="json"), "scenario_hash": scenario.content_hash(),
+        "scenario": scenario.model_dump(mode="json"),  # RunDir.start adds scenario_hash
         "seed": scenario.seed,
         "backends": {role: ep.backend.describe() for role, ep in endpoints.items()},
         "package_version": package_version(), "started_at": time.time(),
