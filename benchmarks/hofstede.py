@@ -101,6 +101,7 @@ def centred_distances(model: dict[str, dict], human: dict[str, dict]) -> dict[st
 async def evaluate(settings: EvalSettings, cultures: list[str], data_dir: Path, out: Path, seeds: int = 3,
                    samples: int = 1, temperature: float = 0.7,
                    say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    rendering = settings.backend().rendering  # a bad model spec fails before any data is read
     table = load_table()
     chosen: list[Culture] = []
     for name in cultures:
@@ -110,7 +111,6 @@ async def evaluate(settings: EvalSettings, cultures: list[str], data_dir: Path, 
         chosen.append(c)
     items = load_items(data_dir)
     scores = load_scores(data_dir)
-    rendering = settings.backend().rendering
     batch = []
     for c in chosen:
         for s in range(seeds):

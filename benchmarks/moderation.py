@@ -118,11 +118,11 @@ def f1_scores(gold: list[int], pred: list[int]) -> dict[str, float]:
 async def evaluate(settings: EvalSettings, dataset: str, data_dir: Path, out: Path, seeds: int = 3,
                    limit: int | None = None, temperature: float = 0.7,
                    say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    rendering = settings.backend().rendering  # a bad model spec fails before any data is read
     spec = load_spec(dataset)
     rows, skipped, path = load_rows(spec, data_dir, limit)
     if not rows:
         raise InputError(f"moderation {spec.name}: no rows with a known label")
-    rendering = settings.backend().rendering
     system = moderator_persona(spec)
     batch = [BatchItem(f"s{s}|r{r['row']}", moderation_request(spec, system, r["text"], rendering, temperature, seed=s),
                        _valid) for s in range(seeds) for r in rows]
