@@ -42,8 +42,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                       limit=args.limit, base_url=args.base_url, model=args.model, rpm=args.rpm,
                       tpm=args.tpm, concurrency=args.concurrency, data_dir=args.data_dir)
     show_bar = sys.stderr.isatty() and not args.json
-    result = asyncio.run(run_async(args.scenario, opts, progress=progress_bar if show_bar else None,
-                                   say=lambda m: log.info(m)))
+    if args.ray:
+        from culturepark.distributed import RayOptions, run_ray_async
+        run = run_ray_async(args.scenario, opts, RayOptions(address=args.ray, workers=args.workers),
+                            progress=progress_bar if show_bar else None, say=lambda m: log.info(m))
+    else:
+        run = run_async(args.scenario, opts, progress=progress_bar if show_bar else None,
+                        say=lambda m: log.info(m))
+    result = asyncio.run(run)
     s = result.summary
     if result.error:
         log.error("run stopped", error=result.error, next_step="fix the cause, then run again with --resume")
@@ -315,6 +321,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from culturepark.benchmarks.throughput import main as bench_main
     elif args.bench == "crash-resume":
         from culturepark.benchmarks.crash_resume import main as bench_main
+    elif args.bench == "ray":
+        from culturepark.benchmarks.distributed import main as bench_main
     else:
         from culturepark.benchmarks.local import main as bench_main
     return bench_main(args)
@@ -338,6 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", type=Path)
     r.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     r.add_argument("--dry-run", action="store_true", help="estimate requests, tokens and cost; send nothing")
+    r.add_argument("--ray", nargs="?", const="local", metavar="auto|ADDRESS",
+                   help="shard the conversations over Ray workers: alone, a Ray instance on this machine; "
+                        "'auto' or HOST:PORT joins a running cluster (pip install 'culturepark[ray]')")
+    r.add_argument("--workers", type=int, default=2, help="with --ray: number of workers (default 2)")
     r.set_defaults(func=cmd_run)
 
     rf = sub.add_parser("refine", help="extract, verify, rewrite, de-duplicate opinions; export SFT data")
@@ -500,6 +512,15 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--data-dir", help="WVS data directory (default: as for `run`)")
     bc.add_argument("--json", action="store_true", help="(output is always JSON lines)")
     bc.set_defaults(func=cmd_bench)
+    br = bsub.add_parser("ray", help="single process vs Ray workers (and a killed worker) on the sim server")
+    br.add_argument("--workers", type=int, default=2)
+    br.add_argument("--per-item", type=int, default=10, help="conversations per (culture, item); 6 pairs")
+    br.add_argument("--rpm", type=float, default=1200, help="provider budget, enforced by the sim server (0: none)")
+    br.add_argument("--latency-ms", type=float, default=30.0)
+    br.add_argument("--no-kill", action="store_true", help="skip the killed-worker run")
+    br.add_argument("--data-dir", help="WVS data directory (default: as for `run`)")
+    br.add_argument("--json", action="store_true", help="(output is always JSON lines)")
+    br.set_defaults(func=cmd_bench)
     return p
 
 
@@ -514,6 +535,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("culturepark: interrupted; the log is intact — continue with --resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `culturepark replay LOG | head`: the reader has gone, which is fine
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

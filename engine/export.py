@@ -52,7 +52,8 @@ def assemble(run_dir: Path) -> Assembled:
             conv.turns[rec["index"]] = rec
         elif kind == "end":
             conv = convs.setdefault(rec["conversation_id"], _Conv(rec.get("seq", 0)))
-            conv.end = rec  # the last end wins (a failed conversation retried later)
+            if conv.end is None or conv.end["status"] != "done":
+                conv.end = rec  # a failed conversation retried later: its newer end wins, done outranks failed
         elif kind == "stop":
             stops.append(rec.get("reason", ""))
     ordered = sorted(convs.items(), key=lambda kv: (kv[1].seq, kv[0]))

@@ -175,6 +175,28 @@ class RateLimiter:
         if delta < 0 and self._waiters:
             self._arm(self._now())
 
+    def set_rates(self, rpm: float | None, tpm: float | None) -> None:
+        """Change the budget while running (a distributed worker's share is rebalanced).
+
+        Levels keep their credit, capped at the new capacity; waiters are re-timed at once.
+        A limit can change but not appear or disappear (that would change what is counted).
+        """
+        if (rpm is None) != (self._requests is None) or (tpm is None) != (self._tokens is None):
+            raise ValueError("set_rates can change limits, not add or remove them")
+        for bucket, per_minute in ((self._requests, rpm), (self._tokens, tpm)):
+            if bucket is None or per_minute is None:
+                continue
+            if per_minute <= 0:
+                raise ValueError("rate limits must be > 0")
+            bucket.rate = per_minute / 60.0
+            bucket.capacity = max(1.0, bucket.rate * self.burst_s)
+            bucket.level = min(bucket.level, bucket.capacity)
+        self.rpm, self.tpm = rpm, tpm
+        if self._waiters:
+            now = self._now()
+            self._refill(now)
+            self._arm(now)
+
     def observe_headers(self, remaining_requests: float | None, remaining_tokens: float | None) -> None:
         """Lower local credit to what the provider says is left; never raise it (conservative)."""
         corrected = False

@@ -18,6 +18,7 @@ import orjson
 
 LOG_NAME = "log.jsonl"
 LOCK_NAME = ".lock"
+SHARDS_DIR = "shards"  # one extra log per distributed worker session: shards/NNNN.jsonl
 
 FsyncPolicy = Literal["never", "interval", "always"]
 
@@ -139,11 +140,24 @@ def _parse_lines(data: bytes, path: Path) -> tuple[list[dict[str, Any]], int]:
     return records, torn
 
 
-def read_log(path: Path) -> LogContents:
-    """Read a (possibly partial) log without changing it. Used by replay and export."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / LOG_NAME
+def shard_paths(run_dir: Path) -> list[Path]:
+    """A distributed run's worker logs, in the order they were created (numbered names)."""
+    folder = Path(run_dir) / SHARDS_DIR
+    return sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+
+
+def new_shard_path(run_dir: Path) -> Path:
+    """The next unused shard name; only the driver (which holds the run's lock) calls this."""
+    existing = shard_paths(run_dir)
+    number = int(existing[-1].stem) + 1 if existing else 1
+    folder = Path(run_dir) / SHARDS_DIR
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{number:04d}.jsonl"
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))  # reserve the name
+    return path
+
+
+def _read_file(path: Path) -> LogContents:
     if not path.exists():
         raise LogError(f"no log at {path}")
     records, torn = _parse_lines(path.read_bytes(), path)
@@ -151,6 +165,24 @@ def read_log(path: Path) -> LogContents:
     if records and header is None:
         raise CorruptLogError(f"{path}:1: first record is not a run header")
     return LogContents(header=header, records=records[1:] if header else records, torn_bytes=torn)
+
+
+def read_log(path: Path) -> LogContents:
+    """Read a (possibly partial) log without changing it. Used by replay and export.
+
+    Given a run directory, the records of its shards (written by distributed workers) follow
+    the main log's, shard by shard in creation order, so one conversation's records stay in
+    the order they were written however many workers and sessions wrote them.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return _read_file(path)
+    contents = _read_file(path / LOG_NAME)
+    for shard in shard_paths(path):
+        records, torn = _parse_lines(shard.read_bytes(), shard)
+        contents.records.extend(records)
+        contents.torn_bytes += torn
+    return contents
 
 
 def read_header(path: Path) -> dict[str, Any] | None:
@@ -170,12 +202,17 @@ def read_header(path: Path) -> dict[str, Any] | None:
 
 
 def recover(path: Path) -> LogContents:
-    """Read a log for resuming: a torn last line (partial write) is cut off the file."""
+    """Read a log for resuming: a torn last line (partial write) is cut off each file."""
+    path = Path(path)
+    files = [path / LOG_NAME, *shard_paths(path)] if path.is_dir() else [path]
     contents = read_log(path)
     if contents.torn_bytes:
-        size = path.stat().st_size
-        with open(path, "r+b") as fh:
-            fh.truncate(size - contents.torn_bytes)
+        for file in files:
+            data = file.read_bytes()
+            torn = len(data) - (data.rfind(b"\n") + 1)
+            if torn:
+                with open(file, "r+b") as fh:
+                    fh.truncate(len(data) - torn)
     return contents
 
 

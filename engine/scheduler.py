@@ -59,15 +59,25 @@ class ResumeState:
 
     @classmethod
     def from_records(cls, records: Iterable[dict[str, Any]]) -> "ResumeState":
+        """Turns by index (the contiguous prefix from 0); a `done` end outranks a `failed` one.
+
+        Both rules make the state independent of the order in which several writers'
+        logs are read (a failed conversation retried later may be logged in an earlier file).
+        """
+        by_index: dict[str, dict[int, Turn]] = {}
         state = cls()
         for rec in records:
             kind = rec.get("type")
             if kind == "turn":
-                turns = state.turns.setdefault(rec["conversation_id"], [])
-                if rec["index"] == len(turns):  # duplicates cannot arise; ignore defensively
-                    turns.append(Turn(rec["index"], rec["speaker"], rec["role"], rec["text"]))
+                turns = by_index.setdefault(rec["conversation_id"], {})
+                turns.setdefault(rec["index"], Turn(rec["index"], rec["speaker"], rec["role"], rec["text"]))
             elif kind == "end":
-                state.ended[rec["conversation_id"]] = rec["status"]
+                if state.ended.get(rec["conversation_id"]) != "done":
+                    state.ended[rec["conversation_id"]] = rec["status"]
+        for conv_id, turns in by_index.items():
+            prefix = state.turns[conv_id] = []
+            while len(prefix) in turns:
+                prefix.append(turns[len(prefix)])
         return state
 
 

@@ -83,7 +83,7 @@ class RunDir:
 
     def _read_back(self) -> None:
         try:
-            contents = recover(self.log_path)
+            contents = recover(self.out)
         except LogError as exc:
             raise InputError(str(exc)) from None
         if contents.torn_bytes:

@@ -120,7 +120,7 @@ async def test_pause_applies_to_an_unlimited_endpoint_too():
 
 
 async def test_cancelled_waiter_does_not_block_the_queue():
-    limiter = RateLimiter(rpm=600, burst_s=0.1)  # 10/s, capacity 1
+    limiter = RateLimiter(rpm=6, burst_s=0.1)  # one request per 10 s, capacity 1
     await limiter.acquire(1)
     head = asyncio.create_task(limiter.acquire(1))
     second = asyncio.create_task(limiter.acquire(1))
@@ -144,3 +144,17 @@ def test_invalid_settings_are_refused():
         RateLimiter(rpm=0)
     with pytest.raises(ValueError):
         RateLimiter(rpm=10, burst_s=0)
+
+
+async def test_set_rates_rebalances_a_running_limiter():
+    limiter = RateLimiter(rpm=6, burst_s=0.1)  # one request per 10 s, capacity 1
+    loop = asyncio.get_running_loop()
+    await limiter.acquire(1)  # the burst is spent
+    waiter = asyncio.ensure_future(limiter.acquire(1))
+    await asyncio.sleep(0)
+    t0 = loop.time()
+    limiter.set_rates(60_000, None)  # 1000/s: the queued request is re-timed, not left on the old timer
+    await waiter
+    assert loop.time() - t0 < 1.0  # on the old timer it would have waited 10 s
+    with pytest.raises(ValueError):
+        limiter.set_rates(600, 1000)  # adding a token limit mid-run would change what is counted

@@ -61,3 +61,38 @@ def test_second_lock_on_a_run_dir_is_refused(tmp_path):
     finally:
         first.release()
     RunDirLock(tmp_path).acquire()  # free again once released
+
+
+def test_a_run_dir_reads_its_shards_after_the_main_log_and_recover_cuts_each_torn_line(tmp_path):
+    from culturepark.engine.log import new_shard_path, shard_paths
+
+    _write(tmp_path / "log.jsonl", [HEADER, {"type": "turn", "conversation_id": "a", "index": 0}])
+    first, second = new_shard_path(tmp_path), new_shard_path(tmp_path)
+    assert (first.name, second.name) == ("0001.jsonl", "0002.jsonl")  # a name is reserved at once
+    _write(first, [{"type": "turn", "conversation_id": "a", "index": 1}], tail=b'{"type":"tu')
+    _write(second, [{"type": "turn", "conversation_id": "b", "index": 0}])
+    contents = read_log(tmp_path)
+    assert contents.header == HEADER
+    assert [(r["conversation_id"], r["index"]) for r in contents.records] == [("a", 0), ("a", 1), ("b", 0)]
+    assert contents.torn_bytes == len(b'{"type":"tu')
+    recover(tmp_path)
+    assert first.read_bytes().endswith(b"}\n") and read_log(tmp_path).torn_bytes == 0
+    assert shard_paths(tmp_path) == [first, second]
+
+
+def test_resume_state_and_export_do_not_depend_on_the_order_logs_are_read(tmp_path):
+    from culturepark.engine.export import assemble, conversation_rows
+    from culturepark.engine.scheduler import ResumeState
+
+    turn = lambda i: {"type": "turn", "conversation_id": "a", "seq": 0, "index": i,  # noqa: E731
+                      "speaker": "x", "role": "delegate", "text": f"t{i}"}
+    done = {"type": "end", "conversation_id": "a", "seq": 0, "status": "done"}
+    failed = {"type": "end", "conversation_id": "a", "seq": 0, "status": "failed", "reason": "http_500"}
+    # a retried conversation whose later (done) records sit in a file read before the earlier ones
+    state = ResumeState.from_records([turn(2), done, turn(0), turn(1), failed])
+    assert [t.index for t in state.turns["a"]] == [0, 1, 2] and state.ended["a"] == "done"
+    gap = ResumeState.from_records([turn(0), turn(2)])
+    assert [t.index for t in gap.turns["a"]] == [0]  # only the contiguous prefix continues
+    _write(tmp_path / "log.jsonl", [HEADER, done, turn(0), failed])
+    rows = list(conversation_rows(assemble(tmp_path)))
+    assert rows[0]["status"] == "done"
