@@ -35,7 +35,7 @@ from culturepark.agents.protocol import CultureParkPolicy
 from culturepark.engine.export import assemble, export_run, summarize
 from culturepark.engine.files import atomic_write_json
 from culturepark.engine.log import LogWriteError, RunLog, new_shard_path, recover
-from culturepark.engine.scheduler import ConversationSpec, ResumeState, Scheduler, SchedulerConfig, Turn
+from culturepark.engine.scheduler import ConversationSpec, ResumeState, Scheduler, SchedulerConfig
 from culturepark.engine.session import RunDir
 from culturepark.errors import InputError
 from culturepark.scenarios.factory import check_reachable, close_endpoints, make_endpoints, start_backends
