@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from pathlib import Path
 from typing import Any, Callable
 
-import orjson
 
+from culturepark.agents.answers import parse_scale_answer
 from culturepark.agents.cultures import Culture, load_table
+from culturepark.agents.education import load_vsm13_items
 from culturepark.benchmarks.common import EvalSettings, digest, file_digest, mean_std, run_items
 from culturepark.engine.files import atomic_write_json as write_json
 from culturepark.engine.backends.base import Request
@@ -24,9 +24,6 @@ from culturepark.engine.errors import InputError
 
 DIMENSIONS = ("pdi", "idv", "mas", "uai", "lto", "ivr")
 CSV_COLUMNS = {"pdi": "pdi", "idv": "idv", "mas": "mas", "uai": "uai", "lto": "ltowvs", "ivr": "ivr"}
-# The first number in the answer, 1-5, not part of a range or an echo of the scale ("3-5", "1 = of").
-_ANSWER = re.compile(r"^\W*(?:answer\W*|option\W*|i (?:would )?(?:choose|pick|say)\W*)?([1-5])(?!\d|\.\d|\s*[-–=/]\s*\w)", re.I)
-
 
 def indices(m: dict[int, float | None]) -> dict[str, float | None]:
     """The VSM13 formulas with C = 0 (m[i] is the mean answer to item i)."""
@@ -43,10 +40,7 @@ def indices(m: dict[int, float | None]) -> dict[str, float | None]:
 
 
 def load_items(data_dir: Path) -> list[dict[str, Any]]:
-    path = data_dir / "hofstede" / "vsm13_items.jsonl"
-    if not path.exists():
-        raise InputError(f"hofstede: {path} not found (set --data-dir)")
-    return [orjson.loads(x) for x in path.read_bytes().splitlines() if x.strip()]
+    return load_vsm13_items(data_dir)
 
 
 def load_scores(data_dir: Path) -> dict[str, dict[str, float | None]]:
@@ -60,8 +54,7 @@ def load_scores(data_dir: Path) -> dict[str, dict[str, float | None]]:
 
 
 def parse_answer(text: str) -> int | None:
-    m = _ANSWER.search(text)
-    return int(m.group(1)) if m else None
+    return parse_scale_answer(text, 1, 5)
 
 
 def _valid(text: str) -> str | None:

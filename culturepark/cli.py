@@ -218,6 +218,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     log = make_logger()
     say = lambda m: log.info(m)  # noqa: E731
+    if args.task == "education":
+        from culturepark.benchmarks.education import score, table
+        from culturepark.engine.log import LOG_NAME
+        if not (args.run_dir / LOG_NAME).exists():
+            raise InputError(f"{args.run_dir}: no {LOG_NAME} (give the run directory of an education study)")
+        result = score(args.run_dir, args.data_dir, args.bootstrap)
+        _print_json({k: v for k, v in result.items() if k != "per_learner"}) if args.json else print(table(result))
+        return 0
     if args.task == "diversity":
         from culturepark.benchmarks.diversity import diversity_gain
         from culturepark.scenarios.factory import make_embedder
@@ -364,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("--json", action="store_true")
     rf.set_defaults(func=cmd_refine)
 
-    ev = sub.add_parser("eval", help="benchmarks: hofstede, moderation, diversity, compare")
+    ev = sub.add_parser("eval", help="benchmarks: hofstede, moderation, diversity, compare, education")
     esub = ev.add_subparsers(dest="task", required=True)
 
     def model_flags(p: argparse.ArgumentParser, single: bool = True) -> None:
@@ -407,6 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument("--out", type=Path)
     ed.add_argument("--json", action="store_true")
     ed.set_defaults(func=cmd_eval)
+    ee = esub.add_parser("education", help="learning gain and experience of an education study run")
+    ee.add_argument("run_dir", type=Path)
+    ee.add_argument("--data-dir", type=Path, help="default: the one recorded in the run's header")
+    ee.add_argument("--bootstrap", type=int, default=2000, help="resamples for the 95%% intervals")
+    ee.add_argument("--json", action="store_true")
+    ee.set_defaults(func=cmd_eval)
 
     rep = sub.add_parser("report", help="HTML page with plots of evals and runs found under DIRs")
     rep.add_argument("dirs", nargs="+", type=Path)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from culturepark.agents.protocol import CultureParkPolicy
+from culturepark.agents.studies import backend_configs, policy_for
 from culturepark.engine.export import assemble, export_run, summarize
 from culturepark.engine.files import atomic_write_json
 from culturepark.engine.log import LogWriteError, RunLog, new_shard_path, recover
@@ -40,7 +40,7 @@ from culturepark.engine.session import RunDir
 from culturepark.errors import InputError
 from culturepark.scenarios.factory import check_reachable, close_endpoints, make_endpoints, start_backends
 from culturepark.scenarios.loader import parse_scenario
-from culturepark.scenarios.schema import Limits, Scenario
+from culturepark.scenarios.schema import AnyScenario, Limits
 
 WORKERS_NAME = "workers.json"
 INSTALL_HINT = "--ray needs Ray: pip install 'culturepark[ray]'"
@@ -86,7 +86,7 @@ class RunWorker:
     """A Ray actor (async): the normal engine on one shard. Defined plainly, wrapped lazily."""
 
     def __init__(self, scenario: dict[str, Any], fsync: str) -> None:
-        self.scenario: Scenario = parse_scenario(scenario, "<ray worker>")
+        self.scenario: AnyScenario = parse_scenario(scenario, "<ray worker>")
         self.fsync = fsync
         self.scheduler: Scheduler | None = None
         self.endpoints: dict[str, Any] = {}
@@ -114,14 +114,14 @@ class RunWorker:
         from culturepark.runner import endpoint_summary
 
         sc = self.scenario
-        configs = {r: sc.backend_for(r) for r in ("delegate", "main_contact")}
+        configs = backend_configs(sc)
         self.endpoints = make_endpoints(configs, Limits.model_validate(limits), sc.retry,
                                         sc.seed * 1000 + task.shard, [Path(p) for p in sc.cache_from])
         log = RunLog(task.log_path, fsync=self.fsync).open()  # type: ignore[arg-type]
         error = None
         try:
             await start_backends(self.endpoints)
-            self.scheduler = Scheduler(CultureParkPolicy(sc), self.endpoints, log,
+            self.scheduler = Scheduler(policy_for(sc), self.endpoints, log,
                                        SchedulerConfig(concurrency=concurrency, budget_usd=budget_usd))
             try:
                 await self.scheduler.run(task.specs, task.resume, retry_failed=retry_failed)
@@ -201,7 +201,7 @@ def _shard_tasks(run_dir: Path, specs: list[ConversationSpec], workers: int, ret
     return out
 
 
-async def run_ray_async(scenario_ref: str | Path | Scenario, opts: Any, ray_opts: RayOptions,
+async def run_ray_async(scenario_ref: str | Path | AnyScenario, opts: Any, ray_opts: RayOptions,
                         progress: Callable[[Any, int, int], Any] | None = None,
                         say: Callable[[str], None] | None = None) -> Any:
     """The driver. Same inputs and result as `runner.run_async`; the work happens in actors."""
@@ -212,7 +212,7 @@ async def run_ray_async(scenario_ref: str | Path | Scenario, opts: Any, ray_opts
     if ray_opts.workers < 1:
         raise InputError("--workers must be at least 1")
     scenario, plan, out = prepare(scenario_ref, opts)
-    configs = {r: scenario.backend_for(r) for r in ("delegate", "main_contact")}
+    configs = backend_configs(scenario)
     endpoints = make_endpoints(configs, scenario.limits, scenario.retry, scenario.seed)
     try:  # the driver checks the provider once, before anything is written; workers send the requests
         if opts.check_reachable:
@@ -269,7 +269,7 @@ def _connect(ray: Any, ray_opts: RayOptions) -> None:
 
 
 class _Driver:
-    def __init__(self, ray: Any, scenario: Scenario, out: Path, ray_opts: RayOptions,
+    def __init__(self, ray: Any, scenario: AnyScenario, out: Path, ray_opts: RayOptions,
                  retry_failed: bool, say: Callable[[str], None]) -> None:
         self.ray = ray
         self.scenario = scenario
@@ -280,7 +280,7 @@ class _Driver:
         self.slots: dict[int, _Slot] = {}
         self.progress = _Progress()
         gpus = ray.cluster_resources().get("GPU", 0)
-        local = any(scenario.backend_for(r).provider == "local" for r in ("delegate", "main_contact"))
+        local = any(cfg.provider == "local" for cfg in backend_configs(scenario).values())
         # One model per GPU: a local-model worker asks for a whole GPU where the cluster has them.
         self.actor_cls = ray.remote(RunWorker).options(
             num_cpus=1, num_gpus=1 if (local and gpus >= 1) else 0, max_restarts=0)

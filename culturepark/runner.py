@@ -14,7 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-from culturepark.agents.protocol import CultureParkPolicy, Plan, PlanError, build_plan
+from culturepark.agents.protocol import PlanError
+from culturepark.agents.studies import backend_configs, build_study_plan, policy_for
 from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.export import assemble, export_run, summarize
 from culturepark.engine.log import LOG_NAME, LogWriteError
@@ -25,7 +26,7 @@ from culturepark.scenarios.factory import (check_reachable, close_endpoints, is_
                                            start_backends)
 from culturepark.paths import resolve_data_dir
 from culturepark.scenarios.loader import ScenarioError, load_scenario, parse_scenario, resolve_path
-from culturepark.scenarios.schema import Scenario
+from culturepark.scenarios.schema import AnyScenario, EducationScenario, Scenario
 
 
 def package_version() -> str:
@@ -65,10 +66,20 @@ class RunResult:
         return 0 if (not self.error and s["failed"] == 0 and s["incomplete"] == 0) else 1
 
 
-def apply_overrides(scenario: Scenario, opts: RunOptions, source: str) -> Scenario:
+def apply_overrides(scenario: AnyScenario, opts: RunOptions, source: str) -> AnyScenario:
     """CLI flags override the scenario; the result is validated like the file itself."""
     data = scenario.model_dump(mode="json", exclude_unset=False)
-    targets = [data["backend"]] + [r["backend"] for r in data["roles"].values() if r.get("backend")]
+    if isinstance(scenario, EducationScenario):
+        if opts.model:
+            raise InputError("--model does not apply to an education study (its arms name their tutors)")
+        targets = [data["learner_backend"]]
+        if opts.base_url:
+            for arm in data["arms"]:
+                arm["base_url"] = opts.base_url
+                if arm["tutor"].startswith("local:"):
+                    arm["tutor"] = "openai:" + arm["tutor"].removeprefix("local:").partition("+lora:")[0]
+    else:
+        targets = [data["backend"]] + [r["backend"] for r in data["roles"].values() if r.get("backend")]
     for b in targets:
         if opts.base_url:
             if b["provider"] == "local":
@@ -86,36 +97,36 @@ def apply_overrides(scenario: Scenario, opts: RunOptions, source: str) -> Scenar
     return parse_scenario(data, f"{source} (with command-line overrides)")
 
 
-def default_out_dir(scenario: Scenario) -> Path:
+def default_out_dir(scenario: AnyScenario) -> Path:
     if scenario.output.dir:
         return Path(scenario.output.dir)
     return Path("runs") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def prepare(scenario_ref: str | Path | Scenario, opts: RunOptions) -> tuple[Scenario, Plan, Path]:
+def prepare(scenario_ref: str | Path | AnyScenario, opts: RunOptions) -> tuple[AnyScenario, Any, Path]:
     """Load, override, resolve against the data. Raises InputError; writes nothing."""
     try:
-        if isinstance(scenario_ref, Scenario):
+        if isinstance(scenario_ref, (Scenario, EducationScenario)):
             scenario, source, base_dir = scenario_ref, "<scenario>", None
         else:
             path = resolve_path(scenario_ref)
             scenario, source, base_dir = load_scenario(path), str(path), path.parent
         scenario = apply_overrides(scenario, opts, source)
         data_dir = resolve_data_dir(opts.data_dir, scenario.data_dir, base_dir)
-        plan = build_plan(scenario, data_dir, base_dir)
+        plan = build_study_plan(scenario, data_dir, base_dir)
     except (ScenarioError, PlanError) as exc:
         raise InputError(str(exc)) from None
     out = Path(opts.out) if opts.out else default_out_dir(scenario)
     return scenario, plan, out
 
 
-async def run_async(scenario_ref: str | Path | Scenario, opts: RunOptions | None = None,
+async def run_async(scenario_ref: str | Path | AnyScenario, opts: RunOptions | None = None,
                     progress: Callable[[Scheduler, int, int], Any] | None = None,
                     say: Callable[[str], None] | None = None) -> RunResult:
     opts = opts or RunOptions()
     say = say or (lambda _m: None)
     scenario, plan, out = prepare(scenario_ref, opts)
-    configs = {r: scenario.backend_for(r) for r in ("delegate", "main_contact")}
+    configs = backend_configs(scenario)
     cache_dirs = [Path(p) for p in scenario.cache_from]
     for d in cache_dirs:
         if not (d / LOG_NAME).exists():
@@ -135,7 +146,7 @@ async def run_async(scenario_ref: str | Path | Scenario, opts: RunOptions | None
             convs = plan.conversations()
             if opts.limit is not None:
                 convs = itertools.islice(convs, opts.limit)
-            scheduler = Scheduler(CultureParkPolicy(scenario), endpoints, log,
+            scheduler = Scheduler(policy_for(scenario), endpoints, log,
                                   SchedulerConfig(concurrency=scenario.concurrency,
                                                   budget_usd=scenario.budget_usd))
             ticker = asyncio.create_task(progress(scheduler, total, already)) if progress else None
@@ -173,7 +184,7 @@ def endpoint_summary(endpoints: dict[str, Endpoint]) -> list[dict[str, Any]]:
     return list(out.values())
 
 
-def _header(scenario: Scenario, plan: Plan, endpoints: dict[str, Endpoint], opts: RunOptions) -> dict:
+def _header(scenario: AnyScenario, plan: Any, endpoints: dict[str, Endpoint], opts: RunOptions) -> dict:
     return {
         "type": "run", "format": 1, "run_name": scenario.name,
         "scenario": scenario.model_dump(mode="json"),  # RunDir.start adds scenario_hash
@@ -186,7 +197,7 @@ def _header(scenario: Scenario, plan: Plan, endpoints: dict[str, Endpoint], opts
     }
 
 
-def estimate(scenario_ref: str | Path | Scenario, opts: RunOptions | None = None) -> dict[str, Any]:
+def estimate(scenario_ref: str | Path | AnyScenario, opts: RunOptions | None = None) -> dict[str, Any]:
     """`--dry-run`: requests, tokens and cost of a scenario without sending anything.
 
     Each conversation is played through the real turn policy with placeholder replies of
@@ -198,7 +209,8 @@ def estimate(scenario_ref: str | Path | Scenario, opts: RunOptions | None = None
 
     opts = opts or RunOptions()
     scenario, plan, _ = prepare(scenario_ref, opts)
-    policy = CultureParkPolicy(scenario)
+    policy = policy_for(scenario)
+    configs = backend_configs(scenario)
     per_role: dict[str, dict[str, float]] = {}
     conversations = 0
     convs = plan.conversations()
@@ -216,7 +228,7 @@ def estimate(scenario_ref: str | Path | Scenario, opts: RunOptions | None = None
             turns.append(Turn(len(turns), nxt.speaker, nxt.role, filler))
     cost: float | None = 0.0
     for role, agg in per_role.items():
-        cfg = scenario.backend_for(role)  # type: ignore[arg-type]
+        cfg = configs[role]
         price = price_for(cfg)
         agg["model"] = cfg.model  # type: ignore[assignment]
         agg["cost_usd"] = round(price.cost(int(agg["prompt_tokens"]), int(agg["completion_tokens"])), 4) if price else None  # type: ignore[assignment]
@@ -229,7 +241,7 @@ def estimate(scenario_ref: str | Path | Scenario, opts: RunOptions | None = None
             "skipped_never_asked": len(plan.skipped)}
 
 
-def run(scenario_ref: str | Path | Scenario, **kwargs: Any) -> RunResult:
+def run(scenario_ref: str | Path | AnyScenario, **kwargs: Any) -> RunResult:
     """Python API: `culturepark.run("quickstart", out="runs/q")`."""
     opts = RunOptions(**{k: (Path(v) if k in ("out", "data_dir") and v else v) for k, v in kwargs.items()})
     return asyncio.run(run_async(scenario_ref, opts))

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from culturepark.scenarios.schema import Scenario
+from culturepark.scenarios.schema import AnyScenario, EducationScenario, Scenario
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -75,7 +75,10 @@ def parse_model(model: type[M], data: Any, source: str) -> M:
         raise ScenarioError(format_validation_error(source, exc)) from None
 
 
-def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
+def parse_scenario(data: Any, source: str = "<scenario>") -> AnyScenario:
+    """`kind` picks the model: `culturepark` (conversations, the default) or `education` (a study)."""
+    if isinstance(data, dict) and data.get("kind") == "education":
+        return parse_model(EducationScenario, data, source)
     return parse_model(Scenario, data, source)
 
 
@@ -100,6 +103,6 @@ def load_model(model: type[M], path: str | Path) -> M:
     return parse_model(model, read_yaml(path), str(path))
 
 
-def load_scenario(name_or_path: str | Path) -> Scenario:
+def load_scenario(name_or_path: str | Path) -> AnyScenario:
     path = resolve_path(name_or_path)
     return parse_scenario(read_yaml(path), str(path))

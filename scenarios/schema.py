@@ -178,3 +178,106 @@ class Scenario(_Strict):
                       "max_batch", "batch_wait_ms", "settle"):
                 b.pop(k, None)
         return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+# -- education studies (kind: education) -----------------------------------------------------
+
+DEFAULT_LIKERT = ("The conversation was helpful for understanding the culture.",
+                  "The conversation was engaging.",
+                  "The tutor felt like an authentic person from that culture.",
+                  "I would use a tutor like this again.")
+
+
+class Arm(_Strict):
+    """One condition of the study: a tutor model. Learners are never told which arm they are in."""
+
+    name: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.-]+$")
+    tutor: str = Field(min_length=3)  # a model spec: local:gemma3-270m[+lora:DIR], openai:MODEL, gemini:MODEL
+    base_url: str | None = None
+    api_key_env: str | None = None
+
+
+class LearnerPersona(_Strict):
+    """Who a simulated learner is: an outsider with a reason to learn ({country} is filled in)."""
+
+    culture: str = "American"
+    names: list[str] = Field(default_factory=lambda: ["Alex", "Sam", "Jordan", "Taylor", "Morgan", "Casey"],
+                             min_length=1)
+    reasons: list[str] = Field(default_factory=lambda: [
+        "is moving to {country} for a job next year",
+        "has just joined a team with several colleagues from {country}",
+        "has a close friend from {country} and wants to understand them better",
+    ], min_length=1)
+
+
+class EducationTest(_Strict):
+    """The pre/post test: the 24 VSM13 items and/or WVS items, answered as a typical person would."""
+
+    vsm13: bool = True
+    wvs_items: list[str] = Field(default_factory=list)
+
+    @field_validator("wvs_items", mode="before")
+    @classmethod
+    def _ids(cls, v: object) -> object:
+        return [str(x).upper().removeprefix("Q") for x in v] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "EducationTest":
+        if not self.vsm13 and not self.wvs_items:
+            raise ValueError("the test needs the VSM13 items or at least one WVS item")
+        return self
+
+
+class Questionnaire(_Strict):
+    likert: list[str] = Field(default_factory=lambda: list(DEFAULT_LIKERT), min_length=1)
+    free_text: str | None = "What did you learn, and what would you change about the conversation?"
+
+
+class EducationScenario(_Strict):
+    """A learning study: learners talk with a tutor of one arm, then take a test (`kind: education`)."""
+
+    kind: Literal["education"]
+    name: str = Field(min_length=1)
+    description: str = ""
+    cultures: list[str] = Field(min_length=1)
+    arms: list[Arm] = Field(min_length=1)
+    learners_per_arm: int = Field(5, ge=1, le=100_000)  # per culture and arm
+    learning_turns: int = Field(10, ge=1, le=100)  # questions the learner asks
+    test: EducationTest = Field(default_factory=EducationTest)
+    questionnaire: Questionnaire = Field(default_factory=Questionnaire)
+    learner: LearnerPersona = Field(default_factory=LearnerPersona)
+    learner_backend: BackendConfig = Field(default_factory=BackendConfig)  # the simulated learner
+    sampling: Sampling = Field(default_factory=Sampling)  # learning conversation
+    answer_temperature: float = Field(0.7, ge=0, le=2)  # test and questionnaire answers
+    answer_tries: int = Field(3, ge=1, le=10)  # an unparseable answer is asked again, then counted invalid
+    max_reply_chars: int = Field(2000, ge=50)  # human study: a longer message is refused
+    limits: Limits = Field(default_factory=Limits)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    concurrency: int = Field(64, ge=1, le=100_000)
+    seed: int = 0
+    data_dir: str | None = None
+    culture_table: list[CultureEntry] | str | None = None
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    cache_from: list[str] = Field(default_factory=list)
+    budget_usd: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _unique_arms(self) -> "EducationScenario":
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arm names must be unique (got {names})")
+        return self
+
+    def content_hash(self) -> str:
+        data = self.model_dump(mode="json", exclude={"limits", "concurrency", "output", "retry", "description",
+                                                     "budget_usd", "cache_from", "data_dir", "max_reply_chars"})
+        for k in ("base_url", "api_key_env", "timeout_s", "max_connections", "price", "device",
+                  "max_batch", "batch_wait_ms", "settle"):
+            data["learner_backend"].pop(k, None)
+        for arm in data["arms"]:
+            arm.pop("base_url", None)
+            arm.pop("api_key_env", None)
+        return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+AnyScenario = Scenario | EducationScenario

@@ -1,0 +1,248 @@
+"""`culturepark eval education RUN_DIR`: learning gain and experience per culture and arm.
+
+For each learner who finished, the pre- and post-test answers give VSM13 item means, the
+six indices (same formulas as `eval hofstede`) and their C-free distance to the published
+country scores: each dimension is centred over the cultures of the study (the learners of
+one arm and phase give each culture's mean), so the unknown constant C cancels; this needs
+two or more cultures. Gain = pre distance − post distance (positive: the learner's picture
+moved towards the published one). WVS test items are scored as |answer − mean of the
+country's valid respondents| / scale width. An answer that was still unparseable after the
+re-asks is counted invalid and leaves the indices it feeds undefined — never guessed.
+
+Arms are compared by the difference of mean gain (and of mean experience) with a bootstrap
+95 % interval over learners. Human and simulated runs are scored alike; the output says which.
+"""
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from culturepark.agents.education import parse_item_answer, walk
+from culturepark.agents.wvs import WVSData
+from culturepark.benchmarks.common import mean_std
+from culturepark.benchmarks.hofstede import DIMENSIONS, indices, load_scores
+from culturepark.engine.errors import InputError
+from culturepark.engine.export import assemble
+from culturepark.engine.files import atomic_write_json
+from culturepark.paths import resolve_data_dir
+
+RESULT_NAME = "education.json"
+SIMULATED_NOTE = "simulated learners, not a human study"
+
+
+@dataclass
+class Learner:
+    id: str
+    culture: str
+    hofstede: str
+    country_file: str
+    arm: str
+    kind: str
+    answers: dict[str, dict[str, int | None]] = field(default_factory=dict)  # phase -> item key -> value
+    invalid: Counter = field(default_factory=Counter)  # phase -> unparseable answers
+    free_text: str | None = None
+    indices: dict[str, dict[str, float | None]] = field(default_factory=dict)  # phase -> dimension -> index
+    distance: dict[str, float | None] = field(default_factory=dict)  # phase -> C-free distance
+
+    @property
+    def gain(self) -> float | None:
+        pre, post = self.distance.get("pre"), self.distance.get("post")
+        return None if pre is None or post is None else round(pre - post, 4)
+
+    @property
+    def experience(self) -> float | None:
+        vals = [v for v in self.answers.get("exp", {}).values() if v is not None]
+        return statistics.fmean(vals) if vals else None
+
+
+def read_learners(run_dir: Path, answer_tries: int) -> list[Learner]:
+    learners = []
+    for conv_id, conv in assemble(run_dir).conversations:
+        end = conv.end
+        if not end or end["status"] != "done" or end.get("meta", {}).get("study") != "education":
+            continue
+        meta = end["meta"]
+        texts = [t["text"] for _, t in sorted(conv.turns.items())]
+        aligned, _ = walk(meta, texts, answer_tries)
+        learner = Learner(conv_id, meta["culture"], meta["hofstede"], meta["country_file"], meta["arm"],
+                          meta.get("learners", "simulated"))
+        for step, text in zip(aligned, texts):
+            if step.phase == "free":
+                learner.free_text = text
+            elif step.needs_number:
+                # the last attempt for an item is its answer; earlier attempts were re-asked
+                learner.answers.setdefault(step.phase, {})[step.item["key"]] = parse_item_answer(step.item, text)  # type: ignore[index]
+        for phase, answers in learner.answers.items():
+            learner.invalid[phase] = sum(v is None for v in answers.values())
+            if phase in ("pre", "post"):
+                vsm = {int(k.split(":")[1]): (float(v) if v is not None else None)
+                       for k, v in answers.items() if k.startswith("vsm13:")}
+                if vsm:
+                    learner.indices[phase] = indices(vsm)
+        learners.append(learner)
+    return learners
+
+
+def centred_learner_distances(learners: list[Learner], published: dict[str, dict[str, float | None]]
+                              ) -> list[str]:
+    """Fill each learner's pre and post `distance`, centring over the cultures of this group.
+
+    The dimensions are those every culture has in both phases (and in the published scores),
+    so a learner's pre and post distances, and hence the gain, compare like with like.
+    Returns the dimensions used ([] when fewer than two cultures or nothing is defined).
+    """
+    cultures = sorted({l.hofstede for l in learners})
+    if len(cultures) < 2:
+        return []
+    means: dict[str, dict[str, dict[str, float]]] = {}
+    for phase in ("pre", "post"):
+        means[phase] = {}
+        for c in cultures:
+            group = [l.indices[phase] for l in learners if l.hofstede == c and phase in l.indices]
+            means[phase][c] = {d: statistics.fmean(vals) for d in DIMENSIONS
+                               if (vals := [i[d] for i in group if i.get(d) is not None])}
+    dims = [d for d in DIMENSIONS if all(d in means[p][c] for p in ("pre", "post") for c in cultures)
+            and all(published.get(c, {}).get(d) is not None for c in cultures)]
+    if not dims:
+        return []
+    human_centre = {d: statistics.fmean(published[c][d] for c in cultures) for d in dims}  # type: ignore[misc]
+    for phase in ("pre", "post"):
+        model_centre = {d: statistics.fmean(means[phase][c][d] for c in cultures) for d in dims}
+        for l in learners:
+            idx = l.indices.get(phase)
+            if idx is None or any(idx.get(d) is None for d in dims):
+                continue
+            l.distance[phase] = round(math.sqrt(sum(
+                ((idx[d] - model_centre[d]) - (published[l.hofstede][d] - human_centre[d])) ** 2  # type: ignore[operator]
+                for d in dims)), 4)
+    return dims
+
+
+def bootstrap_diff(a: list[float], b: list[float], reps: int, rng: random.Random) -> dict[str, Any]:
+    """mean(b) − mean(a) with a percentile bootstrap 95 % interval (learners resampled per arm)."""
+    if not a or not b:
+        return {"diff": None, "ci95": None, "n": [len(a), len(b)]}
+    diffs = sorted(statistics.fmean(rng.choices(b, k=len(b))) - statistics.fmean(rng.choices(a, k=len(a)))
+                   for _ in range(reps))
+    lo, hi = diffs[int(0.025 * (reps - 1))], diffs[int(0.975 * (reps - 1))]
+    return {"diff": round(statistics.fmean(b) - statistics.fmean(a), 4), "ci95": [round(lo, 4), round(hi, 4)],
+            "n": [len(a), len(b)]}
+
+
+def _group_summary(group: list[Learner], wvs_means: dict[tuple[str, str], tuple[float, int, int]],
+                   likert: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "learners": len(group),
+        "pre_distance": mean_std(l.distance.get("pre") for l in group),
+        "post_distance": mean_std(l.distance.get("post") for l in group),
+        "gain": mean_std(l.gain for l in group),
+        "invalid_answers": {p: sum(l.invalid.get(p, 0) for l in group) for p in ("pre", "post", "exp")},
+        "experience": mean_std(l.experience for l in group),
+        "experience_items": {q: mean_std(l.answers.get("exp", {}).get(f"likert:{i}") for l in group)
+                             for i, q in enumerate(likert)},
+        "free_text_answers": sum(bool(l.free_text) for l in group),
+    }
+    wvs_keys = sorted({k for l in group for k in l.answers.get("pre", {}) if k.startswith("wvs:")})
+    if wvs_keys:
+        out["wvs_distance"] = {}
+        for key in wvs_keys:
+            per = {}
+            for phase in ("pre", "post"):
+                vals = []
+                for l in group:
+                    v = l.answers.get(phase, {}).get(key)
+                    ref = wvs_means.get((l.country_file, key))
+                    if v is not None and ref is not None:
+                        mean, lo, hi = ref
+                        vals.append(abs(v - mean) / (hi - lo))
+                per[phase] = mean_std(vals)
+            out["wvs_distance"][key] = per
+    return out
+
+
+def score(run_dir: Path, data_dir: Path | None = None, bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    a = assemble(run_dir)
+    header = a.header or {}
+    scenario = header.get("scenario", {})
+    if scenario.get("kind") != "education":
+        raise InputError(f"{run_dir}: not an education study (its scenario kind is {scenario.get('kind', 'culturepark')!r})")
+    data_dir = resolve_data_dir(data_dir, header.get("data_dir"), None)
+    learners = read_learners(run_dir, scenario.get("answer_tries", 3))
+    published = load_scores(data_dir)
+    likert = scenario.get("questionnaire", {}).get("likert", [])
+    arms = [arm["name"] for arm in scenario.get("arms", [])]
+    dimensions = {arm: centred_learner_distances([l for l in learners if l.arm == arm], published)
+                  for arm in arms}
+    wvs_means: dict[tuple[str, str], tuple[float, int, int]] = {}
+    wvs_items = [str(q) for q in scenario.get("test", {}).get("wvs_items", [])]
+    if wvs_items:
+        data = WVSData(data_dir)
+        for l in learners:
+            for q in wvs_items:
+                key = (l.country_file, f"wvs:{q}")
+                if key not in wvs_means:
+                    valid = data.answers(l.country_file, q)  # negative codes are missing, never answers
+                    item = data.item(q)
+                    if valid:
+                        wvs_means[key] = (statistics.fmean(valid), min(item.scale), max(item.scale))
+    kinds = sorted({l.kind for l in learners}) or ["simulated"]
+    kind = kinds[0] if len(kinds) == 1 else "mixed"
+    cultures = sorted({l.culture for l in learners})
+    result: dict[str, Any] = {
+        "run_dir": str(run_dir), "run_name": header.get("run_name"), "scenario_hash": header.get("scenario_hash"),
+        "learners": kind,
+        "note": SIMULATED_NOTE if kind != "human" else "human participants",
+        "cultures": cultures, "arms": arms, "learners_scored": len(learners),
+        "learners_planned": header.get("planned_conversations"),
+        "distance": "C-free (each dimension centred over the study's cultures, per arm and phase)",
+        "dimensions": dimensions,
+        "by_culture": {c: {arm: _group_summary([l for l in learners if l.culture == c and l.arm == arm],
+                                               wvs_means, likert) for arm in arms} for c in cultures},
+        "by_arm": {arm: _group_summary([l for l in learners if l.arm == arm], wvs_means, likert) for arm in arms},
+    }
+    if len(cultures) < 2:
+        result["warning"] = "one culture only: the C-free distance needs two or more, so distances are null"
+    if len(arms) >= 2:
+        rng = random.Random(seed)
+        ref = arms[0]
+        result["arm_differences"] = {}
+        for arm in arms[1:]:
+            def vals(name: str, attr: str) -> list[float]:
+                return [v for l in learners if l.arm == name if (v := getattr(l, attr)) is not None]
+            result["arm_differences"][f"{arm} - {ref}"] = {
+                "gain": bootstrap_diff(vals(ref, "gain"), vals(arm, "gain"), bootstrap, rng),
+                "experience": bootstrap_diff(vals(ref, "experience"), vals(arm, "experience"), bootstrap, rng),
+            }
+    result["per_learner"] = [{"id": l.id, "culture": l.culture, "arm": l.arm, "learners": l.kind,
+                              "pre_distance": l.distance.get("pre"), "post_distance": l.distance.get("post"),
+                              "gain": l.gain, "experience": l.experience, "invalid": dict(l.invalid)}
+                             for l in learners]
+    atomic_write_json(run_dir / RESULT_NAME, result)
+    return result
+
+
+def table(result: dict[str, Any]) -> str:
+    """The per-culture-and-arm table a reader checks first, labelled with who the learners were."""
+    def f(ms: dict[str, Any]) -> str:
+        return "n/a" if ms["mean"] is None else f"{ms['mean']:.1f} ± {ms['std']:.1f}"
+    lines = [f"education study ({result['note']})",
+             f"{'culture':<12} {'arm':<14} {'n':>3} {'pre dist':>14} {'post dist':>14} {'gain':>14} "
+             f"{'experience':>12} {'invalid pre/post':>17}"]
+    for c, arms in result["by_culture"].items():
+        for arm, s in arms.items():
+            inv = s["invalid_answers"]
+            exp = "n/a" if s["experience"]["mean"] is None else f"{s['experience']['mean']:.2f}"
+            lines.append(f"{c:<12} {arm:<14} {s['learners']:>3} {f(s['pre_distance']):>14} "
+                         f"{f(s['post_distance']):>14} {f(s['gain']):>14} {exp:>12} "
+                         f"{inv['pre']:>8}/{inv['post']:<8}")
+    for name, d in result.get("arm_differences", {}).items():
+        g = d["gain"]
+        ci = "n/a" if g["ci95"] is None else f"[{g['ci95'][0]:.1f}, {g['ci95'][1]:.1f}]"
+        lines.append(f"gain {name}: {g['diff']} (95% CI {ci})")
+    return "\n".join(lines)

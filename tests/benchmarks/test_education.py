@@ -1,0 +1,133 @@
+"""Education study: a scripted sim server whose learner answers are known → hand-computed distances."""
+import asyncio
+import math
+import statistics
+
+import orjson
+import pytest
+import yaml
+
+from culturepark.agents.education import base_sequence, walk
+from culturepark.agents.wvs import WVSData
+from culturepark.benchmarks.education import score
+from culturepark.runner import RunOptions, run_async
+from tests.conftest import run_cli
+
+PUBLISHED = {"China": {"pdi": 80, "idv": 20, "mas": 66, "uai": 30, "lto": 87, "ivr": 24},
+             "Germany": {"pdi": 35, "idv": 67, "mas": 66, "uai": 65, "lto": 83, "ivr": 40}}
+SCRIPT = [  # first match wins; the learner's last message decides the reply
+    {"pattern": "What did you learn", "reply": "That family comes first."},
+    {"pattern": "How much do you agree", "reply": "4"},
+    {"pattern": r"Earlier you talked with Wei.*Survey item 02:", "reply": "1"},  # Chinese post-test, item 2
+    {"pattern": r"^Answer as a typical person from Germany would\.\nSurvey item 01:", "reply": "3-5"},  # a range: invalid
+    {"pattern": "Answer as a typical person", "reply": "3"},
+]
+
+
+def write_hofstede(data_dir):
+    folder = data_dir / "hofstede"
+    folder.mkdir()
+    items = [{"item": n, "scale": "1 = a, 2 = b, 3 = c, 4 = d, 5 = e",
+              "question": f"Survey item {n:02d}: how important is thing {n:02d}?"} for n in range(1, 25)]
+    (folder / "vsm13_items.jsonl").write_text("".join(orjson.dumps(i).decode() + "\n" for i in items))
+    rows = ["ctr;country;pdi;idv;mas;uai;ltowvs;ivr"]
+    rows += [f"X;{c};{s['pdi']};{s['idv']};{s['mas']};{s['uai']};{s['lto']};{s['ivr']}" for c, s in PUBLISHED.items()]
+    (folder / "6-dimensions-for-website-2015-08-16.csv").write_text("\n".join(rows) + "\n")
+
+
+def study(url, **kw):
+    spec = {"name": "edu-test", "kind": "education", "cultures": ["Chinese", "German"],
+            "arms": [{"name": "a", "tutor": "openai:tutor-a", "base_url": url},
+                     {"name": "b", "tutor": "openai:tutor-b", "base_url": url}],
+            "learners_per_arm": 2, "learning_turns": 2, "answer_tries": 3,
+            "test": {"vsm13": True, "wvs_items": ["27"]},
+            "learner_backend": {"provider": "openai", "model": "sim-learner", "base_url": url},
+            "sampling": {"max_tokens": 30}, "seed": 3, "concurrency": 8,
+            "retry": {"max_attempts": 2, "base_delay_s": 0.01, "max_delay_s": 0.02}}
+    spec.update(kw)
+    return spec
+
+
+def test_scripted_learners_give_the_hand_computed_distances_gain_and_counts(tmp_path, tiny_data, sim_process):
+    write_hofstede(tiny_data)
+    script = tmp_path / "script.yaml"
+    script.write_text(yaml.safe_dump(SCRIPT))
+    url = sim_process("--script", str(script))
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study(url)))
+    out = tmp_path / "run"
+    result = asyncio.run(run_async(path, RunOptions(out=out, data_dir=tiny_data)))
+    assert result.exit_code == 0 and result.summary["done"] == 8
+
+    # blind, balanced assignment: each culture has 2 learners per arm, and no prompt names the arm
+    metas = [orjson.loads(line)["meta"] for line in (out / "conversations.jsonl").read_bytes().splitlines()]
+    for c in ("Chinese", "German"):
+        assert sorted(m["arm"] for m in metas if m["culture"] == c) == ["a", "a", "b", "b"]
+    log = (out / "log.jsonl").read_text()
+    assert "tutor-a" not in log.split('"type":"turn"', 1)[1].split('"request_hash"')[0]
+
+    res = score(out, tiny_data, bootstrap=500)
+    assert res["learners"] == "simulated" and res["note"] == "simulated learners, not a human study"
+    # idv is undefined for German learners before learning (item 1 never got a valid answer), so the
+    # C-free distance uses the five dimensions every culture has in both phases
+    assert res["dimensions"] == {"a": ["pdi", "mas", "uai", "lto", "ivr"], "b": ["pdi", "mas", "uai", "lto", "ivr"]}
+    dims = ["pdi", "mas", "uai", "lto", "ivr"]
+    half = {d: (PUBLISHED["China"][d] - PUBLISHED["Germany"][d]) / 2 for d in dims}
+    # pre: every answer 3 → all indices 0; centred published values are ±half
+    pre = math.sqrt(sum(h ** 2 for h in half.values()))
+    # post: Chinese learners answer item 2 with 1 → PDI = 35 × (m7 − m2) = 70; German stay 0.
+    # Centred: ±35 against ±half[pdi]
+    post = math.sqrt((35 - half["pdi"]) ** 2 + sum(half[d] ** 2 for d in dims if d != "pdi"))
+    for c in ("Chinese", "German"):
+        for arm in ("a", "b"):
+            s = res["by_culture"][c][arm]
+            assert s["learners"] == 2
+            assert s["pre_distance"]["mean"] == pytest.approx(pre, abs=1e-3)
+            assert s["post_distance"]["mean"] == pytest.approx(post, abs=1e-3)
+            assert s["gain"]["mean"] == pytest.approx(pre - post, abs=1e-3) and s["gain"]["std"] == 0
+            assert s["experience"]["mean"] == 4.0 and s["free_text_answers"] == 2
+            assert s["invalid_answers"] == {"pre": 2 if c == "German" else 0, "post": 0, "exp": 0}
+    # WVS item: |3 − mean of the country's valid respondents| / (4 − 1); negative codes are not answers
+    china = WVSData(tiny_data).answers("China", "27")
+    expected = abs(3 - statistics.fmean(china)) / 3
+    assert res["by_culture"]["Chinese"]["a"]["wvs_distance"]["wvs:27"]["pre"]["mean"] == pytest.approx(expected, abs=1e-4)
+    diff = res["arm_differences"]["b - a"]["gain"]
+    assert diff["diff"] == pytest.approx(0, abs=1e-6) and diff["ci95"] == [0.0, 0.0] and diff["n"] == [4, 4]
+    assert orjson.loads((out / "education.json").read_bytes())["learners_scored"] == 8
+
+    # the invalid item was asked answer_tries (3) times, then left invalid — never guessed
+    german = next(line for line in (out / "conversations.jsonl").read_bytes().splitlines()
+                  if b'"German:' in line)
+    turns = orjson.loads(german)["turns"]
+    assert [t["text"] for t in turns[:3]] == ["3-5"] * 3
+    per_session = len(base_sequence(metas[0]))
+    assert len(turns) == per_session + 2
+
+    cli = run_cli("eval", "education", str(out), "--data-dir", str(tiny_data), "--json")
+    assert cli.returncode == 0 and orjson.loads(cli.stdout)["note"] == "simulated learners, not a human study"
+    assert run_cli("eval", "education", str(tmp_path / "nothing")).returncode == 2
+
+
+def test_walk_re_asks_an_unparseable_answer_then_moves_on():
+    meta = {"test": [{"key": "vsm13:1", "question": "q", "scale": "", "lo": 1, "hi": 5}], "learning_turns": 1,
+            "likert": ["helpful"], "free_text": None}
+    aligned, nxt = walk(meta, ["no idea"], answer_tries=2)
+    assert nxt.phase == "pre" and nxt.attempt == 2
+    aligned, nxt = walk(meta, ["no idea", "still no"], answer_tries=2)
+    assert nxt.phase == "learn" and nxt.role == "learner"  # counted invalid later, not asked a third time
+    aligned, nxt = walk(meta, ["4", "question?", "answer.", "6", "2"], answer_tries=1)
+    assert [s.phase for s in aligned] == ["pre", "learn", "learn", "post", "exp"] and nxt is None
+
+
+def test_education_scenarios_are_validated_like_the_others(tmp_path, tiny_data):
+    write_hofstede(tiny_data)
+    bad = study("http://127.0.0.1:9/v1", arms=[{"name": "a", "tutor": "openai:x"}, {"name": "a", "tutor": "openai:y"}])
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    done = run_cli("validate", str(path), "--data-dir", str(tiny_data))
+    assert done.returncode == 2 and "arm names must be unique" in done.stderr
+    path.write_text(yaml.safe_dump(study("http://127.0.0.1:9/v1", arms=[{"name": "a", "tutor": "nonsense"}])))
+    done = run_cli("run", str(path), "--data-dir", str(tiny_data), "--out", str(tmp_path / "o"))
+    assert done.returncode == 2 and "model spec" in done.stderr and not (tmp_path / "o").exists()
+    ok = run_cli("validate", "education-quickstart", "education-paper")
+    assert ok.returncode == 0, ok.stderr
