@@ -336,6 +336,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args)
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from culturepark.benchmarks.study_app import serve
+
+    def say(message: str) -> None:
+        print(message, flush=True)
+
+    try:
+        asyncio.run(serve(args.scenario, args.out, args.host, args.port, args.data_dir, say=say))
+    except KeyboardInterrupt:
+        print("stopped; every answer is in the log — start again with the same --out to continue", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="culturepark", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -421,6 +434,16 @@ def build_parser() -> argparse.ArgumentParser:
     ee.add_argument("--bootstrap", type=int, default=2000, help="resamples for the 95%% intervals")
     ee.add_argument("--json", action="store_true")
     ee.set_defaults(func=cmd_eval)
+
+    st = sub.add_parser("study", help="run an education study with real participants (web app)")
+    stsub = st.add_subparsers(dest="study_command", required=True)
+    ss = stsub.add_parser("serve", help="serve the study; answers go to OUT/log.jsonl as they happen")
+    ss.add_argument("scenario", help="an education scenario (kind: education)")
+    ss.add_argument("--out", type=Path, required=True, help="run directory; an existing one is continued")
+    ss.add_argument("--host", default="127.0.0.1")
+    ss.add_argument("--port", type=int, default=8800, help="0 picks a free port (printed)")
+    ss.add_argument("--data-dir", type=Path)
+    ss.set_defaults(func=cmd_study)
 
     rep = sub.add_parser("report", help="HTML page with plots of evals and runs found under DIRs")
     rep.add_argument("dirs", nargs="+", type=Path)

@@ -108,6 +108,20 @@ class SchedulerConfig:
     record_latencies: bool = True
 
 
+def turn_record(conv: ConversationSpec, index: int, nxt: TurnRequest, completion: Any, text: str,
+                request_hash: str, cost: float | None, t: float) -> dict[str, Any]:
+    """The log record of one generated turn (the scheduler's and the study server's)."""
+    usage = completion.usage
+    return {
+        "type": "turn", "conversation_id": conv.id, "seq": conv.seq, "index": index,
+        "speaker": nxt.speaker, "role": nxt.role, "text": text,
+        "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
+        "cost_usd": cost, "latency_ms": round(completion.latency_ms, 3),
+        "attempts": completion.attempts, "request_hash": request_hash,
+        "finish_reason": completion.finish_reason, "cached": completion.cached, "t": t,
+    }
+
+
 class Scheduler:
     def __init__(self, policy: TurnPolicy, endpoints: Mapping[str, Endpoint], log: RunLog,
                  config: SchedulerConfig | None = None,
@@ -199,16 +213,8 @@ class Scheduler:
             price = endpoint.backend.price
             cost = price.cost(usage.prompt_tokens, usage.completion_tokens) if price else None
             index = len(turns)
-            if not self._append({
-                "type": "turn", "conversation_id": conv.id, "seq": conv.seq, "index": index,
-                "speaker": nxt.speaker, "role": nxt.role, "text": text,
-                "usage": {"prompt_tokens": usage.prompt_tokens,
-                          "completion_tokens": usage.completion_tokens},
-                "cost_usd": cost, "latency_ms": round(completion.latency_ms, 3),
-                "attempts": completion.attempts, "request_hash": request_hash,
-                "finish_reason": completion.finish_reason, "cached": completion.cached,
-                "t": self._clock(),
-            }):
+            if not self._append(turn_record(conv, index, nxt, completion, text, request_hash, cost,
+                                            self._clock())):
                 return
             turns.append(Turn(index, nxt.speaker, nxt.role, text))
             stats.turns += 1

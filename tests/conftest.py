@@ -131,3 +131,21 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: flo
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         time.sleep(interval)
+
+
+# Published Hofstede scores for the tiny fixture (values as in the real table for these countries).
+PUBLISHED_HOFSTEDE = {"China": {"pdi": 80, "idv": 20, "mas": 66, "uai": 30, "lto": 87, "ivr": 24},
+                      "Germany": {"pdi": 35, "idv": 67, "mas": 66, "uai": 65, "lto": 83, "ivr": 40}}
+
+
+def write_hofstede(data_dir: Path) -> None:
+    """VSM13 items with recognisable questions ("Survey item 02: ...") and a two-country score table."""
+    folder = data_dir / "hofstede"
+    folder.mkdir(exist_ok=True)
+    items = [{"item": n, "scale": "1 = a, 2 = b, 3 = c, 4 = d, 5 = e",
+              "question": f"Survey item {n:02d}: how important is thing {n:02d}?"} for n in range(1, 25)]
+    (folder / "vsm13_items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    rows = ["ctr;country;pdi;idv;mas;uai;ltowvs;ivr"]
+    rows += [f"X;{c};{s['pdi']};{s['idv']};{s['mas']};{s['uai']};{s['lto']};{s['ivr']}"
+             for c, s in PUBLISHED_HOFSTEDE.items()]
+    (folder / "6-dimensions-for-website-2015-08-16.csv").write_text("\n".join(rows) + "\n")

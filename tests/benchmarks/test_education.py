@@ -11,10 +11,8 @@ from culturepark.agents.education import base_sequence, walk
 from culturepark.agents.wvs import WVSData
 from culturepark.benchmarks.education import score
 from culturepark.runner import RunOptions, run_async
-from tests.conftest import run_cli
+from tests.conftest import PUBLISHED_HOFSTEDE as PUBLISHED, run_cli, write_hofstede
 
-PUBLISHED = {"China": {"pdi": 80, "idv": 20, "mas": 66, "uai": 30, "lto": 87, "ivr": 24},
-             "Germany": {"pdi": 35, "idv": 67, "mas": 66, "uai": 65, "lto": 83, "ivr": 40}}
 SCRIPT = [  # first match wins; the learner's last message decides the reply
     {"pattern": "What did you learn", "reply": "That family comes first."},
     {"pattern": "How much do you agree", "reply": "4"},
@@ -22,17 +20,6 @@ SCRIPT = [  # first match wins; the learner's last message decides the reply
     {"pattern": r"^Answer as a typical person from Germany would\.\nSurvey item 01:", "reply": "3-5"},  # a range: invalid
     {"pattern": "Answer as a typical person", "reply": "3"},
 ]
-
-
-def write_hofstede(data_dir):
-    folder = data_dir / "hofstede"
-    folder.mkdir()
-    items = [{"item": n, "scale": "1 = a, 2 = b, 3 = c, 4 = d, 5 = e",
-              "question": f"Survey item {n:02d}: how important is thing {n:02d}?"} for n in range(1, 25)]
-    (folder / "vsm13_items.jsonl").write_text("".join(orjson.dumps(i).decode() + "\n" for i in items))
-    rows = ["ctr;country;pdi;idv;mas;uai;ltowvs;ivr"]
-    rows += [f"X;{c};{s['pdi']};{s['idv']};{s['mas']};{s['uai']};{s['lto']};{s['ivr']}" for c, s in PUBLISHED.items()]
-    (folder / "6-dimensions-for-website-2015-08-16.csv").write_text("\n".join(rows) + "\n")
 
 
 def study(url, **kw):
