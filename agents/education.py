@@ -175,7 +175,7 @@ class EducationPolicy:
         if step.phase == "free":
             user = f"{notes}{item['question']} Answer in one or two sentences."
             return Request.instruction(system, user, "Answer:", self.learner_rendering, 80,
-                                       self.scenario.answer_temperature, stop=["\n"], seed=seed)
+                                       self.scenario.answer_temperature, stop=["\n\n"], seed=seed)
         if step.phase == "exp":
             user = (f"{notes}How much do you agree with this statement about that conversation?\n"
                     f"\"{item['question']}\"\nOptions: {item['scale']}\nAnswer with a single number from 1 to 5.")
@@ -183,9 +183,11 @@ class EducationPolicy:
             user = (f"{notes}Answer as a typical person from {T['country']} would.\n{item['question']}\n"
                     f"Options: {item['scale']}\nAnswer with a single number from {item['lo']} to {item['hi']}.")
         cue = f"Answer ({item['lo']}-{item['hi']}):"
+        # No newline stop: a base model often starts its answer on a new line ("\n3"), which a
+        # stop at "\n" would turn into an empty reply; four tokens are short enough anyway.
         return Request.instruction(system, user, cue, self.learner_rendering,
                                    8 if self.learner_rendering == "chat" else 4,
-                                   self.scenario.answer_temperature, stop=["\n"], seed=seed)
+                                   self.scenario.answer_temperature, stop=None, seed=seed)
 
 
 @dataclass
