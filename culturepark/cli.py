@@ -29,7 +29,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         from culturepark.runner import estimate
         est = estimate(args.scenario, RunOptions(limit=args.limit, base_url=args.base_url, model=args.model,
-                                                 data_dir=args.data_dir))
+                                                 data_dir=args.data_dir, arms=args.arm))
         if args.json:
             _print_json(est)
         else:
@@ -40,7 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     opts = RunOptions(out=args.out, resume=args.resume, retry_failed=args.retry_failed,
                       limit=args.limit, base_url=args.base_url, model=args.model, rpm=args.rpm,
-                      tpm=args.tpm, concurrency=args.concurrency, data_dir=args.data_dir)
+                      tpm=args.tpm, concurrency=args.concurrency, data_dir=args.data_dir, arms=args.arm)
     show_bar = sys.stderr.isatty() and not args.json
     if args.ray:
         from culturepark.distributed import RayOptions, run_ray_async
@@ -371,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shard the conversations over Ray workers: alone, a Ray instance on this machine; "
                         "'auto' or HOST:PORT joins a running cluster (pip install 'culturepark[ray]')")
     r.add_argument("--workers", type=int, default=2, help="with --ray: number of workers (default 2)")
+    r.add_argument("--arm", action="append", metavar="NAME=MODEL_SPEC",
+                   help="education studies: a tutor arm (repeat; replaces the scenario's arms), "
+                        "e.g. tuned=local:gemma3-270m+lora:DIR")
     r.set_defaults(func=cmd_run)
 
     rf = sub.add_parser("refine", help="extract, verify, rewrite, de-duplicate opinions; export SFT data")

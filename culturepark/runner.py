@@ -49,6 +49,7 @@ class RunOptions:
     concurrency: int | None = None
     data_dir: Path | None = None
     check_reachable: bool = True
+    arms: list[str] | None = None  # education studies: NAME=MODEL_SPEC, replacing the scenario's arms
 
 
 @dataclass
@@ -69,7 +70,17 @@ class RunResult:
 def apply_overrides(scenario: AnyScenario, opts: RunOptions, source: str) -> AnyScenario:
     """CLI flags override the scenario; the result is validated like the file itself."""
     data = scenario.model_dump(mode="json", exclude_unset=False)
+    if opts.arms and not isinstance(scenario, EducationScenario):
+        raise InputError("--arm applies to education studies (kind: education) only")
     if isinstance(scenario, EducationScenario):
+        if opts.arms:
+            arms = []
+            for arm in opts.arms:
+                name, eq, spec = arm.partition("=")
+                if not eq or not name or not spec:
+                    raise InputError(f"--arm {arm!r}: expected NAME=MODEL_SPEC, e.g. tuned=local:gemma3-270m+lora:DIR")
+                arms.append({"name": name, "tutor": spec})
+            data["arms"] = arms
         if opts.model:
             raise InputError("--model does not apply to an education study (its arms name their tutors)")
         targets = [data["learner_backend"]]
