@@ -324,7 +324,8 @@ def admin_page(server: StudyServer) -> web.Response:
             started = sum(counts[(c.name, arm.name, s)] for s in stages)
             rows.append(f"<tr><td>{html.escape(c.name)}</td><td>{html.escape(arm.name)}</td><td>{started}</td>{cells}</tr>")
     head = "".join(f"<th>{s}</th>" for s in ["culture", "arm", "started", *stages])
-    body = (f"<h1>{html.escape(server.scenario.name)}: progress</h1><p>{len(server.participants)} participants; "
+    n = len(server.participants)
+    body = (f"<h1>{html.escape(server.scenario.name)}: progress</h1><p>{n} participant{'' if n == 1 else 's'}; "
             f"run directory {html.escape(str(server.out))}</p><table><tr>{head}</tr>{''.join(rows)}</table>")
     return _page("Study progress", body)
 

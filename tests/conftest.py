@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -149,3 +150,24 @@ def write_hofstede(data_dir: Path) -> None:
     rows += [f"X;{c};{s['pdi']};{s['idv']};{s['mas']};{s['uai']};{s['lto']};{s['ivr']}"
              for c, s in PUBLISHED_HOFSTEDE.items()]
     (folder / "6-dimensions-for-website-2015-08-16.csv").write_text("\n".join(rows) + "\n")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium for browser tests; installed here (apt, as root) when missing.
+
+    `playwright install` cannot download on these machines, so playwright drives the system
+    browser through `executable_path`.
+    """
+    pytest.importorskip("playwright.sync_api")
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+        if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
+            subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
+            subprocess.run(install, env=env, capture_output=True, timeout=900)
+        exe = shutil.which("chromium")
+    if exe is None:
+        pytest.skip("no chromium on PATH and it could not be installed (apt install chromium)")
+    return exe
