@@ -24,7 +24,8 @@ def collect(dirs: list[Path]) -> dict[str, list[tuple[Path, dict]]]:
     found: dict[str, list[tuple[Path, dict]]] = defaultdict(list)
     for d in dirs:
         for name, kind in (("hofstede.json", "hofstede"), ("moderation.json", "moderation"),
-                           ("diversity.json", "diversity"), ("refine_summary.json", "refine")):
+                           ("diversity.json", "diversity"), ("refine_summary.json", "refine"),
+                           ("education.json", "education")):
             for p in sorted(Path(d).rglob(name)):
                 found[kind].append((p.parent, _load(p)))
         for log in sorted(Path(d).rglob(LOG_NAME)):
@@ -108,6 +109,40 @@ def plot_moderation(items: list[tuple[Path, dict]], out: Path) -> list[str]:
     return ["moderation_f1.png"]
 
 
+def plot_education(items: list[tuple[Path, dict]], out: Path) -> list[str]:
+    """Per study: pre/post C-free distance by culture and arm, and experience by arm (mean ± std)."""
+    plt = _plt()
+    files = []
+    for k, (_, res) in enumerate(items):
+        groups = [(c, arm) for c in res["by_culture"] for arm in res["arms"]]
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
+        xs = range(len(groups))
+        for offset, phase, color in ((-0.2, "pre_distance", "#9aa5b1"), (0.2, "post_distance", "#2563eb")):
+            vals = [res["by_culture"][c][arm][phase] for c, arm in groups]
+            means = [v["mean"] if v["mean"] is not None else float("nan") for v in vals]
+            ax.bar([x + offset for x in xs], means, 0.4, yerr=[v["std"] or 0 for v in vals], capsize=3,
+                   color=color, label=phase.replace("_", " ") + " (C-free)")
+            for x, m in zip(xs, means):
+                if m != m:
+                    ax.text(x + offset, 0, "n/a", rotation=90, ha="center", va="bottom", fontsize=7, color="#666")
+        ax.set_xticks(list(xs), [f"{c}\n{arm}" for c, arm in groups], fontsize=8)
+        ax.set_ylabel("distance to published scores")
+        ax.set_title(f"{res['run_name']}: before and after learning ({res['note']})", fontsize=9)
+        ax.legend(fontsize=7)
+        exp = [res["by_arm"][arm]["experience"] for arm in res["arms"]]
+        ax2.bar(range(len(exp)), [e["mean"] if e["mean"] is not None else float("nan") for e in exp],
+                yerr=[e["std"] or 0 for e in exp], capsize=3, color="#16a34a")
+        ax2.set_xticks(range(len(exp)), res["arms"], fontsize=8)
+        ax2.set_ylim(0, 5)
+        ax2.set_title("experience (1-5, mean ± std)", fontsize=9)
+        fig.tight_layout()
+        name = f"education_{k}.png"
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        files.append(name)
+    return files
+
+
 def run_stats(run_dir: Path) -> tuple[dict[str, Any], list[float]]:
     a = assemble(run_dir)
     times = sorted(r["t"] for r in a.records if r.get("type") == "turn" and "t" in r)
@@ -180,6 +215,24 @@ def build(dirs: list[Path], out: Path) -> Path:
         keys = ["conversations", "extracted", "entail", "contradict", "irrelevant", "rewritten", "rewritten_entail",
                 "too_short", "deduplicated_removed", "exported"]
         parts.append(_table(["dir"] + keys, [[str(d)] + [s.get(k) for k in keys] for d, s in found["refine"]]))
+    if found["education"]:
+        parts.append("<h2>Cultural education</h2>")
+        for d, res in found["education"]:
+            parts.append(f"<p class=note><b>{html.escape(str(res['run_name']))}</b> ({html.escape(str(d))}): "
+                         f"learners are <b>{html.escape(res['learners'])}</b> — {html.escape(res['note'])}. "
+                         f"{res['learners_scored']} of {res['learners_planned']} learners finished. "
+                         "Distances are C-free; gain = pre − post (positive: closer after learning).</p>")
+            rows = [[c, arm, s["learners"], _fmt(s["pre_distance"]), _fmt(s["post_distance"]), _fmt(s["gain"]),
+                     _fmt(s["experience"]), f"{s['invalid_answers']['pre']}/{s['invalid_answers']['post']}"]
+                    for c, arms in res["by_culture"].items() for arm, s in arms.items()]
+            parts.append(_table(["culture", "arm", "learners", "pre distance", "post distance", "gain",
+                                 "experience (1-5)", "invalid answers pre/post"], rows))
+            for name, diff in res.get("arm_differences", {}).items():
+                g = diff["gain"]
+                ci = "n/a" if g["ci95"] is None else f"[{g['ci95'][0]:.2f}, {g['ci95'][1]:.2f}]"
+                parts.append(f"<p>Gain difference {html.escape(name)}: {g['diff']} (bootstrap 95 % CI {ci}, "
+                             f"learners {g['n'][0]} vs {g['n'][1]})</p>")
+        parts += [f'<img src="{f}" alt="{f}">' for f in plot_education(found["education"], out)]
     if found["runs"]:
         parts.append("<h2>Conversation runs</h2>")
         files, rows = plot_runs(found["runs"], out)

@@ -36,6 +36,7 @@ def study(url, **kw):
 
 
 def test_scripted_learners_give_the_hand_computed_distances_gain_and_counts(tmp_path, tiny_data, sim_process):
+    """Also: the report's education section is built from education.json, labelled simulated."""
     write_hofstede(tiny_data)
     script = tmp_path / "script.yaml"
     script.write_text(yaml.safe_dump(SCRIPT))
@@ -89,6 +90,11 @@ def test_scripted_learners_give_the_hand_computed_distances_gain_and_counts(tmp_
     assert [t["text"] for t in turns[:3]] == ["3-5"] * 3
     per_session = len(base_sequence(metas[0]))
     assert len(turns) == per_session + 2
+
+    from culturepark.benchmarks.report import build
+    page = build([out], tmp_path / "report").read_text()
+    assert "Cultural education" in page and "simulated learners, not a human study" in page
+    assert (tmp_path / "report" / "education_0.png").stat().st_size > 10_000
 
     cli = run_cli("eval", "education", str(out), "--data-dir", str(tiny_data), "--json")
     assert cli.returncode == 0 and orjson.loads(cli.stdout)["note"] == "simulated learners, not a human study"
