@@ -78,6 +78,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         line = {"file": str(ref), "ok": True, "name": scenario.name, "conversations": plan.size,
                 "cultures": [c.name for c in plan.cultures], "items": len(plan.items),
                 "skipped": len(plan.skipped)}
+        if getattr(scenario, "kind", "") == "education":
+            line["arms"] = [a.name for a in scenario.arms]
+            if not args.json:
+                print(f"ok  {ref}: {scenario.name}, {plan.size} learners ({len(plan.cultures)} cultures × "
+                      f"{len(scenario.arms)} arms × {scenario.learners_per_arm}), test of {len(plan.items)} items")
+                continue
         if args.json:
             _print_json(line)
         else:
