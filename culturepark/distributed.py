@@ -26,7 +26,6 @@ import hashlib
 import math
 import os
 import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -35,7 +34,7 @@ from culturepark.agents.studies import backend_configs, policy_for
 from culturepark.engine.export import assemble, export_run, summarize
 from culturepark.engine.files import atomic_write_json
 from culturepark.engine.log import LogWriteError, RunLog, new_shard_path, recover
-from culturepark.engine.scheduler import ConversationSpec, ResumeState, Scheduler, SchedulerConfig
+from culturepark.engine.scheduler import ConversationSpec, ResumeState, RunStats, Scheduler, SchedulerConfig
 from culturepark.engine.session import RunDir
 from culturepark.errors import InputError
 from culturepark.scenarios.factory import check_reachable, close_endpoints, make_endpoints, start_backends
@@ -151,23 +150,8 @@ class _Slot:
 class _Progress:
     """Quacks like a Scheduler for the progress bar: counters summed over the workers."""
 
-    @dataclass
-    class _Stats:
-        started: float = field(default_factory=time.monotonic)
-        done: int = 0
-        failed: int = 0
-        turns: int = 0
-        prompt_tokens: int = 0
-        completion_tokens: int = 0
-        cost_usd: float = 0.0
-        cost_unknown_turns: int = 0
-
-        @property
-        def elapsed_s(self) -> float:
-            return time.monotonic() - self.started
-
     def __init__(self) -> None:
-        self.stats = self._Stats()
+        self.stats = RunStats()
         self.endpoints: dict[str, Any] = {}
         self.rate_limited = 0
 
