@@ -33,7 +33,7 @@ from typing import Any, Callable
 from culturepark.agents.studies import backend_configs, policy_for
 from culturepark.engine.export import assemble, export_run, summarize
 from culturepark.engine.files import atomic_write_json
-from culturepark.engine.log import LogWriteError, RunLog, new_shard_path, recover
+from culturepark.engine.log import LogWriteError, RunLog, new_shard_path, read_log, recover
 from culturepark.engine.scheduler import ConversationSpec, ResumeState, RunStats, Scheduler, SchedulerConfig
 from culturepark.engine.session import RunDir
 from culturepark.errors import InputError
@@ -143,6 +143,7 @@ class _Slot:
     ref: Any = None
     info: dict[str, Any] = field(default_factory=dict)
     log_path: Path | None = None
+    logs: list[Path] = field(default_factory=list)  # every shard file this slot's actors wrote this session
     result: dict[str, Any] | None = None
     restarts: int = 0
 
@@ -275,12 +276,23 @@ class _Driver:
         return (split_limits(sc.limits, busy).model_dump(mode="json"),
                 max(1, math.ceil(sc.concurrency / busy)))
 
+    def _budget(self, slot: _Slot) -> float | None:
+        """`budget_usd` is split evenly over the shards; a replacement gets what its shard has left."""
+        budget = self.scenario.budget_usd
+        if budget is None:
+            return None
+        share = budget / max(1, len(self.slots))
+        spent = sum(rec.get("cost_usd") or 0.0 for path in slot.logs
+                    for rec in read_log(path).records if rec.get("type") == "turn")
+        return max(share - spent, 1e-9)
+
     def _launch(self, slot: _Slot, task: WorkerTask) -> None:
         limits, concurrency = self._share()
+        budget = self._budget(slot)
         slot.actor = self.actor_cls.remote(self.scenario.model_dump(mode="json"), self.scenario.output.fsync)
         slot.log_path = task.log_path
-        slot.ref = slot.actor.run.remote(task, limits, concurrency, self.retry_failed,
-                                         self.scenario.budget_usd)
+        slot.logs.append(task.log_path)
+        slot.ref = slot.actor.run.remote(task, limits, concurrency, self.retry_failed, budget)
 
     async def _record_workers(self) -> None:
         live = [s for s in self.slots.values() if s.result is None]

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from culturepark.distributed import RayOptions, run_ray_async, shard_of, split_limits
-from culturepark.engine.log import shard_paths
+from culturepark.engine.log import read_log, shard_paths
 from culturepark.runner import RunOptions, run_async
 from culturepark.scenarios.schema import Limits
 from tests.conftest import run_cli, scenario_dict
@@ -91,3 +91,19 @@ def test_without_ray_installed_the_flag_gives_an_install_hint_and_writes_nothing
     code = main(["run", str(path), "--out", str(tmp_path / "out"), "--data-dir", str(tiny_data),
                  "--ray", "--workers", "0"])
     assert code == 2 and "--workers" in capsys.readouterr().err
+
+
+def test_the_dollar_budget_is_split_over_workers_not_multiplied(tmp_path, tiny_data, sim_process, local_ray):
+    url = sim_process("--seed", "6")
+    spec = scenario_dict(conversations_per_item=3, budget_usd=2.0, concurrency=2)  # one in flight per worker
+    spec["backend"].update(base_url=url, price={"input_per_1m": 1000.0, "output_per_1m": 0.0})
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    result = asyncio.run(run_ray_async(path, RunOptions(out=tmp_path / "r", data_dir=tiny_data),
+                                       RayOptions(workers=2)))
+    turns = [r for r in read_log(tmp_path / "r").records if r["type"] == "turn"]
+    dearest = max(t["cost_usd"] for t in turns)
+    # each worker stops once its half is spent, finishing its one in-flight turn (an unsplit
+    # budget would let each worker spend 2.0, i.e. 4.0 or more in all)
+    assert 2.0 <= result.summary["cost_usd"] <= 2.0 + 2 * dearest < 4.0
+    assert result.summary["stops"] == ["budget_reached", "budget_reached"] and result.exit_code == 1
