@@ -318,6 +318,9 @@ class _Driver:
             await asyncio.gather(*(self._supervise(slot, specs, errors) for slot in self.slots.values()))
         finally:
             poller.cancel()
+            for slot in self.slots.values():  # free each worker (and the model / GPU it holds)
+                if slot.actor is not None:
+                    self.ray.kill(slot.actor, no_restart=True)
         self.progress.update([s.result for s in self.slots.values() if s.result])
         return "; ".join(errors) or None
 
