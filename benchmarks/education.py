@@ -242,7 +242,11 @@ def table(result: dict[str, Any]) -> str:
                          f"{f(s['post_distance']):>14} {f(s['gain']):>14} {exp:>12} "
                          f"{inv['pre']:>8}/{inv['post']:<8}")
     for name, d in result.get("arm_differences", {}).items():
-        g = d["gain"]
-        ci = "n/a" if g["ci95"] is None else f"[{g['ci95'][0]:.1f}, {g['ci95'][1]:.1f}]"
-        lines.append(f"gain {name}: {g['diff']} (95% CI {ci})")
+        for what in ("gain", "experience"):
+            g = d[what]
+            if g["diff"] is None:
+                lines.append(f"{what} {name}: n/a (no learner with a value in one of the arms)")
+            else:
+                lines.append(f"{what} {name}: {g['diff']:.3f} (bootstrap 95% CI [{g['ci95'][0]:.3f}, "
+                             f"{g['ci95'][1]:.3f}], learners {g['n'][0]} vs {g['n'][1]})")
     return "\n".join(lines)

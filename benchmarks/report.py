@@ -117,14 +117,22 @@ def plot_education(items: list[tuple[Path, dict]], out: Path) -> list[str]:
         groups = [(c, arm) for c in res["by_culture"] for arm in res["arms"]]
         fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
         xs = range(len(groups))
+        nothing = all(res["by_culture"][c][arm][ph]["mean"] is None for c, arm in groups
+                      for ph in ("pre_distance", "post_distance"))
         for offset, phase, color in ((-0.2, "pre_distance", "#9aa5b1"), (0.2, "post_distance", "#2563eb")):
             vals = [res["by_culture"][c][arm][phase] for c, arm in groups]
             means = [v["mean"] if v["mean"] is not None else float("nan") for v in vals]
             ax.bar([x + offset for x in xs], means, 0.4, yerr=[v["std"] or 0 for v in vals], capsize=3,
                    color=color, label=phase.replace("_", " ") + " (C-free)")
             for x, m in zip(xs, means):
-                if m != m:
+                if m != m and not nothing:
                     ax.text(x + offset, 0, "n/a", rotation=90, ha="center", va="bottom", fontsize=7, color="#666")
+        ax.set_xlim(-0.6, len(groups) - 0.4)
+        if nothing:
+            ax.text(0.5, 0.5, "no C-free distance: no Hofstede dimension had valid answers\n"
+                    "from every culture before and after learning (see invalid answers)",
+                    transform=ax.transAxes, ha="center", va="center", fontsize=9, color="#666")
+            ax.set_yticks([])
         ax.set_xticks(list(xs), [f"{c}\n{arm}" for c, arm in groups], fontsize=8)
         ax.set_ylabel("distance to published scores")
         ax.set_title(f"{res['run_name']}: before and after learning ({res['note']})", fontsize=9)
@@ -229,9 +237,13 @@ def build(dirs: list[Path], out: Path) -> Path:
                                  "experience (1-5)", "invalid answers pre/post"], rows))
             for name, diff in res.get("arm_differences", {}).items():
                 g = diff["gain"]
-                ci = "n/a" if g["ci95"] is None else f"[{g['ci95'][0]:.2f}, {g['ci95'][1]:.2f}]"
-                parts.append(f"<p>Gain difference {html.escape(name)}: {g['diff']} (bootstrap 95 % CI {ci}, "
-                             f"learners {g['n'][0]} vs {g['n'][1]})</p>")
+                for what, d in (("Gain", diff["gain"]), ("Experience", diff["experience"])):
+                    if d["diff"] is None:
+                        parts.append(f"<p>{what} difference {html.escape(name)}: n/a (no learner with a value "
+                                     f"in one of the arms)</p>")
+                        continue
+                    parts.append(f"<p>{what} difference {html.escape(name)}: {d['diff']:.3f} (bootstrap 95 % CI "
+                                 f"[{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}], learners {d['n'][0]} vs {d['n'][1]})</p>")
         parts += [f'<img src="{f}" alt="{f}">' for f in plot_education(found["education"], out)]
     if found["runs"]:
         parts.append("<h2>Conversation runs</h2>")
