@@ -1,14 +1,15 @@
 import pytest
 
 from culturepark.scenarios.loader import ScenarioError, builtin_scenarios, load_scenario
-from culturepark.scenarios.schema import Scenario
+from culturepark.scenarios.schema import EducationScenario, Scenario
 
 
 def test_every_bundled_scenario_loads():
     names = set(builtin_scenarios())
-    assert {"quickstart", "paper-v1", "paper-v2", "in-cultural"} <= names
+    assert {"quickstart", "paper-v1", "paper-v2", "in-cultural", "education-quickstart", "education-paper"} <= names
     for name in names:
-        assert isinstance(load_scenario(name), Scenario)
+        kind = EducationScenario if name.startswith("education-") else Scenario
+        assert isinstance(load_scenario(name), kind)
 
 
 def test_paper_settings():
