@@ -144,12 +144,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_scenarios(args: argparse.Namespace) -> int:
     from culturepark.scenarios.loader import builtin_scenarios, load_scenario
 
-    for name, path in builtin_scenarios().items():
+    found = builtin_scenarios()
+    width = max(map(len, found), default=0)
+    for name, path in found.items():
         sc = load_scenario(path)
         if args.json:
-            _print_json({"name": name, "path": str(path), "description": sc.description})
+            _print_json({"name": name, "path": str(path), "kind": sc.kind, "description": sc.description})
         else:
-            print(f"{name:14s} {sc.description}")
+            print(f"{name:{width}s}  {sc.description}")
     return 0
 
 
