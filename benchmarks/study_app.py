@@ -17,6 +17,7 @@ import asyncio
 import html
 import random
 import secrets
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -452,9 +453,15 @@ async def serve(scenario_ref: str | Path, out: Path, host: str = "127.0.0.1", po
             say(f"admin: {url}admin?token={token}")
             if ready:
                 ready(url, token)
+            if stop is None:  # SIGTERM (service managers) and SIGINT (Ctrl-C) stop it cleanly
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, stop.set)
             try:
-                await (stop.wait() if stop else asyncio.Event().wait())
+                await stop.wait()
             finally:
                 await runner.cleanup()
+            say("stopped; every answer is in the log — start again with the same --out to continue")
     finally:
         await close_endpoints(endpoints)

@@ -350,10 +350,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     def say(message: str) -> None:
         print(message, flush=True)
 
-    try:
-        asyncio.run(serve(args.scenario, args.out, args.host, args.port, args.data_dir, say=say))
-    except KeyboardInterrupt:
-        print("stopped; every answer is in the log — start again with the same --out to continue", file=sys.stderr)
+    asyncio.run(serve(args.scenario, args.out, args.host, args.port, args.data_dir, say=say))
     return 0
 
 

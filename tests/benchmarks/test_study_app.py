@@ -29,7 +29,10 @@ def study(url, **kw):
 
 
 class Server:
-    """`culturepark study serve` in its own process; stopped by the test (SIGINT, or SIGKILL to crash it)."""
+    """`culturepark study serve` in its own process; stopped by the test (SIGTERM, or SIGKILL to crash it).
+
+    SIGTERM, not SIGINT: a process started from a background job may have SIGINT ignored.
+    """
 
     def __init__(self, scenario, out, data_dir):
         self.proc = subprocess.Popen([sys.executable, "-m", "culturepark.cli", "study", "serve", str(scenario),
@@ -40,9 +43,11 @@ class Server:
         self.url = first.split()[-1]
         self.admin = self.proc.stdout.readline().split()[-1]
 
-    def stop(self, sig=signal.SIGINT):
+    def stop(self, sig=signal.SIGTERM):
         self.proc.send_signal(sig)
         self.proc.wait(timeout=30)
+        if sig == signal.SIGTERM:  # a clean stop says how to continue
+            assert self.proc.returncode == 0 and "stopped;" in self.proc.stdout.read()
 
 
 @pytest.fixture
