@@ -157,14 +157,34 @@ def new_shard_path(run_dir: Path) -> Path:
     return path
 
 
-def _read_file(path: Path) -> LogContents:
-    if not path.exists():
-        raise LogError(f"no log at {path}")
-    records, torn = _parse_lines(path.read_bytes(), path)
-    header = records[0] if records and records[0].get("type") == "run" else None
-    if records and header is None:
-        raise CorruptLogError(f"{path}:1: first record is not a run header")
-    return LogContents(header=header, records=records[1:] if header else records, torn_bytes=torn)
+def _read(path: Path, cut_torn: bool) -> LogContents:
+    """One pass over a log file, or a run directory's main log and shards (in creation order).
+
+    With `cut_torn`, each file's torn last line is truncated away — only after every file
+    has parsed, so a corrupt file refuses the whole read without having changed anything.
+    """
+    path = Path(path)
+    files = [path / LOG_NAME, *shard_paths(path)] if path.is_dir() else [path]
+    if not files[0].exists():
+        raise LogError(f"no log at {files[0]}")
+    contents = LogContents(header=None, records=[])
+    cuts: list[tuple[Path, int]] = []
+    for number, file in enumerate(files):
+        data = file.read_bytes()
+        records, torn = _parse_lines(data, file)
+        if number == 0 and records:
+            if records[0].get("type") != "run":
+                raise CorruptLogError(f"{file}:1: first record is not a run header")
+            contents.header, records = records[0], records[1:]
+        contents.records.extend(records)
+        contents.torn_bytes += torn
+        if torn:
+            cuts.append((file, len(data) - torn))
+    if cut_torn:
+        for file, size in cuts:
+            with open(file, "r+b") as fh:
+                fh.truncate(size)
+    return contents
 
 
 def read_log(path: Path) -> LogContents:
@@ -174,15 +194,7 @@ def read_log(path: Path) -> LogContents:
     the main log's, shard by shard in creation order, so one conversation's records stay in
     the order they were written however many workers and sessions wrote them.
     """
-    path = Path(path)
-    if not path.is_dir():
-        return _read_file(path)
-    contents = _read_file(path / LOG_NAME)
-    for shard in shard_paths(path):
-        records, torn = _parse_lines(shard.read_bytes(), shard)
-        contents.records.extend(records)
-        contents.torn_bytes += torn
-    return contents
+    return _read(path, cut_torn=False)
 
 
 def read_header(path: Path) -> dict[str, Any] | None:
@@ -203,17 +215,7 @@ def read_header(path: Path) -> dict[str, Any] | None:
 
 def recover(path: Path) -> LogContents:
     """Read a log for resuming: a torn last line (partial write) is cut off each file."""
-    path = Path(path)
-    files = [path / LOG_NAME, *shard_paths(path)] if path.is_dir() else [path]
-    contents = read_log(path)
-    if contents.torn_bytes:
-        for file in files:
-            data = file.read_bytes()
-            torn = len(data) - (data.rfind(b"\n") + 1)
-            if torn:
-                with open(file, "r+b") as fh:
-                    fh.truncate(len(data) - torn)
-    return contents
+    return _read(path, cut_torn=True)
 
 
 def iter_records(path: Path) -> Iterator[dict[str, Any]]:
