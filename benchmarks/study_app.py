@@ -31,7 +31,7 @@ from culturepark.agents.studies import policy_for
 from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.log import RunLog, read_log
 from culturepark.engine.retry import RequestFailed
-from culturepark.engine.scheduler import ConversationSpec, Turn, turn_record
+from culturepark.engine.scheduler import ConversationSpec, ResumeState, Turn, turn_record
 from culturepark.scenarios.schema import EducationScenario
 
 HUMAN_LEARNER = {"name": "Learner", "person": "a participant in a study",
@@ -72,21 +72,14 @@ class StudyServer:
 
     # -- state from the log ---------------------------------------------------------------
     def _read_back(self) -> None:
-        """Participants, their turns (contiguous by index) and who finished, from the log."""
-        by_index: dict[str, dict[int, Turn]] = {}
-        for rec in read_log(self.out).records:
-            kind, pid = rec.get("type"), rec.get("conversation_id")
-            if kind == "participant":
-                self.participants[pid] = Participant(ConversationSpec(pid, rec["seq"], rec["meta"]))
-            elif kind == "turn":
-                by_index.setdefault(pid, {}).setdefault(
-                    rec["index"], Turn(rec["index"], rec["speaker"], rec["role"], rec["text"]))
-            elif kind == "end" and pid in self.participants:
-                self.participants[pid].done = True
-        for pid, p in self.participants.items():
-            turns = by_index.get(pid, {})
-            while len(p.turns) in turns:
-                p.turns.append(turns[len(p.turns)])
+        """Participants, their turns and who finished, from the log (as a resumed run reads it)."""
+        records = read_log(self.out).records
+        state = ResumeState.from_records(records)
+        for rec in records:
+            if rec["type"] == "participant":
+                pid = rec["conversation_id"]
+                self.participants[pid] = Participant(ConversationSpec(pid, rec["seq"], rec["meta"]),
+                                                     turns=state.turns.get(pid, []), done=pid in state.ended)
 
     def _assign(self, number: int) -> tuple[Any, str]:
         """Block randomisation: every block of (culture × arm) slots is shuffled with the seed."""
@@ -140,7 +133,7 @@ class StudyServer:
         aligned, step = self.step_of(p)
         if step is None or step.role != "learner" or step.phase == "learn":
             return
-        pending = [s for s in self.page_steps(p, step)]
+        pending = self.page_steps(p, step)
         values: list[str] = []
         missing = 0
         for s in pending:

@@ -34,7 +34,8 @@ from culturepark.agents.studies import backend_configs, policy_for
 from culturepark.engine.export import assemble, export_run, summarize
 from culturepark.engine.files import atomic_write_json
 from culturepark.engine.log import LogWriteError, RunLog, new_shard_path, read_log, recover
-from culturepark.engine.scheduler import ConversationSpec, ResumeState, RunStats, Scheduler, SchedulerConfig
+from culturepark.engine.scheduler import (ConversationSpec, ResumeState, RunStats, Scheduler, SchedulerConfig,
+                                          pending_conversations)
 from culturepark.engine.session import RunDir
 from culturepark.errors import InputError
 from culturepark.scenarios.factory import check_reachable, close_endpoints, make_endpoints, start_backends
@@ -165,15 +166,11 @@ class _Progress:
         s.cost_usd = sum(p["cost_usd"] for p in parts)
 
 
-def _shard_tasks(run_dir: Path, specs: list[ConversationSpec], workers: int, retry_failed: bool,
+def _shard_tasks(state: ResumeState, specs: list[ConversationSpec], workers: int, retry_failed: bool,
                  only: int | None = None) -> dict[int, tuple[list[ConversationSpec], ResumeState]]:
-    """Read the logs back (torn lines cut) and give each shard its unfinished conversations."""
-    state = ResumeState.from_records(recover(run_dir).records)
+    """Give each shard its unfinished conversations and the turns they already have."""
     out: dict[int, tuple[list[ConversationSpec], ResumeState]] = {}
-    for conv in specs:
-        status = state.ended.get(conv.id)
-        if status == "done" or (status == "failed" and not retry_failed):
-            continue
+    for conv in pending_conversations(specs, state, retry_failed):
         k = shard_of(conv.id, workers)
         if only is not None and k != only:
             continue
@@ -181,8 +178,8 @@ def _shard_tasks(run_dir: Path, specs: list[ConversationSpec], workers: int, ret
         shard_specs.append(conv)
         if conv.id in state.turns:
             shard_state.turns[conv.id] = state.turns[conv.id]
-        if status:
-            shard_state.ended[conv.id] = status
+        if conv.id in state.ended:
+            shard_state.ended[conv.id] = state.ended[conv.id]
     return out
 
 
@@ -202,7 +199,6 @@ async def run_ray_async(scenario_ref: str | Path | AnyScenario, opts: Any, ray_o
     try:  # the driver checks the provider once, before anything is written; workers send the requests
         if opts.check_reachable:
             await check_reachable(endpoints)
-        header_eps = endpoints
     finally:
         await close_endpoints(endpoints)
     specs = list(plan.conversations())
@@ -210,13 +206,13 @@ async def run_ray_async(scenario_ref: str | Path | AnyScenario, opts: Any, ray_o
         specs = specs[: opts.limit]
     _connect(ray, ray_opts)
     with RunDir(out, opts.resume, scenario.content_hash(), fsync=scenario.output.fsync, say=say) as rd:
-        header = _header(scenario, plan, header_eps, opts)
+        header = _header(scenario, plan, endpoints, opts)  # describes the backends; needs no connection
         header["ray"] = {"workers": ray_opts.workers, "budget": "static split, rebalanced"}
         rd.start(header).close()  # the driver's log holds the header only; workers write shards
         for notice in plan.notices:
             say(notice)
         already = len(rd.resume_state.ended) if rd.resume_state else 0
-        tasks = _shard_tasks(out, specs, ray_opts.workers, opts.retry_failed)
+        tasks = _shard_tasks(rd.resume_state or ResumeState(), specs, ray_opts.workers, opts.retry_failed)
         driver = _Driver(ray, scenario, out, ray_opts, opts.retry_failed, say)
         ticker = None
         if progress:
@@ -351,7 +347,8 @@ class _Driver:
             return
         slot.restarts += 1
         self.say(f"worker {slot.shard} died ({cause}); replacing it (restart {slot.restarts})")
-        left = _shard_tasks(self.out, specs, self.opts.workers, self.retry_failed, only=slot.shard)
+        state = ResumeState.from_records(recover(self.out).records)  # the dead worker's torn line is cut
+        left = _shard_tasks(state, specs, self.opts.workers, self.retry_failed, only=slot.shard)
         shard_specs, state = left.get(slot.shard, ([], ResumeState()))
         self._launch(slot, WorkerTask(slot.shard, shard_specs, state, new_shard_path(self.out)))
 

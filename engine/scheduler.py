@@ -108,6 +108,16 @@ class SchedulerConfig:
     record_latencies: bool = True
 
 
+def pending_conversations(conversations: Iterable[ConversationSpec], resume: ResumeState | None,
+                          retry_failed: bool) -> Iterator[ConversationSpec]:
+    """The conversations a (resumed) run still has to hold: not done, and failed only if retried."""
+    for conv in conversations:
+        status = resume.ended.get(conv.id) if resume else None
+        if status == "done" or (status == "failed" and not retry_failed):
+            continue
+        yield conv
+
+
 def turn_record(conv: ConversationSpec, index: int, nxt: TurnRequest, completion: Any, text: str,
                 request_hash: str, cost: float | None, t: float) -> dict[str, Any]:
     """The log record of one generated turn (the scheduler's and the study server's)."""
@@ -143,7 +153,7 @@ class Scheduler:
 
     async def run(self, conversations: Iterable[ConversationSpec],
                   resume: ResumeState | None = None, retry_failed: bool = False) -> RunStats:
-        pending = self._pending(conversations, resume, retry_failed)
+        pending = pending_conversations(conversations, resume, retry_failed)
         workers = [asyncio.create_task(self._worker(pending, resume))
                    for _ in range(max(1, self.config.concurrency))]
         try:
@@ -158,15 +168,6 @@ class Scheduler:
             if self._write_error is not None:
                 raise self._write_error
         return self.stats
-
-    @staticmethod
-    def _pending(conversations: Iterable[ConversationSpec], resume: ResumeState | None,
-                 retry_failed: bool) -> Iterator[ConversationSpec]:
-        for conv in conversations:
-            status = resume.ended.get(conv.id) if resume else None
-            if status == "done" or (status == "failed" and not retry_failed):
-                continue
-            yield conv
 
     async def _worker(self, pending: Iterator[ConversationSpec], resume: ResumeState | None) -> None:
         for conv in pending:
