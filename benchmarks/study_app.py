@@ -115,11 +115,9 @@ class StudyServer:
         endpoint = self.endpoints[nxt.role]
         request_hash = nxt.request.key(endpoint.backend.model)
         completion = await endpoint.complete(nxt.request, nxt.validate, request_hash)
-        text = completion.text.strip()
-        price = endpoint.backend.price
-        cost = price.cost(completion.usage.prompt_tokens, completion.usage.completion_tokens) if price else None
-        self.log.append(turn_record(p.spec, len(p.turns), nxt, completion, text, request_hash, cost, self.clock()))
-        p.turns.append(Turn(len(p.turns), nxt.speaker, nxt.role, text))
+        record = turn_record(p.spec, len(p.turns), nxt, completion, endpoint, request_hash, self.clock())
+        self.log.append(record)
+        p.turns.append(Turn(record["index"], nxt.speaker, nxt.role, record["text"]))
 
     def _finish_if_over(self, p: Participant) -> None:
         _, step = self.step_of(p)

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
-from culturepark.engine.backends.base import Request
+from culturepark.engine.backends.base import Completion, Request
 from culturepark.engine.endpoint import Endpoint, Validator
 from culturepark.engine.log import LogWriteError, RunLog
 from culturepark.engine.retry import RequestFailed
@@ -118,15 +118,21 @@ def pending_conversations(conversations: Iterable[ConversationSpec], resume: Res
         yield conv
 
 
-def turn_record(conv: ConversationSpec, index: int, nxt: TurnRequest, completion: Any, text: str,
-                request_hash: str, cost: float | None, t: float) -> dict[str, Any]:
-    """The log record of one generated turn (the scheduler's and the study server's)."""
+def turn_record(conv: ConversationSpec, index: int, nxt: TurnRequest, completion: Completion,
+                endpoint: Endpoint, request_hash: str, t: float) -> dict[str, Any]:
+    """The log record of one generated turn (the scheduler's and the study server's).
+
+    The text keeps the whole reply but not its surrounding whitespace; the cost is priced
+    from the endpoint's backend (None when its price is unknown).
+    """
     usage = completion.usage
+    price = endpoint.backend.price
     return {
         "type": "turn", "conversation_id": conv.id, "seq": conv.seq, "index": index,
-        "speaker": nxt.speaker, "role": nxt.role, "text": text,
+        "speaker": nxt.speaker, "role": nxt.role, "text": completion.text.strip(),
         "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
-        "cost_usd": cost, "latency_ms": round(completion.latency_ms, 3),
+        "cost_usd": price.cost(usage.prompt_tokens, usage.completion_tokens) if price else None,
+        "latency_ms": round(completion.latency_ms, 3),
         "attempts": completion.attempts, "request_hash": request_hash,
         "finish_reason": completion.finish_reason, "cached": completion.cached, "t": t,
     }
@@ -209,15 +215,11 @@ class Scheduler:
                 return
             if self._stopping and stats.stop_reason == "write_error":
                 return
-            text = completion.text.strip()  # surrounding whitespace only; the reply stays whole
-            usage = completion.usage
-            price = endpoint.backend.price
-            cost = price.cost(usage.prompt_tokens, usage.completion_tokens) if price else None
-            index = len(turns)
-            if not self._append(turn_record(conv, index, nxt, completion, text, request_hash, cost,
-                                            self._clock())):
+            record = turn_record(conv, len(turns), nxt, completion, endpoint, request_hash, self._clock())
+            if not self._append(record):
                 return
-            turns.append(Turn(index, nxt.speaker, nxt.role, text))
+            usage, cost = completion.usage, record["cost_usd"]
+            turns.append(Turn(record["index"], nxt.speaker, nxt.role, record["text"]))
             stats.turns += 1
             stats.prompt_tokens += usage.prompt_tokens
             stats.completion_tokens += usage.completion_tokens
