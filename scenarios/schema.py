@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import Callable, ClassVar, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -123,16 +123,45 @@ class CultureEntry(_Strict):
     hofstede: str | None = None  # the `country` of its row in the published Hofstede scores
 
 
-class Scenario(_Strict):
-    kind: Literal["culturepark"] = "culturepark"
+# Backend settings that say how to reach a model, not what it generates: left out of content hashes.
+TRANSPORT_KEYS = ("base_url", "api_key_env", "timeout_s", "max_connections", "price", "device",
+                  "max_batch", "batch_wait_ms", "settle")
+
+
+class RunSettings(_Strict):
+    """What every kind of scenario has: how a run is paced, seeded, stored and bounded.
+
+    Except for `name` and `seed`, none of it changes what is generated, so none of it is hashed.
+    """
+
     name: str = Field(min_length=1)
     description: str = ""
-    backend: BackendConfig = Field(default_factory=BackendConfig)
-    sampling: Sampling = Field(default_factory=Sampling)
-    roles: dict[Role, RoleConfig] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     concurrency: int = Field(64, ge=1, le=100_000)
+    seed: int = 0
+    data_dir: str | None = None
+    culture_table: list[CultureEntry] | str | None = None
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    cache_from: list[str] = Field(default_factory=list)
+    budget_usd: float | None = Field(None, gt=0)
+
+    _UNHASHED: ClassVar[set[str]] = {"limits", "concurrency", "output", "retry", "description", "budget_usd", "cache_from", "data_dir"}
+
+    def _hash_of(self, exclude: set[str], backends: Callable[[dict], list[dict]]) -> str:
+        """sha256 of the model without `exclude`; each backend dict from `backends` loses its TRANSPORT_KEYS."""
+        data = self.model_dump(mode="json", exclude=self._UNHASHED | exclude)
+        for b in backends(data):
+            for k in TRANSPORT_KEYS:
+                b.pop(k, None)
+        return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+class Scenario(RunSettings):
+    kind: Literal["culturepark"] = "culturepark"
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+    sampling: Sampling = Field(default_factory=Sampling)
+    roles: dict[Role, RoleConfig] = Field(default_factory=dict)
     cultures: list[str] = Field(min_length=1)
     main_contact: str = "American"
     mode: Literal["cross", "in"] = "cross"
@@ -142,12 +171,6 @@ class Scenario(_Strict):
     items: Literal["all"] | list[str] | ItemsByTopic = "all"
     conversations_per_item: int = Field(1, ge=1)
     stance_policy: Literal["sample", "mode", "mean"] = "sample"
-    seed: int = 0
-    data_dir: str | None = None
-    culture_table: list[CultureEntry] | str | None = None
-    output: OutputConfig = Field(default_factory=OutputConfig)
-    cache_from: list[str] = Field(default_factory=list)
-    budget_usd: float | None = Field(None, gt=0)
     loop_detection: bool = False
 
     @field_validator("items", mode="before")
@@ -170,14 +193,7 @@ class Scenario(_Strict):
 
         `--resume` refuses a directory whose log has another hash.
         """
-        data = self.model_dump(mode="json", exclude={"limits", "concurrency", "output", "retry",
-                                                     "description", "budget_usd", "cache_from",
-                                                     "data_dir"})
-        for b in [data["backend"], *[r.get("backend") or {} for r in data["roles"].values()]]:
-            for k in ("base_url", "api_key_env", "timeout_s", "max_connections", "price", "device",
-                      "max_batch", "batch_wait_ms", "settle"):
-                b.pop(k, None)
-        return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+        return self._hash_of(set(), lambda d: [d["backend"], *[r.get("backend") or {} for r in d["roles"].values()]])
 
 
 # -- education studies (kind: education) -----------------------------------------------------
@@ -233,12 +249,10 @@ class Questionnaire(_Strict):
     free_text: str | None = "What did you learn, and what would you change about the conversation?"
 
 
-class EducationScenario(_Strict):
+class EducationScenario(RunSettings):
     """A learning study: learners talk with a tutor of one arm, then take a test (`kind: education`)."""
 
     kind: Literal["education"]
-    name: str = Field(min_length=1)
-    description: str = ""
     cultures: list[str] = Field(min_length=1)
     arms: list[Arm] = Field(min_length=1)
     learners_per_arm: int = Field(5, ge=1, le=100_000)  # per culture and arm
@@ -251,15 +265,6 @@ class EducationScenario(_Strict):
     answer_temperature: float = Field(0.7, ge=0, le=2)  # test and questionnaire answers
     answer_tries: int = Field(3, ge=1, le=10)  # an unparseable answer is asked again, then counted invalid
     max_reply_chars: int = Field(2000, ge=50)  # human study: a longer message is refused
-    limits: Limits = Field(default_factory=Limits)
-    retry: RetryConfig = Field(default_factory=RetryConfig)
-    concurrency: int = Field(64, ge=1, le=100_000)
-    seed: int = 0
-    data_dir: str | None = None
-    culture_table: list[CultureEntry] | str | None = None
-    output: OutputConfig = Field(default_factory=OutputConfig)
-    cache_from: list[str] = Field(default_factory=list)
-    budget_usd: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _unique_arms(self) -> "EducationScenario":
@@ -269,15 +274,8 @@ class EducationScenario(_Strict):
         return self
 
     def content_hash(self) -> str:
-        data = self.model_dump(mode="json", exclude={"limits", "concurrency", "output", "retry", "description",
-                                                     "budget_usd", "cache_from", "data_dir", "max_reply_chars"})
-        for k in ("base_url", "api_key_env", "timeout_s", "max_connections", "price", "device",
-                  "max_batch", "batch_wait_ms", "settle"):
-            data["learner_backend"].pop(k, None)
-        for arm in data["arms"]:
-            arm.pop("base_url", None)
-            arm.pop("api_key_env", None)
-        return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+        """As for `Scenario`; an arm's base_url and api_key_env are transport keys too."""
+        return self._hash_of({"max_reply_chars"}, lambda d: [d["learner_backend"], *d["arms"]])
 
 
 AnyScenario = Scenario | EducationScenario
