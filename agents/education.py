@@ -13,7 +13,7 @@ counted invalid by the scorer — never guessed.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -93,8 +93,7 @@ def walk(meta: dict[str, Any], texts: Sequence[str], answer_tries: int
     return aligned, EduStep(nxt.phase, nxt.role, nxt.number, nxt.item, attempt)
 
 
-def learning_transcript(meta: dict[str, Any], aligned: Sequence[EduStep], texts: Sequence[str]
-                        ) -> list[SpokenTurn]:
+def learning_transcript(aligned: Sequence[EduStep], texts: Sequence[str]) -> list[SpokenTurn]:
     return [SpokenTurn(step.role, text) for step, text in zip(aligned, texts) if step.phase == "learn"]
 
 
@@ -133,7 +132,7 @@ class EducationPolicy:
 
     def _conversation(self, meta: dict[str, Any], me: str, system: str, rendering: str,
                       aligned: Sequence[EduStep], texts: Sequence[str], prompt: str | None) -> Request:
-        spoken = learning_transcript(meta, aligned, texts)
+        spoken = learning_transcript(aligned, texts)
         steps = [Step(t.speaker_role) for t in spoken]
         current = Step(me, prompt)
         sampling = self.scenario.sampling
@@ -169,7 +168,7 @@ class EducationPolicy:
         notes = ""
         if step.phase != "pre":
             lines = [f"{L['name'] if t.speaker_role == 'learner' else T['name']}: {t.text}"
-                     for t in learning_transcript(meta, aligned, texts)]
+                     for t in learning_transcript(aligned, texts)]
             notes = "\n".join(lines)[-NOTES_CHARS:]
             notes = f"Earlier you talked with {T['name']}, {T['person']}:\n{notes}\n\n"
         if step.phase == "free":
@@ -198,13 +197,9 @@ class EducationPlan:
     cultures: list[Culture]
     learner_culture: Culture
     items: list[dict[str, Any]]  # the test
-    tutor_configs: dict[str, BackendConfig]
     data: WVSData
-    notices: list[str]
-    skipped: set = None  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        self.skipped = set()
+    notices: list[str] = field(default_factory=list)
+    skipped: set = field(default_factory=set)  # nothing is skipped; the runner reports the count
 
     @property
     def size(self) -> int:
@@ -260,10 +255,10 @@ def build_education_plan(scenario: EducationScenario, data_dir: Path, base_dir: 
             lo, hi = min(wi.scale), max(wi.scale)
             scale = ", ".join(f"{k} = {v}" for k, v in sorted(wi.scale.items()))
             items.append({"key": f"wvs:{wi.q_id}", "question": wi.question, "scale": scale, "lo": lo, "hi": hi})
-        tutors = tutor_configs(scenario)
+        tutor_configs(scenario)  # a bad tutor spec is bad input now, not when the first tutor turn comes
     except (CultureError, WVSError, InputError) as exc:
         raise PlanError(str(exc)) from None
-    return EducationPlan(scenario, cultures, learner_culture, items, tutors, data, notices=[])
+    return EducationPlan(scenario, cultures, learner_culture, items, data)
 
 
 def tutor_configs(scenario: EducationScenario) -> dict[str, BackendConfig]:

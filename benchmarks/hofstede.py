@@ -39,10 +39,6 @@ def indices(m: dict[int, float | None]) -> dict[str, float | None]:
             "lto": f((40, 13, 14), (25, 19, 22)), "ivr": f((35, 12, 11), (40, 17, 16))}
 
 
-def load_items(data_dir: Path) -> list[dict[str, Any]]:
-    return load_vsm13_items(data_dir)
-
-
 def load_scores(data_dir: Path) -> dict[str, dict[str, float | None]]:
     path = data_dir / "hofstede" / "6-dimensions-for-website-2015-08-16.csv"
     out = {}
@@ -102,7 +98,7 @@ async def evaluate(settings: EvalSettings, cultures: list[str], data_dir: Path, 
         if c is None:
             raise InputError(f"hofstede: unknown culture {name!r}; known: {', '.join(sorted(x.name for x in table.values()))}")
         chosen.append(c)
-    items = load_items(data_dir)
+    items = load_vsm13_items(data_dir)
     scores = load_scores(data_dir)
     batch = []
     for c in chosen:
