@@ -18,6 +18,7 @@ import html
 import random
 import secrets
 import signal
+import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -418,6 +419,7 @@ async def serve(scenario_ref: str | Path, out: Path, host: str = "127.0.0.1", po
     scenario, plan, out = prepare(scenario_ref, RunOptions(out=Path(out), data_dir=data_dir))
     if not isinstance(scenario, EducationScenario):
         raise InputError("study serve needs an education scenario (kind: education)")
+    sock = _listen(host, port)  # before anything is written: a busy port must leave no run behind
     configs = backend_configs(scenario)
     endpoints = make_endpoints(configs, scenario.limits, scenario.retry, scenario.seed)
     try:
@@ -432,14 +434,8 @@ async def serve(scenario_ref: str | Path, out: Path, host: str = "127.0.0.1", po
             server = StudyServer(scenario, plan, out, endpoints, log, token)
             runner = web.AppRunner(build_app(server), access_log=None)  # no IP addresses in any log
             await runner.setup()
-            site = web.TCPSite(runner, host, port)
-            try:
-                await site.start()
-            except OSError as exc:
-                await runner.cleanup()
-                raise InputError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
-            bound = runner.addresses[0][1] if runner.addresses else port
-            url = f"http://{host}:{bound}/"
+            await web.SockSite(runner, sock).start()
+            url = f"http://{host}:{sock.getsockname()[1]}/"
             say(f"listening on {url}")
             say(f"admin: {url}admin?token={token}")
             if ready:
@@ -455,4 +451,24 @@ async def serve(scenario_ref: str | Path, out: Path, host: str = "127.0.0.1", po
                 await runner.cleanup()
             say("stopped; every answer is in the log — start again with the same --out to continue")
     finally:
+        sock.close()
         await close_endpoints(endpoints)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (0: any free port), or a one-line InputError."""
+    from culturepark.errors import InputError
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise InputError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+    return sock

@@ -201,3 +201,17 @@ def test_a_crashed_server_restarts_and_the_participant_continues_where_they_were
         again.stop()
     turns = [r for r in read_log(out).records if r["type"] == "turn"]
     assert [t["index"] for t in turns] == list(range(26))  # 24 answers, one question, one reply
+
+
+def test_a_busy_port_is_a_one_line_error_and_leaves_no_run_behind(setup):
+    import socket
+
+    scenario, out, data_dir = setup
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = run_cli("study", "serve", str(scenario), "--out", str(out), "--port", str(port),
+                       "--data-dir", str(data_dir))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "cannot listen on" in done.stderr
+    assert not out.exists()
