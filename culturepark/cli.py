@@ -95,12 +95,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from culturepark.engine.export import assemble, conversation_rows
-    from culturepark.engine.log import LogError
 
-    try:
-        assembled = assemble(Path(args.run_dir))
-    except LogError as exc:
-        raise InputError(str(exc)) from None
+    assembled = assemble(Path(args.run_dir))
     shown = 0
     for row in conversation_rows(assembled):
         if args.id and row["id"] != args.id:
@@ -127,12 +123,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from culturepark.engine.export import export_run
-    from culturepark.engine.log import LogError
 
-    try:
-        summary = export_run(Path(args.run_dir))
-    except LogError as exc:
-        raise InputError(str(exc)) from None
+    summary = export_run(Path(args.run_dir))
     if args.json:
         _print_json(summary)
     else:
@@ -570,11 +562,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from culturepark.engine.log import LogError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except InputError as exc:
+    except (InputError, LogError) as exc:  # bad input, or a log/run dir that cannot be used as asked
         print(f"culturepark: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

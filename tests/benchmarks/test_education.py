@@ -122,5 +122,10 @@ def test_education_scenarios_are_validated_like_the_others(tmp_path, tiny_data):
     path.write_text(yaml.safe_dump(study("http://127.0.0.1:9/v1", arms=[{"name": "a", "tutor": "nonsense"}])))
     done = run_cli("run", str(path), "--data-dir", str(tiny_data), "--out", str(tmp_path / "o"))
     assert done.returncode == 2 and "model spec" in done.stderr and not (tmp_path / "o").exists()
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "log.jsonl").write_text('{"type":"run","scenario":{"kind":"education"}}\ngarbage\n')
+    done = run_cli("eval", "education", str(corrupt))
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "log.jsonl:2" in done.stderr
     ok = run_cli("validate", "education-quickstart", "education-paper")
     assert ok.returncode == 0, ok.stderr
