@@ -127,5 +127,8 @@ def test_education_scenarios_are_validated_like_the_others(tmp_path, tiny_data):
     (corrupt / "log.jsonl").write_text('{"type":"run","scenario":{"kind":"education"}}\ngarbage\n')
     done = run_cli("eval", "education", str(corrupt))
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "log.jsonl:2" in done.stderr
-    ok = run_cli("validate", "education-quickstart", "education-paper")
+
+
+def test_the_bundled_studies_validate_against_the_shared_data(shared_data):
+    ok = run_cli("validate", "education-quickstart", "education-paper", "--data-dir", str(shared_data))
     assert ok.returncode == 0, ok.stderr
