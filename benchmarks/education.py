@@ -11,6 +11,12 @@ re-asks is counted invalid and leaves the indices it feeds undefined — never g
 
 Arms are compared by the difference of mean gain (and of mean experience) with a bootstrap
 95 % interval over learners. Human and simulated runs are scored alike; the output says which.
+
+A learner's own indices need all four items of a dimension answered validly, which a small
+model rarely manages for all 24. `pooled` therefore also scores each culture × arm group the
+way the VSM13 manual (and `eval hofstede`) does: item means over the group's valid answers,
+then the indices and the C-free distance; the arm difference of pooled gain gets a bootstrap
+interval that resamples learners within each group.
 """
 from __future__ import annotations
 
@@ -22,10 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from culturepark.agents.education import parse_item_answer, walk
 from culturepark.agents.wvs import WVSData
 from culturepark.benchmarks.common import mean_std
-from culturepark.benchmarks.hofstede import DIMENSIONS, indices, load_scores
+from culturepark.benchmarks.hofstede import DIMENSIONS, centred_distances, indices, load_scores
 from culturepark.engine.errors import InputError
 from culturepark.engine.export import assemble
 from culturepark.engine.files import atomic_write_json
@@ -121,6 +129,111 @@ def centred_learner_distances(learners: list[Learner], published: dict[str, dict
                 ((idx[d] - model_centre[d]) - (published[l.hofstede][d] - human_centre[d])) ** 2  # type: ignore[operator]
                 for d in dims)), 4)
     return dims
+
+
+VSM13_ITEMS = 24
+
+
+@dataclass
+class _Group:
+    """One culture × arm: each phase's VSM13 answers as (learners × 24) values and a valid mask."""
+
+    hofstede: str
+    answers: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    @classmethod
+    def of(cls, hofstede: str, learners: list[Learner]) -> "_Group":
+        answers = {}
+        for phase in ("pre", "post"):
+            vals = np.zeros((len(learners), VSM13_ITEMS))
+            valid = np.zeros((len(learners), VSM13_ITEMS), dtype=bool)
+            for row, l in enumerate(learners):
+                for key, v in l.answers.get(phase, {}).items():
+                    if key.startswith("vsm13:") and v is not None:
+                        col = int(key.split(":")[1]) - 1
+                        vals[row, col], valid[row, col] = v, True
+            answers[phase] = (vals, valid)
+        return cls(hofstede, answers)
+
+    def indices(self, phase: str, rows: np.ndarray | None = None) -> dict[str, float | None]:
+        vals, valid = self.answers[phase]
+        if rows is not None:
+            vals, valid = vals[rows], valid[rows]
+        n, total = valid.sum(axis=0), vals.sum(axis=0)
+        return indices({i + 1: (float(total[i] / n[i]) if n[i] else None) for i in range(VSM13_ITEMS)})
+
+    def valid_answers(self, phase: str) -> int:
+        return int(self.answers[phase][1].sum())
+
+
+def _pooled_gains(groups: dict[str, _Group], published: dict[str, dict[str, float | None]], dims: list[str],
+                  rows: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, float | None]]:
+    """Per culture: pooled pre and post C-free distance (centred over the arm's cultures) and gain."""
+    dist = {phase: centred_distances({c: g.indices(phase, rows[c] if rows else None) for c, g in groups.items()},
+                                     {c: published.get(g.hofstede, {}) for c, g in groups.items()}, dims)
+            for phase in ("pre", "post")}
+    out: dict[str, dict[str, float | None]] = {}
+    for c in groups:
+        pre, post = dist["pre"][c], dist["post"][c]
+        out[c] = {"pre_distance": pre, "post_distance": post,
+                  "gain": None if pre is None or post is None else round(pre - post, 4)}
+    return out
+
+
+def _mean_gain(per_culture: dict[str, dict[str, float | None]]) -> float | None:
+    gains = [v["gain"] for v in per_culture.values()]
+    if not gains or any(g is None for g in gains):
+        return None
+    return statistics.fmean(gains)  # type: ignore[arg-type]
+
+
+def pooled_scores(learners: list[Learner], published: dict[str, dict[str, float | None]], cultures: list[str],
+                  arms: list[str], reps: int, seed: int) -> dict[str, Any]:
+    """Group-level scores from item means (see the module docstring), with bootstrapped arm differences."""
+    members = {(c, arm): [l for l in learners if l.culture == c and l.arm == arm] for c in cultures for arm in arms}
+    groups = {arm: {c: _Group.of(members[c, arm][0].hofstede, members[c, arm])
+                    for c in cultures if members[c, arm]} for arm in arms}
+    complete = [arm for arm in arms if len(groups[arm]) == len(cultures) >= 2]
+    # one set of dimensions for every arm and phase, so all pooled distances compare like with like
+    dims = [d for d in DIMENSIONS if complete and all(
+        g.indices(phase).get(d) is not None and published.get(g.hofstede, {}).get(d) is not None
+        for arm in complete for g in groups[arm].values() for phase in ("pre", "post"))]
+    scores = {arm: _pooled_gains(groups[arm], published, dims) if arm in complete else {} for arm in arms}
+    empty = {"pre_distance": None, "post_distance": None, "gain": None}
+    out: dict[str, Any] = {
+        "method": "VSM13 item means over each culture x arm group's valid answers, then the C-free distance",
+        "dimensions": dims,
+        "by_culture": {c: {arm: {**scores[arm].get(c, empty), "learners": len(members[c, arm]),
+                                 "valid_answers": {p: groups[arm][c].valid_answers(p) if c in groups[arm] else 0
+                                                   for p in ("pre", "post")}}
+                           for arm in arms} for c in cultures},
+        "by_arm": {arm: {"gain": None if (g := _mean_gain(scores[arm])) is None else round(g, 4)} for arm in arms},
+        "arm_differences": {},
+    }
+    rng = np.random.default_rng(seed)
+    for arm in arms[1:]:
+        ref = arms[0]
+        a, b = _mean_gain(scores[ref]), _mean_gain(scores[arm])
+        diff: dict[str, Any] = {"diff": None if a is None or b is None else round(b - a, 4), "ci95": None,
+                                "resamples": reps, "undefined_resamples": None, "n": [
+                                    sum(len(members[c, x]) for c in cultures) for x in (ref, arm)]}
+        if diff["diff"] is not None:
+            diffs, undefined = [], 0
+            for _ in range(reps):  # learners resampled within each culture x arm group
+                pair = [_mean_gain(_pooled_gains(groups[x], published, dims, {
+                    c: rng.integers(0, len(members[c, x]), len(members[c, x])) for c in cultures}))
+                    for x in (ref, arm)]
+                if pair[0] is None or pair[1] is None:
+                    undefined += 1
+                else:
+                    diffs.append(pair[1] - pair[0])
+            diffs.sort()
+            if diffs:
+                k = len(diffs) - 1
+                diff["ci95"] = [round(diffs[int(0.025 * k)], 4), round(diffs[int(0.975 * k)], 4)]
+            diff["undefined_resamples"] = undefined
+        out["arm_differences"][f"{arm} - {ref}"] = {"gain": diff}
+    return out
 
 
 def bootstrap_diff(a: list[float], b: list[float], reps: int, rng: random.Random) -> dict[str, Any]:
@@ -219,6 +332,7 @@ def score(run_dir: Path, data_dir: Path | None = None, bootstrap: int = 2000, se
                 "gain": bootstrap_diff(vals(ref, "gain"), vals(arm, "gain"), bootstrap, rng),
                 "experience": bootstrap_diff(vals(ref, "experience"), vals(arm, "experience"), bootstrap, rng),
             }
+    result["pooled"] = pooled_scores(learners, published, cultures, arms, bootstrap, seed)
     result["per_learner"] = [{"id": l.id, "culture": l.culture, "arm": l.arm, "learners": l.kind,
                               "pre_distance": l.distance.get("pre"), "post_distance": l.distance.get("post"),
                               "gain": l.gain, "experience": l.experience, "invalid": dict(l.invalid)}
@@ -249,4 +363,24 @@ def table(result: dict[str, Any]) -> str:
             else:
                 lines.append(f"{what} {name}: {g['diff']:.3f} (bootstrap 95% CI [{g['ci95'][0]:.3f}, "
                              f"{g['ci95'][1]:.3f}], learners {g['n'][0]} vs {g['n'][1]})")
+    pooled = result.get("pooled")
+    if pooled:
+        def v(x: float | None) -> str:
+            return "n/a" if x is None else f"{x:.1f}"
+        lines.append("pooled per group (VSM13 item means over valid answers), dimensions: "
+                     f"{', '.join(pooled['dimensions']) or 'none defined'}")
+        lines.append(f"{'culture':<12} {'arm':<14} {'pre dist':>9} {'post dist':>9} {'gain':>7} {'valid pre/post':>15}")
+        for c, by_arm in pooled["by_culture"].items():
+            for arm, s in by_arm.items():
+                va = s["valid_answers"]
+                lines.append(f"{c:<12} {arm:<14} {v(s['pre_distance']):>9} {v(s['post_distance']):>9} "
+                             f"{v(s['gain']):>7} {va['pre']:>7}/{va['post']:<7}")
+        for name, d in pooled["arm_differences"].items():
+            g = d["gain"]
+            if g["diff"] is None:
+                lines.append(f"pooled gain {name}: n/a (a group has no pooled distance)")
+            else:
+                ci = "n/a" if g["ci95"] is None else f"[{g['ci95'][0]:.3f}, {g['ci95'][1]:.3f}]"
+                lines.append(f"pooled gain {name}: {g['diff']:.3f} (bootstrap 95% CI {ci}, "
+                             f"{g['undefined_resamples']} of {g['resamples']} resamples undefined)")
     return "\n".join(lines)

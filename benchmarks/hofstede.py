@@ -72,14 +72,22 @@ def distance(a: dict[str, float | None], b: dict[str, float | None], dims: list[
     return round(math.sqrt(sum((a[d] - b[d]) ** 2 for d in dims)), 4)  # type: ignore[operator]
 
 
-def centred_distances(model: dict[str, dict], human: dict[str, dict]) -> dict[str, float | None]:
-    """C-free: centre each dimension over the compared cultures, then take distances."""
+def centred_distances(model: dict[str, dict], human: dict[str, dict],
+                      dims: list[str] | None = None) -> dict[str, float | None]:
+    """C-free: centre each dimension over the compared cultures, then take distances.
+
+    `dims` fixes the dimensions (every one must be defined, else all distances are None), so
+    that distances computed apart — before and after, arm against arm — compare like with like;
+    by default, the dimensions every culture has.
+    """
     names = list(model)
     if len(names) < 2:
         return {n: None for n in names}
-    dims = [d for d in DIMENSIONS if all(model[n].get(d) is not None and human[n].get(d) is not None
-                                         for n in names)]
-    if not dims:
+    defined = [d for d in DIMENSIONS if all(model[n].get(d) is not None and human[n].get(d) is not None
+                                            for n in names)]
+    if dims is None:
+        dims = defined
+    if not dims or not set(dims) <= set(defined):
         return {n: None for n in names}
     mc = {d: sum(model[n][d] for n in names) / len(names) for d in dims}
     hc = {d: sum(human[n][d] for n in names) / len(names) for d in dims}

@@ -117,16 +117,22 @@ def plot_education(items: list[tuple[Path, dict]], out: Path) -> list[str]:
         groups = [(c, arm) for c in res["by_culture"] for arm in res["arms"]]
         fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
         xs = range(len(groups))
-        nothing = all(res["by_culture"][c][arm][ph]["mean"] is None for c, arm in groups
-                      for ph in ("pre_distance", "post_distance"))
+        pooled = (res.get("pooled") or {}).get("by_culture", {})
+        nothing = all(res["by_culture"][c][arm][ph]["mean"] is None and pooled.get(c, {}).get(arm, {}).get(ph) is None
+                      for c, arm in groups for ph in ("pre_distance", "post_distance"))
         for offset, phase, color in ((-0.2, "pre_distance", "#9aa5b1"), (0.2, "post_distance", "#2563eb")):
             vals = [res["by_culture"][c][arm][phase] for c, arm in groups]
             means = [v["mean"] if v["mean"] is not None else float("nan") for v in vals]
             ax.bar([x + offset for x in xs], means, 0.4, yerr=[v["std"] or 0 for v in vals], capsize=3,
-                   color=color, label=phase.replace("_", " ") + " (C-free)")
+                   color=color, label=phase.replace("_", " ") + ", learner mean (C-free)")
             for x, m in zip(xs, means):
                 if m != m and not nothing:
                     ax.text(x + offset, 0, "n/a", rotation=90, ha="center", va="bottom", fontsize=7, color="#666")
+            pts = [(x + offset, g) for x, (c, arm) in zip(xs, groups)
+                   if (g := pooled.get(c, {}).get(arm, {}).get(phase)) is not None]
+            if pts:
+                ax.plot([x for x, _ in pts], [g for _, g in pts], "D", color="#111827", markersize=5,
+                        markerfacecolor=color, label=f"{phase.split('_')[0]} pooled (item means)")
         ax.set_xlim(-0.6, len(groups) - 0.4)
         if nothing:
             ax.text(0.5, 0.5, "no C-free distance: no Hofstede dimension had valid answers\n"
@@ -184,6 +190,10 @@ def _fmt(ms: dict | None) -> str:
     if not ms or ms.get("mean") is None:
         return "n/a"
     return f"{ms['mean']:.3f} ± {ms['std']:.3f} (n={ms['n']})"
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f}"
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -244,6 +254,23 @@ def build(dirs: list[Path], out: Path) -> Path:
                         continue
                     parts.append(f"<p>{what} difference {html.escape(name)}: {d['diff']:.3f} (bootstrap 95 % CI "
                                  f"[{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}], learners {d['n'][0]} vs {d['n'][1]})</p>")
+            pooled = res.get("pooled")
+            if pooled:
+                parts.append("<p>Pooled per group (VSM13 item means over the group's valid answers, as "
+                             f"<code>eval hofstede</code> does), dimensions: "
+                             f"{html.escape(', '.join(pooled['dimensions']) or 'none defined')}</p>")
+                prow = [[c, arm, _num(g["pre_distance"]), _num(g["post_distance"]), _num(g["gain"]),
+                         f"{g['valid_answers']['pre']}/{g['valid_answers']['post']}"]
+                        for c, arms in pooled["by_culture"].items() for arm, g in arms.items()]
+                parts.append(_table(["culture", "arm", "pooled pre", "pooled post", "pooled gain",
+                                     "valid answers pre/post"], prow))
+                for name, diff in pooled["arm_differences"].items():
+                    g = diff["gain"]
+                    ci = ("n/a" if g["ci95"] is None else f"[{g['ci95'][0]:.3f}, {g['ci95'][1]:.3f}]")
+                    text = ("n/a (a group has no pooled distance)" if g["diff"] is None else
+                            f"{g['diff']:.3f} (bootstrap 95 % CI {ci}; {g['undefined_resamples']} of "
+                            f"{g['resamples']} resamples undefined)")
+                    parts.append(f"<p>Pooled gain difference {html.escape(name)}: {text}</p>")
         parts += [f'<img src="{f}" alt="{f}">' for f in plot_education(found["education"], out)]
     if found["runs"]:
         parts.append("<h2>Conversation runs</h2>")

@@ -9,7 +9,7 @@ import yaml
 
 from culturepark.agents.education import base_sequence, walk
 from culturepark.agents.wvs import WVSData
-from culturepark.benchmarks.education import score
+from culturepark.benchmarks.education import Learner, pooled_scores, score
 from culturepark.runner import RunOptions, run_async
 from tests.conftest import PUBLISHED_HOFSTEDE as PUBLISHED, run_cli, write_hofstede
 
@@ -82,6 +82,18 @@ def test_scripted_learners_give_the_hand_computed_distances_gain_and_counts(tmp_
     diff = res["arm_differences"]["b - a"]["gain"]
     assert diff["diff"] == pytest.approx(0, abs=1e-6) and diff["ci95"] == [0.0, 0.0] and diff["n"] == [4, 4]
     assert orjson.loads((out / "education.json").read_bytes())["learners_scored"] == 8
+    # pooled item means give the same figures here (every learner of a group answered alike)
+    pooled = res["pooled"]
+    assert pooled["dimensions"] == dims
+    for c in ("Chinese", "German"):
+        for arm in ("a", "b"):
+            g = pooled["by_culture"][c][arm]
+            assert g["pre_distance"] == pytest.approx(pre, abs=1e-3) and g["post_distance"] == pytest.approx(post, abs=1e-3)
+            assert g["valid_answers"] == {"pre": 2 * 24 - (2 if c == "German" else 0), "post": 48}
+    assert pooled["by_arm"]["a"]["gain"] == pytest.approx(pre - post, abs=1e-3)
+    pooled_diff = pooled["arm_differences"]["b - a"]["gain"]
+    assert pooled_diff["diff"] == pytest.approx(0, abs=1e-6) and pooled_diff["ci95"] == [0.0, 0.0]
+    assert pooled_diff["undefined_resamples"] == 0 and pooled_diff["n"] == [4, 4]
 
     # the invalid item was asked answer_tries (3) times, then left invalid — never guessed
     german = next(line for line in (out / "conversations.jsonl").read_bytes().splitlines()
@@ -94,6 +106,7 @@ def test_scripted_learners_give_the_hand_computed_distances_gain_and_counts(tmp_
     from culturepark.benchmarks.report import build
     page = build([out], tmp_path / "report").read_text()
     assert "Cultural education" in page and "simulated learners, not a human study" in page
+    assert "Pooled per group" in page and "Pooled gain difference b - a: 0.000" in page
     assert (tmp_path / "report" / "education_0.png").stat().st_size > 10_000
 
     cli = run_cli("eval", "education", str(out), "--data-dir", str(tiny_data), "--json")
@@ -132,3 +145,45 @@ def test_education_scenarios_are_validated_like_the_others(tmp_path, tiny_data):
 def test_the_bundled_studies_validate_against_the_shared_data(shared_data):
     ok = run_cli("validate", "education-quickstart", "education-paper", "--data-dir", str(shared_data))
     assert ok.returncode == 0, ok.stderr
+
+
+def _learner(culture, arm, pre, post):
+    hofstede = {"Chinese": "China", "German": "Germany"}[culture]
+    return Learner(f"{culture}:{arm}:{len(pre)}", culture, hofstede, hofstede, arm, "simulated",
+                   answers={"pre": {f"vsm13:{i}": v for i, v in pre.items()},
+                            "post": {f"vsm13:{i}": v for i, v in post.items()}})
+
+
+def test_pooled_scores_use_item_means_where_no_single_learner_answered_every_item():
+    """Each learner leaves half the items invalid, so no learner has an index; the groups do."""
+    first = {i: (3 if i <= 12 else None) for i in range(1, 25)}
+    second = {i: (None if i <= 12 else 3) for i in range(1, 25)}
+    moved = {**first, 7: 5}  # a Chinese learner's post-test: item 7 at 5 → PDI = 35 × (5 − 3) = 70
+    learners = [_learner("Chinese", "a", first, moved), _learner("Chinese", "a", second, second),
+                _learner("German", "a", first, first), _learner("German", "a", second, second)]
+    res = pooled_scores(learners, PUBLISHED, ["Chinese", "German"], ["a"], reps=200, seed=1)
+    dims = ["pdi", "idv", "mas", "uai", "lto", "ivr"]
+    assert res["dimensions"] == dims
+    half = {d: (PUBLISHED["China"][d] - PUBLISHED["Germany"][d]) / 2 for d in dims}
+    pre = math.sqrt(sum(h ** 2 for h in half.values()))
+    post = math.sqrt((35 - half["pdi"]) ** 2 + sum(half[d] ** 2 for d in dims if d != "pdi"))
+    for c in ("Chinese", "German"):
+        g = res["by_culture"][c]["a"]
+        assert g["pre_distance"] == pytest.approx(pre, abs=1e-3) and g["post_distance"] == pytest.approx(post, abs=1e-3)
+        assert g["valid_answers"] == {"pre": 24, "post": 24} and g["learners"] == 2
+    assert res["by_arm"]["a"]["gain"] == pytest.approx(pre - post, abs=1e-3)
+
+    # arm b: nobody answered item 1 validly before learning, so IDV is left out of every pooled
+    # distance (both arms, both phases), not guessed; b's indices stay 0, so its gain is 0
+    full = {i: 3 for i in range(1, 25)}
+    arm_b = [_learner(c, "b", {**full, 1: None}, full) for c in ("Chinese", "German") for _ in range(2)]
+    res = pooled_scores(learners + arm_b, PUBLISHED, ["Chinese", "German"], ["a", "b"], reps=200, seed=1)
+    five = ["pdi", "mas", "uai", "lto", "ivr"]
+    assert res["dimensions"] == five
+    pre5 = math.sqrt(sum(half[d] ** 2 for d in five))
+    post5 = math.sqrt((35 - half["pdi"]) ** 2 + sum(half[d] ** 2 for d in five if d != "pdi"))
+    assert res["by_arm"]["b"]["gain"] == pytest.approx(0, abs=1e-6)
+    diff = res["arm_differences"]["b - a"]["gain"]
+    assert diff["diff"] == pytest.approx(-(pre5 - post5), abs=1e-3) and diff["n"] == [4, 4]
+    # a resample that draws one of arm a's learners twice loses half the items: counted, not used
+    assert 0 < diff["undefined_resamples"] < 200 and diff["ci95"][0] <= diff["diff"] <= diff["ci95"][1]
