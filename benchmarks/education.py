@@ -96,17 +96,9 @@ def read_learners(run_dir: Path, answer_tries: int) -> list[Learner]:
     return learners
 
 
-def centred_learner_distances(learners: list[Learner], published: dict[str, dict[str, float | None]]
-                              ) -> list[str]:
-    """Fill each learner's pre and post `distance`, centring over the cultures of this group.
-
-    The dimensions are those every culture has in both phases (and in the published scores),
-    so a learner's pre and post distances, and hence the gain, compare like with like.
-    Returns the dimensions used ([] when fewer than two cultures or nothing is defined).
-    """
+def _culture_means(learners: list[Learner]) -> dict[str, dict[str, dict[str, float]]]:
+    """phase -> culture -> dimension -> mean of the learners' defined indices (one arm's learners)."""
     cultures = sorted({l.hofstede for l in learners})
-    if len(cultures) < 2:
-        return []
     means: dict[str, dict[str, dict[str, float]]] = {}
     for phase in ("pre", "post"):
         means[phase] = {}
@@ -114,10 +106,33 @@ def centred_learner_distances(learners: list[Learner], published: dict[str, dict
             group = [l.indices[phase] for l in learners if l.hofstede == c and phase in l.indices]
             means[phase][c] = {d: statistics.fmean(vals) for d in DIMENSIONS
                                if (vals := [i[d] for i in group if i.get(d) is not None])}
-    dims = [d for d in DIMENSIONS if all(d in means[p][c] for p in ("pre", "post") for c in cultures)
-            and all(published.get(c, {}).get(d) is not None for c in cultures)]
-    if not dims:
+    return means
+
+
+def learner_dimensions(by_arm: dict[str, list[Learner]], cultures: list[str],
+                       published: dict[str, dict[str, float | None]]) -> list[str]:
+    """The dimensions every culture has in both phases, in every arm (and in the published scores).
+
+    One set for the whole study, so a learner's pre and post distances, and the gains of
+    different arms, compare like with like.
+    """
+    if len(cultures) < 2:
         return []
+    means = {arm: _culture_means(group) for arm, group in by_arm.items() if group}
+    if len(means) < len(by_arm):
+        return []
+    return [d for d in DIMENSIONS
+            if all(d in m[p].get(c, {}) for m in means.values() for p in ("pre", "post") for c in cultures)
+            and all(published.get(c, {}).get(d) is not None for c in cultures)]
+
+
+def centred_learner_distances(learners: list[Learner], published: dict[str, dict[str, float | None]],
+                              dims: list[str]) -> None:
+    """Fill each learner's pre and post `distance` over `dims`, centring over this arm's cultures."""
+    cultures = sorted({l.hofstede for l in learners})
+    if len(cultures) < 2 or not dims:
+        return
+    means = _culture_means(learners)
     human_centre = {d: statistics.fmean(published[c][d] for c in cultures) for d in dims}  # type: ignore[misc]
     for phase in ("pre", "post"):
         model_centre = {d: statistics.fmean(means[phase][c][d] for c in cultures) for d in dims}
@@ -128,8 +143,6 @@ def centred_learner_distances(learners: list[Learner], published: dict[str, dict
             l.distance[phase] = round(math.sqrt(sum(
                 ((idx[d] - model_centre[d]) - (published[l.hofstede][d] - human_centre[d])) ** 2  # type: ignore[operator]
                 for d in dims)), 4)
-    return dims
-
 
 VSM13_ITEMS = 24
 
@@ -290,8 +303,11 @@ def score(run_dir: Path, data_dir: Path | None = None, bootstrap: int = 2000, se
     published = load_scores(data_dir)
     likert = scenario.get("questionnaire", {}).get("likert", [])
     arms = [arm["name"] for arm in scenario.get("arms", [])]
-    dimensions = {arm: centred_learner_distances([l for l in learners if l.arm == arm], published)
-                  for arm in arms}
+    by_arm = {arm: [l for l in learners if l.arm == arm] for arm in arms}
+    dims = learner_dimensions(by_arm, sorted({l.hofstede for l in learners}), published)
+    for group in by_arm.values():
+        centred_learner_distances(group, published, dims)
+    dimensions = {arm: dims for arm in arms}
     wvs_means: dict[tuple[str, str], tuple[float, int, int]] = {}
     wvs_items = [str(q) for q in scenario.get("test", {}).get("wvs_items", [])]
     if wvs_items:

@@ -187,3 +187,24 @@ def test_pooled_scores_use_item_means_where_no_single_learner_answered_every_ite
     assert diff["diff"] == pytest.approx(-(pre5 - post5), abs=1e-3) and diff["n"] == [4, 4]
     # a resample that draws one of arm a's learners twice loses half the items: counted, not used
     assert 0 < diff["undefined_resamples"] < 200 and diff["ci95"][0] <= diff["diff"] <= diff["ci95"][1]
+
+
+def test_per_learner_distances_of_all_arms_use_one_set_of_dimensions():
+    """An arm whose learners never answered item 1 has no IDV; the other arm's distances leave IDV out too."""
+    from culturepark.benchmarks.education import centred_learner_distances, learner_dimensions
+    from culturepark.benchmarks.hofstede import indices
+
+    full = {i: 3 for i in range(1, 25)}
+    by_arm = {"a": [_learner(c, "a", full, {**full, 2: 1}) for c in ("Chinese", "German")],
+              "b": [_learner(c, "b", {**full, 1: None}, full) for c in ("Chinese", "German")]}
+    for group in by_arm.values():
+        for l in group:
+            l.indices = {ph: indices({int(k[6:]): v for k, v in l.answers[ph].items()}) for ph in ("pre", "post")}
+    dims = learner_dimensions(by_arm, ["China", "Germany"], PUBLISHED)
+    assert dims == ["pdi", "mas", "uai", "lto", "ivr"]
+    centred_learner_distances(by_arm["a"], PUBLISHED, dims)
+    half = {d: (PUBLISHED["China"][d] - PUBLISHED["Germany"][d]) / 2 for d in dims}
+    # arm a's pre-test is all 3s: indices 0, so the distance is the centred published scores' norm over
+    # the five dimensions (IDV, which arm a has, is not in it)
+    assert by_arm["a"][0].distance["pre"] == pytest.approx(math.sqrt(sum(h ** 2 for h in half.values())), abs=1e-3)
+    assert learner_dimensions({"a": by_arm["a"], "b": []}, ["China", "Germany"], PUBLISHED) == []
