@@ -263,6 +263,9 @@ class _Driver:
         gpus = ray.cluster_resources().get("GPU", 0)
         local = any(cfg.provider == "local" for cfg in backend_configs(scenario).values())
         # One model per GPU: a local-model worker asks for a whole GPU where the cluster has them.
+        if local and gpus >= 1 and ray_opts.workers > gpus:
+            say(f"{ray_opts.workers} workers share {gpus:g} GPUs: a worker starts when a GPU is free "
+                "(each GPU holds one model)")
         self.actor_cls = ray.remote(RunWorker).options(
             num_cpus=1, num_gpus=1 if (local and gpus >= 1) else 0, max_restarts=0)
 
@@ -286,19 +289,15 @@ class _Driver:
         limits, concurrency = self._share()
         budget = self._budget(slot)
         slot.actor = self.actor_cls.remote(self.scenario.model_dump(mode="json"), self.scenario.output.fsync)
+        slot.info = {}  # known once the actor has started (it may wait for a free GPU first)
         slot.log_path = task.log_path
         slot.logs.append(task.log_path)
         slot.ref = slot.actor.run.remote(task, limits, concurrency, self.retry_failed, budget)
 
-    async def _record_workers(self) -> None:
-        live = [s for s in self.slots.values() if s.result is None]
-        infos = await asyncio.gather(*(s.actor.info.remote() for s in live), return_exceptions=True)
-        for slot, info in zip(live, infos):
-            if isinstance(info, dict):
-                slot.info = info
+    def _record_workers(self) -> None:
         atomic_write_json(self.out / "workers.json", {
             str(k): {**s.info, "log": str(s.log_path.relative_to(self.out)) if s.log_path else None,
-                     "restarts": s.restarts, "finished": s.result is not None}
+                     "restarts": s.restarts, "started": bool(s.info), "finished": s.result is not None}
             for k, s in sorted(self.slots.items())})
 
     async def run(self, tasks: dict[int, tuple[list[ConversationSpec], ResumeState]],
@@ -307,35 +306,46 @@ class _Driver:
             self.slots[k] = _Slot(k)
         for k, (shard_specs, state) in sorted(tasks.items()):
             self._launch(self.slots[k], WorkerTask(k, shard_specs, state, new_shard_path(self.out)))
-        await self._record_workers()
+        self._record_workers()
         errors: list[str] = []
         poller = asyncio.create_task(self._poll())
         try:
             await asyncio.gather(*(self._supervise(slot, specs, errors) for slot in self.slots.values()))
         finally:
             poller.cancel()
-            for slot in self.slots.values():  # free each worker (and the model / GPU it holds)
-                if slot.actor is not None:
-                    self.ray.kill(slot.actor, no_restart=True)
+            for slot in self.slots.values():
+                self._free(slot)
         self.progress.update([s.result for s in self.slots.values() if s.result])
         return "; ".join(errors) or None
 
     async def _supervise(self, slot: _Slot, specs: list[ConversationSpec], errors: list[str]) -> None:
-        """Wait for one shard's actor; replace it while it dies and restarts are left."""
+        """Wait for one shard's actor; replace it while it dies and restarts are left.
+
+        Each shard is watched on its own, so an actor still waiting for a GPU holds up nobody else.
+        """
         while slot.result is None:
             try:
+                slot.info = await slot.actor.info.remote()  # returns once the actor runs
+                self._record_workers()
                 slot.result = await slot.ref
             except self.ray.exceptions.RayActorError as exc:
                 await self._replace(slot, specs, exc, errors)
-                await self._record_workers()
+                self._record_workers()
                 continue
             except self.ray.exceptions.RayTaskError as exc:  # the engine raised: report, do not retry
                 cause = exc.cause if getattr(exc, "cause", None) is not None else exc
                 slot.result = {**_zero(), "endpoints": [], "error": f"{type(cause).__name__}: {cause}"}
             if slot.result.get("error"):
                 errors.append(f"worker {slot.shard}: {slot.result['error']}")
+            self._free(slot)
+            self._record_workers()
             await self._rebalance()
-            await self._record_workers()
+
+    def _free(self, slot: _Slot) -> None:
+        """End a worker whose shard is over, so its model and GPU go to a worker still waiting for one."""
+        if slot.actor is not None:
+            self.ray.kill(slot.actor, no_restart=True)
+            slot.actor = None
 
     async def _replace(self, slot: _Slot, specs: list[ConversationSpec], exc: Exception,
                        errors: list[str]) -> None:
@@ -354,17 +364,17 @@ class _Driver:
 
     async def _rebalance(self) -> None:
         limits, _ = self._share()
-        live = [s for s in self.slots.values() if s.result is None]
+        live = [s for s in self.slots.values() if s.result is None]  # one not started yet gets it when it starts
         if live and (self.scenario.limits.rpm or self.scenario.limits.tpm):
             await asyncio.gather(*(s.actor.set_limits.remote(limits) for s in live),
                                  return_exceptions=True)  # a dead one is handled by the main loop
 
     async def _poll(self) -> None:
         while True:
-            live = [s for s in self.slots.values()]
+            live = [s for s in self.slots.values() if s.actor is not None and s.info]  # started, running
             parts = await asyncio.gather(*(s.actor.progress.remote() for s in live), return_exceptions=True)
-            self.progress.update([p if isinstance(p, dict) else (s.result or _zero())
-                                  for s, p in zip(live, parts)])
+            counts = {s.shard: p if isinstance(p, dict) else (s.result or _zero()) for s, p in zip(live, parts)}
+            self.progress.update([counts.get(k) or s.result or _zero() for k, s in self.slots.items()])
             await asyncio.sleep(0.5)
 
     def stats_like(self) -> Any:
