@@ -319,7 +319,8 @@ def admin_page(server: StudyServer) -> web.Response:
     head = "".join(f"<th>{s}</th>" for s in ["culture", "arm", "started", *stages])
     n = len(server.participants)
     body = (f"<h1>{html.escape(server.scenario.name)}: progress</h1><p>{n} participant{'' if n == 1 else 's'}; "
-            f"run directory {html.escape(str(server.out))}</p><table><tr>{head}</tr>{''.join(rows)}</table>")
+            f"run directory {html.escape(str(server.out))}</p><table><tr>{head}</tr>{''.join(rows)}</table>"
+            "<p class='scale'>started: everyone who began; the other columns: where each of them is now.</p>")
     return _page("Study progress", body)
 
 
