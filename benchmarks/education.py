@@ -109,20 +109,24 @@ def _culture_means(learners: list[Learner]) -> dict[str, dict[str, dict[str, flo
     return means
 
 
+def complete_arms(by_arm: dict[str, list[Learner]], cultures: list[str]) -> list[str]:
+    """Arms with learners of every culture: only there can a distance be centred over the cultures."""
+    return [arm for arm, group in by_arm.items() if len(cultures) >= 2 and {l.hofstede for l in group} >= set(cultures)]
+
+
 def learner_dimensions(by_arm: dict[str, list[Learner]], cultures: list[str],
                        published: dict[str, dict[str, float | None]]) -> list[str]:
-    """The dimensions every culture has in both phases, in every arm (and in the published scores).
+    """The dimensions every culture has in both phases, in every complete arm (and in the published scores).
 
     One set for the whole study, so a learner's pre and post distances, and the gains of
-    different arms, compare like with like.
+    different arms, compare like with like. An arm still without learners of some culture (a
+    human study in progress) does not hold the others back; it gets no distances.
     """
-    if len(cultures) < 2:
-        return []
-    means = {arm: _culture_means(group) for arm, group in by_arm.items() if group}
-    if len(means) < len(by_arm):
+    means = [_culture_means(by_arm[arm]) for arm in complete_arms(by_arm, cultures)]
+    if not means:
         return []
     return [d for d in DIMENSIONS
-            if all(d in m[p].get(c, {}) for m in means.values() for p in ("pre", "post") for c in cultures)
+            if all(d in m[p].get(c, {}) for m in means for p in ("pre", "post") for c in cultures)
             and all(published.get(c, {}).get(d) is not None for c in cultures)]
 
 
@@ -304,9 +308,10 @@ def score(run_dir: Path, data_dir: Path | None = None, bootstrap: int = 2000, se
     likert = scenario.get("questionnaire", {}).get("likert", [])
     arms = [arm["name"] for arm in scenario.get("arms", [])]
     by_arm = {arm: [l for l in learners if l.arm == arm] for arm in arms}
-    dims = learner_dimensions(by_arm, sorted({l.hofstede for l in learners}), published)
-    for group in by_arm.values():
-        centred_learner_distances(group, published, dims)
+    hofstede_names = sorted({l.hofstede for l in learners})
+    dims = learner_dimensions(by_arm, hofstede_names, published)
+    for arm in complete_arms(by_arm, hofstede_names):
+        centred_learner_distances(by_arm[arm], published, dims)
     dimensions = {arm: dims for arm in arms}
     wvs_means: dict[tuple[str, str], tuple[float, int, int]] = {}
     wvs_items = [str(q) for q in scenario.get("test", {}).get("wvs_items", [])]
