@@ -158,7 +158,8 @@ def cmd_sim_server(args: argparse.Namespace) -> int:
         config = SimConfig(seed=args.seed, rpm=args.rpm, tpm=args.tpm, window_s=args.window_s,
                            charge=args.charge, latency_ms=args.latency_ms, jitter_ms=args.jitter_ms,
                            fail_rate=args.fail_rate, script=script, faults=faults,
-                           finetune_polls=args.finetune_polls, finetune_fail=args.finetune_fail)
+                           finetune_polls=args.finetune_polls, finetune_fail=args.finetune_fail,
+                           stream_chunk_ms=args.stream_chunk_ms)
     except (OSError, ValidationError, orjson.JSONDecodeError, TypeError, AttributeError) as exc:
         raise InputError(f"sim-server: {str(exc).splitlines()[0]}") from None
     serve_forever(config, args.host, args.port)
@@ -515,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--latency-ms", type=float, default=0.0)
     s.add_argument("--jitter-ms", type=float, default=0.0)
     s.add_argument("--fail-rate", type=float, default=0.0)
+    s.add_argument("--stream-chunk-ms", type=float, default=0.0, help="pause between chunks of a streamed reply")
     s.add_argument("--finetune-polls", type=int, default=6, help="job polls from running to done")
     s.add_argument("--finetune-fail", action="store_true", help="fine-tuning jobs end failed")
     s.add_argument("--faults", help='JSON list, e.g. \'[{"kind": "status", "status": 503, "rate": 0.1}]\'')

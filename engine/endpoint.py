@@ -49,8 +49,14 @@ class Endpoint:
         self._rng = rng or random.Random(0)
 
     async def complete(self, request: Request, validate: Validator | None = None,
-                       request_hash: str | None = None) -> Completion:
-        """Return a usable completion, or raise `RequestFailed` after the last attempt."""
+                       request_hash: str | None = None,
+                       on_text: Callable[[str], None] | None = None) -> Completion:
+        """Return a usable completion, or raise `RequestFailed` after the last attempt.
+
+        `on_text` (for a person watching): where the backend streams, it gets the text so far
+        as it arrives; each retry starts again from the beginning. Limits and retries are the same.
+        """
+        stream = getattr(self.backend, "stream", None) if on_text is not None else None
         if self.cache is not None:
             hit = self.cache.get(request_hash or request.key(self.backend.model))
             if hit is not None and not self._invalid(hit, validate):
@@ -63,7 +69,10 @@ class Endpoint:
             self.stats.requests += 1
             retry_after: float | None = None
             try:
-                completion = await self.backend.complete(request)
+                if stream is not None:
+                    completion = await stream(request, on_text)
+                else:
+                    completion = await self.backend.complete(request)
             except BackendError as exc:
                 reason = exc.reason
                 self.stats.errors[reason.split(":")[0]] += 1

@@ -17,7 +17,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 import yaml
@@ -72,6 +72,7 @@ class SimConfig(BaseModel):
     models: list[str] = Field(default_factory=lambda: ["sim-model"])
     finetune_polls: int = Field(6, ge=1)  # job retrievals from `running` to a final state
     finetune_fail: bool = False  # jobs end `failed` instead of `succeeded`
+    stream_chunk_ms: float = 0.0  # pause between streamed chunks (`"stream": true` requests)
 
 
 def load_script(path: Path) -> list[ScriptRule]:
@@ -108,6 +109,7 @@ class SimStats:
     completion_tokens: int = 0
     charged_tokens: int = 0
     by_path: dict[str, int] = field(default_factory=dict)
+    streamed: int = 0
 
 
 class SimServer:
@@ -252,6 +254,10 @@ class SimServer:
         st.prompt_tokens += p_tokens
         st.completion_tokens += c_tokens
         created = int(time.time())
+        if body.get("stream"):
+            st.streamed += 1
+            return await self._stream(request, chat, model, created, text, finish,
+                                      usage if (body.get("stream_options") or {}).get("include_usage") else None)
         if chat:
             choice = {"index": 0, "message": {"role": "assistant", "content": text},
                       "finish_reason": finish}
@@ -263,6 +269,33 @@ class SimServer:
                    "choices": [choice], "usage": usage}
         return web.Response(body=orjson.dumps(payload), content_type="application/json",
                             headers=self._limit_headers())
+
+    async def _stream(self, request: web.Request, chat: bool, model: str, created: int, text: str,
+                      finish: str, usage: dict[str, Any] | None) -> web.StreamResponse:
+        """The reply as OpenAI streams it: word chunks, then the finish reason, usage if asked, [DONE]."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **self._limit_headers()})
+        await resp.prepare(request)
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        pieces = re.findall(r"\S+\s*|\s+", text)
+        for i, piece in enumerate(pieces + [""]):
+            last = i == len(pieces)
+            if chat:
+                choice = {"index": 0, "delta": {"content": piece} if not last else {},
+                          "finish_reason": finish if last else None}
+            else:
+                choice = {"index": 0, "text": piece, "finish_reason": finish if last else None}
+            chunk = {"id": f"sim-{self.stats.requests}", "object": obj, "created": created, "model": model,
+                     "choices": [choice]}
+            await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            if self.config.stream_chunk_ms and not last:
+                await asyncio.sleep(self.config.stream_chunk_ms / 1000.0)
+        if usage is not None:
+            await resp.write(b"data: " + orjson.dumps({"id": f"sim-{self.stats.requests}", "object": obj,
+                                                        "created": created, "model": model, "choices": [],
+                                                        "usage": usage}) + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
 
     async def _fault_response(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
         if fault.kind == "status":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import aiohttp
 import orjson
@@ -101,9 +101,12 @@ class OpenAIHTTPBackend:
                 f"cannot reach {self.base_url} ({type(exc).__name__}); is the server running "
                 "and does the URL end in /v1?") from None
 
-    def _body(self, req: Request) -> bytes:
+    def _body(self, req: Request, stream: bool = False) -> bytes:
         body: dict[str, Any] = {"model": self.model, "max_tokens": req.max_tokens,
                                 "temperature": req.temperature}
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
         if self.api == "chat":
             body["messages"] = req.messages
         else:
@@ -115,15 +118,30 @@ class OpenAIHTTPBackend:
         return orjson.dumps(body)
 
     async def complete(self, req: Request) -> Completion:
+        return await self._send(req, None)
+
+    async def stream(self, req: Request, on_text: Callable[[str], None]) -> Completion:
+        """The same completion, streamed: `on_text` gets the text so far as each chunk arrives.
+
+        For a person watching a reply appear; the hot path of a run uses `complete`.
+        """
+        return await self._send(req, on_text)
+
+    async def _send(self, req: Request, on_text: Callable[[str], None] | None) -> Completion:
         if self._session is None:
             await self.start()
         assert self._session is not None
         t0 = time.perf_counter()
+        streamed: tuple[str, str | None, Any] | None = None
         try:
-            async with self._session.post(self._url, data=self._body(req)) as resp:
+            async with self._session.post(self._url, data=self._body(req, on_text is not None)) as resp:
                 status = resp.status
                 headers = resp.headers
-                raw = await resp.read()
+                if status == 200 and on_text is not None:
+                    streamed = await self._read_events(resp, on_text)
+                    raw = b""
+                else:
+                    raw = await resp.read()
         except asyncio.TimeoutError:
             raise TransientError("timeout") from None
         except aiohttp.ClientPayloadError:
@@ -137,19 +155,23 @@ class OpenAIHTTPBackend:
             if status >= 500 or status in (408, 409):
                 raise TransientError(f"http_{status}", retry_after=parse_retry_after(headers), status=status)
             raise FatalBackendError(f"http_{status}: {raw[:200].decode('utf-8', 'replace')}", status=status)
-        try:
-            payload = orjson.loads(raw)
-            choice = payload["choices"][0]
-            if self.api == "chat":
-                text = (choice.get("message") or {}).get("content")
-            else:
-                text = choice.get("text")
-            finish = choice.get("finish_reason")
-        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
-            raise TransientError("malformed_body") from None
+        if streamed is not None:
+            text, finish, raw_usage = streamed
+        else:
+            try:
+                payload = orjson.loads(raw)
+                choice = payload["choices"][0]
+                if self.api == "chat":
+                    text = (choice.get("message") or {}).get("content")
+                else:
+                    text = choice.get("text")
+                finish = choice.get("finish_reason")
+                raw_usage = payload.get("usage")
+            except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+                raise TransientError("malformed_body") from None
         if not isinstance(text, str):
             text = ""
-        usage, reported = _parse_usage(payload.get("usage"))
+        usage, reported = _parse_usage(raw_usage)
         if not reported:
             usage = Usage(req.estimated_prompt_tokens(), (len(text) + 3) // 4)
         rate = None
@@ -158,6 +180,32 @@ class OpenAIHTTPBackend:
                                _float_header(headers, "x-ratelimit-remaining-tokens"))
         return Completion(text=text, finish_reason=finish, usage=usage, latency_ms=latency_ms,
                           usage_reported=reported, rate=rate)
+
+    async def _read_events(self, resp: aiohttp.ClientResponse, on_text: Callable[[str], None]
+                           ) -> tuple[str, str | None, Any]:
+        """Server-sent events: a JSON chunk per `data:` line until `data: [DONE]`; usage comes last."""
+        parts: list[str] = []
+        finish: str | None = None
+        usage: Any = None
+        async for line in resp.content:
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                return "".join(parts), finish, usage
+            try:
+                chunk = orjson.loads(data)
+                usage = chunk.get("usage") or usage
+                for choice in chunk.get("choices") or []:
+                    piece = (choice.get("delta") or {}).get("content") if self.api == "chat" else choice.get("text")
+                    finish = choice.get("finish_reason") or finish
+                    if isinstance(piece, str) and piece:
+                        parts.append(piece)
+                        on_text("".join(parts))
+            except (orjson.JSONDecodeError, TypeError, AttributeError):
+                raise TransientError("malformed_body") from None
+        raise TransientError("truncated_body")  # the stream ended without [DONE]
 
     async def aclose(self) -> None:
         if self._session is not None:

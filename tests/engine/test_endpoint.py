@@ -88,3 +88,48 @@ def test_backoff_is_bounded_and_honours_retry_after():
     delays = [policy.delay(a, rng) for a in range(1, 10) for _ in range(50)]
     assert all(0 <= d <= 4.0 for d in delays) and max(delays) > 2.0
     assert all(policy.delay(1, rng, retry_after=3.0) >= 3.0 for _ in range(20))
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+async def test_a_streamed_reply_arrives_in_growing_prefixes_and_equals_the_plain_one(sim, api):
+    url = await sim(seed=4, min_reply_tokens=20)
+    req = REQ if api == "chat" else Request(prompt="Wei: In China, family", max_tokens=20)
+    ep = Endpoint(OpenAIHTTPBackend(url, "m", api=api), retry=FAST)
+    seen: list[str] = []
+    try:
+        streamed = await ep.complete(req, on_text=seen.append)
+        plain = await ep.complete(req)  # the sim server answers the same request the same way
+    finally:
+        await ep.aclose()
+    assert streamed.text == plain.text and len(seen) > 3 and seen[-1] == streamed.text
+    assert all(b.startswith(a) and len(b) > len(a) for a, b in zip(seen, seen[1:]))
+    # usage comes in the stream's last chunk (stream_options.include_usage), so it is the server's figure
+    assert streamed.usage_reported and streamed.usage == plain.usage and streamed.finish_reason == plain.finish_reason
+
+
+async def test_a_stream_cut_before_done_is_retried_from_the_start_then_fails():
+    from aiohttp import web
+
+    async def cut(request):
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"choices": [{"index": 0, "delta": {"content": "Half a "}}]}\n\n')
+        return resp  # ends without [DONE]
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", cut)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    ep = Endpoint(OpenAIHTTPBackend(f"http://127.0.0.1:{port}/v1", "m"), retry=FAST)
+    seen: list[str] = []
+    try:
+        with pytest.raises(RequestFailed) as exc:
+            await ep.complete(REQ, on_text=seen.append)
+    finally:
+        await ep.aclose()
+        await runner.cleanup()
+    assert exc.value.reason == "truncated_body" and exc.value.attempts == FAST.max_attempts
+    assert seen == ["Half a "] * FAST.max_attempts  # every attempt started again from nothing
