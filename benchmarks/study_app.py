@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import orjson
 from aiohttp import web
 
 from culturepark.agents.education import EducationPlan, EduStep, base_sequence, walk
@@ -111,11 +112,11 @@ class StudyServer:
                          "human": True, "t": self.clock()})
         p.turns.append(Turn(index, p.meta["learner"]["name"], "learner", text))
 
-    async def _tutor_reply(self, p: Participant) -> None:
+    async def _tutor_reply(self, p: Participant, on_text: Callable[[str], None] | None = None) -> None:
         nxt = self.policy.next_turn(p.spec, p.turns)
         endpoint = self.endpoints[nxt.role]
         request_hash = nxt.request.key(endpoint.backend.model)
-        completion = await endpoint.complete(nxt.request, nxt.validate, request_hash)
+        completion = await endpoint.complete(nxt.request, nxt.validate, request_hash, on_text)
         record = turn_record(p.spec, len(p.turns), nxt, completion, endpoint, request_hash, self.clock())
         self.log.append(record)
         p.turns.append(Turn(record["index"], nxt.speaker, nxt.role, record["text"]))
@@ -156,7 +157,7 @@ class StudyServer:
             self._append_learner(p, text)
         self._finish_if_over(p)
 
-    async def ask(self, p: Participant, message: str) -> None:
+    async def ask(self, p: Participant, message: str, on_text: Callable[[str], None] | None = None) -> None:
         _, step = self.step_of(p)
         if step is None or step.phase != "learn" or step.role != "learner":
             return
@@ -167,13 +168,13 @@ class StudyServer:
             raise BadInput(f"Your message is too long ({len(message)} characters; at most "
                            f"{self.scenario.max_reply_chars}).")
         self._append_learner(p, message)
-        await self.catch_up(p)
+        await self.catch_up(p, on_text)
 
-    async def catch_up(self, p: Participant) -> None:
+    async def catch_up(self, p: Participant, on_text: Callable[[str], None] | None = None) -> None:
         """If the tutor owes a reply (also after a restart between question and reply), get it."""
         _, step = self.step_of(p)
         if step is not None and step.role == "tutor":
-            await self._tutor_reply(p)
+            await self._tutor_reply(p, on_text)
         self._finish_if_over(p)
 
     def page_steps(self, p: Participant, step: EduStep) -> list[EduStep]:
@@ -193,7 +194,7 @@ h1{font-size:1.5rem}h2{font-size:1.1rem;margin-top:1.5rem}
 label.opt{display:inline-block;margin-right:1rem}
 .error{background:#ffe3e3;border:1px solid #e12d39;padding:.6rem 1rem;border-radius:8px}
 .msg{padding:.6rem .9rem;border-radius:10px;margin:.5rem 0;max-width:85%;white-space:pre-wrap}
-.you{background:#d9eaff;margin-left:auto}.tutor{background:#f0f4f8}
+.you{background:#d9eaff;margin-left:auto}.tutor{background:#f0f4f8}.pending span:empty::after{content:'…'}
 .chat{display:flex;flex-direction:column}
 textarea{width:100%;min-height:5rem;font:inherit}
 button{font:inherit;padding:.5rem 1.2rem;border-radius:6px;border:0;background:#2563eb;color:#fff;cursor:pointer}
@@ -204,6 +205,27 @@ button:disabled{background:#9aa5b1}
 DISABLE_ON_SUBMIT = """<script>
 document.querySelectorAll('form').forEach(f=>f.addEventListener('submit',()=>{
  const b=f.querySelector('button');if(b){b.disabled=true;b.textContent=b.dataset.busy||'Sending…';}}));
+</script>"""
+
+
+# The reply appears as it is generated: the question is posted with `Accept: application/x-ndjson`
+# and the answer comes back as lines of {"text": reply so far}, then {"done": true} (or
+# {"error": message}); the page then reloads from the server, which renders it from the log.
+STREAM_REPLY = """<script>
+(()=>{const f=document.querySelector('form.ask');if(!f||!window.fetch||!window.TextDecoder)return;
+f.addEventListener('submit',async e=>{e.preventDefault();const box=document.querySelector('.chat');
+ const bubble=(cls,who,text)=>{const d=document.createElement('div');d.className='msg '+cls;
+  const b=document.createElement('b');b.textContent=who+': ';const t=document.createElement('span');t.textContent=text;
+  d.append(b,t);box.append(d);return [d,t];};
+ const msg=f.message.value,body=new URLSearchParams(new FormData(f));f.message.value='';
+ const [q]=bubble('you','You',msg);const [a,reply]=bubble('tutor pending',f.dataset.tutor,'');
+ try{const r=await fetch(f.action,{method:'POST',body,headers:{Accept:'application/x-ndjson'}});const rd=r.body.getReader();const dec=new TextDecoder();let buf='';
+  for(;;){const {value,done}=await rd.read();if(done)break;buf+=dec.decode(value,{stream:true});let i;
+   while((i=buf.indexOf('\\n'))>=0){const ev=JSON.parse(buf.slice(0,i));buf=buf.slice(i+1);
+    if(ev.text!==undefined)reply.textContent=ev.text;
+    if(ev.error){q.remove();a.remove();f.message.value=msg;const p=document.createElement('p');p.className='error';
+     p.textContent=ev.error;f.before(p);const b=f.querySelector('button');b.disabled=false;b.textContent='Send';return;}}}}catch(err){}
+ location.replace(f.action.replace(/\\/ask$/,''));});})();
 </script>"""
 
 
@@ -287,10 +309,11 @@ def chat_page(server: StudyServer, p: Participant, aligned: list[EduStep], error
             f"life, values and customs in {html.escape(meta['country'])}.</p>"
             f"<p class='progress'>Message {asked + 1} of {total}</p>{_error(error)}"
             f"<div class='chat'>{''.join(msgs)}</div>"
-            f"<form method='post' action='/p/{p.spec.id}/ask'><input type='hidden' name='step' value='{len(p.turns)}'>"
+            f"<form class='ask' method='post' action='/p/{p.spec.id}/ask' data-tutor='{tutor}'>"
+            f"<input type='hidden' name='step' value='{len(p.turns)}'>"
             f"<textarea name='message' maxlength='{server.scenario.max_reply_chars}' placeholder='Your question…'>"
             f"{html.escape(draft)}</textarea><p><button type='submit' data-busy='{tutor} is replying…'>Send</button></p></form>")
-    return _page(f"Chat with {meta['tutor']['name']}", body, 400 if error else 200)
+    return _page(f"Chat with {meta['tutor']['name']}", body + STREAM_REPLY, 400 if error else 200)
 
 
 def thanks_page() -> web.Response:
@@ -383,6 +406,8 @@ def build_app(server: StudyServer) -> web.Application:
             return not_found_page()
         form = await request.post()
         message = str(form.get("message", ""))
+        if "application/x-ndjson" in request.headers.get("Accept", ""):
+            return await ask_streamed(request, p, str(form.get("step", "")), message)
         async with p.lock:
             if form.get("step") == str(len(p.turns)):
                 try:
@@ -393,6 +418,43 @@ def build_app(server: StudyServer) -> web.Application:
                 except RequestFailed:
                     pass  # the question is saved; the page retries the reply
         raise web.HTTPSeeOther(f"/p/{p.spec.id}")
+
+    async def ask_streamed(request: web.Request, p: Participant, step: str, message: str) -> web.StreamResponse:
+        """The reply so far as NDJSON lines while the tutor generates it (where the backend streams).
+
+        The work runs in a task of its own: a participant who closes the page mid-reply still
+        gets the whole reply logged, and sees it on the next visit.
+        """
+        updates: asyncio.Queue[str | dict[str, Any]] = asyncio.Queue()
+
+        async def work() -> None:
+            outcome: dict[str, Any] = {"done": True}
+            try:
+                async with p.lock:
+                    if step == str(len(p.turns)):  # a stale double submit writes nothing
+                        await server.ask(p, message, on_text=updates.put_nowait)
+            except BadInput as exc:
+                outcome = {"error": str(exc)}
+            except RequestFailed:
+                pass  # the question is saved; the page asks for the reply again
+            finally:
+                updates.put_nowait(outcome)
+
+        task = asyncio.ensure_future(work())
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"})
+        try:
+            await resp.prepare(request)
+            while True:
+                item = await updates.get()
+                while isinstance(item, str) and not updates.empty():
+                    item = updates.get_nowait()  # only the newest text matters
+                await resp.write(orjson.dumps({"text": item} if isinstance(item, str) else item) + b"\n")
+                if not isinstance(item, str):
+                    break
+        except ConnectionResetError:
+            pass  # the page went away; the task (not this handler's child) finishes and logs the reply
+        await asyncio.shield(task)
+        return resp
 
     @routes.get("/admin")
     async def admin(request: web.Request) -> web.Response:

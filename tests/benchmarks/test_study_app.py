@@ -1,5 +1,6 @@
 """`culturepark study serve` as participants meet it: real HTTP against the server process."""
 import asyncio
+import html
 import re
 import signal
 import subprocess
@@ -215,3 +216,53 @@ def test_a_busy_port_is_a_one_line_error_and_leaves_no_run_behind(setup):
                        "--data-dir", str(data_dir))
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "cannot listen on" in done.stderr
     assert not out.exists()
+
+
+def test_the_tutor_reply_streams_to_the_page_and_is_logged_whole_even_if_the_page_goes_away(
+        tmp_path, tiny_data, sim_process):
+    write_hofstede(tiny_data)
+    url = sim_process("--seed", "2", "--stream-chunk-ms", "20")
+    scenario = tmp_path / "study.yaml"
+    scenario.write_text(yaml.safe_dump(study(url)))
+    out = tmp_path / "run"
+    server = Server(scenario, out, tiny_data)
+    streamed = {"Accept": "application/x-ndjson"}
+    try:
+        async def go():
+            async with aiohttp.ClientSession() as s:
+                async with s.post(server.url + "start", data={"consent": "yes"}) as r:
+                    path, page = r.url.path, await r.text()
+                base = server.url.rstrip("/") + path
+                fields = {k: "3" for k, _ in FIELDS.findall(page)}
+                async with s.post(base + "/answers", data={"step": STEP.search(page).group(1), **fields}) as r:
+                    page = await r.text()
+                step = STEP.search(page).group(1)
+                async with s.post(base + "/ask", data={"step": step, "message": "  "}, headers=streamed) as r:
+                    assert [orjson.loads(x) for x in (await r.read()).splitlines()] == \
+                        [{"error": "Please write a question or a reply first."}]
+                async with s.post(base + "/ask", data={"step": step, "message": "What do people eat?"},
+                                  headers=streamed) as r:
+                    assert r.headers["Content-Type"].startswith("application/x-ndjson")
+                    events = [orjson.loads(x) for x in (await r.read()).splitlines()]
+                texts = [e["text"] for e in events[:-1]]
+                assert events[-1] == {"done": True} and len(texts) > 3
+                assert all(b.startswith(a) for a, b in zip(texts, texts[1:]))
+                async with s.get(base) as r:
+                    page = await r.text()
+                assert f":</b> {html.escape(texts[-1])}</div>" in page  # the whole reply, rendered from the log
+                # the second question: the page goes away after the first chunk
+                step = STEP.search(page).group(1)
+                async with s.post(base + "/ask", data={"step": step, "message": "And on holidays?"},
+                                  headers=streamed) as r:
+                    first = orjson.loads(await r.content.readline())["text"]
+                    r.close()
+                async with s.get(base) as r:  # waits for the reply in progress, then shows the next page
+                    assert "<h1>Survey (after)" in await r.text()
+            return first
+        first = asyncio.run(go())
+    finally:
+        server.stop()
+    turns = [r for r in read_log(out).records if r["type"] == "turn"]
+    tutor = [t for t in turns if t["role"] != "learner"]
+    assert len(tutor) == 2 and len(turns) == 24 + 4
+    assert tutor[1]["text"].startswith(first.strip()) and len(tutor[1]["text"]) > len(first)  # whole, not the part seen

@@ -14,7 +14,7 @@ def test_a_participant_goes_through_every_page_and_a_reload_loses_nothing(tmp_pa
     from playwright.sync_api import sync_playwright
 
     write_hofstede(tiny_data)
-    url = sim_process("--seed", "2", "--latency-ms", "150")
+    url = sim_process("--seed", "2", "--latency-ms", "150", "--stream-chunk-ms", "60")
     scenario = tmp_path / "study.yaml"
     scenario.write_text(yaml.safe_dump(study(url)))
     out = tmp_path / "run"
@@ -43,16 +43,24 @@ def test_a_participant_goes_through_every_page_and_a_reload_loses_nothing(tmp_pa
             page.screenshot(path=shots / "2-pre-test.png", full_page=True)
             page.click("button[type=submit]")
             assert page.inner_text("h1").startswith("Chat with")
+            page.click("button[type=submit]")  # nothing written yet: refused on the page, nothing sent on
+            page.wait_for_selector("p.error")
+            assert "write a question" in page.inner_text("p.error") and page.locator(".msg").count() == 0
+            assert page.is_enabled("button[type=submit]")
             page.fill("textarea[name=message]", "What do families do together on weekends?")
             page.click("button[type=submit]")
-            page.wait_for_selector(".msg.tutor")
+            page.wait_for_selector(".msg.tutor.pending span:not(:empty)")  # the reply appears as it is written
+            partial = page.inner_text(".msg.tutor.pending span")
+            page.screenshot(path=shots / "3-chat-streaming.png", full_page=True)
+            page.wait_for_selector(".msg.tutor:not(.pending)")  # then the page is rendered again from the log
+            assert page.inner_text(".msg.tutor").split(": ", 1)[1].startswith(partial.strip())
             page.screenshot(path=shots / "3-chat.png", full_page=True)
             page.reload()  # in the middle of the chat: everything is still there
             assert page.locator(".msg").count() == 2 and "Message 2 of 2" in page.inner_text(".progress")
             assert "weekends" in page.inner_text(".msg.you")
             page.fill("textarea[name=message]", "Is that different in the cities?")
             page.click("button[type=submit]")
-            assert page.inner_text("h1") == "Survey (after)"
+            page.wait_for_selector("h1:text-is('Survey (after)')")
             for i in range(24):
                 page.locator("input[type=radio][value='4']").nth(i).check()
             page.screenshot(path=shots / "4-post-test.png", full_page=True)
