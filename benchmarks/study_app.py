@@ -170,6 +170,21 @@ class StudyServer:
         self._append_learner(p, message)
         await self.catch_up(p, on_text)
 
+    async def ask_if_current(self, p: Participant, step: str, message: str,
+                             on_text: Callable[[str], None] | None = None) -> None:
+        """`ask` under the participant's lock, for both the plain and the streamed page.
+
+        A stale (double) submit writes nothing; a reply that fails leaves the question saved,
+        and the next page view asks for the reply again. `BadInput` goes to the caller.
+        """
+        async with p.lock:
+            if step != str(len(p.turns)):
+                return
+            try:
+                await self.ask(p, message, on_text)
+            except RequestFailed:
+                pass
+
     async def catch_up(self, p: Participant, on_text: Callable[[str], None] | None = None) -> None:
         """If the tutor owes a reply (also after a restart between question and reply), get it."""
         _, step = self.step_of(p)
@@ -406,17 +421,14 @@ def build_app(server: StudyServer) -> web.Application:
             return not_found_page()
         form = await request.post()
         message = str(form.get("message", ""))
+        step = str(form.get("step", ""))
         if "application/x-ndjson" in request.headers.get("Accept", ""):
-            return await ask_streamed(request, p, str(form.get("step", "")), message)
-        async with p.lock:
-            if form.get("step") == str(len(p.turns)):
-                try:
-                    await server.ask(p, message)
-                except BadInput as exc:
-                    aligned, _ = server.step_of(p)
-                    return chat_page(server, p, aligned, str(exc), message[: server.scenario.max_reply_chars])
-                except RequestFailed:
-                    pass  # the question is saved; the page retries the reply
+            return await ask_streamed(request, p, step, message)
+        try:
+            await server.ask_if_current(p, step, message)
+        except BadInput as exc:  # nothing was written
+            aligned, _ = server.step_of(p)
+            return chat_page(server, p, aligned, str(exc), message[: server.scenario.max_reply_chars])
         raise web.HTTPSeeOther(f"/p/{p.spec.id}")
 
     async def ask_streamed(request: web.Request, p: Participant, step: str, message: str) -> web.StreamResponse:
@@ -430,13 +442,9 @@ def build_app(server: StudyServer) -> web.Application:
         async def work() -> None:
             outcome: dict[str, Any] = {"done": True}
             try:
-                async with p.lock:
-                    if step == str(len(p.turns)):  # a stale double submit writes nothing
-                        await server.ask(p, message, on_text=updates.put_nowait)
+                await server.ask_if_current(p, step, message, on_text=updates.put_nowait)
             except BadInput as exc:
                 outcome = {"error": str(exc)}
-            except RequestFailed:
-                pass  # the question is saved; the page asks for the reply again
             finally:
                 updates.put_nowait(outcome)
 
