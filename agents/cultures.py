@@ -8,10 +8,11 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from culturepark.engine.errors import InputError
 from culturepark.scenarios.schema import CultureEntry
 
 
-class CultureError(ValueError):
+class CultureError(InputError):
     pass
 
 
@@ -62,7 +63,7 @@ def load_table(extra: list[CultureEntry] | str | None = None, base_dir: Path | N
             rows = yaml.safe_load(path.read_text("utf-8")) or []
             entries += [CultureEntry.model_validate(r) for r in rows]
         except (OSError, yaml.YAMLError, ValidationError, TypeError) as exc:
-            raise CultureError(f"culture_table {path}: {str(exc).splitlines()[0]}") from None
+            raise CultureError(f"culture_table {path}: {str(exc).splitlines()[0]}") from exc
     elif extra:
         entries += list(extra)
     return {e.name.lower(): _from_entry(e) for e in entries}

@@ -20,9 +20,9 @@ from typing import Any, Iterator, Sequence
 import orjson
 
 from culturepark.agents.answers import parse_scale_answer
-from culturepark.agents.cultures import Culture, CultureError, load_table, resolve_culture
+from culturepark.agents.cultures import Culture, load_table, resolve_culture
 from culturepark.agents.views import SpokenTurn, Step, chat_messages, transcript_prompt
-from culturepark.agents.wvs import WVSData, WVSError
+from culturepark.agents.wvs import WVSData
 from culturepark.engine.backends.base import Request
 from culturepark.engine.errors import InputError
 from culturepark.engine.scheduler import ConversationSpec, Turn, TurnRequest
@@ -60,7 +60,8 @@ def base_sequence(meta: dict[str, Any]) -> list[EduStep]:
         seq += [("learn", "learner", None), ("learn", "tutor", None)]
     seq += [("post", "learner", it) for it in meta["test"]]
     seq += [("exp", "learner", {"key": f"likert:{i}", "question": q, "lo": 1, "hi": 5,
-                                "scale": "1 = strongly disagree, 2 = disagree, 3 = neither, 4 = agree, 5 = strongly agree"})
+                                "scale": "1 = strongly disagree, 2 = disagree, 3 = neither, 4 = agree, "
+                                         "5 = strongly agree"})
             for i, q in enumerate(meta["likert"])]
     if meta.get("free_text"):
         seq.append(("free", "learner", {"key": "free", "question": meta["free_text"]}))
@@ -239,30 +240,27 @@ def build_education_plan(scenario: EducationScenario, data_dir: Path, base_dir: 
     from culturepark.agents.protocol import PlanError
 
     data = WVSData(Path(data_dir))
-    try:
-        table = load_table(scenario.culture_table, base_dir)
-        available = data.countries()
-        cultures = [resolve_culture(name, table, available) for name in scenario.cultures]
-        learner_culture = resolve_culture(scenario.learner.culture, table, available)
-        items: list[dict[str, Any]] = []
-        if scenario.test.vsm13:
-            items += [{"key": f"vsm13:{it['item']}", "question": it["question"], "scale": it["scale"],
-                       "lo": 1, "hi": 5} for it in load_vsm13_items(data_dir)]
-        for q in scenario.test.wvs_items:
-            wi = data.item(q)
-            if not wi.scale:
-                raise PlanError(f"test: WVS item {q} has no numeric answer scale")
-            lo, hi = min(wi.scale), max(wi.scale)
-            scale = ", ".join(f"{k} = {v}" for k, v in sorted(wi.scale.items()))
-            items.append({"key": f"wvs:{wi.q_id}", "question": wi.question, "scale": scale, "lo": lo, "hi": hi})
-        tutor_configs(scenario)  # a bad tutor spec is bad input now, not when the first tutor turn comes
-    except (CultureError, WVSError, InputError) as exc:
-        raise PlanError(str(exc)) from None
+    table = load_table(scenario.culture_table, base_dir)
+    available = data.countries()
+    cultures = [resolve_culture(name, table, available) for name in scenario.cultures]
+    learner_culture = resolve_culture(scenario.learner.culture, table, available)
+    items: list[dict[str, Any]] = []
+    if scenario.test.vsm13:
+        items += [{"key": f"vsm13:{it['item']}", "question": it["question"], "scale": it["scale"],
+                   "lo": 1, "hi": 5} for it in load_vsm13_items(data_dir)]
+    for q in scenario.test.wvs_items:
+        wi = data.item(q)
+        if not wi.scale:
+            raise PlanError(f"test: WVS item {q} has no numeric answer scale")
+        lo, hi = min(wi.scale), max(wi.scale)
+        scale = ", ".join(f"{k} = {v}" for k, v in sorted(wi.scale.items()))
+        items.append({"key": f"wvs:{wi.q_id}", "question": wi.question, "scale": scale, "lo": lo, "hi": hi})
+    tutor_configs(scenario)  # a bad tutor spec is bad input now, not when the first tutor turn comes
     return EducationPlan(scenario, cultures, learner_culture, items, data)
 
 
 def tutor_configs(scenario: EducationScenario) -> dict[str, BackendConfig]:
-    from culturepark.scenarios.factory import parse_model_spec
+    from culturepark.scenarios.model_spec import parse_model_spec
     return {arm.name: parse_model_spec(arm.tutor, arm.base_url, arm.api_key_env) for arm in scenario.arms}
 
 

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from culturepark.agents.cultures import Culture, CultureError, load_table, resolve_culture
+from culturepark.agents.cultures import Culture, load_table, resolve_culture
 from culturepark.agents.personas import choose_stance
 from culturepark.agents.views import SpokenTurn, Step, chat_messages, transcript_prompt
-from culturepark.agents.wvs import WVSData, WVSError, WVSItem
+from culturepark.agents.wvs import WVSData, WVSItem
 from culturepark.engine.backends.base import Request
+from culturepark.engine.errors import InputError
 from culturepark.engine.scheduler import ConversationSpec, Turn, TurnRequest
 from culturepark.scenarios.schema import ModeratorRound, ModeratorScript, Scenario
 
@@ -39,7 +40,7 @@ V1_ROUNDS: tuple[ModeratorRound, ...] = (
 )
 
 
-class PlanError(ValueError):
+class PlanError(InputError):
     """A scenario that is valid YAML but names something the data does not have."""
 
 
@@ -201,25 +202,22 @@ class Plan:
 def build_plan(scenario: Scenario, data_dir: Path, base_dir: Path | None = None) -> Plan:
     """Resolve cultures and items against the data; items a country never asked are skipped."""
     data = WVSData(Path(data_dir))
-    try:
-        table = load_table(scenario.culture_table, base_dir)
-        available = data.countries()
-        cultures = [resolve_culture(name, table, available) for name in scenario.cultures]
-        main_contact = resolve_culture(scenario.main_contact, table, available)
-        all_items = data.items()
-        if scenario.items == "all":
-            items = list(all_items)
-        elif isinstance(scenario.items, list):
-            items = [data.item(q) for q in scenario.items]
-        else:
-            topic = scenario.items.topic.lower()
-            items = [it for it in all_items if it.topic.lower() == topic]
-            if not items:
-                topics = sorted({it.topic for it in all_items})
-                raise PlanError(f"items.topic: no item has topic {scenario.items.topic!r}; "
-                                f"topics: {', '.join(topics)}")
-    except (CultureError, WVSError) as exc:
-        raise PlanError(str(exc)) from None
+    table = load_table(scenario.culture_table, base_dir)
+    available = data.countries()
+    cultures = [resolve_culture(name, table, available) for name in scenario.cultures]
+    main_contact = resolve_culture(scenario.main_contact, table, available)
+    all_items = data.items()
+    if scenario.items == "all":
+        items = list(all_items)
+    elif isinstance(scenario.items, list):
+        items = [data.item(q) for q in scenario.items]
+    else:
+        topic = scenario.items.topic.lower()
+        items = [it for it in all_items if it.topic.lower() == topic]
+        if not items:
+            topics = sorted({it.topic for it in all_items})
+            raise PlanError(f"items.topic: no item has topic {scenario.items.topic!r}; "
+                            f"topics: {', '.join(topics)}")
     plan = Plan(scenario, items, cultures, main_contact, data=data)
     for item in items:
         if item.scale_note:

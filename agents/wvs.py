@@ -11,11 +11,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from culturepark.engine.errors import InputError
+
 _OPTION = re.compile(r"(\d+)\.\s*")
 AGGREGATE_ROWS = {"Avg", "Avg_First", "Avg_Last"}
 
 
-class WVSError(ValueError):
+class WVSError(InputError):
     pass
 
 

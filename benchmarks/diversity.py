@@ -27,8 +27,8 @@ def texts_of(path: Path, field: str | None = None) -> list[str]:
             continue
         try:
             row = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            raise InputError(f"diversity: {path}:{n}: not JSON") from None
+        except orjson.JSONDecodeError as exc:
+            raise InputError(f"diversity: {path}:{n}: not JSON") from exc
         if field:
             if field not in row:
                 raise InputError(f"diversity: {path}:{n}: no field {field!r}")
@@ -52,7 +52,8 @@ def nearest_distances(new: np.ndarray, ref: np.ndarray, block: int = 4096) -> np
     return np.clip(out, 0.0, 2.0)
 
 
-async def diversity_gain(new_path: Path, ref_path: Path, embedder: Embedder, field: str | None = None) -> dict[str, Any]:
+async def diversity_gain(new_path: Path, ref_path: Path, embedder: Embedder,
+                         field: str | None = None) -> dict[str, Any]:
     new, ref = texts_of(new_path, field), texts_of(ref_path, field)
     if not new or not ref:
         raise InputError("diversity: both files need at least one text")

@@ -32,12 +32,14 @@ import numpy as np
 
 from culturepark.agents.education import parse_item_answer, walk
 from culturepark.agents.wvs import WVSData
-from culturepark.benchmarks.common import mean_std
 from culturepark.benchmarks.hofstede import DIMENSIONS, centred_distances, indices, load_scores
+from culturepark.benchmarks.stats import mean_std
 from culturepark.engine.errors import InputError
 from culturepark.engine.export import assemble
 from culturepark.engine.files import atomic_write_json
-from culturepark.paths import resolve_data_dir
+from culturepark.engine.log import read_header
+from culturepark.engine.records import RunHeader
+from culturepark.scenarios.data_dir import resolve_data_dir
 
 RESULT_NAME = "education.json"
 SIMULATED_NOTE = "simulated learners, not a human study"
@@ -72,10 +74,10 @@ def read_learners(run_dir: Path, answer_tries: int) -> list[Learner]:
     learners = []
     for conv_id, conv in assemble(run_dir).conversations:
         end = conv.end
-        if not end or end["status"] != "done" or end.get("meta", {}).get("study") != "education":
+        if not end or end.status != "done" or end.meta.get("study") != "education":
             continue
-        meta = end["meta"]
-        texts = [t["text"] for _, t in sorted(conv.turns.items())]
+        meta = end.meta
+        texts = [t.text for t in conv.ordered_turns()]
         aligned, _ = walk(meta, texts, answer_tries)
         learner = Learner(conv_id, meta["culture"], meta["hofstede"], meta["country_file"], meta["arm"],
                           meta.get("learners", "simulated"))
@@ -295,14 +297,44 @@ def _group_summary(group: list[Learner], wvs_means: dict[tuple[str, str], tuple[
     return out
 
 
+def _wvs_means(learners: list[Learner], wvs_items: list[str],
+               data_dir: Path) -> dict[tuple[str, str], tuple[float, int, int]]:
+    """Per (country, WVS test item): the mean of the country's valid answers and the scale's ends."""
+    means: dict[tuple[str, str], tuple[float, int, int]] = {}
+    if not wvs_items:
+        return means
+    data = WVSData(data_dir)
+    for l in learners:
+        for q in wvs_items:
+            key = (l.country_file, f"wvs:{q}")
+            if key not in means:
+                valid = data.answers(l.country_file, q)  # negative codes are missing, never answers
+                item = data.item(q)
+                if valid:
+                    means[key] = (statistics.fmean(valid), min(item.scale), max(item.scale))
+    return means
+
+
+def _arm_differences(learners: list[Learner], arms: list[str], bootstrap: int,
+                     rng: random.Random) -> dict[str, Any]:
+    """Each arm against the first: gain and experience differences with bootstrap intervals."""
+    def vals(name: str, attr: str) -> list[float]:
+        return [v for l in learners if l.arm == name if (v := getattr(l, attr)) is not None]
+    ref = arms[0]
+    return {f"{arm} - {ref}": {
+        "gain": bootstrap_diff(vals(ref, "gain"), vals(arm, "gain"), bootstrap, rng),
+        "experience": bootstrap_diff(vals(ref, "experience"), vals(arm, "experience"), bootstrap, rng),
+    } for arm in arms[1:]}
+
+
 def score(run_dir: Path, data_dir: Path | None = None, bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
     run_dir = Path(run_dir)
-    a = assemble(run_dir)
-    header = a.header or {}
-    scenario = header.get("scenario", {})
+    header = read_header(run_dir) or RunHeader()
+    scenario = header.scenario or {}
     if scenario.get("kind") != "education":
-        raise InputError(f"{run_dir}: not an education study (its scenario kind is {scenario.get('kind', 'culturepark')!r})")
-    data_dir = resolve_data_dir(data_dir, header.get("data_dir"), None)
+        kind = scenario.get("kind", "culturepark")
+        raise InputError(f"{run_dir}: not an education study (its scenario kind is {kind!r})")
+    data_dir = resolve_data_dir(data_dir, header.data_dir, None)
     learners = read_learners(run_dir, scenario.get("answer_tries", 3))
     published = load_scores(data_dir)
     likert = scenario.get("questionnaire", {}).get("likert", [])
@@ -313,27 +345,16 @@ def score(run_dir: Path, data_dir: Path | None = None, bootstrap: int = 2000, se
     for arm in complete_arms(by_arm, hofstede_names):
         centred_learner_distances(by_arm[arm], published, dims)
     dimensions = {arm: dims for arm in arms}
-    wvs_means: dict[tuple[str, str], tuple[float, int, int]] = {}
-    wvs_items = [str(q) for q in scenario.get("test", {}).get("wvs_items", [])]
-    if wvs_items:
-        data = WVSData(data_dir)
-        for l in learners:
-            for q in wvs_items:
-                key = (l.country_file, f"wvs:{q}")
-                if key not in wvs_means:
-                    valid = data.answers(l.country_file, q)  # negative codes are missing, never answers
-                    item = data.item(q)
-                    if valid:
-                        wvs_means[key] = (statistics.fmean(valid), min(item.scale), max(item.scale))
+    wvs_means = _wvs_means(learners, [str(q) for q in scenario.get("test", {}).get("wvs_items", [])], data_dir)
     kinds = sorted({l.kind for l in learners}) or ["simulated"]
     kind = kinds[0] if len(kinds) == 1 else "mixed"
     cultures = sorted({l.culture for l in learners})
     result: dict[str, Any] = {
-        "run_dir": str(run_dir), "run_name": header.get("run_name"), "scenario_hash": header.get("scenario_hash"),
+        "run_dir": str(run_dir), "run_name": header.run_name, "scenario_hash": header.scenario_hash,
         "learners": kind,
         "note": SIMULATED_NOTE if kind != "human" else "human participants",
         "cultures": cultures, "arms": arms, "learners_scored": len(learners),
-        "learners_planned": header.get("planned_conversations"),
+        "learners_planned": header.planned_conversations,
         "distance": "C-free (each dimension centred over the study's cultures, per arm and phase)",
         "dimensions": dimensions,
         "by_culture": {c: {arm: _group_summary([l for l in learners if l.culture == c and l.arm == arm],
@@ -343,16 +364,7 @@ def score(run_dir: Path, data_dir: Path | None = None, bootstrap: int = 2000, se
     if len(cultures) < 2:
         result["warning"] = "one culture only: the C-free distance needs two or more, so distances are null"
     if len(arms) >= 2:
-        rng = random.Random(seed)
-        ref = arms[0]
-        result["arm_differences"] = {}
-        for arm in arms[1:]:
-            def vals(name: str, attr: str) -> list[float]:
-                return [v for l in learners if l.arm == name if (v := getattr(l, attr)) is not None]
-            result["arm_differences"][f"{arm} - {ref}"] = {
-                "gain": bootstrap_diff(vals(ref, "gain"), vals(arm, "gain"), bootstrap, rng),
-                "experience": bootstrap_diff(vals(ref, "experience"), vals(arm, "experience"), bootstrap, rng),
-            }
+        result["arm_differences"] = _arm_differences(learners, arms, bootstrap, random.Random(seed))
     result["pooled"] = pooled_scores(learners, published, cultures, arms, bootstrap, seed)
     result["per_learner"] = [{"id": l.id, "culture": l.culture, "arm": l.arm, "learners": l.kind,
                               "pre_distance": l.distance.get("pre"), "post_distance": l.distance.get("post"),

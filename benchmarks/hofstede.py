@@ -12,15 +12,15 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-
 from culturepark.agents.answers import parse_scale_answer
 from culturepark.agents.cultures import Culture, load_table
 from culturepark.agents.education import load_vsm13_items
-from culturepark.benchmarks.common import EvalSettings, digest, file_digest, mean_std, run_items
-from culturepark.engine.files import atomic_write_json as write_json
+from culturepark.benchmarks.eval_run import EvalSettings, digest, file_digest, run_items
+from culturepark.benchmarks.stats import mean_std
 from culturepark.engine.backends.base import Request
 from culturepark.engine.batch import BatchItem
 from culturepark.engine.errors import InputError
+from culturepark.engine.files import atomic_write_json as write_json
 
 DIMENSIONS = ("pdi", "idv", "mas", "uai", "lto", "ivr")
 CSV_COLUMNS = {"pdi": "pdi", "idv": "idv", "mas": "mas", "uai": "uai", "lto": "ltowvs", "ivr": "ivr"}
@@ -104,7 +104,8 @@ async def evaluate(settings: EvalSettings, cultures: list[str], data_dir: Path, 
     for name in cultures:
         c = table.get(name.lower())
         if c is None:
-            raise InputError(f"hofstede: unknown culture {name!r}; known: {', '.join(sorted(x.name for x in table.values()))}")
+            known = ", ".join(sorted(x.name for x in table.values()))
+            raise InputError(f"hofstede: unknown culture {name!r}; known: {known}")
         chosen.append(c)
     items = load_vsm13_items(data_dir)
     scores = load_scores(data_dir)
@@ -148,7 +149,8 @@ async def evaluate(settings: EvalSettings, cultures: list[str], data_dir: Path, 
             rec = per_seed[c.name][s]
             dims = [d for d in DIMENSIONS if published[c.name].get(d) is not None]
             rec["distance_c0"] = distance(rec["indices"], published[c.name], dims)
-            rec["diffs"] = {d: (None if rec["indices"][d] is None else round(rec["indices"][d] - published[c.name][d], 4))
+            idx = rec["indices"]
+            rec["diffs"] = {d: (None if idx[d] is None else round(idx[d] - published[c.name][d], 4))
                             for d in dims}
             rec["centred_distance"] = centred[c.name]
     report = {"task": "hofstede", **info, "data_hash": data_hash, "seeds": seeds, "samples": samples,

@@ -18,12 +18,13 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from culturepark.agents.cultures import load_table
-from culturepark.benchmarks.common import EvalSettings, digest, file_digest, mean_std, run_items
-from culturepark.engine.files import atomic_write_json as write_json
+from culturepark.benchmarks.eval_run import EvalSettings, digest, file_digest, run_items
+from culturepark.benchmarks.stats import mean_std
 from culturepark.engine.backends.base import Request
 from culturepark.engine.batch import BatchItem
 from culturepark.engine.errors import InputError
-from culturepark.scenarios.loader import ScenarioError, load_model
+from culturepark.engine.files import atomic_write_json as write_json
+from culturepark.scenarios.loader import load_model
 
 _YES = re.compile(r"\b(yes|no)\b", re.I)
 
@@ -51,10 +52,7 @@ def load_spec(name_or_path: str) -> DatasetSpec:
     path = specs.get(name_or_path) or Path(name_or_path)
     if not path.exists():
         raise InputError(f"moderation: {name_or_path!r} is not a spec file or bundled set ({', '.join(specs)})")
-    try:
-        return load_model(DatasetSpec, path)
-    except ScenarioError as exc:
-        raise InputError(str(exc)) from None
+    return load_model(DatasetSpec, path)
 
 
 def load_rows(spec: DatasetSpec, data_dir: Path, limit: int | None) -> tuple[list[dict], dict[str, int], Path]:
@@ -68,7 +66,8 @@ def load_rows(spec: DatasetSpec, data_dir: Path, limit: int | None) -> tuple[lis
         rec = orjson.loads(line)
         label = str(rec.get(spec.label_field))
         if label in spec.positive_labels or label in spec.negative_labels:
-            rows.append({"row": i, "text": str(rec.get(spec.text_field, "")), "label": int(label in spec.positive_labels)})
+            rows.append({"row": i, "text": str(rec.get(spec.text_field, "")),
+                         "label": int(label in spec.positive_labels)})
         else:
             skipped[label] = skipped.get(label, 0) + 1
     if limit is not None and limit < len(rows):

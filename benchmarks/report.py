@@ -30,8 +30,8 @@ def collect(dirs: list[Path]) -> dict[str, list[tuple[Path, dict]]]:
                 found[kind].append((p.parent, _load(p)))
         for log in sorted(Path(d).rglob(LOG_NAME)):
             header = read_header(log)
-            if header is not None and "scenario" in header:
-                found["runs"].append((log.parent, header))
+            if header is not None and header.scenario is not None:  # a conversation run or study
+                found["runs"].append((log.parent, header.model_dump()))
     return found
 
 
@@ -159,7 +159,7 @@ def plot_education(items: list[tuple[Path, dict]], out: Path) -> list[str]:
 
 def run_stats(run_dir: Path) -> tuple[dict[str, Any], list[float]]:
     a = assemble(run_dir)
-    times = sorted(r["t"] for r in a.records if r.get("type") == "turn" and "t" in r)
+    times = sorted(t.t for _, conv in a.conversations for t in conv.turns.values() if t.t)
     return summarize(a), times
 
 
@@ -174,7 +174,8 @@ def plot_runs(runs: list[tuple[Path, dict]], out: Path) -> tuple[list[str], list
                      "duration_s": round(times[-1] - times[0], 1) if len(times) > 1 else None})
         if len(times) > 1:
             t0 = times[0]
-            ax.plot([t - t0 for t in times], range(1, len(times) + 1), label=f"{header.get('run_name')} ({run_dir.name})")
+            ax.plot([t - t0 for t in times], range(1, len(times) + 1),
+                    label=f"{header.get('run_name')} ({run_dir.name})")
     ax.set_xlabel("seconds since first turn")
     ax.set_ylabel("turns written (cumulative)")
     ax.set_title("Generation progress (from the logs)")
@@ -202,83 +203,112 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _hofstede_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
+    parts: list[str] = []
+    parts.append("<h2>Hofstede VSM13</h2>")
+    rows = [[rep["model_spec"], c, _fmt(v["distance_c0"]), _fmt(v["centred_distance"]), v["invalid_answers"],
+             rep["seeds"]] for _, rep in items for c, v in rep["cultures"].items()]
+    parts.append(_table(["model", "culture", "distance (C = 0)", "centred distance (C-free)", "invalid answers",
+                         "seeds"], rows))
+    parts += [f'<img src="{f}" alt="{f}">' for f in plot_hofstede(items, out)]
+    return parts
+
+
+def _moderation_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
+    parts: list[str] = []
+    parts.append("<h2>Content moderation</h2>")
+    rows = [[rep["model_spec"], rep["dataset"], rep["rows"], _fmt(rep["macro_f1"]), _fmt(rep["accuracy"]),
+             f"{rep['majority_baseline']['macro_f1']:.3f}", rep["unparseable"], rep["seeds"]]
+            for _, rep in items]
+    parts.append(_table(["model", "dataset", "rows", "macro-F1", "accuracy", "majority macro-F1", "unparseable",
+                         "seeds"], rows))
+    parts += [f'<img src="{f}" alt="{f}">' for f in plot_moderation(items, out)]
+    return parts
+
+
+def _diversity_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
+    parts: list[str] = []
+    parts.append("<h2>Diversity gain</h2>")
+    parts.append(_table(["new", "reference", "gain", "embeddings"],
+                        [[r["new_file"], r["reference_file"], f"{r['diversity_gain']:.4f} ± {r['std']:.4f}",
+                          r["embeddings"]] for _, r in items]))
+    return parts
+
+
+def _refine_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
+    parts: list[str] = []
+    parts.append("<h2>Refinement</h2>")
+    keys = ["conversations", "extracted", "entail", "contradict", "irrelevant", "rewritten", "rewritten_entail",
+            "too_short", "deduplicated_removed", "exported"]
+    parts.append(_table(["dir"] + keys, [[str(d)] + [s.get(k) for k in keys] for d, s in items]))
+    return parts
+
+
+def _education_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
+    parts: list[str] = []
+    parts.append("<h2>Cultural education</h2>")
+    for d, res in items:
+        parts.append(f"<p class=note><b>{html.escape(str(res['run_name']))}</b> ({html.escape(str(d))}): "
+                     f"learners are <b>{html.escape(res['learners'])}</b> — {html.escape(res['note'])}. "
+                     f"{res['learners_scored']} of {res['learners_planned']} learners finished. "
+                     "Distances are C-free; gain = pre − post (positive: closer after learning).</p>")
+        rows = [[c, arm, s["learners"], _fmt(s["pre_distance"]), _fmt(s["post_distance"]), _fmt(s["gain"]),
+                 _fmt(s["experience"]), f"{s['invalid_answers']['pre']}/{s['invalid_answers']['post']}"]
+                for c, arms in res["by_culture"].items() for arm, s in arms.items()]
+        parts.append(_table(["culture", "arm", "learners", "pre distance", "post distance", "gain",
+                             "experience (1-5)", "invalid answers pre/post"], rows))
+        for name, diff in res.get("arm_differences", {}).items():
+            g = diff["gain"]
+            for what, d in (("Gain", diff["gain"]), ("Experience", diff["experience"])):
+                if d["diff"] is None:
+                    parts.append(f"<p>{what} difference {html.escape(name)}: n/a (no learner with a value "
+                                 f"in one of the arms)</p>")
+                    continue
+                parts.append(f"<p>{what} difference {html.escape(name)}: {d['diff']:.3f} (bootstrap 95 % CI "
+                             f"[{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}], learners {d['n'][0]} vs {d['n'][1]})</p>")
+        pooled = res.get("pooled")
+        if pooled:
+            parts.append("<p>Pooled per group (VSM13 item means over the group's valid answers, as "
+                         f"<code>eval hofstede</code> does), dimensions: "
+                         f"{html.escape(', '.join(pooled['dimensions']) or 'none defined')}</p>")
+            prow = [[c, arm, _num(g["pre_distance"]), _num(g["post_distance"]), _num(g["gain"]),
+                     f"{g['valid_answers']['pre']}/{g['valid_answers']['post']}"]
+                    for c, arms in pooled["by_culture"].items() for arm, g in arms.items()]
+            parts.append(_table(["culture", "arm", "pooled pre", "pooled post", "pooled gain",
+                                 "valid answers pre/post"], prow))
+            for name, diff in pooled["arm_differences"].items():
+                g = diff["gain"]
+                ci = ("n/a" if g["ci95"] is None else f"[{g['ci95'][0]:.3f}, {g['ci95'][1]:.3f}]")
+                text = ("n/a (a group has no pooled distance)" if g["diff"] is None else
+                        f"{g['diff']:.3f} (bootstrap 95 % CI {ci}; {g['undefined_resamples']} of "
+                        f"{g['resamples']} resamples undefined)")
+                parts.append(f"<p>Pooled gain difference {html.escape(name)}: {text}</p>")
+    parts += [f'<img src="{f}" alt="{f}">' for f in plot_education(items, out)]
+    return parts
+
+
+def _runs_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
+    parts: list[str] = []
+    parts.append("<h2>Conversation runs</h2>")
+    files, rows = plot_runs(items, out)
+    keys = ["run", "name", "conversations", "done", "failed", "turns", "tokens", "cost_usd", "duration_s"]
+    parts.append(_table(["run", "name", "conversations", "done", "failed", "turns", "tokens", "cost (USD)",
+                         "duration (s)"], [[r[k] for k in keys] for r in rows]))
+    parts += [f'<img src="{f}" alt="{f}">' for f in files]
+    return parts
+
+
 def build(dirs: list[Path], out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     found = collect(dirs)
     parts = ["<h1>culturepark report</h1>",
              f"<p class=note>Sources: {html.escape(', '.join(str(d) for d in dirs))}. Every number is a mean ± std "
              "over the seeds stated; nothing was selected.</p>"]
-    if found["hofstede"]:
-        parts.append("<h2>Hofstede VSM13</h2>")
-        rows = [[rep["model_spec"], c, _fmt(v["distance_c0"]), _fmt(v["centred_distance"]), v["invalid_answers"],
-                 rep["seeds"]] for _, rep in found["hofstede"] for c, v in rep["cultures"].items()]
-        parts.append(_table(["model", "culture", "distance (C = 0)", "centred distance (C-free)", "invalid answers",
-                             "seeds"], rows))
-        parts += [f'<img src="{f}" alt="{f}">' for f in plot_hofstede(found["hofstede"], out)]
-    if found["moderation"]:
-        parts.append("<h2>Content moderation</h2>")
-        rows = [[rep["model_spec"], rep["dataset"], rep["rows"], _fmt(rep["macro_f1"]), _fmt(rep["accuracy"]),
-                 f"{rep['majority_baseline']['macro_f1']:.3f}", rep["unparseable"], rep["seeds"]]
-                for _, rep in found["moderation"]]
-        parts.append(_table(["model", "dataset", "rows", "macro-F1", "accuracy", "majority macro-F1", "unparseable",
-                             "seeds"], rows))
-        parts += [f'<img src="{f}" alt="{f}">' for f in plot_moderation(found["moderation"], out)]
-    if found["diversity"]:
-        parts.append("<h2>Diversity gain</h2>")
-        parts.append(_table(["new", "reference", "gain", "embeddings"],
-                            [[r["new_file"], r["reference_file"], f"{r['diversity_gain']:.4f} ± {r['std']:.4f}",
-                              r["embeddings"]] for _, r in found["diversity"]]))
-    if found["refine"]:
-        parts.append("<h2>Refinement</h2>")
-        keys = ["conversations", "extracted", "entail", "contradict", "irrelevant", "rewritten", "rewritten_entail",
-                "too_short", "deduplicated_removed", "exported"]
-        parts.append(_table(["dir"] + keys, [[str(d)] + [s.get(k) for k in keys] for d, s in found["refine"]]))
-    if found["education"]:
-        parts.append("<h2>Cultural education</h2>")
-        for d, res in found["education"]:
-            parts.append(f"<p class=note><b>{html.escape(str(res['run_name']))}</b> ({html.escape(str(d))}): "
-                         f"learners are <b>{html.escape(res['learners'])}</b> — {html.escape(res['note'])}. "
-                         f"{res['learners_scored']} of {res['learners_planned']} learners finished. "
-                         "Distances are C-free; gain = pre − post (positive: closer after learning).</p>")
-            rows = [[c, arm, s["learners"], _fmt(s["pre_distance"]), _fmt(s["post_distance"]), _fmt(s["gain"]),
-                     _fmt(s["experience"]), f"{s['invalid_answers']['pre']}/{s['invalid_answers']['post']}"]
-                    for c, arms in res["by_culture"].items() for arm, s in arms.items()]
-            parts.append(_table(["culture", "arm", "learners", "pre distance", "post distance", "gain",
-                                 "experience (1-5)", "invalid answers pre/post"], rows))
-            for name, diff in res.get("arm_differences", {}).items():
-                g = diff["gain"]
-                for what, d in (("Gain", diff["gain"]), ("Experience", diff["experience"])):
-                    if d["diff"] is None:
-                        parts.append(f"<p>{what} difference {html.escape(name)}: n/a (no learner with a value "
-                                     f"in one of the arms)</p>")
-                        continue
-                    parts.append(f"<p>{what} difference {html.escape(name)}: {d['diff']:.3f} (bootstrap 95 % CI "
-                                 f"[{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}], learners {d['n'][0]} vs {d['n'][1]})</p>")
-            pooled = res.get("pooled")
-            if pooled:
-                parts.append("<p>Pooled per group (VSM13 item means over the group's valid answers, as "
-                             f"<code>eval hofstede</code> does), dimensions: "
-                             f"{html.escape(', '.join(pooled['dimensions']) or 'none defined')}</p>")
-                prow = [[c, arm, _num(g["pre_distance"]), _num(g["post_distance"]), _num(g["gain"]),
-                         f"{g['valid_answers']['pre']}/{g['valid_answers']['post']}"]
-                        for c, arms in pooled["by_culture"].items() for arm, g in arms.items()]
-                parts.append(_table(["culture", "arm", "pooled pre", "pooled post", "pooled gain",
-                                     "valid answers pre/post"], prow))
-                for name, diff in pooled["arm_differences"].items():
-                    g = diff["gain"]
-                    ci = ("n/a" if g["ci95"] is None else f"[{g['ci95'][0]:.3f}, {g['ci95'][1]:.3f}]")
-                    text = ("n/a (a group has no pooled distance)" if g["diff"] is None else
-                            f"{g['diff']:.3f} (bootstrap 95 % CI {ci}; {g['undefined_resamples']} of "
-                            f"{g['resamples']} resamples undefined)")
-                    parts.append(f"<p>Pooled gain difference {html.escape(name)}: {text}</p>")
-        parts += [f'<img src="{f}" alt="{f}">' for f in plot_education(found["education"], out)]
-    if found["runs"]:
-        parts.append("<h2>Conversation runs</h2>")
-        files, rows = plot_runs(found["runs"], out)
-        parts.append(_table(["run", "name", "conversations", "done", "failed", "turns", "tokens", "cost (USD)",
-                             "duration (s)"], [[r["run"], r["name"], r["conversations"], r["done"], r["failed"],
-                                                r["turns"], r["tokens"], r["cost_usd"], r["duration_s"]] for r in rows]))
-        parts += [f'<img src="{f}" alt="{f}">' for f in files]
+    sections = {"hofstede": _hofstede_section, "moderation": _moderation_section, "diversity": _diversity_section,
+                "refine": _refine_section, "education": _education_section, "runs": _runs_section}
+    for kind, section in sections.items():
+        if found[kind]:
+            parts += section(found[kind], out)
     if len(parts) == 2:
         parts.append("<p>No eval results or runs were found under these directories.</p>")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"

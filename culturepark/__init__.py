@@ -12,11 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from culturepark.scenarios.loader import load_scenario
+
+def load_scenario(ref: str | Path) -> Any:
+    """A scenario by bundled name or YAML path, validated (`ScenarioError` names file and field)."""
+    from culturepark.scenarios.loader import load_scenario as _load
+    return _load(ref)
 
 
 def run(scenario: Any, **kwargs: Any) -> Any:
-    from culturepark.runner import run as _run
+    from culturepark.runs.in_process import run as _run
     return _run(scenario, **kwargs)
 
 

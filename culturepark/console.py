@@ -5,6 +5,7 @@ import asyncio
 import sys
 from typing import Any, TextIO
 
+import orjson
 import structlog
 
 
@@ -20,8 +21,7 @@ def make_logger(stream: TextIO | None = None) -> Any:
 async def progress_bar(scheduler: Any, total: int, already: int, stream: TextIO | None = None) -> None:
     """Refresh twice a second from the scheduler's counters; nothing on the hot path."""
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeRemainingColumn)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(file=stream or sys.stderr)
     columns = [TextColumn("[bold]conversations"), BarColumn(), MofNCompleteColumn(),
@@ -43,3 +43,9 @@ async def progress_bar(scheduler: Any, total: int, already: int, stream: TextIO 
                 s = scheduler.stats
                 bar.update(task, completed=already + s.done + s.failed, info=info)
                 raise
+
+
+def print_json(obj: Any) -> None:
+    """One JSON line on stdout (for `--json`: a machine reads it)."""
+    sys.stdout.write(orjson.dumps(obj).decode() + "\n")
+    sys.stdout.flush()

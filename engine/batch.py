@@ -10,8 +10,15 @@ from culturepark.engine.backends.base import Request
 from culturepark.engine.endpoint import Endpoint, Validator
 from culturepark.engine.export import assemble
 from culturepark.engine.log import RunLog
-from culturepark.engine.scheduler import (ConversationSpec, ResumeState, RunStats, Scheduler, SchedulerConfig,
-                                          Turn, TurnRequest)
+from culturepark.engine.scheduler import (
+    ConversationSpec,
+    ResumeState,
+    RunStats,
+    Scheduler,
+    SchedulerConfig,
+    Turn,
+    TurnRequest,
+)
 
 
 @dataclass(slots=True)
@@ -53,11 +60,10 @@ async def run_batch(items: Iterable[BatchItem], endpoint: Endpoint, log: RunLog,
 def batch_results(run_dir: Path) -> dict[str, BatchResult]:
     out: dict[str, BatchResult] = {}
     for conv_id, conv in assemble(run_dir).conversations:
-        end = conv.end or {}
-        if end.get("status") == "done" and 0 in conv.turns:
-            out[conv_id] = BatchResult(conv.turns[0]["text"])
+        if conv.status == "done" and 0 in conv.turns:
+            out[conv_id] = BatchResult(conv.turns[0].text)
         else:
-            out[conv_id] = BatchResult(None, end.get("reason") or "incomplete")
+            out[conv_id] = BatchResult(None, (conv.end.reason if conv.end else None) or "incomplete")
     return out
 
 

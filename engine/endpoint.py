@@ -14,9 +14,9 @@ from typing import Callable
 
 from culturepark.engine.backends.base import Backend, Completion, Request
 from culturepark.engine.backends.cached import ResponseCache
+from culturepark.engine.errors import BackendError, InvalidReply, RateLimited, RequestFailed
 from culturepark.engine.limiter import RateLimiter
-from culturepark.engine.retry import (BackendError, InvalidReply, RateLimited, RequestFailed,
-                                      RetryPolicy)
+from culturepark.engine.retry import RetryPolicy
 
 Validator = Callable[[str], "str | None"]
 
@@ -84,7 +84,7 @@ class Endpoint:
                 elif exc.retry_after is not None:
                     retry_after = exc.retry_after
                 if not exc.retryable:
-                    raise RequestFailed(reason, attempt) from None
+                    raise RequestFailed(reason, attempt) from exc
             else:
                 usage = completion.usage
                 self.limiter.settle(grant, usage.prompt_tokens if completion.usage_reported else None,

@@ -15,64 +15,73 @@ import orjson
 
 from culturepark.engine.files import atomic_write
 from culturepark.engine.log import read_log
+from culturepark.engine.records import EndRecord, RunHeader, StopRecord, TurnRecord
 
 CONVERSATIONS_NAME = "conversations.jsonl"
 SUMMARY_NAME = "summary.json"
 
 
 @dataclass
-class _Conv:
+class AssembledConversation:
     seq: int
-    turns: dict[int, dict[str, Any]] = field(default_factory=dict)
-    end: dict[str, Any] | None = None
+    turns: dict[int, TurnRecord] = field(default_factory=dict)
+    end: EndRecord | None = None
+
+    @property
+    def status(self) -> str:
+        return self.end.status if self.end else "incomplete"
+
+    def ordered_turns(self) -> list[TurnRecord]:
+        return [self.turns[i] for i in sorted(self.turns)]
 
 
 @dataclass
 class Assembled:
-    header: dict[str, Any] | None
-    conversations: list[tuple[str, _Conv]]
+    header: RunHeader | None
+    conversations: list[tuple[str, AssembledConversation]]
     duplicate_turns: int
     torn_bytes: int
     stop_reasons: list[str]
-    records: list[dict[str, Any]]
+    first_t: float | None = None
+    last_t: float | None = None
 
 
 def assemble(run_dir: Path) -> Assembled:
     contents = read_log(Path(run_dir))
-    convs: dict[str, _Conv] = {}
+    convs: dict[str, AssembledConversation] = {}
     duplicates = 0
     stops: list[str] = []
+    times = [rec.t for rec in contents.records if rec.t]
     for rec in contents.records:
-        kind = rec["type"]
-        if kind == "turn":
-            conv = convs.setdefault(rec["conversation_id"], _Conv(rec.get("seq", 0)))
-            if rec["index"] in conv.turns:
+        if isinstance(rec, TurnRecord):
+            conv = convs.setdefault(rec.conversation_id, AssembledConversation(rec.seq))
+            if rec.index in conv.turns:
                 duplicates += 1
                 continue
-            conv.turns[rec["index"]] = rec
-        elif kind == "end":
-            conv = convs.setdefault(rec["conversation_id"], _Conv(rec.get("seq", 0)))
-            if conv.end is None or conv.end["status"] != "done":
+            conv.turns[rec.index] = rec
+        elif isinstance(rec, EndRecord):
+            conv = convs.setdefault(rec.conversation_id, AssembledConversation(rec.seq))
+            if conv.end is None or conv.end.status != "done":
                 conv.end = rec  # a failed conversation retried later: its newer end wins, done outranks failed
-        elif kind == "stop":
-            stops.append(rec.get("reason", ""))
+        elif isinstance(rec, StopRecord):
+            stops.append(rec.reason)
     ordered = sorted(convs.items(), key=lambda kv: (kv[1].seq, kv[0]))
-    return Assembled(contents.header, ordered, duplicates, contents.torn_bytes, stops, contents.records)
+    return Assembled(contents.header, ordered, duplicates, contents.torn_bytes, stops,
+                     min(times, default=None), max(times, default=None))
 
 
 def conversation_rows(assembled: Assembled) -> Iterator[dict[str, Any]]:
+    """The rows of `conversations.jsonl` (a dict each: the JSONL row that `datasets` loads)."""
     for conv_id, conv in assembled.conversations:
         end = conv.end
-        status = end["status"] if end else "incomplete"
         row: dict[str, Any] = {
             "id": conv_id,
-            "status": status,
-            "turns": [{"speaker": t["speaker"], "text": t["text"]}
-                      for _, t in sorted(conv.turns.items())],
-            "meta": (end or {}).get("meta", {}),
+            "status": conv.status,
+            "turns": [{"speaker": t.speaker, "text": t.text} for t in conv.ordered_turns()],
+            "meta": end.meta if end else {},
         }
-        if end and end.get("reason"):
-            row["reason"] = end["reason"]
+        if end and end.reason:
+            row["reason"] = end.reason
         yield row
 
 
@@ -82,31 +91,25 @@ def summarize(assembled: Assembled) -> dict[str, Any]:
     prompt = completion = turns = cached = 0
     cost = 0.0
     cost_known = True
-    first_t = last_t = None
     for _, conv in assembled.conversations:
-        statuses[conv.end["status"] if conv.end else "incomplete"] += 1
-        if conv.end and conv.end["status"] == "failed":
-            failures[conv.end.get("reason") or "unknown"] += 1
+        statuses[conv.status] += 1
+        if conv.end and conv.end.status == "failed":
+            failures[conv.end.reason or "unknown"] += 1
         for t in conv.turns.values():
             turns += 1
-            usage = t.get("usage") or {}
-            prompt += usage.get("prompt_tokens", 0)
-            completion += usage.get("completion_tokens", 0)
-            cached += bool(t.get("cached"))
-            if t.get("cost_usd") is None:
+            prompt += t.usage.prompt_tokens
+            completion += t.usage.completion_tokens
+            cached += t.cached
+            if t.cost_usd is None:
                 cost_known = False
             else:
-                cost += t["cost_usd"]
-    for rec in assembled.records:
-        t = rec.get("t")
-        if t:
-            first_t = t if first_t is None else min(first_t, t)
-            last_t = t if last_t is None else max(last_t, t)
-    header = assembled.header or {}
-    started = header.get("started_at")
+                cost += t.cost_usd
+    header = assembled.header
+    started = header.started_at if header else None
+    last_t = assembled.last_t
     return {
-        "run_name": header.get("run_name"),
-        "scenario_hash": header.get("scenario_hash"),
+        "run_name": header.run_name if header else None,
+        "scenario_hash": header.scenario_hash if header else None,
         "conversations": sum(statuses.values()),
         "done": statuses["done"],
         "failed": statuses["failed"],

@@ -12,27 +12,19 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Literal
 
 import orjson
+from pydantic import ValidationError
+
+from culturepark.engine.errors import CorruptLogError, LogError, LogWriteError
+from culturepark.engine.records import Record, RunHeader, parse_record
 
 LOG_NAME = "log.jsonl"
 LOCK_NAME = ".lock"
 SHARDS_DIR = "shards"  # one extra log per distributed worker session: shards/NNNN.jsonl
 
 FsyncPolicy = Literal["never", "interval", "always"]
-
-
-class LogError(Exception):
-    """A run directory or log that cannot be used as asked (exit code 2 at the CLI)."""
-
-
-class CorruptLogError(LogError):
-    pass
-
-
-class LogWriteError(Exception):
-    """Appending failed (disk full, I/O error): the run stops; what is written stays valid."""
 
 
 class RunDirLock:
@@ -46,11 +38,11 @@ class RunDirLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except BlockingIOError as exc:
             os.close(fd)
             holder = self.path.read_text().strip() or "another process"
             raise LogError(f"{self.path.parent} is in use by a running run (pid {holder}); "
-                           "wait for it or choose another --out") from None
+                           "wait for it or choose another --out") from exc
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
@@ -85,8 +77,9 @@ class RunLog:
         self._last_sync = time.monotonic()
         return self
 
-    def append(self, record: dict[str, Any]) -> None:
-        line = orjson.dumps(record) + b"\n"
+    def append(self, record: Record | RunHeader) -> None:
+        payload = record.model_dump(mode="json") if isinstance(record, RunHeader) else record
+        line = orjson.dumps(payload) + b"\n"
         try:
             written = os.write(self._fd, line)
             if written != len(line):  # a short write leaves a torn line: cut it off again
@@ -116,27 +109,34 @@ class RunLog:
 
 @dataclass(slots=True)
 class LogContents:
-    header: dict[str, Any] | None
-    records: list[dict[str, Any]]
+    header: RunHeader | None
+    records: list[Record]
     torn_bytes: int = 0  # bytes of a partial last line (0 when the log ended cleanly)
 
 
-def _parse_lines(data: bytes, path: Path) -> tuple[list[dict[str, Any]], int]:
+def _parse_line(raw: bytes, path: Path, lineno: int) -> RunHeader | Record:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise CorruptLogError(f"{path}:{lineno}: corrupt record (not JSON); "
+                              "the log was edited or damaged — refusing to guess") from exc
+    if not isinstance(data, dict) or "type" not in data:
+        raise CorruptLogError(f"{path}:{lineno}: record without a 'type'")
+    try:
+        return RunHeader.model_validate(data) if data["type"] == "run" else parse_record(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"][1:]) or str(data["type"])
+        raise CorruptLogError(f"{path}:{lineno}: not a valid {data['type']!r} record "
+                              f"({where}: {first['msg']})") from exc
+
+
+def _parse_lines(data: bytes, path: Path) -> tuple[list[RunHeader | Record], int]:
     """Parse complete lines; a last line without newline is torn and reported, not parsed."""
     end = data.rfind(b"\n") + 1
     torn = len(data) - end
-    records: list[dict[str, Any]] = []
-    for lineno, raw in enumerate(data[:end].split(b"\n")[:-1], start=1):
-        if not raw.strip():
-            continue
-        try:
-            rec = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise CorruptLogError(f"{path}:{lineno}: corrupt record (not JSON); "
-                                  "the log was edited or damaged — refusing to guess") from None
-        if not isinstance(rec, dict) or "type" not in rec:
-            raise CorruptLogError(f"{path}:{lineno}: record without a 'type'")
-        records.append(rec)
+    lines = data[:end].split(b"\n")[:-1]
+    records = [_parse_line(raw, path, lineno) for lineno, raw in enumerate(lines, start=1) if raw.strip()]
     return records, torn
 
 
@@ -171,12 +171,15 @@ def _read(path: Path, cut_torn: bool) -> LogContents:
     cuts: list[tuple[Path, int]] = []
     for number, file in enumerate(files):
         data = file.read_bytes()
-        records, torn = _parse_lines(data, file)
-        if number == 0 and records:
-            if records[0].get("type") != "run":
+        parsed, torn = _parse_lines(data, file)
+        if number == 0 and parsed:
+            if not isinstance(parsed[0], RunHeader):
                 raise CorruptLogError(f"{file}:1: first record is not a run header")
-            contents.header, records = records[0], records[1:]
-        contents.records.extend(records)
+            contents.header, parsed = parsed[0], parsed[1:]
+        for rec in parsed:
+            if isinstance(rec, RunHeader):
+                raise CorruptLogError(f"{file}: a second run header among the records")
+            contents.records.append(rec)
         contents.torn_bytes += torn
         if torn:
             cuts.append((file, len(data) - torn))
@@ -197,7 +200,7 @@ def read_log(path: Path) -> LogContents:
     return _read(path, cut_torn=False)
 
 
-def read_header(path: Path) -> dict[str, Any] | None:
+def read_header(path: Path) -> RunHeader | None:
     """Only the run header (the first line), without reading a possibly huge log."""
     path = Path(path)
     if path.is_dir():
@@ -206,17 +209,11 @@ def read_header(path: Path) -> dict[str, Any] | None:
         first = fh.readline()
     if not first.endswith(b"\n"):
         return None  # empty, or a torn header
-    try:
-        rec = orjson.loads(first)
-    except orjson.JSONDecodeError:
-        raise CorruptLogError(f"{path}:1: corrupt record (not JSON)") from None
-    return rec if isinstance(rec, dict) and rec.get("type") == "run" else None
+    rec = _parse_line(first, path, 1)
+    return rec if isinstance(rec, RunHeader) else None
 
 
 def recover(path: Path) -> LogContents:
     """Read a log for resuming: a torn last line (partial write) is cut off each file."""
     return _read(path, cut_torn=True)
 
-
-def iter_records(path: Path) -> Iterator[dict[str, Any]]:
-    yield from read_log(path).records

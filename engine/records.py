@@ -1,16 +1,25 @@
-"""The log's schema.
+"""The log's one schema: a header line, then turn, end and stop records.
 
-Records are written on the hot path as plain dicts (orjson) and validated with
-pydantic when a log is read back, so a corrupt or foreign file fails loudly.
+Turn, end and stop records are slotted dataclasses: they are built on the hot path and
+orjson serialises dataclasses natively, as fast as a dict. Reading a log back validates
+every line into the same types with pydantic (`parse_record`), so the writer, resume,
+export, replay and every reader share one definition, and a foreign line fails loudly.
+
+Logs written before these types existed (format 1, culturepark 0.1) read unchanged: their
+fields are the same, and their header's stage-specific keys are sorted into `RunHeader`
+by `RunHeader.from_legacy` (see tests/fixtures/v0.1-run).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 LOG_FORMAT_VERSION = 1
+
+Stage = Literal["run", "study", "refine", "eval"]
 
 
 @dataclass(slots=True)
@@ -23,61 +32,133 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-class UsageModel(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+@dataclass(slots=True)
+class TurnRecord:
+    """One generated turn. `text` is stripped; `cost_usd` is None when the price is unknown."""
 
-
-class RunHeader(BaseModel):
-    """First line of every log. Never holds a secret: keys are read from env vars only."""
-
-    model_config = ConfigDict(extra="allow")
-    type: Literal["run"] = "run"
-    format: int = LOG_FORMAT_VERSION
-    run_name: str
-    scenario: dict[str, Any]
-    scenario_hash: str
-    seed: int
-    backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    package_version: str
-    started_at: float
-    notices: list[str] = Field(default_factory=list)
-
-
-class TurnRecord(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: Literal["turn"] = "turn"
+    type: Literal["turn"] = field(default="turn", init=False)
     conversation_id: str
     seq: int
     index: int
     speaker: str
     role: str
     text: str
-    usage: UsageModel = Field(default_factory=UsageModel)
+    usage: Usage = field(default_factory=Usage)
     cost_usd: float | None = None
     latency_ms: float = 0.0
     attempts: int = 1
     request_hash: str = ""
     finish_reason: str | None = None
+    cached: bool = False
+    human: bool = False  # typed by a person (a study participant), not generated
     t: float = 0.0
 
 
-class EndRecord(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: Literal["end"] = "end"
+@dataclass(slots=True)
+class ParticipantRecord:
+    """A conversation created while the run is going (a person joined a study), not planned
+    ahead: its spec is in the log because no plan can recompute it."""
+
+    type: Literal["participant"] = field(default="participant", init=False)
+    conversation_id: str
+    seq: int
+    meta: dict[str, Any] = field(default_factory=dict)
+    t: float = 0.0
+
+
+@dataclass(slots=True)
+class EndRecord:
+    """A conversation is over: `done`, or `failed` with the last attempt's reason."""
+
+    type: Literal["end"] = field(default="end", init=False)
     conversation_id: str
     seq: int
     status: Literal["done", "failed"]
     reason: str | None = None
-    meta: dict[str, Any] = Field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    attempts: int | None = None
     t: float = 0.0
 
 
-class StopRecord(BaseModel):
-    """Written when a run stops before finishing on purpose (budget reached, write error)."""
+@dataclass(slots=True)
+class StopRecord:
+    """The run stopped before its end on purpose (budget reached); resuming continues it."""
 
-    model_config = ConfigDict(extra="allow")
-    type: Literal["stop"] = "stop"
+    type: Literal["stop"] = field(default="stop", init=False)
     reason: str
     t: float = 0.0
+
+
+Record = Union[TurnRecord, EndRecord, StopRecord, ParticipantRecord]
+_RECORD = TypeAdapter(Annotated[Record, Field(discriminator="type")])
+
+
+def parse_record(data: dict[str, Any]) -> Record:
+    """Validate one log line (already JSON-decoded) into its record type; raises ValueError."""
+    return _RECORD.validate_python(data)
+
+
+def package_version() -> str:
+    """The culturepark version that writes a log (recorded in its header)."""
+    try:
+        return metadata.version("culturepark")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class RayInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    workers: int
+    budget: str
+
+
+class RunHeader(BaseModel):
+    """First line of every log: what made the run. Never holds a secret (keys come from env vars).
+
+    One shape for every stage. `scenario_hash` is the content hash `--resume` checks;
+    `details` holds what only that stage reads (an eval's task and seeds, a refinement's
+    source and config), so the engine never needs to know it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["run"] = "run"
+    format: int = LOG_FORMAT_VERSION
+    stage: Stage = "run"
+    run_name: str | None = None
+    scenario_hash: str = ""
+    started_at: float = 0.0
+    package_version: str | None = Field(default_factory=package_version)
+    seed: int | None = None
+    backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    scenario: dict[str, Any] | None = None
+    planned_conversations: int | None = None
+    limit: int | None = None
+    data_dir: str | None = None
+    notices: list[str] = Field(default_factory=list)
+    learners: Literal["simulated", "human"] | None = None
+    ray: RayInfo | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def from_legacy(cls, data: Any) -> Any:
+        """Culturepark 0.1 headers had no `stage`, and kept an eval's or a refinement's own keys
+        at the top level: infer the stage and move those keys into `details`."""
+        if not isinstance(data, dict) or "stage" in data and "details" in data:
+            return data
+        data = dict(data)
+        known = set(cls.model_fields)
+        if "stage" not in data:
+            data["stage"] = ("eval" if "model_spec" in data else
+                             "study" if data.get("learners") == "human" else "run")
+        if data["stage"] == "eval" and "backend" in data:
+            data.setdefault("backends", {"model": data.pop("backend")})
+        details = dict(data.get("details") or {})
+        for key in [k for k in data if k not in known]:
+            details[key] = data.pop(key)
+        data["details"] = details
+        return data
+
+
+__all__ = ["EndRecord", "LOG_FORMAT_VERSION", "ParticipantRecord", "Record", "RayInfo", "RunHeader", "StopRecord",
+           "TurnRecord", "Usage", "package_version", "parse_record"]

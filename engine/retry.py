@@ -9,43 +9,6 @@ import random
 from dataclasses import dataclass
 
 
-class BackendError(Exception):
-    """A request that did not produce a usable completion."""
-
-    retryable = True
-
-    def __init__(self, reason: str, *, retry_after: float | None = None, status: int | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-        self.status = status
-
-
-class RateLimited(BackendError):
-    """HTTP 429: the endpoint (not just this request) must pause for `retry_after`."""
-
-
-class TransientError(BackendError):
-    """5xx, timeouts, resets, truncated or malformed bodies: worth another attempt."""
-
-
-class InvalidReply(BackendError):
-    """A 200 whose content cannot be a turn (empty, echo of the prompt, ...)."""
-
-
-class FatalBackendError(BackendError):
-    """4xx other than 408/409/429: retrying the same request cannot help."""
-
-    retryable = False
-
-
-class RequestFailed(Exception):
-    def __init__(self, reason: str, attempts: int):
-        super().__init__(f"{reason} (after {attempts} attempt{'s' if attempts != 1 else ''})")
-        self.reason = reason
-        self.attempts = attempts
-
-
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     max_attempts: int = 6

@@ -19,8 +19,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 
 from culturepark.engine.backends.base import Completion, Request
 from culturepark.engine.endpoint import Endpoint, Validator
-from culturepark.engine.log import LogWriteError, RunLog
-from culturepark.engine.retry import RequestFailed
+from culturepark.engine.errors import LogWriteError, RequestFailed
+from culturepark.engine.log import RunLog
+from culturepark.engine.records import EndRecord, Record, StopRecord, TurnRecord, Usage
 
 
 @dataclass(slots=True)
@@ -58,7 +59,7 @@ class ResumeState:
     ended: dict[str, str] = field(default_factory=dict)  # id -> status
 
     @classmethod
-    def from_records(cls, records: Iterable[dict[str, Any]]) -> "ResumeState":
+    def from_records(cls, records: Iterable[Record]) -> "ResumeState":
         """Turns by index (the contiguous prefix from 0); a `done` end outranks a `failed` one.
 
         Both rules make the state independent of the order in which several writers'
@@ -67,13 +68,12 @@ class ResumeState:
         by_index: dict[str, dict[int, Turn]] = {}
         state = cls()
         for rec in records:
-            kind = rec.get("type")
-            if kind == "turn":
-                turns = by_index.setdefault(rec["conversation_id"], {})
-                turns.setdefault(rec["index"], Turn(rec["index"], rec["speaker"], rec["role"], rec["text"]))
-            elif kind == "end":
-                if state.ended.get(rec["conversation_id"]) != "done":
-                    state.ended[rec["conversation_id"]] = rec["status"]
+            if isinstance(rec, TurnRecord):
+                turns = by_index.setdefault(rec.conversation_id, {})
+                turns.setdefault(rec.index, Turn(rec.index, rec.speaker, rec.role, rec.text))
+            elif isinstance(rec, EndRecord):
+                if state.ended.get(rec.conversation_id) != "done":
+                    state.ended[rec.conversation_id] = rec.status
         for conv_id, turns in by_index.items():
             prefix = state.turns[conv_id] = []
             while len(prefix) in turns:
@@ -119,7 +119,7 @@ def pending_conversations(conversations: Iterable[ConversationSpec], resume: Res
 
 
 def turn_record(conv: ConversationSpec, index: int, nxt: TurnRequest, completion: Completion,
-                endpoint: Endpoint, request_hash: str, t: float) -> dict[str, Any]:
+                endpoint: Endpoint, request_hash: str, t: float) -> TurnRecord:
     """The log record of one generated turn (the scheduler's and the study server's).
 
     The text keeps the whole reply but not its surrounding whitespace; the cost is priced
@@ -127,15 +127,12 @@ def turn_record(conv: ConversationSpec, index: int, nxt: TurnRequest, completion
     """
     usage = completion.usage
     price = endpoint.backend.price
-    return {
-        "type": "turn", "conversation_id": conv.id, "seq": conv.seq, "index": index,
-        "speaker": nxt.speaker, "role": nxt.role, "text": completion.text.strip(),
-        "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
-        "cost_usd": price.cost(usage.prompt_tokens, usage.completion_tokens) if price else None,
-        "latency_ms": round(completion.latency_ms, 3),
-        "attempts": completion.attempts, "request_hash": request_hash,
-        "finish_reason": completion.finish_reason, "cached": completion.cached, "t": t,
-    }
+    return TurnRecord(
+        conversation_id=conv.id, seq=conv.seq, index=index, speaker=nxt.speaker, role=nxt.role,
+        text=completion.text.strip(), usage=Usage(usage.prompt_tokens, usage.completion_tokens),
+        cost_usd=price.cost(usage.prompt_tokens, usage.completion_tokens) if price else None,
+        latency_ms=round(completion.latency_ms, 3), attempts=completion.attempts,
+        request_hash=request_hash, finish_reason=completion.finish_reason, cached=completion.cached, t=t)
 
 
 class Scheduler:
@@ -170,7 +167,7 @@ class Scheduler:
         if self._write_error is not None:
             raise self._write_error
         if self.stats.stop_reason and self.stats.stop_reason != "write_error":
-            self._append({"type": "stop", "reason": self.stats.stop_reason, "t": self._clock()})
+            self._append(StopRecord(self.stats.stop_reason, self._clock()))
             if self._write_error is not None:
                 raise self._write_error
         return self.stats
@@ -182,7 +179,7 @@ class Scheduler:
             prior = resume.turns.pop(conv.id, None) if resume else None
             await self._converse(conv, prior or [])
 
-    def _append(self, record: dict[str, Any]) -> bool:
+    def _append(self, record: Record) -> bool:
         try:
             self.log.append(record)
             return True
@@ -197,9 +194,7 @@ class Scheduler:
         while not self._stopping:
             nxt = self.policy.next_turn(conv, turns)
             if nxt is None:
-                if self._append({"type": "end", "conversation_id": conv.id, "seq": conv.seq,
-                                 "status": "done", "reason": None, "meta": conv.meta,
-                                 "t": self._clock()}):
+                if self._append(EndRecord(conv.id, conv.seq, "done", meta=conv.meta, t=self._clock())):
                     stats.done += 1
                 return
             endpoint = self.endpoints[nxt.role]
@@ -207,9 +202,8 @@ class Scheduler:
             try:
                 completion = await endpoint.complete(nxt.request, nxt.validate, request_hash)
             except RequestFailed as exc:
-                if self._append({"type": "end", "conversation_id": conv.id, "seq": conv.seq,
-                                 "status": "failed", "reason": exc.reason, "attempts": exc.attempts,
-                                 "meta": conv.meta, "t": self._clock()}):
+                if self._append(EndRecord(conv.id, conv.seq, "failed", exc.reason, conv.meta, exc.attempts,
+                                          self._clock())):
                     stats.failed += 1
                     stats.failures[exc.reason] += 1
                 return
@@ -218,8 +212,8 @@ class Scheduler:
             record = turn_record(conv, len(turns), nxt, completion, endpoint, request_hash, self._clock())
             if not self._append(record):
                 return
-            usage, cost = completion.usage, record["cost_usd"]
-            turns.append(Turn(record["index"], nxt.speaker, nxt.role, record["text"]))
+            usage, cost = completion.usage, record.cost_usd
+            turns.append(Turn(record.index, nxt.speaker, nxt.role, record.text))
             stats.turns += 1
             stats.prompt_tokens += usage.prompt_tokens
             stats.completion_tokens += usage.completion_tokens

@@ -8,13 +8,13 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from culturepark.engine.errors import InputError
 from culturepark.scenarios.schema import AnyScenario, EducationScenario, Scenario
-
 
 M = TypeVar("M", bound=BaseModel)
 
 
-class ScenarioError(ValueError):
+class ScenarioError(InputError):
     """Bad scenario input; the CLI prints it on one line and exits 2."""
 
 
@@ -72,7 +72,7 @@ def parse_model(model: type[M], data: Any, source: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError(format_validation_error(source, exc)) from None
+        raise ScenarioError(format_validation_error(source, exc)) from exc
 
 
 def parse_scenario(data: Any, source: str = "<scenario>") -> AnyScenario:
@@ -90,9 +90,9 @@ def read_yaml(path: Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ScenarioError(f"{path}{where}: invalid YAML: {problem}") from None
+        raise ScenarioError(f"{path}{where}: invalid YAML: {problem}") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"{path}: cannot read: {exc}") from None
+        raise ScenarioError(f"{path}: cannot read: {exc}") from exc
     return data
 
 

@@ -146,7 +146,8 @@ class RunSettings(_Strict):
     cache_from: list[str] = Field(default_factory=list)
     budget_usd: float | None = Field(None, gt=0)
 
-    _UNHASHED: ClassVar[set[str]] = {"limits", "concurrency", "output", "retry", "description", "budget_usd", "cache_from", "data_dir"}
+    _UNHASHED: ClassVar[set[str]] = {"limits", "concurrency", "output", "retry", "description", "budget_usd",
+                                     "cache_from", "data_dir"}
 
     def _hash_of(self, exclude: set[str], backends: Callable[[dict], list[dict]]) -> str:
         """sha256 of the model without `exclude`; each backend dict from `backends` loses its TRANSPORT_KEYS."""

@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import pytest
 
-from culturepark.engine.sim_server import SimConfig, start_server
-from culturepark.paths import resolve_data_dir
+from culturepark.scenarios.data_dir import resolve_data_dir
+from culturepark.testing.sim_server import SimConfig, start_server
 
 REPO = Path(__file__).resolve().parent.parent
 

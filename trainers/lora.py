@@ -50,8 +50,8 @@ def load_examples(path: Path) -> list[list[dict[str, str]]]:
             continue
         try:
             msgs = orjson.loads(line)["messages"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            raise InputError(f"train lora: {path}:{n}: expected {{\"messages\": [...]}} (openai_chat.jsonl)") from None
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise InputError(f"train lora: {path}:{n}: expected {{\"messages\": [...]}} (openai_chat.jsonl)") from exc
         if not msgs or msgs[-1].get("role") != "assistant":
             raise InputError(f"train lora: {path}:{n}: the last message must be the assistant's")
         out.append(msgs)
@@ -83,17 +83,18 @@ def _base_model(settings: LoraSettings, say: Callable[[str], None]):
         if not torch.cuda.is_available():
             raise InputError("train lora --qlora: QLoRA loads the base in 4-bit with bitsandbytes, which needs a "
                              "CUDA GPU; none is available here. Drop --qlora to train a full-precision LoRA.")
-        from transformers import BitsAndBytesConfig
         from peft import prepare_model_for_kbit_training
-        from culturepark.engine.backends.local import _embedded_cache_dir
-        path = _embedded_cache_dir(say) if settings.base == EMBEDDED else Path(settings.base)
+        from transformers import BitsAndBytesConfig
+
+        from culturepark.engine.backends.local.model import embedded_cache_dir
+        path = embedded_cache_dir(say) if settings.base == EMBEDDED else Path(settings.base)
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                    bnb_4bit_compute_dtype=torch.bfloat16)
         model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quant, device_map={"": 0})
         model = prepare_model_for_kbit_training(model)
         tok = AutoTokenizer.from_pretrained(path)
         return model, tok, "cuda"
-    from culturepark.engine.backends.local import load_model
+    from culturepark.engine.backends.local.model import load_model
     spec = "gemma3-270m" if settings.base == EMBEDDED else settings.base
     model, tok, device = load_model(spec, settings.device, say=say, eval_mode=False)
     if device.startswith("cuda"):
@@ -169,7 +170,8 @@ def train_lora(sft_file: Path, out: Path, settings: LoraSettings,
     model.save_pretrained(out)
     summary = {"base": settings.base, "sft_file": str(sft_file), "examples": len(rows), "steps": total,
                "trainable_params": trainable, "first_loss": round(losses[0], 4),
-               "last_loss": round(sum(losses[-5:]) / len(losses[-5:]), 4), "seconds_per_step": round(elapsed / total, 3),
+               "last_loss": round(sum(losses[-5:]) / len(losses[-5:]), 4),
+               "seconds_per_step": round(elapsed / total, 3),
                "device": device, "schedule": "linear warm-up then cosine", "settings": asdict(settings)}
     if device == "cpu":
         import psutil

@@ -35,7 +35,7 @@ def train_openai(sft_file: Path, model: str, out: Path, suffix: str | None = Non
     check = check_openai_chat(sft_file)
     if not check["valid"]:
         raise InputError(f"train openai: {sft_file} fails the fine-tuning format check: {check['error_counts']}")
-    from culturepark.scenarios.factory import api_key_for
+    from culturepark.scenarios.endpoints import api_key_for
     from culturepark.scenarios.schema import BackendConfig
 
     target = BackendConfig.model_validate({"provider": "openai", "model": model, "api_key_env": api_key_env,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from culturepark.engine.backends.base import Completion
 from culturepark.engine.log import read_log
-from culturepark.engine.records import Usage
+from culturepark.engine.records import TurnRecord, Usage
 
 
 class ResponseCache:
@@ -19,11 +19,9 @@ class ResponseCache:
         cache = cls()
         for run_dir in run_dirs:
             for rec in read_log(Path(run_dir)).records:
-                if rec.get("type") == "turn" and rec.get("request_hash"):
-                    usage = rec.get("usage") or {}
-                    cache._entries.setdefault(rec["request_hash"], (
-                        rec["text"], rec.get("finish_reason"),
-                        int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))))
+                if isinstance(rec, TurnRecord) and rec.request_hash:
+                    cache._entries.setdefault(rec.request_hash, (
+                        rec.text, rec.finish_reason, rec.usage.prompt_tokens, rec.usage.completion_tokens))
         return cache
 
     def __len__(self) -> int:

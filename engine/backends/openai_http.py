@@ -15,9 +15,13 @@ import aiohttp
 import orjson
 
 from culturepark.engine.backends.base import Completion, RateHeaders, Request
+from culturepark.engine.errors import FatalBackendError, InputError, RateLimited, TransientError
 from culturepark.engine.pricing import Price
 from culturepark.engine.records import Usage
-from culturepark.engine.retry import FatalBackendError, RateLimited, TransientError
+
+
+class Unreachable(InputError, ConnectionError):
+    """The base URL does not answer at start: a wrong URL or a server that is not running."""
 
 _JSON = {"Content-Type": "application/json"}
 
@@ -89,7 +93,7 @@ class OpenAIHTTPBackend:
             timeout=aiohttp.ClientTimeout(total=self.timeout_s))
 
     async def check_reachable(self, timeout_s: float = 5.0) -> None:
-        """Fail fast on a wrong base URL: any HTTP answer counts as reachable."""
+        """Fail fast on a wrong base URL: any HTTP answer counts as reachable (`Unreachable`: bad input)."""
         await self.start()
         assert self._session is not None
         try:
@@ -97,9 +101,9 @@ class OpenAIHTTPBackend:
                                          timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
                 await resp.read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise ConnectionError(
+            raise Unreachable(
                 f"cannot reach {self.base_url} ({type(exc).__name__}); is the server running "
-                "and does the URL end in /v1?") from None
+                "and does the URL end in /v1?") from exc
 
     def _body(self, req: Request, stream: bool = False) -> bytes:
         body: dict[str, Any] = {"model": self.model, "max_tokens": req.max_tokens,
@@ -142,12 +146,12 @@ class OpenAIHTTPBackend:
                     raw = b""
                 else:
                     raw = await resp.read()
-        except asyncio.TimeoutError:
-            raise TransientError("timeout") from None
-        except aiohttp.ClientPayloadError:
-            raise TransientError("truncated_body") from None
+        except asyncio.TimeoutError as exc:
+            raise TransientError("timeout") from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise TransientError("truncated_body") from exc
         except aiohttp.ClientError as exc:
-            raise TransientError(f"connection_error:{type(exc).__name__}") from None
+            raise TransientError(f"connection_error:{type(exc).__name__}") from exc
         latency_ms = (time.perf_counter() - t0) * 1000.0
         if status != 200:
             if status == 429:
@@ -167,8 +171,8 @@ class OpenAIHTTPBackend:
                     text = choice.get("text")
                 finish = choice.get("finish_reason")
                 raw_usage = payload.get("usage")
-            except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
-                raise TransientError("malformed_body") from None
+            except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
+                raise TransientError("malformed_body") from exc
         if not isinstance(text, str):
             text = ""
         usage, reported = _parse_usage(raw_usage)
@@ -203,8 +207,8 @@ class OpenAIHTTPBackend:
                     if isinstance(piece, str) and piece:
                         parts.append(piece)
                         on_text("".join(parts))
-            except (orjson.JSONDecodeError, TypeError, AttributeError):
-                raise TransientError("malformed_body") from None
+            except (orjson.JSONDecodeError, TypeError, AttributeError) as exc:
+                raise TransientError("malformed_body") from exc
         raise TransientError("truncated_body")  # the stream ended without [DONE]
 
     async def aclose(self) -> None:

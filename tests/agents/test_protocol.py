@@ -1,6 +1,9 @@
 import pytest
 
+from culturepark.agents.cultures import CultureError
 from culturepark.agents.protocol import CultureParkPolicy, PlanError, build_plan
+from culturepark.agents.wvs import WVSError
+from culturepark.engine.errors import InputError
 from culturepark.engine.scheduler import Turn
 from culturepark.scenarios.loader import parse_scenario
 from tests.conftest import scenario_dict
@@ -117,11 +120,12 @@ def test_meta_carries_provenance(tiny_data):
     assert meta["participants"]["delegate"]["model"] == "sim-model"
 
 
-def test_unknown_culture_and_item_are_plan_errors(tiny_data):
-    with pytest.raises(PlanError, match="unknown culture 'Martian'"):
+def test_unknown_culture_and_item_are_input_errors_of_their_own_type(tiny_data):
+    with pytest.raises(CultureError, match="unknown culture 'Martian'") as culture:
         _plan(tiny_data, cultures=["Martian"])
-    with pytest.raises(PlanError, match="999"):
+    with pytest.raises((PlanError, WVSError), match="999") as item:
         _plan(tiny_data, items=["999"])
+    assert isinstance(culture.value, InputError) and isinstance(item.value, InputError)  # exit 2 at the CLI
 
 
 def test_user_culture_rows_and_country_files(tiny_data):

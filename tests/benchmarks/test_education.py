@@ -10,8 +10,10 @@ import yaml
 from culturepark.agents.education import base_sequence, walk
 from culturepark.agents.wvs import WVSData
 from culturepark.benchmarks.education import Learner, pooled_scores, score
-from culturepark.runner import RunOptions, run_async
-from tests.conftest import PUBLISHED_HOFSTEDE as PUBLISHED, run_cli, write_hofstede
+from culturepark.runs.in_process import run_async
+from culturepark.runs.prepare import RunOptions
+from tests.conftest import PUBLISHED_HOFSTEDE as PUBLISHED
+from tests.conftest import run_cli, write_hofstede
 
 SCRIPT = [  # first match wins; the learner's last message decides the reply
     {"pattern": "What did you learn", "reply": "That family comes first."},

@@ -1,7 +1,6 @@
 """The eval path for every task on the sim server, with scripted answers whose scores we know."""
 import json
 
-import numpy as np
 import pytest
 import yaml
 

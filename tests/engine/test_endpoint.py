@@ -5,8 +5,9 @@ import pytest
 from culturepark.engine.backends.base import Request
 from culturepark.engine.backends.openai_http import OpenAIHTTPBackend
 from culturepark.engine.endpoint import Endpoint
-from culturepark.engine.retry import RequestFailed, RetryPolicy
-from culturepark.engine.sim_server import Fault
+from culturepark.engine.errors import RequestFailed
+from culturepark.engine.retry import RetryPolicy
+from culturepark.testing.sim_server import Fault
 
 FAST = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.02)
 REQ = Request(messages=[{"role": "user", "content": "hi"}], max_tokens=20)

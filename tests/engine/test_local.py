@@ -13,7 +13,7 @@ pytest.importorskip("transformers")
 
 @pytest.fixture(scope="module")
 def backend():
-    from culturepark.engine.backends.local import LocalBackend
+    from culturepark.engine.backends.local.backend import LocalBackend
 
     b = LocalBackend(max_batch=8, batch_wait_ms=50)
     b.load_sync()

@@ -1,6 +1,5 @@
 """The scheduler against a real sim server: turns, failures, resume, budget, export."""
 import orjson
-import pytest
 
 from culturepark.engine.backends.base import Request
 from culturepark.engine.backends.openai_http import OpenAIHTTPBackend
@@ -8,10 +7,10 @@ from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.export import export_run
 from culturepark.engine.log import RunLog, read_log
 from culturepark.engine.pricing import Price
+from culturepark.engine.records import EndRecord, RunHeader, StopRecord, TurnRecord
 from culturepark.engine.retry import RetryPolicy
-from culturepark.engine.scheduler import (ConversationSpec, ResumeState, Scheduler, SchedulerConfig,
-                                          TurnRequest)
-from culturepark.engine.sim_server import Fault
+from culturepark.engine.scheduler import ConversationSpec, ResumeState, Scheduler, SchedulerConfig, TurnRequest
+from culturepark.testing.sim_server import Fault
 
 
 class PingPong:
@@ -34,15 +33,15 @@ def _convs(n):
 
 
 async def _run(tmp_path, url, convs, n_turns=4, resume=None, retry_failed=False, budget=None,
-               name="run", price=None):
+               name="run", price=None, concurrency=5):
     run_dir = tmp_path / name
     run_dir.mkdir(exist_ok=True)
     log = RunLog(run_dir / "log.jsonl", fsync="never").open()
     if resume is None:
-        log.append({"type": "run", "run_name": name})
+        log.append(RunHeader(run_name=name))
     backend = OpenAIHTTPBackend(url, "m", price=price)
     ep = Endpoint(backend, retry=RetryPolicy(3, 0.01, 0.02))
-    sched = Scheduler(PingPong(n_turns), {"x": ep}, log, SchedulerConfig(concurrency=5, budget_usd=budget))
+    sched = Scheduler(PingPong(n_turns), {"x": ep}, log, SchedulerConfig(concurrency=concurrency, budget_usd=budget))
     stats = await sched.run(convs, resume, retry_failed)
     log.close()
     await ep.aclose()
@@ -61,15 +60,17 @@ async def test_all_conversations_complete_with_ordered_turns(sim, tmp_path):
 
 
 async def test_a_failing_conversation_ends_failed_and_the_rest_go_on(sim, tmp_path):
-    url = await sim(seed=1, faults=[Fault(kind="status", status=503, rate=0.08)])
-    run_dir, stats = await _run(tmp_path, url, _convs(40))
+    # one worker: the first conversation's first request meets all three 503s (max_attempts 3)
+    url = await sim(seed=1, faults=[Fault(kind="status", status=503, rate=1.0, times=3)])
+    run_dir, stats = await _run(tmp_path, url, _convs(10), concurrency=1)
     records = read_log(run_dir / "log.jsonl").records
-    ends = [r for r in records if r["type"] == "end"]
-    assert len(ends) == 40 and stats.done + stats.failed == 40
-    assert all(r["text"].strip() for r in records if r["type"] == "turn")
-    for end in ends:
-        if end["status"] == "failed":
-            assert end["reason"] == "http_503"
+    ends = {r.conversation_id: r for r in records if isinstance(r, EndRecord)}
+    assert stats.failed == 1 and stats.done == 9 and len(ends) == 10
+    assert ends["c0"].status == "failed" and ends["c0"].reason == "http_503" and ends["c0"].attempts == 3
+    assert all(ends[f"c{i}"].status == "done" for i in range(1, 10))
+    turns = [r for r in records if isinstance(r, TurnRecord)]
+    assert not [t for t in turns if t.conversation_id == "c0"]  # a failed request is never a turn
+    assert len(turns) == 36 and all(t.text.strip() for t in turns)
 
 
 async def test_resume_gives_the_same_content_as_an_uninterrupted_run(sim, tmp_path):
@@ -88,8 +89,8 @@ async def test_resume_gives_the_same_content_as_an_uninterrupted_run(sim, tmp_pa
     await _run(tmp_path, url, _convs(12), resume=state, name="cut")
     export_run(cut_dir)
     assert (cut_dir / "conversations.jsonl").read_bytes() == (ref_dir / "conversations.jsonl").read_bytes()
-    turns = [r for r in read_log(cut_dir / "log.jsonl").records if r["type"] == "turn"]
-    keys = [(t["conversation_id"], t["index"]) for t in turns]
+    turns = [r for r in read_log(cut_dir / "log.jsonl").records if isinstance(r, TurnRecord)]
+    keys = [(t.conversation_id, t.index) for t in turns]
     assert len(keys) == len(set(keys)) == 48  # none lost, none duplicated
 
 
@@ -109,7 +110,13 @@ async def test_budget_stops_cleanly_and_resumably(sim, tmp_path):
     run_dir, stats = await _run(tmp_path, url, _convs(20), budget=0.5, price=price, name="b")
     assert stats.stop_reason == "budget_reached" and stats.done < 20
     records = read_log(run_dir / "log.jsonl").records
-    assert records[-1] == {**records[-1], "type": "stop", "reason": "budget_reached"}
+    assert isinstance(records[-1], StopRecord) and records[-1].reason == "budget_reached"
+    # resumed without the budget, the run finishes: nothing lost, nothing asked twice
+    state = ResumeState.from_records(records)
+    _, again = await _run(tmp_path, url, _convs(20), resume=state, price=price, name="b")
+    summary = export_run(run_dir)
+    assert summary["done"] == 20 and summary["turns"] == 80 and summary["duplicate_turns_dropped"] == 0
+    assert again.done == 20 - stats.done and summary["stops"] == ["budget_reached"]
 
 
 async def test_conversations_are_pulled_lazily_as_workers_free_up(sim, tmp_path):

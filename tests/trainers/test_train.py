@@ -94,7 +94,7 @@ def test_lora_lowers_the_loss_and_the_adapter_changes_what_the_model_says(tmp_pa
     import asyncio
 
     from culturepark.engine.backends.base import Request
-    from culturepark.engine.backends.local import LocalBackend
+    from culturepark.engine.backends.local.backend import LocalBackend
     from culturepark.trainers.export import render_chat
 
     sft = _sft(tmp_path / "sft.jsonl", n=4)

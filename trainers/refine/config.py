@@ -5,8 +5,9 @@ import hashlib
 from typing import Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from culturepark.scenarios.loader import ScenarioError, format_validation_error
 from culturepark.scenarios.schema import BackendConfig, Limits, RetryConfig
 
 
@@ -65,3 +66,23 @@ class RefineConfig(_Strict):
         """A refinement directory belongs to one config applied to one source corpus."""
         blob = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS) + source_hash.encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def with_flags(self, source_backend: BackendConfig | None, base_url: str | None = None,
+                   model: str | None = None, embeddings: str | None = None) -> "RefineConfig":
+        """`refine --base-url/--model/--embeddings` on top of the file: the refiner keeps the
+        config's (or the source run's) other backend settings; the result is validated again."""
+        config = self
+        if base_url or model:
+            base = self.backend or source_backend or BackendConfig()
+            update: dict[str, object] = {"model": model or base.model}
+            if base_url:
+                update.update(provider="openai", base_url=base_url, api="chat")
+            try:
+                backend = BackendConfig.model_validate({**base.model_dump(exclude_unset=True), **update})
+            except ValidationError as exc:
+                raise ScenarioError(format_validation_error("refine --base-url/--model", exc)) from exc
+            config = config.model_copy(update={"backend": backend})
+        if embeddings:
+            dedup = DedupConfig.model_validate({**config.dedup.model_dump(), "embeddings": embeddings})
+            config = config.model_copy(update={"dedup": dedup})
+        return config

@@ -22,14 +22,15 @@ import numpy as np
 import orjson
 
 from culturepark.engine.embeddings import Embedder, embed_unique
-from culturepark.engine.errors import InputError
-from culturepark.engine.files import atomic_write_json, atomic_write_jsonl
+from culturepark.engine.endpoint import Endpoint
+from culturepark.engine.errors import InputError, LogWriteError
 from culturepark.engine.export import assemble, conversation_rows
-from culturepark.engine.log import LOG_NAME, LogWriteError, read_header
-from culturepark.engine.scheduler import ConversationSpec, Scheduler, SchedulerConfig, Turn, TurnRequest
-from culturepark.engine.session import RunDir
-from culturepark.scenarios.factory import (check_reachable, close_endpoints, make_embedder, make_endpoints,
-                                           start_backends)
+from culturepark.engine.files import atomic_write_json, atomic_write_jsonl
+from culturepark.engine.log import LOG_NAME, RunLog, read_header
+from culturepark.engine.records import EndRecord, RunHeader, TurnRecord
+from culturepark.engine.scheduler import ConversationSpec, ResumeState, Scheduler, SchedulerConfig, Turn, TurnRequest
+from culturepark.engine.stage import Stage
+from culturepark.scenarios.endpoints import make_embedder, make_endpoints
 from culturepark.scenarios.schema import BackendConfig
 from culturepark.trainers.export import check_openai_chat, write_sft
 from culturepark.trainers.refine import prompts
@@ -128,7 +129,8 @@ class RefinePolicy:
 
     def _valid_opinions(self, src: Source) -> Callable[[str], str | None]:
         def check(text: str) -> str | None:
-            return None if prompts.parse_opinions(text, self.rendering, src.names) is not None else "unparseable_opinions"
+            parsed = prompts.parse_opinions(text, self.rendering, src.names)
+            return None if parsed is not None else "unparseable_opinions"
         return check
 
     @staticmethod
@@ -145,11 +147,14 @@ def _valid_verdict(text: str) -> str | None:
     return None if prompts.parse_verdict(text) else "unparseable_verdict"
 
 
-def _collect(run_dir: Path) -> tuple[dict[str, list[dict]], dict[str, dict]]:
+Turns = dict[str, list[TurnRecord]]
+Ends = dict[str, EndRecord]
+
+
+def _collect(run_dir: Path) -> tuple[Turns, Ends]:
     """Turns (in order) and final end record per conversation id, read back from the log."""
     convs = assemble(run_dir).conversations
-    return ({cid: [c.turns[i] for i in sorted(c.turns)] for cid, c in convs},
-            {cid: c.end for cid, c in convs if c.end is not None})
+    return ({cid: c.ordered_turns() for cid, c in convs}, {cid: c.end for cid, c in convs if c.end is not None})
 
 
 def _embedder(config: RefineConfig, backend: BackendConfig) -> Embedder:
@@ -172,8 +177,8 @@ class RefineResult:
 
 def source_backend(run_dir: Path) -> BackendConfig | None:
     log = Path(run_dir) / LOG_NAME
-    header = (read_header(log) if log.exists() else None) or {}
-    sc = header.get("scenario") or {}
+    header = read_header(log) if log.exists() else None
+    sc = (header.scenario if header else None) or {}
     role = ((sc.get("roles") or {}).get("delegate") or {}).get("backend")
     data = role or sc.get("backend")
     return BackendConfig.model_validate(data) if data else None
@@ -193,76 +198,85 @@ async def refine_async(run_dir: Path, out: Path, config: RefineConfig, resume: b
     by_id = {s.id: s for s in sources}
     policy = RefinePolicy(config, backend.rendering, by_id)
     t0 = time.monotonic()
-    error = None
-    try:
-        if check_reachability:
-            await check_reachable(endpoints)
-        with RunDir(out, resume, config.content_hash(source_hash), say=say, what="refine config/source") as rd:
-            await start_backends(endpoints)
-            log = rd.start({"type": "run", "format": 1, "stage": "refine", "source": str(run_dir),
-                            "source_hash": source_hash, "config": config.model_dump(mode="json"),
-                            "backends": {ROLE: endpoints[ROLE].backend.describe()}, "started_at": time.time()})
-            sched_cfg = SchedulerConfig(concurrency=config.concurrency)
-            try:
-                extract_specs = [ConversationSpec(f"extract|{s.id}", i, {"stage": "extract", "source": s.id})
-                                 for i, s in enumerate(sources)]
-                await Scheduler(policy, endpoints, log, sched_cfg).run(extract_specs, rd.resume_state, retry_failed)
-                turns, ends = _collect(out)
-                opinions, extract_failed = _opinions(sources, turns, ends, policy.rendering)
-                policy.opinions = {o.id: o.extracted_text for o in opinions}
-                verify_specs = [ConversationSpec(o.id, i, {"stage": "verify", "source": o.source.id})
-                                for i, o in enumerate(opinions)]
-                await Scheduler(policy, endpoints, log, sched_cfg).run(verify_specs, rd.resume_state, retry_failed)
-            except LogWriteError as exc:
-                error = str(exc)
-            finally:
-                log.close()
-            if error is not None:
-                return RefineResult(out, {"error": error}, error)
-            turns, ends = _collect(out)
-            _verdicts(opinions, turns, ends, config)
-            _postprocess(opinions, config)
-            embedder_name = await _dedup(opinions, config, backend)
-            examples = _examples(opinions, config)
-            paths = write_sft(out / "sft", examples, config.export.template)
-            check = check_openai_chat(paths["openai_chat"])
-            summary = _summary(sources, opinions, extract_failed, len(examples))
-            summary.update({"embeddings": embedder_name, "dedup": config.dedup.model_dump(mode="json"),
-                            "openai_format_check": check, "first_person": config.first_person,
-                            "requests": endpoints[ROLE].stats.requests, "elapsed_s": round(time.monotonic() - t0, 2)})
-            atomic_write_jsonl(out / "opinions.jsonl", (o.record() for o in opinions))
-            atomic_write_json(out / "refine_summary.json", summary)
-            return RefineResult(out, summary)
-    finally:
-        await close_endpoints(endpoints)
+    async with Stage.in_dir(endpoints, out, resume, config.content_hash(source_hash), say=say,
+                            what="refine config/source", check=check_reachability) as stage:
+        log = stage.start(RunHeader(
+            stage="refine", started_at=time.time(), backends={ROLE: endpoints[ROLE].backend.describe()},
+            details={"source": str(run_dir), "source_hash": source_hash, "config": config.model_dump(mode="json")}))
+        try:
+            opinions, extract_failed = await _calls(policy, endpoints, log, stage.resume_state, out, retry_failed)
+        except LogWriteError as exc:
+            return RefineResult(out, {"error": str(exc)}, str(exc))
+        finally:
+            log.close()
+        summary = await _finish(out, config, sources, opinions, extract_failed)  # still holding the lock
+    summary.update({"requests": endpoints[ROLE].stats.requests, "elapsed_s": round(time.monotonic() - t0, 2)})
+    atomic_write_json(out / "refine_summary.json", summary)
+    return RefineResult(out, summary)
 
 
-def _opinions(sources: list[Source], turns, ends, rendering) -> tuple[list[Opinion], Counter]:
+async def _finish(out: Path, config: RefineConfig, sources: list[Source], opinions: list[Opinion],
+                  extract_failed: Counter) -> dict[str, Any]:
+    """The local steps after the calls: verdicts, post-processing, de-duplication, SFT export."""
+    turns, ends = _collect(out)
+    _verdicts(opinions, turns, ends, config)
+    _postprocess(opinions, config)
+    assert config.backend is not None
+    embedder_name = await _dedup(opinions, config, config.backend)
+    examples = _examples(opinions, config)
+    paths = write_sft(out / "sft", examples, config.export.template)
+    summary = _summary(sources, opinions, extract_failed, len(examples))
+    summary.update({"embeddings": embedder_name, "dedup": config.dedup.model_dump(mode="json"),
+                    "openai_format_check": check_openai_chat(paths["openai_chat"]),
+                    "first_person": config.first_person})
+    atomic_write_jsonl(out / "opinions.jsonl", (o.record() for o in opinions))
+    return summary
+
+
+async def _calls(policy: RefinePolicy, endpoints: dict[str, Endpoint], log: RunLog, resume: ResumeState | None,
+                 out: Path, retry_failed: bool) -> tuple[list[Opinion], Counter]:
+    """The two engine passes: extract per source conversation, then verify/rewrite per opinion."""
+    sched_cfg = SchedulerConfig(concurrency=policy.config.concurrency)
+    sources = list(policy.sources.values())
+    extract_specs = [ConversationSpec(f"extract|{s.id}", i, {"stage": "extract", "source": s.id})
+                     for i, s in enumerate(sources)]
+    await Scheduler(policy, endpoints, log, sched_cfg).run(extract_specs, resume, retry_failed)
+    turns, ends = _collect(out)
+    opinions, extract_failed = _opinions(sources, turns, ends, policy.rendering)
+    policy.opinions = {o.id: o.extracted_text for o in opinions}
+    verify_specs = [ConversationSpec(o.id, i, {"stage": "verify", "source": o.source.id})
+                    for i, o in enumerate(opinions)]
+    await Scheduler(policy, endpoints, log, sched_cfg).run(verify_specs, resume, retry_failed)
+    return opinions, extract_failed
+
+
+def _opinions(sources: list[Source], turns: Turns, ends: Ends,
+              rendering: prompts.Rendering) -> tuple[list[Opinion], Counter]:
     opinions, failed = [], Counter()
     for s in sources:
         cid = f"extract|{s.id}"
         end = ends.get(cid)
-        if end is None or end["status"] != "done":
-            failed[(end or {}).get("reason") or "not_run"] += 1
+        if end is None or end.status != "done":
+            failed[(end.reason if end else None) or "not_run"] += 1
             continue
-        texts = prompts.parse_opinions(turns[cid][0]["text"], rendering, s.names) or []
+        texts = prompts.parse_opinions(turns[cid][0].text, rendering, s.names) or []
         opinions += [Opinion(f"verify|{s.id}|{j}", s, t, text=t) for j, t in enumerate(texts)]
     return opinions, failed
 
 
-def _verdicts(opinions: list[Opinion], turns, ends, config: RefineConfig) -> None:
+def _verdicts(opinions: list[Opinion], turns: Turns, ends: Ends, config: RefineConfig) -> None:
     for o in opinions:
         end = ends.get(o.id)
         ts = turns.get(o.id, [])
         if ts:
-            o.verdict = prompts.parse_verdict(ts[0]["text"])
+            o.verdict = prompts.parse_verdict(ts[0].text)
         if len(ts) >= 2:
-            o.rewritten = prompts.parse_rewrite(ts[1]["text"], o.source.names)
+            o.rewritten = prompts.parse_rewrite(ts[1].text, o.source.names)
         if len(ts) >= 3:
-            o.verdict_after_rewrite = prompts.parse_verdict(ts[2]["text"])
-        if end is None or end["status"] != "done":
+            o.verdict_after_rewrite = prompts.parse_verdict(ts[2].text)
+        if end is None or end.status != "done":
             stage = ["verify", "rewrite", "reverify"][min(len(ts), 2)]
-            o.drop_reason = f"{stage}_failed:{(end or {}).get('reason') or 'not_run'}"
+            o.drop_reason = f"{stage}_failed:{(end.reason if end else None) or 'not_run'}"
         elif o.verdict == "irrelevant":
             o.drop_reason = "irrelevant"
         elif o.verdict == "contradict":

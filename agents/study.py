@@ -1,0 +1,152 @@
+"""Which protocol a scenario runs: CulturePark conversations, or an education study.
+
+A `Study` answers everything the runners (one process, Ray workers, the study web app) and
+the CLI ask of a scenario — its plan, its turn policy, the backend of each role, its
+command-line overrides and how it describes itself — so nothing outside this module needs
+to know which kind of study it holds. `study_for` picks the class by the scenario's `kind`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Protocol
+
+from culturepark.agents.cultures import Culture
+from culturepark.agents.education import EducationPolicy, build_education_plan, tutor_configs
+from culturepark.agents.protocol import CultureParkPolicy, build_plan
+from culturepark.agents.wvs import WVSData
+from culturepark.engine.errors import InputError
+from culturepark.engine.scheduler import ConversationSpec, TurnPolicy
+from culturepark.scenarios.schema import AnyScenario, BackendConfig, EducationScenario, Scenario
+
+
+class StudyPlan(Protocol):
+    """What a runner needs of a plan: its size, its conversations (lazily), what to tell the user."""
+
+    cultures: list[Culture]
+    notices: list[str]
+    skipped: set[Any]
+    data: WVSData | None
+
+    @property
+    def size(self) -> int: ...
+    def conversations(self) -> Iterator[ConversationSpec]: ...
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line flags that change a scenario's backends (`run`, `study serve`)."""
+
+    base_url: str | None = None
+    model: str | None = None
+    arms: list[str] | None = None  # education: NAME=MODEL_SPEC, replacing the scenario's arms
+
+
+class Study(Protocol):
+    kind: ClassVar[str]
+    scenario: AnyScenario
+
+    def plan(self, data_dir: Path, base_dir: Path | None = None) -> StudyPlan: ...
+    def policy(self) -> TurnPolicy: ...
+    def backends(self) -> dict[str, BackendConfig]: ...
+    def apply(self, data: dict[str, Any], flags: Overrides) -> None: ...
+    def describe(self, plan: StudyPlan) -> tuple[dict[str, Any], str]: ...
+
+
+def _point_at(backends: list[dict[str, Any]], flags: Overrides) -> None:
+    """`--base-url` sends a backend to an OpenAI-compatible server; `--model` renames its model."""
+    for b in backends:
+        if flags.base_url:
+            if b["provider"] == "local":
+                b["provider"] = "openai"
+                b["api"] = "completions"
+            b["base_url"] = flags.base_url
+        if flags.model:
+            b["model"] = flags.model
+
+
+class CultureParkStudy:
+    """Conversations between a main contact and cultural delegates (v1, v2, scripts)."""
+
+    kind: ClassVar[str] = "culturepark"
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+
+    def plan(self, data_dir: Path, base_dir: Path | None = None) -> StudyPlan:
+        return build_plan(self.scenario, data_dir, base_dir)
+
+    def policy(self) -> TurnPolicy:
+        return CultureParkPolicy(self.scenario)
+
+    def backends(self) -> dict[str, BackendConfig]:
+        """Endpoint role → backend. Roles with identical settings share one endpoint (and its budget)."""
+        return {r: self.scenario.backend_for(r) for r in ("delegate", "main_contact")}
+
+    def apply(self, data: dict[str, Any], flags: Overrides) -> None:
+        if flags.arms:
+            raise InputError("--arm applies to education studies (kind: education) only")
+        _point_at([data["backend"]] + [r["backend"] for r in data["roles"].values() if r.get("backend")], flags)
+
+    def describe(self, plan: StudyPlan) -> tuple[dict[str, Any], str]:
+        items = len(getattr(plan, "items", []))
+        never = f", {len(plan.skipped)} never asked" if plan.skipped else ""
+        return ({"conversations": plan.size, "items": items},
+                f"{plan.size} conversations ({len(plan.cultures)} cultures × {items} items{never})")
+
+
+class EducationStudy:
+    """Learners taught by tutor arms, tested before and after (simulated or human learners)."""
+
+    kind: ClassVar[str] = "education"
+
+    def __init__(self, scenario: EducationScenario) -> None:
+        self.scenario = scenario
+
+    def plan(self, data_dir: Path, base_dir: Path | None = None) -> StudyPlan:
+        return build_education_plan(self.scenario, data_dir, base_dir)
+
+    def policy(self) -> TurnPolicy:
+        return EducationPolicy(self.scenario, tutor_configs(self.scenario))
+
+    def backends(self) -> dict[str, BackendConfig]:
+        return {"learner": self.scenario.learner_backend,
+                **{f"tutor:{arm}": cfg for arm, cfg in tutor_configs(self.scenario).items()}}
+
+    def apply(self, data: dict[str, Any], flags: Overrides) -> None:
+        if flags.arms:
+            data["arms"] = [_arm(a) for a in flags.arms]
+        if flags.model:
+            raise InputError("--model does not apply to an education study (its arms name their tutors)")
+        if flags.base_url:
+            for arm in data["arms"]:
+                arm["base_url"] = flags.base_url
+                if arm["tutor"].startswith("local:"):
+                    arm["tutor"] = "openai:" + arm["tutor"].removeprefix("local:").partition("+lora:")[0]
+        _point_at([data["learner_backend"]], flags)
+
+    def describe(self, plan: StudyPlan) -> tuple[dict[str, Any], str]:
+        sc = self.scenario
+        items = len(getattr(plan, "items", []))
+        return ({"conversations": plan.size, "items": items, "arms": [a.name for a in sc.arms]},
+                f"{plan.size} learners ({len(plan.cultures)} cultures × {len(sc.arms)} arms × "
+                f"{sc.learners_per_arm}), test of {items} items")
+
+
+def _arm(flag: str) -> dict[str, str]:
+    name, eq, spec = flag.partition("=")
+    if not eq or not name or not spec:
+        raise InputError(f"--arm {flag!r}: expected NAME=MODEL_SPEC, e.g. tuned=local:gemma3-270m+lora:DIR")
+    return {"name": name, "tutor": spec}
+
+
+STUDIES: dict[str, Any] = {CultureParkStudy.kind: CultureParkStudy, EducationStudy.kind: EducationStudy}
+
+
+def study_for(scenario: AnyScenario) -> Study:
+    """The study class for the scenario's `kind` (the one place that dispatches on it)."""
+    study: Study = STUDIES[scenario.kind](scenario)
+    return study
+
+
+__all__ = ["CultureParkStudy", "EducationStudy", "Overrides", "STUDIES", "Study", "StudyPlan", "study_for"]

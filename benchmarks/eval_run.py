@@ -1,0 +1,82 @@
+"""How every evaluation calls its model: a model spec → one endpoint, items sent through the
+engine into a run directory whose log makes the eval resumable and cached, results read back."""
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+
+from culturepark.engine.batch import BatchItem, BatchResult, batch_results, run_batch
+from culturepark.engine.log import LOG_NAME
+from culturepark.engine.records import RunHeader
+from culturepark.engine.stage import Stage
+from culturepark.scenarios.endpoints import make_endpoints
+from culturepark.scenarios.model_spec import parse_model_spec
+from culturepark.scenarios.schema import BackendConfig, Limits, RetryConfig
+
+
+@dataclass
+class EvalSettings:
+    """How an eval talks to its model (CLI flags map onto this)."""
+
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    rpm: float | None = None
+    tpm: float | None = None
+    concurrency: int = 32
+    max_attempts: int = 4
+    resume: bool = False
+    check_reachability: bool = True
+
+    def backend(self) -> BackendConfig:
+        return parse_model_spec(self.model, self.base_url, self.api_key_env)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80]
+
+
+def digest(*parts: Any) -> str:
+    return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+async def run_items(out: Path, items: list[BatchItem], settings: EvalSettings, header: dict[str, Any],
+                    say: Callable[[str], None] | None = None) -> tuple[dict[str, BatchResult], dict[str, Any]]:
+    """Send every item through the engine into `out/log.jsonl`; return the results by id.
+
+    The directory's hash covers the model, the prompts and the task, so `--resume` continues
+    only the same eval, and a finished eval re-run with `--resume` costs nothing.
+    """
+    backend = settings.backend()
+    endpoints = make_endpoints({"model": backend}, Limits(rpm=settings.rpm, tpm=settings.tpm),
+                               RetryConfig(max_attempts=settings.max_attempts, base_delay_s=0.2, max_delay_s=5.0))
+    prompts_hash = digest([(it.id, it.request.key(backend.model)) for it in items])
+    t0 = time.monotonic()
+    resume = settings.resume and (out / LOG_NAME).exists()  # `compare --resume`: continue or start
+    async with Stage.in_dir(endpoints, out, resume, digest(header, prompts_hash), say=say, what="eval",
+                            check=settings.check_reachability) as stage:
+        log = stage.start(RunHeader(
+            stage="eval", started_at=time.time(),
+            backends={"model": endpoints["model"].backend.describe()},
+            details={**header, "model_spec": settings.model, "prompts_hash": prompts_hash}))
+        try:
+            await run_batch(items, endpoints["model"], log, stage.resume_state, settings.concurrency)
+        finally:
+            log.close()
+    info = {"model_spec": settings.model, "prompts_hash": prompts_hash, "requests": endpoints["model"].stats.requests,
+            "elapsed_s": round(time.monotonic() - t0, 2)}
+    return batch_results(out), info

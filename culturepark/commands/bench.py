@@ -1,0 +1,57 @@
+"""`culturepark bench`: engine performance — throughput, the local model, crash-resume, Ray."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    b = sub.add_parser("bench", help="benchmarks: throughput (engine vs raw/SDK), local (batching)")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    bt = bsub.add_parser("throughput")
+    bt.add_argument("--json", action="store_true")
+    bt.add_argument("--conversations", type=int, default=2000)
+    bt.add_argument("--turns", type=int, default=2)
+    bt.add_argument("--concurrency", type=int, default=100)
+    bt.add_argument("--latency-ms", type=float, default=0.0)
+    bt.add_argument("--rpm", type=float)
+    bt.add_argument("--tpm", type=float)
+    bt.add_argument("--max-tokens", type=int, default=32)
+    bt.add_argument("--baselines", default="raw", help="comma list of raw,sdk")
+    bt.add_argument("--plot", type=Path, help="PNG path for requests/s over time")
+    bt.set_defaults(func=bench)
+    bl = bsub.add_parser("local")
+    bl.add_argument("--json", action="store_true")
+    bl.add_argument("--batch-size", type=int, default=16)
+    bl.add_argument("--max-tokens", type=int, default=32)
+    bl.add_argument("--device", default="auto")
+    bl.set_defaults(func=bench)
+    bc = bsub.add_parser("crash-resume", help="kill -9 runs at random moments, resume, compare with a reference")
+    bc.add_argument("--trials", type=int, default=20)
+    bc.add_argument("--seed", type=int, default=0)
+    bc.add_argument("--latency-ms", type=float, default=40.0)
+    bc.add_argument("--data-dir", help="WVS data directory (default: as for `run`)")
+    bc.add_argument("--json", action="store_true", help="(output is always JSON lines)")
+    bc.set_defaults(func=bench)
+    br = bsub.add_parser("ray", help="single process vs Ray workers (and a killed worker) on the sim server")
+    br.add_argument("--workers", type=int, default=2)
+    br.add_argument("--per-item", type=int, default=10, help="conversations per (culture, item); 6 pairs")
+    br.add_argument("--rpm", type=float, default=1200, help="provider budget, enforced by the sim server (0: none)")
+    br.add_argument("--latency-ms", type=float, default=30.0)
+    br.add_argument("--no-kill", action="store_true", help="skip the killed-worker run")
+    br.add_argument("--data-dir", help="WVS data directory (default: as for `run`)")
+    br.add_argument("--json", action="store_true", help="(output is always JSON lines)")
+    br.set_defaults(func=bench)
+
+
+def bench(args: argparse.Namespace) -> int:
+    if args.bench == "throughput":
+        from culturepark.benchmarks.perf.throughput import main
+    elif args.bench == "crash-resume":
+        from culturepark.benchmarks.perf.crash_resume import main
+    elif args.bench == "ray":
+        from culturepark.benchmarks.perf.ray_workers import main
+    else:
+        from culturepark.benchmarks.perf.local_model import main
+    return int(main(args))

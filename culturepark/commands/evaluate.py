@@ -1,0 +1,130 @@
+"""`culturepark eval`: hofstede, moderation, compare, diversity, education."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from culturepark.console import make_logger, print_json
+from culturepark.engine.errors import InputError
+
+
+def _model_flags(p: argparse.ArgumentParser, single: bool = True) -> None:
+    if single:
+        p.add_argument("--model", required=True, help="local:gemma3-270m[+lora:DIR], openai:MODEL, gemini:MODEL")
+    p.add_argument("--base-url", help="OpenAI-compatible server for openai: specs")
+    p.add_argument("--api-key-env", help="name of the env var holding the key")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--out", type=Path)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--rpm", type=float)
+    p.add_argument("--tpm", type=float)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--json", action="store_true")
+
+
+def register(sub: Any) -> None:
+    ev = sub.add_parser("eval", help="benchmarks: hofstede, moderation, diversity, compare, education")
+    esub = ev.add_subparsers(dest="task", required=True)
+    eh = esub.add_parser("hofstede", help="VSM13 in a culture's role vs published scores")
+    eh.add_argument("--culture", nargs="+", required=True)
+    eh.add_argument("--samples", type=int, default=1, help="answers per item and seed")
+    _model_flags(eh)
+    eh.set_defaults(func=single_task)
+    em = esub.add_parser("moderation", help="yes/no moderation, macro-F1")
+    em.add_argument("--dataset", required=True, help="bundled name or a spec YAML")
+    em.add_argument("--limit", type=int)
+    _model_flags(em)
+    em.set_defaults(func=single_task)
+    ec = esub.add_parser("compare", help="same tasks and seeds for several models")
+    ec.add_argument("--models", nargs="+", required=True)
+    ec.add_argument("--tasks", nargs="+", required=True, help="hofstede:Chinese,German moderation:english_offensive")
+    ec.add_argument("--limit", type=int)
+    ec.add_argument("--samples", type=int, default=1)
+    _model_flags(ec, single=False)
+    ec.set_defaults(func=compare)
+    ed = esub.add_parser("diversity", help="diversity gain of NEW over a reference")
+    ed.add_argument("new", type=Path)
+    ed.add_argument("--reference", type=Path, required=True)
+    ed.add_argument("--field")
+    ed.add_argument("--base-url", help="OpenAI-compatible /v1/embeddings instead of the local MiniLM")
+    ed.add_argument("--embeddings-model", default="text-embedding-3-small")
+    ed.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var with the key (not needed on loopback)")
+    ed.add_argument("--out", type=Path)
+    ed.add_argument("--json", action="store_true")
+    ed.set_defaults(func=diversity)
+    ee = esub.add_parser("education", help="learning gain and experience of an education study run")
+    ee.add_argument("run_dir", type=Path)
+    ee.add_argument("--data-dir", type=Path, help="default: the one recorded in the run's header")
+    ee.add_argument("--bootstrap", type=int, default=2000, help="resamples for the 95%% intervals")
+    ee.add_argument("--json", action="store_true")
+    ee.set_defaults(func=education)
+
+
+def _settings(args: argparse.Namespace, model: str) -> Any:
+    from culturepark.benchmarks.eval_run import EvalSettings
+    return EvalSettings(model=model, base_url=args.base_url, api_key_env=args.api_key_env,
+                        rpm=args.rpm, tpm=args.tpm, concurrency=args.concurrency, resume=args.resume)
+
+
+def single_task(args: argparse.Namespace) -> int:
+    from culturepark.benchmarks.compare import EvalTask, headline, run_task, table
+    from culturepark.benchmarks.eval_run import slug
+    from culturepark.scenarios.data_dir import resolve_data_dir
+
+    log = make_logger()
+    task = (EvalTask("hofstede", tuple(args.culture)) if args.task == "hofstede"
+            else EvalTask("moderation", (args.dataset,)))
+    out = args.out or Path("evals") / slug(args.model) / slug(str(task))
+    report = asyncio.run(run_task(_settings(args, args.model), task, resolve_data_dir(args.data_dir, None), out,
+                                  args.seeds, getattr(args, "limit", None), getattr(args, "samples", 1),
+                                  lambda m: log.info(m)))
+    if args.json:
+        print_json(report)
+        return 0
+    print(table({"rows": [{"model": args.model, "task": str(task), "result": headline(report)}]}))
+    print(f"→ {out}")
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    from culturepark.benchmarks.compare import compare as compare_models
+    from culturepark.benchmarks.compare import table
+    from culturepark.scenarios.data_dir import resolve_data_dir
+
+    log = make_logger()
+    out = args.out or Path("evals") / "compare"
+    result = asyncio.run(compare_models(args.models, args.tasks, _settings(args, "compare"),
+                                        resolve_data_dir(args.data_dir, None), out, args.seeds, args.limit,
+                                        args.samples, lambda m: log.info(m)))
+    print_json(result) if args.json else print(table(result))
+    return 0
+
+
+def diversity(args: argparse.Namespace) -> int:
+    from culturepark.benchmarks.compare import write_json
+    from culturepark.benchmarks.diversity import diversity_gain
+    from culturepark.scenarios.endpoints import make_embedder
+
+    embedder = make_embedder("openai" if args.base_url else "local", args.base_url, args.embeddings_model,
+                             args.api_key_env)
+    result = asyncio.run(diversity_gain(args.new, args.reference, embedder, args.field))
+    if args.out:
+        write_json(args.out / "diversity.json", result)
+    print_json(result) if args.json else print(
+        f"diversity gain {result['diversity_gain']:.4f} ± {result['std']:.4f} "
+        f"({result['new']} new vs {result['reference']} reference texts, {result['embeddings']})")
+    return 0
+
+
+def education(args: argparse.Namespace) -> int:
+    from culturepark.benchmarks.education import score, table
+    from culturepark.engine.log import LOG_NAME
+
+    if not (args.run_dir / LOG_NAME).exists():
+        raise InputError(f"{args.run_dir}: no {LOG_NAME} (give the run directory of an education study)")
+    result = score(args.run_dir, args.data_dir, args.bootstrap)
+    print_json({k: v for k, v in result.items() if k != "per_learner"}) if args.json else print(table(result))
+    return 0

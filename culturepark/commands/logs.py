@@ -1,0 +1,61 @@
+"""`culturepark replay` and `culturepark export`: read a (partial) run's log back."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from culturepark.console import print_json
+from culturepark.engine.export import assemble, conversation_rows, export_run
+
+
+def register(sub: Any) -> None:
+    rp = sub.add_parser("replay", help="print the conversations of a run (also a partial one)")
+    rp.add_argument("run_dir")
+    rp.add_argument("--id")
+    rp.add_argument("--limit", type=int)
+    rp.add_argument("--json", action="store_true")
+    rp.set_defaults(func=replay)
+
+    e = sub.add_parser("export", help="write conversations.jsonl and summary.json from a log")
+    e.add_argument("run_dir")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=export)
+
+
+def _print_conversation(row: dict[str, Any]) -> None:
+    meta = row["meta"]
+    stance = f" — stance: {meta['stance_text']}" if meta.get("stance_text") else ""
+    print(f"=== {row['id']} [{row['status']}{': ' + row['reason'] if row.get('reason') else ''}]{stance}")
+    if meta.get("item_text"):
+        print(f"    item Q{meta.get('item_id')}: {meta['item_text']}")
+    for t in row["turns"]:
+        print(f"{t['speaker']}: {t['text']}")
+    print()
+
+
+def replay(args: argparse.Namespace) -> int:
+    assembled = assemble(Path(args.run_dir))
+    shown = 0
+    for row in conversation_rows(assembled):
+        if args.id and row["id"] != args.id:
+            continue
+        if args.limit is not None and shown >= args.limit:
+            break
+        shown += 1
+        print_json(row) if args.json else _print_conversation(row)
+    if assembled.torn_bytes:
+        print(f"(the log ends in a torn line of {assembled.torn_bytes} bytes; --resume discards it)",
+              file=sys.stderr)
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    summary = export_run(Path(args.run_dir))
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"wrote {args.run_dir}/conversations.jsonl and summary.json "
+              f"({summary['conversations']} conversations, {summary['turns']} turns)")
+    return 0

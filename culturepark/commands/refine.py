@@ -1,0 +1,50 @@
+"""`culturepark refine`: a finished run → verified, de-duplicated SFT data."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from culturepark.console import make_logger, print_json
+
+SUMMARY_KEYS = ["conversations", "extracted", "entail", "contradict", "irrelevant", "rewritten", "rewritten_entail",
+                "too_short", "deduplicated_removed", "kept", "exported"]
+
+
+def register(sub: Any) -> None:
+    rf = sub.add_parser("refine", help="extract, verify, rewrite, de-duplicate opinions; export SFT data")
+    rf.add_argument("run_dir", type=Path)
+    rf.add_argument("--out", type=Path, help="default: RUN_DIR/refined")
+    rf.add_argument("--scenario", type=Path, help="refine config YAML (backend, limits, dedup, export)")
+    rf.add_argument("--base-url", help="OpenAI-compatible server for the refinement calls")
+    rf.add_argument("--model")
+    rf.add_argument("--embeddings", choices=["local", "openai"])
+    rf.add_argument("--resume", action="store_true")
+    rf.add_argument("--retry-failed", action="store_true")
+    rf.add_argument("--json", action="store_true")
+    rf.set_defaults(func=refine)
+
+
+def refine(args: argparse.Namespace) -> int:
+    from culturepark.scenarios.loader import load_model
+    from culturepark.trainers.refine import RefineConfig, refine_async
+    from culturepark.trainers.refine.pipeline import source_backend
+
+    log = make_logger()
+    config = load_model(RefineConfig, args.scenario) if args.scenario else RefineConfig()
+    config = config.with_flags(source_backend(args.run_dir), args.base_url, args.model, args.embeddings)
+    out = args.out or args.run_dir / "refined"
+    result = asyncio.run(refine_async(args.run_dir, out, config, resume=args.resume,
+                                      retry_failed=args.retry_failed, say=lambda m: log.info(m)))
+    s = result.summary
+    if result.error:
+        log.error("refine stopped", error=result.error, next_step="fix the cause, then run again with --resume")
+    if args.json:
+        print_json({"out": str(out), **s})
+        return result.exit_code
+    print(", ".join(f"{k} {s.get(k)}" for k in SUMMARY_KEYS) + f" → {out}")
+    check = s.get("openai_format_check") or {}
+    if check and not check.get("valid"):
+        print(f"  openai format check: {check.get('error_counts')}")
+    return result.exit_code

@@ -1,0 +1,34 @@
+"""`culturepark report`: an HTML page with the plots of the evals and runs found under DIRs."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from culturepark.engine.errors import InputError
+
+
+def register(sub: Any) -> None:
+    rep = sub.add_parser("report", help="HTML page with plots of evals and runs found under DIRs")
+    rep.add_argument("dirs", nargs="+", type=Path)
+    rep.add_argument("--out", type=Path, default=Path("report"))
+    rep.add_argument("--screenshot", type=Path, help="also save a full-page PNG (needs playwright + chromium)")
+    rep.set_defaults(func=report)
+
+
+def report(args: argparse.Namespace) -> int:
+    from culturepark.benchmarks.report import build, screenshot
+
+    missing = [d for d in args.dirs if not d.is_dir()]
+    if missing:
+        raise InputError(f"report: {missing[0]} is not a directory")
+    index = build(args.dirs, args.out)
+    print(f"report → {index}")
+    if args.screenshot:
+        try:
+            print(f"screenshot → {screenshot(index, args.screenshot)}")
+        except (ImportError, RuntimeError) as exc:
+            print(f"culturepark: screenshot not taken: {exc}", file=sys.stderr)
+            return 1
+    return 0

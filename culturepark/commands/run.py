@@ -1,0 +1,134 @@
+"""`culturepark run` and `culturepark validate`: scenarios → conversations (or a check of them)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from culturepark.console import make_logger, print_json, progress_bar
+from culturepark.engine.errors import InputError
+
+
+def register(sub: Any) -> None:
+    r = sub.add_parser("run", help="run a scenario (YAML path or bundled name)")
+    r.add_argument("scenario")
+    r.add_argument("--out", type=Path)
+    r.add_argument("--resume", action="store_true", help="continue the run in --out from its log")
+    r.add_argument("--retry-failed", action="store_true", help="with --resume: run failed conversations again")
+    r.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    r.add_argument("--model")
+    r.add_argument("--rpm", type=float)
+    r.add_argument("--tpm", type=float)
+    r.add_argument("--concurrency", type=int)
+    r.add_argument("--limit", type=int, help="run at most N conversations")
+    r.add_argument("--data-dir", type=Path)
+    r.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    r.add_argument("--dry-run", action="store_true", help="estimate requests, tokens and cost; send nothing")
+    r.add_argument("--ray", nargs="?", const="local", metavar="auto|ADDRESS",
+                   help="shard the conversations over Ray workers: alone, a Ray instance on this machine; "
+                        "'auto' or HOST:PORT joins a running cluster (pip install 'culturepark[ray]')")
+    r.add_argument("--workers", type=int, default=2, help="with --ray: number of workers (default 2)")
+    r.add_argument("--arm", action="append", metavar="NAME=MODEL_SPEC",
+                   help="education studies: a tutor arm (repeat; replaces the scenario's arms), "
+                        "e.g. tuned=local:gemma3-270m+lora:DIR")
+    r.set_defaults(func=run)
+
+    v = sub.add_parser("validate", help="check scenario files without running them")
+    v.add_argument("files", nargs="+")
+    v.add_argument("--data-dir", type=Path)
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=validate)
+    register_scenarios(sub)
+
+
+def _options(args: argparse.Namespace) -> Any:
+    from culturepark.runs.prepare import RunOptions
+
+    return RunOptions(out=args.out, resume=args.resume, retry_failed=args.retry_failed, limit=args.limit,
+                      base_url=args.base_url, model=args.model, rpm=args.rpm, tpm=args.tpm,
+                      concurrency=args.concurrency, data_dir=args.data_dir, arms=args.arm)
+
+
+def dry_run(args: argparse.Namespace) -> int:
+    from culturepark.runs.estimate import estimate
+
+    est = estimate(args.scenario, _options(args))
+    if args.json:
+        print_json(est)
+        return 0
+    cost = "unknown price" if est["cost_usd_max"] is None else f"≤ ${est['cost_usd_max']:.2f}"
+    print(f"{est['conversations']} conversations, {est['requests']} requests, "
+          f"~{est['prompt_tokens_est']:,} prompt + ≤{est['completion_tokens_max']:,} completion tokens, "
+          f"{cost} (nothing sent)")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return dry_run(args)
+    log = make_logger()
+    opts = _options(args)
+    bar = progress_bar if sys.stderr.isatty() and not args.json else None
+    if args.ray:
+        from culturepark.runs.on_ray import RayOptions, run_ray_async
+        job = run_ray_async(args.scenario, opts, RayOptions(address=args.ray, workers=args.workers),
+                            progress=bar, say=lambda m: log.info(m))
+    else:
+        from culturepark.runs.in_process import run_async
+        job = run_async(args.scenario, opts, progress=bar, say=lambda m: log.info(m))
+    result = asyncio.run(job)
+    s = result.summary
+    if result.error:
+        log.error("run stopped", error=result.error, next_step="fix the cause, then run again with --resume")
+    if args.json:
+        print_json({"run_dir": str(result.run_dir), **s})
+        return result.exit_code
+    cost = "unknown" if s["cost_usd"] is None else f"${s['cost_usd']:.4f}"
+    print(f"{s['done']} done, {s['failed']} failed, {s['incomplete']} incomplete; "
+          f"{s['turns']} turns, {s['tokens']['total']:,} tokens, cost {cost} → {result.run_dir}")
+    for reason, n in s["failures_by_reason"].items():
+        print(f"  failed: {n} × {reason}  (retry with --resume --retry-failed)")
+    return result.exit_code
+
+
+def validate(args: argparse.Namespace) -> int:
+    from culturepark.runs.prepare import RunOptions, prepare
+
+    bad = 0
+    for ref in args.files:
+        try:
+            prepared = prepare(ref, RunOptions(data_dir=args.data_dir))
+        except InputError as exc:
+            print(f"culturepark: error: {exc}", file=sys.stderr)
+            bad += 1
+            continue
+        plan = prepared.plan
+        facts, text = prepared.study.describe(plan)
+        if args.json:
+            print_json({"file": str(ref), "ok": True, "name": prepared.scenario.name,
+                        "cultures": [c.name for c in plan.cultures], "skipped": len(plan.skipped), **facts})
+        else:
+            print(f"ok  {ref}: {prepared.scenario.name}, {text}")
+    return 2 if bad else 0
+
+
+def register_scenarios(sub: Any) -> None:
+    sc = sub.add_parser("scenarios", help="list bundled scenarios")
+    sc.add_argument("--json", action="store_true")
+    sc.set_defaults(func=scenarios)
+
+
+def scenarios(args: argparse.Namespace) -> int:
+    from culturepark.scenarios.loader import builtin_scenarios, load_scenario
+
+    found = builtin_scenarios()
+    width = max(map(len, found), default=0)
+    for name, path in found.items():
+        sc = load_scenario(path)
+        if args.json:
+            print_json({"name": name, "path": str(path), "kind": sc.kind, "description": sc.description})
+        else:
+            print(f"{name:{width}s}  {sc.description}")
+    return 0

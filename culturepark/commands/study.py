@@ -1,0 +1,29 @@
+"""`culturepark study serve`: the education study with real participants (web app)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    st = sub.add_parser("study", help="run an education study with real participants (web app)")
+    stsub = st.add_subparsers(dest="study_command", required=True)
+    ss = stsub.add_parser("serve", help="serve the study; answers go to OUT/log.jsonl as they happen")
+    ss.add_argument("scenario", help="an education scenario (kind: education)")
+    ss.add_argument("--out", type=Path, required=True, help="run directory; an existing one is continued")
+    ss.add_argument("--host", default="127.0.0.1")
+    ss.add_argument("--port", type=int, default=8800, help="0 picks a free port (printed)")
+    ss.add_argument("--data-dir", type=Path)
+    ss.set_defaults(func=serve)
+
+
+def serve(args: argparse.Namespace) -> int:
+    from culturepark.study.serve import serve as serve_study
+
+    def say(message: str) -> None:
+        print(message, flush=True)
+
+    asyncio.run(serve_study(args.scenario, args.out, args.host, args.port, args.data_dir, say=say))
+    return 0

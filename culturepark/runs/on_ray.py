@@ -1,0 +1,374 @@
+"""`culturepark run --ray`: one scenario across many Ray workers, one shared rate budget.
+
+How it divides the work:
+- **Conversations** are sharded by a stable hash of their id (blake2b, not Python's salted
+  `hash`), so a conversation belongs to the same worker for a given worker count.
+- **Each worker** is a Ray actor running the ordinary asyncio engine (scheduler, endpoint,
+  limiter, retries) on its shard, appending to its own log `RUN_DIR/shards/NNNN.jsonl`. The
+  driver holds the run directory's lock and writes the header; readers (export, replay,
+  `--resume`, refine) read the main log and every shard, so a run can be resumed with any
+  worker count, or without Ray.
+- **The rate budget** is split statically — each of the W busy workers limits itself to
+  RPM/W and TPM/W — and rebalanced when a worker finishes: the others get the freed share.
+  Nothing crosses the network per request (no limiter actor on the hot path); the cost is a
+  tail where a worker with a longer queue cannot borrow an idle worker's budget until that
+  worker has finished. Concurrency is the scenario's total, split the same way.
+- **A worker that dies** (its process killed, its node lost) is replaced: the driver reads
+  the logs back (cutting the dead worker's torn last line) and starts a new actor, with a new
+  shard file, on what is left of that shard. Finished turns are never asked for again.
+- **Local models**: each worker loads the model once and micro-batches inside itself; on a
+  cluster with GPUs each worker asks Ray for one GPU, so there is one model per GPU.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from culturepark.agents.study import study_for
+from culturepark.engine.errors import InputError, LogWriteError
+from culturepark.engine.files import atomic_write_json
+from culturepark.engine.log import new_shard_path, read_log, recover
+from culturepark.engine.records import RayInfo, TurnRecord
+from culturepark.engine.scheduler import (ConversationSpec, ResumeState, RunStats, Scheduler, SchedulerConfig,
+                                          pending_conversations)
+from culturepark.engine.stage import ShardLog, Stage
+from culturepark.runs.in_process import Progress, RunResult, export_after
+from culturepark.runs.prepare import RunOptions, endpoint_summary, prepare, run_header
+from culturepark.scenarios.endpoints import make_endpoints
+from culturepark.scenarios.loader import parse_scenario
+from culturepark.scenarios.schema import AnyScenario, Limits
+
+WORKERS_NAME = "workers.json"
+INSTALL_HINT = "--ray needs Ray: pip install 'culturepark[ray]'"
+
+
+@dataclass
+class RayOptions:
+    address: str = "local"  # "local": start a Ray instance here; "auto" or HOST:PORT: join a cluster
+    workers: int = 2
+    max_restarts: int = 3  # replacements per run for workers that died
+
+
+def shard_of(conversation_id: str, workers: int) -> int:
+    digest = hashlib.blake2b(conversation_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % workers
+
+
+def split_limits(limits: Limits, shares: int) -> Limits:
+    """One worker's part of the provider budget when `shares` workers are busy."""
+    return limits.model_copy(update={"rpm": limits.rpm / shares if limits.rpm else None,
+                                     "tpm": limits.tpm / shares if limits.tpm else None})
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise InputError(INSTALL_HINT) from exc
+    return ray
+
+
+@dataclass
+class WorkerTask:
+    """What one actor is given: its conversations, the turns they already have, its log file."""
+
+    shard: int
+    specs: list[ConversationSpec]
+    resume: ResumeState
+    log_path: Path
+
+
+class RunWorker:
+    """A Ray actor (async): the normal engine on one shard. Defined plainly, wrapped lazily."""
+
+    def __init__(self, scenario: dict[str, Any]) -> None:
+        self.scenario: AnyScenario = parse_scenario(scenario, "<ray worker>")
+        self.scheduler: Scheduler | None = None
+        self.endpoints: dict[str, Any] = {}
+
+    async def info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "host": socket.gethostname()}
+
+    async def progress(self) -> dict[str, Any]:
+        s = self.scheduler.stats if self.scheduler else None
+        if s is None:
+            return {"done": 0, "failed": 0, "turns": 0, "tokens": 0, "rate_limited": 0, "cost_usd": 0.0}
+        eps = {id(e): e for e in self.endpoints.values()}.values()
+        return {"done": s.done, "failed": s.failed, "turns": s.turns,
+                "tokens": s.prompt_tokens + s.completion_tokens, "cost_usd": s.cost_usd,
+                "rate_limited": sum(e.stats.rate_limited for e in eps)}
+
+    async def set_limits(self, limits: dict[str, Any]) -> None:
+        """Rebalance: this worker's share of the budget changed (another worker finished)."""
+        new = Limits.model_validate(limits)
+        for ep in {id(e): e for e in self.endpoints.values()}.values():
+            ep.limiter.set_rates(new.rpm, new.tpm)
+
+    async def run(self, task: WorkerTask, limits: dict[str, Any], concurrency: int,
+                  retry_failed: bool, budget_usd: float | None) -> dict[str, Any]:
+        sc = self.scenario
+        study = study_for(sc)
+        self.endpoints = make_endpoints(study.backends(), Limits.model_validate(limits), sc.retry,
+                                        sc.seed * 1000 + task.shard, [Path(p) for p in sc.cache_from])
+        error = None
+        async with Stage(self.endpoints, ShardLog(task.log_path, sc.output.fsync, task.resume), check=False) as stage:
+            log = stage.start(None)
+            self.scheduler = Scheduler(study.policy(), self.endpoints, log,
+                                       SchedulerConfig(concurrency=concurrency, budget_usd=budget_usd))
+            try:
+                await self.scheduler.run(task.specs, stage.resume_state, retry_failed=retry_failed)
+            except LogWriteError as exc:
+                error = str(exc)
+        s = self.scheduler.stats if self.scheduler else None
+        return {"shard": task.shard, "error": error, "stop_reason": s.stop_reason if s else None,
+                "endpoints": endpoint_summary(self.endpoints), **(await self.progress())}
+
+
+@dataclass
+class _Slot:
+    """The driver's view of one shard: its current actor and what that actor is doing."""
+
+    shard: int
+    actor: Any = None
+    ref: Any = None
+    info: dict[str, Any] = field(default_factory=dict)
+    log_path: Path | None = None
+    logs: list[Path] = field(default_factory=list)  # every shard file this slot's actors wrote this session
+    result: dict[str, Any] | None = None
+    restarts: int = 0
+
+
+class _Progress:
+    """Quacks like a Scheduler for the progress bar: counters summed over the workers."""
+
+    def __init__(self) -> None:
+        self.stats = RunStats()
+        self.endpoints: dict[str, Any] = {}
+        self.rate_limited = 0
+
+    def update(self, parts: list[dict[str, Any]]) -> None:
+        s = self.stats
+        s.done = sum(p["done"] for p in parts)
+        s.failed = sum(p["failed"] for p in parts)
+        s.turns = sum(p["turns"] for p in parts)
+        s.prompt_tokens = sum(p["tokens"] for p in parts)
+        s.cost_usd = sum(p["cost_usd"] for p in parts)
+
+
+def _shard_tasks(state: ResumeState, specs: list[ConversationSpec], workers: int, retry_failed: bool,
+                 only: int | None = None) -> dict[int, tuple[list[ConversationSpec], ResumeState]]:
+    """Give each shard its unfinished conversations and the turns they already have."""
+    out: dict[int, tuple[list[ConversationSpec], ResumeState]] = {}
+    for conv in pending_conversations(specs, state, retry_failed):
+        k = shard_of(conv.id, workers)
+        if only is not None and k != only:
+            continue
+        shard_specs, shard_state = out.setdefault(k, ([], ResumeState()))
+        shard_specs.append(conv)
+        if conv.id in state.turns:
+            shard_state.turns[conv.id] = state.turns[conv.id]
+        if conv.id in state.ended:
+            shard_state.ended[conv.id] = state.ended[conv.id]
+    return out
+
+
+async def run_ray_async(scenario_ref: str | Path | AnyScenario, opts: RunOptions, ray_opts: RayOptions,
+                        progress: Progress | None = None,
+                        say: Callable[[str], None] | None = None) -> RunResult:
+    """The driver. Same inputs and result as `run_async`; the work happens in actors."""
+    say = say or (lambda _m: None)
+    ray = import_ray()
+    if ray_opts.workers < 1:
+        raise InputError("--workers must be at least 1")
+    prepared = prepare(scenario_ref, opts)
+    scenario, plan, out = prepared.scenario, prepared.plan, prepared.out
+    endpoints = make_endpoints(prepared.study.backends(), scenario.limits, scenario.retry, scenario.seed)
+    specs = list(plan.conversations())
+    if opts.limit is not None:
+        specs = specs[: opts.limit]
+    # The driver checks the provider once, before anything is written, and starts no model:
+    # its log holds the header only; the workers send the requests and write the shards.
+    async with Stage.in_dir(endpoints, out, opts.resume, scenario.content_hash(), fsync=scenario.output.fsync,
+                            say=say, check=opts.check_reachable, start_backends=False) as stage:
+        _connect(ray, ray_opts)
+        ray_info = RayInfo(workers=ray_opts.workers, budget="static split, rebalanced")
+        stage.start(run_header(prepared, endpoints, opts.limit, ray=ray_info)).close()
+        for notice in plan.notices:
+            say(notice)
+        already = len(stage.resume_state.ended) if stage.resume_state else 0
+        tasks = _shard_tasks(stage.resume_state or ResumeState(), specs, ray_opts.workers, opts.retry_failed)
+        driver = _Driver(ray, scenario, out, ray_opts, opts.retry_failed, say)
+        ticker = None
+        if progress:
+            ticker = asyncio.create_task(progress(driver.progress, min(len(specs), plan.size), already))
+        try:
+            error = await driver.run(tasks, specs)
+        finally:
+            if ticker:
+                ticker.cancel()
+        summary, error = export_after(out, error)
+    summary["endpoints"] = [ep for slot in driver.slots.values() if slot.result
+                            for ep in slot.result["endpoints"]]
+    summary["ray"] = {"workers": ray_opts.workers, "restarts": sum(s.restarts for s in driver.slots.values()),
+                      "shards": {str(k): s.result and {x: s.result[x] for x in ("done", "failed", "turns")}
+                                 for k, s in sorted(driver.slots.items())}}
+    return RunResult(out, summary, driver.stats_like(), plan.notices, error)
+
+
+def _connect(ray: Any, ray_opts: RayOptions) -> None:
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
+    try:
+        if ray_opts.address == "local":
+            ray.init(num_cpus=max(os.cpu_count() or 1, ray_opts.workers), include_dashboard=False,
+                     object_store_memory=100 * 1024**2, **kwargs)
+        else:
+            ray.init(address=ray_opts.address, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise InputError(f"--ray {ray_opts.address}: cannot connect ({str(exc).splitlines()[0]})") from exc
+
+
+class _Driver:
+    def __init__(self, ray: Any, scenario: AnyScenario, out: Path, ray_opts: RayOptions,
+                 retry_failed: bool, say: Callable[[str], None]) -> None:
+        self.ray = ray
+        self.scenario = scenario
+        self.out = out
+        self.opts = ray_opts
+        self.retry_failed = retry_failed
+        self.say = say
+        self.slots: dict[int, _Slot] = {}
+        self.progress = _Progress()
+        gpus = ray.cluster_resources().get("GPU", 0)
+        local = any(cfg.provider == "local" for cfg in study_for(scenario).backends().values())
+        # One model per GPU: a local-model worker asks for a whole GPU where the cluster has them.
+        if local and gpus >= 1 and ray_opts.workers > gpus:
+            say(f"{ray_opts.workers} workers share {gpus:g} GPUs: a worker starts when a GPU is free "
+                "(each GPU holds one model)")
+        self.actor_cls = ray.remote(RunWorker).options(
+            num_cpus=1, num_gpus=1 if (local and gpus >= 1) else 0, max_restarts=0)
+
+    def _share(self) -> tuple[dict[str, Any], int]:
+        busy = max(1, sum(1 for s in self.slots.values() if s.result is None))
+        sc = self.scenario
+        return (split_limits(sc.limits, busy).model_dump(mode="json"),
+                max(1, math.ceil(sc.concurrency / busy)))
+
+    def _budget(self, slot: _Slot) -> float | None:
+        """`budget_usd` is split evenly over the shards; a replacement gets what its shard has left."""
+        budget = self.scenario.budget_usd
+        if budget is None:
+            return None
+        share = budget / max(1, len(self.slots))
+        spent = sum(rec.cost_usd or 0.0 for path in slot.logs
+                    for rec in read_log(path).records if isinstance(rec, TurnRecord))
+        return max(share - spent, 1e-9)
+
+    def _launch(self, slot: _Slot, task: WorkerTask) -> None:
+        limits, concurrency = self._share()
+        budget = self._budget(slot)
+        slot.actor = self.actor_cls.remote(self.scenario.model_dump(mode="json"))
+        slot.info = {}  # known once the actor has started (it may wait for a free GPU first)
+        slot.log_path = task.log_path
+        slot.logs.append(task.log_path)
+        slot.ref = slot.actor.run.remote(task, limits, concurrency, self.retry_failed, budget)
+
+    def _record_workers(self) -> None:
+        atomic_write_json(self.out / "workers.json", {
+            str(k): {**s.info, "log": str(s.log_path.relative_to(self.out)) if s.log_path else None,
+                     "restarts": s.restarts, "started": bool(s.info), "finished": s.result is not None}
+            for k, s in sorted(self.slots.items())})
+
+    async def run(self, tasks: dict[int, tuple[list[ConversationSpec], ResumeState]],
+                  specs: list[ConversationSpec]) -> str | None:
+        for k in sorted(tasks):
+            self.slots[k] = _Slot(k)
+        for k, (shard_specs, state) in sorted(tasks.items()):
+            self._launch(self.slots[k], WorkerTask(k, shard_specs, state, new_shard_path(self.out)))
+        self._record_workers()
+        errors: list[str] = []
+        poller = asyncio.create_task(self._poll())
+        try:
+            await asyncio.gather(*(self._supervise(slot, specs, errors) for slot in self.slots.values()))
+        finally:
+            poller.cancel()
+            for slot in self.slots.values():
+                self._free(slot)
+        self.progress.update([s.result for s in self.slots.values() if s.result])
+        return "; ".join(errors) or None
+
+    async def _supervise(self, slot: _Slot, specs: list[ConversationSpec], errors: list[str]) -> None:
+        """Wait for one shard's actor; replace it while it dies and restarts are left.
+
+        Each shard is watched on its own, so an actor still waiting for a GPU holds up nobody else.
+        """
+        while slot.result is None:
+            try:
+                slot.info = await slot.actor.info.remote()  # returns once the actor runs
+                self._record_workers()
+                slot.result = await slot.ref
+            except self.ray.exceptions.RayActorError as exc:
+                await self._replace(slot, specs, exc, errors)
+                self._record_workers()
+                continue
+            except self.ray.exceptions.RayTaskError as exc:  # the engine raised: report, do not retry
+                cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+                slot.result = {**_zero(), "endpoints": [], "error": f"{type(cause).__name__}: {cause}"}
+            if slot.result.get("error"):
+                errors.append(f"worker {slot.shard}: {slot.result['error']}")
+            self._free(slot)
+            self._record_workers()
+            await self._rebalance()
+
+    def _free(self, slot: _Slot) -> None:
+        """End a worker whose shard is over, so its model and GPU go to a worker still waiting for one."""
+        if slot.actor is not None:
+            self.ray.kill(slot.actor, no_restart=True)
+            slot.actor = None
+
+    async def _replace(self, slot: _Slot, specs: list[ConversationSpec], exc: Exception,
+                       errors: list[str]) -> None:
+        cause = type(exc).__name__
+        if slot.restarts >= self.opts.max_restarts:
+            slot.result = {"done": 0, "failed": 0, "turns": 0, "endpoints": [], "error": cause}
+            errors.append(f"worker {slot.shard} died {slot.restarts + 1} times ({cause}); "
+                          "run again with --resume")
+            return
+        slot.restarts += 1
+        self.say(f"worker {slot.shard} died ({cause}); replacing it (restart {slot.restarts})")
+        state = ResumeState.from_records(recover(self.out).records)  # the dead worker's torn line is cut
+        left = _shard_tasks(state, specs, self.opts.workers, self.retry_failed, only=slot.shard)
+        shard_specs, state = left.get(slot.shard, ([], ResumeState()))
+        self._launch(slot, WorkerTask(slot.shard, shard_specs, state, new_shard_path(self.out)))
+
+    async def _rebalance(self) -> None:
+        limits, _ = self._share()
+        live = [s for s in self.slots.values() if s.result is None]  # one not started yet gets it when it starts
+        if live and (self.scenario.limits.rpm or self.scenario.limits.tpm):
+            await asyncio.gather(*(s.actor.set_limits.remote(limits) for s in live),
+                                 return_exceptions=True)  # a dead one is handled by the main loop
+
+    async def _poll(self) -> None:
+        while True:
+            live = [s for s in self.slots.values() if s.actor is not None and s.info]  # started, running
+            parts = await asyncio.gather(*(s.actor.progress.remote() for s in live), return_exceptions=True)
+            counts = {s.shard: p if isinstance(p, dict) else (s.result or _zero()) for s, p in zip(live, parts)}
+            self.progress.update([counts.get(k) or s.result or _zero() for k, s in self.slots.items()])
+            await asyncio.sleep(0.5)
+
+    def stats_like(self) -> Any:
+        return self.progress.stats
+
+
+def _zero() -> dict[str, Any]:
+    return {"done": 0, "failed": 0, "turns": 0, "tokens": 0, "cost_usd": 0.0, "rate_limited": 0}
+
+
+__all__ = ["RayOptions", "run_ray_async", "shard_of", "split_limits", "INSTALL_HINT"]

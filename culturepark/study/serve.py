@@ -1,0 +1,85 @@
+"""`culturepark study serve`: the education study with real participants, in a browser.
+
+Binds the port first (a busy port leaves no run behind), then runs the same stage lifecycle
+as `culturepark run` (`engine.stage.Stage`) with the web app inside it until stopped.
+"""
+from __future__ import annotations
+
+import asyncio
+import secrets
+import signal
+import socket
+from pathlib import Path
+from typing import Any, Callable, cast
+
+from aiohttp import web
+
+from culturepark.agents.education import EducationPlan
+from culturepark.engine.errors import InputError
+from culturepark.engine.log import LOG_NAME
+from culturepark.engine.stage import Stage
+from culturepark.runs.prepare import RunOptions, prepare, run_header
+from culturepark.scenarios.endpoints import make_endpoints
+from culturepark.scenarios.schema import EducationScenario
+from culturepark.study.routes import build_app
+from culturepark.study.server import StudyServer
+
+
+async def serve(scenario_ref: str | Path, out: Path, host: str = "127.0.0.1", port: int = 8800,
+                data_dir: Path | None = None, say: Callable[[str], None] = print,
+                ready: Callable[[str, str], Any] | None = None, stop: asyncio.Event | None = None) -> None:
+    """Run the study server until `stop` is set (or forever). Writes to `out` like `culturepark run`."""
+    prepared = prepare(scenario_ref, RunOptions(out=Path(out), data_dir=data_dir))
+    scenario, plan, out = prepared.scenario, prepared.plan, prepared.out
+    if prepared.study.kind != "education":
+        raise InputError("study serve needs an education scenario (kind: education)")
+    scenario, plan = cast(EducationScenario, scenario), cast(EducationPlan, plan)
+    sock = _listen(host, port)  # before anything is written: a busy port must leave no run behind
+    endpoints = make_endpoints(prepared.study.backends(), scenario.limits, scenario.retry, scenario.seed)
+    try:
+        resume = (out / LOG_NAME).exists()
+        async with Stage.in_dir(endpoints, out, resume, scenario.content_hash(), fsync="always", say=say) as stage:
+            log = stage.start(run_header(prepared, endpoints, None, learners="human"))
+            token = secrets.token_urlsafe(16)
+            server = StudyServer(scenario, plan, out, endpoints, log, token)
+            runner = web.AppRunner(build_app(server), access_log=None)  # no IP addresses in any log
+            await runner.setup()
+            await web.SockSite(runner, sock).start()
+            url = f"http://{host}:{sock.getsockname()[1]}/"
+            say(f"listening on {url}")
+            say(f"admin: {url}admin?token={token}")
+            if ready:
+                ready(url, token)
+            try:
+                await (stop or _stop_on_signals()).wait()
+            finally:
+                await runner.cleanup()
+            say("stopped; every answer is in the log — start again with the same --out to continue")
+    finally:
+        sock.close()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """SIGTERM (service managers) and SIGINT (Ctrl-C) stop the server cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (0: any free port), or a one-line InputError."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise InputError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port} ({exc.strerror})") from exc
+    return sock

@@ -1,0 +1,1 @@
+"""The embedded local model: `model` (loading, GGUF cache), `batcher`, `backend`."""

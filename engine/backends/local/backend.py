@@ -1,0 +1,139 @@
+"""The embedded local model as a `Backend`: left-padded batched generation with per-row stops.
+
+Per-request stop sequences and max tokens are honoured by a per-row stopping criterion;
+loading lives in `model.py`, batching in `batcher.py`.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from typing import Any
+
+from culturepark.engine.backends.base import Completion, Request
+from culturepark.engine.backends.local.batcher import MicroBatcher
+from culturepark.engine.backends.local.model import EMBEDDED_MODEL, load_model
+from culturepark.engine.errors import FatalBackendError
+from culturepark.engine.pricing import Price
+from culturepark.engine.records import Usage
+
+
+def messages_as_transcript(messages: list[dict[str, str]]) -> str:
+    """Fallback for chat requests to a base model without a chat template."""
+    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+    return "\n".join(lines) + "\nAssistant:"
+
+
+class LocalBackend:
+    """`Backend` for the embedded model; `model` is 'gemma3-270m' or a local HF directory."""
+
+    name = "local"
+
+    def __init__(self, model: str = EMBEDDED_MODEL, *, device: str = "auto", max_batch: int = 16,
+                 batch_wait_ms: float = 5.0, price: Price | None = Price(0.0, 0.0),
+                 adapter: str | None = None) -> None:
+        self.base_model = model
+        self.adapter = adapter
+        self.model = f"{model}+lora:{adapter}" if adapter else model  # also the cache key's model
+        self.device = device
+        self.price = price
+        self._hf_model: Any = None
+        self._tokenizer: Any = None
+        self._calls = 0
+        self.batcher = MicroBatcher(self._generate_batch, max_batch=max_batch, wait_ms=batch_wait_ms)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "local", "model": self.model, "adapter": self.adapter, "device": self.device,
+                "max_batch": self.batcher.max_batch}
+
+    async def start(self) -> None:
+        if self._hf_model is None:
+            loop = asyncio.get_running_loop()
+            self._hf_model, self._tokenizer, self.device = await loop.run_in_executor(
+                None, lambda: load_model(self.base_model, self.device, adapter=self.adapter))
+
+    def load_sync(self) -> None:
+        if self._hf_model is None:
+            self._hf_model, self._tokenizer, self.device = load_model(self.base_model, self.device,
+                                                                      adapter=self.adapter)
+
+    async def complete(self, request: Request) -> Completion:
+        if self._hf_model is None:
+            await self.start()
+        t0 = time.perf_counter()
+        completion = await self.batcher.submit(request)
+        completion.latency_ms = (time.perf_counter() - t0) * 1000.0
+        return completion
+
+    # -- generation (worker thread) ----------------------------------------
+    def _generate_batch(self, requests: list[Request]) -> list[Completion]:
+        groups: dict[float, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(r.temperature, []).append(i)
+        out: list[Completion | None] = [None] * len(requests)
+        for temperature, idxs in groups.items():
+            for i, c in zip(idxs, self.generate([requests[i] for i in idxs], temperature)):
+                out[i] = c
+        return [c for c in out if c is not None]
+
+    def generate(self, requests: list[Request], temperature: float) -> list[Completion]:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        tok, model = self._tokenizer, self._hf_model
+        prompts = [r.prompt if r.prompt is not None else messages_as_transcript(r.messages or [])
+                   for r in requests]
+        enc = tok(prompts, return_tensors="pt", padding=True).to(model.device)
+        prompt_len = enc["input_ids"].shape[1]
+        limits = [r.max_tokens for r in requests]
+        stops = [r.stop or [] for r in requests]
+
+        class PerRowStop(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                n = input_ids.shape[1] - prompt_len
+                done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+                for row in range(input_ids.shape[0]):
+                    if n >= limits[row]:
+                        done[row] = True
+                    elif stops[row]:
+                        tail = tok.decode(input_ids[row, max(prompt_len, input_ids.shape[1] - 8):],
+                                          skip_special_tokens=True)
+                        done[row] = any(s in tail for s in stops[row])
+                return done
+
+        # Seeded from the prompts and a call counter: reproducible for a fixed schedule, and a
+        # retried request samples anew instead of repeating the rejected reply.
+        self._calls += 1
+        digest = hashlib.blake2b(f"{self._calls}:{''.join(prompts)}".encode(), digest_size=4).digest()
+        torch.manual_seed(int.from_bytes(digest, "big"))
+        kwargs: dict[str, Any] = {"max_new_tokens": max(limits), "pad_token_id": tok.pad_token_id,
+                                  "stopping_criteria": StoppingCriteriaList([PerRowStop()])}
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
+        else:
+            kwargs.update(do_sample=False)
+        try:
+            with torch.inference_mode():
+                generated = model.generate(**enc, **kwargs)
+        except RuntimeError as exc:  # e.g. CUDA OOM: not retryable as the same batch
+            raise FatalBackendError(f"local_generate_error: {str(exc).splitlines()[0][:120]}") from exc
+        results = []
+        mask = enc["attention_mask"]
+        for row in range(len(requests)):
+            ids = generated[row, prompt_len: prompt_len + limits[row]]
+            raw = tok.decode(ids, skip_special_tokens=True)
+            finish = "length"
+            eos = tok.eos_token_id
+            if eos is not None and (ids == eos).any():
+                finish = "stop"
+            cut = min((i for s in stops[row] if (i := raw.find(s)) >= 0), default=-1)
+            text = raw[:cut] if cut >= 0 else raw
+            if cut >= 0:
+                finish = "stop"
+            n_completion = len(tok(text, add_special_tokens=False)["input_ids"]) if text else 0
+            results.append(Completion(text=text, finish_reason=finish,
+                                      usage=Usage(int(mask[row].sum()), n_completion)))
+        return results
+
+    async def aclose(self) -> None:
+        await self.batcher.aclose()

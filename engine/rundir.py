@@ -1,0 +1,118 @@
+"""A run directory's life: check it, lock it, read back its log, then append to it.
+
+Every stage that calls models (conversations, refinement, evaluation) writes the same kind
+of directory: `log.jsonl` with a header that names what made it (its content hash), then
+turn and end records. `--resume` continues a directory only if the hash matches; a run that
+fails before its header is written leaves nothing behind.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from culturepark.engine.errors import InputError
+from culturepark.engine.log import LOG_NAME, FsyncPolicy, RunDirLock, RunLog, recover
+from culturepark.engine.records import RunHeader
+from culturepark.engine.scheduler import ResumeState
+
+
+def check_out_dir(out: Path, resume: bool) -> bool:
+    """Return True if the directory must be created. Raises InputError on a bad directory."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a directory")
+    if resume:
+        if not (out / LOG_NAME).exists():
+            raise InputError(f"--resume: no {LOG_NAME} in {out} (nothing to resume)")
+        if not os.access(out, os.W_OK):
+            raise InputError(f"--out {out}: not writable")
+        return False
+    if out.exists() and any(p.name != ".lock" for p in out.iterdir()):
+        raise InputError(f"--out {out}: directory is not empty (use --resume to continue the run "
+                         "in it, or choose another --out)")
+    parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: {parent} is not writable")
+    return not out.exists()
+
+
+class RunDir:
+    """Context manager: `with RunDir(out, resume, hash) as rd: ...; log = rd.start(header)`.
+
+    Until `start` writes the header, leaving the block removes a directory it created, so bad
+    input or a failed model load never leaves a half-made run behind.
+    """
+
+    def __init__(self, out: Path, resume: bool, content_hash: str, fsync: FsyncPolicy = "interval",
+                 say: Callable[[str], None] | None = None, what: str = "scenario") -> None:
+        self.out = Path(out)
+        self.resume = resume
+        self.content_hash = content_hash
+        self.fsync = fsync
+        self.say = say or (lambda _m: None)
+        self.what = what
+        self.resume_state: ResumeState | None = None
+        self.header: RunHeader | None = None
+        self.log: RunLog | None = None
+        self._lock: RunDirLock | None = None
+        self._created = False
+
+    @property
+    def log_path(self) -> Path:
+        return self.out / LOG_NAME
+
+    def __enter__(self) -> "RunDir":
+        self._created = check_out_dir(self.out, self.resume)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"--out {self.out}: cannot create ({exc.strerror})") from exc
+        try:
+            lock = RunDirLock(self.out)
+            lock.acquire()
+            self._lock = lock
+            if self.resume:
+                self._read_back()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _read_back(self) -> None:
+        contents = recover(self.out)
+        if contents.torn_bytes:
+            self.say(f"warning: discarded a torn last line ({contents.torn_bytes} bytes) in {self.log_path}")
+        if contents.header is None and not contents.records:
+            self.say(f"{self.log_path} is empty (the run was killed before its header): starting it afresh")
+            return
+        if contents.header is None:
+            raise InputError(f"--resume: {self.log_path} has no run header")
+        if contents.header.scenario_hash != self.content_hash:
+            raise InputError(f"--resume: {self.out} was made by a different {self.what} (hash "
+                             f"{contents.header.scenario_hash} ≠ {self.content_hash})")
+        self.header = contents.header
+        self.resume_state = ResumeState.from_records(contents.records)
+
+    def start(self, header: RunHeader | None) -> RunLog:
+        """Open the log for appending; write the header unless the run is being resumed."""
+        self.log = RunLog(self.log_path, fsync=self.fsync).open()
+        self._created = False  # from here on the directory holds a real run: never remove it
+        if self.resume_state is None:
+            if header is None:
+                raise ValueError("a new run directory needs a header")
+            self.header = header.model_copy(update={"scenario_hash": self.content_hash})
+            self.log.append(self.header)
+        return self.log
+
+    def __exit__(self, *exc: object) -> None:
+        if self.log is not None:
+            self.log.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        if self._created and self.out.exists():
+            shutil.rmtree(self.out, ignore_errors=True)
+
+
+__all__ = ["RunDir", "check_out_dir"]

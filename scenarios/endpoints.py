@@ -1,0 +1,96 @@
+"""From backend configs to engine objects: backends, endpoints (one limiter per distinct
+endpoint), embedders. Every stage builds its endpoints here; `engine.stage` runs them.
+
+It lives in `scenarios/` (not the face) because refine (trainers) and the evals (benchmarks)
+build endpoints too, and they may not import the face."""
+from __future__ import annotations
+
+import os
+import random
+from ipaddress import ip_address
+from pathlib import Path
+from urllib.parse import urlparse
+
+from culturepark.engine.backends.base import Backend
+from culturepark.engine.backends.cached import ResponseCache
+from culturepark.engine.backends.openai_http import OpenAIHTTPBackend
+from culturepark.engine.endpoint import Endpoint
+from culturepark.engine.errors import InputError
+from culturepark.engine.limiter import RateLimiter
+from culturepark.engine.pricing import Price, lookup_price
+from culturepark.engine.retry import RetryPolicy
+from culturepark.scenarios.schema import BackendConfig, Limits, RetryConfig
+
+
+def is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def api_key_for(cfg: BackendConfig) -> str | None:
+    """Keys come from env vars only. A loopback server (vLLM, Ollama, sim) may need none."""
+    if cfg.provider == "local" or cfg.api_key_env is None:
+        return None
+    key = os.environ.get(cfg.api_key_env, "").strip()
+    if key:
+        return key
+    if cfg.base_url and is_loopback(cfg.base_url):
+        return None
+    raise InputError(f"backend {cfg.model} at {cfg.base_url}: environment variable "
+                     f"{cfg.api_key_env} is missing or empty (export it, or set api_key_env)")
+
+
+def price_for(cfg: BackendConfig) -> Price | None:
+    """The scenario's own price wins; the embedded model is free; unknown models have no price."""
+    if cfg.price:
+        return Price(cfg.price.input_per_1m, cfg.price.output_per_1m)
+    if cfg.provider == "local":
+        return Price(0.0, 0.0)
+    return lookup_price(cfg.model)
+
+
+def make_backend(cfg: BackendConfig) -> Backend:
+    price = price_for(cfg)
+    if cfg.provider == "local":
+        from culturepark.engine.backends.local.backend import LocalBackend
+        return LocalBackend(cfg.model, device=cfg.device, max_batch=cfg.max_batch,
+                            batch_wait_ms=cfg.batch_wait_ms, price=price, adapter=cfg.adapter)
+    assert cfg.base_url is not None
+    return OpenAIHTTPBackend(cfg.base_url, cfg.model, api_key=api_key_for(cfg), api=cfg.api,
+                             timeout_s=cfg.timeout_s, max_connections=cfg.max_connections,
+                             price=price, name=cfg.provider)
+
+
+def make_endpoints(configs: dict[str, BackendConfig], limits: Limits, retry: RetryConfig,
+                   seed: int = 0, cache_from: list[Path] | None = None) -> dict[str, Endpoint]:
+    """Roles with identical backend settings share one endpoint, so they share its budget."""
+    policy = RetryPolicy(retry.max_attempts, retry.base_delay_s, retry.max_delay_s)
+    cache = ResponseCache.from_runs(cache_from) if cache_from else None
+    shared: dict[str, Endpoint] = {}
+    out: dict[str, Endpoint] = {}
+    for role, cfg in configs.items():
+        key = cfg.model_dump_json()
+        if key not in shared:
+            limiter = RateLimiter(limits.rpm, limits.tpm, limits.burst_s, cfg.settle)
+            shared[key] = Endpoint(make_backend(cfg), limiter, policy, cache,
+                                   rng=random.Random(f"{seed}:{role}"))
+        out[role] = shared[key]
+    return out
+
+
+def make_embedder(kind: str, base_url: str | None = None, model: str = "text-embedding-3-small",
+                  api_key_env: str | None = "OPENAI_API_KEY", dimensions: int | None = None):
+    """`local` (packaged MiniLM) or an OpenAI-compatible `/v1/embeddings`, keyed like any backend."""
+    from culturepark.engine.embeddings import HTTPEmbeddings, LocalMiniLM
+
+    if kind == "local":
+        return LocalMiniLM()
+    if not base_url:
+        raise InputError("embeddings 'openai' need a base URL")
+    key = api_key_for(BackendConfig(provider="openai", model=model, base_url=base_url, api_key_env=api_key_env))
+    return HTTPEmbeddings(base_url, model, api_key=key, dimensions=dimensions)

@@ -1,0 +1,32 @@
+"""Model specs as the CLI and configs write them: `local:gemma3-270m[+lora:DIR]`, `openai:MODEL`,
+`gemini:MODEL` → a `BackendConfig`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from culturepark.engine.errors import InputError
+from culturepark.scenarios.schema import BackendConfig
+
+
+def parse_model_spec(spec: str, base_url: str | None = None, api_key_env: str | None = None) -> BackendConfig:
+    """`local:gemma3-270m`, `local:gemma3-270m+lora:DIR`, `openai:MODEL`, `gemini:MODEL`.
+
+    `--base-url` points `openai:` at any OpenAI-compatible server (vLLM, Ollama, the sim server).
+    """
+    provider, sep, rest = spec.partition(":")
+    if not sep or not rest or provider not in ("local", "openai", "gemini"):
+        raise InputError(f"model spec {spec!r}: expected local:gemma3-270m[+lora:DIR], openai:MODEL or gemini:MODEL")
+    if provider == "local":
+        model, plus, adapter = rest.partition("+lora:")
+        if plus and not adapter:
+            raise InputError(f"model spec {spec!r}: +lora: needs an adapter directory")
+        if adapter and not Path(adapter).is_dir():
+            raise InputError(f"model spec {spec!r}: adapter directory {adapter} does not exist")
+        return BackendConfig(provider="local", model=model, adapter=adapter or None)
+    data: dict[str, Any] = {"provider": provider, "model": rest}
+    if base_url:
+        data["base_url"] = base_url
+    if api_key_env:
+        data["api_key_env"] = api_key_env
+    return BackendConfig.model_validate(data)

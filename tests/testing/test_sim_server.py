@@ -1,0 +1,59 @@
+import aiohttp
+import orjson
+
+from culturepark.testing.sim_server import ScriptRule
+
+
+async def _post(url, path, body):
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url + path, data=orjson.dumps(body)) as r:
+            return r.status, dict(r.headers), orjson.loads(await r.read())
+
+
+async def test_replies_are_deterministic_and_usage_is_counted(sim):
+    url = await sim(seed=3)
+    body = {"model": "m", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 50}
+    s1, _, a = await _post(url, "/chat/completions", body)
+    s2, _, b = await _post(url, "/chat/completions", body)
+    assert s1 == s2 == 200
+    assert a["choices"][0]["message"]["content"] == b["choices"][0]["message"]["content"]
+    assert a["usage"]["prompt_tokens"] > 0 and a["usage"]["completion_tokens"] <= 50
+    other = {**body, "messages": [{"role": "user", "content": "something else"}]}
+    _, _, c = await _post(url, "/chat/completions", other)
+    assert c["choices"][0]["message"]["content"] != a["choices"][0]["message"]["content"]
+
+
+async def test_over_the_limit_answers_429_with_retry_after(sim):
+    url = await sim(rpm=120, window_s=1.0)  # 2 per 1 s window
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 5}
+    statuses = [(await _post(url, "/chat/completions", body))[:2] for _ in range(4)]
+    assert [s for s, _ in statuses] == [200, 200, 429, 429]
+    assert float(statuses[2][1]["Retry-After"]) >= 1 and int(statuses[2][1]["retry-after-ms"]) > 0
+    async with aiohttp.ClientSession() as s:
+        async with s.get(url.removesuffix("/v1") + "/stats") as r:
+            stats = await r.json()
+    assert stats["rate_limited"] == 2 and stats["ok"] == 2
+
+
+async def test_admission_charge_counts_max_tokens(sim):
+    url = await sim(tpm=6000, window_s=1.0)  # 100 tokens per window
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 80}
+    assert (await _post(url, "/chat/completions", body))[0] == 200
+    assert (await _post(url, "/chat/completions", body))[0] == 429  # 80 + prompt > what is left
+
+
+async def test_script_rules_and_completions_stop(sim):
+    url = await sim(script=[ScriptRule(pattern=r"verify: (\w+)", reply=r"Entail because \1")])
+    _, _, a = await _post(url, "/chat/completions",
+                          {"model": "m", "messages": [{"role": "user", "content": "please verify: cats"}]})
+    assert a["choices"][0]["message"]["content"] == "Entail because cats"
+    _, _, b = await _post(url, "/completions", {"model": "m", "prompt": "Wei:", "max_tokens": 60, "stop": ["e"]})
+    assert "e" not in b["choices"][0]["text"]
+
+
+async def test_embeddings_are_deterministic_unit_vectors(sim):
+    url = await sim()
+    _, _, a = await _post(url, "/embeddings", {"model": "e", "input": ["a", "b", "a"]})
+    vecs = [d["embedding"] for d in a["data"]]
+    assert vecs[0] == vecs[2] != vecs[1]
+    assert abs(sum(v * v for v in vecs[0]) - 1.0) < 1e-9
