@@ -17,27 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import orjson
-
 from culturepark.agents.answers import parse_scale_answer
 from culturepark.agents.cultures import Culture, load_table, resolve_culture
 from culturepark.agents.views import SpokenTurn, Step, chat_messages, transcript_prompt
+from culturepark.agents.vsm13 import load_vsm13_items
 from culturepark.agents.wvs import WVSData
 from culturepark.engine.backends.base import Request
-from culturepark.engine.errors import InputError
 from culturepark.engine.scheduler import ConversationSpec, Turn, TurnRequest
 from culturepark.scenarios.schema import BackendConfig, EducationScenario
 
-VSM13_FILE = Path("hofstede") / "vsm13_items.jsonl"
 ANSWER_PHASES = ("pre", "post", "exp")
 NOTES_CHARS = 6000  # the post-test shows the learner at most this much of the conversation
-
-
-def load_vsm13_items(data_dir: Path) -> list[dict[str, Any]]:
-    path = Path(data_dir) / VSM13_FILE
-    if not path.exists():
-        raise InputError(f"hofstede: {path} not found (set --data-dir)")
-    return [orjson.loads(x) for x in path.read_bytes().splitlines() if x.strip()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,4 +255,4 @@ def tutor_configs(scenario: EducationScenario) -> dict[str, BackendConfig]:
 
 
 __all__ = ["EducationPlan", "EducationPolicy", "EduStep", "base_sequence", "build_education_plan",
-           "load_vsm13_items", "parse_item_answer", "walk"]
+           "parse_item_answer", "walk"]

@@ -57,8 +57,9 @@ async def compare(models: list[str], tasks: list[str], settings: EvalSettings, d
         s = EvalSettings(**{**settings.__dict__, "model": model})
         for task in parsed:
             report = await run_task(s, task, data_dir, out / slug(model) / slug(str(task)), seeds, limit, samples, say)
-            rows.append({"model": model, "task": str(task), "result": headline(report),
-                         "prompts_hash": report["prompts_hash"], "data_hash": report["data_hash"]})
+            rows.append({"model": model, "task": str(task), "result": headline(report), "seeds": report["seeds"],
+                         "items_hash": report["items_hash"], "prompts_hash": report["prompts_hash"],
+                         "data_hash": report["data_hash"]})
     result = {"task": "compare", "models": models, "tasks": tasks, "seeds": seeds, "limit": limit, "rows": rows}
     write_json(out / "compare.json", result)
     return result

@@ -77,6 +77,7 @@ async def run_items(out: Path, items: list[BatchItem], settings: EvalSettings, h
             await run_batch(items, endpoints["model"], log, stage.resume_state, settings.concurrency)
         finally:
             log.close()
-    info = {"model_spec": settings.model, "prompts_hash": prompts_hash, "requests": endpoints["model"].stats.requests,
-            "elapsed_s": round(time.monotonic() - t0, 2)}
+    info = {"model_spec": settings.model, "prompts_hash": prompts_hash,
+            "items_hash": digest([(it.id, it.request.key("")) for it in items]),  # the same for every model
+            "requests": endpoints["model"].stats.requests, "elapsed_s": round(time.monotonic() - t0, 2)}
     return batch_results(out), info

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from culturepark.agents.answers import parse_scale_answer
 from culturepark.agents.cultures import Culture, load_table
-from culturepark.agents.education import load_vsm13_items
+from culturepark.agents.vsm13 import load_vsm13_items
 from culturepark.benchmarks.eval_run import EvalSettings, digest, file_digest, run_items
 from culturepark.benchmarks.stats import mean_std
 from culturepark.engine.backends.base import Request
@@ -95,33 +95,21 @@ def centred_distances(model: dict[str, dict], human: dict[str, dict],
             for n in names}
 
 
-async def evaluate(settings: EvalSettings, cultures: list[str], data_dir: Path, out: Path, seeds: int = 3,
-                   samples: int = 1, temperature: float = 0.7,
-                   say: Callable[[str], None] | None = None) -> dict[str, Any]:
-    rendering = settings.backend().rendering  # a bad model spec fails before any data is read
+def _cultures(names: list[str]) -> list[Culture]:
     table = load_table()
     chosen: list[Culture] = []
-    for name in cultures:
+    for name in names:
         c = table.get(name.lower())
         if c is None:
             known = ", ".join(sorted(x.name for x in table.values()))
             raise InputError(f"hofstede: unknown culture {name!r}; known: {known}")
         chosen.append(c)
-    items = load_vsm13_items(data_dir)
-    scores = load_scores(data_dir)
-    batch = []
-    for c in chosen:
-        for s in range(seeds):
-            for n in range(samples):
-                for it in items:
-                    batch.append(BatchItem(f"{c.name}|s{s}|n{n}|q{it['item']}",
-                                           item_request(c, it, rendering, temperature, seed=s * 1000 + n), _valid))
-    data_hash = digest(file_digest(data_dir / "hofstede" / "vsm13_items.jsonl"),
-                       file_digest(data_dir / "hofstede" / "6-dimensions-for-website-2015-08-16.csv"))
-    header = {"task": "hofstede", "cultures": [c.name for c in chosen], "seeds": seeds, "samples": samples,
-              "temperature": temperature, "data_hash": data_hash}
-    results, info = await run_items(out, batch, settings, header, say)
+    return chosen
 
+
+def _per_seed_means(results: dict[str, Any], chosen: list[Culture], items: list[dict[str, Any]], seeds: int,
+                    samples: int) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, int]]]:
+    """Per culture and seed: each item's mean over its parseable samples, the indices, invalid counts."""
     per_seed: dict[str, list[dict[str, Any]]] = {c.name: [] for c in chosen}
     invalid: dict[str, dict[str, int]] = {}
     for c in chosen:
@@ -141,18 +129,46 @@ async def evaluate(settings: EvalSettings, cultures: list[str], data_dir: Path, 
             per_seed[c.name].append({"seed": s, "item_means": {str(k): v for k, v in means.items()},
                                       "indices": indices(means)})
         invalid[c.name] = inv
-    published = {c.name: scores.get(c.hofstede or "", {}) for c in chosen}
+    return per_seed, invalid
+
+
+def _add_distances(per_seed: dict[str, list[dict[str, Any]]], published: dict[str, dict[str, Any]],
+                   seeds: int) -> None:
+    """Per seed: distance with C = 0, per-dimension differences, and the centred (C-free) distance."""
     for s in range(seeds):
-        centred = centred_distances({c.name: per_seed[c.name][s]["indices"] for c in chosen},
-                                    {c.name: published[c.name] for c in chosen})
-        for c in chosen:
-            rec = per_seed[c.name][s]
-            dims = [d for d in DIMENSIONS if published[c.name].get(d) is not None]
-            rec["distance_c0"] = distance(rec["indices"], published[c.name], dims)
+        centred = centred_distances({c: runs[s]["indices"] for c, runs in per_seed.items()}, published)
+        for c, runs in per_seed.items():
+            rec = runs[s]
+            dims = [d for d in DIMENSIONS if published[c].get(d) is not None]
+            rec["distance_c0"] = distance(rec["indices"], published[c], dims)
             idx = rec["indices"]
-            rec["diffs"] = {d: (None if idx[d] is None else round(idx[d] - published[c.name][d], 4))
-                            for d in dims}
-            rec["centred_distance"] = centred[c.name]
+            rec["diffs"] = {d: (None if idx[d] is None else round(idx[d] - published[c][d], 4)) for d in dims}
+            rec["centred_distance"] = centred[c]
+
+
+async def evaluate(settings: EvalSettings, cultures: list[str], data_dir: Path, out: Path, seeds: int = 3,
+                   samples: int = 1, temperature: float = 0.7,
+                   say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    rendering = settings.backend().rendering  # a bad model spec fails before any data is read
+    chosen = _cultures(cultures)
+    items = load_vsm13_items(data_dir)
+    scores = load_scores(data_dir)
+    batch = []
+    for c in chosen:
+        for s in range(seeds):
+            for n in range(samples):
+                for it in items:
+                    batch.append(BatchItem(f"{c.name}|s{s}|n{n}|q{it['item']}",
+                                           item_request(c, it, rendering, temperature, seed=s * 1000 + n), _valid))
+    data_hash = digest(file_digest(data_dir / "hofstede" / "vsm13_items.jsonl"),
+                       file_digest(data_dir / "hofstede" / "6-dimensions-for-website-2015-08-16.csv"))
+    header = {"task": "hofstede", "cultures": [c.name for c in chosen], "seeds": seeds, "samples": samples,
+              "temperature": temperature, "data_hash": data_hash}
+    results, info = await run_items(out, batch, settings, header, say)
+
+    published = {c.name: scores.get(c.hofstede or "", {}) for c in chosen}
+    per_seed, invalid = _per_seed_means(results, chosen, items, seeds, samples)
+    _add_distances(per_seed, published, seeds)
     report = {"task": "hofstede", **info, "data_hash": data_hash, "seeds": seeds, "samples": samples,
               "temperature": temperature, "cultures": {}}
     for c in chosen:

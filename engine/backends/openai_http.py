@@ -159,6 +159,7 @@ class OpenAIHTTPBackend:
             if status >= 500 or status in (408, 409):
                 raise TransientError(f"http_{status}", retry_after=parse_retry_after(headers), status=status)
             raise FatalBackendError(f"http_{status}: {raw[:200].decode('utf-8', 'replace')}", status=status)
+        text: str | None
         if streamed is not None:
             text, finish, raw_usage = streamed
         else:

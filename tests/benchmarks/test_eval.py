@@ -115,7 +115,15 @@ def test_compare_runs_the_same_tasks_for_each_model(tmp_path, scripted):
     res = run_cli("eval", "compare", "--models", "openai:sim-model", "openai:sim-model-b", "--tasks",
                   f"moderation:{spec}", "--base-url", scripted, "--seeds", "2", "--out", str(tmp_path / "c"))
     assert res.returncode == 0, res.stderr
-    assert res.stdout.count("macro-F1") == 2 and (tmp_path / "c" / "compare.json").exists()
+    assert res.stdout.count("macro-F1") == 2
+    rows = json.loads((tmp_path / "c" / "compare.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["openai:sim-model", "openai:sim-model-b"]
+    # the same items, data and seeds for both models; only the model in each request differs
+    assert rows[0]["items_hash"] == rows[1]["items_hash"] and rows[0]["data_hash"] == rows[1]["data_hash"]
+    assert rows[0]["seeds"] == rows[1]["seeds"] == 2 and rows[0]["prompts_hash"] != rows[1]["prompts_hash"]
+    for r in rows:
+        report = json.loads(next((tmp_path / "c").rglob(f"*{r['model'].split(':')[1]}/*/moderation.json")).read_text())
+        assert report["rows"] == 8 and report["items_hash"] == r["items_hash"]
 
 
 def test_diversity_gain(tmp_path):

@@ -40,12 +40,28 @@ def test_micro_batching_honours_per_request_stops_and_max_tokens(backend):
 
 
 def test_quickstart_runs_offline_on_the_embedded_model(tmp_path):
+    """Every conversation ends done, with no network: any HTTP(S) request would go to a dead proxy.
+
+    The 270M model sometimes echoes its partner (the echo check then fails that conversation,
+    issue 23), so the documented recovery — `--resume --retry-failed` — may run, at most twice.
+    """
     out = tmp_path / "q"
-    res = run_cli("run", "quickstart", "--out", str(out), "--limit", "2", "--json",
-                  env={"HF_HUB_OFFLINE": "1"}, timeout=900)
-    assert res.returncode in (0, 1), res.stderr
+    offline = {"HF_HUB_OFFLINE": "1", "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+               "NO_PROXY": ""}
+    res = run_cli("run", "quickstart", "--out", str(out), "--limit", "2", "--json", env=offline, timeout=900)
+    for _ in range(2):
+        if res.returncode != 1:
+            break
+        res = run_cli("run", "quickstart", "--out", str(out), "--limit", "2", "--json", "--resume",
+                      "--retry-failed", env=offline, timeout=900)
+    assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
-    assert summary["done"] + summary["failed"] == 2 and summary["turns"] >= 6
-    assert summary["cost_usd"] == 0.0
+    assert summary["done"] == 2 and summary["failed"] == 0 and summary["incomplete"] == 0
+    header, *records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert {b["kind"] for b in header["backends"].values()} == {"local"}
+    turns = [r for r in records if r["type"] == "turn"]
+    assert len(turns) == summary["turns"] >= 6
+    assert all(t["text"].strip() and t["usage"]["prompt_tokens"] > 0 and t["usage"]["completion_tokens"] > 0
+               for t in turns)  # real generations, counted by the model's own tokenizer
     rep = run_cli("replay", str(out))
     assert "Wei:" in rep.stdout and "Lily:" in rep.stdout

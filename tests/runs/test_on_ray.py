@@ -1,5 +1,8 @@
 """`run --ray`: a local Ray instance, the sim server as provider, shards, a killed worker, resume."""
 import asyncio
+import os
+import subprocess
+import sys
 import sys
 
 import orjson
@@ -17,8 +20,14 @@ ray = pytest.importorskip("ray")
 
 
 def test_shards_are_a_stable_hash_of_the_conversation_id():
-    # blake2b, not Python's per-process salted hash: the same id lands on the same worker in every process
-    assert [shard_of(f"Chinese:Q27:{k}", 3) for k in range(6)] == [shard_of(f"Chinese:Q27:{k}", 3) for k in range(6)]
+    # blake2b, not Python's per-process salted hash: pinned values, and the same in a process whose
+    # string hashes are salted differently
+    assert [shard_of(f"Chinese:Q27:{k}", 3) for k in range(6)] == [2, 2, 2, 2, 2, 0]
+    code = "from culturepark.runs.on_ray import shard_of; print([shard_of(f'Chinese:Q27:{k}', 3) for k in range(6)])"
+    for seed in ("1", "2"):
+        other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                               env={**os.environ, "PYTHONHASHSEED": seed})
+        assert other.stdout.strip() == "[2, 2, 2, 2, 2, 0]", other.stderr
     ids = [f"C{c}:Q{q}:{k}" for c in range(4) for q in range(25) for k in range(4)]
     counts = [sum(shard_of(i, 4) == w for i in ids) for w in range(4)]
     assert sum(counts) == 400 and min(counts) > 60  # spread over every worker

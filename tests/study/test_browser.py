@@ -5,8 +5,8 @@ from pathlib import Path
 import yaml
 
 from culturepark.engine.log import read_log
-from tests.study.test_server import Server, study
 from tests.conftest import write_hofstede
+from tests.study.test_server import Server, study
 
 
 def test_a_participant_goes_through_every_page_and_a_reload_loses_nothing(tmp_path, tiny_data, sim_process, chromium):

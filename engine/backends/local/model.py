@@ -75,7 +75,7 @@ def load_model(spec: str = EMBEDDED_MODEL, device: str = "auto", say: Callable[[
             raise LocalModelUnavailable(f"{adapter}: no adapter_config.json (not a LoRA adapter directory)")
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
         say(f"LoRA adapter {adapter} merged")
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]  # transformers' stubs type `.to` through a wrapper
     if eval_mode:
         model.eval()
     tokenizer.padding_side = "left"
@@ -106,7 +106,7 @@ def embedded_cache_dir(say: Callable[[str], None]) -> Path:
     # A GGUF-loaded model refuses save_pretrained until its quantizer is dropped.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
