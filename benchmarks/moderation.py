@@ -24,7 +24,7 @@ from culturepark.engine.backends.base import Request
 from culturepark.engine.batch import BatchItem
 from culturepark.engine.errors import InputError
 from culturepark.engine.files import atomic_write_json as write_json
-from culturepark.scenarios.loader import load_model
+from culturepark.scenarios.loader import load_config
 
 _YES = re.compile(r"\b(yes|no)\b", re.I)
 
@@ -52,7 +52,7 @@ def load_spec(name_or_path: str) -> DatasetSpec:
     path = specs.get(name_or_path) or Path(name_or_path)
     if not path.exists():
         raise InputError(f"moderation: {name_or_path!r} is not a spec file or bundled set ({', '.join(specs)})")
-    return load_model(DatasetSpec, path)
+    return load_config(DatasetSpec, path)
 
 
 def load_rows(spec: DatasetSpec, data_dir: Path, limit: int | None) -> tuple[list[dict], dict[str, int], Path]:

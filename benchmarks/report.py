@@ -160,7 +160,7 @@ def plot_education(items: list[tuple[Path, dict]], out: Path) -> list[str]:
 def run_stats(run_dir: Path) -> tuple[dict[str, Any], list[float]]:
     a = assemble(run_dir)
     times = sorted(t.t for _, conv in a.conversations for t in conv.turns.values() if t.t)
-    return summarize(a), times
+    return summarize(a).to_json(), times
 
 
 def plot_runs(runs: list[tuple[Path, dict]], out: Path) -> tuple[list[str], list[dict]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field
 
 from culturepark.engine.files import atomic_write
 from culturepark.engine.log import read_log
@@ -85,7 +86,52 @@ def conversation_rows(assembled: Assembled) -> Iterator[dict[str, Any]]:
         yield row
 
 
-def summarize(assembled: Assembled) -> dict[str, Any]:
+class TokenCounts(BaseModel):
+    prompt: int = 0
+    completion: int = 0
+    total: int = 0
+
+
+class EndpointCounts(BaseModel):
+    """One distinct endpoint's request counts (roles sharing a backend share one entry)."""
+
+    roles: list[str]
+    model: str
+    requests: int
+    rate_limited: int
+    retries: int
+    cache_hits: int
+    errors: dict[str, int]
+
+
+class RunSummary(BaseModel):
+    """`summary.json`, and what `run --json` prints (with `endpoints`, and `ray` for a Ray run)."""
+
+    model_config = ConfigDict(extra="forbid")
+    run_name: str | None = None
+    scenario_hash: str | None = None
+    conversations: int = 0
+    done: int = 0
+    failed: int = 0
+    incomplete: int = 0
+    turns: int = 0
+    cached_turns: int = 0
+    tokens: TokenCounts = TokenCounts()
+    cost_usd: float | None = None  # None when some turn's price is unknown (never a silent 0)
+    cost_usd_known_part: float = 0.0
+    duration_s: float | None = None
+    failures_by_reason: dict[str, int] = Field(default_factory=dict)
+    duplicate_turns_dropped: int = 0
+    stops: list[str] = Field(default_factory=list)
+    endpoints: list[EndpointCounts] | None = None  # known to the process that ran it, not to the log
+    ray: dict[str, Any] | None = None  # `run --ray`: workers, restarts, counts per shard
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object, without the parts this summary does not have (a plain export has no endpoints)."""
+        return self.model_dump(mode="json", exclude={k for k in ("endpoints", "ray") if getattr(self, k) is None})
+
+
+def summarize(assembled: Assembled) -> RunSummary:
     statuses: Counter = Counter()
     failures: Counter = Counter()
     prompt = completion = turns = cached = 0
@@ -107,31 +153,23 @@ def summarize(assembled: Assembled) -> dict[str, Any]:
     header = assembled.header
     started = header.started_at if header else None
     last_t = assembled.last_t
-    return {
-        "run_name": header.run_name if header else None,
-        "scenario_hash": header.scenario_hash if header else None,
-        "conversations": sum(statuses.values()),
-        "done": statuses["done"],
-        "failed": statuses["failed"],
-        "incomplete": statuses["incomplete"],
-        "turns": turns,
-        "cached_turns": cached,
-        "tokens": {"prompt": prompt, "completion": completion, "total": prompt + completion},
-        "cost_usd": round(cost, 6) if cost_known else None,
-        "cost_usd_known_part": round(cost, 6),
-        "duration_s": round(last_t - started, 3) if (last_t and started) else None,
-        "failures_by_reason": dict(failures),
-        "duplicate_turns_dropped": assembled.duplicate_turns,
-        "stops": assembled.stop_reasons,
-    }
+    return RunSummary(
+        run_name=header.run_name if header else None, scenario_hash=header.scenario_hash if header else None,
+        conversations=sum(statuses.values()), done=statuses["done"], failed=statuses["failed"],
+        incomplete=statuses["incomplete"], turns=turns, cached_turns=cached,
+        tokens=TokenCounts(prompt=prompt, completion=completion, total=prompt + completion),
+        cost_usd=round(cost, 6) if cost_known else None, cost_usd_known_part=round(cost, 6),
+        duration_s=round(last_t - started, 3) if (last_t and started) else None,
+        failures_by_reason=dict(failures), duplicate_turns_dropped=assembled.duplicate_turns,
+        stops=assembled.stop_reasons)
 
 
-def export_run(run_dir: Path) -> dict[str, Any]:
+def export_run(run_dir: Path) -> RunSummary:
     """Write conversations.jsonl and summary.json for a (possibly partial) run; return the summary."""
     run_dir = Path(run_dir)
     assembled = assemble(run_dir)
     lines = b"".join(orjson.dumps(row) + b"\n" for row in conversation_rows(assembled))
     atomic_write(run_dir / CONVERSATIONS_NAME, lines)
     summary = summarize(assembled)
-    atomic_write(run_dir / SUMMARY_NAME, orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
+    atomic_write(run_dir / SUMMARY_NAME, orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
     return summary

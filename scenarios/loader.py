@@ -96,7 +96,7 @@ def read_yaml(path: Path) -> Any:
     return data
 
 
-def load_model(model: type[M], path: str | Path) -> M:
+def load_config(model: type[M], path: str | Path) -> M:
     path = Path(path)
     if not path.exists():
         raise ScenarioError(f"{path}: no such file")

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import orjson
 
 from culturepark.engine.errors import InputError
-from culturepark.trainers.export import Template, render_chat
+from culturepark.trainers.sft import Template, render_chat
 
 EMBEDDED = "local:gemma3-270m"
 

@@ -15,7 +15,7 @@ import orjson
 
 from culturepark.engine.errors import InputError
 from culturepark.engine.files import atomic_write_json
-from culturepark.trainers.export import check_openai_chat
+from culturepark.trainers.sft import check_openai_chat
 
 FINAL = ("succeeded", "failed", "cancelled")
 

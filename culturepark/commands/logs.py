@@ -54,8 +54,8 @@ def replay(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     summary = export_run(Path(args.run_dir))
     if args.json:
-        print_json(summary)
+        print_json(summary.to_json())
     else:
         print(f"wrote {args.run_dir}/conversations.jsonl and summary.json "
-              f"({summary['conversations']} conversations, {summary['turns']} turns)")
+              f"({summary.conversations} conversations, {summary.turns} turns)")
     return 0

@@ -27,12 +27,12 @@ def register(sub: Any) -> None:
 
 
 def refine(args: argparse.Namespace) -> int:
-    from culturepark.scenarios.loader import load_model
+    from culturepark.scenarios.loader import load_config
     from culturepark.trainers.refine import RefineConfig, refine_async
     from culturepark.trainers.refine.pipeline import source_backend
 
     log = make_logger()
-    config = load_model(RefineConfig, args.scenario) if args.scenario else RefineConfig()
+    config = load_config(RefineConfig, args.scenario) if args.scenario else RefineConfig()
     config = config.with_flags(source_backend(args.run_dir), args.base_url, args.model, args.embeddings)
     out = args.out or args.run_dir / "refined"
     result = asyncio.run(refine_async(args.run_dir, out, config, resume=args.resume,

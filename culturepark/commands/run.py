@@ -83,12 +83,12 @@ def run(args: argparse.Namespace) -> int:
     if result.error:
         log.error("run stopped", error=result.error, next_step="fix the cause, then run again with --resume")
     if args.json:
-        print_json({"run_dir": str(result.run_dir), **s})
+        print_json({"run_dir": str(result.run_dir), **s.to_json()})
         return result.exit_code
-    cost = "unknown" if s["cost_usd"] is None else f"${s['cost_usd']:.4f}"
-    print(f"{s['done']} done, {s['failed']} failed, {s['incomplete']} incomplete; "
-          f"{s['turns']} turns, {s['tokens']['total']:,} tokens, cost {cost} → {result.run_dir}")
-    for reason, n in s["failures_by_reason"].items():
+    cost = "unknown" if s.cost_usd is None else f"${s.cost_usd:.4f}"
+    print(f"{s.done} done, {s.failed} failed, {s.incomplete} incomplete; "
+          f"{s.turns} turns, {s.tokens.total:,} tokens, cost {cost} → {result.run_dir}")
+    for reason, n in s.failures_by_reason.items():
         print(f"  failed: {n} × {reason}  (retry with --resume --retry-failed)")
     return result.exit_code
 

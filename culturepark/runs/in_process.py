@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from culturepark.engine.errors import InputError, LogWriteError
-from culturepark.engine.export import assemble, export_run, summarize
+from culturepark.engine.export import RunSummary, assemble, export_run, summarize
 from culturepark.engine.log import LOG_NAME
 from culturepark.engine.scheduler import RunStats, Scheduler, SchedulerConfig
 from culturepark.engine.stage import Stage
@@ -26,7 +26,7 @@ Progress = Callable[[Any, int, int], Any]
 @dataclass
 class RunResult:
     run_dir: Path
-    summary: dict[str, Any]
+    summary: RunSummary
     stats: RunStats
     notices: list[str] = field(default_factory=list)
     error: str | None = None
@@ -35,10 +35,10 @@ class RunResult:
     def exit_code(self) -> int:
         """0 all done; 1 some conversations failed, or the run stopped before the end."""
         s = self.summary
-        return 0 if (not self.error and s["failed"] == 0 and s["incomplete"] == 0) else 1
+        return 0 if (not self.error and s.failed == 0 and s.incomplete == 0) else 1
 
 
-def export_after(out: Path, error: str | None) -> tuple[dict[str, Any], str | None]:
+def export_after(out: Path, error: str | None) -> tuple[RunSummary, str | None]:
     """Export a run's log; a failed export (e.g. disk full) leaves the log as the truth."""
     try:
         return export_run(out), error
@@ -81,7 +81,7 @@ async def run_async(scenario_ref: str | Path | AnyScenario, opts: RunOptions | N
                 ticker.cancel()
             log.close()
         summary, error = export_after(out, error)
-    summary["endpoints"] = endpoint_summary(endpoints)
+    summary.endpoints = endpoint_summary(endpoints)
     return RunResult(out, summary, stats, plan.notices, error)
 
 

@@ -213,9 +213,8 @@ async def run_ray_async(scenario_ref: str | Path | AnyScenario, opts: RunOptions
             if ticker:
                 ticker.cancel()
         summary, error = export_after(out, error)
-    summary["endpoints"] = [ep for slot in driver.slots.values() if slot.result
-                            for ep in slot.result["endpoints"]]
-    summary["ray"] = {"workers": ray_opts.workers, "restarts": sum(s.restarts for s in driver.slots.values()),
+    summary.endpoints = [ep for slot in driver.slots.values() if slot.result for ep in slot.result["endpoints"]]
+    summary.ray = {"workers": ray_opts.workers, "restarts": sum(s.restarts for s in driver.slots.values()),
                       "shards": {str(k): s.result and {x: s.result[x] for x in ("done", "failed", "turns")}
                                  for k, s in sorted(driver.slots.items())}}
     return RunResult(out, summary, driver.stats_like(), plan.notices, error)

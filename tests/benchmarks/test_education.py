@@ -47,7 +47,7 @@ def test_scripted_learners_give_the_hand_computed_distances_gain_and_counts(tmp_
     path.write_text(yaml.safe_dump(study(url)))
     out = tmp_path / "run"
     result = asyncio.run(run_async(path, RunOptions(out=out, data_dir=tiny_data)))
-    assert result.exit_code == 0 and result.summary["done"] == 8
+    assert result.exit_code == 0 and result.summary.done == 8
 
     # blind, balanced assignment: each culture has 2 learners per arm, and no prompt names the arm
     metas = [orjson.loads(line)["meta"] for line in (out / "conversations.jsonl").read_bytes().splitlines()]

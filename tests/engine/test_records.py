@@ -34,8 +34,8 @@ async def test_a_v0_1_log_resumes_and_exports_what_that_version_exported(sim, tm
     (out / "expected_conversations.jsonl").unlink()
     result = await run_async(FIXTURE / "scenario.yaml", RunOptions(out=out, resume=True, base_url=url,
                                                                    data_dir=tiny_data, limit=3))
-    assert result.exit_code == 0 and result.summary["done"] == 3 and result.summary["turns"] == 12
-    assert result.summary["endpoints"][0]["requests"] == 1  # only the missing last turn was asked for
+    assert result.exit_code == 0 and result.summary.done == 3 and result.summary.turns == 12
+    assert result.summary.endpoints[0].requests == 1  # only the missing last turn was asked for
     expected = (FIXTURE / "expected_conversations.jsonl").read_bytes()
     assert (out / "conversations.jsonl").read_bytes() == expected
 

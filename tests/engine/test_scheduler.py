@@ -56,7 +56,7 @@ async def test_all_conversations_complete_with_ordered_turns(sim, tmp_path):
     rows = [orjson.loads(line) for line in (run_dir / "conversations.jsonl").read_bytes().splitlines()]
     assert [r["id"] for r in rows] == [f"c{i}" for i in range(30)]
     assert all([t["speaker"] for t in r["turns"]] == ["A", "B", "A", "B"] for r in rows)
-    assert summary["turns"] == 120 and summary["cost_usd"] is None  # unknown price is not 0
+    assert summary.turns == 120 and summary.cost_usd is None  # unknown price is not 0
 
 
 async def test_a_failing_conversation_ends_failed_and_the_rest_go_on(sim, tmp_path):
@@ -101,7 +101,7 @@ async def test_retry_failed_completes_failed_conversations(sim, tmp_path):
     state = ResumeState.from_records(read_log(run_dir / "log.jsonl").records)
     _, again = await _run(tmp_path, url, _convs(3), resume=state, retry_failed=True, name="r")
     summary = export_run(run_dir)
-    assert summary["done"] == 3 and summary["failed"] == 0 and again.done == stats.failed
+    assert summary.done == 3 and summary.failed == 0 and again.done == stats.failed
 
 
 async def test_budget_stops_cleanly_and_resumably(sim, tmp_path):
@@ -115,8 +115,8 @@ async def test_budget_stops_cleanly_and_resumably(sim, tmp_path):
     state = ResumeState.from_records(records)
     _, again = await _run(tmp_path, url, _convs(20), resume=state, price=price, name="b")
     summary = export_run(run_dir)
-    assert summary["done"] == 20 and summary["turns"] == 80 and summary["duplicate_turns_dropped"] == 0
-    assert again.done == 20 - stats.done and summary["stops"] == ["budget_reached"]
+    assert summary.done == 20 and summary.turns == 80 and summary.duplicate_turns_dropped == 0
+    assert again.done == 20 - stats.done and summary.stops == ["budget_reached"]
 
 
 async def test_conversations_are_pulled_lazily_as_workers_free_up(sim, tmp_path):

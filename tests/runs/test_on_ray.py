@@ -71,11 +71,11 @@ def test_resume_with_another_worker_count_and_without_ray_gives_each_conversatio
     out = tmp_path / "sharded"
     first = asyncio.run(run_ray_async(path, RunOptions(out=out, data_dir=tiny_data, limit=5),
                                       RayOptions(workers=3)))
-    assert first.summary["done"] == 5
+    assert first.summary.done == 5
     after_first = len(shard_paths(out))
     second = asyncio.run(run_ray_async(path, RunOptions(out=out, data_dir=tiny_data, limit=9, resume=True),
                                        RayOptions(workers=2)))
-    assert second.summary["done"] == 9
+    assert second.summary.done == 9
     assert len(shard_paths(out)) > after_first  # the resumed workers wrote new shards beside the old ones
     last = run_cli("run", str(path), "--out", str(out), "--data-dir", str(tiny_data), "--resume", "--json")
     assert last.returncode == 0, last.stderr
@@ -115,5 +115,5 @@ def test_the_dollar_budget_is_split_over_workers_not_multiplied(tmp_path, tiny_d
     dearest = max(t.cost_usd for t in turns)
     # each worker stops once its half is spent, finishing its one in-flight turn (an unsplit
     # budget would let each worker spend 2.0, i.e. 4.0 or more in all)
-    assert 2.0 <= result.summary["cost_usd"] <= 2.0 + 2 * dearest < 4.0
-    assert result.summary["stops"] == ["budget_reached", "budget_reached"] and result.exit_code == 1
+    assert 2.0 <= result.summary.cost_usd <= 2.0 + 2 * dearest < 4.0
+    assert result.summary.stops == ["budget_reached", "budget_reached"] and result.exit_code == 1

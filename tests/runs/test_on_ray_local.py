@@ -41,7 +41,7 @@ def test_local_model_workers_take_turns_on_the_only_gpu(tmp_path, tiny_data, one
     run = run_ray_async(path, RunOptions(out=tmp_path / "r", data_dir=tiny_data), RayOptions(workers=2),
                         say=said.append)
     result = asyncio.run(asyncio.wait_for(run, timeout=400))  # a worker left waiting for the GPU fails, not hangs
-    assert result.summary["done"] + result.summary["failed"] == 8
+    assert result.summary.done + result.summary.failed == 8
     assert any("2 workers share 1 GPUs" in m for m in said)
     shards = shard_paths(tmp_path / "r")
     assert len(shards) == 2

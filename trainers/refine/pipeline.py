@@ -32,11 +32,11 @@ from culturepark.engine.scheduler import ConversationSpec, ResumeState, Schedule
 from culturepark.engine.stage import Stage
 from culturepark.scenarios.endpoints import make_embedder, make_endpoints
 from culturepark.scenarios.schema import BackendConfig
-from culturepark.trainers.export import check_openai_chat, write_sft
 from culturepark.trainers.refine import prompts
 from culturepark.trainers.refine.config import RefineConfig
 from culturepark.trainers.refine.dedup import cluster, representatives
 from culturepark.trainers.refine.postprocess import first_person, word_count
+from culturepark.trainers.sft import check_openai_chat, write_sft
 
 ROLE = "refiner"
 QUESTION_VARIANTS = [
