@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from culturepark.agents.study import study_for
 from culturepark.engine.errors import InputError, LogWriteError
+from culturepark.engine.export import EndpointCounts
 from culturepark.engine.files import atomic_write_json
 from culturepark.engine.log import new_shard_path, read_log, recover
 from culturepark.engine.records import RayInfo, TurnRecord
@@ -127,7 +128,8 @@ class RunWorker:
                 error = str(exc)
         s = self.scheduler.stats if self.scheduler else None
         return {"shard": task.shard, "error": error, "stop_reason": s.stop_reason if s else None,
-                "endpoints": endpoint_summary(self.endpoints), **(await self.progress())}
+                "endpoints": [e.model_dump() for e in endpoint_summary(self.endpoints)],  # plain data across processes
+                **(await self.progress())}
 
 
 @dataclass
@@ -213,7 +215,8 @@ async def run_ray_async(scenario_ref: str | Path | AnyScenario, opts: RunOptions
             if ticker:
                 ticker.cancel()
         summary, error = export_after(out, error)
-    summary.endpoints = [ep for slot in driver.slots.values() if slot.result for ep in slot.result["endpoints"]]
+    summary.endpoints = [EndpointCounts.model_validate(ep) for slot in driver.slots.values() if slot.result
+                         for ep in slot.result["endpoints"]]
     summary.ray = {"workers": ray_opts.workers, "restarts": sum(s.restarts for s in driver.slots.values()),
                       "shards": {str(k): s.result and {x: s.result[x] for x in ("done", "failed", "turns")}
                                  for k, s in sorted(driver.slots.items())}}
