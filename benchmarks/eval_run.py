@@ -12,7 +12,6 @@ from typing import Any, Callable
 import orjson
 
 from culturepark.engine.batch import BatchItem, BatchResult, batch_results, run_batch
-from culturepark.engine.log import LOG_NAME
 from culturepark.engine.records import RunHeader
 from culturepark.engine.stage import Stage
 from culturepark.scenarios.endpoints import make_endpoints
@@ -66,8 +65,7 @@ async def run_items(out: Path, items: list[BatchItem], settings: EvalSettings, h
                                RetryConfig(max_attempts=settings.max_attempts, base_delay_s=0.2, max_delay_s=5.0))
     prompts_hash = digest([(it.id, it.request.key(backend.model)) for it in items])
     t0 = time.monotonic()
-    resume = settings.resume and (out / LOG_NAME).exists()  # `compare --resume`: continue or start
-    async with Stage.in_dir(endpoints, out, resume, digest(header, prompts_hash), say=say, what="eval",
+    async with Stage.in_dir(endpoints, out, settings.resume, digest(header, prompts_hash), say=say, what="eval",
                             check=settings.check_reachability) as stage:
         log = stage.start(RunHeader(
             stage="eval", started_at=time.time(),

@@ -7,17 +7,18 @@
 """
 from __future__ import annotations
 
-from culturepark.engine.errors import CultureparkError, InputError, LogWriteError
+from culturepark.engine.errors import AccountError, CultureparkError, InputError, LogWriteError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def exit_code(exc: CultureparkError) -> int | None:
     """The exit code for an error that reached the command line, printed as one line: bad
-    input is 2, a write error that stopped a run is 1. None: a crash, shown with its traceback."""
+    input is 2; a write error or a provider refusing the account stopped the stage: 1.
+    None: a crash, shown with its traceback."""
     if isinstance(exc, InputError):
         return EXIT_BAD_INPUT
-    if isinstance(exc, LogWriteError):
+    if isinstance(exc, (LogWriteError, AccountError)):  # the run stopped on purpose; --resume continues it
         return EXIT_FAILED
     return None
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 from culturepark.engine.backends.base import Backend, Completion, Request
 from culturepark.engine.backends.cached import ResponseCache
-from culturepark.engine.errors import BackendError, InvalidReply, RateLimited, RequestFailed
+from culturepark.engine.errors import AccountError, BackendError, InvalidReply, RateLimited, RequestFailed
 from culturepark.engine.limiter import RateLimiter
 from culturepark.engine.retry import RetryPolicy
 
@@ -51,7 +51,8 @@ class Endpoint:
     async def complete(self, request: Request, validate: Validator | None = None,
                        request_hash: str | None = None,
                        on_text: Callable[[str], None] | None = None) -> Completion:
-        """Return a usable completion, or raise `RequestFailed` after the last attempt.
+        """Return a usable completion, or raise `RequestFailed` after the last attempt
+        (`AccountError` at once: no other request to this provider can succeed either).
 
         `on_text` (for a person watching): where the backend streams, it gets the text so far
         as it arrives; each retry starts again from the beginning. Limits and retries are the same.
@@ -83,6 +84,8 @@ class Endpoint:
                     retry_after = pause
                 elif exc.retry_after is not None:
                     retry_after = exc.retry_after
+                if isinstance(exc, AccountError):
+                    raise
                 if not exc.retryable:
                     raise RequestFailed(reason, attempt) from exc
             else:

@@ -15,7 +15,10 @@
     │   ├── RateLimited          429: the whole endpoint pauses
     │   ├── TransientError       5xx, timeouts, resets, truncated bodies
     │   ├── InvalidReply         a 200 that cannot be a turn (empty, echo, ...)
-    │   └── FatalBackendError    4xx that another attempt cannot fix
+    │   ├── FatalBackendError    4xx that another attempt cannot fix
+    │   └── AccountError         401/403, 404, an exhausted quota: no request can succeed, so the
+    │                            whole run stops at once (exit 1, the provider's words quoted);
+    │                            no conversation is marked failed, --resume continues once fixed
     └── RequestFailed            every attempt failed: the conversation ends `failed`
 
 Anything else (a bug, or an unexpected error inside a backend) is a crash: it keeps its
@@ -75,6 +78,20 @@ class FatalBackendError(BackendError):
     retryable = False
 
 
+class AccountError(BackendError):
+    """The provider refuses the account or the target, not this request: a revoked or wrong key
+    (401/403), an unknown model or wrong URL (404), a quota used up (429 `insufficient_quota`)."""
+
+    retryable = False
+
+    def __init__(self, reason: str, message: str, *, status: int | None = None):
+        super().__init__(reason, status=status)
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"the provider refused the account ({self.reason}): {self.message}"
+
+
 class RequestFailed(CultureparkError):
     """Every attempt failed; `reason` is the last attempt's."""
 
@@ -84,5 +101,5 @@ class RequestFailed(CultureparkError):
         self.attempts = attempts
 
 
-__all__ = ["BackendError", "CorruptLogError", "CultureparkError", "FatalBackendError", "InputError",
+__all__ = ["AccountError", "BackendError", "CorruptLogError", "CultureparkError", "FatalBackendError", "InputError",
            "InvalidReply", "LogError", "LogWriteError", "RateLimited", "RequestFailed", "TransientError"]

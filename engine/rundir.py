@@ -2,8 +2,10 @@
 
 Every stage that calls models (conversations, refinement, evaluation) writes the same kind
 of directory: `log.jsonl` with a header that names what made it (its content hash), then
-turn and end records. `--resume` continues a directory only if the hash matches; a run that
-fails before its header is written leaves nothing behind.
+turn and end records. `--resume` continues a directory only if the hash matches, and starts
+the run (with a notice) where nothing was written yet — a missing or empty directory, one
+with only a lock file, an empty log — so a crashed first try is continued by the same
+command line. A run that fails before its header is written leaves nothing behind.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from culturepark.engine.errors import InputError
-from culturepark.engine.log import LOG_NAME, FsyncPolicy, RunDirLock, RunLog, recover
+from culturepark.engine.log import LOG_NAME, FsyncPolicy, RunDirLock, RunLog, read_header, recover
 from culturepark.engine.records import RunHeader
 from culturepark.engine.scheduler import ResumeState
 
@@ -23,8 +25,6 @@ def check_out_dir(out: Path, resume: bool) -> bool:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a directory")
     if resume:
-        if not (out / LOG_NAME).exists():
-            raise InputError(f"--resume: no {LOG_NAME} in {out} (nothing to resume)")
         if not os.access(out, os.W_OK):
             raise InputError(f"--out {out}: not writable")
         return False
@@ -63,7 +63,14 @@ class RunDir:
         return self.out / LOG_NAME
 
     def __enter__(self) -> "RunDir":
+        if self.resume and not self.log_path.exists():
+            # "run the same command again until it exits 0" must work when the first try died
+            # before its log existed: --resume then starts the run (a foreign directory still refuses)
+            self.say(f"--resume: nothing to resume in {self.out} yet (no {LOG_NAME}): starting the run")
+            self.resume = False
         self._created = check_out_dir(self.out, self.resume)
+        if self.resume:
+            self._check_hash(read_header(self.log_path))  # before the lock: a refusal writes nothing
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -88,11 +95,14 @@ class RunDir:
             return
         if contents.header is None:
             raise InputError(f"--resume: {self.log_path} has no run header")
-        if contents.header.scenario_hash != self.content_hash:
-            raise InputError(f"--resume: {self.out} was made by a different {self.what} (hash "
-                             f"{contents.header.scenario_hash} ≠ {self.content_hash})")
+        self._check_hash(contents.header)
         self.header = contents.header
         self.resume_state = ResumeState.from_records(contents.records)
+
+    def _check_hash(self, header: RunHeader | None) -> None:
+        if header is not None and header.scenario_hash != self.content_hash:
+            raise InputError(f"--resume: {self.out} was made by a different {self.what} (hash "
+                             f"{header.scenario_hash} ≠ {self.content_hash})")
 
     def start(self, header: RunHeader | None) -> RunLog:
         """Open the log for appending; write the header unless the run is being resumed."""

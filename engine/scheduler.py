@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequenc
 
 from culturepark.engine.backends.base import Completion, Request
 from culturepark.engine.endpoint import Endpoint, Validator
-from culturepark.engine.errors import LogWriteError, RequestFailed
+from culturepark.engine.errors import AccountError, LogWriteError, RequestFailed
 from culturepark.engine.log import RunLog
 from culturepark.engine.records import EndRecord, Record, StopRecord, TurnRecord, Usage
 
@@ -147,6 +147,7 @@ class Scheduler:
         self._clock = clock
         self._stopping = False
         self._write_error: LogWriteError | None = None
+        self._account_error: AccountError | None = None
 
     def stop(self, reason: str) -> None:
         """Finish in-flight requests' bookkeeping and start nothing new; the run stays resumable."""
@@ -170,6 +171,8 @@ class Scheduler:
             self._append(StopRecord(self.stats.stop_reason, self._clock()))
             if self._write_error is not None:
                 raise self._write_error
+        if self._account_error is not None:
+            raise self._account_error  # after the stop record: the log says why, --resume continues
         return self.stats
 
     async def _worker(self, pending: Iterator[ConversationSpec], resume: ResumeState | None) -> None:
@@ -201,6 +204,11 @@ class Scheduler:
             request_hash = nxt.request.key(endpoint.backend.model)
             try:
                 completion = await endpoint.complete(nxt.request, nxt.validate, request_hash)
+            except AccountError as exc:  # no request can succeed: stop the run, fail nobody
+                if self._account_error is None:
+                    self._account_error = exc
+                    self.stop(f"account_error:{exc.reason}")
+                return
             except RequestFailed as exc:
                 if self._append(EndRecord(conv.id, conv.seq, "failed", exc.reason, conv.meta, exc.attempts,
                                           self._clock())):

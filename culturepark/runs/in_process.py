@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from culturepark.engine.errors import InputError, LogWriteError
+from culturepark.engine.errors import AccountError, InputError, LogWriteError
 from culturepark.engine.export import RunSummary, assemble, export_run, summarize
 from culturepark.engine.log import LOG_NAME
 from culturepark.engine.scheduler import RunStats, Scheduler, SchedulerConfig
@@ -74,7 +74,7 @@ async def run_async(scenario_ref: str | Path | AnyScenario, opts: RunOptions | N
         error = None
         try:
             stats = await scheduler.run(convs, stage.resume_state, retry_failed=opts.retry_failed)
-        except LogWriteError as exc:
+        except (LogWriteError, AccountError) as exc:
             error, stats = str(exc), scheduler.stats
         finally:
             if ticker:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from culturepark.agents.study import study_for
-from culturepark.engine.errors import InputError, LogWriteError
+from culturepark.engine.errors import AccountError, InputError, LogWriteError
 from culturepark.engine.export import EndpointCounts
 from culturepark.engine.files import atomic_write_json
 from culturepark.engine.log import new_shard_path, read_log, recover
@@ -124,7 +124,7 @@ class RunWorker:
                                        SchedulerConfig(concurrency=concurrency, budget_usd=budget_usd))
             try:
                 await self.scheduler.run(task.specs, stage.resume_state, retry_failed=retry_failed)
-            except LogWriteError as exc:
+            except (LogWriteError, AccountError) as exc:
                 error = str(exc)
         s = self.scheduler.stats if self.scheduler else None
         return {"shard": task.shard, "error": error, "stop_reason": s.stop_reason if s else None,

@@ -35,7 +35,18 @@ _VOCAB = ("the people in my culture often value family and respect tradition whi
           "indeed perhaps usually important different similar experience village city").split()
 
 FaultKind = Literal["status", "slow", "reset", "truncated", "malformed", "empty",
-                    "length_empty", "bad_usage"]
+                    "length_empty", "bad_usage", "revoked_key", "unknown_model", "quota_exhausted"]
+
+# Account-level refusals as OpenAI words them (status, type, code, message): no request can
+# succeed until the user fixes the key, the model name or the billing.
+ACCOUNT_FAULTS: dict[str, tuple[int, str, str, str]] = {
+    "revoked_key": (401, "invalid_request_error", "invalid_api_key",
+                    "Incorrect API key provided: sk-sim***revoked. You can find your API key at your account page."),
+    "unknown_model": (404, "invalid_request_error", "model_not_found",
+                      "The model `{model}` does not exist or you do not have access to it."),
+    "quota_exhausted": (429, "insufficient_quota", "insufficient_quota",
+                        "You exceeded your current quota, please check your plan and billing details."),
+}
 
 
 class Fault(BaseModel):
@@ -45,6 +56,7 @@ class Fault(BaseModel):
     kind: FaultKind
     rate: float = Field(1.0, ge=0, le=1)
     times: int | None = None
+    after: int = Field(0, ge=0)  # requests answered normally before the fault starts (mid-run faults)
     status: int = 500
     retry_after: float | None = None
     delay_s: float = 5.0
@@ -184,6 +196,8 @@ class SimServer:
         for i, fault in enumerate(self.config.faults):
             if fault.times is not None and self._fault_fired[i] >= fault.times:
                 continue
+            if self.stats.requests <= fault.after:
+                continue
             if fault.rate >= 1.0 or self._rng.random() < fault.rate:
                 self._fault_fired[i] += 1
                 self.stats.faults[fault.kind] = self.stats.faults.get(fault.kind, 0) + 1
@@ -295,6 +309,11 @@ class SimServer:
         return resp
 
     async def _fault_response(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
+        if fault.kind in ACCOUNT_FAULTS:
+            status, kind, code, message = ACCOUNT_FAULTS[fault.kind]
+            body = {"error": {"message": message.format(model=request.match_info.get("model", "sim-model")),
+                              "type": kind, "param": None, "code": code}}
+            return web.json_response(body, status=status)
         if fault.kind == "status":
             headers = {}
             if fault.retry_after is not None:

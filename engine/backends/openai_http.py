@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 
 from culturepark.engine.backends.base import Completion, RateHeaders, Request
-from culturepark.engine.errors import FatalBackendError, InputError, RateLimited, TransientError
+from culturepark.engine.errors import AccountError, FatalBackendError, InputError, RateLimited, TransientError
 from culturepark.engine.pricing import Price
 from culturepark.engine.records import Usage
 
@@ -24,6 +24,30 @@ class Unreachable(InputError, ConnectionError):
     """The base URL does not answer at start: a wrong URL or a server that is not running."""
 
 _JSON = {"Content-Type": "application/json"}
+
+
+QUOTA_WORDS = ("insufficient_quota", "exceeded your current quota", "per day", "perday", "billing")
+
+
+def account_refusal(status: int, raw: bytes) -> AccountError | None:
+    """401/403 (key), 404 (model or URL), 429 whose body says the quota is used up — as opposed to
+    a rate limit, which passes with time. The provider's own message is kept to show the user."""
+    if status not in (401, 403, 404, 429):
+        return None
+    try:
+        error = orjson.loads(raw).get("error") or {}
+        if isinstance(error, list):  # Gemini's OpenAI endpoint wraps it in a list
+            error = error[0].get("error", error[0]) if error else {}
+        message = str(error.get("message") or "")
+        code = str(error.get("code") or error.get("status") or error.get("type") or "")
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        message, code = raw[:200].decode("utf-8", "replace"), ""
+    if status == 429:
+        said = f"{code} {error.get('type', '') if isinstance(error, dict) else ''} {message}".lower()
+        if not any(word in said for word in QUOTA_WORDS):
+            return None
+    reason = {401: "invalid_key", 403: "forbidden", 404: "not_found", 429: "quota_exhausted"}[status]
+    return AccountError(f"{reason}:http_{status}", message or f"HTTP {status}", status=status)
 
 
 def parse_retry_after(headers: Any) -> float | None:
@@ -154,6 +178,9 @@ class OpenAIHTTPBackend:
             raise TransientError(f"connection_error:{type(exc).__name__}") from exc
         latency_ms = (time.perf_counter() - t0) * 1000.0
         if status != 200:
+            account = account_refusal(status, raw)
+            if account is not None:
+                raise account
             if status == 429:
                 raise RateLimited("http_429", retry_after=parse_retry_after(headers), status=status)
             if status >= 500 or status in (408, 409):

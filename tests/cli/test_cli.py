@@ -113,8 +113,8 @@ def test_out_dir_rules(tmp_path, tiny_data, url):
     finally:
         locked.chmod(0o700)
 
-    res = run_cli("run", str(sc), "--out", str(tmp_path / "none"), "--resume", "--data-dir", str(tiny_data))
-    assert res.returncode == 2 and "nothing to resume" in res.stderr
+    res = run_cli("run", str(sc), "--out", str(full), "--resume", "--data-dir", str(tiny_data))
+    assert res.returncode == 2 and "not empty" in res.stderr and _listing(full) == ["keep.txt"]  # not a run
 
 
 def test_resume_refuses_a_different_scenario(tmp_path, tiny_data, url):

@@ -4,7 +4,15 @@ from __future__ import annotations
 import pytest
 
 from culturepark import cli
-from culturepark.engine.errors import CorruptLogError, InputError, LogError, LogWriteError, RateLimited, RequestFailed
+from culturepark.engine.errors import (
+    AccountError,
+    CorruptLogError,
+    InputError,
+    LogError,
+    LogWriteError,
+    RateLimited,
+    RequestFailed,
+)
 from culturepark.errors import exit_code
 
 CASES = [  # (raised inside a stage, exit code or None for "a crash: the exception propagates")
@@ -12,6 +20,7 @@ CASES = [  # (raised inside a stage, exit code or None for "a crash: the excepti
     (LogError("runs/x is in use by a running run"), 2),
     (CorruptLogError("runs/x/log.jsonl:4: corrupt record"), 2),
     (LogWriteError("cannot append to runs/x/log.jsonl: No space left"), 1),
+    (AccountError("invalid_key:http_401", "Incorrect API key provided"), 1),
     (RequestFailed("http_500", 3), None),
     (RateLimited("http_429"), None),
     (RuntimeError("a bug in a backend"), None),

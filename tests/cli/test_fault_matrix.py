@@ -80,3 +80,50 @@ def test_wrong_usage_is_estimated_not_trusted(tmp_path, tiny_data, sim_process):
     turns = [orjson.loads(x) for x in (out / "log.jsonl").read_bytes().splitlines() if b'"type":"turn"' in x]
     for t in turns:
         assert t["usage"]["prompt_tokens"] > 0 and isinstance(t["usage"]["completion_tokens"], int)
+
+
+# An account-level refusal arriving mid-run: (fault kind, the provider's words the user must see)
+ACCOUNT = {
+    "revoked key (401)": ("revoked_key", "Incorrect API key provided"),
+    "unknown model (404)": ("unknown_model", "does not exist or you do not have access to it"),
+    "exhausted quota (429 insufficient_quota)": ("quota_exhausted", "You exceeded your current quota"),
+}
+AFTER = 9  # requests answered before the refusal starts
+
+
+def _stats(url: str) -> dict:
+    import urllib.request
+    with urllib.request.urlopen(url.removesuffix("/v1") + "/stats", timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.mark.parametrize("case", list(ACCOUNT), ids=list(ACCOUNT))
+def test_an_account_refusal_stops_the_run_fails_nobody_and_resume_finishes_it(tmp_path, tiny_data, sim_process,
+                                                                               case):
+    kind, words = ACCOUNT[case]
+    data = scenario_dict(concurrency=3, conversations_per_item=3)  # 12 conversations of 4 turns
+    data["retry"] = {"max_attempts": 4, "base_delay_s": 0.02, "max_delay_s": 0.05}
+    ref_url = sim_process("--seed", "5")
+    data["backend"]["base_url"] = ref_url
+    sc = tmp_path / "s.yaml"
+    sc.write_text(yaml.safe_dump(data))
+    reference = tmp_path / "ref"
+    assert run_cli("run", str(sc), "--out", str(reference), "--data-dir", str(tiny_data)).returncode == 0
+
+    bad_url = sim_process("--seed", "5", "--faults", json.dumps([{"kind": kind, "after": AFTER}]))
+    out = tmp_path / "out"
+    first = run_cli("run", str(sc), "--out", str(out), "--data-dir", str(tiny_data), "--json",
+                    "--base-url", bad_url)
+    assert first.returncode == 1 and words in first.stderr
+    summary = json.loads(first.stdout)
+    assert summary["failed"] == 0 and summary["failures_by_reason"] == {}  # nobody failed for it
+    assert summary["done"] < 12 and summary["stops"] and summary["stops"][0].startswith("account_error:")
+    refused = _stats(bad_url)["requests"] - AFTER
+    assert 1 <= refused <= 3  # within one request per in-flight slot, never retried
+    records = [orjson.loads(x) for x in (out / "log.jsonl").read_bytes().splitlines()]
+    assert not [r for r in records if r["type"] == "end" and r["status"] == "failed"]
+
+    again = run_cli("run", str(sc), "--out", str(out), "--data-dir", str(tiny_data), "--json", "--resume",
+                    "--base-url", ref_url)  # the key, model or quota fixed
+    assert again.returncode == 0, again.stderr
+    assert (out / "conversations.jsonl").read_bytes() == (reference / "conversations.jsonl").read_bytes()
