@@ -9,6 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from culturepark.engine.errors import InputError
+from culturepark.scenarios.loader import load_yaml_text
 from culturepark.scenarios.schema import CultureEntry
 
 
@@ -53,14 +54,14 @@ def _from_entry(e: CultureEntry) -> Culture:
 def load_table(extra: list[CultureEntry] | str | None = None, base_dir: Path | None = None
                ) -> dict[str, Culture]:
     """Bundled table plus the scenario's own rows (which override by name)."""
-    raw = yaml.safe_load((resources.files("culturepark.agents") / "cultures.yaml").read_text("utf-8"))
+    raw = load_yaml_text((resources.files("culturepark.agents") / "cultures.yaml").read_text("utf-8"))
     entries = [CultureEntry.model_validate(r) for r in raw]
     if isinstance(extra, str):
         path = Path(extra)
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         try:
-            rows = yaml.safe_load(path.read_text("utf-8")) or []
+            rows = load_yaml_text(path.read_text("utf-8")) or []
             entries += [CultureEntry.model_validate(r) for r in rows]
         except (OSError, yaml.YAMLError, ValidationError, TypeError) as exc:
             raise CultureError(f"culture_table {path}: {str(exc).splitlines()[0]}") from exc

@@ -55,15 +55,46 @@ def load_spec(name_or_path: str) -> DatasetSpec:
     return load_config(DatasetSpec, path)
 
 
+def _records(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, record) of a JSONL data file; a corrupt line is bad input named `file:line`."""
+    out = []
+    for lineno, line in enumerate(path.read_bytes().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise InputError(f"moderation: {path}:{lineno}: not a JSON line ({exc})") from exc
+        if not isinstance(rec, dict):
+            raise InputError(f"moderation: {path}:{lineno}: expected a JSON object, found {type(rec).__name__}")
+        out.append((lineno, rec))
+    return out
+
+
+def _check_fields(spec: DatasetSpec, path: Path, records: list[tuple[int, dict[str, Any]]]) -> None:
+    """Before any request: the spec's fields exist in the data and some labels are the spec's."""
+    for field in (spec.text_field, spec.label_field):
+        missing = next((n for n, rec in records if field not in rec), None)
+        if missing is not None:
+            keys = ", ".join(sorted(records[0][1])) if records else "none"
+            raise InputError(f"moderation {spec.name}: {path}:{missing}: no field {field!r} "
+                             f"(the spec's {'text_field' if field == spec.text_field else 'label_field'}; "
+                             f"fields there: {keys})")
+    labels = {str(rec[spec.label_field]) for _, rec in records}
+    if records and not labels & set(spec.positive_labels + spec.negative_labels):
+        raise InputError(f"moderation {spec.name}: no row of {path} has a label of the spec (labels there: "
+                         f"{', '.join(sorted(labels)[:10])}; spec: {spec.positive_labels + spec.negative_labels})")
+
+
 def load_rows(spec: DatasetSpec, data_dir: Path, limit: int | None) -> tuple[list[dict], dict[str, int], Path]:
     path = Path(spec.path) if Path(spec.path).is_absolute() else data_dir / spec.path
     if not path.exists():
         raise InputError(f"moderation {spec.name}: {path} not found (set --data-dir)")
+    records = _records(path)
+    _check_fields(spec, path, records)
     rows, skipped = [], {}
-    for i, line in enumerate(path.read_bytes().splitlines()):
-        if not line.strip():
-            continue
-        rec = orjson.loads(line)
+    for lineno, rec in records:
+        i = lineno - 1
         label = str(rec.get(spec.label_field))
         if label in spec.positive_labels or label in spec.negative_labels:
             rows.append({"row": i, "text": str(rec.get(spec.text_field, "")),

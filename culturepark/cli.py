@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from culturepark.commands import bench, evaluate, logs, refine, report, run, sim_server, study, train
 from culturepark.engine.errors import CultureparkError
@@ -17,8 +17,15 @@ from culturepark.errors import EXIT_INTERRUPTED, EXIT_OK, exit_code
 COMMANDS = [run, refine, evaluate, study, report, train, logs, sim_server, bench]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad flags are bad input like any other: one line on stderr and exit 2 (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="culturepark", description="Run the CulturePark protocol at scale: "
+    p = OneLineParser(prog="culturepark", description="Run the CulturePark protocol at scale: "
                                 "run, refine, train, eval, report (each stage one subcommand).")
     sub = p.add_subparsers(dest="command", required=True)
     for module in COMMANDS:

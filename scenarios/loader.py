@@ -82,10 +82,32 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> AnyScenario:
     return parse_model(Scenario, data, source)
 
 
+class TextScalarLoader(yaml.SafeLoader):
+    """`safe_load`, except that a plain scalar stays the text the user typed when YAML 1.1 would
+    turn it into a boolean, a number or a date (`OFF` → False, `1` → 1, `2024-01-01` → a date).
+
+    Every config here is validated by pydantic afterwards, which converts text to the declared
+    type where a field is a number or a boolean (`seed: 3`, `enabled: no`), so nothing changes
+    there; where a field is text — labels, item ids, names — it gets exactly what was written
+    (`positive_labels: [OFF]` is "OFF", `[1, 0]` are "1" and "0"). `null`/`~` stay None.
+    """
+
+
+TextScalarLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers
+            if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+                           "tag:yaml.org,2002:timestamp")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def load_yaml_text(text: str) -> Any:
+    return yaml.load(text, Loader=TextScalarLoader)  # noqa: S506 — a SafeLoader subclass
+
+
 def read_yaml(path: Path) -> Any:
-    """safe_load with errors that name file, line and column."""
+    """The text-preserving safe load, with errors that name file, line and column."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml_text(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""

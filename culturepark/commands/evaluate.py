@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from culturepark.commands import count, positive_float, positive_int
 from culturepark.console import make_logger, print_json
 from culturepark.engine.errors import InputError
 
@@ -15,13 +16,13 @@ def _model_flags(p: argparse.ArgumentParser, single: bool = True) -> None:
         p.add_argument("--model", required=True, help="local:gemma3-270m[+lora:DIR], openai:MODEL, gemini:MODEL")
     p.add_argument("--base-url", help="OpenAI-compatible server for openai: specs")
     p.add_argument("--api-key-env", help="name of the env var holding the key")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=positive_int, default=3)
     p.add_argument("--out", type=Path)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--data-dir", type=Path)
-    p.add_argument("--rpm", type=float)
-    p.add_argument("--tpm", type=float)
-    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--rpm", type=positive_float)
+    p.add_argument("--tpm", type=positive_float)
+    p.add_argument("--concurrency", type=positive_int, default=32)
     p.add_argument("--json", action="store_true")
 
 
@@ -30,19 +31,19 @@ def register(sub: Any) -> None:
     esub = ev.add_subparsers(dest="task", required=True)
     eh = esub.add_parser("hofstede", help="VSM13 in a culture's role vs published scores")
     eh.add_argument("--culture", nargs="+", required=True)
-    eh.add_argument("--samples", type=int, default=1, help="answers per item and seed")
+    eh.add_argument("--samples", type=positive_int, default=1, help="answers per item and seed")
     _model_flags(eh)
     eh.set_defaults(func=single_task)
     em = esub.add_parser("moderation", help="yes/no moderation, macro-F1")
     em.add_argument("--dataset", required=True, help="bundled name or a spec YAML")
-    em.add_argument("--limit", type=int)
+    em.add_argument("--limit", type=count)
     _model_flags(em)
     em.set_defaults(func=single_task)
     ec = esub.add_parser("compare", help="same tasks and seeds for several models")
     ec.add_argument("--models", nargs="+", required=True)
     ec.add_argument("--tasks", nargs="+", required=True, help="hofstede:Chinese,German moderation:english_offensive")
-    ec.add_argument("--limit", type=int)
-    ec.add_argument("--samples", type=int, default=1)
+    ec.add_argument("--limit", type=count)
+    ec.add_argument("--samples", type=positive_int, default=1)
     _model_flags(ec, single=False)
     ec.set_defaults(func=compare)
     ed = esub.add_parser("diversity", help="diversity gain of NEW over a reference")
@@ -58,7 +59,7 @@ def register(sub: Any) -> None:
     ee = esub.add_parser("education", help="learning gain and experience of an education study run")
     ee.add_argument("run_dir", type=Path)
     ee.add_argument("--data-dir", type=Path, help="default: the one recorded in the run's header")
-    ee.add_argument("--bootstrap", type=int, default=2000, help="resamples for the 95%% intervals")
+    ee.add_argument("--bootstrap", type=positive_int, default=2000, help="resamples for the 95%% intervals")
     ee.add_argument("--json", action="store_true")
     ee.set_defaults(func=education)
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from culturepark.commands import count
 from culturepark.console import print_json
 from culturepark.engine.export import assemble, conversation_rows, export_run
 
@@ -14,7 +15,7 @@ def register(sub: Any) -> None:
     rp = sub.add_parser("replay", help="print the conversations of a run (also a partial one)")
     rp.add_argument("run_dir")
     rp.add_argument("--id")
-    rp.add_argument("--limit", type=int)
+    rp.add_argument("--limit", type=count)
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=replay)
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from culturepark.commands import count, positive_float, positive_int
 from culturepark.console import make_logger, print_json, progress_bar
 from culturepark.engine.errors import InputError
 
@@ -19,17 +20,17 @@ def register(sub: Any) -> None:
     r.add_argument("--retry-failed", action="store_true", help="with --resume: run failed conversations again")
     r.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     r.add_argument("--model")
-    r.add_argument("--rpm", type=float)
-    r.add_argument("--tpm", type=float)
-    r.add_argument("--concurrency", type=int)
-    r.add_argument("--limit", type=int, help="run at most N conversations")
+    r.add_argument("--rpm", type=positive_float)
+    r.add_argument("--tpm", type=positive_float)
+    r.add_argument("--concurrency", type=positive_int)
+    r.add_argument("--limit", type=count, help="run at most N conversations")
     r.add_argument("--data-dir", type=Path)
     r.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     r.add_argument("--dry-run", action="store_true", help="estimate requests, tokens and cost; send nothing")
     r.add_argument("--ray", nargs="?", const="local", metavar="auto|ADDRESS",
                    help="shard the conversations over Ray workers: alone, a Ray instance on this machine; "
                         "'auto' or HOST:PORT joins a running cluster (pip install 'culturepark[ray]')")
-    r.add_argument("--workers", type=int, default=2, help="with --ray: number of workers (default 2)")
+    r.add_argument("--workers", type=positive_int, default=2, help="with --ray: number of workers (default 2)")
     r.add_argument("--arm", action="append", metavar="NAME=MODEL_SPEC",
                    help="education studies: a tutor arm (repeat; replaces the scenario's arms), "
                         "e.g. tuned=local:gemma3-270m+lora:DIR")

@@ -7,22 +7,24 @@ from typing import Any
 
 import orjson
 
+from culturepark.commands import count, non_negative_float, positive_float, positive_int
 from culturepark.engine.errors import InputError
 
 
 def register(sub: Any) -> None:
     s = sub.add_parser("sim-server", help="OpenAI-compatible simulator for tests and benches")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
-    s.add_argument("--rpm", type=float)
-    s.add_argument("--tpm", type=float)
-    s.add_argument("--window-s", type=float, default=1.0)
+    s.add_argument("--port", type=count, default=0, help="0 picks a free port (printed)")
+    s.add_argument("--rpm", type=positive_float)
+    s.add_argument("--tpm", type=positive_float)
+    s.add_argument("--window-s", type=positive_float, default=1.0)
     s.add_argument("--charge", choices=["admission", "usage"], default="admission")
-    s.add_argument("--latency-ms", type=float, default=0.0)
-    s.add_argument("--jitter-ms", type=float, default=0.0)
-    s.add_argument("--fail-rate", type=float, default=0.0)
-    s.add_argument("--stream-chunk-ms", type=float, default=0.0, help="pause between chunks of a streamed reply")
-    s.add_argument("--finetune-polls", type=int, default=6, help="job polls from running to done")
+    s.add_argument("--latency-ms", type=non_negative_float, default=0.0)
+    s.add_argument("--jitter-ms", type=non_negative_float, default=0.0)
+    s.add_argument("--fail-rate", type=non_negative_float, default=0.0)
+    s.add_argument("--stream-chunk-ms", type=non_negative_float, default=0.0,
+                   help="pause between chunks of a streamed reply")
+    s.add_argument("--finetune-polls", type=positive_int, default=6, help="job polls from running to done")
     s.add_argument("--finetune-fail", action="store_true", help="fine-tuning jobs end failed")
     s.add_argument("--faults", help='JSON list, e.g. \'[{"kind": "status", "status": 503, "rate": 0.1}]\'')
     s.add_argument("--script", help="YAML list of {pattern, reply} rules")

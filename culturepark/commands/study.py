@@ -6,6 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from culturepark.commands import count
+
 
 def register(sub: Any) -> None:
     st = sub.add_parser("study", help="run an education study with real participants (web app)")
@@ -14,7 +16,7 @@ def register(sub: Any) -> None:
     ss.add_argument("scenario", help="an education scenario (kind: education)")
     ss.add_argument("--out", type=Path, required=True, help="run directory; an existing one is continued")
     ss.add_argument("--host", default="127.0.0.1")
-    ss.add_argument("--port", type=int, default=8800, help="0 picks a free port (printed)")
+    ss.add_argument("--port", type=count, default=8800, help="0 picks a free port (printed)")
     ss.add_argument("--data-dir", type=Path)
     ss.set_defaults(func=serve)
 

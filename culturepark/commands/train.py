@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from culturepark.commands import non_negative_float, positive_float, positive_int
 from culturepark.console import make_logger, print_json
 
 
@@ -16,24 +17,24 @@ def register(sub: Any) -> None:
     to.add_argument("sft_file", type=Path)
     to.add_argument("--model", required=True)
     to.add_argument("--suffix")
-    to.add_argument("--epochs", type=int, default=3)
+    to.add_argument("--epochs", type=positive_int, default=3)
     to.add_argument("--out", type=Path)
     to.add_argument("--base-url")
     to.add_argument("--api-key-env", default="OPENAI_API_KEY")
-    to.add_argument("--poll-s", type=float, default=10.0)
+    to.add_argument("--poll-s", type=positive_float, default=10.0)
     to.add_argument("--json", action="store_true")
     to.set_defaults(func=train_openai)
     tl = tsub.add_parser("lora", help="LoRA with peft on the embedded model or a local HF directory")
     tl.add_argument("sft_file", type=Path, help="openai_chat.jsonl from refine")
     tl.add_argument("--base", default="local:gemma3-270m")
     tl.add_argument("--out", type=Path, required=True)
-    tl.add_argument("--epochs", type=float, default=3.0)
-    tl.add_argument("--max-steps", type=int)
-    tl.add_argument("--lr", type=float, default=2e-4)
-    tl.add_argument("--r", type=int, default=64)
-    tl.add_argument("--alpha", type=int, default=16)
-    tl.add_argument("--dropout", type=float, default=0.1)
-    tl.add_argument("--batch-size", type=int, default=4)
+    tl.add_argument("--epochs", type=positive_float, default=3.0)
+    tl.add_argument("--max-steps", type=positive_int)
+    tl.add_argument("--lr", type=positive_float, default=2e-4)
+    tl.add_argument("--r", type=positive_int, default=64)
+    tl.add_argument("--alpha", type=positive_int, default=16)
+    tl.add_argument("--dropout", type=non_negative_float, default=0.1)
+    tl.add_argument("--batch-size", type=positive_int, default=4)
     tl.add_argument("--template", choices=["gemma", "chatml"], default="gemma")
     tl.add_argument("--qlora", action="store_true", help="4-bit nf4 base + paged AdamW (CUDA only)")
     tl.add_argument("--merge", action="store_true", help="also save the merged model in OUT/merged")
