@@ -299,8 +299,8 @@ def _runs_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
 
 
 def build(dirs: list[Path], out: Path) -> Path:
+    found = collect(dirs)  # reads every input first: a bad one refuses before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    found = collect(dirs)
     parts = ["<h1>culturepark report</h1>",
              f"<p class=note>Sources: {html.escape(', '.join(str(d) for d in dirs))}. Every number is a mean ± std "
              "over the seeds stated; nothing was selected.</p>"]

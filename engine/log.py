@@ -201,7 +201,8 @@ def read_log(path: Path) -> LogContents:
 
 
 def read_header(path: Path) -> RunHeader | None:
-    """Only the run header (the first line), without reading a possibly huge log."""
+    """Only the run header (the first line), without reading a possibly huge log. None while the
+    log is empty or its header torn; a first line that is no header is a corrupt log."""
     path = Path(path)
     if path.is_dir():
         path = path / LOG_NAME
@@ -210,7 +211,9 @@ def read_header(path: Path) -> RunHeader | None:
     if not first.endswith(b"\n"):
         return None  # empty, or a torn header
     rec = _parse_line(first, path, 1)
-    return rec if isinstance(rec, RunHeader) else None
+    if not isinstance(rec, RunHeader):
+        raise CorruptLogError(f"{path}:1: first record is not a run header")
+    return rec
 
 
 def recover(path: Path) -> LogContents:

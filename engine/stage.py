@@ -1,6 +1,6 @@
 """One stage's life, written once: every stage that calls models goes through `Stage`.
 
-    endpoints reachable? → run directory checked, locked, read back → backends started
+    run directory checked, locked, read back → endpoints reachable? → backends started
     → header written (`start`) → the stage's own work → log closed, lock released → endpoints closed
 
 `run`, `refine`, every `eval`, `study serve` and each Ray worker enter the same block, so
@@ -105,10 +105,10 @@ class Stage:
 
     async def __aenter__(self) -> "Stage":
         try:
+            self.place.__enter__()  # local checks first (directory, lock, hash): cheap, and nothing to undo
+            self._entered = True
             if self.check:
                 await check_reachable(self.endpoints)
-            self.place.__enter__()
-            self._entered = True
             if self.start_models:
                 await start_backends(self.endpoints)
         except BaseException:

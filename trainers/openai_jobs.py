@@ -32,6 +32,8 @@ def estimate_cost(tokens: int, epochs: int, model: str) -> float | None:
 def train_openai(sft_file: Path, model: str, out: Path, suffix: str | None = None, epochs: int = 3,
                  base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY", poll_s: float = 10.0,
                  on_update: Callable[[dict[str, Any], list[str]], None] | None = None) -> dict[str, Any]:
+    if not Path(sft_file).is_file():
+        raise InputError(f"train openai: {sft_file} not found")
     check = check_openai_chat(sft_file)
     if not check["valid"]:
         raise InputError(f"train openai: {sft_file} fails the fine-tuning format check: {check['error_counts']}")

@@ -23,6 +23,8 @@ def report(args: argparse.Namespace) -> int:
     missing = [d for d in args.dirs if not d.is_dir()]
     if missing:
         raise InputError(f"report: {missing[0]} is not a directory")
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"report --out {args.out}: exists and is not a directory")
     index = build(args.dirs, args.out)
     print(f"report → {index}")
     if args.screenshot:
