@@ -57,7 +57,10 @@ async def diversity_gain(new_path: Path, ref_path: Path, embedder: Embedder,
     new, ref = texts_of(new_path, field), texts_of(ref_path, field)
     if not new or not ref:
         raise InputError("diversity: both files need at least one text")
-    vecs = await embed_unique(embedder, new + ref)
+    try:
+        vecs = await embed_unique(embedder, new + ref)
+    finally:
+        await embedder.aclose()
     d = nearest_distances(vecs[: len(new)], vecs[len(new):])
     return {"task": "diversity", "diversity_gain": round(float(d.mean()), 4), "std": round(float(d.std()), 4),
             "median": round(float(np.median(d)), 4), "new": len(new), "reference": len(ref),

@@ -7,18 +7,19 @@
 """
 from __future__ import annotations
 
-from culturepark.engine.errors import AccountError, CultureparkError, InputError, LogWriteError
+from culturepark.engine.errors import AccountError, CultureparkError, InputError, LogWriteError, RequestFailed
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def exit_code(exc: CultureparkError) -> int | None:
     """The exit code for an error that reached the command line, printed as one line: bad
-    input is 2; a write error or a provider refusing the account stopped the stage: 1.
+    input is 2; a write error, a provider refusing the account or a request given up after its
+    retries (outside a conversation, which would just end failed) stopped the stage: 1.
     None: a crash, shown with its traceback."""
     if isinstance(exc, InputError):
         return EXIT_BAD_INPUT
-    if isinstance(exc, (LogWriteError, AccountError)):  # the run stopped on purpose; --resume continues it
+    if isinstance(exc, (LogWriteError, AccountError, RequestFailed)):  # stopped on purpose: --resume continues
         return EXIT_FAILED
     return None
 

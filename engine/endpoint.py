@@ -10,7 +10,7 @@ import asyncio
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Awaitable, Callable, TypeVar
 
 from culturepark.engine.backends.base import Backend, Completion, Request
 from culturepark.engine.backends.cached import ResponseCache
@@ -19,6 +19,7 @@ from culturepark.engine.limiter import RateLimiter
 from culturepark.engine.retry import RetryPolicy
 
 Validator = Callable[[str], "str | None"]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -75,19 +76,7 @@ class Endpoint:
                 else:
                     completion = await self.backend.complete(request)
             except BackendError as exc:
-                reason = exc.reason
-                self.stats.errors[reason.split(":")[0]] += 1
-                if isinstance(exc, RateLimited):
-                    self.stats.rate_limited += 1
-                    pause = exc.retry_after if exc.retry_after is not None else self.retry.delay(attempt, self._rng)
-                    self.limiter.pause(pause)
-                    retry_after = pause
-                elif exc.retry_after is not None:
-                    retry_after = exc.retry_after
-                if isinstance(exc, AccountError):
-                    raise
-                if not exc.retryable:
-                    raise RequestFailed(reason, attempt) from exc
+                reason, retry_after = exc.reason, self._failed_attempt(exc, attempt)
             else:
                 usage = completion.usage
                 self.limiter.settle(grant, usage.prompt_tokens if completion.usage_reported else None,
@@ -102,6 +91,41 @@ class Endpoint:
                     return completion
                 reason = invalid
                 self.stats.errors[reason] += 1
+            if attempt < self.retry.max_attempts:
+                self.stats.retries += 1
+                await asyncio.sleep(self.retry.delay(attempt, self._rng, retry_after))
+        raise RequestFailed(reason, self.retry.max_attempts)
+
+    def _failed_attempt(self, exc: BackendError, attempt: int) -> float | None:
+        """Count a failed attempt; a 429 pauses the whole endpoint. Returns the server's wait, if
+        any; raises when another attempt cannot help (`AccountError` as is, else `RequestFailed`)."""
+        self.stats.errors[exc.reason.split(":")[0]] += 1
+        retry_after = exc.retry_after
+        if isinstance(exc, RateLimited):
+            self.stats.rate_limited += 1
+            retry_after = retry_after if retry_after is not None else self.retry.delay(attempt, self._rng)
+            self.limiter.pause(retry_after)
+        if isinstance(exc, AccountError):
+            raise exc
+        if not exc.retryable:
+            raise RequestFailed(exc.reason, attempt) from exc
+        return retry_after
+
+    async def call(self, send: Callable[[], Awaitable[T]], tokens: int) -> T:
+        """Any other request to this provider (a batch of embeddings): the same limiter, retries
+        and failure kinds as `complete`. `send` makes one attempt and raises `BackendError`s."""
+        reason = "no_attempt"
+        for attempt in range(1, self.retry.max_attempts + 1):
+            grant = await self.limiter.acquire(tokens)
+            self.stats.requests += 1
+            try:
+                result = await send()
+            except BackendError as exc:
+                reason, retry_after = exc.reason, self._failed_attempt(exc, attempt)
+            else:
+                self.limiter.settle(grant, None, None, 0)
+                self.stats.ok += 1
+                return result
             if attempt < self.retry.max_attempts:
                 self.stats.retries += 1
                 await asyncio.sleep(self.retry.delay(attempt, self._rng, retry_after))

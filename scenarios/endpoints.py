@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 from culturepark.engine.backends.base import Backend
 from culturepark.engine.backends.cached import ResponseCache
 from culturepark.engine.backends.openai_http import OpenAIHTTPBackend
+from culturepark.engine.embeddings import Embedder
 from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.errors import InputError
 from culturepark.engine.limiter import RateLimiter
@@ -84,13 +85,21 @@ def make_endpoints(configs: dict[str, BackendConfig], limits: Limits, retry: Ret
 
 
 def make_embedder(kind: str, base_url: str | None = None, model: str = "text-embedding-3-small",
-                  api_key_env: str | None = "OPENAI_API_KEY", dimensions: int | None = None):
-    """`local` (packaged MiniLM) or an OpenAI-compatible `/v1/embeddings`, keyed like any backend."""
-    from culturepark.engine.embeddings import HTTPEmbeddings, LocalMiniLM
+                  api_key_env: str | None = "OPENAI_API_KEY", dimensions: int | None = None,
+                  limits: Limits | None = None, retry: RetryConfig | None = None,
+                  cache_path: Path | None = None, batch_size: int = 256) -> Embedder:
+    """`local` (packaged MiniLM) or an OpenAI-compatible `/v1/embeddings`, keyed like any backend
+    and sent through its own endpoint (limits, retries); `cache_path` keeps paid-for vectors."""
+    from culturepark.engine.embeddings import EmbeddingCache, HTTPEmbeddings, LocalMiniLM, RemoteEmbedder
 
     if kind == "local":
         return LocalMiniLM()
     if not base_url:
         raise InputError("embeddings 'openai' need a base URL")
     key = api_key_for(BackendConfig(provider="openai", model=model, base_url=base_url, api_key_env=api_key_env))
-    return HTTPEmbeddings(base_url, model, api_key=key, dimensions=dimensions)
+    client = HTTPEmbeddings(base_url, model, api_key=key, dimensions=dimensions)
+    limits, retry = limits or Limits(), retry or RetryConfig()
+    endpoint = Endpoint(client, RateLimiter(limits.rpm, limits.tpm, limits.burst_s, "admission"),  # type: ignore[arg-type]
+                        RetryPolicy(retry.max_attempts, retry.base_delay_s, retry.max_delay_s))
+    cache = EmbeddingCache(cache_path, f"{base_url}|{model}|{dimensions}") if cache_path else None
+    return RemoteEmbedder(endpoint, batch_size=batch_size, cache=cache)

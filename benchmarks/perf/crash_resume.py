@@ -1,9 +1,11 @@
 """`culturepark bench crash-resume`: kill -9 a run at random moments, resume, compare.
 
-Each trial starts a run against one deterministic sim server, SIGKILLs it at a random
-moment (every third trial waits until every conversation has ended, so the kill lands in
-the final export), then resumes — killing the resumed run too with some probability —
-until a run exits 0. The finished directory is compared with an uninterrupted reference
+Each trial runs the same command line — `culturepark run … --resume` — again and again
+until it exits 0, as a user (or a job scheduler) would after a crash. The first run is
+SIGKILLed at a random moment: in one trial of three within its first second (while it
+starts, before its log exists), in one of three once every conversation has ended (the
+kill lands in the final export), otherwise anywhere in the run; later runs are killed too
+with some probability. The finished directory is compared with an uninterrupted reference
 run: `lost_turns` and `duplicate_turns` count (conversation, index) keys in the log,
 `identical` compares `conversations.jsonl` byte for byte.
 """
@@ -35,7 +37,7 @@ SCENARIO = {
 }
 
 
-def _run_cmd(scenario: Path, out: Path, data_dir: Path, resume: bool) -> list[str]:
+def _run_cmd(scenario: Path, out: Path, data_dir: Path, resume: bool = True) -> list[str]:
     cmd = [sys.executable, "-m", "culturepark.cli", "run", str(scenario), "--out", str(out),
            "--data-dir", str(data_dir), "--json"]
     return cmd + ["--resume"] if resume else cmd
@@ -67,10 +69,15 @@ def trial(index: int, rng: random.Random, scenario: Path, data_dir: Path, ref_di
         attempt += 1
         if attempt > 20:
             raise RuntimeError(f"trial {index} did not finish in 20 runs")
-        proc = subprocess.Popen(_run_cmd(scenario, out, data_dir, resume=log.exists()),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(_run_cmd(scenario, out, data_dir), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)  # the same command line every time
         kill = attempt == 1 or rng.random() < 0.3
-        if kill and attempt == 1 and index % 3 == 2:  # aim at the final export
+        if kill and attempt == 1 and index % 3 == 1:  # within the first second: startup, no log yet
+            try:
+                proc.wait(timeout=rng.uniform(0.0, 1.0))
+            except subprocess.TimeoutExpired:
+                pass
+        elif kill and attempt == 1 and index % 3 == 2:  # aim at the final export
             deadline = time.monotonic() + 60
             while _ended(log) < planned and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.001)
@@ -84,8 +91,8 @@ def trial(index: int, rng: random.Random, scenario: Path, data_dir: Path, ref_di
             proc.wait()
             exported = (out / "conversations.jsonl").exists()
             ended = _ended(log)
-            kills.append("after_export" if exported else "export" if ended >= planned
-                         else f"mid_run:{ended}/{planned}")
+            kills.append("before_log" if not log.exists() else "after_export" if exported
+                         else "export" if ended >= planned else f"mid_run:{ended}/{planned}")
             continue
         rc = proc.wait()
         if rc != 0:
@@ -121,6 +128,7 @@ def bench(trials: int, seed: int, data_dir: Path, latency_ms: float, work: Path)
                "duplicate_turns": sum(r["duplicate_turns"] for r in results),
                "identical": sum(r["identical"] for r in results), "kills": sum(len(r["kills"]) for r in results),
                "kills_in_export": sum(k in ("export", "after_export") for r in results for k in r["kills"]),
+               "kills_before_log": sum(k == "before_log" for r in results for k in r["kills"]),
                "reference_turns": len(_turn_keys(ref / "log.jsonl")), "reference_run_s": round(ref_s, 2)}
     return results, summary
 

@@ -111,7 +111,7 @@ def diversity(args: argparse.Namespace) -> int:
 
     embedder = make_embedder("openai" if args.base_url else "local", args.base_url, args.embeddings_model,
                              args.api_key_env)
-    result = asyncio.run(diversity_gain(args.new, args.reference, embedder, args.field))
+    result = asyncio.run(diversity_gain(args.new, args.reference, embedder, args.field))  # closes the embedder
     if args.out:
         write_json(args.out / "diversity.json", result)
     print_json(result) if args.json else print(

@@ -124,6 +124,7 @@ class SimStats:
     charged_tokens: int = 0
     by_path: dict[str, int] = field(default_factory=dict)
     streamed: int = 0
+    embedded_texts: int = 0
 
 
 class SimServer:
@@ -215,6 +216,53 @@ class SimServer:
     async def stats_handler(self, request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(self.stats.__dict__), content_type="application/json")
 
+    async def _gate(self, request: web.Request, charge: int) -> tuple[web.StreamResponse | None, Fault | None]:
+        """What every model request passes: the RPM/TPM windows (429 with Retry-After), latency,
+        then an injected fault. Returns a response to send instead, and the fault drawn."""
+        st = self.stats
+        wait = self._admit(charge)
+        if wait is not None:
+            st.rate_limited += 1
+            secs = max(1, math.ceil(wait))
+            return _error(429, "Rate limit reached", {"Retry-After": str(secs),
+                                                      "retry-after-ms": str(int(wait * 1000) + 1)}), None
+        st.charged_tokens += charge
+        fault = self._pick_fault()
+        delay = self.config.latency_ms + (self._rng.uniform(0, self.config.jitter_ms)
+                                          if self.config.jitter_ms else 0.0)
+        if delay > 0:
+            await asyncio.sleep(delay / 1000.0)
+        if fault is not None:
+            response = await self._fault_response(request, fault)
+            if response is not None:
+                st.failed += 1
+                return response, fault
+        return None, fault
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        """`/v1/embeddings`, under the same limits and faults as completions (content faults aside)."""
+        st = self.stats
+        st.requests += 1
+        st.by_path["embeddings"] = st.by_path.get("embeddings", 0) + 1
+        try:
+            body = orjson.loads(await request.read())
+            inputs = body.get("input", [])
+            inputs = [inputs] if isinstance(inputs, str) else [str(t) for t in inputs]
+            dims = int(body.get("dimensions") or 64)
+        except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError):
+            st.failed += 1
+            return _error(400, "invalid request body")
+        n = sum(approx_tokens(t) for t in inputs)
+        refused, _ = await self._gate(request, n)
+        if refused is not None:
+            return refused
+        st.ok += 1
+        st.embedded_texts += len(inputs)
+        data = [{"object": "embedding", "index": i, "embedding": _embedding(t, dims)} for i, t in enumerate(inputs)]
+        return web.Response(body=orjson.dumps({"object": "list", "data": data, "model": body.get("model"),
+                                               "usage": {"prompt_tokens": n, "total_tokens": n}}),
+                            content_type="application/json", headers=self._limit_headers())
+
     async def generate(self, request: web.Request) -> web.StreamResponse:
         chat = request.path.endswith("/chat/completions")
         path = "chat" if chat else "completions"
@@ -227,24 +275,10 @@ class SimServer:
             st.failed += 1
             return _error(400, "invalid request body")
         p_tokens = prompt_tokens(messages, prompt)
-        charge = p_tokens + max_tokens if self.config.charge == "admission" else p_tokens
-        wait = self._admit(charge)
-        if wait is not None:
-            st.rate_limited += 1
-            secs = max(1, math.ceil(wait))
-            return _error(429, "Rate limit reached", {"Retry-After": str(secs),
-                                                      "retry-after-ms": str(int(wait * 1000) + 1)})
-        st.charged_tokens += charge
-        fault = self._pick_fault()
-        delay = self.config.latency_ms + (self._rng.uniform(0, self.config.jitter_ms)
-                                          if self.config.jitter_ms else 0.0)
-        if delay > 0:
-            await asyncio.sleep(delay / 1000.0)
-        if fault is not None:
-            response = await self._fault_response(request, fault)
-            if response is not None:
-                st.failed += 1
-                return response
+        refused, fault = await self._gate(request, p_tokens + max_tokens if self.config.charge == "admission"
+                                          else p_tokens)
+        if refused is not None:
+            return refused
         text, finish = self._reply(model, messages, prompt, max_tokens)
         if not chat and body.get("stop"):
             stops = body["stop"] if isinstance(body["stop"], list) else [body["stop"]]
@@ -381,22 +415,10 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     app = web.Application(client_max_size=32 * 1024 * 1024)
     app[SIM_KEY] = sim
 
-    async def embeddings(request: web.Request) -> web.Response:
-        body = orjson.loads(await request.read())
-        inputs = body.get("input", [])
-        inputs = [inputs] if isinstance(inputs, str) else list(inputs)
-        dims = int(body.get("dimensions") or 64)
-        data = [{"object": "embedding", "index": i, "embedding": _embedding(str(t), dims)}
-                for i, t in enumerate(inputs)]
-        n = sum(approx_tokens(str(t)) for t in inputs)
-        return web.Response(body=orjson.dumps({"object": "list", "data": data, "model": body.get("model"),
-                                               "usage": {"prompt_tokens": n, "total_tokens": n}}),
-                            content_type="application/json")
-
     app.router.add_get("/v1/models", sim.models)
     app.router.add_post("/v1/chat/completions", sim.generate)
     app.router.add_post("/v1/completions", sim.generate)
-    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/v1/embeddings", sim.embeddings)
     app.router.add_get("/stats", sim.stats_handler)
     FineTuneSim(sim.config, sim.stats).routes(app)
     return app

@@ -15,7 +15,14 @@ import aiohttp
 import orjson
 
 from culturepark.engine.backends.base import Completion, RateHeaders, Request
-from culturepark.engine.errors import AccountError, FatalBackendError, InputError, RateLimited, TransientError
+from culturepark.engine.errors import (
+    AccountError,
+    BackendError,
+    FatalBackendError,
+    InputError,
+    RateLimited,
+    TransientError,
+)
 from culturepark.engine.pricing import Price
 from culturepark.engine.records import Usage
 
@@ -48,6 +55,28 @@ def account_refusal(status: int, raw: bytes) -> AccountError | None:
             return None
     reason = {401: "invalid_key", 403: "forbidden", 404: "not_found", 429: "quota_exhausted"}[status]
     return AccountError(f"{reason}:http_{status}", message or f"HTTP {status}", status=status)
+
+
+def transport_error(exc: BaseException) -> TransientError:
+    """A request that got no complete answer: worth another attempt."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return TransientError("timeout")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return TransientError("truncated_body")
+    return TransientError(f"connection_error:{type(exc).__name__}")
+
+
+def error_for_status(status: int, headers: Any, raw: bytes) -> BackendError:
+    """What a non-200 answer means for the run: an account refusal, a rate limit, worth another
+    attempt (5xx, 408, 409), or a request that cannot succeed as sent."""
+    account = account_refusal(status, raw)
+    if account is not None:
+        return account
+    if status == 429:
+        return RateLimited("http_429", retry_after=parse_retry_after(headers), status=status)
+    if status >= 500 or status in (408, 409):
+        return TransientError(f"http_{status}", retry_after=parse_retry_after(headers), status=status)
+    return FatalBackendError(f"http_{status}: {raw[:200].decode('utf-8', 'replace')}", status=status)
 
 
 def parse_retry_after(headers: Any) -> float | None:
@@ -170,22 +199,11 @@ class OpenAIHTTPBackend:
                     raw = b""
                 else:
                     raw = await resp.read()
-        except asyncio.TimeoutError as exc:
-            raise TransientError("timeout") from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise TransientError("truncated_body") from exc
-        except aiohttp.ClientError as exc:
-            raise TransientError(f"connection_error:{type(exc).__name__}") from exc
+        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            raise transport_error(exc) from exc
         latency_ms = (time.perf_counter() - t0) * 1000.0
         if status != 200:
-            account = account_refusal(status, raw)
-            if account is not None:
-                raise account
-            if status == 429:
-                raise RateLimited("http_429", retry_after=parse_retry_after(headers), status=status)
-            if status >= 500 or status in (408, 409):
-                raise TransientError(f"http_{status}", retry_after=parse_retry_after(headers), status=status)
-            raise FatalBackendError(f"http_{status}: {raw[:200].decode('utf-8', 'replace')}", status=status)
+            raise error_for_status(status, headers, raw)
         text: str | None
         if streamed is not None:
             text, finish, raw_usage = streamed

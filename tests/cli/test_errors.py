@@ -21,7 +21,7 @@ CASES = [  # (raised inside a stage, exit code or None for "a crash: the excepti
     (CorruptLogError("runs/x/log.jsonl:4: corrupt record"), 2),
     (LogWriteError("cannot append to runs/x/log.jsonl: No space left"), 1),
     (AccountError("invalid_key:http_401", "Incorrect API key provided"), 1),
-    (RequestFailed("http_500", 3), None),
+    (RequestFailed("http_500", 3), 1),
     (RateLimited("http_429"), None),
     (RuntimeError("a bug in a backend"), None),
 ]

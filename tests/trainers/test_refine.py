@@ -128,3 +128,44 @@ def test_bad_refine_input_exits_2(tmp_path, source_run):
     assert res.returncode == 2 and "dedup.method" in res.stderr and not (source_run / "refined").exists()
     res = run_cli("refine", str(tmp_path / "nowhere"))
     assert res.returncode == 2 and "not a run directory" in res.stderr
+
+
+def test_remote_embeddings_ride_out_429s_and_resets_and_a_killed_dedup_pays_no_vector_twice(
+        tmp_path, source_run, refine_url, sim_process):
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from tests.conftest import wait_for
+
+    faults = [{"kind": "status", "status": 429, "retry_after": 0.05, "times": 2}, {"kind": "reset", "times": 2}]
+    emb_url = sim_process("--seed", "2", "--latency-ms", "400", "--faults", json.dumps(faults))
+    cfg = tmp_path / "refine.yaml"
+    cfg.write_text(yaml.safe_dump({"retry": {"max_attempts": 10, "base_delay_s": 0.01, "max_delay_s": 0.05},
+                                   "dedup": {"embeddings": "openai", "embeddings_base_url": emb_url,
+                                             "embeddings_batch_size": 1}}))
+    args = ["refine", str(source_run), "--base-url", refine_url, "--model", "sim-model", "--scenario", str(cfg),
+            "--json"]
+    ref = run_cli(*args, "--out", str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr
+    distinct = json.loads(ref.stdout)["texts_embedded_now"]
+    with urllib.request.urlopen(emb_url.removesuffix("/v1") + "/stats", timeout=10) as resp:
+        stats = json.loads(resp.read())
+    assert stats["faults"] == {"status": 2, "reset": 2} and stats["rate_limited"] == 2  # the faults did fire
+    assert stats["embedded_texts"] == distinct >= 3  # each distinct text embedded once, whatever failed
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "culturepark.cli", *args, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cache = out / "embeddings.jsonl"
+    wait_for(lambda: cache.exists() and cache.read_bytes().count(b"\n") >= 1, timeout=120)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    data = cache.read_bytes()
+    cached = sum(len(orjson.loads(line)["keys"]) for line in data[: data.rfind(b"\n") + 1].splitlines())
+    assert 1 <= cached < distinct  # killed in the middle of de-duplication
+    again = run_cli(*args, "--out", str(out), "--resume")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["texts_embedded_now"] == distinct - cached  # nothing paid twice
+    assert (out / "opinions.jsonl").read_bytes() == (tmp_path / "ref" / "opinions.jsonl").read_bytes()

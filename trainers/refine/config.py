@@ -36,6 +36,7 @@ class DedupConfig(_Strict):
     embeddings_model: str = "text-embedding-3-small"
     embeddings_dimensions: int | None = 256  # the paper cuts to 256 dims (openai only)
     embeddings_api_key_env: str | None = "OPENAI_API_KEY"
+    embeddings_batch_size: int = Field(256, ge=1)  # texts per /v1/embeddings request
 
 
 class ExportConfig(_Strict):

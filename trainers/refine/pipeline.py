@@ -23,7 +23,7 @@ import orjson
 
 from culturepark.engine.embeddings import Embedder, embed_unique
 from culturepark.engine.endpoint import Endpoint
-from culturepark.engine.errors import InputError, LogWriteError
+from culturepark.engine.errors import InputError, LogWriteError, RequestFailed
 from culturepark.engine.export import assemble, conversation_rows
 from culturepark.engine.files import atomic_write_json, atomic_write_jsonl
 from culturepark.engine.log import LOG_NAME, RunLog, read_header
@@ -157,10 +157,15 @@ def _collect(run_dir: Path) -> tuple[Turns, Ends]:
     return ({cid: c.ordered_turns() for cid, c in convs}, {cid: c.end for cid, c in convs if c.end is not None})
 
 
-def _embedder(config: RefineConfig, backend: BackendConfig) -> Embedder:
+EMBEDDINGS_CACHE = "embeddings.jsonl"
+
+
+def _embedder(config: RefineConfig, backend: BackendConfig, out: Path) -> Embedder:
+    """Remote embeddings share the refiner's limits and retries; paid-for vectors are kept in `out`."""
     d = config.dedup
     return make_embedder(d.embeddings, d.embeddings_base_url or backend.base_url, d.embeddings_model,
-                         d.embeddings_api_key_env, d.embeddings_dimensions)
+                         d.embeddings_api_key_env, d.embeddings_dimensions, config.limits, config.retry,
+                         out / EMBEDDINGS_CACHE, d.embeddings_batch_size)
 
 
 @dataclass
@@ -209,7 +214,11 @@ async def refine_async(run_dir: Path, out: Path, config: RefineConfig, resume: b
             return RefineResult(out, {"error": str(exc)}, str(exc))
         finally:
             log.close()
-        summary = await _finish(out, config, sources, opinions, extract_failed)  # still holding the lock
+        try:
+            summary = await _finish(out, config, sources, opinions, extract_failed)  # still holding the lock
+        except RequestFailed as exc:  # embeddings gave up: the calls so far are kept, --resume goes on
+            error = f"de-duplication: embeddings failed: {exc}"
+            return RefineResult(out, {"error": error}, error)
     summary.update({"requests": endpoints[ROLE].stats.requests, "elapsed_s": round(time.monotonic() - t0, 2)})
     atomic_write_json(out / "refine_summary.json", summary)
     return RefineResult(out, summary)
@@ -222,13 +231,13 @@ async def _finish(out: Path, config: RefineConfig, sources: list[Source], opinio
     _verdicts(opinions, turns, ends, config)
     _postprocess(opinions, config)
     assert config.backend is not None
-    embedder_name = await _dedup(opinions, config, config.backend)
+    embedder_name, embedded = await _dedup(opinions, config, config.backend, out)
     examples = _examples(opinions, config)
     paths = write_sft(out / "sft", examples, config.export.template)
     summary = _summary(sources, opinions, extract_failed, len(examples))
     summary.update({"embeddings": embedder_name, "dedup": config.dedup.model_dump(mode="json"),
                     "openai_format_check": check_openai_chat(paths["openai_chat"]),
-                    "first_person": config.first_person})
+                    "first_person": config.first_person, "texts_embedded_now": embedded})
     atomic_write_jsonl(out / "opinions.jsonl", (o.record() for o in opinions))
     return summary
 
@@ -298,14 +307,20 @@ def _postprocess(opinions: list[Opinion], config: RefineConfig) -> None:
             o.drop_reason = "too_short"
 
 
-async def _dedup(opinions: list[Opinion], config: RefineConfig, backend: BackendConfig) -> str | None:
+async def _dedup(opinions: list[Opinion], config: RefineConfig, backend: BackendConfig,
+                 out: Path) -> tuple[str | None, int | None]:
+    """Cluster near-duplicates per group and keep each cluster's central member. Returns the
+    embedder's name and how many texts it sent to a provider now (None: local, nothing sent)."""
     live = [o for o in opinions if not o.drop_reason]
     if not config.dedup.enabled or not live:
         for o in live:
             o.kept = True
-        return None
-    embedder = _embedder(config, backend)
-    vecs = await embed_unique(embedder, [o.text for o in live])
+        return None, None
+    embedder = _embedder(config, backend, out)
+    try:
+        vecs = await embed_unique(embedder, [o.text for o in live])
+    finally:
+        await embedder.aclose()
     groups: dict[tuple, list[int]] = {}
     for i, o in enumerate(live):
         key = (o.source.meta.get("culture"),) + ((o.source.meta.get("item_id"),)
@@ -322,7 +337,7 @@ async def _dedup(opinions: list[Opinion], config: RefineConfig, backend: Backend
                 o.kept = True
             else:
                 o.drop_reason = "duplicate"
-    return embedder.name
+    return embedder.name, getattr(embedder, "embedded_texts", None)
 
 
 def _examples(opinions: list[Opinion], config: RefineConfig) -> list[list[dict[str, str]]]:

@@ -1,9 +1,10 @@
-"""The crash-resume proof itself runs (two trials here; `bench crash-resume --trials 20` for the note)."""
+"""The crash-resume proof itself runs (three trials here; `bench crash-resume --trials 20` for the note)."""
 from culturepark.benchmarks.perf.crash_resume import bench
 
 
-def test_two_kill_9_trials_lose_and_duplicate_nothing(tmp_path, tiny_data):
+def test_three_kill_9_trials_lose_and_duplicate_nothing(tmp_path, tiny_data):
     results, summary = bench(trials=3, seed=1, data_dir=tiny_data, latency_ms=30, work=tmp_path)
     assert summary["kills"] >= 3 and summary["kills_in_export"] >= 1  # trial 2 aims at the export
+    assert results[1]["runs"] >= 2  # trial 1 is killed in its first second; the same command line continues it
     assert summary["lost_turns"] == 0 and summary["duplicate_turns"] == 0 and summary["identical"] == 3
     assert summary["reference_turns"] == 108
