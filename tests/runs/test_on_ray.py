@@ -98,9 +98,9 @@ def test_without_ray_installed_the_flag_gives_an_install_hint_and_writes_nothing
     assert code == 2 and "pip install 'culturepark[ray]'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
     monkeypatch.undo()
-    code = main(["run", str(path), "--out", str(tmp_path / "out"), "--data-dir", str(tiny_data),
-                 "--ray", "--workers", "0"])
-    assert code == 2 and "--workers" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as parsed:  # refused while parsing the flags
+        main(["run", str(path), "--out", str(tmp_path / "out"), "--data-dir", str(tiny_data), "--ray", "--workers", "0"])
+    assert parsed.value.code == 2 and "--workers: must be > 0" in capsys.readouterr().err
 
 
 def test_the_dollar_budget_is_split_over_workers_not_multiplied(tmp_path, tiny_data, sim_process, local_ray):
