@@ -8,6 +8,8 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
+from culturepark.engine.stage import distinct
+
 
 def make_logger(stream: TextIO | None = None) -> Any:
     stream = stream or sys.stderr
@@ -30,7 +32,7 @@ async def progress_bar(scheduler: Any, total: int, already: int, stream: TextIO 
         task = bar.add_task("run", total=total, completed=already, info="")
         while True:
             s = scheduler.stats
-            eps = {id(e): e for e in scheduler.endpoints.values()}.values()
+            eps = distinct(scheduler.endpoints)
             limited = sum(e.stats.rate_limited for e in eps)
             rate = s.turns / s.elapsed_s if s.elapsed_s > 0 else 0.0
             cost = f"${s.cost_usd:.4f}" if s.cost_unknown_turns == 0 else f"≥${s.cost_usd:.4f}"

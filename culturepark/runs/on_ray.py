@@ -38,7 +38,7 @@ from culturepark.engine.log import new_shard_path, read_log, recover
 from culturepark.engine.records import RayInfo, TurnRecord
 from culturepark.engine.scheduler import (ConversationSpec, ResumeState, RunStats, Scheduler, SchedulerConfig,
                                           pending_conversations)
-from culturepark.engine.stage import ShardLog, Stage
+from culturepark.engine.stage import ShardLog, Stage, distinct
 from culturepark.runs.in_process import Progress, RunResult, export_after
 from culturepark.runs.prepare import RunOptions, endpoint_summary, prepare, run_header
 from culturepark.scenarios.endpoints import make_endpoints
@@ -100,7 +100,7 @@ class RunWorker:
         s = self.scheduler.stats if self.scheduler else None
         if s is None:
             return {"done": 0, "failed": 0, "turns": 0, "tokens": 0, "rate_limited": 0, "cost_usd": 0.0}
-        eps = {id(e): e for e in self.endpoints.values()}.values()
+        eps = distinct(self.endpoints)
         return {"done": s.done, "failed": s.failed, "turns": s.turns,
                 "tokens": s.prompt_tokens + s.completion_tokens, "cost_usd": s.cost_usd,
                 "rate_limited": sum(e.stats.rate_limited for e in eps)}
@@ -108,7 +108,7 @@ class RunWorker:
     async def set_limits(self, limits: dict[str, Any]) -> None:
         """Rebalance: this worker's share of the budget changed (another worker finished)."""
         new = Limits.model_validate(limits)
-        for ep in {id(e): e for e in self.endpoints.values()}.values():
+        for ep in distinct(self.endpoints):
             ep.limiter.set_rates(new.rpm, new.tpm)
 
     async def run(self, task: WorkerTask, limits: dict[str, Any], concurrency: int,
