@@ -4,13 +4,14 @@ refinement summaries and conversation runs (turns, tokens, cost, throughput from
 from __future__ import annotations
 
 import html
+from array import array
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from culturepark.engine.export import assemble, summarize
+from culturepark.engine.export import Tally, ordered_conversations
 from culturepark.engine.log import LOG_NAME, read_header
 
 DIM_LABELS = {"pdi": "PDI", "idv": "IDV", "mas": "MAS", "uai": "UAI", "lto": "LTO", "ivr": "IVR"}
@@ -158,9 +159,14 @@ def plot_education(items: list[tuple[Path, dict]], out: Path) -> list[str]:
 
 
 def run_stats(run_dir: Path) -> tuple[dict[str, Any], list[float]]:
-    a = assemble(run_dir)
-    times = sorted(t.t for _, conv in a.conversations for t in conv.turns.values() if t.t)
-    return summarize(a).to_json(), times
+    """The run's summary and every turn's time, read in bounded memory (a float per turn)."""
+    tally, times = Tally(), array("d")
+    with ordered_conversations(run_dir) as run:
+        for _, conv in run.conversations():
+            tally.add(conv)
+            times.extend(t.t for t in conv.turns.values() if t.t)
+    summary = tally.summary(run.header, run.duplicate_turns, run.stop_reasons, run.last_t)
+    return summary.to_json(), sorted(times)
 
 
 def plot_runs(runs: list[tuple[Path, dict]], out: Path) -> tuple[list[str], list[dict]]:

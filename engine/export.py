@@ -3,20 +3,29 @@
 Works on a partial log too: conversations without an end record are exported
 with status "incomplete". Ordering is by the conversation's `seq` and the turn
 `index`, so an uninterrupted run and a resumed one export identical content.
+
+Runs of any size export in bounded memory (`ordered_conversations`): one streaming pass
+spreads the records over temporary bucket files by `seq` range, then each bucket is
+assembled and sorted on its own. A bucket's records keep the order they were read in, so
+the rules (first turn of an index wins; a `done` end outranks a `failed` one) and the bytes
+written are those of `assemble`, which holds a whole (small) run in memory.
 """
 from __future__ import annotations
 
-from collections import Counter
+import shutil
+import tempfile
+from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from culturepark.engine.files import atomic_write
-from culturepark.engine.log import read_log
-from culturepark.engine.records import EndRecord, RunHeader, StopRecord, TurnRecord
+from culturepark.engine.files import atomic_write, atomic_writer
+from culturepark.engine.log import LogReader, read_log
+from culturepark.engine.records import EndRecord, Record, RunHeader, StopRecord, TurnRecord, parse_record
 
 CONVERSATIONS_NAME = "conversations.jsonl"
 SUMMARY_NAME = "summary.json"
@@ -47,13 +56,10 @@ class Assembled:
     last_t: float | None = None
 
 
-def assemble(run_dir: Path) -> Assembled:
-    contents = read_log(Path(run_dir))
-    convs: dict[str, AssembledConversation] = {}
+def _gather(records: Iterable[Record], convs: dict[str, AssembledConversation]) -> int:
+    """Add turn and end records to their conversations; returns the duplicate turns dropped."""
     duplicates = 0
-    stops: list[str] = []
-    times = [rec.t for rec in contents.records if rec.t]
-    for rec in contents.records:
+    for rec in records:
         if isinstance(rec, TurnRecord):
             conv = convs.setdefault(rec.conversation_id, AssembledConversation(rec.seq))
             if rec.index in conv.turns:
@@ -64,26 +70,112 @@ def assemble(run_dir: Path) -> Assembled:
             conv = convs.setdefault(rec.conversation_id, AssembledConversation(rec.seq))
             if conv.end is None or conv.end.status != "done":
                 conv.end = rec  # a failed conversation retried later: its newer end wins, done outranks failed
-        elif isinstance(rec, StopRecord):
-            stops.append(rec.reason)
-    ordered = sorted(convs.items(), key=lambda kv: (kv[1].seq, kv[0]))
-    return Assembled(contents.header, ordered, duplicates, contents.torn_bytes, stops,
+    return duplicates
+
+
+def _ordered(convs: dict[str, AssembledConversation]) -> list[tuple[str, AssembledConversation]]:
+    return sorted(convs.items(), key=lambda kv: (kv[1].seq, kv[0]))
+
+
+def assemble(run_dir: Path) -> Assembled:
+    """A whole run in memory (small runs: an eval, a refinement's own log)."""
+    contents = read_log(Path(run_dir))
+    convs: dict[str, AssembledConversation] = {}
+    duplicates = _gather(contents.records, convs)
+    stops = [rec.reason for rec in contents.records if isinstance(rec, StopRecord)]
+    times = [rec.t for rec in contents.records if rec.t]
+    return Assembled(contents.header, _ordered(convs), duplicates, contents.torn_bytes, stops,
                      min(times, default=None), max(times, default=None))
 
 
-def conversation_rows(assembled: Assembled) -> Iterator[dict[str, Any]]:
+@dataclass
+class OrderedRun:
+    """A run being read in `seq` order from bucket files; `conversations()` streams them once."""
+
+    header: RunHeader | None
+    torn_bytes: int
+    stop_reasons: list[str]
+    last_t: float | None
+    buckets: list[Path]
+    duplicate_turns: int = 0  # known once `conversations()` has been read to the end
+
+    def conversations(self) -> Iterator[tuple[str, AssembledConversation]]:
+        for bucket in self.buckets:
+            convs: dict[str, AssembledConversation] = {}
+            with open(bucket, "rb") as fh:
+                self.duplicate_turns += _gather((parse_record(orjson.loads(line)) for line in fh), convs)
+            yield from _ordered(convs)
+
+
+BUCKET_SEQS = 4096  # conversations per bucket: memory of the ordering pass ~ one bucket's turns
+_FLUSH_BYTES = 1 << 16
+
+
+@contextmanager
+def ordered_conversations(run_dir: Path, tmp_parent: Path | None = None,
+                          bucket_seqs: int = BUCKET_SEQS) -> Iterator[OrderedRun]:
+    """Every conversation of a (partial) run in `seq` order, in bounded memory (see the module)."""
+    reader = LogReader(Path(run_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=tmp_parent))
+    try:
+        buffers: dict[int, list[bytes]] = defaultdict(list)
+        sizes: dict[int, int] = defaultdict(int)
+        stops: list[str] = []
+        last_t: float | None = None
+        for rec in reader.records():
+            if rec.t and (last_t is None or rec.t > last_t):
+                last_t = rec.t
+            if isinstance(rec, StopRecord):
+                stops.append(rec.reason)
+                continue
+            line = orjson.dumps(rec) + b"\n"
+            b = rec.seq // bucket_seqs
+            buffers[b].append(line)
+            sizes[b] += len(line)
+            if sizes[b] >= _FLUSH_BYTES:
+                _flush(tmp, b, buffers, sizes)
+        for b in list(buffers):
+            _flush(tmp, b, buffers, sizes)
+        buckets = sorted(tmp.glob("*.jsonl"), key=lambda p: int(p.stem))
+        yield OrderedRun(reader.header, reader.torn_bytes, stops, last_t, buckets)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def one_conversation(run_dir: Path, conv_id: str) -> tuple[AssembledConversation | None, int]:
+    """One conversation read out of a run of any size in one streaming pass (`replay --id`);
+    also the torn bytes at the log's end."""
+    reader = LogReader(Path(run_dir))
+    convs: dict[str, AssembledConversation] = {}
+    _gather((r for r in reader.records() if getattr(r, "conversation_id", None) == conv_id), convs)
+    return convs.get(conv_id), reader.torn_bytes
+
+
+def _flush(tmp: Path, bucket: int, buffers: dict[int, list[bytes]], sizes: dict[int, int]) -> None:
+    with open(tmp / f"{bucket}.jsonl", "ab") as fh:
+        fh.write(b"".join(buffers.pop(bucket)))
+    sizes.pop(bucket, None)
+
+
+def conversation_rows(assembled: Assembled | Iterable[tuple[str, AssembledConversation]]
+                      ) -> Iterator[dict[str, Any]]:
     """The rows of `conversations.jsonl` (a dict each: the JSONL row that `datasets` loads)."""
-    for conv_id, conv in assembled.conversations:
-        end = conv.end
-        row: dict[str, Any] = {
-            "id": conv_id,
-            "status": conv.status,
-            "turns": [{"speaker": t.speaker, "text": t.text} for t in conv.ordered_turns()],
-            "meta": end.meta if end else {},
-        }
-        if end and end.reason:
-            row["reason"] = end.reason
-        yield row
+    convs = assembled.conversations if isinstance(assembled, Assembled) else assembled
+    for conv_id, conv in convs:
+        yield _row(conv_id, conv)
+
+
+def _row(conv_id: str, conv: AssembledConversation) -> dict[str, Any]:
+    end = conv.end
+    row: dict[str, Any] = {
+        "id": conv_id,
+        "status": conv.status,
+        "turns": [{"speaker": t.speaker, "text": t.text} for t in conv.ordered_turns()],
+        "meta": end.meta if end else {},
+    }
+    if end and end.reason:
+        row["reason"] = end.reason
+    return row
 
 
 class TokenCounts(BaseModel):
@@ -131,45 +223,61 @@ class RunSummary(BaseModel):
         return self.model_dump(mode="json", exclude={k for k in ("endpoints", "ray") if getattr(self, k) is None})
 
 
-def summarize(assembled: Assembled) -> RunSummary:
-    statuses: Counter = Counter()
-    failures: Counter = Counter()
-    prompt = completion = turns = cached = 0
-    cost = 0.0
-    cost_known = True
-    for _, conv in assembled.conversations:
-        statuses[conv.status] += 1
+class Tally:
+    """Counts for `summary.json`, added up one conversation at a time (any size of run)."""
+
+    def __init__(self) -> None:
+        self.statuses: Counter = Counter()
+        self.failures: Counter = Counter()
+        self.prompt = self.completion = self.turns = self.cached = 0
+        self.cost = 0.0
+        self.cost_known = True
+
+    def add(self, conv: AssembledConversation) -> None:
+        self.statuses[conv.status] += 1
         if conv.end and conv.end.status == "failed":
-            failures[conv.end.reason or "unknown"] += 1
+            self.failures[conv.end.reason or "unknown"] += 1
         for t in conv.turns.values():
-            turns += 1
-            prompt += t.usage.prompt_tokens
-            completion += t.usage.completion_tokens
-            cached += t.cached
+            self.turns += 1
+            self.prompt += t.usage.prompt_tokens
+            self.completion += t.usage.completion_tokens
+            self.cached += t.cached
             if t.cost_usd is None:
-                cost_known = False
+                self.cost_known = False
             else:
-                cost += t.cost_usd
-    header = assembled.header
-    started = header.started_at if header else None
-    last_t = assembled.last_t
-    return RunSummary(
-        run_name=header.run_name if header else None, scenario_hash=header.scenario_hash if header else None,
-        conversations=sum(statuses.values()), done=statuses["done"], failed=statuses["failed"],
-        incomplete=statuses["incomplete"], turns=turns, cached_turns=cached,
-        tokens=TokenCounts(prompt=prompt, completion=completion, total=prompt + completion),
-        cost_usd=round(cost, 6) if cost_known else None, cost_usd_known_part=round(cost, 6),
-        duration_s=round(last_t - started, 3) if (last_t and started) else None,
-        failures_by_reason=dict(failures), duplicate_turns_dropped=assembled.duplicate_turns,
-        stops=assembled.stop_reasons)
+                self.cost += t.cost_usd
+
+    def summary(self, header: RunHeader | None, duplicates: int, stops: list[str],
+                last_t: float | None) -> RunSummary:
+        started = header.started_at if header else None
+        return RunSummary(
+            run_name=header.run_name if header else None, scenario_hash=header.scenario_hash if header else None,
+            conversations=sum(self.statuses.values()), done=self.statuses["done"], failed=self.statuses["failed"],
+            incomplete=self.statuses["incomplete"], turns=self.turns, cached_turns=self.cached,
+            tokens=TokenCounts(prompt=self.prompt, completion=self.completion, total=self.prompt + self.completion),
+            cost_usd=round(self.cost, 6) if self.cost_known else None, cost_usd_known_part=round(self.cost, 6),
+            duration_s=round(last_t - started, 3) if (last_t and started) else None,
+            failures_by_reason=dict(self.failures), duplicate_turns_dropped=duplicates, stops=stops)
+
+
+def summarize(assembled: Assembled) -> RunSummary:
+    tally = Tally()
+    for _, conv in assembled.conversations:
+        tally.add(conv)
+    return tally.summary(assembled.header, assembled.duplicate_turns, assembled.stop_reasons, assembled.last_t)
 
 
 def export_run(run_dir: Path) -> RunSummary:
-    """Write conversations.jsonl and summary.json for a (possibly partial) run; return the summary."""
+    """Write conversations.jsonl and summary.json for a (possibly partial) run of any size, in
+    bounded memory; return the summary. The temporary buckets go to the system's temporary
+    directory (`TMPDIR`), about the size of the log."""
     run_dir = Path(run_dir)
-    assembled = assemble(run_dir)
-    lines = b"".join(orjson.dumps(row) + b"\n" for row in conversation_rows(assembled))
-    atomic_write(run_dir / CONVERSATIONS_NAME, lines)
-    summary = summarize(assembled)
+    tally = Tally()
+    with ordered_conversations(run_dir) as run, \
+            atomic_writer(run_dir / CONVERSATIONS_NAME) as out:
+        for conv_id, conv in run.conversations():
+            out.write(orjson.dumps(_row(conv_id, conv)) + b"\n")
+            tally.add(conv)
+    summary = tally.summary(run.header, run.duplicate_turns, run.stop_reasons, run.last_t)
     atomic_write(run_dir / SUMMARY_NAME, orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
     return summary

@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Literal
 
 import orjson
 from pydantic import ValidationError
@@ -131,15 +131,6 @@ def _parse_line(raw: bytes, path: Path, lineno: int) -> RunHeader | Record:
                               f"({where}: {first['msg']})") from exc
 
 
-def _parse_lines(data: bytes, path: Path) -> tuple[list[RunHeader | Record], int]:
-    """Parse complete lines; a last line without newline is torn and reported, not parsed."""
-    end = data.rfind(b"\n") + 1
-    torn = len(data) - end
-    lines = data[:end].split(b"\n")[:-1]
-    records = [_parse_line(raw, path, lineno) for lineno, raw in enumerate(lines, start=1) if raw.strip()]
-    return records, torn
-
-
 def shard_paths(run_dir: Path) -> list[Path]:
     """A distributed run's worker logs, in the order they were created (numbered names)."""
     folder = Path(run_dir) / SHARDS_DIR
@@ -157,46 +148,69 @@ def new_shard_path(run_dir: Path) -> Path:
     return path
 
 
-def _read(path: Path, cut_torn: bool) -> LogContents:
-    """One pass over a log file, or a run directory's main log and shards (in creation order).
-
-    With `cut_torn`, each file's torn last line is truncated away — only after every file
-    has parsed, so a corrupt file refuses the whole read without having changed anything.
-    """
+def log_files(path: Path) -> list[Path]:
+    """A log file, or a run directory's main log and its shards in creation order."""
     path = Path(path)
     files = [path / LOG_NAME, *shard_paths(path)] if path.is_dir() else [path]
     if not files[0].exists():
         raise LogError(f"no log at {files[0]}")
-    contents = LogContents(header=None, records=[])
-    cuts: list[tuple[Path, int]] = []
-    for number, file in enumerate(files):
-        data = file.read_bytes()
-        parsed, torn = _parse_lines(data, file)
-        if number == 0 and parsed:
-            if not isinstance(parsed[0], RunHeader):
-                raise CorruptLogError(f"{file}:1: first record is not a run header")
-            contents.header, parsed = parsed[0], parsed[1:]
-        for rec in parsed:
-            if isinstance(rec, RunHeader):
-                raise CorruptLogError(f"{file}: a second run header among the records")
-            contents.records.append(rec)
-        contents.torn_bytes += torn
-        if torn:
-            cuts.append((file, len(data) - torn))
-    if cut_torn:
-        for file, size in cuts:
+    return files
+
+
+class LogReader:
+    """One pass over a log and its shards in constant memory: `records()` yields each record as it
+    is parsed, so a run of any size can be resumed, exported or replayed.
+
+    Records of the shards (written by distributed workers) follow the main log's, shard by shard
+    in creation order, so one conversation's records stay in the order they were written however
+    many workers and sessions wrote them. A torn last line (a write cut by a crash) is not
+    yielded; `cut_torn()` truncates it away — call it only after the pass, so a corrupt file
+    refuses the whole read without anything having changed.
+    """
+
+    def __init__(self, path: Path, has_header: bool = True) -> None:
+        self.files = log_files(path)
+        self.has_header = has_header  # a single shard file has none
+        self.header: RunHeader | None = read_header(self.files[0]) if has_header else None
+        self.torn_bytes = 0
+        self._cuts: list[tuple[Path, int]] = []
+
+    def records(self) -> Iterator[Record]:
+        self.torn_bytes, self._cuts = 0, []
+        for number, file in enumerate(self.files):
+            offset = 0
+            with open(file, "rb") as fh:
+                for lineno, raw in enumerate(fh, start=1):
+                    if not raw.endswith(b"\n"):  # only the last line can lack its newline
+                        self.torn_bytes += len(raw)
+                        self._cuts.append((file, offset))
+                        break
+                    offset += len(raw)
+                    if (self.has_header and number == 0 and lineno == 1) or not raw.strip():
+                        continue  # the header (read apart), or a blank line
+                    rec = _parse_line(raw, file, lineno)
+                    if isinstance(rec, RunHeader):
+                        raise CorruptLogError(f"{file}:{lineno}: a second run header among the records")
+                    yield rec
+
+    def cut_torn(self) -> None:
+        for file, size in self._cuts:
             with open(file, "r+b") as fh:
                 fh.truncate(size)
+        self._cuts = []
+
+
+def _read(path: Path, cut_torn: bool) -> LogContents:
+    reader = LogReader(path)
+    contents = LogContents(header=reader.header, records=list(reader.records()), torn_bytes=reader.torn_bytes)
+    if cut_torn:
+        reader.cut_torn()
     return contents
 
 
 def read_log(path: Path) -> LogContents:
-    """Read a (possibly partial) log without changing it. Used by replay and export.
-
-    Given a run directory, the records of its shards (written by distributed workers) follow
-    the main log's, shard by shard in creation order, so one conversation's records stay in
-    the order they were written however many workers and sessions wrote them.
-    """
+    """Read a (possibly partial) log into memory without changing it (small logs, tests);
+    `LogReader` streams a log of any size."""
     return _read(path, cut_torn=False)
 
 

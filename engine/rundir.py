@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from culturepark.engine.errors import InputError
-from culturepark.engine.log import LOG_NAME, FsyncPolicy, RunDirLock, RunLog, read_header, recover
+from culturepark.engine.log import LOG_NAME, FsyncPolicy, LogReader, RunDirLock, RunLog, read_header
 from culturepark.engine.records import RunHeader
 from culturepark.engine.scheduler import ResumeState
 
@@ -87,17 +87,20 @@ class RunDir:
         return self
 
     def _read_back(self) -> None:
-        contents = recover(self.out)
-        if contents.torn_bytes:
-            self.say(f"warning: discarded a torn last line ({contents.torn_bytes} bytes) in {self.log_path}")
-        if contents.header is None and not contents.records:
+        """One streaming pass (memory follows the open conversations, not the run's size); torn
+        last lines are cut only after every file has parsed."""
+        reader = LogReader(self.out)
+        if reader.header is None:  # empty, or killed while writing the header: nothing to keep
+            list(reader.records())
+            reader.cut_torn()
             self.say(f"{self.log_path} is empty (the run was killed before its header): starting it afresh")
             return
-        if contents.header is None:
-            raise InputError(f"--resume: {self.log_path} has no run header")
-        self._check_hash(contents.header)
-        self.header = contents.header
-        self.resume_state = ResumeState.from_records(contents.records)
+        self._check_hash(reader.header)
+        self.resume_state = ResumeState.from_records(reader.records())
+        if reader.torn_bytes:
+            self.say(f"warning: discarded a torn last line ({reader.torn_bytes} bytes) in {self.log_path}")
+        reader.cut_torn()
+        self.header = reader.header
 
     def _check_hash(self, header: RunHeader | None) -> None:
         if header is not None and header.scenario_hash != self.content_hash:

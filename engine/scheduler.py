@@ -11,11 +11,14 @@ so a resumed conversation continues exactly where its log stops.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+
+import numpy as np
 
 from culturepark.engine.backends.base import Completion, Request
 from culturepark.engine.endpoint import Endpoint, Validator
@@ -53,17 +56,61 @@ class TurnPolicy(Protocol):
         ...
 
 
+def _digest(conv_id: str) -> bytes:
+    return hashlib.blake2b(conv_id.encode(), digest_size=16).digest()
+
+
+class EndedIds:
+    """Which conversations ended, and how, in 16 bytes per id (a 128-bit blake2b digest in a sorted
+    array): 16 MB per million conversations where a dict of their ids would take ~100 MB.
+    A `done` end outranks a `failed` one, whatever order the logs are read in."""
+
+    def __init__(self) -> None:
+        self._done, self._failed = bytearray(), bytearray()
+        self._sorted: dict[str, np.ndarray] = {}
+
+    def add(self, conv_id: str, status: str) -> None:
+        (self._done if status == "done" else self._failed).extend(_digest(conv_id))
+        self._sorted = {}
+
+    def _array(self, status: str) -> np.ndarray:
+        if status not in self._sorted:
+            done = np.unique(np.frombuffer(bytes(self._done), dtype="V16"))
+            failed = np.unique(np.frombuffer(bytes(self._failed), dtype="V16"))
+            self._sorted = {"done": done, "failed": np.setdiff1d(failed, done)}
+        return self._sorted[status]
+
+    @staticmethod
+    def _has(array: np.ndarray, digest: np.ndarray) -> bool:
+        i = int(np.searchsorted(array, digest))
+        return i < len(array) and array[i] == digest
+
+    def status(self, conv_id: str) -> str | None:
+        digest = np.frombuffer(_digest(conv_id), dtype="V16")[0]
+        for status in ("done", "failed"):
+            if self._has(self._array(status), digest):
+                return status
+        return None
+
+    def __len__(self) -> int:
+        return len(self._array("done")) + len(self._array("failed"))
+
+
 @dataclass(slots=True)
 class ResumeState:
-    turns: dict[str, list[Turn]] = field(default_factory=dict)
-    ended: dict[str, str] = field(default_factory=dict)  # id -> status
+    """What resuming needs, and only that: which conversations ended, and the turns of the others."""
+
+    turns: dict[str, list[Turn]] = field(default_factory=dict)  # conversations not done
+    ended: EndedIds = field(default_factory=EndedIds)
 
     @classmethod
     def from_records(cls, records: Iterable[Record]) -> "ResumeState":
         """Turns by index (the contiguous prefix from 0); a `done` end outranks a `failed` one.
 
-        Both rules make the state independent of the order in which several writers'
-        logs are read (a failed conversation retried later may be logged in an earlier file).
+        Both rules make the state independent of the order in which several writers' logs are
+        read (a failed conversation retried later may be logged in an earlier file). Streaming:
+        a done conversation's turns are dropped as soon as its end is read, so memory follows
+        the conversations still open, not the run.
         """
         by_index: dict[str, dict[int, Turn]] = {}
         state = cls()
@@ -72,13 +119,19 @@ class ResumeState:
                 turns = by_index.setdefault(rec.conversation_id, {})
                 turns.setdefault(rec.index, Turn(rec.index, rec.speaker, rec.role, rec.text))
             elif isinstance(rec, EndRecord):
-                if state.ended.get(rec.conversation_id) != "done":
-                    state.ended[rec.conversation_id] = rec.status
+                state.ended.add(rec.conversation_id, rec.status)
+                if rec.status == "done":
+                    by_index.pop(rec.conversation_id, None)
         for conv_id, turns in by_index.items():
+            if state.ended.status(conv_id) == "done":
+                continue  # its done end was read before these turns (another writer's file)
             prefix = state.turns[conv_id] = []
             while len(prefix) in turns:
                 prefix.append(turns[len(prefix)])
         return state
+
+    def status(self, conv_id: str) -> str | None:
+        return self.ended.status(conv_id)
 
 
 @dataclass
@@ -112,7 +165,7 @@ def pending_conversations(conversations: Iterable[ConversationSpec], resume: Res
                           retry_failed: bool) -> Iterator[ConversationSpec]:
     """The conversations a (resumed) run still has to hold: not done, and failed only if retried."""
     for conv in conversations:
-        status = resume.ended.get(conv.id) if resume else None
+        status = resume.status(conv.id) if resume else None
         if status == "done" or (status == "failed" and not retry_failed):
             continue
         yield conv

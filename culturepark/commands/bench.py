@@ -46,6 +46,13 @@ def register(sub: Any) -> None:
     br.add_argument("--data-dir", help="WVS data directory (default: as for `run`)")
     br.add_argument("--json", action="store_true", help="(output is always JSON lines)")
     br.set_defaults(func=bench)
+    bs = bsub.add_parser("scale", help="N conversations x T turns: run killed halfway, resume, export; peak RSS each")
+    bs.add_argument("--conversations", type=positive_int, default=100_000)
+    bs.add_argument("--turns", type=positive_int, default=2)
+    bs.add_argument("--data-dir", help="WVS data directory (default: as for `run`)")
+    bs.add_argument("--work", help="where the run directory goes (default: the system's temporary directory)")
+    bs.add_argument("--json", action="store_true", help="(output is always JSON lines)")
+    bs.set_defaults(func=bench)
 
 
 def bench(args: argparse.Namespace) -> int:
@@ -55,6 +62,8 @@ def bench(args: argparse.Namespace) -> int:
         from culturepark.benchmarks.perf.crash_resume import main
     elif args.bench == "ray":
         from culturepark.benchmarks.perf.ray_workers import main
+    elif args.bench == "scale":
+        from culturepark.benchmarks.perf.scale import main
     else:
         from culturepark.benchmarks.perf.local_model import main
     return int(main(args))

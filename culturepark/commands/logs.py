@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from culturepark.commands import count
 from culturepark.console import print_json
-from culturepark.engine.export import assemble, conversation_rows, export_run
+from culturepark.engine.export import conversation_rows, export_run, one_conversation, ordered_conversations
 
 
 def register(sub: Any) -> None:
@@ -37,19 +37,24 @@ def _print_conversation(row: dict[str, Any]) -> None:
 
 
 def replay(args: argparse.Namespace) -> int:
-    assembled = assemble(Path(args.run_dir))
-    shown = 0
-    for row in conversation_rows(assembled):
-        if args.id and row["id"] != args.id:
-            continue
+    if args.id:  # one streaming pass, nothing kept but that conversation
+        conv, torn = one_conversation(Path(args.run_dir), args.id)
+        rows = conversation_rows([(args.id, conv)] if conv else [])
+        _show(rows, args)
+    else:
+        with ordered_conversations(Path(args.run_dir)) as run:
+            _show(conversation_rows(run.conversations()), args)
+            torn = run.torn_bytes
+    if torn:
+        print(f"(the log ends in a torn line of {torn} bytes; --resume discards it)", file=sys.stderr)
+    return 0
+
+
+def _show(rows: Iterator[dict[str, Any]], args: argparse.Namespace) -> None:
+    for shown, row in enumerate(rows):
         if args.limit is not None and shown >= args.limit:
             break
-        shown += 1
         print_json(row) if args.json else _print_conversation(row)
-    if assembled.torn_bytes:
-        print(f"(the log ends in a torn line of {assembled.torn_bytes} bytes; --resume discards it)",
-              file=sys.stderr)
-    return 0
 
 
 def export(args: argparse.Namespace) -> int:

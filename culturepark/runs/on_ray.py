@@ -34,10 +34,16 @@ from culturepark.agents.study import study_for
 from culturepark.engine.errors import AccountError, InputError, LogWriteError
 from culturepark.engine.export import EndpointCounts
 from culturepark.engine.files import atomic_write_json
-from culturepark.engine.log import new_shard_path, read_log, recover
+from culturepark.engine.log import LogReader, new_shard_path
 from culturepark.engine.records import RayInfo, TurnRecord
-from culturepark.engine.scheduler import (ConversationSpec, ResumeState, RunStats, Scheduler, SchedulerConfig,
-                                          pending_conversations)
+from culturepark.engine.scheduler import (
+    ConversationSpec,
+    ResumeState,
+    RunStats,
+    Scheduler,
+    SchedulerConfig,
+    pending_conversations,
+)
 from culturepark.engine.stage import ShardLog, Stage, distinct
 from culturepark.runs.in_process import Progress, RunResult, export_after
 from culturepark.runs.prepare import RunOptions, endpoint_summary, prepare, run_header
@@ -165,7 +171,8 @@ class _Progress:
 
 def _shard_tasks(state: ResumeState, specs: list[ConversationSpec], workers: int, retry_failed: bool,
                  only: int | None = None) -> dict[int, tuple[list[ConversationSpec], ResumeState]]:
-    """Give each shard its unfinished conversations and the turns they already have."""
+    """Give each shard its unfinished conversations and the turns they already have (what ended
+    is already filtered out here, so a shard's state needs no ended ids)."""
     out: dict[int, tuple[list[ConversationSpec], ResumeState]] = {}
     for conv in pending_conversations(specs, state, retry_failed):
         k = shard_of(conv.id, workers)
@@ -175,8 +182,6 @@ def _shard_tasks(state: ResumeState, specs: list[ConversationSpec], workers: int
         shard_specs.append(conv)
         if conv.id in state.turns:
             shard_state.turns[conv.id] = state.turns[conv.id]
-        if conv.id in state.ended:
-            shard_state.ended[conv.id] = state.ended[conv.id]
     return out
 
 
@@ -270,7 +275,7 @@ class _Driver:
             return None
         share = budget / max(1, len(self.slots))
         spent = sum(rec.cost_usd or 0.0 for path in slot.logs
-                    for rec in read_log(path).records if isinstance(rec, TurnRecord))
+                    for rec in LogReader(path, has_header=False).records() if isinstance(rec, TurnRecord))
         return max(share - spent, 1e-9)
 
     def _launch(self, slot: _Slot, task: WorkerTask) -> None:
@@ -345,7 +350,9 @@ class _Driver:
             return
         slot.restarts += 1
         self.say(f"worker {slot.shard} died ({cause}); replacing it (restart {slot.restarts})")
-        state = ResumeState.from_records(recover(self.out).records)  # the dead worker's torn line is cut
+        reader = LogReader(self.out)
+        state = ResumeState.from_records(reader.records())
+        reader.cut_torn()  # the dead worker's torn last line
         left = _shard_tasks(state, specs, self.opts.workers, self.retry_failed, only=slot.shard)
         shard_specs, state = left.get(slot.shard, ([], ResumeState()))
         self._launch(slot, WorkerTask(slot.shard, shard_specs, state, new_shard_path(self.out)))

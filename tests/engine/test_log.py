@@ -103,8 +103,11 @@ def test_resume_state_and_export_do_not_depend_on_the_order_logs_are_read(tmp_pa
     done = EndRecord("a", 0, "done")
     failed = EndRecord("a", 0, "failed", "http_500")
     # a retried conversation whose later (done) records sit in a file read before the earlier ones
-    state = ResumeState.from_records([turn("a", 2), done, turn("a", 0), turn("a", 1), failed])
-    assert [t.index for t in state.turns["a"]] == [0, 1, 2] and state.ended["a"] == "done"
+    state = ResumeState.from_records([turn("a", 2), done, turn("a", 0), turn("a", 1), failed, turn("b", 0)])
+    assert state.status("a") == "done" and "a" not in state.turns  # a done conversation needs no turns
+    assert state.status("b") is None and [t.index for t in state.turns["b"]] == [0] and len(state.ended) == 1
+    retried = ResumeState.from_records([failed, turn("a", 0), turn("a", 1)])
+    assert retried.status("a") == "failed" and [t.index for t in retried.turns["a"]] == [0, 1]
     gap = ResumeState.from_records([turn("a", 0), turn("a", 2)])
     assert [t.index for t in gap.turns["a"]] == [0]  # only the contiguous prefix continues
     _write(tmp_path / "log.jsonl", [HEADER, done, turn("a", 0), failed])

@@ -144,3 +144,20 @@ async def test_conversations_are_pulled_lazily_as_workers_free_up(sim, tmp_path)
     log.close()
     await ep.aclose()
     assert stats.done == 200 and max(ahead) <= 1  # never more than one spec made ahead of its start
+
+
+def test_resume_state_keeps_what_resuming_needs_and_nothing_more():
+    def records():
+        for i in range(50_000):
+            cid = f"Chinese:Q{i % 50}:{i}"
+            yield TurnRecord(cid, i, 0, "A", "x", "hello")
+            if i % 1000 != 7:  # 50 conversations left open, 10 of them failed
+                yield EndRecord(cid, i, "done")
+            elif i % 5000 == 7:
+                yield EndRecord(cid, i, "failed", "http_500")
+    state = ResumeState.from_records(records())
+    assert len(state.turns) == 50 and all(len(t) == 1 for t in state.turns.values())  # open or failed ones only
+    assert len(state.ended) == 49_950 + 10
+    assert state.ended._array("done").nbytes == 16 * 49_950  # 16 bytes per ended id
+    assert state.status("Chinese:Q0:0") == "done" and state.status("Chinese:Q7:7") == "failed"
+    assert state.status("Chinese:Q7:1007") is None and state.status("not in the run") is None

@@ -3,15 +3,14 @@ import asyncio
 import os
 import subprocess
 import sys
-import sys
 
 import orjson
 import pytest
 import yaml
 
-from culturepark.runs.on_ray import RayOptions, run_ray_async, shard_of, split_limits
 from culturepark.engine.log import read_log, shard_paths
 from culturepark.runs.in_process import run_async
+from culturepark.runs.on_ray import RayOptions, run_ray_async, shard_of, split_limits
 from culturepark.runs.prepare import RunOptions
 from culturepark.scenarios.schema import Limits
 from tests.conftest import run_cli, scenario_dict

@@ -24,7 +24,7 @@ import orjson
 from culturepark.engine.embeddings import Embedder, embed_unique
 from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.errors import InputError, LogWriteError, RequestFailed
-from culturepark.engine.export import assemble, conversation_rows
+from culturepark.engine.export import assemble, conversation_rows, ordered_conversations
 from culturepark.engine.files import atomic_write_json, atomic_write_jsonl
 from culturepark.engine.log import LOG_NAME, RunLog, read_header
 from culturepark.engine.records import EndRecord, RunHeader, TurnRecord
@@ -79,18 +79,20 @@ class Opinion:
 
 
 def load_sources(run_dir: Path) -> tuple[list[Source], str]:
-    """Finished conversations of a run (from its log, so a partial run works too) and their hash."""
+    """Finished conversations of a run (from its log, so a partial run works too) and their hash.
+    The log is read in streaming order (`ordered_conversations`); only finished transcripts are kept."""
     if not (run_dir / LOG_NAME).exists():
         raise InputError(f"refine: no {LOG_NAME} in {run_dir} (not a run directory)")
     sources, digest = [], hashlib.sha256()
-    for row in conversation_rows(assemble(run_dir)):
-        if row["status"] != "done" or not row["meta"].get("participants"):
-            continue
-        meta = row["meta"]
-        names = [meta["participants"][r]["name"] for r in ("delegate", "main_contact")] + ["Moderator"]
-        transcript = "\n".join(f"{t['speaker']}: {t['text']}" for t in row["turns"])
-        sources.append(Source(row["id"], meta, transcript, names))
-        digest.update(orjson.dumps(row, option=orjson.OPT_SORT_KEYS))
+    with ordered_conversations(run_dir) as run:
+        for row in conversation_rows(run.conversations()):
+            if row["status"] != "done" or not row["meta"].get("participants"):
+                continue
+            meta = row["meta"]
+            names = [meta["participants"][r]["name"] for r in ("delegate", "main_contact")] + ["Moderator"]
+            transcript = "\n".join(f"{t['speaker']}: {t['text']}" for t in row["turns"])
+            sources.append(Source(row["id"], meta, transcript, names))
+            digest.update(orjson.dumps(row, option=orjson.OPT_SORT_KEYS))
     return sources, digest.hexdigest()[:16]
 
 
