@@ -23,11 +23,14 @@ from typing import Any, Iterable, Iterator
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from culturepark.engine.errors import InputError
 from culturepark.engine.files import atomic_write, atomic_writer
 from culturepark.engine.log import LogReader, read_log
 from culturepark.engine.records import EndRecord, Record, RunHeader, StopRecord, TurnRecord, parse_record
 
 CONVERSATIONS_NAME = "conversations.jsonl"
+PARQUET_NAME = "conversations.parquet"
+PARQUET_ROWS_PER_GROUP = 10_000
 SUMMARY_NAME = "summary.json"
 
 
@@ -267,17 +270,59 @@ def summarize(assembled: Assembled) -> RunSummary:
     return tally.summary(assembled.header, assembled.duplicate_turns, assembled.stop_reasons, assembled.last_t)
 
 
-def export_run(run_dir: Path) -> RunSummary:
-    """Write conversations.jsonl and summary.json for a (possibly partial) run of any size, in
-    bounded memory; return the summary. The temporary buckets go to the system's temporary
+def _parquet_writer(path: Path) -> Any:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise InputError("export --format parquet needs pyarrow: pip install 'culturepark[parquet]'") from exc
+    schema = pa.schema([("id", pa.string()), ("status", pa.string()),
+                        ("turns", pa.list_(pa.struct([("speaker", pa.string()), ("text", pa.string())]))),
+                        ("meta", pa.string()), ("reason", pa.string())])
+    return pa, pq.ParquetWriter(path, schema, compression="zstd")
+
+
+class _ParquetRows:
+    """`conversations.parquet`, written a row group at a time: the rows of `conversations.jsonl`,
+    with `meta` as a JSON string (its fields differ between kinds of study, a column cannot)."""
+
+    def __init__(self, fh: Any) -> None:
+        self.pa, self.writer = _parquet_writer(fh)
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append({**row, "meta": orjson.dumps(row["meta"]).decode(), "reason": row.get("reason")})
+        if len(self.rows) >= PARQUET_ROWS_PER_GROUP:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.writer.write_table(self.pa.Table.from_pylist(self.rows, schema=self.writer.schema))
+            self.rows = []
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+
+
+def export_run(run_dir: Path, fmt: str = "jsonl") -> RunSummary:
+    """Write conversations.jsonl (or `.parquet`) and summary.json for a (possibly partial) run of
+    any size, in bounded memory; return the summary. The temporary buckets go to the system's temporary
     directory (`TMPDIR`), about the size of the log."""
     run_dir = Path(run_dir)
     tally = Tally()
-    with ordered_conversations(run_dir) as run, \
-            atomic_writer(run_dir / CONVERSATIONS_NAME) as out:
+    name = PARQUET_NAME if fmt == "parquet" else CONVERSATIONS_NAME
+    with ordered_conversations(run_dir) as run, atomic_writer(run_dir / name) as out:
+        parquet = _ParquetRows(out) if fmt == "parquet" else None
         for conv_id, conv in run.conversations():
-            out.write(orjson.dumps(_row(conv_id, conv)) + b"\n")
+            row = _row(conv_id, conv)
+            if parquet is None:
+                out.write(orjson.dumps(row) + b"\n")
+            else:
+                parquet.add(row)
             tally.add(conv)
+        if parquet is not None:
+            parquet.close()
     summary = tally.summary(run.header, run.duplicate_turns, run.stop_reasons, run.last_t)
     atomic_write(run_dir / SUMMARY_NAME, orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
     return summary

@@ -21,6 +21,8 @@ def register(sub: Any) -> None:
 
     e = sub.add_parser("export", help="write conversations.jsonl and summary.json from a log")
     e.add_argument("run_dir")
+    e.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl",
+                   help="parquet: conversations.parquet (datasets loads it), written a row group at a time")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=export)
 
@@ -58,10 +60,10 @@ def _show(rows: Iterator[dict[str, Any]], args: argparse.Namespace) -> None:
 
 
 def export(args: argparse.Namespace) -> int:
-    summary = export_run(Path(args.run_dir))
+    summary = export_run(Path(args.run_dir), args.format)
     if args.json:
         print_json(summary.to_json())
     else:
-        print(f"wrote {args.run_dir}/conversations.jsonl and summary.json "
+        print(f"wrote {args.run_dir}/conversations.{args.format} and summary.json "
               f"({summary.conversations} conversations, {summary.turns} turns)")
     return 0

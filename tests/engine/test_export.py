@@ -74,3 +74,15 @@ def test_one_conversation_is_read_out_of_any_run(tmp_path):
     assert conv is not None and conv.status == whole.status == "done" and torn > 0
     assert [t.text for t in conv.ordered_turns()] == [t.text for t in whole.ordered_turns()]
     assert one_conversation(run, "nobody")[0] is None
+
+
+def test_parquet_export_has_the_rows_of_the_jsonl_and_datasets_loads_it(tmp_path):
+    datasets = __import__("pytest").importorskip("datasets")
+    run = _messy_run(tmp_path / "r")
+    rows = [orjson.loads(line) for line in _rows_in_memory(run).splitlines()]
+    summary = export_run(run, "parquet")
+    assert not (run / "conversations.jsonl").exists() and summary.conversations == len(rows) == 60
+    ds = datasets.load_dataset("parquet", data_files=str(run / "conversations.parquet"), split="train")
+    assert ds["id"] == [r["id"] for r in rows] and ds["status"] == [r["status"] for r in rows]
+    assert ds["turns"] == [r["turns"] for r in rows] and ds["reason"] == [r.get("reason") for r in rows]
+    assert [orjson.loads(m) for m in ds["meta"]] == [r["meta"] for r in rows]
