@@ -29,7 +29,7 @@ CASES = [  # (raised inside a stage, exit code or None for "a crash: the excepti
 
 @pytest.mark.parametrize("error,code", CASES, ids=[type(c[0]).__name__ for c in CASES])
 def test_each_error_has_one_exit_code_and_one_line(monkeypatch, capsys, tmp_path, error, code):
-    def fail(_run_dir):
+    def fail(*_args):
         raise error
     monkeypatch.setattr("culturepark.commands.logs.export_run", fail)
     if code is None:
