@@ -92,6 +92,9 @@ class EndedIds:
                 return status
         return None
 
+    def __contains__(self, conv_id: object) -> bool:
+        return isinstance(conv_id, str) and self.status(conv_id) is not None
+
     def __len__(self) -> int:
         return len(self._array("done")) + len(self._array("failed"))
 

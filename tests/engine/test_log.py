@@ -106,6 +106,7 @@ def test_resume_state_and_export_do_not_depend_on_the_order_logs_are_read(tmp_pa
     state = ResumeState.from_records([turn("a", 2), done, turn("a", 0), turn("a", 1), failed, turn("b", 0)])
     assert state.status("a") == "done" and "a" not in state.turns  # a done conversation needs no turns
     assert state.status("b") is None and [t.index for t in state.turns["b"]] == [0] and len(state.ended) == 1
+    assert "a" in state.ended and "b" not in state.ended  # the study server asks who ended this way
     retried = ResumeState.from_records([failed, turn("a", 0), turn("a", 1)])
     assert retried.status("a") == "failed" and [t.index for t in retried.turns["a"]] == [0, 1]
     gap = ResumeState.from_records([turn("a", 0), turn("a", 2)])
