@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from culturepark.agents.answers import parse_scale_answer
 from culturepark.agents.cultures import Culture, load_table, resolve_culture
@@ -212,16 +212,18 @@ class EducationPlan:
             "likert": list(sc.questionnaire.likert), "free_text": sc.questionnaire.free_text,
         }
 
-    def conversations(self) -> Iterator[ConversationSpec]:
-        """Per culture, arms assigned to learner slots by a seeded shuffle (balanced, blind)."""
+    def conversations(self, keep: Callable[[str], bool] | None = None) -> Iterator[ConversationSpec]:
+        """Per culture, arms assigned to learner slots by a seeded shuffle (balanced, blind);
+        `keep(id)` skips a learner before its meta is made (see `Plan.conversations`)."""
         sc = self.scenario
         seq = 0
         for culture in self.cultures:
             slots = [arm.name for arm in sc.arms for _ in range(sc.learners_per_arm)]
             random.Random(f"{sc.seed}:assign:{culture.name}").shuffle(slots)
             for number, arm in enumerate(slots):
-                yield ConversationSpec(f"{culture.name}:learner{number:03d}", seq,
-                                       self.participant_meta(culture, arm, number, "simulated"))
+                conv_id = f"{culture.name}:learner{number:03d}"
+                if keep is None or keep(conv_id):
+                    yield ConversationSpec(conv_id, seq, self.participant_meta(culture, arm, number, "simulated"))
                 seq += 1
 
 

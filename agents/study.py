@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Protocol
+from typing import Any, Callable, ClassVar, Iterator, Protocol
 
 from culturepark.agents.cultures import Culture
 from culturepark.agents.education import EducationPolicy, build_education_plan, tutor_configs
@@ -30,7 +30,7 @@ class StudyPlan(Protocol):
 
     @property
     def size(self) -> int: ...
-    def conversations(self) -> Iterator[ConversationSpec]: ...
+    def conversations(self, keep: Callable[[str], bool] | None = None) -> Iterator[ConversationSpec]: ...
 
 
 @dataclass(frozen=True)

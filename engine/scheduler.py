@@ -3,7 +3,8 @@
 A conversation asks its `TurnPolicy` who speaks next and with which request,
 awaits its endpoint, appends the turn to the log, and repeats until the policy
 says it is over. Concurrency is a fixed pool of worker coroutines pulling from
-one lazy iterator, so memory follows the concurrency, not the run's size.
+one lazy source (a generated plan, or specs streamed in by a Ray driver through a
+`SpecFeed`), so memory follows the concurrency, not the run's size.
 
 Determinism: a policy is a pure function of (conversation spec, turns so far),
 so a resumed conversation continues exactly where its log stops.
@@ -16,7 +17,7 @@ import time
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -167,11 +168,60 @@ class SchedulerConfig:
 def pending_conversations(conversations: Iterable[ConversationSpec], resume: ResumeState | None,
                           retry_failed: bool) -> Iterator[ConversationSpec]:
     """The conversations a (resumed) run still has to hold: not done, and failed only if retried."""
-    for conv in conversations:
-        status = resume.status(conv.id) if resume else None
-        if status == "done" or (status == "failed" and not retry_failed):
-            continue
-        yield conv
+    return (conv for conv in conversations if still_to_hold(conv.id, resume, retry_failed))
+
+
+def still_to_hold(conv_id: str, resume: ResumeState | None, retry_failed: bool) -> bool:
+    status = resume.status(conv_id) if resume else None
+    return not (status == "done" or (status == "failed" and not retry_failed))
+
+
+class SpecFeed:
+    """Conversation specs pushed in chunks by another process (the Ray driver) and read by the
+    scheduler as an async iterable. The queue is short, so a producer that runs ahead waits in
+    `put` (backpressure): a worker holds a few chunks, never its whole shard."""
+
+    def __init__(self, depth: int = 4) -> None:
+        self._queue: asyncio.Queue[list[ConversationSpec] | None] = asyncio.Queue(depth)
+
+    async def put(self, chunk: list[ConversationSpec]) -> None:
+        await self._queue.put(chunk)
+
+    async def close(self) -> None:
+        """No more specs: the scheduler ends once it has held the ones it has."""
+        await self._queue.put(None)
+
+    async def __aiter__(self) -> AsyncIterator[ConversationSpec]:
+        while (chunk := await self._queue.get()) is not None:
+            for spec in chunk:
+                yield spec
+
+
+class _Pending:
+    """The one source the scheduler's worker coroutines share: a plain iterable (read without a
+    lock; nothing awaits inside `next`) or an async one (read under a lock, since two coroutines
+    may not step one async generator at once)."""
+
+    def __init__(self, conversations: Iterable[ConversationSpec] | AsyncIterable[ConversationSpec],
+                 resume: ResumeState | None, retry_failed: bool) -> None:
+        self._resume, self._retry_failed = resume, retry_failed
+        self._sync: Iterator[ConversationSpec] | None = None
+        self._async: AsyncIterator[ConversationSpec] | None = None
+        if isinstance(conversations, AsyncIterable):
+            self._async = aiter(conversations)
+        else:
+            self._sync = pending_conversations(conversations, resume, retry_failed)
+        self._lock = asyncio.Lock()
+
+    async def next(self) -> ConversationSpec | None:
+        if self._sync is not None:
+            return next(self._sync, None)
+        assert self._async is not None
+        async with self._lock:
+            async for conv in self._async:
+                if still_to_hold(conv.id, self._resume, self._retry_failed):
+                    return conv
+            return None
 
 
 def turn_record(conv: ConversationSpec, index: int, nxt: TurnRequest, completion: Completion,
@@ -211,9 +261,9 @@ class Scheduler:
             self._stopping = True
             self.stats.stop_reason = reason
 
-    async def run(self, conversations: Iterable[ConversationSpec],
+    async def run(self, conversations: Iterable[ConversationSpec] | AsyncIterable[ConversationSpec],
                   resume: ResumeState | None = None, retry_failed: bool = False) -> RunStats:
-        pending = pending_conversations(conversations, resume, retry_failed)
+        pending = _Pending(conversations, resume, retry_failed)
         workers = [asyncio.create_task(self._worker(pending, resume))
                    for _ in range(max(1, self.config.concurrency))]
         try:
@@ -231,8 +281,8 @@ class Scheduler:
             raise self._account_error  # after the stop record: the log says why, --resume continues
         return self.stats
 
-    async def _worker(self, pending: Iterator[ConversationSpec], resume: ResumeState | None) -> None:
-        for conv in pending:
+    async def _worker(self, pending: _Pending, resume: ResumeState | None) -> None:
+        while (conv := await pending.next()) is not None:
             if self._stopping:
                 return
             prior = resume.turns.pop(conv.id, None) if resume else None

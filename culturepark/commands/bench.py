@@ -51,6 +51,8 @@ def register(sub: Any) -> None:
     bs.add_argument("--turns", type=positive_int, default=2)
     bs.add_argument("--data-dir", help="WVS data directory (default: as for `run`)")
     bs.add_argument("--work", help="where the run directory goes (default: the system's temporary directory)")
+    bs.add_argument("--ray-workers", type=positive_int, default=0, metavar="W",
+                    help="also run it on a local Ray instance with W workers; compare the exports")
     bs.add_argument("--json", action="store_true", help="(output is always JSON lines)")
     bs.set_defaults(func=bench)
 

@@ -3,6 +3,12 @@
 How it divides the work:
 - **Conversations** are sharded by a stable hash of their id (blake2b, not Python's salted
   `hash`), so a conversation belongs to the same worker for a given worker count.
+- **Specs are streamed**, never materialised: for each shard the driver walks the plan lazily,
+  making only that shard's pending specs (`plan.conversations(keep=…)`: an id that is not the
+  shard's costs a hash, not a stance draw), and pushes them to the actor in chunks of
+  `CHUNK`; the actor's `SpecFeed` holds a few chunks and makes the driver wait when full. One
+  feeder task per shard, so an actor still waiting for a GPU holds up no other shard, and a
+  replacement worker is fed by a fresh walk — the same mechanism as a first start.
 - **Each worker** is a Ray actor running the ordinary asyncio engine (scheduler, endpoint,
   limiter, retries) on its shard, appending to its own log `RUN_DIR/shards/NNNN.jsonl`. The
   driver holds the run directory's lock and writes the header; readers (export, replay,
@@ -13,6 +19,8 @@ How it divides the work:
   Nothing crosses the network per request (no limiter actor on the hot path); the cost is a
   tail where a worker with a longer queue cannot borrow an idle worker's budget until that
   worker has finished. Concurrency is the scenario's total, split the same way.
+- **Progress** comes from the actors' counters over RPC; the driver reads no log while a run
+  goes on (only to rebuild a dead worker's state, and to export at the end, in one streaming pass).
 - **A worker that dies** (its process killed, its node lost) is replaced: the driver reads
   the logs back (cutting the dead worker's torn last line) and starts a new actor, with a new
   shard file, on what is left of that shard. Finished turns are never asked for again.
@@ -23,14 +31,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import math
 import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from culturepark.agents.study import study_for
+from culturepark.agents.study import StudyPlan, study_for
 from culturepark.engine.errors import AccountError, InputError, LogWriteError
 from culturepark.engine.export import EndpointCounts
 from culturepark.engine.files import atomic_write_json
@@ -42,7 +51,8 @@ from culturepark.engine.scheduler import (
     RunStats,
     Scheduler,
     SchedulerConfig,
-    pending_conversations,
+    SpecFeed,
+    still_to_hold,
 )
 from culturepark.engine.stage import ShardLog, Stage, distinct
 from culturepark.runs.in_process import Progress, RunResult, export_after
@@ -52,6 +62,8 @@ from culturepark.scenarios.loader import parse_scenario
 from culturepark.scenarios.schema import AnyScenario, Limits
 
 WORKERS_NAME = "workers.json"
+CHUNK = 256  # specs per push to a worker; its SpecFeed holds FEED_DEPTH chunks
+FEED_DEPTH = 4
 INSTALL_HINT = "--ray needs Ray: pip install 'culturepark[ray]'"
 
 
@@ -83,10 +95,10 @@ def import_ray() -> Any:
 
 @dataclass
 class WorkerTask:
-    """What one actor is given: its conversations, the turns they already have, its log file."""
+    """What one actor is given up front: the turns its unfinished conversations already have and
+    its log file. Its conversations arrive afterwards, streamed through `feed_specs`."""
 
     shard: int
-    specs: list[ConversationSpec]
     resume: ResumeState
     log_path: Path
 
@@ -98,6 +110,14 @@ class RunWorker:
         self.scenario: AnyScenario = parse_scenario(scenario, "<ray worker>")
         self.scheduler: Scheduler | None = None
         self.endpoints: dict[str, Any] = {}
+        self.feed = SpecFeed(FEED_DEPTH)
+
+    async def feed_specs(self, chunk: list[ConversationSpec]) -> None:
+        """The driver pushes this shard's specs; waits while the feed is full (backpressure)."""
+        await self.feed.put(chunk)
+
+    async def end_feed(self) -> None:
+        await self.feed.close()
 
     async def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "host": socket.gethostname()}
@@ -129,7 +149,7 @@ class RunWorker:
             self.scheduler = Scheduler(study.policy(), self.endpoints, log,
                                        SchedulerConfig(concurrency=concurrency, budget_usd=budget_usd))
             try:
-                await self.scheduler.run(task.specs, stage.resume_state, retry_failed=retry_failed)
+                await self.scheduler.run(self.feed, stage.resume_state, retry_failed=retry_failed)
             except (LogWriteError, AccountError) as exc:
                 error = str(exc)
         s = self.scheduler.stats if self.scheduler else None
@@ -150,6 +170,7 @@ class _Slot:
     logs: list[Path] = field(default_factory=list)  # every shard file this slot's actors wrote this session
     result: dict[str, Any] | None = None
     restarts: int = 0
+    feeder: asyncio.Task[None] | None = None  # streams this shard's specs to the current actor
 
 
 class _Progress:
@@ -169,20 +190,35 @@ class _Progress:
         s.cost_usd = sum(p["cost_usd"] for p in parts)
 
 
-def _shard_tasks(state: ResumeState, specs: list[ConversationSpec], workers: int, retry_failed: bool,
-                 only: int | None = None) -> dict[int, tuple[list[ConversationSpec], ResumeState]]:
-    """Give each shard its unfinished conversations and the turns they already have (what ended
-    is already filtered out here, so a shard's state needs no ended ids)."""
-    out: dict[int, tuple[list[ConversationSpec], ResumeState]] = {}
-    for conv in pending_conversations(specs, state, retry_failed):
-        k = shard_of(conv.id, workers)
-        if only is not None and k != only:
-            continue
-        shard_specs, shard_state = out.setdefault(k, ([], ResumeState()))
-        shard_specs.append(conv)
-        if conv.id in state.turns:
-            shard_state.turns[conv.id] = state.turns[conv.id]
-    return out
+@dataclass
+class ShardWalk:
+    """One shard's pending conversations, made lazily from the plan in chunks (see module doc).
+    What ended is filtered out here, so the shard's own state needs no ended ids."""
+
+    plan: StudyPlan
+    state: ResumeState
+    workers: int
+    limit: int | None
+    retry_failed: bool
+
+    def specs(self, shard: int) -> Iterator[ConversationSpec]:
+        def keep(conv_id: str) -> bool:  # the cheap test first: most ids belong to other shards
+            return shard_of(conv_id, self.workers) == shard and still_to_hold(conv_id, self.state, self.retry_failed)
+
+        for conv in self.plan.conversations(keep):
+            if self.limit is not None and conv.seq >= self.limit:
+                return
+            yield conv
+
+    def chunks(self, shard: int) -> Iterator[list[ConversationSpec]]:
+        specs = self.specs(shard)
+        while chunk := list(itertools.islice(specs, CHUNK)):
+            yield chunk
+
+    def resume(self, shard: int) -> ResumeState:
+        """The turns this shard's unfinished conversations already have (bounded by concurrency)."""
+        return ResumeState(turns={cid: turns for cid, turns in self.state.turns.items()
+                                  if shard_of(cid, self.workers) == shard})
 
 
 async def run_ray_async(scenario_ref: str | Path | AnyScenario, opts: RunOptions, ray_opts: RayOptions,
@@ -196,9 +232,7 @@ async def run_ray_async(scenario_ref: str | Path | AnyScenario, opts: RunOptions
     prepared = prepare(scenario_ref, opts)
     scenario, plan, out = prepared.scenario, prepared.plan, prepared.out
     endpoints = make_endpoints(prepared.study.backends(), scenario.limits, scenario.retry, scenario.seed)
-    specs = list(plan.conversations())
-    if opts.limit is not None:
-        specs = specs[: opts.limit]
+    total = min(opts.limit, plan.size) if opts.limit is not None else plan.size
     # The driver checks the provider once, before anything is written, and starts no model:
     # its log holds the header only; the workers send the requests and write the shards.
     async with Stage.in_dir(endpoints, out, opts.resume, scenario.content_hash(), fsync=scenario.output.fsync,
@@ -209,13 +243,13 @@ async def run_ray_async(scenario_ref: str | Path | AnyScenario, opts: RunOptions
         for notice in plan.notices:
             say(notice)
         already = len(stage.resume_state.ended) if stage.resume_state else 0
-        tasks = _shard_tasks(stage.resume_state or ResumeState(), specs, ray_opts.workers, opts.retry_failed)
+        walk = ShardWalk(plan, stage.resume_state or ResumeState(), ray_opts.workers, opts.limit, opts.retry_failed)
         driver = _Driver(ray, scenario, out, ray_opts, opts.retry_failed, say)
         ticker = None
         if progress:
-            ticker = asyncio.create_task(progress(driver.progress, min(len(specs), plan.size), already))
+            ticker = asyncio.create_task(progress(driver.progress, total, already))
         try:
-            error = await driver.run(tasks, specs)
+            error = await driver.run(walk)
         finally:
             if ticker:
                 ticker.cancel()
@@ -278,14 +312,25 @@ class _Driver:
                     for rec in LogReader(path, has_header=False).records() if isinstance(rec, TurnRecord))
         return max(share - spent, 1e-9)
 
-    def _launch(self, slot: _Slot, task: WorkerTask) -> None:
+    def _launch(self, slot: _Slot, walk: ShardWalk, chunks: Iterator[list[ConversationSpec]]) -> None:
         limits, concurrency = self._share()
         budget = self._budget(slot)
+        task = WorkerTask(slot.shard, walk.resume(slot.shard), new_shard_path(self.out))
         slot.actor = self.actor_cls.remote(self.scenario.model_dump(mode="json"))
         slot.info = {}  # known once the actor has started (it may wait for a free GPU first)
         slot.log_path = task.log_path
         slot.logs.append(task.log_path)
         slot.ref = slot.actor.run.remote(task, limits, concurrency, self.retry_failed, budget)
+        slot.feeder = asyncio.create_task(self._feed(slot.actor, chunks))
+
+    async def _feed(self, actor: Any, chunks: Iterator[list[ConversationSpec]]) -> None:
+        """Push a shard's specs to its actor; a dead actor ends the feed (`_supervise` replaces it)."""
+        try:
+            for chunk in chunks:
+                await actor.feed_specs.remote(chunk)
+            await actor.end_feed.remote()
+        except self.ray.exceptions.RayActorError:
+            return
 
     def _record_workers(self) -> None:
         atomic_write_json(self.out / "workers.json", {
@@ -293,17 +338,22 @@ class _Driver:
                      "restarts": s.restarts, "started": bool(s.info), "finished": s.result is not None}
             for k, s in sorted(self.slots.items())})
 
-    async def run(self, tasks: dict[int, tuple[list[ConversationSpec], ResumeState]],
-                  specs: list[ConversationSpec]) -> str | None:
-        for k in sorted(tasks):
-            self.slots[k] = _Slot(k)
-        for k, (shard_specs, state) in sorted(tasks.items()):
-            self._launch(self.slots[k], WorkerTask(k, shard_specs, state, new_shard_path(self.out)))
+    async def run(self, walk: ShardWalk) -> str | None:
+        """A worker for every shard with something pending (found by walking to its first chunk)."""
+        starts = {}
+        for k in range(self.opts.workers):
+            chunks = walk.chunks(k)
+            first = next(chunks, None)
+            if first is not None:
+                self.slots[k] = _Slot(k)
+                starts[k] = itertools.chain([first], chunks)
+        for k, chunks in starts.items():
+            self._launch(self.slots[k], walk, chunks)
         self._record_workers()
         errors: list[str] = []
         poller = asyncio.create_task(self._poll())
         try:
-            await asyncio.gather(*(self._supervise(slot, specs, errors) for slot in self.slots.values()))
+            await asyncio.gather(*(self._supervise(slot, walk, errors) for slot in self.slots.values()))
         finally:
             poller.cancel()
             for slot in self.slots.values():
@@ -311,7 +361,7 @@ class _Driver:
         self.progress.update([s.result for s in self.slots.values() if s.result])
         return "; ".join(errors) or None
 
-    async def _supervise(self, slot: _Slot, specs: list[ConversationSpec], errors: list[str]) -> None:
+    async def _supervise(self, slot: _Slot, walk: ShardWalk, errors: list[str]) -> None:
         """Wait for one shard's actor; replace it while it dies and restarts are left.
 
         Each shard is watched on its own, so an actor still waiting for a GPU holds up nobody else.
@@ -322,7 +372,7 @@ class _Driver:
                 self._record_workers()
                 slot.result = await slot.ref
             except self.ray.exceptions.RayActorError as exc:
-                await self._replace(slot, specs, exc, errors)
+                await self._replace(slot, walk, exc, errors)
                 self._record_workers()
                 continue
             except self.ray.exceptions.RayTaskError as exc:  # the engine raised: report, do not retry
@@ -336,12 +386,14 @@ class _Driver:
 
     def _free(self, slot: _Slot) -> None:
         """End a worker whose shard is over, so its model and GPU go to a worker still waiting for one."""
+        if slot.feeder is not None:
+            slot.feeder.cancel()
+            slot.feeder = None
         if slot.actor is not None:
             self.ray.kill(slot.actor, no_restart=True)
             slot.actor = None
 
-    async def _replace(self, slot: _Slot, specs: list[ConversationSpec], exc: Exception,
-                       errors: list[str]) -> None:
+    async def _replace(self, slot: _Slot, walk: ShardWalk, exc: Exception, errors: list[str]) -> None:
         cause = type(exc).__name__
         if slot.restarts >= self.opts.max_restarts:
             slot.result = {"done": 0, "failed": 0, "turns": 0, "endpoints": [], "error": cause}
@@ -350,12 +402,13 @@ class _Driver:
             return
         slot.restarts += 1
         self.say(f"worker {slot.shard} died ({cause}); replacing it (restart {slot.restarts})")
+        if slot.feeder is not None:
+            slot.feeder.cancel()
         reader = LogReader(self.out)
         state = ResumeState.from_records(reader.records())
         reader.cut_torn()  # the dead worker's torn last line
-        left = _shard_tasks(state, specs, self.opts.workers, self.retry_failed, only=slot.shard)
-        shard_specs, state = left.get(slot.shard, ([], ResumeState()))
-        self._launch(slot, WorkerTask(slot.shard, shard_specs, state, new_shard_path(self.out)))
+        again = ShardWalk(walk.plan, state, walk.workers, walk.limit, walk.retry_failed)
+        self._launch(slot, again, again.chunks(slot.shard))
 
     async def _rebalance(self) -> None:
         limits, _ = self._share()

@@ -105,6 +105,15 @@ def test_never_asked_items_are_skipped_with_a_notice(tiny_data):
     assert plan.size == len(ids) == 3
 
 
+def test_a_plan_walked_for_some_ids_gives_exactly_those_specs_unchanged(tiny_data):
+    """What a Ray shard's feeder relies on: skipping ids changes no other spec (seq, stance, meta)."""
+    plan = _plan(tiny_data, conversations_per_item=7, seed=3)
+    every = list(plan.conversations())
+    odd = list(plan.conversations(keep=lambda conv_id: hash(conv_id) % 2 == 1))
+    assert 0 < len(odd) < len(every)
+    assert odd == [c for c in every if hash(c.id) % 2 == 1]
+
+
 def test_same_seed_same_personas_other_seed_differs(tiny_data):
     a = [c.meta["stance_code"] for c in _plan(tiny_data, conversations_per_item=20, seed=5).conversations()]
     b = [c.meta["stance_code"] for c in _plan(tiny_data, conversations_per_item=20, seed=5).conversations()]

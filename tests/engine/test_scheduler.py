@@ -9,7 +9,14 @@ from culturepark.engine.log import RunLog, read_log
 from culturepark.engine.pricing import Price
 from culturepark.engine.records import EndRecord, RunHeader, StopRecord, TurnRecord
 from culturepark.engine.retry import RetryPolicy
-from culturepark.engine.scheduler import ConversationSpec, ResumeState, Scheduler, SchedulerConfig, TurnRequest
+from culturepark.engine.scheduler import (
+    ConversationSpec,
+    ResumeState,
+    Scheduler,
+    SchedulerConfig,
+    SpecFeed,
+    TurnRequest,
+)
 from culturepark.testing.sim_server import Fault
 
 
@@ -144,6 +151,45 @@ async def test_conversations_are_pulled_lazily_as_workers_free_up(sim, tmp_path)
     log.close()
     await ep.aclose()
     assert stats.done == 200 and max(ahead) <= 1  # never more than one spec made ahead of its start
+
+
+async def test_specs_fed_in_chunks_run_like_a_plan_and_the_producer_stays_a_few_chunks_ahead(sim, tmp_path):
+    """The Ray driver's way in: chunks pushed into a SpecFeed; a resumed feed skips what ended."""
+    import asyncio
+
+    url = await sim(seed=2)
+    ref_dir, _ = await _run(tmp_path, url, _convs(40), name="ref")
+    export_run(ref_dir)
+    lines = (ref_dir / "log.jsonl").read_bytes().splitlines(keepends=True)
+    cut_dir = tmp_path / "fed"
+    cut_dir.mkdir()
+    (cut_dir / "log.jsonl").write_bytes(b"".join(lines[:61]))  # some done, some mid-way
+    state = ResumeState.from_records(read_log(cut_dir / "log.jsonl").records)
+    feed, consumed, lead = SpecFeed(depth=2), [], []
+
+    class Counting(PingPong):
+        def next_turn(self, conv, turns):
+            if not turns or conv.id not in consumed:
+                consumed.append(conv.id)
+            return super().next_turn(conv, turns)
+
+    async def produce():
+        convs = _convs(40)
+        for start in range(0, 40, 4):
+            await feed.put(convs[start:start + 4])
+            lead.append(start + 4 - len(consumed))  # specs pushed but not yet begun
+        await feed.close()
+
+    log = RunLog(cut_dir / "log.jsonl", fsync="never").open()
+    ep = Endpoint(OpenAIHTTPBackend(url, "m"), retry=RetryPolicy(3, 0.01, 0.02))
+    sched = Scheduler(Counting(4), {"x": ep}, log, SchedulerConfig(concurrency=3))
+    _, stats = await asyncio.gather(produce(), sched.run(feed, state))
+    log.close()
+    await ep.aclose()
+    export_run(cut_dir)
+    assert (cut_dir / "conversations.jsonl").read_bytes() == (ref_dir / "conversations.jsonl").read_bytes()
+    assert stats.done == 40 - len(state.ended)  # the ended ones were skipped, not asked again
+    assert max(lead) <= 4 * (2 + 1) + 3 + len(state.ended)  # queue depth + one chunk in hand + running
 
 
 def test_resume_state_keeps_what_resuming_needs_and_nothing_more():

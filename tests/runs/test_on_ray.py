@@ -10,7 +10,7 @@ import yaml
 
 from culturepark.engine.log import read_log, shard_paths
 from culturepark.runs.in_process import run_async
-from culturepark.runs.on_ray import RayOptions, run_ray_async, shard_of, split_limits
+from culturepark.runs.on_ray import CHUNK, RayOptions, ShardWalk, run_ray_async, shard_of, split_limits
 from culturepark.runs.prepare import RunOptions
 from culturepark.scenarios.schema import Limits
 from tests.conftest import run_cli, scenario_dict
@@ -32,6 +32,37 @@ def test_shards_are_a_stable_hash_of_the_conversation_id():
     assert sum(counts) == 400 and min(counts) > 60  # spread over every worker
     assert split_limits(Limits(rpm=1200, tpm=90_000), 3).model_dump(include={"rpm", "tpm"}) == \
         {"rpm": 400, "tpm": 30_000}
+
+
+def test_shard_walks_cover_the_pending_plan_once_in_chunks_without_making_other_shards_specs(tiny_data):
+    """The driver's stream: every pending spec of the (limited) plan reaches exactly one shard,
+    in seq order, in chunks of at most CHUNK; a shard's walk draws no stance for others' ids."""
+    from culturepark.agents.protocol import build_plan
+    from culturepark.engine.records import EndRecord
+    from culturepark.engine.scheduler import ResumeState
+    from culturepark.scenarios.loader import parse_scenario
+
+    plan = build_plan(parse_scenario(scenario_dict(conversations_per_item=300)), tiny_data)
+    every = list(plan.conversations())
+    limit = len(every) - 7
+    ended = [EndRecord(c.id, c.seq, "done" if c.seq % 3 else "failed") for c in every[:200:2]]
+    state = ResumeState.from_records(ended)
+    made = []
+    original = type(plan)._meta
+    type(plan)._meta = lambda self, culture, item, stance: made.append(1) or original(self, culture, item, stance)
+    try:
+        walk = ShardWalk(plan, state, workers=3, limit=limit, retry_failed=True)
+        shards = {k: [chunk for chunk in walk.chunks(k)] for k in range(3)}
+    finally:
+        type(plan)._meta = original
+    got = [spec for k in range(3) for chunk in shards[k] for spec in chunk]
+    wanted = [c for c in every[:limit] if state.status(c.id) != "done"]  # failed ones are retried
+    assert sorted(s.seq for s in got) == [c.seq for c in wanted]
+    assert len(got) <= len(made) <= len(got) + 3  # each walk makes at most one spec past the limit
+    assert all(len(chunk) <= CHUNK for k in range(3) for chunk in shards[k])
+    assert all(shard_of(spec.id, 3) == k for k in range(3) for chunk in shards[k] for spec in chunk)
+    by_id = {c.id: c for c in every}
+    assert all(spec == by_id[spec.id] for spec in got)  # the very specs a single process makes
 
 
 def test_ray_runs_match_a_single_process_run_keep_the_budget_and_survive_a_killed_worker(tmp_path, tiny_data):
@@ -116,3 +147,15 @@ def test_the_dollar_budget_is_split_over_workers_not_multiplied(tmp_path, tiny_d
     # budget would let each worker spend 2.0, i.e. 4.0 or more in all)
     assert 2.0 <= result.summary.cost_usd <= 2.0 + 2 * dearest < 4.0
     assert result.summary.stops == ["budget_reached", "budget_reached"] and result.exit_code == 1
+
+
+def test_bench_scale_runs_every_phase_and_the_ray_export_equals_the_single_process_one(tmp_path, tiny_data):
+    r = run_cli("bench", "scale", "--conversations", "300", "--ray-workers", "2", "--data-dir", str(tiny_data),
+                "--work", str(tmp_path), timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = [orjson.loads(line) for line in r.stdout.splitlines()]
+    phases = [row["phase"] for row in rows]
+    assert phases[0].startswith("run") and phases[-2] == "export" and phases[-1].startswith("ray run")
+    assert rows[-2]["rc"] == 0 and rows[-1]["rc"] == 0 and rows[-1]["export_identical"] is True
+    assert all(row["conversations"] >= 300 and row["turns"] == 2 * row["conversations"] for row in rows)
+    assert all(row["peak_rss_mb"] > 0 and row["log_bytes_per_turn"] > 0 for row in rows)
