@@ -62,24 +62,31 @@ def _digest(conv_id: str) -> bytes:
 
 
 class EndedIds:
-    """Which conversations ended, and how, in 16 bytes per id (a 128-bit blake2b digest in a sorted
-    array): 16 MB per million conversations where a dict of their ids would take ~100 MB.
-    A `done` end outranks a `failed` one, whatever order the logs are read in."""
+    """Which conversations ended, and how, in 16 bytes per id (a 128-bit blake2b digest): 16 MB
+    per million conversations where a set of their ids would take ~100 MB.
+
+    Why this shape: the digests are appended to a bytearray while the log is read, then sorted
+    *in place* (a numpy view of that same buffer) the first time one is looked up, so the peak is
+    the ids themselves — `np.unique` would have copied and arg-sorted them (~5× the ids). Lookups
+    are a binary search. A `done` end outranks a `failed` one, whatever order the logs are read in.
+    """
 
     def __init__(self) -> None:
-        self._done, self._failed = bytearray(), bytearray()
-        self._sorted: dict[str, np.ndarray] = {}
+        self._ids: dict[str, bytearray] = {"done": bytearray(), "failed": bytearray()}
+        self._views: dict[str, np.ndarray] | None = None  # sorted views of _ids, made on first lookup
 
     def add(self, conv_id: str, status: str) -> None:
-        (self._done if status == "done" else self._failed).extend(_digest(conv_id))
-        self._sorted = {}
+        self._views = None  # drop the views first: a bytearray cannot grow while one is exported
+        self._ids["done" if status == "done" else "failed"].extend(_digest(conv_id))
 
-    def _array(self, status: str) -> np.ndarray:
-        if status not in self._sorted:
-            done = np.unique(np.frombuffer(bytes(self._done), dtype="V16"))
-            failed = np.unique(np.frombuffer(bytes(self._failed), dtype="V16"))
-            self._sorted = {"done": done, "failed": np.setdiff1d(failed, done)}
-        return self._sorted[status]
+    def _sorted(self) -> dict[str, np.ndarray]:
+        if self._views is None:
+            self._views = {}
+            for status, buf in self._ids.items():
+                view = np.frombuffer(buf, dtype="V16")
+                view.sort()  # in place, in the bytearray: no copy
+                self._views[status] = view
+        return self._views
 
     @staticmethod
     def _has(array: np.ndarray, digest: np.ndarray) -> bool:
@@ -88,16 +95,38 @@ class EndedIds:
 
     def status(self, conv_id: str) -> str | None:
         digest = np.frombuffer(_digest(conv_id), dtype="V16")[0]
+        views = self._sorted()
         for status in ("done", "failed"):
-            if self._has(self._array(status), digest):
+            if self._has(views[status], digest):
                 return status
         return None
 
     def __contains__(self, conv_id: object) -> bool:
         return isinstance(conv_id, str) and self.status(conv_id) is not None
 
+    @property
+    def nbytes(self) -> int:
+        return sum(len(buf) for buf in self._ids.values())
+
     def __len__(self) -> int:
-        return len(self._array("done")) + len(self._array("failed"))
+        """Distinct ended conversations (an id logged done and failed, or twice, counts once)."""
+        views = self._sorted()
+        done, failed = _distinct(views["done"]), _distinct(views["failed"])
+        if len(done) == 0 or len(failed) == 0:
+            return len(done) + len(failed)
+        at = np.minimum(np.searchsorted(done, failed), len(done) - 1)
+        both = (done[at].view(np.uint64).reshape(-1, 2) == failed.view(np.uint64).reshape(-1, 2)).all(axis=1)
+        return len(done) + len(failed) - int(np.count_nonzero(both))
+
+
+def _distinct(sorted_ids: np.ndarray) -> np.ndarray:
+    """The distinct values of a sorted V16 array (compared as two uint64 halves)."""
+    if len(sorted_ids) < 2:
+        return sorted_ids
+    halves = sorted_ids.view(np.uint64).reshape(-1, 2)
+    first = np.ones(len(sorted_ids), dtype=bool)
+    first[1:] = (halves[1:] != halves[:-1]).any(axis=1)
+    return sorted_ids if first.all() else sorted_ids[first]
 
 
 @dataclass(slots=True)

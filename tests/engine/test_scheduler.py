@@ -204,6 +204,19 @@ def test_resume_state_keeps_what_resuming_needs_and_nothing_more():
     state = ResumeState.from_records(records())
     assert len(state.turns) == 50 and all(len(t) == 1 for t in state.turns.values())  # open or failed ones only
     assert len(state.ended) == 49_950 + 10
-    assert state.ended._array("done").nbytes == 16 * 49_950  # 16 bytes per ended id
+    assert state.ended.nbytes == 16 * (49_950 + 10)  # 16 bytes per ended id
     assert state.status("Chinese:Q0:0") == "done" and state.status("Chinese:Q7:7") == "failed"
     assert state.status("Chinese:Q7:1007") is None and state.status("not in the run") is None
+
+
+def test_ended_ids_count_each_conversation_once_and_take_new_ends_after_a_lookup():
+    from culturepark.engine.scheduler import EndedIds
+
+    ended = EndedIds()
+    for conv_id, status in [("a", "done"), ("b", "failed"), ("a", "failed"), ("b", "failed"), ("a", "done")]:
+        ended.add(conv_id, status)
+    assert len(ended) == 2 and ended.status("a") == "done" and ended.status("b") == "failed"
+    ended.add("b", "done")  # after a lookup sorted the buffers in place: they still grow
+    ended.add("c", "failed")
+    assert len(ended) == 3 and ended.status("b") == "done" and ended.status("c") == "failed"
+    assert "d" not in ended and ended.status("d") is None and len(EndedIds()) == 0
