@@ -32,31 +32,37 @@ def parse_task(task: str) -> EvalTask:
 
 
 async def run_task(settings: EvalSettings, task: EvalTask, data_dir: Path, out: Path, seeds: int,
-                   limit: int | None, samples: int, say: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   limit: int | None, samples: int, say: Callable[[str], None] | None = None,
+                   constant: float = 0.0) -> dict[str, Any]:
     if task.kind == "hofstede":
         return await hofstede.evaluate(settings, list(task.args), data_dir, out, seeds=seeds, samples=samples,
-                                       say=say)
+                                       constant=constant, say=say)
     return await moderation.evaluate(settings, task.args[0], data_dir, out, seeds=seeds, limit=limit, say=say)
 
 
 def headline(report: dict[str, Any]) -> dict[str, Any]:
     """The numbers a comparison table shows (mean ± std over seeds)."""
     if report["task"] == "hofstede":
-        return {c: {"distance_c0": v["distance_c0"], "centred_distance": v["centred_distance"],
-                    "invalid": v["invalid_answers"]} for c, v in report["cultures"].items()}
-    return {"macro_f1": report["macro_f1"], "accuracy": report["accuracy"], "unparseable": report["unparseable"],
+        constant = report.get("constant", 0.0)  # absent before 0.4
+        return {c: {"distance_c0": v["distance_c0"], "constant": constant,
+                    "distance": v.get("distance", v["distance_c0"]), "centred_distance": v["centred_distance"],
+                    "invalid": v["invalid_answers"]}
+                for c, v in report["cultures"].items()}
+    return {"macro_f1": report["macro_f1"], "macro_f1_scored": report.get("macro_f1_scored"),  # absent before 0.4
+            "accuracy": report["accuracy"], "unparseable": report["unparseable"],
             "majority_macro_f1": report["majority_baseline"]["macro_f1"]}
 
 
 async def compare(models: list[str], tasks: list[str], settings: EvalSettings, data_dir: Path, out: Path,
                   seeds: int, limit: int | None, samples: int,
-                  say: Callable[[str], None] | None = None) -> dict[str, Any]:
+                  say: Callable[[str], None] | None = None, constant: float = 0.0) -> dict[str, Any]:
     parsed = [parse_task(t) for t in tasks]
     rows = []
     for model in models:
         s = EvalSettings(**{**settings.__dict__, "model": model})
         for task in parsed:
-            report = await run_task(s, task, data_dir, out / slug(model) / slug(str(task)), seeds, limit, samples, say)
+            report = await run_task(s, task, data_dir, out / slug(model) / slug(str(task)), seeds, limit, samples, say,
+                                    constant)
             rows.append({"model": model, "task": str(task), "result": headline(report), "seeds": report["seeds"],
                          "items_hash": report["items_hash"], "prompts_hash": report["prompts_hash"],
                          "data_hash": report["data_hash"]})
@@ -72,11 +78,13 @@ def table(result: dict[str, Any]) -> str:
     for r in result["rows"]:
         res = r["result"]
         if "macro_f1" in res:
-            text = (f"macro-F1 {fmt(res['macro_f1'])} (majority {res['majority_macro_f1']:.3f}, "
-                    f"unparseable {res['unparseable']})")
+            scored = res.get("macro_f1_scored") or {}
+            text = (f"macro-F1 {fmt(res['macro_f1'])} (parseable only {fmt(scored)}, "
+                    f"majority {res['majority_macro_f1']:.3f}, unparseable {res['unparseable']})")
         else:
-            text = "; ".join(f"{c}: d0 {fmt(v['distance_c0'])}, centred {fmt(v['centred_distance'])}"
-                             for c, v in res.items())
+            text = "; ".join(f"{c}: d0 {fmt(v['distance_c0'])}"
+                             + (f", d(C={v['constant']:g}) {fmt(v['distance'])}" if v.get("constant") else "")
+                             + f", centred {fmt(v['centred_distance'])}" for c, v in res.items())
         lines.append(f"{r['model'][:32]:32s} {r['task'][:32]:32s} {text}")
     return "\n".join(lines)
 

@@ -1,9 +1,13 @@
 """`culturepark eval hofstede`: VSM13 in a culture's role → six indices → published scores.
 
 The VSM13 manual leaves each index's additive constant C to the user, so the comparison is
-given three ways: raw indices (C = 0), their Euclidean distance to the published scores,
-and a C-free centred distance (each dimension centred over the compared cultures; needs
-two or more cultures). Items answered invalidly after retries are counted, never guessed.
+given three ways: raw indices (C = 0) and their Euclidean distance to the published scores
+(`distance_c0`); the distance with a chosen constant added to every index (`distance`,
+`--constant`, default 0; the paper added 50, so `--constant 50` reproduces its distances);
+and a C-free centred distance (each dimension centred over the compared cultures; needs two
+or more cultures). C changes the scoring only, never the requests, so re-scoring a finished
+eval with another C costs nothing. Items answered invalidly after retries are counted, never
+guessed.
 """
 from __future__ import annotations
 
@@ -132,22 +136,28 @@ def _per_seed_means(results: dict[str, Any], chosen: list[Culture], items: list[
     return per_seed, invalid
 
 
+def with_constant(idx: dict[str, float | None], constant: float) -> dict[str, float | None]:
+    return {d: None if v is None else round(v + constant, 4) for d, v in idx.items()}
+
+
 def _add_distances(per_seed: dict[str, list[dict[str, Any]]], published: dict[str, dict[str, Any]],
-                   seeds: int) -> None:
-    """Per seed: distance with C = 0, per-dimension differences, and the centred (C-free) distance."""
+                   seeds: int, constant: float) -> None:
+    """Per seed: distances with C = 0 and with `constant`, per-dimension differences (with
+    `constant`), and the centred (C-free) distance."""
     for s in range(seeds):
         centred = centred_distances({c: runs[s]["indices"] for c, runs in per_seed.items()}, published)
         for c, runs in per_seed.items():
             rec = runs[s]
             dims = [d for d in DIMENSIONS if published[c].get(d) is not None]
             rec["distance_c0"] = distance(rec["indices"], published[c], dims)
-            idx = rec["indices"]
+            idx = with_constant(rec["indices"], constant)
+            rec["distance"] = distance(idx, published[c], dims)
             rec["diffs"] = {d: (None if idx[d] is None else round(idx[d] - published[c][d], 4)) for d in dims}
             rec["centred_distance"] = centred[c]
 
 
 async def evaluate(settings: EvalSettings, cultures: list[str], data_dir: Path, out: Path, seeds: int = 3,
-                   samples: int = 1, temperature: float = 0.7,
+                   samples: int = 1, temperature: float = 0.7, constant: float = 0.0,
                    say: Callable[[str], None] | None = None) -> dict[str, Any]:
     rendering = settings.backend().rendering  # a bad model spec fails before any data is read
     chosen = _cultures(cultures)
@@ -168,9 +178,9 @@ async def evaluate(settings: EvalSettings, cultures: list[str], data_dir: Path, 
 
     published = {c.name: scores.get(c.hofstede or "", {}) for c in chosen}
     per_seed, invalid = _per_seed_means(results, chosen, items, seeds, samples)
-    _add_distances(per_seed, published, seeds)
+    _add_distances(per_seed, published, seeds, constant)
     report = {"task": "hofstede", **info, "data_hash": data_hash, "seeds": seeds, "samples": samples,
-              "temperature": temperature, "cultures": {}}
+              "temperature": temperature, "constant": constant, "cultures": {}}
     for c in chosen:
         runs = per_seed[c.name]
         dims = [d for d in DIMENSIONS if published[c.name].get(d) is not None]
@@ -178,6 +188,7 @@ async def evaluate(settings: EvalSettings, cultures: list[str], data_dir: Path, 
             "hofstede_country": c.hofstede, "published": published[c.name], "dimensions_compared": dims,
             "indices": {d: mean_std(r["indices"][d] for r in runs) for d in DIMENSIONS},
             "distance_c0": mean_std(r["distance_c0"] for r in runs),
+            "distance": mean_std(r["distance"] for r in runs),  # with the constant
             "centred_distance": mean_std(r["centred_distance"] for r in runs),
             "diffs": {d: mean_std(r["diffs"].get(d) for r in runs) for d in dims},
             "invalid_answers": sum(invalid[c.name].values()), "invalid_by_item": invalid[c.name],

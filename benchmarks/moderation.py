@@ -2,9 +2,11 @@
 
 A dataset is a small YAML spec (bundled for the nine shared sets; users write their own).
 Rows whose label is in neither list are reported and skipped, not guessed. Answers that
-cannot be read as yes/no after retries are counted as `unparseable` and left out of the
-metrics (the `coverage` figure says how many were scored). The same rows (a seeded sample
-when `--limit` is given) are used for every model and seed.
+cannot be read as yes/no after retries are counted as `unparseable`, and scored two ways:
+`macro_f1` / `accuracy` count them as wrong (the paper's way, the primary figure: a model
+that answers 60 % of the rows perfectly scores 0.75, not 1.00), `macro_f1_scored` /
+`accuracy_scored` leave them out; `coverage` says how many could be read. The same rows
+(a seeded sample when `--limit` is given) are used for every model and seed.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from culturepark.agents.cultures import load_table
 from culturepark.benchmarks.eval_run import EvalSettings, digest, file_digest, run_items
 from culturepark.benchmarks.stats import mean_std
 from culturepark.engine.backends.base import Request
-from culturepark.engine.batch import BatchItem
+from culturepark.engine.batch import BatchItem, BatchResult
 from culturepark.engine.errors import InputError
 from culturepark.engine.files import atomic_write_json as write_json
 from culturepark.scenarios.loader import load_config
@@ -131,7 +133,11 @@ def moderation_request(spec: DatasetSpec, system: str, text: str, rendering: str
                                temperature, stop=["\n"], seed=seed)
 
 
+UNPARSEABLE = -1  # a prediction of neither class: a false negative for the row's own class
+
+
 def f1_scores(gold: list[int], pred: list[int]) -> dict[str, float]:
+    """Per-class F1, macro-F1 and accuracy; an UNPARSEABLE prediction counts as wrong."""
     out = {}
     for cls in (1, 0):
         tp = sum(g == cls and p == cls for g, p in zip(gold, pred))
@@ -143,6 +149,22 @@ def f1_scores(gold: list[int], pred: list[int]) -> dict[str, float]:
     out["macro_f1"] = (out["f1_positive"] + out["f1_negative"]) / 2
     out["accuracy"] = sum(g == p for g, p in zip(gold, pred)) / len(gold) if gold else 0.0
     return {k: round(v, 4) for k, v in out.items()}
+
+
+def _seed_scores(seed: int, rows: list[dict[str, Any]], results: dict[str, BatchResult]) -> dict[str, Any]:
+    """One seed's scores both ways: over every row (unparseable = wrong) and over parseable rows."""
+    gold = [r["label"] for r in rows]
+    pred = []
+    for r in rows:
+        res = results.get(f"s{seed}|r{r['row']}")
+        p = parse_yes_no(res.text) if res and res.text is not None else None
+        pred.append(UNPARSEABLE if p is None else p)
+    read = [(g, p) for g, p in zip(gold, pred) if p != UNPARSEABLE]
+    scored = f1_scores([g for g, _ in read], [p for _, p in read])
+    return {"seed": seed, **f1_scores(gold, pred), "macro_f1_scored": scored["macro_f1"],
+            "accuracy_scored": scored["accuracy"], "unparseable": len(rows) - len(read),
+            "coverage": round(len(read) / len(rows), 4),
+            "predicted_positive_rate": round(sum(p for _, p in read) / len(read), 4) if read else None}
 
 
 async def evaluate(settings: EvalSettings, dataset: str, data_dir: Path, out: Path, seeds: int = 3,
@@ -162,25 +184,13 @@ async def evaluate(settings: EvalSettings, dataset: str, data_dir: Path, out: Pa
     results, info = await run_items(out, batch, settings, header, say)
     gold_all = [r["label"] for r in rows]
     majority = int(sum(gold_all) * 2 > len(gold_all))
-    per_seed = []
-    for s in range(seeds):
-        gold, pred, unparseable = [], [], 0
-        for r in rows:
-            res = results.get(f"s{s}|r{r['row']}")
-            p = parse_yes_no(res.text) if res and res.text is not None else None
-            if p is None:
-                unparseable += 1
-                continue
-            gold.append(r["label"])
-            pred.append(p)
-        per_seed.append({"seed": s, **f1_scores(gold, pred), "unparseable": unparseable,
-                         "coverage": round(len(gold) / len(rows), 4),
-                         "predicted_positive_rate": round(sum(pred) / len(pred), 4) if pred else None})
+    per_seed = [_seed_scores(s, rows, results) for s in range(seeds)]
     report = {"task": "moderation", **info, "dataset": spec.name, "spec": spec.model_dump(mode="json"),
               "data_hash": data_hash, "seeds": seeds, "rows": len(rows), "positives": sum(gold_all),
               "skipped_unknown_labels": skipped, "temperature": temperature,
-              **{k: mean_std(p[k] for p in per_seed) for k in ("macro_f1", "f1_positive", "f1_negative",
-                                                                "accuracy", "coverage")},
+              "scoring": "macro_f1/accuracy count unparseable answers as wrong (the paper's); *_scored leave them out",
+              **{k: mean_std(p[k] for p in per_seed) for k in ("macro_f1", "f1_positive", "f1_negative", "accuracy",
+                                                                "macro_f1_scored", "accuracy_scored", "coverage")},
               "unparseable": sum(p["unparseable"] for p in per_seed),
               "majority_baseline": {"predicts": "positive" if majority else "negative",
                                     **f1_scores(gold_all, [majority] * len(gold_all))},

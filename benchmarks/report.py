@@ -212,10 +212,11 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 def _hofstede_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
     parts: list[str] = []
     parts.append("<h2>Hofstede VSM13</h2>")
-    rows = [[rep["model_spec"], c, _fmt(v["distance_c0"]), _fmt(v["centred_distance"]), v["invalid_answers"],
+    rows = [[rep["model_spec"], c, _fmt(v["distance_c0"]), f"{rep.get('constant', 0.0):g}",
+             _fmt(v.get("distance", v["distance_c0"])), _fmt(v["centred_distance"]), v["invalid_answers"],
              rep["seeds"]] for _, rep in items for c, v in rep["cultures"].items()]
-    parts.append(_table(["model", "culture", "distance (C = 0)", "centred distance (C-free)", "invalid answers",
-                         "seeds"], rows))
+    parts.append(_table(["model", "culture", "distance (C = 0)", "C", "distance (C)", "centred distance (C-free)",
+                         "invalid answers", "seeds"], rows))
     parts += [f'<img src="{f}" alt="{f}">' for f in plot_hofstede(items, out)]
     return parts
 
@@ -223,11 +224,14 @@ def _hofstede_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
 def _moderation_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
     parts: list[str] = []
     parts.append("<h2>Content moderation</h2>")
-    rows = [[rep["model_spec"], rep["dataset"], rep["rows"], _fmt(rep["macro_f1"]), _fmt(rep["accuracy"]),
+    rows = [[rep["model_spec"], rep["dataset"], rep["rows"], _fmt(rep["macro_f1"]),
+             _fmt(rep["macro_f1_scored"]) if "macro_f1_scored" in rep else "n/a", _fmt(rep["accuracy"]),
              f"{rep['majority_baseline']['macro_f1']:.3f}", rep["unparseable"], rep["seeds"]]
             for _, rep in items]
-    parts.append(_table(["model", "dataset", "rows", "macro-F1", "accuracy", "majority macro-F1", "unparseable",
-                         "seeds"], rows))
+    parts.append("<p>macro-F1 counts an unparseable answer as wrong (as the paper); "
+                 "“parseable only” leaves those rows out.</p>")
+    parts.append(_table(["model", "dataset", "rows", "macro-F1", "macro-F1 (parseable only)", "accuracy",
+                         "majority macro-F1", "unparseable", "seeds"], rows))
     parts += [f'<img src="{f}" alt="{f}">' for f in plot_moderation(items, out)]
     return parts
 

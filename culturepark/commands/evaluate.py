@@ -32,6 +32,8 @@ def register(sub: Any) -> None:
     eh = esub.add_parser("hofstede", help="VSM13 in a culture's role vs published scores")
     eh.add_argument("--culture", nargs="+", required=True)
     eh.add_argument("--samples", type=positive_int, default=1, help="answers per item and seed")
+    eh.add_argument("--constant", type=float, default=0.0, metavar="C",
+                    help="add C to every index before the distance (the paper: 50); scoring only")
     _model_flags(eh)
     eh.set_defaults(func=single_task)
     em = esub.add_parser("moderation", help="yes/no moderation, macro-F1")
@@ -44,6 +46,7 @@ def register(sub: Any) -> None:
     ec.add_argument("--tasks", nargs="+", required=True, help="hofstede:Chinese,German moderation:english_offensive")
     ec.add_argument("--limit", type=count)
     ec.add_argument("--samples", type=positive_int, default=1)
+    ec.add_argument("--constant", type=float, default=0.0, metavar="C", help="Hofstede's C (the paper: 50)")
     _model_flags(ec, single=False)
     ec.set_defaults(func=compare)
     ed = esub.add_parser("diversity", help="diversity gain of NEW over a reference")
@@ -81,7 +84,7 @@ def single_task(args: argparse.Namespace) -> int:
     out = args.out or Path("evals") / slug(args.model) / slug(str(task))
     report = asyncio.run(run_task(_settings(args, args.model), task, resolve_data_dir(args.data_dir, None), out,
                                   args.seeds, getattr(args, "limit", None), getattr(args, "samples", 1),
-                                  lambda m: log.info(m)))
+                                  lambda m: log.info(m), getattr(args, "constant", 0.0)))
     if args.json:
         print_json(report)
         return 0
@@ -99,7 +102,7 @@ def compare(args: argparse.Namespace) -> int:
     out = args.out or Path("evals") / "compare"
     result = asyncio.run(compare_models(args.models, args.tasks, _settings(args, "compare"),
                                         resolve_data_dir(args.data_dir, None), out, args.seeds, args.limit,
-                                        args.samples, lambda m: log.info(m)))
+                                        args.samples, lambda m: log.info(m), args.constant))
     print_json(result) if args.json else print(table(result))
     return 0
 
@@ -115,7 +118,8 @@ def diversity(args: argparse.Namespace) -> int:
     if args.out:
         write_json(args.out / "diversity.json", result)
     print_json(result) if args.json else print(
-        f"diversity gain {result['diversity_gain']:.4f} ± {result['std']:.4f} "
+        f"diversity gain {result['diversity_gain']:.4f} ± {result['std']:.4f} Euclidean, "
+        f"{result['diversity_gain_cosine']:.4f} ± {result['std_cosine']:.4f} cosine "
         f"({result['new']} new vs {result['reference']} reference texts, {result['embeddings']})")
     return 0
 

@@ -75,6 +75,25 @@ def test_hofstede_on_scripted_answers(tmp_path, scripted):
     again = run_cli("eval", "hofstede", "--model", "openai:sim-model", "--base-url", scripted, "--culture", "Chinese",
                     "German", "--seeds", "2", "--out", str(out), "--json", "--resume", "--data-dir", str(DATA))
     assert json.loads(again.stdout)["requests"] == 0  # a finished eval resumes for free
+    paper = run_cli("eval", "hofstede", "--model", "openai:sim-model", "--base-url", scripted, "--culture", "Chinese",
+                    "German", "--seeds", "2", "--out", str(out), "--json", "--resume", "--data-dir", str(DATA),
+                    "--constant", "50")
+    p = json.loads(paper.stdout)
+    assert p["requests"] == 0 and p["constant"] == 50  # C is scoring only: re-scored for free
+    assert p["cultures"]["Chinese"]["diffs"]["pdi"]["mean"] == 50 - 80.0  # every index 0 + C vs published 80
+
+
+def test_hofstede_distance_with_the_papers_constant_on_hand_computed_indices():
+    from culturepark.benchmarks.hofstede import _add_distances
+
+    published = {"A": {"pdi": 80.0, "idv": 20.0}}
+    for constant, expected in [(0.0, round((50**2 + 50**2) ** 0.5, 4)), (50.0, 0.0)]:
+        per_seed = {"A": [{"indices": {"pdi": 30.0, "idv": -30.0, "mas": None, "uai": None, "lto": None,
+                                       "ivr": None}}]}
+        _add_distances(per_seed, published, 1, constant)
+        rec = per_seed["A"][0]
+        assert rec["distance_c0"] == round((50**2 + 50**2) ** 0.5, 4) and rec["distance"] == expected
+        assert rec["diffs"] == {"pdi": 30.0 + constant - 80.0, "idv": -30.0 + constant - 20.0}
 
 
 def test_moderation_always_yes_gives_the_expected_macro_f1(tmp_path, scripted):
@@ -93,6 +112,31 @@ def test_moderation_always_yes_gives_the_expected_macro_f1(tmp_path, scripted):
     assert r["macro_f1"] == {"mean": 0.2857, "std": 0.0, "n": 3}  # F1+ = 2·0.4·1/1.4, F1− = 0
     assert r["majority_baseline"]["predicts"] == "negative" and r["majority_baseline"]["macro_f1"] == 0.375
     assert r["unparseable"] == 0 and r["coverage"]["mean"] == 1.0
+    assert r["macro_f1_scored"] == r["macro_f1"]  # nothing unparseable: both ways agree
+
+
+def test_moderation_counts_unparseable_answers_as_wrong_as_the_paper_and_reports_both(tmp_path, sim_process):
+    """The issue's case: 4 of 10 answers unreadable, the rest perfect → 0.75 the paper's way, 1.00 ours."""
+    script = tmp_path / "script.yaml"
+    script.write_text(yaml.safe_dump([{"pattern": "zqunclear", "reply": "Hard to say."},
+                                      {"pattern": "zqinsult", "reply": "Yes."}, {"pattern": "zqkind", "reply": "No."}]))
+    url = sim_process("--seed", "1", "--script", str(script))
+    rows = [(f"zqinsult {i}", "BAD") for i in range(3)] + [(f"zqkind {i}", "OK") for i in range(3)]
+    rows += [(f"zqunclear {i}", lab) for i, lab in enumerate(["BAD", "BAD", "OK", "OK"])]
+    data = tmp_path / "mod.jsonl"
+    data.write_text("".join(json.dumps({"post": t, "label": lab}) + "\n" for t, lab in rows))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"name": "mine", "path": str(data), "text_field": "post",
+                                    "positive_labels": ["BAD"], "negative_labels": ["OK"], "language": "English",
+                                    "culture": "American", "task": "insults"}))
+    res = run_cli("eval", "moderation", "--model", "openai:sim-model", "--base-url", url, "--dataset", str(spec),
+                  "--seeds", "2", "--out", str(tmp_path / "m"), "--json")
+    assert res.returncode == 0, res.stderr
+    r = json.loads(res.stdout)
+    assert r["macro_f1"]["mean"] == 0.75 and r["accuracy"]["mean"] == 0.6  # F1 = 2·1·0.6/1.6 per class
+    assert r["macro_f1_scored"]["mean"] == 1.0 and r["accuracy_scored"]["mean"] == 1.0
+    assert r["coverage"]["mean"] == 0.6 and r["unparseable"] == 8  # 4 rows × 2 seeds
+    assert f1_scores([1, 0], [-1, -1]) == {"f1_positive": 0.0, "f1_negative": 0.0, "macro_f1": 0.0, "accuracy": 0.0}
 
 
 def test_bundled_specs_cover_the_nine_sets():
@@ -124,6 +168,16 @@ def test_compare_runs_the_same_tasks_for_each_model(tmp_path, scripted):
     for r in rows:
         report = json.loads(next((tmp_path / "c").rglob(f"*{r['model'].split(':')[1]}/*/moderation.json")).read_text())
         assert report["rows"] == 8 and report["items_hash"] == r["items_hash"]
+
+
+def test_nearest_distances_euclidean_as_the_paper_and_cosine_beside_it():
+    import numpy as np
+
+    from culturepark.benchmarks.diversity import nearest_distances
+
+    euclid, cosine = nearest_distances(np.array([[1.0, 0.0], [0.0, 2.0]]), np.array([[0.0, 1.0], [0.6, 0.8]]))
+    assert np.allclose(euclid, [0.8 ** 0.5, 1.0])  # nearest of [1,0] is [0.6,0.8]; of [0,2] is [0,1]
+    assert np.allclose(cosine, [0.4, 0.0])  # cosine ignores length: [0,2] and [0,1] point the same way
 
 
 def test_diversity_gain(tmp_path):
