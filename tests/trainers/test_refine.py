@@ -121,6 +121,24 @@ def test_unparseable_extractions_are_retried_then_counted(tmp_path, source_run, 
     assert s["conversations"] == 4 and s["extracted"] == 12 and s["accounted"]
 
 
+def test_an_extraction_cut_by_max_tokens_drops_its_last_line_and_never_verifies_it(tmp_path, source_run, refine_url):
+    cfg = tmp_path / "refine.yaml"
+    cfg.write_text(yaml.safe_dump({"extract_max_tokens": 80}))  # the sim cuts the reply inside its 4th line
+    out = tmp_path / "o"
+    res = run_cli("refine", str(source_run), "--out", str(out), "--base-url", refine_url, "--model", "sim-model",
+                  "--scenario", str(cfg), "--json")
+    assert res.returncode == 0, res.stderr
+    s = json.loads(res.stdout)
+    n = 4
+    assert s["extracted"] == 4 * n and s["cut_by_max_tokens"] == n and s["accounted"]
+    cut = [o for o in _jsonl(out / "opinions.jsonl") if o["drop_reason"] == "cut_by_max_tokens"]
+    assert all(o["opinion_id"].endswith("|3") and o["verdict"] is None for o in cut)
+    assert all("Science is making our lives worse and more dangerous every year.".startswith(o["text"])
+               and o["text"] != "Science is making our lives worse and more dangerous every year." for o in cut)
+    log = (out / "log.jsonl").read_text()
+    assert log.count('"speaker":"verify"') == 3 * n  # the cut line was never sent for verification
+
+
 def test_bad_refine_input_exits_2(tmp_path, source_run):
     cfg = tmp_path / "refine.yaml"
     cfg.write_text("dedup: {method: spectral}\n")

@@ -256,7 +256,7 @@ async def _calls(policy: RefinePolicy, endpoints: dict[str, Endpoint], log: RunL
     opinions, extract_failed = _opinions(sources, turns, ends, policy.rendering)
     policy.opinions = {o.id: o.extracted_text for o in opinions}
     verify_specs = [ConversationSpec(o.id, i, {"stage": "verify", "source": o.source.id})
-                    for i, o in enumerate(opinions)]
+                    for i, o in enumerate(opinions) if not o.drop_reason]
     await Scheduler(policy, endpoints, log, sched_cfg).run(verify_specs, resume, retry_failed)
     return opinions, extract_failed
 
@@ -270,13 +270,19 @@ def _opinions(sources: list[Source], turns: Turns, ends: Ends,
         if end is None or end.status != "done":
             failed[(end.reason if end else None) or "not_run"] += 1
             continue
-        texts = prompts.parse_opinions(turns[cid][0].text, rendering, s.names) or []
-        opinions += [Opinion(f"verify|{s.id}|{j}", s, t, text=t) for j, t in enumerate(texts)]
+        answer = turns[cid][0]
+        texts = prompts.parse_opinions(answer.text, rendering, s.names) or []
+        # an answer stopped by max_tokens ends in a line cut short: it is dropped, counted, never verified
+        cut = len(texts) - 1 if answer.finish_reason == "length" else None
+        opinions += [Opinion(f"verify|{s.id}|{j}", s, t, text=t, drop_reason="cut_by_max_tokens" if j == cut else None)
+                     for j, t in enumerate(texts)]
     return opinions, failed
 
 
 def _verdicts(opinions: list[Opinion], turns: Turns, ends: Ends, config: RefineConfig) -> None:
     for o in opinions:
+        if o.drop_reason:  # dropped before any verification call
+            continue
         end = ends.get(o.id)
         ts = turns.get(o.id, [])
         if ts:
@@ -378,6 +384,7 @@ def _summary(sources, opinions: list[Opinion], extract_failed: Counter, exported
         "rewritten_entail": sum(o.verdict_after_rewrite == "entail" for o in opinions),
         "call_failed": call_failed,
         "too_short": drops.get("too_short", 0),
+        "cut_by_max_tokens": drops.get("cut_by_max_tokens", 0),
         "deduplicated_removed": drops.get("duplicate", 0),
         "kept": sum(o.kept for o in opinions),
         "exported": exported,
