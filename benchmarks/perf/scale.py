@@ -52,12 +52,14 @@ def watch(cmd: list[str], kill_when: Any = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     ps = psutil.Process(proc.pid)
-    peak, killed = 0, False
+    peak, peak_at, killed = 0, 0.0, False
     while proc.poll() is None:
         try:
-            peak = max(peak, ps.memory_info().rss)
+            rss = ps.memory_info().rss
         except psutil.NoSuchProcess:
             break
+        if rss > peak:
+            peak, peak_at = rss, time.perf_counter() - t0
         if kill_when is not None and kill_when():
             proc.send_signal(signal.SIGKILL)
             killed = True
@@ -65,7 +67,7 @@ def watch(cmd: list[str], kill_when: Any = None) -> dict[str, Any]:
         time.sleep(0.05)
     out = proc.communicate()[0]
     return {"wall_s": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(peak / 2**20, 1),
-            "killed": killed, "rc": proc.returncode, "stdout": out}
+            "peak_at_s": round(peak_at, 1), "killed": killed, "rc": proc.returncode, "stdout": out}
 
 
 def bench(conversations: int, turns: int, data_dir: Path, work: Path, ray_workers: int = 0) -> list[dict[str, Any]]:

@@ -220,3 +220,19 @@ def test_ended_ids_count_each_conversation_once_and_take_new_ends_after_a_lookup
     ended.add("c", "failed")
     assert len(ended) == 3 and ended.status("b") == "done" and ended.status("c") == "failed"
     assert "d" not in ended and ended.status("d") is None and len(EndedIds()) == 0
+
+
+def test_latency_sample_keeps_every_value_up_to_capacity_then_a_uniform_sample_of_fixed_size():
+    from culturepark.engine.scheduler import LatencySample
+
+    small = LatencySample(capacity=100)
+    for v in range(60):
+        small.add(float(v))
+    assert list(small) == [float(v) for v in range(60)]
+    big = LatencySample(capacity=1000)
+    for v in range(200_000):  # a run 200× the capacity: memory stays at the capacity
+        big.add(float(v))
+    assert len(big) == 1000 and big.seen == 200_000
+    values = sorted(big)
+    assert 80_000 < values[500] < 120_000  # the median of a uniform sample of 0..199999
+    assert values[-1] > 190_000 and values[0] < 10_000  # both ends reached, not just the first values
