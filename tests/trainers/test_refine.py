@@ -55,6 +55,7 @@ def test_refine_counts_add_up_rewrites_are_reverified_and_duplicates_collapse(tm
     s = json.loads(res.stdout)
     n = 4  # source conversations
     assert s["conversations"] == n and s["extracted"] == 6 * n and s["accounted"]
+    assert s["refiner_is_generator"] and "notice: the refiner is the model that generated" in res.stderr
     assert (s["entail"], s["contradict"], s["irrelevant"]) == (4 * n, n, n)
     assert s["rewritten"] == s["rewritten_entail"] == n
     assert s["too_short"] == n and s["deduplicated_removed"] == n and s["kept"] == 3 * n == s["exported"]
@@ -125,12 +126,13 @@ def test_an_extraction_cut_by_max_tokens_drops_its_last_line_and_never_verifies_
     cfg = tmp_path / "refine.yaml"
     cfg.write_text(yaml.safe_dump({"extract_max_tokens": 80}))  # the sim cuts the reply inside its 4th line
     out = tmp_path / "o"
-    res = run_cli("refine", str(source_run), "--out", str(out), "--base-url", refine_url, "--model", "sim-model",
+    res = run_cli("refine", str(source_run), "--out", str(out), "--base-url", refine_url, "--model", "sim-refiner",
                   "--scenario", str(cfg), "--json")
     assert res.returncode == 0, res.stderr
     s = json.loads(res.stdout)
     n = 4
     assert s["extracted"] == 4 * n and s["cut_by_max_tokens"] == n and s["accounted"]
+    assert not s["refiner_is_generator"] and "notice: the refiner" not in res.stderr  # another model refined
     cut = [o for o in _jsonl(out / "opinions.jsonl") if o["drop_reason"] == "cut_by_max_tokens"]
     assert all(o["opinion_id"].endswith("|3") and o["verdict"] is None for o in cut)
     assert all("Science is making our lives worse and more dangerous every year.".startswith(o["text"])

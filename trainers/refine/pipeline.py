@@ -197,9 +197,14 @@ async def refine_async(run_dir: Path, out: Path, config: RefineConfig, resume: b
     say = say or (lambda _m: None)
     run_dir, out = Path(run_dir), Path(out)
     sources, source_hash = load_sources(run_dir)
-    backend = config.backend or source_backend(run_dir)
+    generator = source_backend(run_dir)
+    backend = config.backend or generator
     if backend is None:
         raise InputError(f"refine: {run_dir} names no backend; give one with --scenario or --base-url/--model")
+    self_refined = generator is not None and (backend.provider, backend.model) == (generator.provider, generator.model)
+    if self_refined:
+        say(f"notice: the refiner is the model that generated the conversations ({backend.provider}:{backend.model}); "
+            "the paper refined with a GPT-4-class model (--model or the refine config's backend)")
     config = config.model_copy(update={"backend": backend})
     endpoints = make_endpoints({ROLE: backend}, config.limits, config.retry, config.seed)
     by_id = {s.id: s for s in sources}
@@ -221,7 +226,8 @@ async def refine_async(run_dir: Path, out: Path, config: RefineConfig, resume: b
         except RequestFailed as exc:  # embeddings gave up: the calls so far are kept, --resume goes on
             error = f"de-duplication: embeddings failed: {exc}"
             return RefineResult(out, {"error": error}, error)
-    summary.update({"requests": endpoints[ROLE].stats.requests, "elapsed_s": round(time.monotonic() - t0, 2)})
+    summary.update({"requests": endpoints[ROLE].stats.requests, "elapsed_s": round(time.monotonic() - t0, 2),
+                    "refiner_is_generator": self_refined})
     atomic_write_json(out / "refine_summary.json", summary)
     return RefineResult(out, summary)
 
