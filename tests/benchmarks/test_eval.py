@@ -96,18 +96,23 @@ def test_hofstede_distance_with_the_papers_constant_on_hand_computed_indices():
         assert rec["diffs"] == {"pdi": 30.0 + constant - 80.0, "idv": -30.0 + constant - 20.0}
 
 
-def test_moderation_always_yes_gives_the_expected_macro_f1(tmp_path, scripted):
+def _moderate(tmp_path, url, rows, seeds):
+    """`eval moderation --json` on a dataset of (post, label) rows written with its spec."""
     data = tmp_path / "mod.jsonl"
-    rows = [("a", "BAD"), ("b", "BAD"), ("c", "OK"), ("d", "OK"), ("e", "OK"), ("f", "???")]
     data.write_text("".join(json.dumps({"post": t, "label": lab}) + "\n" for t, lab in rows))
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"name": "mine", "path": str(data), "text_field": "post",
                                     "positive_labels": ["BAD"], "negative_labels": ["OK"], "language": "English",
                                     "culture": "American", "task": "insults"}))
-    res = run_cli("eval", "moderation", "--model", "openai:sim-model", "--base-url", scripted, "--dataset", str(spec),
-                  "--seeds", "3", "--out", str(tmp_path / "m"), "--json")
+    res = run_cli("eval", "moderation", "--model", "openai:sim-model", "--base-url", url, "--dataset", str(spec),
+                  "--seeds", str(seeds), "--out", str(tmp_path / "m"), "--json")
     assert res.returncode == 0, res.stderr
-    r = json.loads(res.stdout)
+    return json.loads(res.stdout)
+
+
+def test_moderation_always_yes_gives_the_expected_macro_f1(tmp_path, scripted):
+    rows = [("a", "BAD"), ("b", "BAD"), ("c", "OK"), ("d", "OK"), ("e", "OK"), ("f", "???")]
+    r = _moderate(tmp_path, scripted, rows, seeds=3)
     assert r["rows"] == 5 and r["skipped_unknown_labels"] == {"???": 1}
     assert r["macro_f1"] == {"mean": 0.2857, "std": 0.0, "n": 3}  # F1+ = 2·0.4·1/1.4, F1− = 0
     assert r["majority_baseline"]["predicts"] == "negative" and r["majority_baseline"]["macro_f1"] == 0.375
@@ -123,16 +128,7 @@ def test_moderation_counts_unparseable_answers_as_wrong_as_the_paper_and_reports
     url = sim_process("--seed", "1", "--script", str(script))
     rows = [(f"zqinsult {i}", "BAD") for i in range(3)] + [(f"zqkind {i}", "OK") for i in range(3)]
     rows += [(f"zqunclear {i}", lab) for i, lab in enumerate(["BAD", "BAD", "OK", "OK"])]
-    data = tmp_path / "mod.jsonl"
-    data.write_text("".join(json.dumps({"post": t, "label": lab}) + "\n" for t, lab in rows))
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({"name": "mine", "path": str(data), "text_field": "post",
-                                    "positive_labels": ["BAD"], "negative_labels": ["OK"], "language": "English",
-                                    "culture": "American", "task": "insults"}))
-    res = run_cli("eval", "moderation", "--model", "openai:sim-model", "--base-url", url, "--dataset", str(spec),
-                  "--seeds", "2", "--out", str(tmp_path / "m"), "--json")
-    assert res.returncode == 0, res.stderr
-    r = json.loads(res.stdout)
+    r = _moderate(tmp_path, url, rows, seeds=2)
     assert r["macro_f1"]["mean"] == 0.75 and r["accuracy"]["mean"] == 0.6  # F1 = 2·1·0.6/1.6 per class
     assert r["macro_f1_scored"]["mean"] == 1.0 and r["accuracy_scored"]["mean"] == 1.0
     assert r["coverage"]["mean"] == 0.6 and r["unparseable"] == 8  # 4 rows × 2 seeds
