@@ -50,11 +50,11 @@ def nearest_distances(new: np.ndarray, ref: np.ndarray, block: int = 4096) -> tu
     (|a − b|² = |a|² + |b|² − 2a·b, so one product per block serves both; no unit norm assumed)."""
     euclid = np.empty(len(new), dtype=np.float64)
     cosine = np.empty(len(new), dtype=np.float64)
-    new64, ref64 = new.astype(np.float64), ref.astype(np.float64)
+    ref64 = ref.astype(np.float64)  # float64: |a|² + |b|² − 2a·b cancels for near neighbours
     ref_sq = (ref64 ** 2).sum(axis=1)
     ref_norm = np.sqrt(ref_sq)
-    for i in range(0, len(new64), block):
-        part = new64[i:i + block]
+    for i in range(0, len(new), block):
+        part = new[i:i + block].astype(np.float64)
         dots = part @ ref64.T
         sq = (part ** 2).sum(axis=1)
         euclid[i:i + block] = np.sqrt(np.clip((sq[:, None] + ref_sq[None, :] - 2 * dots).min(axis=1), 0.0, None))

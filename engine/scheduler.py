@@ -255,17 +255,16 @@ class SpecFeed:
 
 
 class _Pending:
-    """The one source the scheduler's worker coroutines share: a plain iterable (read without a
-    lock; nothing awaits inside `next`) or an async one (read under a lock, since two coroutines
-    may not step one async generator at once)."""
+    """The one source the scheduler's worker coroutines share, filtered the same way either kind:
+    a plain iterable (read without a lock; nothing awaits inside `next`) or an async one (read
+    under a lock, since two coroutines may not step one async generator at once)."""
 
     def __init__(self, conversations: Iterable[ConversationSpec] | AsyncIterable[ConversationSpec],
                  resume: ResumeState | None, retry_failed: bool) -> None:
-        self._resume, self._retry_failed = resume, retry_failed
         self._sync: Iterator[ConversationSpec] | None = None
         self._async: AsyncIterator[ConversationSpec] | None = None
         if isinstance(conversations, AsyncIterable):
-            self._async = aiter(conversations)
+            self._async = (conv async for conv in conversations if still_to_hold(conv.id, resume, retry_failed))
         else:
             self._sync = pending_conversations(conversations, resume, retry_failed)
         self._lock = asyncio.Lock()
@@ -275,10 +274,7 @@ class _Pending:
             return next(self._sync, None)
         assert self._async is not None
         async with self._lock:
-            async for conv in self._async:
-                if still_to_hold(conv.id, self._resume, self._retry_failed):
-                    return conv
-            return None
+            return await anext(self._async, None)
 
 
 def turn_record(conv: ConversationSpec, index: int, nxt: TurnRequest, completion: Completion,

@@ -11,7 +11,6 @@ million-conversation run: does `--resume` or `export` fit in memory?
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import signal
 import subprocess
@@ -26,6 +25,7 @@ import psutil
 import yaml
 
 from culturepark.agents.protocol import build_plan
+from culturepark.benchmarks.eval_run import file_digest
 from culturepark.benchmarks.perf.throughput import launch_sim_server
 from culturepark.scenarios.data_dir import resolve_data_dir
 from culturepark.scenarios.loader import parse_scenario
@@ -112,15 +112,7 @@ def _ray_phase(run: list[str], out: Path, workers: int, reference: Path) -> dict
     phase = watch(run + ["--out", str(out), "--ray", "--workers", str(workers)])
     merged = out / "conversations.jsonl"
     return {"phase": f"ray run, {workers} workers (driver RSS)", **phase,
-            "export_identical": merged.exists() and _sha256(merged) == _sha256(reference)}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+            "export_identical": merged.exists() and file_digest(merged) == file_digest(reference)}
 
 
 def _ends(log: Path) -> int:

@@ -30,6 +30,7 @@ How it divides the work:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import itertools
 import math
@@ -321,6 +322,8 @@ class _Driver:
         slot.log_path = task.log_path
         slot.logs.append(task.log_path)
         slot.ref = slot.actor.run.remote(task, limits, concurrency, self.retry_failed, budget)
+        if slot.feeder is not None:  # a replacement's walk supersedes the dead actor's feed
+            slot.feeder.cancel()
         slot.feeder = asyncio.create_task(self._feed(slot.actor, chunks))
 
     async def _feed(self, actor: Any, chunks: Iterator[list[ConversationSpec]]) -> None:
@@ -402,12 +405,10 @@ class _Driver:
             return
         slot.restarts += 1
         self.say(f"worker {slot.shard} died ({cause}); replacing it (restart {slot.restarts})")
-        if slot.feeder is not None:
-            slot.feeder.cancel()
         reader = LogReader(self.out)
         state = ResumeState.from_records(reader.records())
         reader.cut_torn()  # the dead worker's torn last line
-        again = ShardWalk(walk.plan, state, walk.workers, walk.limit, walk.retry_failed)
+        again = dataclasses.replace(walk, state=state)
         self._launch(slot, again, again.chunks(slot.shard))
 
     async def _rebalance(self) -> None:
