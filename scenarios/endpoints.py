@@ -60,7 +60,8 @@ def make_backend(cfg: BackendConfig) -> Backend:
     if cfg.provider == "local":
         from culturepark.engine.backends.local.backend import LocalBackend
         return LocalBackend(cfg.model, device=cfg.device, max_batch=cfg.max_batch,
-                            batch_wait_ms=cfg.batch_wait_ms, price=price, adapter=cfg.adapter)
+                            batch_wait_ms=cfg.batch_wait_ms, price=price, adapter=cfg.adapter,
+                            template=cfg.template)
     assert cfg.base_url is not None
     return OpenAIHTTPBackend(cfg.base_url, cfg.model, api_key=api_key_for(cfg), api=cfg.api,
                              timeout_s=cfg.timeout_s, max_connections=cfg.max_connections,

@@ -1,10 +1,12 @@
 """Model specs as the CLI and configs write them: `local:gemma3-270m[+lora:DIR]`, `openai:MODEL`,
-`gemini:MODEL` → a `BackendConfig`."""
+`gemini:MODEL` → a `BackendConfig`. A LoRA adapter's prompt card sets the chat template it was
+tuned with, so the model is prompted the way it was trained."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from culturepark.engine.chat_templates import read_prompt_card
 from culturepark.engine.errors import InputError
 from culturepark.scenarios.schema import BackendConfig
 
@@ -23,7 +25,9 @@ def parse_model_spec(spec: str, base_url: str | None = None, api_key_env: str | 
             raise InputError(f"model spec {spec!r}: +lora: needs an adapter directory")
         if adapter and not Path(adapter).is_dir():
             raise InputError(f"model spec {spec!r}: adapter directory {adapter} does not exist")
-        return BackendConfig(provider="local", model=model, adapter=adapter or None)
+        card = read_prompt_card(adapter or None)
+        return BackendConfig(provider="local", model=model, adapter=adapter or None,
+                             template=card.template if card else None)
     data: dict[str, Any] = {"provider": provider, "model": rest}
     if base_url:
         data["base_url"] = base_url

@@ -7,6 +7,8 @@ from typing import Callable, ClassVar, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from culturepark.engine.chat_templates import Template
+
 Role = Literal["delegate", "main_contact"]
 
 
@@ -43,6 +45,7 @@ class BackendConfig(_Strict):
     max_batch: int = Field(16, ge=1)
     batch_wait_ms: float = Field(5.0, ge=0)
     adapter: str | None = None  # a LoRA adapter directory applied to the embedded model
+    template: Template | None = None  # chat template the local model was tuned with (from its adapter's card)
 
     @model_validator(mode="after")
     def _defaults(self) -> "BackendConfig":
@@ -63,8 +66,11 @@ class BackendConfig(_Strict):
 
     @property
     def rendering(self) -> Literal["chat", "transcript"]:
-        """Chat messages for chat models; a `Name: text` transcript for base models."""
-        return "transcript" if (self.provider == "local" or self.api == "completions") else "chat"
+        """Chat messages for chat models (a local model tuned with a chat template is one); a
+        `Name: text` transcript for base models."""
+        if self.provider == "local":
+            return "chat" if self.template else "transcript"
+        return "transcript" if self.api == "completions" else "chat"
 
 
 class Sampling(_Strict):

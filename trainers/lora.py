@@ -1,9 +1,12 @@
 """`culturepark train lora`: LoRA (or QLoRA on CUDA) on chat SFT data, in one plain loop.
 
-Read top to bottom: data → model → adapter → optimiser → loop → save. Defaults follow the
-paper's QLoRA run (r 64, alpha 16, dropout 0.1, lr 2e-4) with a cosine schedule after a short
-linear warm-up; the loss covers the assistant's tokens only (prompt tokens are masked with
--100), rendered with the same chat template as `text.jsonl` (`trainers.export.render_chat`).
+Read top to bottom: data → model → adapter → optimiser → loop → save. Defaults: the paper's
+adapter (r 64, alpha 16, dropout 0.1, lr 2e-4) with a cosine schedule after a short linear
+warm-up; `--preset paper` sets every value of the original QLoRA run instead (`PRESETS`). The
+loss covers the assistant's tokens only (prompt tokens are masked with -100), rendered with the
+same chat template as `text.jsonl` (`engine.chat_templates.render_chat`); the adapter directory
+gets a prompt card naming that template and the data's prompt style, so the local backend and
+`eval` prompt the tuned model the way it was trained.
 """
 from __future__ import annotations
 
@@ -12,12 +15,12 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import orjson
 
+from culturepark.engine.chat_templates import PromptCard, Template, render_chat, write_prompt_card
 from culturepark.engine.errors import InputError
-from culturepark.trainers.sft import Template, render_chat
 
 EMBEDDED = "local:gemma3-270m"
 
@@ -39,6 +42,33 @@ class LoraSettings:
     seed: int = 0
     merge: bool = False
     device: str = "auto"
+    schedule: Literal["cosine", "constant"] = "cosine"  # after the linear warm-up
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.01  # torch AdamW's default
+    compute_dtype: Literal["bf16", "fp16"] = "bf16"  # CUDA only: QLoRA compute and autocast; CPU trains in fp32
+    double_quant: bool = True  # QLoRA: quantise the quantisation constants too
+    target_modules: str | list[str] = "all-linear"  # "default": peft's own choice for the architecture
+    device_map: Literal["single", "auto"] = "single"  # "auto": spread the base over every visible GPU
+    prompt_style: str | None = None  # default: the SFT directory's format.json
+    preset: str | None = None
+
+
+# The original QLoRA run (Llama-2 70B): constant LR after 3 % warm-up, clip 0.3, weight decay
+# 0.001, 6 epochs, batch 4, fp16 compute, nf4 without double quantisation, peft's default
+# target modules, device_map="auto".
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"lr": 2e-4, "r": 64, "alpha": 16, "dropout": 0.1, "schedule": "constant", "warmup_ratio": 0.03,
+              "max_grad_norm": 0.3, "weight_decay": 0.001, "epochs": 6.0, "batch_size": 4,
+              "compute_dtype": "fp16", "double_quant": False, "target_modules": "default", "device_map": "auto"},
+}
+
+
+def resolve_settings(preset: str | None, **explicit: Any) -> LoraSettings:
+    """Defaults, then the preset's values, then every value given explicitly (None: not given)."""
+    if preset is not None and preset not in PRESETS:
+        raise InputError(f"train lora --preset {preset!r}: known presets: {', '.join(PRESETS)}")
+    values = {**(PRESETS[preset] if preset else {}), **{k: v for k, v in explicit.items() if v is not None}}
+    return LoraSettings(**values, preset=preset)
 
 
 def load_examples(path: Path) -> list[list[dict[str, str]]]:
@@ -66,7 +96,7 @@ def encode(examples: list[list[dict[str, str]]], tokenizer: Any, template: Templ
     rows = []
     for msgs in examples:
         prompt, completion = render_chat(msgs, template)
-        p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        p = tokenizer(prompt, add_special_tokens=template != "llama2")["input_ids"]  # llama2 text opens with <s>
         c = tokenizer(completion, add_special_tokens=False)["input_ids"]
         ids = (p + c)[:max_length]
         labels = ([-100] * len(p) + c)[:max_length]
@@ -88,9 +118,12 @@ def _base_model(settings: LoraSettings, say: Callable[[str], None]):
 
         from culturepark.engine.backends.local.model import embedded_cache_dir
         path = embedded_cache_dir(say) if settings.base == EMBEDDED else Path(settings.base)
-        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                   bnb_4bit_compute_dtype=torch.bfloat16)
-        model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quant, device_map={"": 0})
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                   bnb_4bit_use_double_quant=settings.double_quant,
+                                   bnb_4bit_compute_dtype=_torch_dtype(settings.compute_dtype))
+        spread = settings.device_map == "auto" and torch.cuda.device_count() > 1
+        model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quant,
+                                                     device_map="auto" if spread else {"": 0})
         model = prepare_model_for_kbit_training(model)
         tok = AutoTokenizer.from_pretrained(path)
         return model, tok, "cuda"
@@ -100,6 +133,19 @@ def _base_model(settings: LoraSettings, say: Callable[[str], None]):
     if device.startswith("cuda"):
         model = model.float() if model.dtype == torch.float16 else model  # fp16 weights train poorly
     return model, tok, device
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+    return torch.float16 if name == "fp16" else torch.bfloat16
+
+
+def _prompt_style(sft_file: Path, settings: LoraSettings) -> str | None:
+    """The data's prompt style: given, or as `refine` recorded it in the SFT directory."""
+    if settings.prompt_style:
+        return settings.prompt_style
+    fmt = sft_file.parent / "format.json"
+    return orjson.loads(fmt.read_bytes()).get("prompt_style") if fmt.exists() else None
 
 
 def train_lora(sft_file: Path, out: Path, settings: LoraSettings,
@@ -118,8 +164,9 @@ def train_lora(sft_file: Path, out: Path, settings: LoraSettings,
     model, tok, device = _base_model(settings, say)
     tok.padding_side = "right"
     rows = encode(examples, tok, settings.template, settings.max_length)
+    targets = None if settings.target_modules == "default" else settings.target_modules
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules="all-linear", task_type="CAUSAL_LM")
+                        target_modules=targets, task_type="CAUSAL_LM")
     model = get_peft_model(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = settings.max_steps or max(1, math.ceil(settings.epochs * math.ceil(len(rows) / settings.batch_size)))
@@ -128,11 +175,16 @@ def train_lora(sft_file: Path, out: Path, settings: LoraSettings,
     losses = _train_steps(model, tok.pad_token_id, rows, device, settings, total, out / "metrics.jsonl", progress)
     elapsed = time.perf_counter() - t0
     model.save_pretrained(out)
+    card = PromptCard(template=settings.template, prompt_style=_prompt_style(sft_file, settings))
+    write_prompt_card(out, card)
     summary = {"base": settings.base, "sft_file": str(sft_file), "examples": len(rows), "steps": total,
                "trainable_params": trainable, "first_loss": round(losses[0], 4),
                "last_loss": round(sum(losses[-5:]) / len(losses[-5:]), 4),
                "seconds_per_step": round(elapsed / total, 3),
-               "device": device, "schedule": "linear warm-up then cosine", "settings": asdict(settings)}
+               "device": device, "schedule": f"linear warm-up then {settings.schedule}",
+               "target_modules": sorted(model.peft_config["default"].target_modules or []),
+               "compute_dtype_used": settings.compute_dtype if device.startswith("cuda") else "fp32",
+               "prompt_card": card.model_dump(), "settings": asdict(settings)}
     if device == "cpu":
         import psutil
         summary["peak_rss_mb"] = round(psutil.Process().memory_info().rss / 2**20, 1)
@@ -149,12 +201,14 @@ def train_lora(sft_file: Path, out: Path, settings: LoraSettings,
 
 
 def lr_schedule(settings: LoraSettings, total: int) -> Callable[[int], float]:
-    """Linear warm-up over `warmup_ratio` of the steps, then cosine decay to zero."""
+    """Linear warm-up over `warmup_ratio` of the steps, then constant or cosine decay to zero."""
     warmup = max(1, int(settings.warmup_ratio * total))
 
     def lr_at(step: int) -> float:
         if step < warmup:
             return settings.lr * (step + 1) / warmup
+        if settings.schedule == "constant":
+            return settings.lr
         return settings.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
     return lr_at
 
@@ -167,9 +221,13 @@ def _train_steps(model: Any, pad: int, rows: list[tuple[list[int], list[int]]], 
 
     if settings.qlora:
         import bitsandbytes as bnb
-        opt = bnb.optim.PagedAdamW32bit(model.parameters(), lr=settings.lr)
+        opt = bnb.optim.PagedAdamW32bit(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     else:
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr,
+                                weight_decay=settings.weight_decay)
+    mixed = device.startswith("cuda") and not settings.qlora  # QLoRA computes in its own compute dtype
+    autocast = torch.autocast("cuda", dtype=_torch_dtype(settings.compute_dtype), enabled=mixed)
+    scaler = torch.amp.GradScaler("cuda", enabled=mixed and settings.compute_dtype == "fp16")
     lr_at = lr_schedule(settings, total)
     rng = random.Random(settings.seed)
     order: list[int] = []
@@ -187,10 +245,13 @@ def _train_steps(model: Any, pad: int, rows: list[tuple[list[int], list[int]]], 
             mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch], device=device)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            with autocast:
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+            scaler.step(opt)
+            scaler.update()
             opt.zero_grad(set_to_none=True)
             losses.append(loss.item())
             rec = {"step": step + 1, "loss": round(losses[-1], 5), "lr": lr_at(step),

@@ -1,46 +1,21 @@
 """SFT formats: OpenAI chat JSONL, chat-template text JSONL, and OpenAI's format check.
 
-One place renders chat examples into text (`render_chat`), so the exported `text.jsonl`
-and the LoRA trainer's loss mask agree token for token.
+One place renders chat examples into text (`engine.chat_templates.render_chat`), so the
+exported `text.jsonl`, the LoRA trainer's loss mask and the local backend agree token for token.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
+from culturepark.engine.chat_templates import Template, render_chat
 from culturepark.engine.files import atomic_write_jsonl
 from culturepark.engine.tokens import approx_tokens
 
-Template = Literal["gemma", "chatml"]
 OPENAI_MAX_EXAMPLE_TOKENS = 65536  # per-example context limit of current fine-tunable models
 ROLES = {"system", "user", "assistant"}
-
-
-def render_chat(messages: list[dict[str, str]], template: Template) -> tuple[str, str]:
-    """(prompt, completion): everything before the last assistant answer, and that answer.
-
-    Gemma has no system role: the system text opens the first user turn, as Gemma's own
-    template does.
-    """
-    *context, last = messages
-    if last["role"] != "assistant":
-        raise ValueError("the last message of an SFT example must be the assistant's")
-    if template == "gemma":
-        system = " ".join(m["content"] for m in context if m["role"] == "system")
-        parts = []
-        for m in context:
-            if m["role"] == "system":
-                continue
-            content = m["content"]
-            if system and m["role"] == "user" and not parts:
-                content = f"{system}\n\n{content}"
-            who = "model" if m["role"] == "assistant" else "user"
-            parts.append(f"<start_of_turn>{who}\n{content}<end_of_turn>\n")
-        return "".join(parts) + "<start_of_turn>model\n", f"{last['content']}<end_of_turn>\n"
-    parts = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in context]
-    return "".join(parts) + "<|im_start|>assistant\n", f"{last['content']}<|im_end|>\n"
 
 
 def write_sft(out_dir: Path, examples: list[list[dict[str, str]]], template: Template) -> dict[str, Path]:

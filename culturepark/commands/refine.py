@@ -17,6 +17,10 @@ def register(sub: Any) -> None:
     rf.add_argument("run_dir", type=Path)
     rf.add_argument("--out", type=Path, help="default: RUN_DIR/refined")
     rf.add_argument("--scenario", type=Path, help="refine config YAML (backend, limits, dedup, export)")
+    rf.add_argument("--preset", choices=["paper"],
+                    help="paper: gpt-4 refiner, both speakers of in-cultural runs, paper-format export")
+    rf.add_argument("--export-format", choices=["open", "paper"],
+                    help="SFT format (default: open; paper preset: paper)")
     rf.add_argument("--base-url", help="OpenAI-compatible server for the refinement calls")
     rf.add_argument("--model")
     rf.add_argument("--embeddings", choices=["local", "openai"])
@@ -33,6 +37,9 @@ def refine(args: argparse.Namespace) -> int:
 
     log = make_logger()
     config = load_config(RefineConfig, args.scenario) if args.scenario else RefineConfig()
+    config = config.with_preset(args.preset)
+    if args.export_format:
+        config = config.model_copy(update={"export": config.export.model_copy(update={"format": args.export_format})})
     config = config.with_flags(source_backend(args.run_dir), args.base_url, args.model, args.embeddings)
     out = args.out or args.run_dir / "refined"
     result = asyncio.run(refine_async(args.run_dir, out, config, resume=args.resume,

@@ -28,14 +28,24 @@ def register(sub: Any) -> None:
     tl.add_argument("sft_file", type=Path, help="openai_chat.jsonl from refine")
     tl.add_argument("--base", default="local:gemma3-270m")
     tl.add_argument("--out", type=Path, required=True)
-    tl.add_argument("--epochs", type=positive_float, default=3.0)
+    tl.add_argument("--preset", choices=["paper"], help="the original QLoRA run's settings; flags still override")
+    tl.add_argument("--epochs", type=positive_float, help="default 3 (paper preset: 6)")
     tl.add_argument("--max-steps", type=positive_int)
-    tl.add_argument("--lr", type=positive_float, default=2e-4)
-    tl.add_argument("--r", type=positive_int, default=64)
-    tl.add_argument("--alpha", type=positive_int, default=16)
-    tl.add_argument("--dropout", type=non_negative_float, default=0.1)
-    tl.add_argument("--batch-size", type=positive_int, default=4)
-    tl.add_argument("--template", choices=["gemma", "chatml"], default="gemma")
+    tl.add_argument("--lr", type=positive_float, help="default 2e-4")
+    tl.add_argument("--r", type=positive_int, help="default 64")
+    tl.add_argument("--alpha", type=positive_int, help="default 16")
+    tl.add_argument("--dropout", type=non_negative_float, help="default 0.1")
+    tl.add_argument("--batch-size", type=positive_int, help="default 4")
+    tl.add_argument("--warmup-ratio", type=non_negative_float, help="default 0.03")
+    tl.add_argument("--schedule", choices=["cosine", "constant"], help="after warm-up; default cosine")
+    tl.add_argument("--max-grad-norm", type=positive_float, help="default 1.0 (paper preset: 0.3)")
+    tl.add_argument("--weight-decay", type=non_negative_float, help="default 0.01 (paper preset: 0.001)")
+    tl.add_argument("--compute-dtype", choices=["bf16", "fp16"], help="CUDA only; default bf16")
+    tl.add_argument("--double-quant", action=argparse.BooleanOptionalAction, help="QLoRA; default on")
+    tl.add_argument("--target-modules", help="'all-linear' (default), 'default' (peft's), or comma-separated names")
+    tl.add_argument("--device-map", choices=["single", "auto"], help="'auto' spreads a QLoRA base over GPUs")
+    tl.add_argument("--template", choices=["gemma", "chatml", "llama2"])
+    tl.add_argument("--prompt-style", help="recorded in the adapter's prompt card; default: the SFT format.json")
     tl.add_argument("--qlora", action="store_true", help="4-bit nf4 base + paged AdamW (CUDA only)")
     tl.add_argument("--merge", action="store_true", help="also save the merged model in OUT/merged")
     tl.add_argument("--seed", type=int, default=0)
@@ -65,13 +75,20 @@ def train_openai(args: argparse.Namespace) -> int:
 
 
 def train_lora(args: argparse.Namespace) -> int:
-    from culturepark.trainers.lora import LoraSettings
+    from culturepark.trainers.lora import resolve_settings
     from culturepark.trainers.lora import train_lora as run_lora
 
     log = make_logger()
-    settings = LoraSettings(base=args.base, epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, r=args.r,
-                            alpha=args.alpha, dropout=args.dropout, batch_size=args.batch_size, qlora=args.qlora,
-                            seed=args.seed, merge=args.merge, template=args.template, device=args.device)
+    targets = args.target_modules
+    if targets and targets not in ("all-linear", "default"):
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    settings = resolve_settings(
+        args.preset, base=args.base, epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, r=args.r,
+        alpha=args.alpha, dropout=args.dropout, batch_size=args.batch_size, warmup_ratio=args.warmup_ratio,
+        schedule=args.schedule, max_grad_norm=args.max_grad_norm, weight_decay=args.weight_decay,
+        compute_dtype=args.compute_dtype, double_quant=args.double_quant, target_modules=targets,
+        device_map=args.device_map, template=args.template, prompt_style=args.prompt_style,
+        qlora=args.qlora or None, seed=args.seed, merge=args.merge or None, device=args.device)
     bar = None
     if sys.stderr.isatty() and not args.json:
         from rich.progress import Progress

@@ -189,3 +189,33 @@ def test_remote_embeddings_ride_out_429s_and_resets_and_a_killed_dedup_pays_no_v
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["texts_embedded_now"] == distinct - cached  # nothing paid twice
     assert (out / "opinions.jsonl").read_bytes() == (tmp_path / "ref" / "opinions.jsonl").read_bytes()
+
+
+def test_paper_preset_extracts_both_compatriots_and_exports_the_original_format(tmp_path, tiny_data, sim_process,
+                                                                                  refine_url):
+    data = scenario_dict(mode="in")
+    data["backend"]["base_url"] = sim_process("--seed", "4")
+    sc = tmp_path / "in.yaml"
+    sc.write_text(yaml.safe_dump(data))
+    run = tmp_path / "run"
+    assert run_cli("run", str(sc), "--out", str(run), "--data-dir", str(tiny_data)).returncode == 0
+    out = tmp_path / "refined"
+    res = run_cli("refine", str(run), "--out", str(out), "--preset", "paper", "--base-url", refine_url, "--json")
+    assert res.returncode == 0, res.stderr
+    s = json.loads(res.stdout)
+    n = 4
+    assert s["extract_speakers"] == "both" and s["extracted"] == 2 * 6 * n and s["accounted"]
+    assert not s["refiner_is_generator"]  # the preset's GPT-4-class refiner, not the generator
+    assert json.loads((out / "log.jsonl").read_text().splitlines()[0])["backends"]["refiner"]["model"] == "gpt-4"
+    ops = _jsonl(out / "opinions.jsonl")
+    assert {o["speaker"] for o in ops} == {"delegate", "main_contact"}
+    assert s["export_format"] == "paper" and s["kept"] == s["exported"]  # 20 passes cover every kept opinion
+    assert json.loads((out / "sft" / "format.json").read_text())["prompt_style"] == "paper"
+    codes = {(o["culture"], o["item_id"]): o["stance_code"] for o in ops}
+    for row in _jsonl(out / "sft" / "openai_chat.jsonl"):
+        system, user, answer = (m["content"] for m in row["messages"])
+        culture = system.split()[3]
+        assert system == f"You are a {culture} chatbot who knows {culture} culture very well."
+        assert user.startswith("Answer with a number from ") and "Options: " in user and "exactly one" in user
+        item = "27" if "parents proud" in user else "158"
+        assert answer.startswith(f"{codes[(culture, item)]}. ") and len(answer) > 10

@@ -50,3 +50,25 @@ def test_agglomerative_threshold_merges_only_close_vectors_and_keeps_the_central
     reps = representatives(vecs, labels)
     assert reps[int(labels[0])] == 1  # the middle one is nearest the centroid
     assert len(set(cluster(vecs, DedupConfig(method="kmeans", k=10)))) == 5  # the original's k=min(k, n)
+
+
+def test_paper_export_uses_one_opinion_a_pass_and_bare_codes_for_items_without_opinions():
+    from culturepark.trainers.refine.pipeline import Opinion, Source, _paper_examples
+
+    def meta(item, code):
+        return {"culture": "Chinese", "item_id": item, "item_text": "Work is a duty", "stance_code": code,
+                "item_options": "1. Strongly agree 2. agree 3. Disagree 4. Strongly disagree"}
+    a1, a2, b1, b2, b3 = (Source("a1", meta("1", 2), "", NAMES), Source("a2", meta("1", 3), "", NAMES),
+                          Source("b1", meta("2", 4), "", NAMES), Source("b2", meta("2", 1), "", NAMES),
+                          Source("b3", meta("2", 4), "", NAMES))
+    kept = [Opinion("o1", a1, "x", text="I agree a lot.", kept=True), Opinion("o2", a2, "y", text="I do not.",
+                                                                               kept=True),
+            Opinion("o3", a1, "z", text="Dropped.", drop_reason="duplicate"),
+            Opinion("o4", b1, "w", text="Dropped too.", drop_reason="irrelevant")]
+    rows, beyond = _paper_examples([a1, a2, b1, b2, b3], kept, passes=3)
+    answers = [r[-1]["content"] for r in rows]
+    # pass 0: item 1's first opinion (code of its conversation), item 2's bare modal code; pass 1 the same
+    # with item 1's second opinion; pass 2: item 1 has no third opinion, item 2 its bare code again
+    assert answers == ["2. I agree a lot.", "4", "3. I do not.", "4", "4"]
+    assert beyond == 0 and _paper_examples([a1, a2], kept, passes=1)[1] == 1
+    assert rows[0][1]["content"].startswith('Answer with a number from 1 to 4. Do you agree with the statement "Work')

@@ -95,7 +95,7 @@ def test_lora_lowers_the_loss_and_the_adapter_changes_what_the_model_says(tmp_pa
 
     from culturepark.engine.backends.base import Request
     from culturepark.engine.backends.local.backend import LocalBackend
-    from culturepark.trainers.sft import render_chat
+    from culturepark.engine.chat_templates import render_chat
 
     sft = _sft(tmp_path / "sft.jsonl", n=4)
     out = tmp_path / "adapter"

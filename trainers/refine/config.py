@@ -7,6 +7,7 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from culturepark.engine.chat_templates import Template
 from culturepark.scenarios.loader import ScenarioError, format_validation_error
 from culturepark.scenarios.schema import BackendConfig, Limits, RetryConfig
 
@@ -40,10 +41,23 @@ class DedupConfig(_Strict):
 
 
 class ExportConfig(_Strict):
+    """`open` (ours): an open question in the persona's voice, answered by the opinion.
+    `paper` (the original's): the "culture chatbot" system line, the WVS item as multiple choice,
+    answered "<code>. <opinion>"; pass t uses each item's t-th kept opinion, and an item with no
+    kept opinion is answered with its bare code in every pass (`paper_passes`, 20 as the original)."""
+
+    format: Literal["open", "paper"] = "open"
     system_prompt: str | None = "You are {person}. Answer as someone from {culture_phrase} would, in the first person."
-    template: Literal["gemma", "chatml"] = "gemma"
-    augment: bool = False  # the paper: ask the same WVS items again with varied wording
+    template: Template = "gemma"
+    augment: bool = False  # open format: ask the same WVS items again with varied wording
     augment_passes: int = Field(3, ge=1, le=50)
+    paper_passes: int = Field(20, ge=1, le=1000)
+
+
+REFINE_PRESETS: dict[str, dict] = {
+    "paper": {"backend": {"provider": "openai", "model": "gpt-4"}, "extract_speakers": "both",
+              "export": {"format": "paper"}},
+}
 
 
 class RefineConfig(_Strict):
@@ -56,6 +70,7 @@ class RefineConfig(_Strict):
     rewrite_max_tokens: int = Field(96, ge=8)
     rewrite_temperature: float = Field(0.7, ge=0, le=2)
     rewrite: bool = True
+    extract_speakers: Literal["delegate", "both"] = "delegate"  # both: in-cultural runs, as the original
     keep_rewritten_only_if_entail: bool = True
     min_words: int = Field(5, ge=0)
     first_person: Literal["rule", "none"] = "rule"
@@ -67,6 +82,18 @@ class RefineConfig(_Strict):
         """A refinement directory belongs to one config applied to one source corpus."""
         blob = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS) + source_hash.encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def with_preset(self, preset: str | None) -> "RefineConfig":
+        """`refine --preset paper`: a GPT-4-class refiner (OpenAI's gpt-4 unless --model/--base-url say
+        otherwise), both speakers of in-cultural runs, and the paper's SFT format."""
+        if preset is None:
+            return self
+        if preset not in REFINE_PRESETS:
+            raise ScenarioError(f"refine --preset {preset!r}: known presets: {', '.join(REFINE_PRESETS)}")
+        values = REFINE_PRESETS[preset]
+        export = self.export.model_copy(update=values["export"])
+        return self.model_copy(update={"backend": self.backend or BackendConfig.model_validate(values["backend"]),
+                                       "extract_speakers": values["extract_speakers"], "export": export})
 
     def with_flags(self, source_backend: BackendConfig | None, base_url: str | None = None,
                    model: str | None = None, embeddings: str | None = None) -> "RefineConfig":

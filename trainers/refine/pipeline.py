@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import orjson
 
+from culturepark.agents import paper_format
 from culturepark.engine.embeddings import Embedder, embed_unique
 from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.errors import InputError, LogWriteError, RequestFailed
@@ -68,10 +69,12 @@ class Opinion:
     cluster: str | None = None
     kept: bool = False
     drop_reason: str | None = None
+    speaker: str = "delegate"  # the role whose opinion this is
 
     def record(self) -> dict[str, Any]:
         m = self.source.meta
-        return {"opinion_id": self.id, "conversation_id": self.source.id, "culture": m.get("culture"),
+        return {"opinion_id": self.id, "conversation_id": self.source.id, "speaker": self.speaker,
+                "culture": m.get("culture"), "stance_code": m.get("stance_code"),
                 "item_id": m.get("item_id"), "stance_text": m.get("stance_text"),
                 "extracted_text": self.extracted_text, "text": self.text, "verdict": self.verdict,
                 "rewritten": self.rewritten, "verdict_after_rewrite": self.verdict_after_rewrite,
@@ -111,7 +114,8 @@ class RefinePolicy:
         if conv.meta["stage"] == "extract":
             if turns:
                 return None
-            req = prompts.extract_request(src.meta, src.transcript, r, c.extract_max_tokens)
+            req = prompts.extract_request(src.meta, src.transcript, r, c.extract_max_tokens,
+                                          conv.meta.get("speaker", "delegate"))
             return TurnRequest("extract", ROLE, req, self._valid_opinions(src))
         opinion = self.opinions[conv.id]
         if not turns:
@@ -240,9 +244,17 @@ async def _finish(out: Path, config: RefineConfig, sources: list[Source], opinio
     _postprocess(opinions, config)
     assert config.backend is not None
     embedder_name, embedded = await _dedup(opinions, config, config.backend, out)
-    examples = _examples(opinions, config)
+    if config.export.format == "paper":
+        examples, beyond = _paper_examples(sources, opinions, config.export.paper_passes)
+    else:
+        examples, beyond = _examples(opinions, config), 0
     paths = write_sft(out / "sft", examples, config.export.template)
+    atomic_write_json(out / "sft" / "format.json", {
+        "format": config.export.format, "prompt_style": "paper" if config.export.format == "paper" else "persona",
+        "template": config.export.template, "examples": len(examples)})
     summary = _summary(sources, opinions, extract_failed, len(examples))
+    summary.update({"export_format": config.export.format, "opinions_beyond_paper_passes": beyond,
+                    "extract_speakers": config.extract_speakers})
     summary.update({"embeddings": embedder_name, "dedup": config.dedup.model_dump(mode="json"),
                     "openai_format_check": check_openai_chat(paths["openai_chat"]),
                     "first_person": config.first_person, "texts_embedded_now": embedded})
@@ -255,11 +267,12 @@ async def _calls(policy: RefinePolicy, endpoints: dict[str, Endpoint], log: RunL
     """The two engine passes: extract per source conversation, then verify/rewrite per opinion."""
     sched_cfg = SchedulerConfig(concurrency=policy.config.concurrency)
     sources = list(policy.sources.values())
-    extract_specs = [ConversationSpec(f"extract|{s.id}", i, {"stage": "extract", "source": s.id})
-                     for i, s in enumerate(sources)]
+    extract_specs = [ConversationSpec(_extract_id(s.id, role), i, {"stage": "extract", "source": s.id,
+                                                                   "speaker": role})
+                     for i, (s, role) in enumerate(_extractions(sources, policy.config))]
     await Scheduler(policy, endpoints, log, sched_cfg).run(extract_specs, resume, retry_failed)
     turns, ends = _collect(out)
-    opinions, extract_failed = _opinions(sources, turns, ends, policy.rendering)
+    opinions, extract_failed = _opinions(_extractions(sources, policy.config), turns, ends, policy.rendering)
     policy.opinions = {o.id: o.extracted_text for o in opinions}
     verify_specs = [ConversationSpec(o.id, i, {"stage": "verify", "source": o.source.id})
                     for i, o in enumerate(opinions) if not o.drop_reason]
@@ -267,11 +280,23 @@ async def _calls(policy: RefinePolicy, endpoints: dict[str, Endpoint], log: RunL
     return opinions, extract_failed
 
 
-def _opinions(sources: list[Source], turns: Turns, ends: Ends,
+def _extractions(sources: list[Source], config: RefineConfig) -> list[tuple[Source, str]]:
+    """(source, speaker) pairs to extract: the delegate, and with `extract_speakers: both` the
+    compatriot of an in-cultural run too (who shares the stance, so their opinions are data)."""
+    both = config.extract_speakers == "both"
+    return [(s, role) for s in sources
+            for role in (("delegate", "main_contact") if both and s.meta.get("mode") == "in" else ("delegate",))]
+
+
+def _extract_id(source_id: str, role: str) -> str:
+    return f"extract|{source_id}" if role == "delegate" else f"extract|{source_id}|{role}"
+
+
+def _opinions(extractions: list[tuple[Source, str]], turns: Turns, ends: Ends,
               rendering: prompts.Rendering) -> tuple[list[Opinion], Counter]:
     opinions, failed = [], Counter()
-    for s in sources:
-        cid = f"extract|{s.id}"
+    for s, role in extractions:
+        cid = _extract_id(s.id, role)
         end = ends.get(cid)
         if end is None or end.status != "done":
             failed[(end.reason if end else None) or "not_run"] += 1
@@ -280,7 +305,9 @@ def _opinions(sources: list[Source], turns: Turns, ends: Ends,
         texts = prompts.parse_opinions(answer.text, rendering, s.names) or []
         # an answer stopped by max_tokens ends in a line cut short: it is dropped, counted, never verified
         cut = len(texts) - 1 if answer.finish_reason == "length" else None
-        opinions += [Opinion(f"verify|{s.id}|{j}", s, t, text=t, drop_reason="cut_by_max_tokens" if j == cut else None)
+        prefix = f"verify|{s.id}|" if role == "delegate" else f"verify|{s.id}|{role}|"
+        opinions += [Opinion(f"{prefix}{j}", s, t, text=t, speaker=role,
+                             drop_reason="cut_by_max_tokens" if j == cut else None)
                      for j, t in enumerate(texts)]
     return opinions, failed
 
@@ -373,6 +400,32 @@ def _examples(opinions: list[Opinion], config: RefineConfig) -> list[list[dict[s
             msgs += [{"role": "user", "content": question}, {"role": "assistant", "content": o.text}]
             out.append(msgs)
     return out
+
+
+def _paper_examples(sources: list[Source], opinions: list[Opinion], passes: int
+                    ) -> tuple[list[list[dict[str, str]]], int]:
+    """The original's training set: per (culture, item), pass t answers with the t-th kept opinion
+    ("<code>. <opinion>", the code of that opinion's conversation); an item none of whose opinions
+    was kept is answered with its bare code (the most common stance code among its conversations)
+    in every pass. Returns the examples and how many kept opinions fell beyond the last pass."""
+    groups: dict[tuple[str, str], tuple[dict[str, Any], Counter, list[Opinion]]] = {}
+    for s in sources:
+        key = (s.meta["culture"], str(s.meta["item_id"]))
+        groups.setdefault(key, (s.meta, Counter(), []))[1][s.meta["stance_code"]] += 1
+    for o in opinions:
+        if o.kept:
+            groups[(o.source.meta["culture"], str(o.source.meta["item_id"]))][2].append(o)
+    out: list[list[dict[str, str]]] = []
+    for t in range(passes):
+        for meta, codes, kept in groups.values():
+            if kept and t >= len(kept):
+                continue
+            reply = (paper_format.answer(kept[t].source.meta["stance_code"], kept[t].text) if kept
+                     else paper_format.answer(min(codes, key=lambda c: (-codes[c], c))))
+            out.append([{"role": "system", "content": paper_format.chatbot_system(meta["culture"])},
+                        {"role": "user", "content": paper_format.multiple_choice(paper_format.item_from_meta(meta))},
+                        {"role": "assistant", "content": reply}])
+    return out, sum(max(0, len(kept) - passes) for _, _, kept in groups.values())
 
 
 def _summary(sources, opinions: list[Opinion], extract_failed: Counter, exported: int) -> dict[str, Any]:

@@ -23,10 +23,13 @@ def stance_sentence(meta: dict) -> str:
     return f'When asked "{meta["item_text"]}"{opts}, {name} answered "{meta["stance_text"]}".'
 
 
-def extract_request(meta: dict, transcript: str, rendering: Rendering, max_tokens: int) -> Request:
-    d = meta["participants"]["delegate"]
+def extract_request(meta: dict, transcript: str, rendering: Rendering, max_tokens: int,
+                    role: str = "delegate") -> Request:
+    """The opinions of one speaker (`role`): the delegate, or in an in-cultural run also the compatriot."""
+    d = meta["participants"][role]
+    other = meta["participants"]["main_contact" if role == "delegate" else "delegate"]
     user = (f"Below is a conversation between {d['name']} ({d['person']}) and "
-            f"{meta['participants']['main_contact']['name']}.\n\n{transcript}\n\n"
+            f"{other['name']}.\n\n{transcript}\n\n"
             f"List every distinct opinion that {d['name']} expresses in this conversation, one per line, "
             "each line starting with '- ' and written as a complete sentence. "
             f"If {d['name']} expresses no opinion, answer NONE.")

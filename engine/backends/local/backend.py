@@ -1,7 +1,9 @@
 """The embedded local model as a `Backend`: left-padded batched generation with per-row stops.
 
 Per-request stop sequences and max tokens are honoured by a per-row stopping criterion;
-loading lives in `model.py`, batching in `batcher.py`.
+loading lives in `model.py`, batching in `batcher.py`. Chat requests to a model tuned with a
+chat template are rendered with that template (`chat_templates.render_prompt`, the trainer's
+rendering) and stop at its end-of-answer marker; an untuned base model gets a transcript.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 from culturepark.engine.backends.base import Completion, Request
 from culturepark.engine.backends.local.batcher import MicroBatcher
 from culturepark.engine.backends.local.model import EMBEDDED_MODEL, load_model
+from culturepark.engine.chat_templates import END_OF_ANSWER, Template, render_prompt
 from culturepark.engine.errors import FatalBackendError
 from culturepark.engine.pricing import Price
 from culturepark.engine.records import Usage
@@ -31,9 +34,10 @@ class LocalBackend:
 
     def __init__(self, model: str = EMBEDDED_MODEL, *, device: str = "auto", max_batch: int = 16,
                  batch_wait_ms: float = 5.0, price: Price | None = Price(0.0, 0.0),
-                 adapter: str | None = None) -> None:
+                 adapter: str | None = None, template: Template | None = None) -> None:
         self.base_model = model
         self.adapter = adapter
+        self.template = template
         self.model = f"{model}+lora:{adapter}" if adapter else model  # also the cache key's model
         self.device = device
         self.price = price
@@ -43,8 +47,8 @@ class LocalBackend:
         self.batcher = MicroBatcher(self._generate_batch, max_batch=max_batch, wait_ms=batch_wait_ms)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "local", "model": self.model, "adapter": self.adapter, "device": self.device,
-                "max_batch": self.batcher.max_batch}
+        return {"kind": "local", "model": self.model, "adapter": self.adapter, "template": self.template,
+                "device": self.device, "max_batch": self.batcher.max_batch}
 
     async def start(self) -> None:
         if self._hf_model is None:
@@ -81,12 +85,12 @@ class LocalBackend:
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         tok, model = self._tokenizer, self._hf_model
-        prompts = [r.prompt if r.prompt is not None else messages_as_transcript(r.messages or [])
-                   for r in requests]
+        prompts = [self._prompt_text(r) for r in requests]
         enc = tok(prompts, return_tensors="pt", padding=True).to(model.device)
         prompt_len = enc["input_ids"].shape[1]
         limits = [r.max_tokens for r in requests]
-        stops = [r.stop or [] for r in requests]
+        end_marker = [END_OF_ANSWER[self.template]] if self.template else []
+        stops = [(r.stop or []) + (end_marker if r.prompt is None else []) for r in requests]
 
         class PerRowStop(StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
@@ -108,6 +112,10 @@ class LocalBackend:
         torch.manual_seed(int.from_bytes(digest, "big"))
         kwargs: dict[str, Any] = {"max_new_tokens": max(limits), "pad_token_id": tok.pad_token_id,
                                   "stopping_criteria": StoppingCriteriaList([PerRowStop()])}
+        if self.template:  # the end-of-answer marker, when it is one token, ends a row like EOS
+            end_id = tok.convert_tokens_to_ids(END_OF_ANSWER[self.template])
+            if isinstance(end_id, int) and end_id != tok.unk_token_id:
+                kwargs["eos_token_id"] = [tok.eos_token_id, end_id]
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
         else:
@@ -123,8 +131,8 @@ class LocalBackend:
             ids = generated[row, prompt_len: prompt_len + limits[row]]
             raw = tok.decode(ids, skip_special_tokens=True)
             finish = "length"
-            eos = tok.eos_token_id
-            if eos is not None and (ids == eos).any():
+            eos = kwargs.get("eos_token_id", tok.eos_token_id)
+            if eos is not None and torch.isin(ids, torch.tensor(eos, device=ids.device)).any():
                 finish = "stop"
             cut = min((i for s in stops[row] if (i := raw.find(s)) >= 0), default=-1)
             text = raw[:cut] if cut >= 0 else raw
@@ -134,6 +142,13 @@ class LocalBackend:
             results.append(Completion(text=text, finish_reason=finish,
                                       usage=Usage(int(mask[row].sum()), n_completion)))
         return results
+
+    def _prompt_text(self, r: Request) -> str:
+        if r.prompt is not None:
+            return r.prompt
+        if self.template:
+            return render_prompt(r.messages or [], self.template)
+        return messages_as_transcript(r.messages or [])
 
     async def aclose(self) -> None:
         await self.batcher.aclose()

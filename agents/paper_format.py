@@ -1,0 +1,60 @@
+"""The original's prompt format: a "culture chatbot" system line and WVS items as multiple choice.
+
+Why one module: the paper trained on this format and evaluated in it, so the paper-format SFT
+export (`trainers/refine`), `eval wvs`, and the `--prompt-style paper` of `eval hofstede` and
+`eval moderation` must word it identically — a tuned model is only measured fairly in the
+format it learned. The wording is paraphrased from the original (Scarelette/CulturePark
+`data_process.py`); its parts are kept: the system line, "answer from LO to HI", the question
+(a statement becomes "Do you agree with …?"), the options, "one option only", and answers of
+the form "<code>. <opinion>" (or the bare code).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from culturepark.agents.answers import parse_scale_answer
+from culturepark.agents.wvs import WVSItem, parse_scale
+
+PromptStyle = Literal["paper", "persona"]
+PROMPT_STYLES: tuple[str, ...] = ("paper", "persona")
+
+
+def chatbot_system(culture: str) -> str:
+    """The original's system line ("You are an {culture} chatbot that know {culture} very well"), paraphrased."""
+    return f"You are a {culture} chatbot who knows {culture} culture very well."
+
+
+def item_from_meta(meta: dict) -> WVSItem:
+    """The WVS item a conversation was about, rebuilt from its metadata (no data directory needed)."""
+    scale, note = parse_scale(meta.get("item_options") or "")
+    return WVSItem(str(meta["item_id"]), meta.get("item_topic", ""), meta["item_text"],
+                   meta.get("item_options") or "", scale, note)
+
+
+def code_range(item: WVSItem) -> tuple[int, int]:
+    return (min(item.scale), max(item.scale)) if item.scale else (1, 10)
+
+
+def multiple_choice(item: WVSItem) -> str:
+    """One WVS item as the original asked it, with its numbered options."""
+    lo, hi = code_range(item)
+    text = item.text.strip()
+    question = text if "?" in text else f"Do you agree with the statement \"{text.rstrip('.')}\"?"
+    return (f"Answer with a number from {lo} to {hi}. {question}\nOptions: {item.option_text.strip()}\n"
+            "Choose exactly one option.")
+
+
+def scale_question(question: str, options: str, lo: int, hi: int) -> str:
+    """A non-WVS survey item (VSM13, moderation) in the same multiple-choice form."""
+    return f"Answer with a number from {lo} to {hi}. {question}\nOptions: {options}\nChoose exactly one option."
+
+
+def answer(code: int, opinion: str | None = None) -> str:
+    """What the model learns to say: "<code>. <opinion>", or the bare code."""
+    return f"{code}. {opinion.strip()}" if opinion else str(code)
+
+
+def parse_code(text: str, item: WVSItem) -> int | None:
+    """The answer code at the start of a reply, within the item's range; None is unparseable."""
+    lo, hi = code_range(item)
+    return parse_scale_answer(text, lo, hi)
