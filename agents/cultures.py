@@ -86,3 +86,16 @@ def resolve_culture(name: str, table: dict[str, Culture], available_countries: l
     known = sorted({c.name for c in table.values()} | set(available_countries))
     raise CultureError(f"unknown culture {name!r}; known: {', '.join(known)} "
                        "(add it under culture_table:)")
+
+
+def cultures_by_name(names: list[str], what: str) -> list[Culture]:
+    """The bundled table's cultures by name (case-insensitive); an unknown one is bad input naming `what`."""
+    table = load_table()
+    chosen: list[Culture] = []
+    for name in names:
+        c = table.get(name.lower())
+        if c is None:
+            known = ", ".join(sorted(x.name for x in table.values()))
+            raise CultureError(f"{what}: unknown culture {name!r}; known: {known}")
+        chosen.append(c)
+    return chosen

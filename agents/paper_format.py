@@ -21,7 +21,8 @@ PROMPT_STYLES: tuple[str, ...] = ("paper", "persona")
 
 def chatbot_system(culture: str) -> str:
     """The original's system line ("You are an {culture} chatbot that know {culture} very well"), paraphrased."""
-    return f"You are a {culture} chatbot who knows {culture} culture very well."
+    article = "an" if culture[:1].lower() in "aeiou" else "a"
+    return f"You are {article} {culture} chatbot who knows {culture} culture very well."
 
 
 def item_from_meta(meta: dict) -> WVSItem:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from culturepark.benchmarks import hofstede, moderation
+from culturepark.benchmarks import hofstede, moderation, wvs_items
 from culturepark.benchmarks.eval_run import EvalSettings, slug
 from culturepark.engine.errors import InputError
 from culturepark.engine.files import atomic_write_json as write_json
@@ -14,9 +14,9 @@ from culturepark.engine.files import atomic_write_json as write_json
 
 @dataclass(frozen=True)
 class EvalTask:
-    """One evaluation: `hofstede` over cultures, or `moderation` on one dataset."""
+    """One evaluation: `hofstede` or `wvs` over cultures, or `moderation` on one dataset."""
 
-    kind: Literal["hofstede", "moderation"]
+    kind: Literal["hofstede", "moderation", "wvs"]
     args: tuple[str, ...]
 
     def __str__(self) -> str:
@@ -24,10 +24,12 @@ class EvalTask:
 
 
 def parse_task(task: str) -> EvalTask:
-    """`hofstede:Chinese,German` or `moderation:english_offensive` (as `eval compare --tasks` takes them)."""
+    """`hofstede:Chinese,German`, `wvs:Chinese` or `moderation:english_offensive` (as `eval compare --tasks`
+    takes them)."""
     kind, _, arg = task.partition(":")
-    if kind not in ("hofstede", "moderation") or not arg:
-        raise InputError(f"task {task!r}: expected hofstede:CULTURE[,CULTURE...] or moderation:DATASET")
+    if kind not in ("hofstede", "moderation", "wvs") or not arg:
+        raise InputError(f"task {task!r}: expected hofstede:CULTURE[,CULTURE...], wvs:CULTURE[,CULTURE...] "
+                         "or moderation:DATASET")
     return EvalTask(kind, tuple(arg.split(",")))  # type: ignore[arg-type]
 
 
@@ -37,11 +39,17 @@ async def run_task(settings: EvalSettings, task: EvalTask, data_dir: Path, out: 
     if task.kind == "hofstede":
         return await hofstede.evaluate(settings, list(task.args), data_dir, out, seeds=seeds, samples=samples,
                                        constant=constant, say=say)
+    if task.kind == "wvs":
+        return await wvs_items.evaluate(settings, list(task.args), data_dir, out, seeds=seeds, say=say)
     return await moderation.evaluate(settings, task.args[0], data_dir, out, seeds=seeds, limit=limit, say=say)
 
 
 def headline(report: dict[str, Any]) -> dict[str, Any]:
     """The numbers a comparison table shows (mean ± std over seeds)."""
+    if report["task"] == "wvs":
+        return {c: {"agreement": v["all"]["agreement"], "mean_share": v["all"]["mean_share"],
+                    "unparseable": v["all"]["unparseable"], "chance": v["all"]["chance_agreement"]}
+                for c, v in report["cultures"].items()}
     if report["task"] == "hofstede":
         constant = report.get("constant", 0.0)  # absent before 0.4
         return {c: {"distance_c0": v["distance_c0"], "constant": constant,
@@ -64,6 +72,7 @@ async def compare(models: list[str], tasks: list[str], settings: EvalSettings, d
             report = await run_task(s, task, data_dir, out / slug(model) / slug(str(task)), seeds, limit, samples, say,
                                     constant)
             rows.append({"model": model, "task": str(task), "result": headline(report), "seeds": report["seeds"],
+                         "prompt_style": report.get("prompt_style"),
                          "items_hash": report["items_hash"], "prompts_hash": report["prompts_hash"],
                          "data_hash": report["data_hash"]})
     result = {"task": "compare", "models": models, "tasks": tasks, "seeds": seeds, "limit": limit, "rows": rows}
@@ -81,6 +90,9 @@ def table(result: dict[str, Any]) -> str:
             scored = res.get("macro_f1_scored") or {}
             text = (f"macro-F1 {fmt(res['macro_f1'])} (parseable only {fmt(scored)}, "
                     f"majority {res['majority_macro_f1']:.3f}, unparseable {res['unparseable']})")
+        elif r["task"].startswith("wvs:"):
+            text = "; ".join(f"{c}: agreement {fmt(v['agreement'])} (chance {v['chance']:.2f}), "
+                             f"share {fmt(v['mean_share'])}, unparseable {v['unparseable']}" for c, v in res.items())
         else:
             text = "; ".join(f"{c}: d0 {fmt(v['distance_c0'])}"
                              + (f", d(C={v['constant']:g}) {fmt(v['distance'])}" if v.get("constant") else "")

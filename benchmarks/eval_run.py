@@ -11,7 +11,10 @@ from typing import Any, Callable
 
 import orjson
 
+from culturepark.agents.paper_format import PROMPT_STYLES, PromptStyle
 from culturepark.engine.batch import BatchItem, BatchResult, batch_results, run_batch
+from culturepark.engine.chat_templates import read_prompt_card
+from culturepark.engine.errors import InputError
 from culturepark.engine.records import RunHeader
 from culturepark.engine.stage import Stage
 from culturepark.scenarios.endpoints import make_endpoints
@@ -32,9 +35,20 @@ class EvalSettings:
     max_attempts: int = 4
     resume: bool = False
     check_reachability: bool = True
+    prompt_style: str | None = None  # None: the style the adapter was trained in, else persona
 
     def backend(self) -> BackendConfig:
         return parse_model_spec(self.model, self.base_url, self.api_key_env)
+
+    def style(self) -> PromptStyle:
+        """The prompt style to evaluate in: the one asked for; else, for a tuned local model, the
+        style its adapter was trained in (a model is measured in the format it learned); else persona."""
+        if self.prompt_style is not None:
+            if self.prompt_style not in PROMPT_STYLES:
+                raise InputError(f"--prompt-style {self.prompt_style!r}: expected one of {', '.join(PROMPT_STYLES)}")
+            return self.prompt_style  # type: ignore[return-value]
+        card = read_prompt_card(self.backend().adapter)
+        return card.prompt_style if card and card.prompt_style in PROMPT_STYLES else "persona"  # type: ignore[return-value]
 
 
 def slug(text: str) -> str:
@@ -75,7 +89,8 @@ async def run_items(out: Path, items: list[BatchItem], settings: EvalSettings, h
             await run_batch(items, endpoints["model"], log, stage.resume_state, settings.concurrency)
         finally:
             log.close()
-    info = {"model_spec": settings.model, "prompts_hash": prompts_hash,
+    info = {"model_spec": settings.model, "prompts_hash": prompts_hash, "prompt_style": header.get("prompt_style"),
+            "template": backend.template,
             "items_hash": digest([(it.id, it.request.key("")) for it in items]),  # the same for every model
             "requests": endpoints["model"].stats.requests, "elapsed_s": round(time.monotonic() - t0, 2)}
     return batch_results(out), info

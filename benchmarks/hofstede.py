@@ -16,14 +16,15 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+from culturepark.agents import paper_format
 from culturepark.agents.answers import parse_scale_answer
-from culturepark.agents.cultures import Culture, load_table
+from culturepark.agents.cultures import Culture, cultures_by_name
+from culturepark.agents.paper_format import PromptStyle
 from culturepark.agents.vsm13 import load_vsm13_items
 from culturepark.benchmarks.eval_run import EvalSettings, digest, file_digest, run_items
 from culturepark.benchmarks.stats import mean_std
 from culturepark.engine.backends.base import Request
 from culturepark.engine.batch import BatchItem
-from culturepark.engine.errors import InputError
 from culturepark.engine.files import atomic_write_json as write_json
 
 DIMENSIONS = ("pdi", "idv", "mas", "uai", "lto", "ivr")
@@ -61,11 +62,17 @@ def _valid(text: str) -> str | None:
     return None if parse_answer(text) is not None else "invalid_answer"
 
 
-def item_request(culture: Culture, item: dict[str, Any], rendering: str, temperature: float, seed: int) -> Request:
-    system = (f"You are {culture.person}. Answer each survey question as a typical person from "
-              f"{culture.country} would, thinking of {culture.culture_phrase}.")
-    user = (f"{item['question']}\nOptions: {item['scale']}\n"
-            "Answer with a single number from 1 to 5.")
+def item_request(culture: Culture, item: dict[str, Any], rendering: str, temperature: float, seed: int,
+                 style: PromptStyle = "persona") -> Request:
+    """persona: a typical person of the country; paper: the original's culture chatbot, multiple choice."""
+    if style == "paper":
+        system = paper_format.chatbot_system(culture.name)
+        user = paper_format.scale_question(item["question"], item["scale"], 1, 5)
+    else:
+        system = (f"You are {culture.person}. Answer each survey question as a typical person from "
+                  f"{culture.country} would, thinking of {culture.culture_phrase}.")
+        user = (f"{item['question']}\nOptions: {item['scale']}\n"
+                "Answer with a single number from 1 to 5.")
     return Request.instruction(system, user, "Answer (1-5):", rendering, 8 if rendering == "chat" else 4,
                                temperature, stop=["\n"], seed=seed)
 
@@ -97,18 +104,6 @@ def centred_distances(model: dict[str, dict], human: dict[str, dict],
     hc = {d: sum(human[n][d] for n in names) / len(names) for d in dims}
     return {n: round(math.sqrt(sum(((model[n][d] - mc[d]) - (human[n][d] - hc[d])) ** 2 for d in dims)), 4)
             for n in names}
-
-
-def _cultures(names: list[str]) -> list[Culture]:
-    table = load_table()
-    chosen: list[Culture] = []
-    for name in names:
-        c = table.get(name.lower())
-        if c is None:
-            known = ", ".join(sorted(x.name for x in table.values()))
-            raise InputError(f"hofstede: unknown culture {name!r}; known: {known}")
-        chosen.append(c)
-    return chosen
 
 
 def _per_seed_means(results: dict[str, Any], chosen: list[Culture], items: list[dict[str, Any]], seeds: int,
@@ -160,7 +155,8 @@ async def evaluate(settings: EvalSettings, cultures: list[str], data_dir: Path, 
                    samples: int = 1, temperature: float = 0.7, constant: float = 0.0,
                    say: Callable[[str], None] | None = None) -> dict[str, Any]:
     rendering = settings.backend().rendering  # a bad model spec fails before any data is read
-    chosen = _cultures(cultures)
+    style = settings.style()
+    chosen = cultures_by_name(cultures, "hofstede")
     items = load_vsm13_items(data_dir)
     scores = load_scores(data_dir)
     batch = []
@@ -169,11 +165,12 @@ async def evaluate(settings: EvalSettings, cultures: list[str], data_dir: Path, 
             for n in range(samples):
                 for it in items:
                     batch.append(BatchItem(f"{c.name}|s{s}|n{n}|q{it['item']}",
-                                           item_request(c, it, rendering, temperature, seed=s * 1000 + n), _valid))
+                                           item_request(c, it, rendering, temperature, seed=s * 1000 + n, style=style),
+                                           _valid))
     data_hash = digest(file_digest(data_dir / "hofstede" / "vsm13_items.jsonl"),
                        file_digest(data_dir / "hofstede" / "6-dimensions-for-website-2015-08-16.csv"))
     header = {"task": "hofstede", "cultures": [c.name for c in chosen], "seeds": seeds, "samples": samples,
-              "temperature": temperature, "data_hash": data_hash}
+              "temperature": temperature, "data_hash": data_hash, "prompt_style": style}
     results, info = await run_items(out, batch, settings, header, say)
 
     published = {c.name: scores.get(c.hofstede or "", {}) for c in chosen}

@@ -19,7 +19,9 @@ from typing import Any, Callable
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from culturepark.agents import paper_format
 from culturepark.agents.cultures import load_table
+from culturepark.agents.paper_format import PromptStyle
 from culturepark.benchmarks.eval_run import EvalSettings, digest, file_digest, run_items
 from culturepark.benchmarks.stats import mean_std
 from culturepark.engine.backends.base import Request
@@ -118,9 +120,12 @@ def _valid(text: str) -> str | None:
     return None if parse_yes_no(text) is not None else "unparseable_answer"
 
 
-def moderator_persona(spec: DatasetSpec) -> str:
-    """The system prompt: who judges (from the culture table, read once per eval)."""
+def moderator_persona(spec: DatasetSpec, style: PromptStyle = "persona") -> str:
+    """The system prompt: who judges (from the culture table, read once per eval); in the paper
+    style, the original's culture chatbot."""
     culture = load_table().get((spec.culture or "").lower())
+    if style == "paper":
+        return paper_format.chatbot_system(culture.name if culture else spec.language)
     who = f"{culture.person} who moderates {spec.language} social media" if culture else \
         f"a moderator of {spec.language} social media"
     return f"You are {who}. You judge posts the way people of that culture would."
@@ -175,12 +180,13 @@ async def evaluate(settings: EvalSettings, dataset: str, data_dir: Path, out: Pa
     rows, skipped, path = load_rows(spec, data_dir, limit)
     if not rows:
         raise InputError(f"moderation {spec.name}: no rows with a known label")
-    system = moderator_persona(spec)
+    style = settings.style()
+    system = moderator_persona(spec, style)
     batch = [BatchItem(f"s{s}|r{r['row']}", moderation_request(spec, system, r["text"], rendering, temperature, seed=s),
                        _valid) for s in range(seeds) for r in rows]
     data_hash = digest(file_digest(path), spec.model_dump(mode="json"))
     header = {"task": "moderation", "dataset": spec.name, "seeds": seeds, "limit": limit,
-              "temperature": temperature, "data_hash": data_hash}
+              "temperature": temperature, "data_hash": data_hash, "prompt_style": style}
     results, info = await run_items(out, batch, settings, header, say)
     gold_all = [r["label"] for r in rows]
     majority = int(sum(gold_all) * 2 > len(gold_all))

@@ -23,6 +23,9 @@ def _model_flags(p: argparse.ArgumentParser, single: bool = True) -> None:
     p.add_argument("--rpm", type=positive_float)
     p.add_argument("--tpm", type=positive_float)
     p.add_argument("--concurrency", type=positive_int, default=32)
+    p.add_argument("--prompt-style", choices=["paper", "persona"],
+                   help="paper: the original's culture chatbot and multiple choice; default: the style a tuned "
+                        "model's adapter was trained in, else persona")
     p.add_argument("--json", action="store_true")
 
 
@@ -41,6 +44,13 @@ def register(sub: Any) -> None:
     em.add_argument("--limit", type=count)
     _model_flags(em)
     em.set_defaults(func=single_task)
+    ew = esub.add_parser("wvs", help="WVS items as multiple choice vs the culture's real respondents")
+    ew.add_argument("--culture", nargs="+", required=True)
+    ew.add_argument("--items", nargs="+", help="WVS item ids (default: all 50)")
+    ew.add_argument("--trained-items", nargs="+", default=[], help="items used in training: reported apart")
+    ew.add_argument("--temperature", type=float, default=0.7)
+    _model_flags(ew)
+    ew.set_defaults(func=single_task)
     ec = esub.add_parser("compare", help="same tasks and seeds for several models")
     ec.add_argument("--models", nargs="+", required=True)
     ec.add_argument("--tasks", nargs="+", required=True, help="hofstede:Chinese,German moderation:english_offensive")
@@ -70,7 +80,8 @@ def register(sub: Any) -> None:
 def _settings(args: argparse.Namespace, model: str) -> Any:
     from culturepark.benchmarks.eval_run import EvalSettings
     return EvalSettings(model=model, base_url=args.base_url, api_key_env=args.api_key_env,
-                        rpm=args.rpm, tpm=args.tpm, concurrency=args.concurrency, resume=args.resume)
+                        rpm=args.rpm, tpm=args.tpm, concurrency=args.concurrency, resume=args.resume,
+                        prompt_style=args.prompt_style)
 
 
 def single_task(args: argparse.Namespace) -> int:
@@ -79,12 +90,18 @@ def single_task(args: argparse.Namespace) -> int:
     from culturepark.scenarios.data_dir import resolve_data_dir
 
     log = make_logger()
-    task = (EvalTask("hofstede", tuple(args.culture)) if args.task == "hofstede"
+    task = (EvalTask(args.task, tuple(args.culture)) if args.task in ("hofstede", "wvs")
             else EvalTask("moderation", (args.dataset,)))
     out = args.out or Path("evals") / slug(args.model) / slug(str(task))
-    report = asyncio.run(run_task(_settings(args, args.model), task, resolve_data_dir(args.data_dir, None), out,
-                                  args.seeds, getattr(args, "limit", None), getattr(args, "samples", 1),
-                                  lambda m: log.info(m), getattr(args, "constant", 0.0)))
+    if args.task == "wvs":
+        from culturepark.benchmarks import wvs_items
+        report = asyncio.run(wvs_items.evaluate(_settings(args, args.model), list(args.culture),
+                                                resolve_data_dir(args.data_dir, None), out, args.seeds, args.items,
+                                                args.trained_items, args.temperature, lambda m: log.info(m)))
+    else:
+        report = asyncio.run(run_task(_settings(args, args.model), task, resolve_data_dir(args.data_dir, None), out,
+                                      args.seeds, getattr(args, "limit", None), getattr(args, "samples", 1),
+                                      lambda m: log.info(m), getattr(args, "constant", 0.0)))
     if args.json:
         print_json(report)
         return 0

@@ -211,3 +211,69 @@ def test_report_collects_evals_and_runs_into_one_page(tmp_path, scripted):
     assert "english_offensive" in page and "majority macro-F1" in page
     # the log of an eval is not mistaken for a conversation run
     assert "Conversation runs" not in page
+
+
+def test_eval_wvs_scores_answer_codes_against_real_respondents_with_trained_items_apart(tmp_path, tiny_data,
+                                                                                       sim_process):
+    script = tmp_path / "script.yaml"
+    script.write_text(yaml.safe_dump([
+        {"pattern": "parents proud", "reply": "1. I want them to be proud of me."},
+        {"pattern": "University is more", "reply": "2"},
+        {"pattern": "healthier", "reply": "It depends."},  # never readable: counted, not guessed
+    ]))
+    url = sim_process("--seed", "2", "--script", str(script))
+    out = tmp_path / "w"
+    args = ["eval", "wvs", "--model", "openai:sim-model", "--base-url", url, "--culture", "Chinese", "--seeds", "2",
+            "--trained-items", "27", "--data-dir", str(tiny_data), "--json", "--prompt-style", "paper"]
+    res = run_cli(*args, "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    r = json.loads(res.stdout)
+    china = r["cultures"]["Chinese"]
+    assert r["prompt_style"] == "paper" and china["never_asked"] == ["132"]  # all -4 in the fixture
+    rows = {x["item"]: x for x in china["per_item"]}
+    assert rows["27"]["codes"] == [1, 1] and rows["27"]["share"] == [0.75, 0.75] and rows["27"]["modal"] == [1]
+    assert rows["31"]["codes"] == [2, 2] and rows["31"]["is_modal"] == [True, True]  # four answers tie at 1/4
+    assert rows["158"]["codes"] == [None, None] and rows["158"]["is_modal"] == [False, False]
+    assert china["all"]["agreement"]["mean"] == round(2 / 3, 4) and china["all"]["unparseable"] == 2
+    assert china["trained"]["items"] == 1 and china["trained"]["agreement"]["mean"] == 1.0
+    assert china["held_out"]["items"] == 2 and china["held_out"]["agreement"]["mean"] == 0.5
+    assert china["all"]["chance_agreement"] == round((1 / 4 + 4 / 4 + 4 / 10) / 3, 4)
+    from culturepark.agents.cultures import cultures_by_name
+    from culturepark.agents.wvs import WVSData
+    from culturepark.benchmarks.wvs_items import item_request
+    req = item_request(cultures_by_name(["Chinese"], "t")[0], WVSData(tiny_data).item("27"), "chat", 0.7, 0, "paper")
+    assert req.messages[0]["content"] == "You are a Chinese chatbot who knows Chinese culture very well."
+    assert req.messages[1]["content"].startswith("Answer with a number from 1 to 4. Do you agree with the statement")
+    persona = json.loads(run_cli(*args[:-1], "persona", "--out", str(tmp_path / "p")).stdout)
+    assert persona["prompt_style"] == "persona" and persona["prompts_hash"] != r["prompts_hash"]
+
+
+def test_hofstede_and_moderation_in_the_paper_prompt_style(tmp_path, sim_process):
+    script = tmp_path / "script.yaml"
+    script.write_text(yaml.safe_dump([
+        {"pattern": "Answer with a number from 1 to 5", "reply": "2"},  # the paper's question form only
+        {"pattern": "Answer yes or no", "reply": "No."},
+    ]))
+    url = sim_process("--seed", "2", "--script", str(script))
+    res = run_cli("eval", "hofstede", "--model", "openai:sim-model", "--base-url", url, "--culture", "Chinese",
+                  "--seeds", "1", "--out", str(tmp_path / "h"), "--json", "--data-dir", str(DATA),
+                  "--prompt-style", "paper")
+    assert res.returncode == 0, res.stderr
+    h = json.loads(res.stdout)
+    assert h["prompt_style"] == "paper" and h["cultures"]["Chinese"]["invalid_answers"] == 0
+    assert h["cultures"]["Chinese"]["indices"]["pdi"]["mean"] == 0.0  # every answer 2
+    data = tmp_path / "mod.jsonl"
+    data.write_text("".join(json.dumps({"post": f"post {i}", "label": "BAD" if i % 2 else "OK"}) + "\n"
+                            for i in range(4)))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"name": "mine", "path": str(data), "text_field": "post",
+                                    "positive_labels": ["BAD"], "negative_labels": ["OK"], "language": "English",
+                                    "culture": "American", "task": "insults"}))
+    m = run_cli("eval", "moderation", "--model", "openai:sim-model", "--base-url", url, "--dataset", str(spec),
+                "--seeds", "1", "--out", str(tmp_path / "m"), "--json", "--prompt-style", "paper")
+    assert m.returncode == 0, m.stderr
+    mod = json.loads(m.stdout)
+    assert mod["prompt_style"] == "paper" and mod["unparseable"] == 0 and mod["accuracy"]["mean"] == 0.5
+    from culturepark.benchmarks.moderation import load_spec, moderator_persona
+    assert moderator_persona(load_spec(str(spec)), "paper") == ("You are an American chatbot who knows American "
+                                                                "culture very well.")

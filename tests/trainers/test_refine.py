@@ -215,7 +215,7 @@ def test_paper_preset_extracts_both_compatriots_and_exports_the_original_format(
     for row in _jsonl(out / "sft" / "openai_chat.jsonl"):
         system, user, answer = (m["content"] for m in row["messages"])
         culture = system.split()[3]
-        assert system == f"You are a {culture} chatbot who knows {culture} culture very well."
+        assert system == f"You are {system.split()[2]} {culture} chatbot who knows {culture} culture very well."
         assert user.startswith("Answer with a number from ") and "Options: " in user and "exactly one" in user
         item = "27" if "parents proud" in user else "158"
         assert answer.startswith(f"{codes[(culture, item)]}. ") and len(answer) > 10
