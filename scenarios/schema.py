@@ -130,6 +130,9 @@ class CultureEntry(_Strict):
 
 
 # Backend settings that say how to reach a model, not what it generates: left out of content hashes.
+# Fields added after logs were first written, with their defaults: a run made before they existed
+# (and not using them) keeps its content hash, so it still resumes.
+ADDED_LATER: dict[str, object] = {}
 TRANSPORT_KEYS = ("base_url", "api_key_env", "timeout_s", "max_connections", "price", "device",
                   "max_batch", "batch_wait_ms", "settle")
 
@@ -158,9 +161,14 @@ class RunSettings(_Strict):
     def _hash_of(self, exclude: set[str], backends: Callable[[dict], list[dict]]) -> str:
         """sha256 of the model without `exclude`; each backend dict from `backends` loses its TRANSPORT_KEYS."""
         data = self.model_dump(mode="json", exclude=self._UNHASHED | exclude)
+        for key, default in ADDED_LATER.items():  # at their defaults, fields added later leave old hashes alone
+            if data.get(key, default) == default:
+                data.pop(key, None)
         for b in backends(data):
             for k in TRANSPORT_KEYS:
                 b.pop(k, None)
+            if b.get("template") is None:
+                b.pop("template", None)
         return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 

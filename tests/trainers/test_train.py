@@ -88,37 +88,32 @@ def test_qlora_without_cuda_stops_at_once_with_a_clear_message(tmp_path):
     assert res.returncode == 2 and "needs a CUDA GPU" in res.stderr and "Drop --qlora" in res.stderr
 
 
-@pytest.mark.slow
-def test_lora_lowers_the_loss_and_the_adapter_changes_what_the_model_says(tmp_path):
-    pytest.importorskip("peft")
-    import asyncio
 
-    from culturepark.engine.backends.base import Request
-    from culturepark.engine.backends.local.backend import LocalBackend
-    from culturepark.engine.chat_templates import render_chat
 
-    sft = _sft(tmp_path / "sft.jsonl", n=4)
-    out = tmp_path / "adapter"
-    res = run_cli("train", "lora", str(sft), "--out", str(out), "--max-steps", "24", "--r", "8", "--lr", "1e-3",
-                  "--json", timeout=900)
-    assert res.returncode == 0, res.stderr
-    summary = json.loads(res.stdout)
-    assert summary["last_loss"] < summary["first_loss"] / 3
-    assert (out / "adapter_config.json").exists() and (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
-    assert len((out / "metrics.jsonl").read_bytes().splitlines()) == 24
+def test_the_paper_preset_sets_the_original_qlora_values_and_flags_still_override():
+    from culturepark.engine.errors import InputError
+    from culturepark.trainers.lora import LoraSettings, lr_schedule, resolve_settings
 
-    prompts = [render_chat([{"role": "system", "content": "You are a Chinese person."}, {"role": "user", "content": q},
-                            {"role": "assistant", "content": a}], "gemma")[0] for q, a in QA]
+    s = resolve_settings("paper", epochs=None, lr=None, max_grad_norm=0.5)
+    assert (s.schedule, s.warmup_ratio, s.weight_decay, s.epochs, s.batch_size) == ("constant", 0.03, 0.001, 6.0, 4)
+    assert (s.compute_dtype, s.double_quant, s.target_modules, s.device_map) == ("fp16", False, "default", "auto")
+    assert s.max_grad_norm == 0.5 and s.preset == "paper"  # the explicit flag wins over the preset
+    assert resolve_settings(None) == LoraSettings()
+    with pytest.raises(InputError):
+        resolve_settings("nope")
+    constant = lr_schedule(s, 100)
+    assert constant(0) == pytest.approx(2e-4 / 3) and constant(3) == constant(99) == 2e-4  # 3 % warm-up, then flat
+    cosine = lr_schedule(LoraSettings(), 100)
+    assert cosine(99) < 1e-6 < cosine(50) < 2e-4
 
-    async def answers(adapter):
-        backend = LocalBackend(adapter=adapter, max_batch=4)
-        await backend.start()
-        outs = await asyncio.gather(*(backend.complete(Request(prompt=p, max_tokens=16, temperature=0.0))
-                                      for p in prompts))
-        await backend.aclose()
-        return [o.text for o in outs]
 
-    base, tuned = asyncio.run(answers(None)), asyncio.run(answers(str(out)))
-    assert base != tuned
-    hits = lambda texts: sum(a.split()[0].strip(",.") in t for t, (_, a) in zip(texts, QA))  # noqa: E731
-    assert hits(tuned) > hits(base)
+def test_chat_templates_render_what_the_trainer_masks_and_the_backend_prompts():
+    from culturepark.engine.chat_templates import render_chat, render_prompt
+
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"},
+            {"role": "assistant", "content": "Hello."}]
+    for template in ("gemma", "chatml", "llama2"):
+        prompt, completion = render_chat(msgs, template)
+        assert prompt == render_prompt(msgs[:-1], template)  # training and generation see the same prompt
+    assert render_chat(msgs, "llama2") == ("<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi? [/INST]", " Hello.</s>")
+    assert render_chat(msgs, "gemma")[0] == "<start_of_turn>user\nBe brief.\n\nHi?<end_of_turn>\n<start_of_turn>model\n"

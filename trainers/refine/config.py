@@ -80,7 +80,13 @@ class RefineConfig(_Strict):
 
     def content_hash(self, source_hash: str) -> str:
         """A refinement directory belongs to one config applied to one source corpus."""
-        blob = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS) + source_hash.encode()
+        data = self.model_dump(mode="json")
+        if data["extract_speakers"] == "delegate":  # added in 0.5: at their defaults, older hashes stay valid
+            data.pop("extract_speakers")
+        if data["export"]["format"] == "open":
+            data["export"].pop("format")
+            data["export"].pop("paper_passes")
+        blob = orjson.dumps(data, option=orjson.OPT_SORT_KEYS) + source_hash.encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def with_preset(self, preset: str | None) -> "RefineConfig":
