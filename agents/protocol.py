@@ -4,6 +4,8 @@ v1 (moderated): 7 rounds; the moderator prompts each agent before it speaks.
 The original sends the last round's "anything in your culture you want to
 introduce" prompt to the delegate by mistake; here it goes to the main contact,
 and turns keep strictly alternating delegate / main contact.
+v1-in: the original's own in-cultural v1 prompts (two compatriots; nobody is asked to
+"introduce your culture" to someone who shares it).
 v2 (free): the moderator only opens; the agents then answer each other.
 """
 from __future__ import annotations
@@ -40,6 +42,25 @@ V1_ROUNDS: tuple[ModeratorRound, ...] = (
 )
 
 
+# The original's in-cultural v1 prompts (main.py), paraphrased; same 7 rounds, delegate first.
+V1_IN_ROUNDS: tuple[ModeratorRound, ...] = (
+    ModeratorRound(delegate=OPENING,
+                   main_contact="What's your opinion? Please give your reasons. Different opinions are welcome."),
+    ModeratorRound(delegate="Can you give more ideas from your culture to support your view?",
+                   main_contact="What's your opinion? Can you give more ideas from your culture to support your view?"),
+    ModeratorRound(delegate="Do you have more interesting ideas?", main_contact="Do you have more interesting ideas?"),
+    ModeratorRound(delegate="Is there anything in your culture related to what you have discussed?",
+                   main_contact="What's your opinion?"),
+    ModeratorRound(delegate="What's your opinion?",
+                   main_contact="Is there anything in your culture related to what you have discussed?"),
+    ModeratorRound(delegate="What's your opinion? Please give your reasons. Different opinions are welcome.",
+                   main_contact="What's your opinion? Please give your reasons. Different opinions are welcome."),
+    ModeratorRound(delegate="Do you have any inspirations or ideas?",
+                   main_contact="Do you have any inspirations or ideas?"),
+)
+INTRO_ANSWER = "What do you think of what {contact} introduced?"
+
+
 class PlanError(InputError):
     """A scenario that is valid YAML but names something the data does not have."""
 
@@ -53,7 +74,7 @@ def script_steps(scenario: Scenario) -> list[Step]:
     if isinstance(scenario.version, ModeratorScript):
         rounds = scenario.version.rounds
     else:
-        rounds = list(V1_ROUNDS[: scenario.rounds])
+        rounds = list((V1_IN_ROUNDS if scenario.version == "v1-in" else V1_ROUNDS)[: scenario.rounds])
         filler = ModeratorRound(delegate="What's your opinion?", main_contact="What's your opinion?")
         rounds += [filler] * (scenario.rounds - len(rounds))
     steps: list[Step] = []
@@ -61,6 +82,8 @@ def script_steps(scenario: Scenario) -> list[Step]:
         order = ("delegate", "main_contact") if rnd.first == "delegate" else ("main_contact", "delegate")
         for role in order:
             steps.append(Step(role, getattr(rnd, role)))
+    if scenario.delegate_answers_intro:  # right after round 7, where the main contact introduced something
+        steps.insert(2 * len(V1_ROUNDS), Step("delegate", INTRO_ANSWER))
     return steps
 
 
@@ -227,6 +250,12 @@ def build_plan(scenario: Scenario, data_dir: Path, base_dir: Path | None = None)
             raise PlanError(f"items.topic: no item has topic {scenario.items.topic!r}; "
                             f"topics: {', '.join(topics)}")
     plan = Plan(scenario, items, cultures, main_contact, data=data)
+    if scenario.mode == "in" and scenario.version == "v1":
+        plan.notices.append("in-cultural run with the cross-cultural v1 prompts (a delegate is asked to introduce "
+                            "their culture to a compatriot); version: v1-in uses the original's in-cultural prompts")
+    elif scenario.mode == "cross" and scenario.version == "v1-in":
+        plan.notices.append("cross-cultural run with the in-cultural v1 prompts "
+                            "(version: v1 is the cross-cultural script)")
     for item in items:
         if item.scale_note:
             plan.notices.append(f"Q{item.q_id}: {item.scale_note}")

@@ -132,7 +132,7 @@ class CultureEntry(_Strict):
 # Backend settings that say how to reach a model, not what it generates: left out of content hashes.
 # Fields added after logs were first written, with their defaults: a run made before they existed
 # (and not using them) keeps its content hash, so it still resumes.
-ADDED_LATER: dict[str, object] = {}
+ADDED_LATER: dict[str, object] = {"delegate_answers_intro": False}
 TRANSPORT_KEYS = ("base_url", "api_key_env", "timeout_s", "max_connections", "price", "device",
                   "max_batch", "batch_wait_ms", "settle")
 
@@ -180,7 +180,12 @@ class Scenario(RunSettings):
     cultures: list[str] = Field(min_length=1)
     main_contact: str = "American"
     mode: Literal["cross", "in"] = "cross"
-    version: Literal["v1", "v2"] | ModeratorScript = "v1"
+    # v1: moderated, the original's cross-cultural prompts; v1-in: moderated, the original's in-cultural
+    # prompts (two compatriots); v2: free; or a script of your own
+    version: Literal["v1", "v1-in", "v2"] | ModeratorScript = "v1"
+    # v1 only: after the main contact's round-7 introduction the delegate answers it (15 turns), as the
+    # protocol describes; off, the conversation ends on the introduction (14 turns) as the original's code did
+    delegate_answers_intro: bool = False
     rounds: int = Field(7, ge=1, le=100)
     turns: int = Field(14, ge=1, le=200)
     items: Literal["all"] | list[str] | ItemsByTopic = "all"
@@ -194,6 +199,13 @@ class Scenario(RunSettings):
         if isinstance(v, list):
             return [str(x).upper().removeprefix("Q") if isinstance(x, (str, int)) else x for x in v]
         return v
+
+    @model_validator(mode="after")
+    def _intro_answer_needs_v1(self) -> "Scenario":
+        if self.delegate_answers_intro and (self.version != "v1" or self.rounds < 7):
+            raise ValueError("delegate_answers_intro: only for version v1 with 7 or more rounds (its round 7 "
+                             "ends on the main contact's introduction)")
+        return self
 
     def backend_for(self, role: Role) -> BackendConfig:
         rc = self.roles.get(role)

@@ -142,3 +142,25 @@ def test_user_culture_rows_and_country_files(tiny_data):
     plan = _plan(tiny_data, cultures=["Bavarian", "United_States"], culture_table=table)
     names = {c.meta["participants"]["delegate"]["name"] for c in plan.conversations()}
     assert names == {"Sepp", "Lily"}
+
+
+def test_v1_with_the_delegate_answering_the_introduction_has_15_turns(tiny_data):
+    plan = _plan(tiny_data, version="v1", delegate_answers_intro=True)
+    turns, requests = _play(CultureParkPolicy(plan.scenario), next(plan.conversations()))
+    assert len(turns) == 15 and [t.role for t in turns] == ["delegate", "main_contact"] * 7 + ["delegate"]
+    assert "anything in your culture you want to introduce to Wei" in requests[13].request.messages[-1]["content"]
+    assert requests[14].request.messages[-1]["content"].endswith("(Moderator) What do you think of what Lily introduced?")
+    assert plan.scenario.content_hash() != _plan(tiny_data, version="v1").scenario.content_hash()
+    for bad in ({"version": "v2"}, {"version": "v1", "rounds": 5}):
+        with pytest.raises(InputError, match="delegate_answers_intro"):
+            _plan(tiny_data, delegate_answers_intro=True, **bad)
+
+
+def test_in_cultural_v1_uses_the_originals_in_cultural_prompts(tiny_data):
+    plan = _plan(tiny_data, mode="in", version="v1-in")
+    turns, requests = _play(CultureParkPolicy(plan.scenario), next(plan.conversations()))
+    prompts = [r.request.messages[-1]["content"] for r in requests]
+    assert len(turns) == 14 and not any("introduce" in p for p in prompts)
+    assert "more ideas from your culture" in prompts[2] and "related to what you have discussed" in prompts[6]
+    assert not any("cross-cultural v1 prompts" in n for n in plan.notices)
+    assert any("version: v1-in" in n for n in _plan(tiny_data, mode="in", version="v1").notices)
