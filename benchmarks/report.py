@@ -14,6 +14,9 @@ import orjson
 from culturepark.engine.export import Tally, ordered_conversations
 from culturepark.engine.log import LOG_NAME, read_header
 
+STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+         "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px}"
+         "th{background:#f0f0f0}img{max-width:100%;display:block;margin:1em 0}.note{color:#555}")
 DIM_LABELS = {"pdi": "PDI", "idv": "IDV", "mas": "MAS", "uai": "UAI", "lto": "LTO", "ivr": "IVR"}
 
 
@@ -321,11 +324,8 @@ def build(dirs: list[Path], out: Path) -> Path:
             parts += section(found[kind], out)
     if len(parts) == 2:
         parts.append("<p>No eval results or runs were found under these directories.</p>")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px}"
-             "th{background:#f0f0f0}img{max-width:100%;display:block;margin:1em 0}.note{color:#555}")
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>culturepark report</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
@@ -351,3 +351,73 @@ def screenshot(index: Path, png: Path, width: int = 1200) -> Path:
         page.screenshot(path=str(png), full_page=True)
         browser.close()
     return png
+
+
+def _paper_rows(result: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for r in result["table"]:
+        hof = [_fmt(r.get(k)) for k in ("hofstede_c50_base", "hofstede_c50_tuned", "hofstede_centred_base",
+                                        "hofstede_centred_tuned")]
+        for d, m in (r.get("moderation") or {"(none bundled)": {}}).items():
+            rows.append([r["culture"], d, _fmt((m.get("base") or {}).get("macro_f1")),
+                         _fmt((m.get("tuned") or {}).get("macro_f1")), *hof])
+    return rows
+
+
+def plot_paper(result: dict[str, Any], out: Path) -> str:
+    plt = _plt()
+    rows = result["table"]
+    cultures = [r["culture"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    x = list(range(len(cultures)))
+    for ax, metric, title in ((a, "f1", "moderation macro-F1 (mean over sets)"),
+                              (b, "hofstede_c50", f"Hofstede distance (C = {result['hofstede_constant']:g})")):
+        for k, who in enumerate(("base", "tuned")):
+            vals = []
+            for r in rows:
+                if metric == "f1":
+                    sets = (r.get("moderation") or {}).values()
+                    f1s = [f for m in sets if (f := ((m.get(who) or {}).get("macro_f1") or {}).get("mean")) is not None]
+                    vals.append(sum(f1s) / len(f1s) if f1s else 0.0)
+                else:
+                    vals.append((r.get(f"{metric}_{who}") or {}).get("mean") or 0.0)
+            ax.bar([i + (k - 0.5) * 0.38 for i in x], vals, width=0.38, label=who)
+        ax.set_xticks(x, cultures)
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "paper.png", dpi=110)
+    plt.close(fig)
+    return "paper.png"
+
+
+def build_paper(result: dict[str, Any], out: Path) -> Path:
+    """The `culturepark paper` report: every step's counts, then the paper's table (per culture,
+    base vs tuned), every figure mean ± std over the seeds."""
+    out.mkdir(parents=True, exist_ok=True)
+    s = result["steps"]
+    parts = ["<h1>CulturePark chain: base vs tuned</h1>",
+             f"<p class=note>Cultures {html.escape(', '.join(result['chain']['cultures']))}; every figure is a mean ± "
+             f"std over {result['seeds']} seeds; prompts in the paper's style (culture chatbot, multiple choice); "
+             f"Hofstede distances with C = {result['hofstede_constant']:g} (the paper) and C-free (centred over "
+             "the cultures). Each tuned model is its own culture's.</p>", "<h2>Steps</h2>",
+             _table(["conversations of", "conversations", "done", "failed", "turns", "cost (USD)"],
+                    [[v, c["conversations"], c["done"], c["failed"], c["turns"],
+                      "n/a (price unknown)" if c["cost_usd"] is None else f"{c['cost_usd']:.4f}"]
+                     for v, c in s["conversations"].items()]),
+             _table(["refinement of", "conversations", "extracted", "kept", "exported", "failed calls"],
+                    [[v, r["conversations"], r["extracted"], r["kept"], r["exported"],
+                      (r["extract_failed"] or 0) + (r["call_failed"] or 0)] for v, r in s["refine"].items()]),
+             _table(["culture", "SFT examples", "training", "tuned model"],
+                    [[c, s["sft"][c]["examples"], t["status"], t["model_spec"]] for c, t in s["train"].items()]),
+             "<h2>Results (the paper's layout)</h2>",
+             "<p class=note>macro-F1: higher is better, an unparseable answer counts as wrong. Hofstede: distance "
+             "to the published scores, lower is better.</p>",
+             _table(["culture", "moderation set", "macro-F1 base", "macro-F1 tuned",
+                     f"Hofstede C={result['hofstede_constant']:g} base", "tuned", "Hofstede C-free base", "tuned"],
+                    _paper_rows(result)),
+             f'<img src="{plot_paper(result, out)}" alt="base vs tuned">']
+    index = out / "index.html"
+    index.write_text(f"<!doctype html><html><head><meta charset=utf-8><title>culturepark paper</title>"
+                     f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>", encoding="utf-8")
+    return index

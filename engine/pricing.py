@@ -22,6 +22,7 @@ DEFAULT_PRICES: dict[str, Price] = {
     "gpt-4.1-mini": Price(0.40, 1.60),
     "gpt-4.1": Price(2.00, 8.00),
     "gpt-4-turbo": Price(10.00, 30.00),
+    "gpt-4": Price(30.00, 60.00),
     "gemini-2.0-flash": Price(0.10, 0.40),
     "gemini-2.5-flash": Price(0.30, 2.50),
 }

@@ -63,9 +63,14 @@ class Fault(BaseModel):
 
 
 class ScriptRule(BaseModel):
+    """The first rule whose `pattern` is found in the last user message (or prompt), and whose `model`
+    regex (when given) matches the requested model, supplies the reply: one server can play a base
+    model and its fine-tune differently."""
+
     model_config = ConfigDict(extra="forbid")
     pattern: str
     reply: str
+    model: str | None = None
 
 
 class SimConfig(BaseModel):
@@ -132,7 +137,8 @@ class SimServer:
         self.config = config
         self.stats = SimStats()
         self._rng = random.Random(config.seed)
-        self._script = [(re.compile(r.pattern, re.S | re.I), r.reply) for r in config.script]
+        self._script = [(re.compile(r.pattern, re.S | re.I), r.reply, re.compile(r.model) if r.model else None)
+                        for r in config.script]
         self._fault_fired = [0] * len(config.faults)
         now = time.monotonic()
         self._req_bucket = self._bucket(config.rpm, now)
@@ -181,9 +187,9 @@ class SimServer:
     def _reply(self, model: str, messages: list[dict] | None, prompt: str | None,
                max_tokens: int) -> tuple[str, str]:
         last = prompt if prompt is not None else _last_user(messages)
-        for pattern, reply in self._script:
+        for pattern, reply, only in self._script:
             m = pattern.search(last)
-            if m:
+            if m and (only is None or only.search(model)):
                 text = m.expand(reply)
                 return _cap(text, max_tokens)
         key = orjson.dumps([self.config.seed, model, messages, prompt])

@@ -1,0 +1,257 @@
+"""`culturepark paper`: the paper's whole chain for chosen cultures, one run directory per step.
+
+conversations (paper-v1 / paper-v2) → refine (paper preset: GPT-4-class refiner, paper-format
+export) → one SFT set per culture → fine-tune per culture (OpenAI job, or LoRA on the embedded
+model) → base vs tuned on Hofstede (C = 50 and C-free) and the culture's moderation sets, both in
+the paper's prompt style → a report in the paper's layout. Every step writes under OUT and is
+resumed from there when the command runs again (the engine's logs, the job state, the evals'
+logs), so a chain stopped anywhere continues without paying twice.
+
+Hofstede's C-free distance is centred over the compared cultures, so each model is evaluated on
+all chosen cultures and the row of its own culture is reported.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from culturepark.agents import paper_format
+from culturepark.benchmarks import moderation
+from culturepark.benchmarks.compare import EvalTask, run_task
+from culturepark.benchmarks.eval_run import EvalSettings, slug
+from culturepark.engine.errors import InputError
+from culturepark.engine.files import atomic_write_json, atomic_write_jsonl
+from culturepark.engine.log import LOG_NAME
+from culturepark.runs.in_process import run_async
+from culturepark.runs.prepare import RunOptions
+from culturepark.scenarios.loader import load_scenario
+from culturepark.trainers.refine import RefineConfig, refine_async
+
+HOFSTEDE_C = 50.0  # the paper's constant
+
+
+class PaperChain(BaseModel):
+    """What `culturepark paper` runs (each field is a flag)."""
+
+    model_config = ConfigDict(extra="forbid")
+    cultures: list[str] = Field(min_length=1)
+    out: Path
+    model: str | None = None  # the conversations' model (default: the scenario's, gpt-3.5-turbo)
+    refiner: str = "gpt-4"
+    base_url: str | None = None  # one OpenAI-compatible server for every call (the sim server in tests)
+    versions: list[Literal["v1", "v2"]] = ["v1", "v2"]
+    limit: int | None = Field(None, ge=1)  # conversations per version
+    rpm: float | None = Field(None, gt=0)  # the conversations' limits (default: the paper scenarios' tier)
+    tpm: float | None = Field(None, gt=0)
+    trainer: Literal["openai", "lora"] = "openai"
+    tune_model: str = "gpt-3.5-turbo-0613"  # openai: the base of the fine-tune; lora: ignored (embedded model)
+    epochs: int = Field(3, ge=1)
+    lora_max_steps: int | None = Field(None, ge=1)
+    seeds: int = Field(3, ge=1)
+    moderation_limit: int | None = Field(200, ge=1)
+    data_dir: Path | None = None
+    poll_s: float = Field(10.0, gt=0)
+
+    def base_spec(self) -> str:
+        return "local:gemma3-270m" if self.trainer == "lora" else f"openai:{self.tune_model}"
+
+
+def _datasets(culture: str) -> list[str]:
+    """The bundled moderation sets of a culture (matched on the spec's culture)."""
+    return sorted(name for name in moderation.bundled_specs()
+                  if (moderation.load_spec(name).culture or "").lower() == culture.lower())
+
+
+async def conversations(chain: PaperChain, say: Callable[[str], None]) -> dict[str, Any]:
+    steps = {}
+    for v in chain.versions:
+        scenario = load_scenario(f"paper-{v}").model_copy(update={"cultures": chain.cultures})  # type: ignore[union-attr]
+        out = chain.out / f"conversations-{v}"
+        opts = RunOptions(out=out, resume=(out / LOG_NAME).exists(), limit=chain.limit, base_url=chain.base_url,
+                          model=chain.model, data_dir=chain.data_dir, rpm=chain.rpm, tpm=chain.tpm)
+        result = await run_async(scenario, opts, say=say)
+        s = result.summary
+        steps[v] = {"dir": str(out), "conversations": s.conversations, "done": s.done, "failed": s.failed,
+                    "turns": s.turns, "cost_usd": s.cost_usd}
+        say(f"conversations {v}: {s.done} done, {s.failed} failed → {out}")
+    return steps
+
+
+async def refine(chain: PaperChain, say: Callable[[str], None]) -> dict[str, Any]:
+    steps = {}
+    for v in chain.versions:
+        out = chain.out / f"refined-{v}"
+        config = RefineConfig().with_preset("paper").with_flags(None, chain.base_url, chain.refiner)
+        result = await refine_async(chain.out / f"conversations-{v}", out, config, resume=(out / LOG_NAME).exists(),
+                                    say=say)
+        if result.error:
+            raise InputError(f"paper: refine {v} stopped: {result.error} (run again to resume)")
+        keys = ("conversations", "extracted", "kept", "exported", "extract_failed", "call_failed")
+        steps[v] = {"dir": str(out), **{k: result.summary.get(k) for k in keys}}
+        say(f"refine {v}: {result.summary.get('kept')} opinions kept, {result.summary.get('exported')} examples")
+    return steps
+
+
+def split_sft(chain: PaperChain) -> dict[str, dict[str, Any]]:
+    """One paper-format SFT file per culture, from every version's export (matched on the system line)."""
+    by_system = {paper_format.chatbot_system(c): c for c in chain.cultures}
+    rows: dict[str, list[bytes]] = defaultdict(list)
+    for v in chain.versions:
+        for line in (chain.out / f"refined-{v}" / "sft" / "openai_chat.jsonl").read_bytes().splitlines():
+            culture = by_system.get(orjson.loads(line)["messages"][0]["content"])
+            if culture:
+                rows[culture].append(line)
+    out = {}
+    for c in chain.cultures:
+        d = chain.out / "sft" / slug(c)
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write_jsonl(d / "openai_chat.jsonl", (orjson.loads(x) for x in rows[c]))
+        atomic_write_json(d / "format.json", {"format": "paper", "prompt_style": "paper", "template": "gemma",
+                                              "examples": len(rows[c])})
+        out[c] = {"file": str(d / "openai_chat.jsonl"), "examples": len(rows[c])}
+    return out
+
+
+def train(chain: PaperChain, sft: dict[str, dict[str, Any]], say: Callable[[str], None]) -> dict[str, Any]:
+    """One tuned model per culture; returns each one's model spec (and how it was trained)."""
+    steps = {}
+    for c in chain.cultures:
+        out = chain.out / "train" / slug(c)
+        if sft[c]["examples"] == 0:
+            steps[c] = {"status": "no_examples", "model_spec": None}
+            continue
+        if chain.trainer == "openai":
+            from culturepark.trainers.openai_jobs import train_openai
+            state = train_openai(Path(sft[c]["file"]), chain.tune_model, out, suffix=f"cp-{slug(c).lower()}",
+                                 epochs=chain.epochs, base_url=chain.base_url, poll_s=chain.poll_s)
+            spec = f"openai:{state['fine_tuned_model']}" if state["status"] == "succeeded" else None
+            steps[c] = {"status": state["status"], "job_id": state["job_id"], "model_spec": spec,
+                        "trained_tokens": state.get("trained_tokens")}
+        else:
+            from culturepark.trainers.lora import resolve_settings, train_lora
+            if not (out / "train_summary.json").exists():
+                train_lora(Path(sft[c]["file"]), out, resolve_settings("paper", epochs=float(chain.epochs),
+                                                                       max_steps=chain.lora_max_steps), say=say)
+            summary = orjson.loads((out / "train_summary.json").read_bytes())
+            steps[c] = {"status": "succeeded", "steps": summary["steps"], "last_loss": summary["last_loss"],
+                        "model_spec": f"local:gemma3-270m+lora:{out}"}
+        say(f"train {c}: {steps[c]['status']} → {steps[c]['model_spec']}")
+    return steps
+
+
+async def evaluate(chain: PaperChain, trained: dict[str, Any], data_dir: Path,
+                   say: Callable[[str], None]) -> dict[str, Any]:
+    """Base and each culture's tuned model, in the paper's prompt style, on the same tasks and seeds."""
+    models = {"base": chain.base_spec(), **{c: t["model_spec"] for c, t in trained.items() if t["model_spec"]}}
+    results: dict[str, dict[str, Any]] = {}
+    for who, spec in models.items():
+        mine = chain.cultures if who == "base" else [who]
+        tasks = [EvalTask("hofstede", tuple(chain.cultures))] + [EvalTask("moderation", (d,)) for c in mine
+                                                                 for d in _datasets(c)]
+        for task in tasks:
+            out = chain.out / "eval" / slug(who) / slug(str(task))
+            settings = EvalSettings(model=spec, base_url=chain.base_url, prompt_style="paper",
+                                    resume=(out / LOG_NAME).exists())
+            report = await run_task(settings, task, data_dir, out, chain.seeds, chain.moderation_limit, 1, say,
+                                    HOFSTEDE_C)
+            results.setdefault(who, {})[str(task)] = report
+    return results
+
+
+def table(chain: PaperChain, evals: dict[str, Any]) -> list[dict[str, Any]]:
+    """The paper's layout: per culture, moderation F1 and Hofstede distance, base vs tuned (mean ± std)."""
+    rows = []
+    hof = f"hofstede:{','.join(chain.cultures)}"
+    for c in chain.cultures:
+        tuned = evals.get(c, {})
+        row: dict[str, Any] = {"culture": c}
+        for who, res in (("base", evals["base"]), ("tuned", tuned)):
+            h = res.get(hof, {}).get("cultures", {}).get(c, {})
+            row[f"hofstede_c50_{who}"] = h.get("distance")
+            row[f"hofstede_centred_{who}"] = h.get("centred_distance")
+            for d in _datasets(c):
+                m = res.get(f"moderation:{d}", {})
+                row.setdefault("moderation", {}).setdefault(d, {})[who] = {
+                    "macro_f1": m.get("macro_f1"), "coverage": m.get("coverage")}
+        rows.append(row)
+    return rows
+
+
+async def run_chain(chain: PaperChain, data_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    chain.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(chain.out / "chain.json", chain.model_dump(mode="json"))
+    steps: dict[str, Any] = {"conversations": await conversations(chain, say)}
+    steps["refine"] = await refine(chain, say)
+    steps["sft"] = split_sft(chain)
+    steps["train"] = await asyncio.to_thread(train, chain, steps["sft"], say)
+    evals = await evaluate(chain, steps["train"], data_dir, say)
+    steps["eval"] = {who: {task: {"dir": str(chain.out / "eval" / slug(who) / slug(task)),
+                                  "requests": r["requests"]} for task, r in res.items()} for who, res in evals.items()}
+    result = {"chain": chain.model_dump(mode="json"), "steps": steps, "table": table(chain, evals),
+              "hofstede_constant": HOFSTEDE_C, "seeds": chain.seeds, "prompt_style": "paper"}
+    atomic_write_json(chain.out / "paper.json", result)
+    return result
+
+
+# Assumptions of the dry-run estimate (stated in its output): what refinement typically finds.
+OPINIONS_PER_CONVERSATION = 6
+REWRITE_SHARE = 0.15  # of opinions: contradict → rewrite → re-verify
+KEPT_SHARE = 0.5  # of opinions kept after verification and de-duplication
+TOKENS_PER_EXAMPLE = 150
+# OpenAI fine-tuning list prices, USD per 1M training tokens.
+TRAINING_PRICES = {"gpt-3.5-turbo": 8.0, "gpt-3.5-turbo-0613": 8.0, "gpt-3.5-turbo-0125": 8.0,
+                   "gpt-4o-mini-2024-07-18": 3.0, "gpt-4o-2024-08-06": 25.0}
+
+
+def estimate_chain(chain: PaperChain) -> dict[str, Any]:
+    """Requests, tokens, cost and time of every step, without sending anything. Conversations are
+    played through the real policy (`run --dry-run`); later steps scale from them by the stated
+    assumptions, so they are estimates, not ceilings."""
+    from culturepark.engine.pricing import lookup_price
+    from culturepark.runs.estimate import estimate
+
+    steps: dict[str, Any] = {}
+    convs = 0
+    conv_completion = 0
+    rpm = 3500.0
+    for v in chain.versions:
+        scenario = load_scenario(f"paper-{v}").model_copy(update={"cultures": chain.cultures})  # type: ignore[union-attr]
+        rpm = scenario.limits.rpm or rpm
+        e = estimate(scenario, RunOptions(limit=chain.limit, base_url=chain.base_url, model=chain.model,
+                                          data_dir=chain.data_dir, check_reachable=False))
+        steps[f"conversations-{v}"] = {k: e[k] for k in ("conversations", "requests", "prompt_tokens_est",
+                                                          "completion_tokens_max", "cost_usd_max")}
+        convs += e["conversations"]
+        conv_completion += e["completion_tokens_max"]
+    opinions = convs * OPINIONS_PER_CONVERSATION
+    extract_prompt = conv_completion + convs * 150
+    verify_calls = opinions * (1 + 2 * REWRITE_SHARE)
+    refine_prompt = int(extract_prompt + verify_calls * 130)
+    refine_completion = int(convs * 256 + verify_calls * 8 + opinions * REWRITE_SHARE * 96)
+    price = lookup_price(chain.refiner)
+    steps["refine"] = {"requests": int(convs + verify_calls), "prompt_tokens_est": refine_prompt,
+                       "completion_tokens_est": refine_completion,
+                       "cost_usd_est": round(price.cost(refine_prompt, refine_completion), 2) if price else None}
+    examples = int(opinions * KEPT_SHARE)
+    trained_tokens = examples * TOKENS_PER_EXAMPLE * chain.epochs
+    train_price = TRAINING_PRICES.get(chain.tune_model) if chain.trainer == "openai" else 0.0
+    steps["train"] = {"models": len(chain.cultures), "examples_est": examples, "trained_tokens_est": trained_tokens,
+                      "cost_usd_est": None if train_price is None else round(trained_tokens * train_price / 1e6, 2)}
+    per_model = 24 * len(chain.cultures) * chain.seeds
+    moderation_rows = sum(len(_datasets(c)) for c in chain.cultures) * (chain.moderation_limit or 200) * chain.seeds
+    eval_requests = (1 + len(chain.cultures)) * per_model + 2 * moderation_rows  # base + each tuned model
+    steps["eval"] = {"requests": eval_requests, "prompt_tokens_est": eval_requests * 150,
+                     "cost_usd_est": None}  # a fine-tuned model's price is the provider's, per model
+    requests = sum(s.get("requests", 0) for s in steps.values())
+    known = [s.get("cost_usd_max", s.get("cost_usd_est")) for s in steps.values()]
+    return {"dry_run": True, "steps": steps, "requests": requests,
+            "cost_usd_est": round(sum(c for c in known if c), 2), "cost_complete": all(c is not None for c in known),
+            "minutes_at_rpm_est": round(requests / rpm, 1), "rpm": rpm,
+            "not_estimated": "fine-tuning wall time (a provider's queue) and the eval cost of tuned models",
+            "assumptions": {"opinions_per_conversation": OPINIONS_PER_CONVERSATION, "rewrite_share": REWRITE_SHARE,
+                            "kept_share": KEPT_SHARE, "tokens_per_example": TOKENS_PER_EXAMPLE}}
