@@ -9,16 +9,16 @@ trainer did. Nothing here knows what the messages are about.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-Template = Literal["gemma", "chatml", "llama2"]
-TEMPLATES: tuple[str, ...] = ("gemma", "chatml", "llama2")
+TextTemplate = Literal["gemma", "chatml", "llama2"]  # rendered without a tokenizer (SFT text export)
+Template = Literal["gemma", "chatml", "llama2", "tokenizer"]  # "tokenizer": the base tokenizer's own template
 PROMPT_CARD = "culturepark_prompt.json"
 
-# What closes an answer in each template: generation stops there, training learns to emit it.
+# What closes an answer in each fixed template: generation stops there, training learns to emit it.
 END_OF_ANSWER = {"gemma": "<end_of_turn>", "chatml": "<|im_end|>", "llama2": "</s>"}
 
 
@@ -50,8 +50,12 @@ def _llama2(context: list[dict[str, str]]) -> str:
     return out
 
 
-def render_prompt(messages: list[dict[str, str]], template: Template) -> str:
+def render_prompt(messages: list[dict[str, str]], template: Template, tokenizer: Any = None) -> str:
     """The text a model sees before it answers: every message, then the opening of its turn."""
+    if template == "tokenizer":
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ValueError("template 'tokenizer' needs a tokenizer with a chat template")
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     if template == "gemma":
         return _gemma(messages)
     if template == "llama2":
@@ -59,11 +63,17 @@ def render_prompt(messages: list[dict[str, str]], template: Template) -> str:
     return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + "<|im_start|>assistant\n"
 
 
-def render_chat(messages: list[dict[str, str]], template: Template) -> tuple[str, str]:
+def render_chat(messages: list[dict[str, str]], template: Template, tokenizer: Any = None) -> tuple[str, str]:
     """(prompt, completion) of one SFT example: everything before the last assistant answer, and that answer."""
     *context, last = messages
     if last["role"] != "assistant":
         raise ValueError("the last message of an SFT example must be the assistant's")
+    if template == "tokenizer":
+        prompt = render_prompt(context, template, tokenizer)
+        whole = tokenizer.apply_chat_template(messages, tokenize=False)
+        if not whole.startswith(prompt):
+            raise ValueError("the tokenizer's chat template renders the answer's context differently from the prompt")
+        return prompt, whole[len(prompt):]
     sep = " " if template == "llama2" else ""
     suffix = "\n" if template != "llama2" else ""
     return render_prompt(context, template), f"{sep}{last['content']}{END_OF_ANSWER[template]}{suffix}"

@@ -37,7 +37,7 @@ class LoraSettings:
     batch_size: int = 4
     max_length: int = 512
     warmup_ratio: float = 0.03
-    template: Template = "gemma"
+    template: Template | Literal["auto"] = "auto"  # auto: gemma for the embedded model, else the tokenizer's own
     qlora: bool = False
     seed: int = 0
     merge: bool = False
@@ -90,13 +90,24 @@ def load_examples(path: Path) -> list[list[dict[str, str]]]:
     return out
 
 
+def resolve_template(settings: LoraSettings, tokenizer: Any) -> Template:
+    """`auto`: Gemma's template for the embedded model; a base with a chat template of its own
+    trains on that one; otherwise Gemma's."""
+    if settings.template != "auto":
+        return settings.template
+    if settings.base != EMBEDDED and getattr(tokenizer, "chat_template", None):
+        return "tokenizer"
+    return "gemma"
+
+
 def encode(examples: list[list[dict[str, str]]], tokenizer: Any, template: Template, max_length: int
            ) -> list[tuple[list[int], list[int]]]:
     """(input_ids, labels) per example; labels are -100 on the prompt so only answers are learned."""
     rows = []
     for msgs in examples:
-        prompt, completion = render_chat(msgs, template)
-        p = tokenizer(prompt, add_special_tokens=template != "llama2")["input_ids"]  # llama2 text opens with <s>
+        prompt, completion = render_chat(msgs, template, tokenizer)
+        # a rendered BOS (Llama-2's <s>, most tokenizers' templates) is left to the tokenizer, as in generation
+        p = tokenizer(prompt.removeprefix(tokenizer.bos_token or "\0"), add_special_tokens=True)["input_ids"]
         c = tokenizer(completion, add_special_tokens=False)["input_ids"]
         ids = (p + c)[:max_length]
         labels = ([-100] * len(p) + c)[:max_length]
@@ -163,7 +174,8 @@ def train_lora(sft_file: Path, out: Path, settings: LoraSettings,
     random.seed(settings.seed)
     model, tok, device = _base_model(settings, say)
     tok.padding_side = "right"
-    rows = encode(examples, tok, settings.template, settings.max_length)
+    template = resolve_template(settings, tok)
+    rows = encode(examples, tok, template, settings.max_length)
     targets = None if settings.target_modules == "default" else settings.target_modules
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=targets, task_type="CAUSAL_LM")
@@ -175,7 +187,7 @@ def train_lora(sft_file: Path, out: Path, settings: LoraSettings,
     losses = _train_steps(model, tok.pad_token_id, rows, device, settings, total, out / "metrics.jsonl", progress)
     elapsed = time.perf_counter() - t0
     model.save_pretrained(out)
-    card = PromptCard(template=settings.template, prompt_style=_prompt_style(sft_file, settings))
+    card = PromptCard(template=template, prompt_style=_prompt_style(sft_file, settings))
     write_prompt_card(out, card)
     summary = {"base": settings.base, "sft_file": str(sft_file), "examples": len(rows), "steps": total,
                "trainable_params": trainable, "first_loss": round(losses[0], 4),

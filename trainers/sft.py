@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from culturepark.engine.chat_templates import Template, render_chat
+from culturepark.engine.chat_templates import TextTemplate, render_chat
 from culturepark.engine.files import atomic_write_jsonl
 from culturepark.engine.tokens import approx_tokens
 
@@ -18,7 +18,7 @@ OPENAI_MAX_EXAMPLE_TOKENS = 65536  # per-example context limit of current fine-t
 ROLES = {"system", "user", "assistant"}
 
 
-def write_sft(out_dir: Path, examples: list[list[dict[str, str]]], template: Template) -> dict[str, Path]:
+def write_sft(out_dir: Path, examples: list[list[dict[str, str]]], template: TextTemplate) -> dict[str, Path]:
     """`openai_chat.jsonl` ({"messages": ...}) and `text.jsonl` ({"text", "prompt", "completion"})."""
     out_dir.mkdir(parents=True, exist_ok=True)
     chat = out_dir / "openai_chat.jsonl"

@@ -44,7 +44,8 @@ def register(sub: Any) -> None:
     tl.add_argument("--double-quant", action=argparse.BooleanOptionalAction, help="QLoRA; default on")
     tl.add_argument("--target-modules", help="'all-linear' (default), 'default' (peft's), or comma-separated names")
     tl.add_argument("--device-map", choices=["single", "auto"], help="'auto' spreads a QLoRA base over GPUs")
-    tl.add_argument("--template", choices=["gemma", "chatml", "llama2"])
+    tl.add_argument("--template", choices=["auto", "gemma", "chatml", "llama2", "tokenizer"],
+                    help="auto (default): gemma for the embedded model, else the base tokenizer's own template")
     tl.add_argument("--prompt-style", help="recorded in the adapter's prompt card; default: the SFT format.json")
     tl.add_argument("--qlora", action="store_true", help="4-bit nf4 base + paged AdamW (CUDA only)")
     tl.add_argument("--merge", action="store_true", help="also save the merged model in OUT/merged")

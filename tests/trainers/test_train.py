@@ -117,3 +117,27 @@ def test_chat_templates_render_what_the_trainer_masks_and_the_backend_prompts():
         assert prompt == render_prompt(msgs[:-1], template)  # training and generation see the same prompt
     assert render_chat(msgs, "llama2") == ("<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi? [/INST]", " Hello.</s>")
     assert render_chat(msgs, "gemma")[0] == "<start_of_turn>user\nBe brief.\n\nHi?<end_of_turn>\n<start_of_turn>model\n"
+
+
+@pytest.mark.slow
+def test_a_base_with_its_own_chat_template_trains_and_is_prompted_in_that_template():
+    pytest.importorskip("transformers")
+    from transformers import AutoTokenizer
+
+    from culturepark.engine.backends.local.model import embedded_cache_dir
+    from culturepark.engine.chat_templates import render_chat, render_prompt
+    from culturepark.trainers.lora import LoraSettings, encode, resolve_template
+
+    tok = AutoTokenizer.from_pretrained(embedded_cache_dir(lambda _m: None))
+    assert resolve_template(LoraSettings(base="/some/hf_dir"), tok) == "gemma"  # no template of its own
+    tok.chat_template = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>"
+                         "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    assert resolve_template(LoraSettings(base="/some/hf_dir"), tok) == "tokenizer"
+    assert resolve_template(LoraSettings(), tok) == "gemma"  # the embedded model keeps Gemma's
+    msgs = [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]
+    prompt, completion = render_chat(msgs, "tokenizer", tok)
+    assert prompt == render_prompt(msgs[:1], "tokenizer", tok) == "<bos><|user|>Hi?<|end|><|assistant|>"
+    assert completion == "Hello.<|end|>"
+    (ids, labels), = encode([msgs], tok, "tokenizer", 64)
+    assert ids.count(tok.bos_token_id) == 1  # the rendered BOS is not doubled
+    assert tok.decode([i for i, lab in zip(ids, labels) if lab != -100]) == "Hello.<|end|>"

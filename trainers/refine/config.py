@@ -7,7 +7,7 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from culturepark.engine.chat_templates import Template
+from culturepark.engine.chat_templates import TextTemplate
 from culturepark.scenarios.loader import ScenarioError, format_validation_error
 from culturepark.scenarios.schema import BackendConfig, Limits, RetryConfig
 
@@ -48,7 +48,7 @@ class ExportConfig(_Strict):
 
     format: Literal["open", "paper"] = "open"
     system_prompt: str | None = "You are {person}. Answer as someone from {culture_phrase} would, in the first person."
-    template: Template = "gemma"
+    template: TextTemplate = "gemma"
     augment: bool = False  # open format: ask the same WVS items again with varied wording
     augment_passes: int = Field(3, ge=1, le=50)
     paper_passes: int = Field(20, ge=1, le=1000)

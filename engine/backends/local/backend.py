@@ -89,7 +89,7 @@ class LocalBackend:
         enc = tok(prompts, return_tensors="pt", padding=True).to(model.device)
         prompt_len = enc["input_ids"].shape[1]
         limits = [r.max_tokens for r in requests]
-        end_marker = [END_OF_ANSWER[self.template]] if self.template else []
+        end_marker = [END_OF_ANSWER[self.template]] if self.template in END_OF_ANSWER else []
         stops = [(r.stop or []) + (end_marker if r.prompt is None else []) for r in requests]
 
         class PerRowStop(StoppingCriteria):
@@ -112,7 +112,7 @@ class LocalBackend:
         torch.manual_seed(int.from_bytes(digest, "big"))
         kwargs: dict[str, Any] = {"max_new_tokens": max(limits), "pad_token_id": tok.pad_token_id,
                                   "stopping_criteria": StoppingCriteriaList([PerRowStop()])}
-        if self.template:  # the end-of-answer marker, when it is one token, ends a row like EOS
+        if self.template in END_OF_ANSWER:  # the end-of-answer marker, when it is one token, ends a row like EOS
             end_id = tok.convert_tokens_to_ids(END_OF_ANSWER[self.template])
             if isinstance(end_id, int) and end_id != tok.unk_token_id:
                 kwargs["eos_token_id"] = [tok.eos_token_id, end_id]
@@ -147,7 +147,9 @@ class LocalBackend:
         if r.prompt is not None:
             return r.prompt
         if self.template:
-            return render_prompt(r.messages or [], self.template)
+            # a rendered BOS is left to the tokenizer (which adds one), as in training
+            return render_prompt(r.messages or [], self.template, self._tokenizer).removeprefix(
+                self._tokenizer.bos_token or "\0")
         return messages_as_transcript(r.messages or [])
 
     async def aclose(self) -> None:
