@@ -225,6 +225,26 @@ def lr_schedule(settings: LoraSettings, total: int) -> Callable[[int], float]:
     return lr_at
 
 
+def answer_loss(model: Any, ids: Any, mask: Any, labels: Any) -> Any:
+    """Mean cross-entropy over the answer tokens, as `model(labels=…).loss` computes it, but with the
+    output projection applied at the answer positions only: with a 262k-word vocabulary the projection
+    is most of a step's cost, and the prompt's logits would be thrown away."""
+    import torch
+
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body, head = getattr(causal, "model", None), getattr(causal, "lm_head", None)
+    if body is None or head is None:  # an architecture laid out otherwise: the library's own loss
+        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != -100
+    logits = head(hidden[:, :-1][keep]).float()
+    cap = getattr(causal.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return torch.nn.functional.cross_entropy(logits, targets[keep])
+
+
 def _train_steps(model: Any, pad: int, rows: list[tuple[list[int], list[int]]], device: str,
                  settings: LoraSettings, total: int, metrics_path: Path,
                  progress: Callable[[int, int, float], None] | None) -> list[float]:
@@ -258,7 +278,7 @@ def _train_steps(model: Any, pad: int, rows: list[tuple[list[int], list[int]]], 
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
             with autocast:
-                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                loss = answer_loss(model, ids, mask, labels)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)

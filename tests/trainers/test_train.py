@@ -141,3 +141,26 @@ def test_a_base_with_its_own_chat_template_trains_and_is_prompted_in_that_templa
     (ids, labels), = encode([msgs], tok, "tokenizer", 64)
     assert ids.count(tok.bos_token_id) == 1  # the rendered BOS is not doubled
     assert tok.decode([i for i, lab in zip(ids, labels) if lab != -100]) == "Hello.<|end|>"
+
+
+@pytest.mark.slow
+def test_the_answer_only_loss_equals_the_librarys_loss_on_the_same_batch():
+    pytest.importorskip("peft")
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from culturepark.engine.backends.local.model import load_model
+    from culturepark.trainers.lora import answer_loss, encode
+
+    model, tok, _ = load_model("gemma3-270m", "cpu", say=lambda _m: None, eval_mode=False)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    rows = encode([[{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in QA],
+                  tok, "gemma", 128)
+    width = max(len(i) for i, _ in rows)
+    ids = torch.tensor([i + [tok.pad_token_id] * (width - len(i)) for i, _ in rows])
+    labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
+    mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in rows])
+    with torch.no_grad():
+        ours = answer_loss(model, ids, mask, labels)
+        theirs = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
