@@ -57,6 +57,7 @@ class RunDir:
         self.log: RunLog | None = None
         self._lock: RunDirLock | None = None
         self._created = False
+        self._top_created = self.out
 
     @property
     def log_path(self) -> Path:
@@ -69,6 +70,8 @@ class RunDir:
             self.say(f"--resume: nothing to resume in {self.out} yet (no {LOG_NAME}): starting the run")
             self.resume = False
         self._created = check_out_dir(self.out, self.resume)
+        # the highest directory this run creates (parents included): what a refusal removes
+        self._top_created = next((p for p in [*reversed(self.out.parents), self.out] if not p.exists()), self.out)
         if self.resume:
             self._check_hash(read_header(self.log_path))  # before the lock: a refusal writes nothing
         try:
@@ -125,7 +128,7 @@ class RunDir:
             self._lock.release()
             self._lock = None
         if self._created and self.out.exists():
-            shutil.rmtree(self.out, ignore_errors=True)
+            shutil.rmtree(self._top_created, ignore_errors=True)
 
 
 __all__ = ["RunDir", "check_out_dir"]

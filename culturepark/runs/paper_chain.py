@@ -67,14 +67,34 @@ def _datasets(culture: str) -> list[str]:
                   if (moderation.load_spec(name).culture or "").lower() == culture.lower())
 
 
+def _scenario(chain: PaperChain, version: str) -> Any:
+    return load_scenario(f"paper-{version}").model_copy(update={"cultures": chain.cultures})  # type: ignore[union-attr]
+
+
+def _run_options(chain: PaperChain, version: str) -> RunOptions:
+    out = chain.out / f"conversations-{version}"
+    return RunOptions(out=out, resume=(out / LOG_NAME).exists(), limit=chain.limit, base_url=chain.base_url,
+                      model=chain.model, data_dir=chain.data_dir, rpm=chain.rpm, tpm=chain.tpm)
+
+
+def preflight(chain: PaperChain) -> None:
+    """Everything that can be checked before a byte is written: the cultures, the data, the model
+    specs. Bad input stops here (exit 2) with nothing half-written."""
+    from culturepark.agents.cultures import cultures_by_name
+    from culturepark.runs.prepare import prepare
+    from culturepark.scenarios.model_spec import parse_model_spec
+
+    cultures_by_name(chain.cultures, "paper")
+    for v in chain.versions:
+        prepare(_scenario(chain, v), _run_options(chain, v))
+    parse_model_spec(chain.base_spec(), chain.base_url)
+
+
 async def conversations(chain: PaperChain, say: Callable[[str], None]) -> dict[str, Any]:
     steps = {}
     for v in chain.versions:
-        scenario = load_scenario(f"paper-{v}").model_copy(update={"cultures": chain.cultures})  # type: ignore[union-attr]
         out = chain.out / f"conversations-{v}"
-        opts = RunOptions(out=out, resume=(out / LOG_NAME).exists(), limit=chain.limit, base_url=chain.base_url,
-                          model=chain.model, data_dir=chain.data_dir, rpm=chain.rpm, tpm=chain.tpm)
-        result = await run_async(scenario, opts, say=say)
+        result = await run_async(_scenario(chain, v), _run_options(chain, v), say=say)
         s = result.summary
         steps[v] = {"dir": str(out), "conversations": s.conversations, "done": s.done, "failed": s.failed,
                     "turns": s.turns, "cost_usd": s.cost_usd}
@@ -183,9 +203,9 @@ def table(chain: PaperChain, evals: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 async def run_chain(chain: PaperChain, data_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:
-    chain.out.mkdir(parents=True, exist_ok=True)
+    preflight(chain)
+    steps: dict[str, Any] = {"conversations": await conversations(chain, say)}  # refuses an unreachable server
     atomic_write_json(chain.out / "chain.json", chain.model_dump(mode="json"))
-    steps: dict[str, Any] = {"conversations": await conversations(chain, say)}
     steps["refine"] = await refine(chain, say)
     steps["sft"] = split_sft(chain)
     steps["train"] = await asyncio.to_thread(train, chain, steps["sft"], say)
@@ -220,7 +240,7 @@ def estimate_chain(chain: PaperChain) -> dict[str, Any]:
     conv_completion = 0
     rpm = 3500.0
     for v in chain.versions:
-        scenario = load_scenario(f"paper-{v}").model_copy(update={"cultures": chain.cultures})  # type: ignore[union-attr]
+        scenario = _scenario(chain, v)
         rpm = scenario.limits.rpm or rpm
         e = estimate(scenario, RunOptions(limit=chain.limit, base_url=chain.base_url, model=chain.model,
                                           data_dir=chain.data_dir, check_reachable=False))
