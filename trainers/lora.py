@@ -116,6 +116,17 @@ def encode(examples: list[list[dict[str, str]]], tokenizer: Any, template: Templ
     return rows
 
 
+def _base_path(settings: LoraSettings, say: Callable[[str], None]) -> Path:
+    from culturepark.engine.backends.local.model import embedded_cache_dir
+    return embedded_cache_dir(say) if settings.base == EMBEDDED else Path(settings.base)
+
+
+def _spread(settings: LoraSettings) -> bool:
+    """device_map="auto" over several GPUs, as the original loaded its 70B base; one device otherwise."""
+    import torch
+    return settings.device_map == "auto" and torch.cuda.is_available() and torch.cuda.device_count() > 1
+
+
 def _base_model(settings: LoraSettings, say: Callable[[str], None]):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -127,18 +138,21 @@ def _base_model(settings: LoraSettings, say: Callable[[str], None]):
         from peft import prepare_model_for_kbit_training
         from transformers import BitsAndBytesConfig
 
-        from culturepark.engine.backends.local.model import embedded_cache_dir
-        path = embedded_cache_dir(say) if settings.base == EMBEDDED else Path(settings.base)
+        path = _base_path(settings, say)
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                    bnb_4bit_use_double_quant=settings.double_quant,
                                    bnb_4bit_compute_dtype=_torch_dtype(settings.compute_dtype))
-        spread = settings.device_map == "auto" and torch.cuda.device_count() > 1
         model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quant,
-                                                     device_map="auto" if spread else {"": 0})
+                                                     device_map="auto" if _spread(settings) else {"": 0})
         model = prepare_model_for_kbit_training(model)
         tok = AutoTokenizer.from_pretrained(path)
         return model, tok, "cuda"
     from culturepark.engine.backends.local.model import load_model
+    if _spread(settings):
+        path = _base_path(settings, say)
+        model = AutoModelForCausalLM.from_pretrained(path, device_map="auto", dtype=torch.float32)
+        say(f"base spread over {torch.cuda.device_count()} GPUs (device_map=auto)")
+        return model, AutoTokenizer.from_pretrained(path), "cuda"
     spec = "gemma3-270m" if settings.base == EMBEDDED else settings.base
     model, tok, device = load_model(spec, settings.device, say=say, eval_mode=False)
     if device.startswith("cuda"):
