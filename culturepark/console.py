@@ -47,6 +47,30 @@ async def progress_bar(scheduler: Any, total: int, already: int, stream: TextIO 
                 raise
 
 
+async def progress_lines(scheduler: Any, total: int, already: int, stream: TextIO | None = None,
+                         every_s: float = 5.0) -> None:
+    """For logs and pipes (no terminal to redraw a bar on): one line every `every_s` seconds, and a
+    last one when the run ends, with done/failed/turns/ETA."""
+    out = stream or sys.stderr
+
+    def line() -> None:
+        s = scheduler.stats
+        finished = s.done + s.failed
+        left = total - already - finished
+        rate = finished / s.elapsed_s if s.elapsed_s > 0 else 0.0
+        eta = f"{left / rate:.0f}s" if rate > 0 and left > 0 else ("0s" if left <= 0 else "?")
+        out.write(f"progress: {already + finished}/{total} conversations ({s.done} done, {s.failed} failed "
+                  f"this session), {s.turns} turns, {s.elapsed_s:.0f}s elapsed, ETA {eta}\n")
+        out.flush()
+    while True:
+        try:
+            await asyncio.sleep(every_s)
+        except asyncio.CancelledError:
+            line()
+            raise
+        line()
+
+
 def print_json(obj: Any) -> None:
     """One JSON line on stdout (for `--json`: a machine reads it)."""
     sys.stdout.write(orjson.dumps(obj).decode() + "\n")

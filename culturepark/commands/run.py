@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from culturepark.commands import count, positive_float, positive_int
-from culturepark.console import make_logger, print_json, progress_bar
+from culturepark.console import make_logger, print_json, progress_bar, progress_lines
 from culturepark.engine.errors import InputError
 
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         return dry_run(args)
     log = make_logger()
     opts = _options(args)
-    bar = progress_bar if sys.stderr.isatty() and not args.json else None
+    bar = progress_bar if sys.stderr.isatty() and not args.json else progress_lines
     if args.ray:
         from culturepark.runs.on_ray import RayOptions, run_ray_async
         job = run_ray_async(args.scenario, opts, RayOptions(address=args.ray, workers=args.workers),

@@ -36,6 +36,8 @@ def test_run_then_replay_and_export(tmp_path, tiny_data, url):
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["done"] == 4 and summary["turns"] == 16 and summary["failed"] == 0
+    # stderr is a pipe here, not a terminal: progress comes as plain lines, the last one at the end
+    assert "progress: 4/4 conversations (4 done, 0 failed this session), 16 turns" in res.stderr
     rows = [orjson.loads(x) for x in (out / "conversations.jsonl").read_bytes().splitlines()]
     assert rows[0]["meta"]["culture"] == "Chinese" and len(rows[0]["turns"]) == 4
     rep = run_cli("replay", str(out))
