@@ -144,20 +144,34 @@ class CultureParkPolicy:
         role = current.speaker_role
         spoken = [SpokenTurn(t.role, t.text) for t in turns]
         sampling = self.samplings[role]
-        bg = background(meta)
-        if self.renderings[role] == "chat":
-            system = f"{bg}\n\n{role_instruction(meta, role)}"
-            request = Request(messages=chat_messages(system, role, steps[:i], spoken, current),
-                              max_tokens=sampling.max_tokens, temperature=sampling.temperature)
-        else:
-            names = {r: meta["participants"][r]["name"] for r in ("delegate", "main_contact")}
-            prompt, stop = transcript_prompt(bg, role, names, steps[:i], spoken, current)
-            request = Request(prompt=prompt, stop=stop, max_tokens=sampling.max_tokens,
-                              temperature=sampling.temperature)
+        request = self._request(meta, steps[:i], spoken, current, sampling.max_tokens, sampling.temperature)
         name = meta["participants"][role]["name"]
         echo_of = {_normalise(current.prompt or "")} | ({_normalise(turns[-1].text)} if turns else set())
         return TurnRequest(speaker=name, role=role, request=request,
                            validate=lambda text: "echo_reply" if _normalise(text) in echo_of else None)
+
+
+    def _request(self, meta: dict[str, Any], steps: Sequence[Step], spoken: Sequence[SpokenTurn], current: Step,
+                 max_tokens: int, temperature: float) -> Request:
+        """The speaker's own view (its persona, the other's turns, its moderator prompts), rendered."""
+        role = current.speaker_role
+        bg = background(meta)
+        if self.renderings[role] == "chat":
+            system = f"{bg}\n\n{role_instruction(meta, role)}"
+            return Request(messages=chat_messages(system, role, steps, spoken, current),
+                           max_tokens=max_tokens, temperature=temperature)
+        names = {r: meta["participants"][r]["name"] for r in ("delegate", "main_contact")}
+        prompt, stop = transcript_prompt(bg, role, names, steps, spoken, current)
+        return Request(prompt=prompt, stop=stop, max_tokens=max_tokens, temperature=temperature)
+
+    def ask_delegate(self, meta: dict[str, Any], turns: Sequence[SpokenTurn], question: str, max_tokens: int,
+                     temperature: float, seed: int | None = None) -> Request:
+        """A question from the moderator to the delegate after `turns` (none: before the conversation),
+        in the delegate's own view of what was said — how fidelity asks the seed item again."""
+        steps = [self._prompt(s, meta) for s in self.steps[: len(turns)]]
+        request = self._request(meta, steps, turns, Step("delegate", question), max_tokens, temperature)
+        request.seed = seed
+        return request
 
 
 def _looping(turns: Sequence[Turn]) -> bool:

@@ -34,3 +34,11 @@ def parse_model_spec(spec: str, base_url: str | None = None, api_key_env: str | 
     if api_key_env:
         data["api_key_env"] = api_key_env
     return BackendConfig.model_validate(data)
+
+
+def to_model_spec(cfg: BackendConfig) -> str:
+    """The spec that `parse_model_spec` turns back into this backend (with its base URL and key
+    variable passed beside it): how a stage names the model a run used."""
+    if cfg.provider == "local":
+        return f"local:{cfg.model}" + (f"+lora:{cfg.adapter}" if cfg.adapter else "")
+    return f"{cfg.provider}:{cfg.model}"

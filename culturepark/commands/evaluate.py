@@ -30,7 +30,7 @@ def _model_flags(p: argparse.ArgumentParser, single: bool = True) -> None:
 
 
 def register(sub: Any) -> None:
-    ev = sub.add_parser("eval", help="benchmarks: hofstede, moderation, diversity, compare, education")
+    ev = sub.add_parser("eval", help="benchmarks: hofstede, moderation, wvs, fidelity, diversity, compare, education")
     esub = ev.add_subparsers(dest="task", required=True)
     eh = esub.add_parser("hofstede", help="VSM13 in a culture's role vs published scores")
     eh.add_argument("--culture", nargs="+", required=True)
@@ -51,6 +51,16 @@ def register(sub: Any) -> None:
     ew.add_argument("--temperature", type=float, default=0.7)
     _model_flags(ew)
     ew.set_defaults(func=single_task)
+    ef = esub.add_parser("fidelity", help="ask each delegate its seed item again: did it hold its stance?")
+    ef.add_argument("run_dir", type=Path)
+    ef.add_argument("--model", help="default: the run's delegate model")
+    ef.add_argument("--base-url", help="OpenAI-compatible server (default: the run's)")
+    ef.add_argument("--before-after", action="store_true", help="also ask before the conversation: the drift")
+    ef.add_argument("--temperature", type=float, default=0.0)
+    ef.add_argument("--out", type=Path)
+    ef.add_argument("--resume", action="store_true")
+    ef.add_argument("--json", action="store_true")
+    ef.set_defaults(func=fidelity)
     ec = esub.add_parser("compare", help="same tasks and seeds for several models")
     ec.add_argument("--models", nargs="+", required=True)
     ec.add_argument("--tasks", nargs="+", required=True, help="hofstede:Chinese,German moderation:english_offensive")
@@ -121,6 +131,25 @@ def compare(args: argparse.Namespace) -> int:
                                         resolve_data_dir(args.data_dir, None), out, args.seeds, args.limit,
                                         args.samples, lambda m: log.info(m), args.constant))
     print_json(result) if args.json else print(table(result))
+    return 0
+
+
+def fidelity(args: argparse.Namespace) -> int:
+    from culturepark.benchmarks.eval_run import slug
+    from culturepark.benchmarks.fidelity import evaluate
+
+    log = make_logger()
+    out = args.out or Path("evals") / "fidelity" / slug(args.run_dir.resolve().name)
+    report = asyncio.run(evaluate(args.run_dir, out, args.model, args.base_url, args.before_after, args.temperature,
+                                  args.resume, lambda m: log.info(m)))
+    if args.json:
+        print_json(report)
+        return 0
+    o = report["overall"]
+    print(f"fidelity: exact {o['exact']}, within one step {o['within_one']}, unparseable {o['unparseable']} "
+          f"of {o['conversations']} conversations → {out}")
+    for culture, r in report["by_culture"].items():
+        print(f"  {culture}: exact {r['exact']}, within one {r['within_one']} ({r['conversations']})")
     return 0
 
 

@@ -164,3 +164,20 @@ def test_in_cultural_v1_uses_the_originals_in_cultural_prompts(tiny_data):
     assert "more ideas from your culture" in prompts[2] and "related to what you have discussed" in prompts[6]
     assert not any("cross-cultural v1 prompts" in n for n in plan.notices)
     assert any("version: v1-in" in n for n in _plan(tiny_data, mode="in", version="v1").notices)
+
+
+def test_the_delegate_is_asked_again_in_its_own_view_of_the_conversation(tiny_data):
+    from culturepark.agents.views import SpokenTurn
+
+    plan = _plan(tiny_data, version="v1")
+    conv = next(plan.conversations())
+    policy = CultureParkPolicy(plan.scenario)
+    turns, requests = _play(policy, conv)
+    spoken = [SpokenTurn(t.role, t.text) for t in turns]
+    asked = policy.ask_delegate(conv.meta, spoken, "Which option?", 16, 0.0, seed=0)
+    own_last = requests[-2].request.messages  # the delegate's last turn request, then its reply
+    assert asked.messages[: len(own_last)] == own_last  # the same view, extended
+    assert asked.messages[-1]["content"].endswith("(Moderator) Which option?") and asked.seed == 0
+    before = policy.ask_delegate(conv.meta, [], "Which option?", 16, 0.0)
+    assert [m["role"] for m in before.messages] == ["system", "user"]
+    assert before.messages[0] == asked.messages[0]  # the persona and stance, unchanged

@@ -277,3 +277,37 @@ def test_hofstede_and_moderation_in_the_paper_prompt_style(tmp_path, sim_process
     from culturepark.benchmarks.moderation import load_spec, moderator_persona
     assert moderator_persona(load_spec(str(spec)), "paper") == ("You are an American chatbot who knows American "
                                                                 "culture very well.")
+
+
+def test_eval_fidelity_recovers_the_scripted_share_of_delegates_who_kept_their_stance(tmp_path, tiny_data,
+                                                                                        sim_process):
+    from tests.conftest import scenario_dict
+    data = scenario_dict(conversations_per_item=3)
+    data["backend"]["base_url"] = sim_process("--seed", "4")
+    sc = tmp_path / "s.yaml"
+    sc.write_text(yaml.safe_dump(data))
+    run = tmp_path / "run"
+    assert run_cli("run", str(sc), "--out", str(run), "--data-dir", str(tiny_data)).returncode == 0
+    # the delegates' answers when asked again: Wei (Chinese) says 1 on item 27, Maximilian (German) 3;
+    # item 158 is answered unreadably
+    script = tmp_path / "script.yaml"
+    script.write_text(yaml.safe_dump([
+        {"pattern": r"Wei, one survey question.*parents proud", "reply": "1"},
+        {"pattern": r"Maximilian, one survey question.*parents proud", "reply": "3. I disagree."},
+        {"pattern": r"one survey question.*healthier", "reply": "Hard to say."},
+    ]))
+    url = sim_process("--seed", "1", "--script", str(script))
+    res = run_cli("eval", "fidelity", str(run), "--base-url", url, "--before-after", "--out", str(tmp_path / "f"),
+                  "--json")
+    assert res.returncode == 0, res.stderr
+    r = json.loads(res.stdout)
+    rows = [json.loads(x) for x in (run / "conversations.jsonl").read_text().splitlines()]
+    scripted = {"Chinese": 1, "German": 3}
+    q27 = [x for x in rows if x["meta"]["item_id"] == "27"]
+    expected = sum(x["meta"]["stance_code"] == scripted[x["meta"]["culture"]] for x in q27) / len(rows)
+    assert r["overall"]["conversations"] == len(rows) == 12 and r["overall"]["exact"] == round(expected, 4)
+    assert r["overall"]["unparseable"] == 6 and r["by_item"]["158"]["exact"] == 0.0
+    near = sum(abs(x["meta"]["stance_code"] - scripted[x["meta"]["culture"]]) <= 1 for x in q27) / len(q27)
+    assert r["by_item"]["27"]["within_one"] == round(near, 4)
+    assert r["overall"]["changed_after_conversation"] == 0.0  # the script answers the same before and after
+    assert r["model_spec"] == "openai:sim-model" and r["requests"] >= 2 * len(rows)

@@ -1,0 +1,115 @@
+"""`culturepark eval fidelity RUN_DIR`: did each delegate hold the stance of the respondent it was given?
+
+Every delegate is anchored to a real WVS answer, so its fidelity has a ground truth. After each
+finished conversation the delegate is asked its seed item again, as multiple choice, in role and
+in its own view of the conversation (the same rendering it spoke with); the answer code is
+compared with the stance code it was given: exact, and within one scale step. With
+`--before-after` it is also asked before the conversation (no turns), and the drift between the
+two answers is reported. Unparseable answers are counted, never guessed. Works on a partial log
+(finished conversations only), so a run can be checked while it is still going.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+from culturepark.agents import paper_format
+from culturepark.agents.protocol import CultureParkPolicy
+from culturepark.agents.views import SpokenTurn
+from culturepark.benchmarks.eval_run import EvalSettings, digest, run_items
+from culturepark.engine.batch import BatchItem
+from culturepark.engine.errors import InputError
+from culturepark.engine.export import conversation_rows, ordered_conversations
+from culturepark.engine.files import atomic_write_json
+from culturepark.engine.log import LOG_NAME, read_header
+from culturepark.scenarios.loader import parse_scenario
+from culturepark.scenarios.model_spec import to_model_spec
+from culturepark.scenarios.schema import Scenario
+
+
+def load_run(run_dir: Path) -> tuple[Scenario, list[dict[str, Any]]]:
+    """The run's scenario (from its header) and its finished conversations (from its log)."""
+    header = read_header(run_dir / LOG_NAME) if (run_dir / LOG_NAME).exists() else None
+    if header is None:
+        raise InputError(f"fidelity: no run header in {run_dir / LOG_NAME} (not a run directory)")
+    scenario = parse_scenario(header.scenario or {}, f"{run_dir / LOG_NAME} header")
+    if not isinstance(scenario, Scenario):
+        raise InputError(f"fidelity: {run_dir} is not a conversation run (scenario kind {scenario.kind})")
+    with ordered_conversations(run_dir) as run:
+        rows = [r for r in conversation_rows(run.conversations())
+                if r["status"] == "done" and r["meta"].get("participants") and r["meta"].get("item_id")]
+    return scenario, rows
+
+
+def settings_for(scenario: Scenario, model: str | None, base_url: str | None, **kw: Any) -> EvalSettings:
+    """The delegate's own backend unless another model is named."""
+    cfg = scenario.backend_for("delegate")
+    if model:
+        return EvalSettings(model=model, base_url=base_url, **kw)
+    return EvalSettings(model=to_model_spec(cfg), base_url=base_url or cfg.base_url, api_key_env=cfg.api_key_env, **kw)
+
+
+def question(meta: dict[str, Any]) -> str:
+    name = meta["participants"]["delegate"]["name"]
+    return f"{name}, one survey question for you. {paper_format.multiple_choice(paper_format.item_from_meta(meta))}"
+
+
+def _spoken(row: dict[str, Any]) -> list[SpokenTurn]:
+    roles = {row["meta"]["participants"][r]["name"]: r for r in ("delegate", "main_contact")}
+    return [SpokenTurn(roles[t["speaker"]], t["text"]) for t in row["turns"]]
+
+
+def _rates(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    n = len(recs)
+    read = [r for r in recs if r["after"] is not None]
+    out: dict[str, Any] = {
+        "conversations": n, "unparseable": n - len(read),
+        "exact": round(sum(r["after"] == r["stance"] for r in read) / n, 4) if n else None,
+        "within_one": round(sum(abs(r["after"] - r["stance"]) <= 1 for r in read) / n, 4) if n else None}
+    both = [r for r in recs if r.get("before") is not None and r["after"] is not None]
+    if any("before" in r for r in recs):
+        out["exact_before"] = round(sum(r["before"] == r["stance"] for r in recs if r["before"] is not None) / n, 4)
+        out["changed_after_conversation"] = round(sum(r["before"] != r["after"] for r in both) / len(both), 4) \
+            if both else None
+    return out
+
+
+async def evaluate(run_dir: Path, out: Path, model: str | None = None, base_url: str | None = None,
+                   before_after: bool = False, temperature: float = 0.0, resume: bool = False,
+                   say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    scenario, rows = load_run(Path(run_dir))
+    if not rows:
+        raise InputError(f"fidelity: {run_dir} has no finished conversation yet")
+    settings = settings_for(scenario, model, base_url, resume=resume)
+    policy = CultureParkPolicy(scenario)
+    items: list[BatchItem] = []
+    for row in rows:
+        meta, item = row["meta"], paper_format.item_from_meta(row["meta"])
+
+        def valid(text: str, item: Any = item) -> str | None:
+            return None if paper_format.parse_code(text, item) is not None else "invalid_answer"
+        when = [("after", _spoken(row))] + ([("before", [])] if before_after else [])
+        items += [BatchItem(f"{row['id']}|{w}", policy.ask_delegate(meta, turns, question(meta), 16, temperature, 0),
+                            valid) for w, turns in when]
+    header = {"task": "fidelity", "source": str(run_dir), "conversations": len(rows), "before_after": before_after,
+              "temperature": temperature, "source_hash": digest([r["id"] for r in rows])}
+    results, info = await run_items(out, items, settings, header, say)
+    recs = []
+    for row in rows:
+        item = paper_format.item_from_meta(row["meta"])
+        rec = {"id": row["id"], "culture": row["meta"]["culture"], "item": str(row["meta"]["item_id"]),
+               "stance": int(row["meta"]["stance_code"])}
+        for w in ("after", "before") if before_after else ("after",):
+            res = results.get(f"{row['id']}|{w}")
+            rec[w] = paper_format.parse_code(res.text, item) if res and res.text is not None else None
+        recs.append(rec)
+    by: dict[str, dict[str, list[dict[str, Any]]]] = {"culture": defaultdict(list), "item": defaultdict(list)}
+    for r in recs:
+        by["culture"][r["culture"]].append(r)
+        by["item"][r["item"]].append(r)
+    report = {"task": "fidelity", **info, "source": str(run_dir), "stance_policy": scenario.stance_policy,
+              "overall": _rates(recs), "by_culture": {k: _rates(v) for k, v in sorted(by["culture"].items())},
+              "by_item": {k: _rates(v) for k, v in sorted(by["item"].items())}, "per_conversation": recs}
+    atomic_write_json(out / "fidelity.json", report)
+    return report
