@@ -10,6 +10,7 @@ the form "<code>. <opinion>" (or the bare code).
 """
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from culturepark.agents.answers import parse_scale_answer
@@ -56,6 +57,15 @@ def answer(code: int, opinion: str | None = None) -> str:
 
 
 def parse_code(text: str, item: WVSItem) -> int | None:
-    """The answer code at the start of a reply, within the item's range; None is unparseable."""
+    """The answer code at the start of a reply, within the item's range; else the one option whose
+    words the reply's first sentence states ("I agree with this" → agree; "Strongly disagree" →
+    that, not "disagree" or "agree", which it contains); None when no option or several are stated."""
     lo, hi = code_range(item)
-    return parse_scale_answer(text, lo, hi)
+    code = parse_scale_answer(text, lo, hi)
+    if code is not None or not item.scale:
+        return code
+    first = re.split(r"(?<=[.!?])\s|\n", text.strip(), maxsplit=1)[0].lower()
+    spans = [(m.start(), m.end(), c) for c, lab in item.scale.items()
+             for m in re.finditer(rf"(?<![\w-]){re.escape(lab.lower())}(?![\w-])", first)]
+    named = {c for a, b, c in spans if not any(x <= a and b <= y and (x, y) != (a, b) for x, y, _ in spans)}
+    return named.pop() if len(named) == 1 else None

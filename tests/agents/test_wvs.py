@@ -73,3 +73,16 @@ def test_unknown_country_and_item_fail_clearly(tiny_data):
         data.answers("Atlantis", "27")
     with pytest.raises(ValueError, match="999"):
         data.item("999")
+
+
+@pytest.mark.parametrize("reply,code", [
+    ("3", 3), ("2. I agree a lot.", 2), ("I agree with this statement.", 2), ('"Strongly Agree."', 1),
+    ("I strongly disagree", 4), ("Disagree. I agree with my dad though.", 3),  # the first sentence decides
+    ("I agree, or maybe disagree", None), ("It depends.", None), ("strongly agreeable", None), ("7", None),
+])
+def test_an_answer_code_is_read_from_a_number_or_the_one_option_a_reply_names(reply, code):
+    from culturepark.agents.paper_format import parse_code
+    from culturepark.agents.wvs import WVSItem, parse_scale
+
+    scale, _ = parse_scale("1. Strongly agree 2. agree 3. Disagree 4. Strongly disagree")
+    assert parse_code(reply, WVSItem("27", "", "Work is a duty", "", scale)) == code
