@@ -10,11 +10,11 @@ import os
 import sys
 from typing import NoReturn, Sequence
 
-from culturepark.commands import bench, evaluate, logs, paper, refine, report, run, sim_server, study, train
+from culturepark.commands import bench, data, evaluate, logs, paper, refine, report, run, sim_server, study, train
 from culturepark.engine.errors import CultureparkError
 from culturepark.errors import EXIT_INTERRUPTED, EXIT_OK, exit_code
 
-COMMANDS = [run, refine, train, evaluate, paper, study, report, logs, sim_server, bench]
+COMMANDS = [run, refine, train, evaluate, paper, study, report, data, logs, sim_server, bench]
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -73,6 +73,7 @@ def ws(tmp_path: Path) -> Path:
     (tmp_path / "texts.jsonl").write_text(json.dumps({"text": "Family comes first."}) + "\n")
     (tmp_path / "texts_corrupt.jsonl").write_text(json.dumps({"text": "ok"}) + "\n{oops\n")
     _yaml(tmp_path / "script_bad.yaml", [{"pattern": "x"}])
+    (tmp_path / "release_no_items.csv").write_text("B_COUNTRY,B_COUNTRY_ALPHA,Q1\n156,CHN,1\n")
     return tmp_path
 
 
@@ -251,6 +252,18 @@ CASES: dict[str, list[tuple[str, Args, str]]] = {  # command -> (case, argv, wha
                                           "--api-key-env", "CP_TEST_KEY_UNSET", "--base-url",
                                           "https://api.example.invalid/v1", "--out", str(w / "o")],
          "CP_TEST_KEY_UNSET"),
+    ],
+    "data wvs": [
+        ("missing release", lambda w: ["data", "wvs", str(w / "nope.csv"), "--out", str(w / "d"), "--items-from",
+                                       str(w / "data")], "not found"),
+        ("not the release layout", lambda w: ["data", "wvs", str(w / "texts.jsonl"), "--out", str(w / "d"),
+                                              "--items-from", str(w / "data")], "no column B_COUNTRY"),
+        ("no item columns", lambda w: ["data", "wvs", str(w / "release_no_items.csv"), "--out", str(w / "d"),
+                                       "--items-from", str(w / "data")], "none of the item columns"),
+        ("out already has wvs", lambda w: ["data", "wvs", str(w / "release_no_items.csv"), "--out", str(w / "data"),
+                                           "--items-from", str(w / "data")], "already exists"),
+        ("no item table", lambda w: ["data", "wvs", str(w / "release_no_items.csv"), "--out", str(w / "d"),
+                                     "--items-from", str(w / "empty")], "no WVS questions"),
     ],
     "sim-server": [
         ("faults not JSON", lambda w: ["sim-server", "--faults", "{oops"], "sim-server"),

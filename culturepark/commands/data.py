@@ -1,0 +1,35 @@
+"""`culturepark data wvs`: the official WVS wave-7 release → the data directory this project reads."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from culturepark.console import print_json
+
+
+def register(sub: Any) -> None:
+    d = sub.add_parser("data", help="prepare research data: the WVS wave-7 release for any country")
+    dsub = d.add_subparsers(dest="what", required=True)
+    w = dsub.add_parser("wvs", help="WVS wave-7 cross-national release (CSV) → per-country files")
+    w.add_argument("release", type=Path, help="e.g. WVS_Cross-National_Wave_7_csv_v6_0.csv")
+    w.add_argument("--out", type=Path, required=True, help="a data directory: OUT/wvs/… (use it as --data-dir)")
+    w.add_argument("--items-from", type=Path, help="data directory whose wvs/questions.jsonl names the items "
+                                                    "(default: the configured data directory)")
+    w.add_argument("--json", action="store_true")
+    w.set_defaults(func=wvs)
+
+
+def wvs(args: argparse.Namespace) -> int:
+    from culturepark.agents.wvs_release import convert
+    from culturepark.scenarios.data_dir import resolve_data_dir
+
+    summary = convert(args.release, args.out, args.items_from or resolve_data_dir(None, None))
+    if args.json:
+        print_json(summary)
+        return 0
+    for name, c in summary["countries"].items():
+        never = f", never asked: {', '.join(c['never_asked'])}" if c["never_asked"] else ""
+        print(f"{name} ({c['alpha3']}): {c['respondents']} respondents{never}")
+    print(f"→ {args.out / 'wvs'} (use --data-dir {args.out})")
+    return 0

@@ -1,0 +1,44 @@
+"""`data wvs` on a small file in the release's layout, generated here: per-country files that `run` accepts."""
+import csv
+import json
+
+import yaml
+
+from tests.conftest import run_cli, scenario_dict
+
+
+def _release(path, sep=","):
+    cols = ["version", "A_YEAR", "B_COUNTRY", "B_COUNTRY_ALPHA", "Q1", "Q27", "Q31", "Q132", "Q158", "Q290"]
+    rows = [["v6", 2018, 156, "CHN", 1, 1, 2, -4, 9, 3], ["v6", 2018, 156, "CHN", 2, 2, -2, -4, 10, 1],
+            ["v6", 2019, 410, "KOR", 1, 3, 4, 2, 5, 2], ["v6", 2019, 410, "KOR", 3, -1, 3, 1, 6, 2],
+            ["v6", 2020, 300, "GRC", 2, 4, 1, 3, -5, 1]]
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh, delimiter=sep)
+        w.writerow(cols)
+        w.writerows(rows)
+    return path
+
+
+def test_the_release_becomes_per_country_files_that_run_accepts(tmp_path, tiny_data, sim_process):
+    release = _release(tmp_path / "WVS_Cross-National_Wave_7_csv_v6_0.csv", sep=";")
+    out = tmp_path / "mydata"
+    res = run_cli("data", "wvs", str(release), "--out", str(out), "--items-from", str(tiny_data), "--json")
+    assert res.returncode == 0, res.stderr
+    s = json.loads(res.stdout)
+    assert s["countries"]["China"] == {"alpha3": "CHN", "respondents": 2, "never_asked": ["Q132"]}
+    assert s["countries"]["South_Korea"]["never_asked"] == [] and s["countries"]["Greece"]["respondents"] == 1
+    with open(out / "wvs" / "countries" / "South_Korea.csv") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["B_COUNTRY", "B_COUNTRY_ALPHA", "Q27", "Q31", "Q158", "Q132"]  # the project's items only
+    assert rows[2] == ["410", "KOR", "-1", "3", "6", "1"]  # missing codes copied as they are, no Avg rows
+    assert len(rows) == 3
+    data = scenario_dict(cultures=["Korean", "Greece"], items=["27", "132"])
+    data["backend"]["base_url"] = sim_process("--seed", "4")
+    sc = tmp_path / "s.yaml"
+    sc.write_text(yaml.safe_dump(data))
+    run = run_cli("run", str(sc), "--out", str(tmp_path / "run"), "--data-dir", str(out), "--json")
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["done"] == 4  # 2 cultures × 2 items; Korea's -1 is not a stance
+    again = run_cli("data", "wvs", str(release), "--out", str(out), "--items-from", str(tiny_data))
+    assert again.returncode == 2 and "already exists" in again.stderr
