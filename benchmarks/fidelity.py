@@ -24,7 +24,7 @@ from culturepark.engine.export import conversation_rows, ordered_conversations
 from culturepark.engine.files import atomic_write_json
 from culturepark.engine.log import LOG_NAME, read_header
 from culturepark.scenarios.loader import parse_scenario
-from culturepark.scenarios.model_spec import to_model_spec
+from culturepark.scenarios.model_spec import parse_model_spec, to_model_spec
 from culturepark.scenarios.schema import Scenario
 
 
@@ -78,6 +78,8 @@ def _rates(recs: list[dict[str, Any]]) -> dict[str, Any]:
 async def evaluate(run_dir: Path, out: Path, model: str | None = None, base_url: str | None = None,
                    before_after: bool = False, temperature: float = 0.0, resume: bool = False,
                    say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    if model:
+        parse_model_spec(model, base_url)  # a bad spec fails before any data is read
     scenario, rows = load_run(Path(run_dir))
     if not rows:
         raise InputError(f"fidelity: {run_dir} has no finished conversation yet")

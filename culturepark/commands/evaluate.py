@@ -30,7 +30,8 @@ def _model_flags(p: argparse.ArgumentParser, single: bool = True) -> None:
 
 
 def register(sub: Any) -> None:
-    ev = sub.add_parser("eval", help="benchmarks: hofstede, moderation, wvs, fidelity, diversity, compare, education")
+    ev = sub.add_parser("eval", help="benchmarks: hofstede, moderation, wvs, fidelity, phenomena, content, "
+                                         "diversity, compare, education")
     esub = ev.add_subparsers(dest="task", required=True)
     eh = esub.add_parser("hofstede", help="VSM13 in a culture's role vs published scores")
     eh.add_argument("--culture", nargs="+", required=True)
@@ -61,6 +62,18 @@ def register(sub: Any) -> None:
     ef.add_argument("--resume", action="store_true")
     ef.add_argument("--json", action="store_true")
     ef.set_defaults(func=fidelity)
+    for name, source, helptext in (("phenomena", "run_dir", "a judge on stance shift and cross-cultural understanding"),
+                                   ("content", "refine_dir", "a judge classifies kept opinions: belief, norm, custom")):
+        ej = esub.add_parser(name, help=helptext)
+        ej.add_argument(source, type=Path)
+        ej.add_argument("--model", required=True, help="the judge: openai:MODEL, gemini:MODEL or local:…")
+        ej.add_argument("--base-url")
+        ej.add_argument("--api-key-env")
+        ej.add_argument("--concurrency", type=positive_int, default=32)
+        ej.add_argument("--out", type=Path)
+        ej.add_argument("--resume", action="store_true")
+        ej.add_argument("--json", action="store_true")
+        ej.set_defaults(func=judged)
     ec = esub.add_parser("compare", help="same tasks and seeds for several models")
     ec.add_argument("--models", nargs="+", required=True)
     ec.add_argument("--tasks", nargs="+", required=True, help="hofstede:Chinese,German moderation:english_offensive")
@@ -150,6 +163,29 @@ def fidelity(args: argparse.Namespace) -> int:
           f"of {o['conversations']} conversations → {out}")
     for culture, r in report["by_culture"].items():
         print(f"  {culture}: exact {r['exact']}, within one {r['within_one']} ({r['conversations']})")
+    return 0
+
+
+def judged(args: argparse.Namespace) -> int:
+    from culturepark.benchmarks import content, phenomena
+    from culturepark.benchmarks.eval_run import EvalSettings, slug
+
+    log = make_logger()
+    source = args.run_dir if args.task == "phenomena" else args.refine_dir
+    out = args.out or Path("evals") / args.task / slug(source.resolve().name)
+    settings = EvalSettings(model=args.model, base_url=args.base_url, api_key_env=args.api_key_env,
+                            concurrency=args.concurrency, resume=args.resume)
+    module = phenomena if args.task == "phenomena" else content
+    report = asyncio.run(module.evaluate(source, out, settings, lambda m: log.info(m)))
+    if args.json:
+        print_json(report)
+        return 0
+    for culture, r in report["by_culture"].items():
+        parts = r.items() if args.task == "phenomena" else [("kind", r)]
+        text = "; ".join(f"{q}: " + ", ".join(f"{k} {v['share']}" for k, v in res.items() if isinstance(v, dict))
+                         + f" ({res['judged']} judged, {res['unparseable']} unparseable)" for q, res in parts)
+        print(f"{culture}: {text}")
+    print(f"→ {out}")
     return 0
 
 

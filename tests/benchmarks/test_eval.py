@@ -311,3 +311,43 @@ def test_eval_fidelity_recovers_the_scripted_share_of_delegates_who_kept_their_s
     assert r["by_item"]["27"]["within_one"] == round(near, 4)
     assert r["overall"]["changed_after_conversation"] == 0.0  # the script answers the same before and after
     assert r["model_spec"] == "openai:sim-model" and r["requests"] >= 2 * len(rows)
+
+
+def test_phenomena_and_content_give_the_scripted_rates(tmp_path, tiny_data, sim_process):
+    from tests.conftest import scenario_dict
+    data = scenario_dict()
+    data["backend"]["base_url"] = sim_process("--seed", "4")
+    sc = tmp_path / "s.yaml"
+    sc.write_text(yaml.safe_dump(data))
+    run = tmp_path / "run"
+    assert run_cli("run", str(sc), "--out", str(run), "--data-dir", str(tiny_data)).returncode == 0
+    script = tmp_path / "judge.yaml"
+    script.write_text(yaml.safe_dump([  # Chinese delegates (Wei) shift, German ones do not; all understand
+        {"pattern": r"Wei \(a Chinese person\).*change their opinion", "reply": "Yes, they did."},
+        {"pattern": r"change their opinion", "reply": "No."},
+        {"pattern": r"understanding of each other", "reply": "Yes"},
+        {"pattern": r"Statement: .*family", "reply": "Belief."},
+        {"pattern": r"Statement: .*elders", "reply": "norm"},
+        {"pattern": r"Statement: ", "reply": "It could be a custom or a norm."},  # two labels: unparseable
+    ]))
+    url = sim_process("--seed", "1", "--script", str(script))
+    res = run_cli("eval", "phenomena", str(run), "--model", "openai:judge", "--base-url", url,
+                  "--out", str(tmp_path / "p"), "--json")
+    assert res.returncode == 0, res.stderr
+    p = json.loads(res.stdout)["by_culture"]
+    assert p["Chinese"]["stance_shift"]["yes"] == {"count": 2, "share": 1.0}
+    assert p["German"]["stance_shift"]["no"] == {"count": 2, "share": 1.0}
+    assert p["all"]["understanding"]["yes"]["share"] == 1.0 and p["all"]["stance_shift"]["yes"]["share"] == 0.5
+    refined = tmp_path / "refined"
+    refined.mkdir()
+    ops = [("o1", "Chinese", "I put my family first.", True), ("o2", "Chinese", "We respect elders.", True),
+           ("o3", "German", "We knock on wood.", True), ("o4", "German", "Dropped one about family.", False)]
+    (refined / "opinions.jsonl").write_text("".join(json.dumps({"opinion_id": i, "culture": c, "text": t, "kept": k})
+                                                    + "\n" for i, c, t, k in ops))
+    res = run_cli("eval", "content", str(refined), "--model", "openai:judge", "--base-url", url,
+                  "--out", str(tmp_path / "c"), "--json")
+    assert res.returncode == 0, res.stderr
+    c = json.loads(res.stdout)["by_culture"]
+    assert c["Chinese"]["belief"] == {"count": 1, "share": 0.5} and c["Chinese"]["norm"]["count"] == 1
+    assert c["German"] == {"records": 1, "judged": 0, "unparseable": 1, "belief": {"count": 0, "share": None},
+                           "norm": {"count": 0, "share": None}, "custom": {"count": 0, "share": None}}

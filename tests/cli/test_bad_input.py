@@ -74,6 +74,10 @@ def ws(tmp_path: Path) -> Path:
     (tmp_path / "texts_corrupt.jsonl").write_text(json.dumps({"text": "ok"}) + "\n{oops\n")
     _yaml(tmp_path / "script_bad.yaml", [{"pattern": "x"}])
     (tmp_path / "release_no_items.csv").write_text("B_COUNTRY,B_COUNTRY_ALPHA,Q1\n156,CHN,1\n")
+    for name, text in (("ref_corrupt", '{"opinion_id": "a", "kept": true}\n{oops\n'),
+                       ("ref_none", json.dumps({"opinion_id": "a", "culture": "X", "text": "t", "kept": False}))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "opinions.jsonl").write_text(text)
     return tmp_path
 
 
@@ -252,6 +256,39 @@ CASES: dict[str, list[tuple[str, Args, str]]] = {  # command -> (case, argv, wha
                                           "--api-key-env", "CP_TEST_KEY_UNSET", "--base-url",
                                           "https://api.example.invalid/v1", "--out", str(w / "o")],
          "CP_TEST_KEY_UNSET"),
+    ],
+    "eval phenomena": [
+        ("not a run directory", lambda w: ["eval", "phenomena", str(w / "empty"), *M, "--out", str(w / "o")],
+         "not a run directory"),
+        ("corrupt header", lambda w: ["eval", "phenomena", str(w / "noheader"), *M, "--out", str(w / "o")],
+         "not a run header"),
+        ("bad judge spec", lambda w: ["eval", "phenomena", str(w / "crun"), "--model", "gpt4", "--out",
+                                      str(w / "o")], "model spec 'gpt4'"),
+        ("nothing finished yet", lambda w: ["eval", "phenomena", str(w / "crun"), *M, "--out", str(w / "o")],
+         "no finished conversation"),
+        ("no judge", lambda w: ["eval", "phenomena", str(w / "crun")], "required"),
+    ],
+    "eval content": [
+        ("not a refine directory", lambda w: ["eval", "content", str(w / "empty"), *M, "--out", str(w / "o")],
+         "no opinions.jsonl"),
+        ("corrupt opinions", lambda w: ["eval", "content", str(w / "ref_corrupt"), *M, "--out", str(w / "o")],
+         "opinions.jsonl:2"),
+        ("no kept opinion", lambda w: ["eval", "content", str(w / "ref_none"), *M, "--out", str(w / "o")],
+         "no kept opinion"),
+        ("bad judge spec", lambda w: ["eval", "content", str(w / "ref_none"), "--model", "gpt4"], "model spec"),
+        ("no judge", lambda w: ["eval", "content", str(w / "ref_none")], "required"),
+    ],
+    "eval fidelity": [
+        ("not a run directory", lambda w: ["eval", "fidelity", str(w / "empty"), "--out", str(w / "o")],
+         "not a run directory"),
+        ("corrupt header", lambda w: ["eval", "fidelity", str(w / "noheader"), "--out", str(w / "o")],
+         "not a run header"),
+        ("bad model spec", lambda w: ["eval", "fidelity", str(w / "crun"), "--model", "gpt4", "--out",
+                                      str(w / "o")], "model spec 'gpt4'"),
+        ("nothing finished yet", lambda w: ["eval", "fidelity", str(w / "crun"), "--out", str(w / "o")],
+         "no finished conversation"),
+        ("missing directory", lambda w: ["eval", "fidelity", str(w / "nope"), "--out", str(w / "o")],
+         "not a run directory"),
     ],
     "data wvs": [
         ("missing release", lambda w: ["data", "wvs", str(w / "nope.csv"), "--out", str(w / "d"), "--items-from",
