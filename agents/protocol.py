@@ -234,7 +234,8 @@ class Plan:
             contact = self._participant(self.main_contact, self.main_contact.names[0], "main_contact")
         return {
             "culture": culture.name, "country": culture.country, "country_file": culture.country_file,
-            "mode": sc.mode, "version": sc.version if isinstance(sc.version, str) else "custom",
+            "mode": sc.mode, "version": "direct" if sc.kind == "direct" else (
+                sc.version if isinstance(sc.version, str) else "custom"),
             "item_id": item.q_id, "item_topic": item.topic, "item_text": item.text,
             "item_question": item.question, "item_options": item.option_text,
             "stance_code": stance.code, "stance_text": stance.text, "stance_policy": stance.policy,

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Protocol
 
 from culturepark.agents.cultures import Culture
+from culturepark.agents.direct import DirectPolicy
 from culturepark.agents.education import EducationPolicy, build_education_plan, tutor_configs
 from culturepark.agents.protocol import CultureParkPolicy, build_plan
 from culturepark.agents.wvs import WVSData
 from culturepark.engine.errors import InputError
 from culturepark.engine.scheduler import ConversationSpec, TurnPolicy
-from culturepark.scenarios.schema import AnyScenario, BackendConfig, EducationScenario, Scenario
+from culturepark.scenarios.schema import AnyScenario, BackendConfig, DirectScenario, EducationScenario, Scenario
 
 
 class StudyPlan(Protocol):
@@ -133,6 +134,25 @@ class EducationStudy:
                 f"{sc.learners_per_arm}), test of {items} items")
 
 
+class DirectStudy(CultureParkStudy):
+    """The paper's direct-generation baseline: the CulturePark plan, one delegate request each."""
+
+    kind: ClassVar[str] = "direct"
+    scenario: DirectScenario
+
+    def policy(self) -> TurnPolicy:
+        return DirectPolicy(self.scenario)
+
+    def backends(self) -> dict[str, BackendConfig]:
+        return {"delegate": self.scenario.backend_for("delegate")}
+
+    def describe(self, plan: StudyPlan) -> tuple[dict[str, Any], str]:
+        items = len(getattr(plan, "items", []))
+        return ({"conversations": plan.size, "items": items},
+                f"{plan.size} direct generations of {self.scenario.reasons} reasons "
+                f"({len(plan.cultures)} cultures × {items} items)")
+
+
 def _arm(flag: str) -> dict[str, str]:
     name, eq, spec = flag.partition("=")
     if not eq or not name or not spec:
@@ -140,7 +160,8 @@ def _arm(flag: str) -> dict[str, str]:
     return {"name": name, "tutor": spec}
 
 
-STUDIES: dict[str, Any] = {CultureParkStudy.kind: CultureParkStudy, EducationStudy.kind: EducationStudy}
+STUDIES: dict[str, Any] = {CultureParkStudy.kind: CultureParkStudy, EducationStudy.kind: EducationStudy,
+                           DirectStudy.kind: DirectStudy}
 
 
 def study_for(scenario: AnyScenario) -> Study:
@@ -149,4 +170,5 @@ def study_for(scenario: AnyScenario) -> Study:
     return study
 
 
-__all__ = ["CultureParkStudy", "EducationStudy", "Overrides", "STUDIES", "Study", "StudyPlan", "study_for"]
+__all__ = ["CultureParkStudy", "DirectStudy", "EducationStudy", "Overrides", "STUDIES", "Study", "StudyPlan",
+           "study_for"]

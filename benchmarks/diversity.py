@@ -63,19 +63,32 @@ def nearest_distances(new: np.ndarray, ref: np.ndarray, block: int = 4096) -> tu
     return euclid, np.clip(cosine, 0.0, 2.0)
 
 
-async def diversity_gain(new_path: Path, ref_path: Path, embedder: Embedder,
-                         field: str | None = None) -> dict[str, Any]:
-    new, ref = texts_of(new_path, field), texts_of(ref_path, field)
-    if not new or not ref:
-        raise InputError("diversity: both files need at least one text")
+async def diversity_gains(new_paths: list[Path], ref_path: Path, embedder: Embedder,
+                          field: str | None = None) -> list[dict[str, Any]]:
+    """One row per new file against the same reference (e.g. CulturePark data and the direct-generation
+    baseline against the seed data): every distinct text of all files is embedded once."""
+    news = [texts_of(p, field) for p in new_paths]
+    ref = texts_of(ref_path, field)
+    if not ref or not all(news):
+        raise InputError("diversity: every file needs at least one text")
     try:
-        vecs = await embed_unique(embedder, new + ref)
+        vecs = await embed_unique(embedder, [t for n in news for t in n] + ref)
     finally:
         await embedder.aclose()
-    d, cos = nearest_distances(vecs[: len(new)], vecs[len(new):])
-    return {"task": "diversity", "distance": "euclidean (the paper's); cosine beside it",
-            "diversity_gain": round(float(d.mean()), 4), "std": round(float(d.std()), 4),
-            "median": round(float(np.median(d)), 4), "diversity_gain_cosine": round(float(cos.mean()), 4),
-            "std_cosine": round(float(cos.std()), 4), "new": len(new), "reference": len(ref),
-            "distinct_texts_embedded": len(set(new + ref)), "embeddings": embedder.name,
-            "new_file": str(new_path), "reference_file": str(ref_path)}
+    ref_vecs = vecs[sum(len(n) for n in news):]
+    rows, start = [], 0
+    for path, texts in zip(new_paths, news):
+        d, cos = nearest_distances(vecs[start: start + len(texts)], ref_vecs)
+        start += len(texts)
+        rows.append({"task": "diversity", "distance": "euclidean (the paper's); cosine beside it",
+                     "diversity_gain": round(float(d.mean()), 4), "std": round(float(d.std()), 4),
+                     "median": round(float(np.median(d)), 4), "diversity_gain_cosine": round(float(cos.mean()), 4),
+                     "std_cosine": round(float(cos.std()), 4), "new": len(texts), "reference": len(ref),
+                     "distinct_texts_embedded": len(set(texts + ref)), "embeddings": embedder.name,
+                     "new_file": str(path), "reference_file": str(ref_path)})
+    return rows
+
+
+async def diversity_gain(new_path: Path, ref_path: Path, embedder: Embedder,
+                         field: str | None = None) -> dict[str, Any]:
+    return (await diversity_gains([new_path], ref_path, embedder, field))[0]

@@ -34,7 +34,7 @@ def load_run(run_dir: Path) -> tuple[Scenario, list[dict[str, Any]]]:
     if header is None:
         raise InputError(f"fidelity: no run header in {run_dir / LOG_NAME} (not a run directory)")
     scenario = parse_scenario(header.scenario or {}, f"{run_dir / LOG_NAME} header")
-    if not isinstance(scenario, Scenario):
+    if not isinstance(scenario, Scenario) or scenario.kind != "culturepark":
         raise InputError(f"fidelity: {run_dir} is not a conversation run (scenario kind {scenario.kind})")
     with ordered_conversations(run_dir) as run:
         rows = [r for r in conversation_rows(run.conversations())

@@ -242,9 +242,10 @@ def _moderation_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
 def _diversity_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
     parts: list[str] = []
     parts.append("<h2>Diversity gain</h2>")
-    parts.append(_table(["new", "reference", "gain", "embeddings"],
+    rows = [r for _, res in items for r in res.get("rows", [res])]  # one file may hold several rows
+    parts.append(_table(["new", "reference", "gain (Euclidean)", "gain (cosine)", "embeddings"],
                         [[r["new_file"], r["reference_file"], f"{r['diversity_gain']:.4f} ± {r['std']:.4f}",
-                          r["embeddings"]] for _, r in items]))
+                          f"{r.get('diversity_gain_cosine', float('nan')):.4f}", r["embeddings"]] for r in rows]))
     return parts
 
 

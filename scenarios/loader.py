@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from culturepark.engine.errors import InputError
-from culturepark.scenarios.schema import AnyScenario, EducationScenario, Scenario
+from culturepark.scenarios.schema import AnyScenario, DirectScenario, EducationScenario, Scenario
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -76,9 +76,12 @@ def parse_model(model: type[M], data: Any, source: str) -> M:
 
 
 def parse_scenario(data: Any, source: str = "<scenario>") -> AnyScenario:
-    """`kind` picks the model: `culturepark` (conversations, the default) or `education` (a study)."""
+    """`kind` picks the model: `culturepark` (conversations, the default), `direct` (the paper's
+    direct-generation baseline) or `education` (a study)."""
     if isinstance(data, dict) and data.get("kind") == "education":
         return parse_model(EducationScenario, data, source)
+    if isinstance(data, dict) and data.get("kind") == "direct":
+        return parse_model(DirectScenario, data, source)
     return parse_model(Scenario, data, source)
 
 

@@ -305,4 +305,13 @@ class EducationScenario(RunSettings):
         return self._hash_of({"max_reply_chars"}, lambda d: [d["learner_backend"], *d["arms"]])
 
 
-AnyScenario = Scenario | EducationScenario
+class DirectScenario(Scenario):
+    """The paper's direct-generation baseline (`kind: direct`): per culture and item, one request
+    asks the delegate's persona for `reasons` reasons behind its seed stance — no conversation. The
+    run is a run like any other, so `refine`, `export` and `eval diversity` take it as they are."""
+
+    kind: Literal["direct"]  # type: ignore[assignment]
+    reasons: int = Field(5, ge=1, le=50)
+
+
+AnyScenario = Scenario | EducationScenario | DirectScenario

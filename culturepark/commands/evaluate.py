@@ -83,7 +83,8 @@ def register(sub: Any) -> None:
     _model_flags(ec, single=False)
     ec.set_defaults(func=compare)
     ed = esub.add_parser("diversity", help="diversity gain of NEW over a reference")
-    ed.add_argument("new", type=Path)
+    ed.add_argument("new", type=Path, nargs="+", help="one or more files (e.g. CulturePark and direct-generation "
+                                                      "data): one row each against the same reference")
     ed.add_argument("--reference", type=Path, required=True)
     ed.add_argument("--field")
     ed.add_argument("--base-url", help="OpenAI-compatible /v1/embeddings instead of the local MiniLM")
@@ -191,18 +192,22 @@ def judged(args: argparse.Namespace) -> int:
 
 def diversity(args: argparse.Namespace) -> int:
     from culturepark.benchmarks.compare import write_json
-    from culturepark.benchmarks.diversity import diversity_gain
+    from culturepark.benchmarks.diversity import diversity_gains
     from culturepark.scenarios.endpoints import make_embedder
 
     embedder = make_embedder("openai" if args.base_url else "local", args.base_url, args.embeddings_model,
                              args.api_key_env)
-    result = asyncio.run(diversity_gain(args.new, args.reference, embedder, args.field))  # closes the embedder
+    rows = asyncio.run(diversity_gains(args.new, args.reference, embedder, args.field))  # closes the embedder
+    result: dict[str, Any] = rows[0] if len(rows) == 1 else {"task": "diversity", "rows": rows}
     if args.out:
         write_json(args.out / "diversity.json", result)
-    print_json(result) if args.json else print(
-        f"diversity gain {result['diversity_gain']:.4f} ± {result['std']:.4f} Euclidean, "
-        f"{result['diversity_gain_cosine']:.4f} ± {result['std_cosine']:.4f} cosine "
-        f"({result['new']} new vs {result['reference']} reference texts, {result['embeddings']})")
+    if args.json:
+        print_json(result)
+        return 0
+    for r in rows:
+        print(f"{r['new_file']}: diversity gain {r['diversity_gain']:.4f} ± {r['std']:.4f} Euclidean, "
+              f"{r['diversity_gain_cosine']:.4f} ± {r['std_cosine']:.4f} cosine "
+              f"({r['new']} new vs {r['reference']} reference texts, {r['embeddings']})")
     return 0
 
 

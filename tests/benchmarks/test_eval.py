@@ -186,8 +186,13 @@ def test_diversity_gain(tmp_path):
     new = tmp_path / "new.jsonl"
     new.write_text(json.dumps({"messages": [{"role": "user", "content": "q"},
                                             {"role": "assistant", "content": "Quantum computers factor numbers."}]}) + "\n")
-    far = json.loads(run_cli("eval", "diversity", str(new), "--reference", str(ref), "--json").stdout)
+    both = run_cli("eval", "diversity", str(new), str(ref), "--reference", str(ref), "--json",
+                   "--out", str(tmp_path / "d"))
+    far, again = json.loads(both.stdout)["rows"]  # one table: each new file against the same reference
     assert far["diversity_gain"] > 0.5 and far["new"] == 1 and far["distinct_texts_embedded"] == 3
+    assert again["diversity_gain"] == 0.0
+    rows = [far, again]
+    assert json.loads((tmp_path / "d" / "diversity.json").read_text())["rows"] == rows
 
 
 def test_bad_model_spec_exits_2(tmp_path):
@@ -351,3 +356,45 @@ def test_phenomena_and_content_give_the_scripted_rates(tmp_path, tiny_data, sim_
     assert c["Chinese"]["belief"] == {"count": 1, "share": 0.5} and c["Chinese"]["norm"]["count"] == 1
     assert c["German"] == {"records": 1, "judged": 0, "unparseable": 1, "belief": {"count": 0, "share": None},
                            "norm": {"count": 0, "share": None}, "custom": {"count": 0, "share": None}}
+
+
+def test_a_direct_generation_run_is_refined_and_compared_like_a_conversation_run(tmp_path, tiny_data, sim_process):
+    from tests.conftest import scenario_dict
+    gen = sim_process("--seed", "4", "--script", str(_script(tmp_path, "gen.yaml", [
+        {"pattern": r"Give 3 different reasons", "reply": "- My parents sacrificed for me.\n- Family honour matters."
+                                                         "\n- Duty is learned at home."}])))
+    runs = {}
+    for kind in ("direct", "culturepark"):
+        data = scenario_dict(kind=kind, **({"reasons": 3} if kind == "direct" else {}))
+        data["backend"]["base_url"] = gen
+        sc = tmp_path / f"{kind}.yaml"
+        sc.write_text(yaml.safe_dump(data))
+        runs[kind] = tmp_path / kind
+        res = run_cli("run", str(sc), "--out", str(runs[kind]), "--data-dir", str(tiny_data), "--json")
+        assert res.returncode == 0, res.stderr
+    rows = [json.loads(x) for x in (runs["direct"] / "conversations.jsonl").read_text().splitlines()]
+    plain = [json.loads(x) for x in (runs["culturepark"] / "conversations.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(len(r["turns"]) == 1 and r["meta"]["version"] == "direct" for r in rows)
+    assert [r["meta"]["stance_code"] for r in rows] == [r["meta"]["stance_code"] for r in plain]  # same plan
+    refiner = sim_process("--seed", "1", "--script", str(_script(tmp_path, "ref.yaml", [
+        {"pattern": r"List every distinct opinion that (\w+)", "reply": "- I value my family's honour deeply."},
+        {"pattern": r"Opinion: ", "reply": "Entail"}])))
+    no_dedup = _script(tmp_path, "refine.yaml", {"dedup": {"enabled": False}})  # the embeddings come once, below
+    for d in runs.values():
+        res = run_cli("refine", str(d), "--out", str(d / "refined"), "--base-url", refiner, "--model", "gpt-4",
+                      "--scenario", str(no_dedup))
+        assert res.returncode == 0, res.stderr
+    seed = tmp_path / "seed.jsonl"
+    seed.write_text("".join(json.dumps({"text": it["q_content"]}) + "\n" for it in
+                            map(json.loads, (tiny_data / "wvs" / "questions.jsonl").read_text().splitlines())))
+    res = run_cli("eval", "diversity", *(str(d / "refined" / "sft" / "openai_chat.jsonl") for d in runs.values()),
+                  str(runs["direct"] / "conversations.jsonl"), "--reference", str(seed), "--json")
+    assert res.returncode == 0, res.stderr
+    table = json.loads(res.stdout)["rows"]
+    assert len(table) == 3 and all(r["reference"] == 4 and r["diversity_gain"] > 0 for r in table)
+
+
+def _script(tmp_path, name, rules):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(rules))
+    return path

@@ -1,0 +1,40 @@
+"""The paper's direct-generation baseline as a turn policy: one request per culture and item asks
+the delegate's persona, anchored to the same real respondent's answer a conversation would get,
+for N reasons behind it. It shares the CulturePark plan (same ids, stances and metadata), so a
+direct run and a conversation run of the same scenario compare item for item."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from culturepark.engine.backends.base import Request
+from culturepark.engine.scheduler import ConversationSpec, Turn, TurnRequest
+from culturepark.scenarios.schema import DirectScenario
+
+
+def reasons_request(meta: dict, reasons: int, rendering: str, max_tokens: int, temperature: float) -> Request:
+    d = meta["participants"]["delegate"]
+    opts = f" (options: {meta['item_options']})" if meta.get("item_options") else ""
+    system = (f"You are {d['name']}, {d['person']}. When asked \"{meta['item_text']}\"{opts}, you answered "
+              f"\"{meta['stance_text']}\". Everything you say must be consistent with this answer.")
+    user = (f"Give {reasons} different reasons for your answer, from your own life and culture, one per line, "
+            "each line starting with '- '.")
+    return Request.instruction(system, user, f"{d['name']}'s reasons:\n-", rendering, max_tokens, temperature,
+                               stop=["\n\n"])
+
+
+class DirectPolicy:
+    """`TurnPolicy`: one delegate turn per conversation, then done."""
+
+    def __init__(self, scenario: DirectScenario) -> None:
+        self.scenario = scenario
+        self.rendering = scenario.backend_for("delegate").rendering
+        self.sampling = scenario.sampling_for("delegate")
+
+    def next_turn(self, conv: ConversationSpec, turns: Sequence[Turn]) -> TurnRequest | None:
+        if turns:
+            return None
+        meta = conv.meta
+        max_tokens = max(self.sampling.max_tokens, 48 * self.scenario.reasons)
+        request = reasons_request(meta, self.scenario.reasons, self.rendering, max_tokens, self.sampling.temperature)
+        return TurnRequest(speaker=meta["participants"]["delegate"]["name"], role="delegate", request=request,
+                           validate=lambda text: None if text.strip(" -\n") else "no_reasons")
