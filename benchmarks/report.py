@@ -29,7 +29,8 @@ def collect(dirs: list[Path]) -> dict[str, list[tuple[Path, dict]]]:
     for d in dirs:
         for name, kind in (("hofstede.json", "hofstede"), ("moderation.json", "moderation"),
                            ("diversity.json", "diversity"), ("refine_summary.json", "refine"),
-                           ("education.json", "education")):
+                           ("education.json", "education"), ("fidelity.json", "fidelity"),
+                           ("phenomena.json", "phenomena"), ("content.json", "content")):
             for p in sorted(Path(d).rglob(name)):
                 found[kind].append((p.parent, _load(p)))
         for log in sorted(Path(d).rglob(LOG_NAME)):
@@ -301,6 +302,41 @@ def _education_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
     return parts
 
 
+def _quality_section(found: dict[str, list[tuple[Path, dict]]]) -> list[str]:
+    """Data quality: did the delegates hold their stance (fidelity), did stances shift and was there
+    cross-cultural understanding (phenomena), what the kept opinions are (content)."""
+    parts = ["<h2>Data quality</h2>"]
+    rows = [[rep["source"], c, r["conversations"], _num100(r["exact"]), _num100(r["within_one"]), r["unparseable"],
+             _num100(r.get("changed_after_conversation"))]
+            for _, rep in found.get("fidelity", []) for c, r in [("all", rep["overall"]), *rep["by_culture"].items()]]
+    if rows:
+        parts += ["<p class=note>Fidelity: each delegate asked its seed item again after the conversation, against "
+                  "the real respondent's answer it was given (shares of all conversations; unparseable = miss).</p>",
+                  _table(["run", "culture", "conversations", "exact %", "within one step %", "unparseable",
+                          "changed after the conversation %"], rows)]
+    rows = [[rep["source"], c, _share(q["stance_shift"], "yes"), _share(q["understanding"], "yes"),
+             q["stance_shift"]["judged"], q["stance_shift"]["unparseable"] + q["understanding"]["unparseable"]]
+            for _, rep in found.get("phenomena", []) for c, q in rep["by_culture"].items()]
+    if rows:
+        parts += ["<p class=note>Phenomena: a judge model on each conversation (judged conversations only).</p>",
+                  _table(["run", "culture", "stance shifted %", "cross-cultural understanding %", "judged",
+                          "unparseable verdicts"], rows)]
+    rows = [[rep["source"], c, *(_share(r, k) for k in ("belief", "norm", "custom")), r["judged"], r["unparseable"]]
+            for _, rep in found.get("content", []) for c, r in rep["by_culture"].items()]
+    if rows:
+        parts += ["<p class=note>Content: a judge model on each kept opinion (judged opinions only).</p>",
+                  _table(["refinement", "culture", "belief %", "norm %", "custom %", "judged", "unparseable"], rows)]
+    return parts if len(parts) > 1 else []
+
+
+def _num100(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+def _share(r: dict[str, Any], label: str) -> str:
+    return _num100(r[label]["share"])
+
+
 def _runs_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
     parts: list[str] = []
     parts.append("<h2>Conversation runs</h2>")
@@ -323,6 +359,7 @@ def build(dirs: list[Path], out: Path) -> Path:
     for kind, section in sections.items():
         if found[kind]:
             parts += section(found[kind], out)
+    parts += _quality_section(found)
     if len(parts) == 2:
         parts.append("<p>No eval results or runs were found under these directories.</p>")
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>culturepark report</title>"

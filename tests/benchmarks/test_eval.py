@@ -356,6 +356,11 @@ def test_phenomena_and_content_give_the_scripted_rates(tmp_path, tiny_data, sim_
     assert c["Chinese"]["belief"] == {"count": 1, "share": 0.5} and c["Chinese"]["norm"]["count"] == 1
     assert c["German"] == {"records": 1, "judged": 0, "unparseable": 1, "belief": {"count": 0, "share": None},
                            "norm": {"count": 0, "share": None}, "custom": {"count": 0, "share": None}}
+    rep = run_cli("report", str(tmp_path / "p"), str(tmp_path / "c"), "--out", str(tmp_path / "rep"))
+    assert rep.returncode == 0, rep.stderr
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "Data quality" in page and "<td>Chinese</td><td>100.0</td><td>100.0</td>" in page  # shifted, understood
+    assert "<td>Chinese</td><td>50.0</td><td>50.0</td><td>0.0</td><td>2</td><td>0</td>" in page  # content shares
 
 
 def test_a_direct_generation_run_is_refined_and_compared_like_a_conversation_run(tmp_path, tiny_data, sim_process):
