@@ -228,8 +228,9 @@ class Plan:
     def _meta(self, culture: Culture, item: WVSItem, stance: Any) -> dict[str, Any]:
         sc = self.scenario
         if sc.mode == "in":
-            contact = self._participant(culture, culture.names[1] if len(culture.names) > 1
-                                        else culture.names[0] + " II", "main_contact")
+            contact = self._participant(culture, _second_name(culture), "main_contact")
+        elif self.main_contact.name == culture.name:  # a compatriot as main contact: never the same name
+            contact = self._participant(self.main_contact, _second_name(culture), "main_contact")
         else:
             contact = self._participant(self.main_contact, self.main_contact.names[0], "main_contact")
         return {
@@ -243,6 +244,10 @@ class Plan:
             "participants": {"delegate": self._participant(culture, culture.names[0], "delegate"),
                              "main_contact": contact},
         }
+
+
+def _second_name(culture: Culture) -> str:
+    return culture.names[1] if len(culture.names) > 1 else culture.names[0] + " II"
 
 
 def build_plan(scenario: Scenario, data_dir: Path, base_dir: Path | None = None) -> Plan:

@@ -56,8 +56,10 @@ def question(meta: dict[str, Any]) -> str:
 
 
 def _spoken(row: dict[str, Any]) -> list[SpokenTurn]:
-    roles = {row["meta"]["participants"][r]["name"]: r for r in ("delegate", "main_contact")}
-    return [SpokenTurn(roles[t["speaker"]], t["text"]) for t in row["turns"]]
+    """Roles by speaker: the delegate by name, anyone else is the other side (in a fork, the first
+    turns may have been spoken by the source run's main contact)."""
+    delegate = row["meta"]["participants"]["delegate"]["name"]
+    return [SpokenTurn("delegate" if t["speaker"] == delegate else "main_contact", t["text"]) for t in row["turns"]]
 
 
 def _rates(recs: list[dict[str, Any]]) -> dict[str, Any]:

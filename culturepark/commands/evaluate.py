@@ -31,7 +31,7 @@ def _model_flags(p: argparse.ArgumentParser, single: bool = True) -> None:
 
 def register(sub: Any) -> None:
     ev = sub.add_parser("eval", help="benchmarks: hofstede, moderation, wvs, fidelity, phenomena, content, "
-                                         "diversity, compare, education")
+                                         "diversity, compare, compare-runs, education")
     esub = ev.add_subparsers(dest="task", required=True)
     eh = esub.add_parser("hofstede", help="VSM13 in a culture's role vs published scores")
     eh.add_argument("--culture", nargs="+", required=True)
@@ -74,6 +74,15 @@ def register(sub: Any) -> None:
         ej.add_argument("--resume", action="store_true")
         ej.add_argument("--json", action="store_true")
         ej.set_defaults(func=judged)
+    er = esub.add_parser("compare-runs", help="two runs side by side: fidelity, phenomena, diversity")
+    er.add_argument("run_a", type=Path)
+    er.add_argument("run_b", type=Path)
+    er.add_argument("--model", help="fidelity: ask with this model (default: each run's delegate model)")
+    er.add_argument("--base-url")
+    er.add_argument("--judge", help="phenomena too, with this judge model spec")
+    er.add_argument("--out", type=Path)
+    er.add_argument("--json", action="store_true")
+    er.set_defaults(func=compare_runs)
     ec = esub.add_parser("compare", help="same tasks and seeds for several models")
     ec.add_argument("--models", nargs="+", required=True)
     ec.add_argument("--tasks", nargs="+", required=True, help="hofstede:Chinese,German moderation:english_offensive")
@@ -187,6 +196,28 @@ def judged(args: argparse.Namespace) -> int:
                          + f" ({res['judged']} judged, {res['unparseable']} unparseable)" for q, res in parts)
         print(f"{culture}: {text}")
     print(f"→ {out}")
+    return 0
+
+
+def compare_runs(args: argparse.Namespace) -> int:
+    from culturepark.benchmarks.compare_runs import compare_runs as run_both
+    from culturepark.benchmarks.eval_run import slug
+
+    log = make_logger()
+    out = args.out or Path("evals") / "compare-runs" / f"{slug(args.run_a.resolve().name)}-vs-"\
+        f"{slug(args.run_b.resolve().name)}"
+    r = asyncio.run(run_both(args.run_a, args.run_b, out, args.model, args.base_url, args.judge,
+                             lambda m: log.info(m)))
+    if args.json:
+        print_json(r)
+        return 0
+    for name in ("A", "B"):
+        f = r["fidelity"][name]["overall"]
+        shift = r.get("phenomena", {}).get(name, {}).get("all", {}).get("stance_shift", {}).get("yes", {})
+        print(f"{name} {r['runs'][name]}: fidelity exact {f['exact']}, within one {f['within_one']}, "
+              f"unparseable {f['unparseable']}" + (f"; stance shifted {shift.get('share')}" if shift else ""))
+    d = r["diversity"]
+    print(f"diversity: B over A {d['B_over_A']['diversity_gain']}, A over B {d['A_over_B']['diversity_gain']} → {out}")
     return 0
 
 

@@ -14,7 +14,7 @@ from culturepark.engine.errors import InputError
 
 def register(sub: Any) -> None:
     r = sub.add_parser("run", help="run a scenario (YAML path or bundled name)")
-    r.add_argument("scenario")
+    r.add_argument("scenario", nargs="?", help="a YAML path or bundled name (not with --fork)")
     r.add_argument("--out", type=Path)
     r.add_argument("--resume", action="store_true", help="continue the run in --out from its log")
     r.add_argument("--retry-failed", action="store_true", help="with --resume: run failed conversations again")
@@ -31,6 +31,11 @@ def register(sub: Any) -> None:
                    help="shard the conversations over Ray workers: alone, a Ray instance on this machine; "
                         "'auto' or HOST:PORT joins a running cluster (pip install 'culturepark[ray]')")
     r.add_argument("--workers", type=positive_int, default=2, help="with --ray: number of workers (default 2)")
+    r.add_argument("--fork", type=Path, metavar="RUN_DIR",
+                   help="continue RUN_DIR's conversations after their first --at turns under a changed scenario")
+    r.add_argument("--at", type=count, metavar="K", help="with --fork: turns kept from the source run")
+    r.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="with --fork: change the scenario, e.g. main_contact=German or backend.model=gpt-4o")
     r.add_argument("--arm", action="append", metavar="NAME=MODEL_SPEC",
                    help="education studies: a tutor arm (repeat; replaces the scenario's arms), "
                         "e.g. tuned=local:gemma3-270m+lora:DIR")
@@ -67,10 +72,19 @@ def dry_run(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if (args.scenario is None) == (args.fork is None):
+        raise InputError("run: give a scenario, or --fork RUN_DIR --at K (not both)")
+    if args.fork is not None and (args.at is None or args.ray or args.resume or args.dry_run):
+        raise InputError("run --fork needs --at K, and takes no --ray, --resume or --dry-run")
+    if args.fork is None and (args.at is not None or args.set):
+        raise InputError("run: --at and --set go with --fork")
     if args.dry_run:
         return dry_run(args)
     log = make_logger()
     opts = _options(args)
+    if args.fork is not None:
+        from culturepark.runs.fork import fork
+        args.scenario, opts = fork(args.fork, args.at, args.set, opts)
     bar = progress_bar if sys.stderr.isatty() and not args.json else progress_lines
     if args.ray:
         from culturepark.runs.on_ray import RayOptions, run_ray_async

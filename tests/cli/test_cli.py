@@ -294,3 +294,34 @@ def test_an_out_dir_that_cannot_be_created_exits_2_even_as_root(tmp_path, tiny_d
     res = run_cli("run", str(_scenario(tmp_path, url)), "--out", "/sys/culturepark-test", "--data-dir", str(tiny_data))
     assert res.returncode == 2 and "--out /sys/culturepark-test: cannot create" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_fork_keeps_the_first_k_turns_and_continues_under_the_changed_scenario(tmp_path, tiny_data, url):
+    sc = _scenario(tmp_path, url, version="v1")
+    src = tmp_path / "src"
+    assert run_cli("run", str(sc), "--out", str(src), "--data-dir", str(tiny_data)).returncode == 0
+    out = tmp_path / "fork"
+    res = run_cli("run", "--fork", str(src), "--at", "4", "--set", "main_contact=German", "--set",
+                  "sampling.temperature=0.9", "--out", str(out), "--json")
+    assert res.returncode == 0, res.stderr
+    s = json.loads(res.stdout)
+    assert s["done"] == 4 and s["cached_turns"] == 16  # 4 conversations × 4 kept turns
+    header = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+    assert header["details"]["fork"] == {"source": str(src), "source_hash": json.loads(
+        (src / "log.jsonl").read_text().splitlines()[0])["scenario_hash"], "at": 4,
+        "set": {"main_contact": "German", "sampling.temperature": 0.9}}
+    assert header["scenario"]["main_contact"] == "German"
+    before = {r["id"]: r for r in map(json.loads, (src / "conversations.jsonl").read_text().splitlines())}
+    for row in map(json.loads, (out / "conversations.jsonl").read_text().splitlines()):
+        old = before[row["id"]]
+        assert row["turns"][:4] == old["turns"][:4] and len(row["turns"]) == 14  # the first 4 identical
+        assert row["turns"][4:] != old["turns"][4:]  # the rest new
+        assert row["meta"]["participants"]["main_contact"]["culture"] == "German"
+        assert row["meta"]["stance_code"] == old["meta"]["stance_code"]  # same respondents
+    bad = run_cli("run", "--fork", str(src), "--at", "4", "--set", "colour=red", "--out", str(tmp_path / "b"))
+    assert bad.returncode == 2 and "colour" in bad.stderr and not (tmp_path / "b").exists()
+    both = run_cli("eval", "compare-runs", str(src), str(out), "--out", str(tmp_path / "cmp"), "--json")
+    assert both.returncode == 0, both.stderr
+    r = json.loads(both.stdout)
+    assert r["fidelity"]["A"]["overall"]["conversations"] == r["fidelity"]["B"]["overall"]["conversations"] == 4
+    assert r["diversity"]["B_over_A"]["new"] == 4 * 7 and r["diversity"]["A_over_B"]["reference"] == 4 * 7
