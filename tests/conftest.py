@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import yaml
 
 from culturepark.scenarios.data_dir import resolve_data_dir
 from culturepark.testing.sim_server import SimConfig, start_server
@@ -117,6 +118,18 @@ def scenario_dict(**overrides: Any) -> dict[str, Any]:
     }
     base.update(overrides)
     return base
+
+
+def sim_run(tmp_path: Path, data_dir: Path, base_url: str, name: str = "run", **overrides: Any) -> Path:
+    """A finished conversation run of `scenario_dict(**overrides)` against a sim server, via the CLI."""
+    data = scenario_dict(**overrides)
+    data["backend"]["base_url"] = base_url
+    sc = tmp_path / f"{name}.yaml"
+    sc.write_text(yaml.safe_dump(data))
+    out = tmp_path / name
+    res = run_cli("run", str(sc), "--out", str(out), "--data-dir", str(data_dir))
+    assert res.returncode == 0, res.stderr
+    return out
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

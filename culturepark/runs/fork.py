@@ -62,7 +62,7 @@ def fork(source: Path, at: int, sets: list[str], opts: RunOptions) -> tuple[AnyS
         opts = replace(opts, data_dir=Path(header.data_dir))
     prepared = prepare(scenario, replace(opts, resume=False))
     scenario = prepared.scenario
-    source_turns = {cid: [t for t in conv.ordered_turns()][:at] for cid, conv in assemble(source).conversations}
+    source_turns = {cid: conv.ordered_turns()[:at] for cid, conv in assemble(source).conversations}
     details = {"fork": {"source": str(source), "source_hash": header.scenario_hash, "at": at, "set": changes}}
     endpoints = make_endpoints(prepared.study.backends(), scenario.limits, scenario.retry, scenario.seed)
     with RunDir(prepared.out, False, scenario.content_hash()) as rundir:

@@ -6,7 +6,7 @@ import yaml
 
 from culturepark.benchmarks.hofstede import centred_distances, indices, parse_answer
 from culturepark.benchmarks.moderation import f1_scores, parse_yes_no
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, sim_run
 
 DATA = REPO.parent / "shared" / "data"
 PUBLISHED_CHINA = {"pdi": 80, "idv": 20, "mas": 66, "uai": 30, "lto": 87, "ivr": 24}
@@ -286,13 +286,7 @@ def test_hofstede_and_moderation_in_the_paper_prompt_style(tmp_path, sim_process
 
 def test_eval_fidelity_recovers_the_scripted_share_of_delegates_who_kept_their_stance(tmp_path, tiny_data,
                                                                                         sim_process):
-    from tests.conftest import scenario_dict
-    data = scenario_dict(conversations_per_item=3)
-    data["backend"]["base_url"] = sim_process("--seed", "4")
-    sc = tmp_path / "s.yaml"
-    sc.write_text(yaml.safe_dump(data))
-    run = tmp_path / "run"
-    assert run_cli("run", str(sc), "--out", str(run), "--data-dir", str(tiny_data)).returncode == 0
+    run = sim_run(tmp_path, tiny_data, sim_process("--seed", "4"), conversations_per_item=3)
     # the delegates' answers when asked again: Wei (Chinese) says 1 on item 27, Maximilian (German) 3;
     # item 158 is answered unreadably
     script = tmp_path / "script.yaml"
@@ -319,13 +313,7 @@ def test_eval_fidelity_recovers_the_scripted_share_of_delegates_who_kept_their_s
 
 
 def test_phenomena_and_content_give_the_scripted_rates(tmp_path, tiny_data, sim_process):
-    from tests.conftest import scenario_dict
-    data = scenario_dict()
-    data["backend"]["base_url"] = sim_process("--seed", "4")
-    sc = tmp_path / "s.yaml"
-    sc.write_text(yaml.safe_dump(data))
-    run = tmp_path / "run"
-    assert run_cli("run", str(sc), "--out", str(run), "--data-dir", str(tiny_data)).returncode == 0
+    run = sim_run(tmp_path, tiny_data, sim_process("--seed", "4"))
     script = tmp_path / "judge.yaml"
     script.write_text(yaml.safe_dump([  # Chinese delegates (Wei) shift, German ones do not; all understand
         {"pattern": r"Wei \(a Chinese person\).*change their opinion", "reply": "Yes, they did."},
@@ -364,19 +352,11 @@ def test_phenomena_and_content_give_the_scripted_rates(tmp_path, tiny_data, sim_
 
 
 def test_a_direct_generation_run_is_refined_and_compared_like_a_conversation_run(tmp_path, tiny_data, sim_process):
-    from tests.conftest import scenario_dict
     gen = sim_process("--seed", "4", "--script", str(_script(tmp_path, "gen.yaml", [
         {"pattern": r"Give 3 different reasons", "reply": "- My parents sacrificed for me.\n- Family honour matters."
                                                          "\n- Duty is learned at home."}])))
-    runs = {}
-    for kind in ("direct", "culturepark"):
-        data = scenario_dict(kind=kind, **({"reasons": 3} if kind == "direct" else {}))
-        data["backend"]["base_url"] = gen
-        sc = tmp_path / f"{kind}.yaml"
-        sc.write_text(yaml.safe_dump(data))
-        runs[kind] = tmp_path / kind
-        res = run_cli("run", str(sc), "--out", str(runs[kind]), "--data-dir", str(tiny_data), "--json")
-        assert res.returncode == 0, res.stderr
+    runs = {kind: sim_run(tmp_path, tiny_data, gen, kind, kind=kind, **({"reasons": 3} if kind == "direct" else {}))
+            for kind in ("direct", "culturepark")}
     rows = [json.loads(x) for x in (runs["direct"] / "conversations.jsonl").read_text().splitlines()]
     plain = [json.loads(x) for x in (runs["culturepark"] / "conversations.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(len(r["turns"]) == 1 and r["meta"]["version"] == "direct" for r in rows)

@@ -5,7 +5,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.conftest import run_cli, scenario_dict
+from tests.conftest import run_cli, sim_run
 
 # Each extraction returns six opinions designed to exercise one path each.
 SCRIPT = [
@@ -26,14 +26,7 @@ SCRIPT = [
 
 @pytest.fixture
 def source_run(tmp_path, tiny_data, sim_process):
-    url = sim_process("--seed", "4")
-    data = scenario_dict()
-    data["backend"]["base_url"] = url
-    sc = tmp_path / "s.yaml"
-    sc.write_text(yaml.safe_dump(data))
-    out = tmp_path / "run"
-    assert run_cli("run", str(sc), "--out", str(out), "--data-dir", str(tiny_data)).returncode == 0
-    return out
+    return sim_run(tmp_path, tiny_data, sim_process("--seed", "4"))
 
 
 @pytest.fixture
@@ -193,12 +186,7 @@ def test_remote_embeddings_ride_out_429s_and_resets_and_a_killed_dedup_pays_no_v
 
 def test_paper_preset_extracts_both_compatriots_and_exports_the_original_format(tmp_path, tiny_data, sim_process,
                                                                                   refine_url):
-    data = scenario_dict(mode="in")
-    data["backend"]["base_url"] = sim_process("--seed", "4")
-    sc = tmp_path / "in.yaml"
-    sc.write_text(yaml.safe_dump(data))
-    run = tmp_path / "run"
-    assert run_cli("run", str(sc), "--out", str(run), "--data-dir", str(tiny_data)).returncode == 0
+    run = sim_run(tmp_path, tiny_data, sim_process("--seed", "4"), mode="in")
     out = tmp_path / "refined"
     res = run_cli("refine", str(run), "--out", str(out), "--preset", "paper", "--base-url", refine_url, "--json")
     assert res.returncode == 0, res.stderr
