@@ -19,7 +19,7 @@ from culturepark.engine.records import RunHeader
 from culturepark.engine.stage import Stage
 from culturepark.scenarios.endpoints import make_endpoints
 from culturepark.scenarios.model_spec import parse_model_spec
-from culturepark.scenarios.schema import BackendConfig, Limits, RetryConfig
+from culturepark.scenarios.schema import BackendConfig, Limits, RetryConfig, without_added_defaults
 
 
 @dataclass
@@ -79,7 +79,8 @@ async def run_items(out: Path, items: list[BatchItem], settings: EvalSettings, h
                                RetryConfig(max_attempts=settings.max_attempts, base_delay_s=0.2, max_delay_s=5.0))
     prompts_hash = digest([(it.id, it.request.key(backend.model)) for it in items])
     t0 = time.monotonic()
-    async with Stage.in_dir(endpoints, out, settings.resume, digest(header, prompts_hash), say=say, what="eval",
+    hashed = without_added_defaults(dict(header), {"prompt_style": "persona"})  # evals made before styles resume
+    async with Stage.in_dir(endpoints, out, settings.resume, digest(hashed, prompts_hash), say=say, what="eval",
                             check=settings.check_reachability) as stage:
         log = stage.start(RunHeader(
             stage="eval", started_at=time.time(),

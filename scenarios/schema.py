@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Callable, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal, Mapping
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -130,9 +130,25 @@ class CultureEntry(_Strict):
 
 
 # Backend settings that say how to reach a model, not what it generates: left out of content hashes.
-# Fields added after logs were first written, with their defaults: a run made before they existed
-# (and not using them) keeps its content hash, so it still resumes.
+# Fields added after logs were first written, with their defaults (dotted paths): a run made before
+# they existed (and not using them) keeps its content hash, so it still resumes.
 ADDED_LATER: dict[str, object] = {"delegate_answers_intro": False}
+BACKEND_ADDED_LATER: dict[str, object] = {"template": None}
+
+
+def without_added_defaults(data: dict[str, Any], added: Mapping[str, object]) -> dict[str, Any]:
+    """`data` (changed in place) without the fields of `added` that are at their defaults — the one
+    way every content hash (runs, refinements, evals) stays the same across versions that add fields."""
+    for path, default in added.items():
+        *parents, last = path.split(".")
+        node: Any = data
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and last in node and node[last] == default:
+            del node[last]
+    return data
+
+
 TRANSPORT_KEYS = ("base_url", "api_key_env", "timeout_s", "max_connections", "price", "device",
                   "max_batch", "batch_wait_ms", "settle")
 
@@ -160,15 +176,11 @@ class RunSettings(_Strict):
 
     def _hash_of(self, exclude: set[str], backends: Callable[[dict], list[dict]]) -> str:
         """sha256 of the model without `exclude`; each backend dict from `backends` loses its TRANSPORT_KEYS."""
-        data = self.model_dump(mode="json", exclude=self._UNHASHED | exclude)
-        for key, default in ADDED_LATER.items():  # at their defaults, fields added later leave old hashes alone
-            if data.get(key, default) == default:
-                data.pop(key, None)
+        data = without_added_defaults(self.model_dump(mode="json", exclude=self._UNHASHED | exclude), ADDED_LATER)
         for b in backends(data):
             for k in TRANSPORT_KEYS:
                 b.pop(k, None)
-            if b.get("template") is None:
-                b.pop("template", None)
+            without_added_defaults(b, BACKEND_ADDED_LATER)
         return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 

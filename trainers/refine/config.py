@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from culturepark.engine.chat_templates import TextTemplate
 from culturepark.scenarios.loader import ScenarioError, format_validation_error
-from culturepark.scenarios.schema import BackendConfig, Limits, RetryConfig
+from culturepark.scenarios.schema import BackendConfig, Limits, RetryConfig, without_added_defaults
 
 
 class _Strict(BaseModel):
@@ -54,6 +54,9 @@ class ExportConfig(_Strict):
     paper_passes: int = Field(20, ge=1, le=1000)
 
 
+# Fields added after refinements were first written, at their defaults: older directories still resume.
+REFINE_ADDED_LATER: dict[str, object] = {"extract_speakers": "delegate", "export.format": "open",
+                                         "export.paper_passes": 20, "backend.template": None}
 REFINE_PRESETS: dict[str, dict] = {
     "paper": {"backend": {"provider": "openai", "model": "gpt-4"}, "extract_speakers": "both",
               "export": {"format": "paper"}},
@@ -80,12 +83,7 @@ class RefineConfig(_Strict):
 
     def content_hash(self, source_hash: str) -> str:
         """A refinement directory belongs to one config applied to one source corpus."""
-        data = self.model_dump(mode="json")
-        if data["extract_speakers"] == "delegate":  # added in 0.5: at their defaults, older hashes stay valid
-            data.pop("extract_speakers")
-        if data["export"]["format"] == "open":
-            data["export"].pop("format")
-            data["export"].pop("paper_passes")
+        data = without_added_defaults(self.model_dump(mode="json"), REFINE_ADDED_LATER)
         blob = orjson.dumps(data, option=orjson.OPT_SORT_KEYS) + source_hash.encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
