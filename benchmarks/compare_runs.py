@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from culturepark.benchmarks import fidelity, phenomena
-from culturepark.benchmarks.diversity import diversity_gains
+from culturepark.benchmarks.diversity import gains_both_ways
 from culturepark.benchmarks.eval_run import EvalSettings
 from culturepark.engine.files import atomic_write_json, atomic_write_jsonl
 
@@ -38,8 +38,6 @@ async def compare_runs(a: Path, b: Path, out: Path, model: str | None = None, ba
             p = await phenomena.evaluate(run, out / name / "phenomena", settings, say)
             result.setdefault("phenomena", {})[name] = p["by_culture"]
     texts = {name: _delegate_texts(run, out / name) for name, run in (("A", a), ("B", b))}
-    rows = await diversity_gains([texts["B"]], texts["A"], make_embedder("local"))
-    rows += await diversity_gains([texts["A"]], texts["B"], make_embedder("local"))
-    result["diversity"] = {"B_over_A": rows[0], "A_over_B": rows[1]}
+    result["diversity"] = await gains_both_ways(texts["A"], texts["B"], make_embedder("local"))
     atomic_write_json(out / "compare_runs.json", result)
     return result

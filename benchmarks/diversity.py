@@ -63,32 +63,43 @@ def nearest_distances(new: np.ndarray, ref: np.ndarray, block: int = 4096) -> tu
     return euclid, np.clip(cosine, 0.0, 2.0)
 
 
+def _row(new: np.ndarray, ref: np.ndarray, new_texts: list[str], ref_texts: list[str], embedder_name: str,
+         new_file: Path, ref_file: Path) -> dict[str, Any]:
+    d, cos = nearest_distances(new, ref)
+    return {"task": "diversity", "distance": "euclidean (the paper's); cosine beside it",
+            "diversity_gain": round(float(d.mean()), 4), "std": round(float(d.std()), 4),
+            "median": round(float(np.median(d)), 4), "diversity_gain_cosine": round(float(cos.mean()), 4),
+            "std_cosine": round(float(cos.std()), 4), "new": len(new_texts), "reference": len(ref_texts),
+            "distinct_texts_embedded": len(set(new_texts + ref_texts)), "embeddings": embedder_name,
+            "new_file": str(new_file), "reference_file": str(ref_file)}
+
+
+async def _embed(embedder: Embedder, groups: list[list[str]]) -> list[np.ndarray]:
+    """Every distinct text of every group embedded once (and the embedder closed); vectors per group."""
+    if not all(groups):
+        raise InputError("diversity: every file needs at least one text")
+    try:
+        vecs = await embed_unique(embedder, [t for g in groups for t in g])
+    finally:
+        await embedder.aclose()
+    bounds = np.cumsum([0] + [len(g) for g in groups])
+    return [vecs[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 async def diversity_gains(new_paths: list[Path], ref_path: Path, embedder: Embedder,
                           field: str | None = None) -> list[dict[str, Any]]:
     """One row per new file against the same reference (e.g. CulturePark data and the direct-generation
     baseline against the seed data): every distinct text of all files is embedded once."""
     news = [texts_of(p, field) for p in new_paths]
     ref = texts_of(ref_path, field)
-    if not ref or not all(news):
-        raise InputError("diversity: every file needs at least one text")
-    try:
-        vecs = await embed_unique(embedder, [t for n in news for t in n] + ref)
-    finally:
-        await embedder.aclose()
-    ref_vecs = vecs[sum(len(n) for n in news):]
-    rows, start = [], 0
-    for path, texts in zip(new_paths, news):
-        d, cos = nearest_distances(vecs[start: start + len(texts)], ref_vecs)
-        start += len(texts)
-        rows.append({"task": "diversity", "distance": "euclidean (the paper's); cosine beside it",
-                     "diversity_gain": round(float(d.mean()), 4), "std": round(float(d.std()), 4),
-                     "median": round(float(np.median(d)), 4), "diversity_gain_cosine": round(float(cos.mean()), 4),
-                     "std_cosine": round(float(cos.std()), 4), "new": len(texts), "reference": len(ref),
-                     "distinct_texts_embedded": len(set(texts + ref)), "embeddings": embedder.name,
-                     "new_file": str(path), "reference_file": str(ref_path)})
-    return rows
+    *new_vecs, ref_vecs = await _embed(embedder, news + [ref])
+    return [_row(v, ref_vecs, texts, ref, embedder.name, path, ref_path)
+            for path, texts, v in zip(new_paths, news, new_vecs)]
 
 
-async def diversity_gain(new_path: Path, ref_path: Path, embedder: Embedder,
-                         field: str | None = None) -> dict[str, Any]:
-    return (await diversity_gains([new_path], ref_path, embedder, field))[0]
+async def gains_both_ways(a_path: Path, b_path: Path, embedder: Embedder) -> dict[str, dict[str, Any]]:
+    """B's diversity over A and A's over B, from one embedding of both (`eval compare-runs`)."""
+    a, b = texts_of(a_path), texts_of(b_path)
+    va, vb = await _embed(embedder, [a, b])
+    return {"B_over_A": _row(vb, va, b, a, embedder.name, b_path, a_path),
+            "A_over_B": _row(va, vb, a, b, embedder.name, a_path, b_path)}
