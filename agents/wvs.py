@@ -66,6 +66,15 @@ def parse_scale(option: str) -> tuple[dict[int, str], str | None]:
     return dict(zip(codes, labels)), note
 
 
+def cell_code(value: str) -> int | None:
+    """A CSV cell as an answer code ("3", "3.0", "-4"); None for an empty or non-numeric cell.
+    Negative codes are returned: they are missing values, and callers drop them."""
+    try:
+        return int(float(value))
+    except ValueError:
+        return None
+
+
 @dataclass
 class WVSData:
     """Items and per-country answers from one data directory (loaded lazily, kept per instance)."""
@@ -123,12 +132,8 @@ class WVSData:
                     if not row or row[0] in AGGREGATE_ROWS:
                         continue
                     for i, h in q_cols:
-                        if i < len(row):
-                            try:
-                                code = int(float(row[i]))
-                            except ValueError:
-                                continue
-                            if code >= 0:
-                                columns[h].append(code)
+                        code = cell_code(row[i]) if i < len(row) else None
+                        if code is not None and code >= 0:
+                            columns[h].append(code)
             self._answers[country_file] = columns
         return self._answers[country_file]

@@ -11,10 +11,11 @@ all missing is reported as never having asked it, and `run` skips that pair as i
 from __future__ import annotations
 
 import csv
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TextIO
 
-from culturepark.agents.wvs import WVSData
+from culturepark.agents.wvs import WVSData, cell_code
 from culturepark.engine.errors import InputError
 from culturepark.engine.files import atomic_write_json
 
@@ -49,13 +50,6 @@ def _reader(fh: TextIO, path: Path) -> csv.DictReader:
     return reader
 
 
-def _code(value: str) -> int | None:
-    try:
-        return int(float(value))
-    except ValueError:
-        return None
-
-
 def convert(release: Path, out: Path, items_from: Path) -> dict[str, Any]:
     """Stream the release into OUT/wvs/countries/<Country>.csv and copy the item table; a summary per
     country (respondents, items never asked). Nothing is written when the input is bad."""
@@ -65,7 +59,7 @@ def convert(release: Path, out: Path, items_from: Path) -> dict[str, Any]:
         raise InputError(f"data wvs: {release} not found")
     if (out / "wvs").exists():
         raise InputError(f"data wvs: {out / 'wvs'} already exists (choose another --out)")
-    with open(release, newline="", encoding="utf-8-sig") as fh:
+    with open(release, newline="", encoding="utf-8-sig") as fh, ExitStack() as files:
         reader = _reader(fh, release)
         absent = [c for c in columns if c not in (reader.fieldnames or [])]
         if len(absent) == len(columns):
@@ -73,28 +67,22 @@ def convert(release: Path, out: Path, items_from: Path) -> dict[str, Any]:
         countries = out / "wvs" / "countries"
         countries.mkdir(parents=True)
         writers: dict[str, Any] = {}
-        files: list[TextIO] = []
         stats: dict[str, dict[str, Any]] = {}
-        try:
-            for row in reader:
-                alpha = (row["B_COUNTRY_ALPHA"] or row["B_COUNTRY"] or "").strip()
-                name = COUNTRY_NAMES.get(alpha, alpha)
-                if name not in writers:
-                    f = open(countries / f"{name}.csv", "w", newline="", encoding="utf-8")
-                    files.append(f)
-                    writers[name] = csv.writer(f)
-                    writers[name].writerow([*ID_COLUMNS, *columns])
-                    stats[name] = {"alpha3": alpha, "respondents": 0, "valid": dict.fromkeys(columns, 0)}
-                codes = [_code(row.get(c) or "") for c in columns]
-                writers[name].writerow([row["B_COUNTRY"], alpha, *["" if c is None else c for c in codes]])
-                s = stats[name]
-                s["respondents"] += 1
-                for c, v in zip(columns, codes):
-                    if v is not None and v >= 0:
-                        s["valid"][c] += 1
-        finally:
-            for f in files:
-                f.close()
+        for row in reader:
+            alpha = (row["B_COUNTRY_ALPHA"] or row["B_COUNTRY"] or "").strip()
+            name = COUNTRY_NAMES.get(alpha, alpha)
+            if name not in writers:
+                writers[name] = csv.writer(files.enter_context(open(countries / f"{name}.csv", "w", newline="",
+                                                                    encoding="utf-8")))
+                writers[name].writerow([*ID_COLUMNS, *columns])
+                stats[name] = {"alpha3": alpha, "respondents": 0, "valid": dict.fromkeys(columns, 0)}
+            codes = [cell_code(row.get(c) or "") for c in columns]
+            writers[name].writerow([row["B_COUNTRY"], alpha, *["" if c is None else c for c in codes]])
+            s = stats[name]
+            s["respondents"] += 1
+            for c, v in zip(columns, codes):
+                if v is not None and v >= 0:
+                    s["valid"][c] += 1
     (out / "wvs" / "questions.jsonl").write_bytes((items_from / "wvs" / "questions.jsonl").read_bytes())
     summary = {"release": str(release), "items": len(columns), "columns_absent_from_release": absent,
                "countries": {n: {"alpha3": s["alpha3"], "respondents": s["respondents"],
