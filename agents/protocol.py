@@ -150,7 +150,6 @@ class CultureParkPolicy:
         return TurnRequest(speaker=name, role=role, request=request,
                            validate=lambda text: "echo_reply" if _normalise(text) in echo_of else None)
 
-
     def _request(self, meta: dict[str, Any], steps: Sequence[Step], spoken: Sequence[SpokenTurn], current: Step,
                  max_tokens: int, temperature: float) -> Request:
         """The speaker's own view (its persona, the other's turns, its moderator prompts), rendered."""

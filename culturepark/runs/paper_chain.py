@@ -120,17 +120,18 @@ async def refine(chain: PaperChain, say: Callable[[str], None]) -> dict[str, Any
 def split_sft(chain: PaperChain) -> dict[str, dict[str, Any]]:
     """One paper-format SFT file per culture, from every version's export (matched on the system line)."""
     by_system = {paper_format.chatbot_system(c): c for c in chain.cultures}
-    rows: dict[str, list[bytes]] = defaultdict(list)
+    rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for v in chain.versions:
         for line in (chain.out / f"refined-{v}" / "sft" / "openai_chat.jsonl").read_bytes().splitlines():
-            culture = by_system.get(orjson.loads(line)["messages"][0]["content"])
+            example = orjson.loads(line)
+            culture = by_system.get(example["messages"][0]["content"])
             if culture:
-                rows[culture].append(line)
+                rows[culture].append(example)
     out = {}
     for c in chain.cultures:
         d = chain.out / "sft" / slug(c)
         d.mkdir(parents=True, exist_ok=True)
-        atomic_write_jsonl(d / "openai_chat.jsonl", (orjson.loads(x) for x in rows[c]))
+        atomic_write_jsonl(d / "openai_chat.jsonl", rows[c])
         atomic_write_json(d / "format.json", {"format": "paper", "prompt_style": "paper", "template": "gemma",
                                               "examples": len(rows[c])})
         out[c] = {"file": str(d / "openai_chat.jsonl"), "examples": len(rows[c])}

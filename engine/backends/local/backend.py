@@ -127,12 +127,13 @@ class LocalBackend:
             raise FatalBackendError(f"local_generate_error: {str(exc).splitlines()[0][:120]}") from exc
         results = []
         mask = enc["attention_mask"]
+        eos = kwargs.get("eos_token_id", tok.eos_token_id)
+        eos_ids = torch.tensor(eos, device=generated.device) if eos is not None else None
         for row in range(len(requests)):
             ids = generated[row, prompt_len: prompt_len + limits[row]]
             raw = tok.decode(ids, skip_special_tokens=True)
             finish = "length"
-            eos = kwargs.get("eos_token_id", tok.eos_token_id)
-            if eos is not None and torch.isin(ids, torch.tensor(eos, device=ids.device)).any():
+            if eos_ids is not None and torch.isin(ids, eos_ids).any():
                 finish = "stop"
             cut = min((i for s in stops[row] if (i := raw.find(s)) >= 0), default=-1)
             text = raw[:cut] if cut >= 0 else raw
