@@ -115,15 +115,18 @@ class EducationStudy:
                 **{f"tutor:{arm}": cfg for arm, cfg in tutor_configs(self.scenario).items()}}
 
     def apply(self, data: dict[str, Any], flags: Overrides) -> None:
+        """`--arm` replaces the arms; `--base-url` sends every tutor (and the simulated learner) to one
+        OpenAI-compatible server; `--model` names the model every arm's tutor (and the learner) asks for
+        there — a pilot against one model, since the arms then no longer differ by model."""
         if flags.arms:
             data["arms"] = [_arm(a) for a in flags.arms]
-        if flags.model:
-            raise InputError("--model does not apply to an education study (its arms name their tutors)")
-        if flags.base_url:
-            for arm in data["arms"]:
+        for arm in data["arms"]:
+            if flags.base_url:
                 arm["base_url"] = flags.base_url
                 if arm["tutor"].startswith("local:"):
                     arm["tutor"] = "openai:" + arm["tutor"].removeprefix("local:").partition("+lora:")[0]
+            if flags.model:
+                arm["tutor"] = arm["tutor"].partition(":")[0] + ":" + flags.model
         _point_at([data["learner_backend"]], flags)
 
     def describe(self, plan: StudyPlan) -> tuple[dict[str, Any], str]:

@@ -70,11 +70,13 @@ class Learner:
         return statistics.fmean(vals) if vals else None
 
 
-def read_learners(run_dir: Path, answer_tries: int) -> list[Learner]:
-    learners = []
+def read_learners(run_dir: Path, answer_tries: int) -> tuple[list[Learner], int]:
+    """The learners who finished, and how many participants withdrew (left out, never scored)."""
+    learners, withdrawn = [], 0
     for conv_id, conv in assemble(run_dir).conversations:
+        withdrawn += conv.withdrawn
         end = conv.end
-        if not end or end.status != "done" or end.meta.get("study") != "education":
+        if conv.status != "done" or not end or end.meta.get("study") != "education":
             continue
         meta = end.meta
         texts = [t.text for t in conv.ordered_turns()]
@@ -95,7 +97,7 @@ def read_learners(run_dir: Path, answer_tries: int) -> list[Learner]:
                 if vsm:
                     learner.indices[phase] = indices(vsm)
         learners.append(learner)
-    return learners
+    return learners, withdrawn
 
 
 def _culture_means(learners: list[Learner]) -> dict[str, dict[str, dict[str, float]]]:
@@ -335,7 +337,7 @@ def score(run_dir: Path, data_dir: Path | None = None, bootstrap: int = 2000, se
         kind = scenario.get("kind", "culturepark")
         raise InputError(f"{run_dir}: not an education study (its scenario kind is {kind!r})")
     data_dir = resolve_data_dir(data_dir, header.data_dir, None)
-    learners = read_learners(run_dir, scenario.get("answer_tries", 3))
+    learners, withdrawn = read_learners(run_dir, scenario.get("answer_tries", 3))
     published = load_scores(data_dir)
     likert = scenario.get("questionnaire", {}).get("likert", [])
     arms = [arm["name"] for arm in scenario.get("arms", [])]
@@ -354,6 +356,7 @@ def score(run_dir: Path, data_dir: Path | None = None, bootstrap: int = 2000, se
         "learners": kind,
         "note": SIMULATED_NOTE if kind != "human" else "human participants",
         "cultures": cultures, "arms": arms, "learners_scored": len(learners),
+        "withdrawn_excluded": withdrawn,
         "learners_planned": header.planned_conversations,
         "distance": "C-free (each dimension centred over the study's cultures, per arm and phase)",
         "dimensions": dimensions,

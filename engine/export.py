@@ -26,7 +26,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from culturepark.engine.errors import InputError
 from culturepark.engine.files import atomic_write, atomic_writer
 from culturepark.engine.log import LogReader, read_log
-from culturepark.engine.records import EndRecord, Record, RunHeader, StopRecord, TurnRecord, parse_record
+from culturepark.engine.records import (
+    EndRecord,
+    Record,
+    RunHeader,
+    StopRecord,
+    TurnRecord,
+    WithdrawalRecord,
+    parse_record,
+)
 
 CONVERSATIONS_NAME = "conversations.jsonl"
 PARQUET_NAME = "conversations.parquet"
@@ -39,9 +47,12 @@ class AssembledConversation:
     seq: int
     turns: dict[int, TurnRecord] = field(default_factory=dict)
     end: EndRecord | None = None
+    withdrawn: bool = False  # a study participant withdrew: no reader sees the turns
 
     @property
     def status(self) -> str:
+        if self.withdrawn:
+            return "withdrawn"
         return self.end.status if self.end else "incomplete"
 
     def ordered_turns(self) -> list[TurnRecord]:
@@ -73,6 +84,8 @@ def _gather(records: Iterable[Record], convs: dict[str, AssembledConversation]) 
             conv = convs.setdefault(rec.conversation_id, AssembledConversation(rec.seq))
             if conv.end is None or conv.end.status != "done":
                 conv.end = rec  # a failed conversation retried later: its newer end wins, done outranks failed
+        elif isinstance(rec, WithdrawalRecord):
+            convs.setdefault(rec.conversation_id, AssembledConversation(rec.seq)).withdrawn = True
     return duplicates
 
 
@@ -169,6 +182,8 @@ def conversation_rows(assembled: Assembled | Iterable[tuple[str, AssembledConver
 
 
 def _row(conv_id: str, conv: AssembledConversation) -> dict[str, Any]:
+    if conv.withdrawn:  # the person's words and answers leave no export
+        return {"id": conv_id, "status": "withdrawn", "turns": [], "meta": {}}
     end = conv.end
     row: dict[str, Any] = {
         "id": conv_id,
@@ -209,6 +224,7 @@ class RunSummary(BaseModel):
     done: int = 0
     failed: int = 0
     incomplete: int = 0
+    withdrawn: int = 0  # study participants who withdrew (their rows carry no turns)
     turns: int = 0
     cached_turns: int = 0
     tokens: TokenCounts = TokenCounts()
@@ -256,7 +272,8 @@ class Tally:
         return RunSummary(
             run_name=header.run_name if header else None, scenario_hash=header.scenario_hash if header else None,
             conversations=sum(self.statuses.values()), done=self.statuses["done"], failed=self.statuses["failed"],
-            incomplete=self.statuses["incomplete"], turns=self.turns, cached_turns=self.cached,
+            incomplete=self.statuses["incomplete"], withdrawn=self.statuses["withdrawn"], turns=self.turns,
+            cached_turns=self.cached,
             tokens=TokenCounts(prompt=self.prompt, completion=self.completion, total=self.prompt + self.completion),
             cost_usd=round(self.cost, 6) if self.cost_known else None, cost_usd_known_part=round(self.cost, 6),
             duration_s=round(last_t - started, 3) if (last_t and started) else None,

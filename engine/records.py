@@ -1,4 +1,5 @@
-"""The log's one schema: a header line, then turn, end and stop records.
+"""The log's one schema: a header line, then turn, end and stop records (and, in a study with
+people, participant, access and withdrawal records).
 
 Turn, end and stop records are slotted dataclasses: they are built on the hot path and
 orjson serialises dataclasses natively, as fast as a dict. Reading a log back validates
@@ -64,6 +65,32 @@ class ParticipantRecord:
     seq: int
     meta: dict[str, Any] = field(default_factory=dict)
     t: float = 0.0
+    # How the person is recognised again, as sha256 hashes — never the secrets themselves — and
+    # which version of the texts they agreed to: {"session", "recovery", "invitation", "texts"}.
+    access: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class AccessRecord:
+    """A person's session moved to a new key (they resumed in another browser with their recovery
+    code); the newest key wins, so the browser that had the old one can no longer continue."""
+
+    type: Literal["access"] = field(default="access", init=False)
+    conversation_id: str
+    seq: int
+    session: str  # sha256 of the new session key
+    t: float = 0.0
+
+
+@dataclass(slots=True)
+class WithdrawalRecord:
+    """A person withdrew from a study. The log is append-only, so their turns stay on disk; every
+    reader (`engine.export.assemble`, the study's admin export, `eval education`) leaves them out."""
+
+    type: Literal["withdrawal"] = field(default="withdrawal", init=False)
+    conversation_id: str
+    seq: int
+    t: float = 0.0
 
 
 @dataclass(slots=True)
@@ -89,7 +116,7 @@ class StopRecord:
     t: float = 0.0
 
 
-Record = Union[TurnRecord, EndRecord, StopRecord, ParticipantRecord]
+Record = Union[TurnRecord, EndRecord, StopRecord, ParticipantRecord, AccessRecord, WithdrawalRecord]
 _RECORD = TypeAdapter(Annotated[Record, Field(discriminator="type")])
 
 
@@ -160,5 +187,5 @@ class RunHeader(BaseModel):
         return data
 
 
-__all__ = ["EndRecord", "LOG_FORMAT_VERSION", "ParticipantRecord", "Record", "RayInfo", "RunHeader", "StopRecord",
-           "TurnRecord", "Usage", "package_version", "parse_record"]
+__all__ = ["AccessRecord", "EndRecord", "LOG_FORMAT_VERSION", "ParticipantRecord", "Record", "RayInfo", "RunHeader",
+           "StopRecord", "TurnRecord", "Usage", "WithdrawalRecord", "package_version", "parse_record"]

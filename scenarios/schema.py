@@ -288,6 +288,54 @@ class Questionnaire(_Strict):
     free_text: str | None = "What did you learn, and what would you change about the conversation?"
 
 
+class HumanStudy(_Strict):
+    """What participants of a study with real people read, and how the web app admits them.
+
+    Texts may use {partner} (the tutor's name, or "the conversation partner" before one is
+    assigned), {country} and {arms}. A field left unset is *said* to be unset on the consent
+    page (an honest default), and `study serve` warns about it: a study with people needs a
+    researcher, a contact and an ethics approval reference before anyone is invited.
+    """
+
+    title: str = Field("Learning about another culture", min_length=1, max_length=120)
+    researcher: str | None = None  # who runs the study (a person or group)
+    contact: str | None = None  # how participants reach the researcher
+    approval: str | None = None  # the ethics board's approval reference
+    duration_minutes: int | None = Field(None, ge=1, le=600)  # None: estimated from the test and the chat
+    purpose: str = ("This study asks whether chatting with an AI that answers in the role of a person from "
+                    "another country helps people understand that country's culture.")
+    ai_disclosure: str = ("{partner} is not a real person. It is an AI: a computer program (a language model) "
+                          "told to answer as a person from {country} might. It can be wrong, and it can repeat "
+                          "stereotypes; it does not speak for the people of {country}.")
+    data: str = ("We do not ask for your name, e-mail or anything else that identifies you, and the server does "
+                 "not record your IP address. Your answers and messages are stored under a random participant "
+                 "number. Please do not write personal details in the chat.")
+    withdrawal: str = ("Taking part is voluntary. You can stop at any time by closing the page. To withdraw, "
+                       "use \"Withdraw from the study\" at the bottom of any page, now or after the end: your "
+                       "answers are then marked as withdrawn and left out of every analysis and export. With "
+                       "your recovery code you can also withdraw later, from another device.")
+    debriefing: str = ("Thank you for taking part. Participants were assigned at random to one of {arms} AI "
+                       "conversation partners built in different ways; we compare how much answers moved towards "
+                       "what surveys of people in {country} report. The conversation partner was an AI, not a "
+                       "person: what it said may be wrong or stereotyped, and it is no substitute for meeting "
+                       "people from {country}.")
+    signups_per_minute: int = Field(30, ge=1, le=100_000)  # new participants over any 60 s; more are refused
+    invitation_codes: list[str] = Field(default_factory=list)  # a closed study: each code admits one person
+    log_client_addresses: bool = False  # the HTTP access log (with IP addresses) is off unless turned on
+
+    @field_validator("invitation_codes")
+    @classmethod
+    def _codes(cls, v: list[str]) -> list[str]:
+        codes = [c.strip() for c in v]
+        if any(not c for c in codes) or len(set(codes)) != len(codes):
+            raise ValueError("invitation codes must be non-empty and unique")
+        return codes
+
+    def missing(self) -> list[str]:
+        """The fields a study with people should set before anyone is invited."""
+        return [k for k in ("researcher", "contact", "approval") if getattr(self, k) is None]
+
+
 class EducationScenario(RunSettings):
     """A learning study: learners talk with a tutor of one arm, then take a test (`kind: education`)."""
 
@@ -304,6 +352,7 @@ class EducationScenario(RunSettings):
     answer_temperature: float = Field(0.7, ge=0, le=2)  # test and questionnaire answers
     answer_tries: int = Field(3, ge=1, le=10)  # an unparseable answer is asked again, then counted invalid
     max_reply_chars: int = Field(2000, ge=50)  # human study: a longer message is refused
+    human: HumanStudy = Field(default_factory=HumanStudy)  # human study: texts and admission (`study serve`)
 
     @model_validator(mode="after")
     def _unique_arms(self) -> "EducationScenario":
@@ -313,8 +362,10 @@ class EducationScenario(RunSettings):
         return self
 
     def content_hash(self) -> str:
-        """As for `Scenario`; an arm's base_url and api_key_env are transport keys too."""
-        return self._hash_of({"max_reply_chars"}, lambda d: [d["learner_backend"], *d["arms"]])
+        """As for `Scenario`; an arm's base_url and api_key_env are transport keys too. The human
+        study's texts and admission settings may be corrected while a study runs (each participant's
+        record keeps the hash of the texts they agreed to), so they are not part of it."""
+        return self._hash_of({"max_reply_chars", "human"}, lambda d: [d["learner_backend"], *d["arms"]])
 
 
 class DirectScenario(Scenario):

@@ -18,6 +18,10 @@ def register(sub: Any) -> None:
     ss.add_argument("--host", default="127.0.0.1")
     ss.add_argument("--port", type=count, default=8800, help="0 picks a free port (printed)")
     ss.add_argument("--data-dir", type=Path)
+    ss.add_argument("--base-url", help="send every tutor to this OpenAI-compatible server (as `run --base-url`)")
+    ss.add_argument("--model", help="the model every tutor asks for (a pilot against one model)")
+    ss.add_argument("--arm", action="append", metavar="NAME=MODEL_SPEC",
+                    help="a tutor arm (repeat; replaces the scenario's arms), e.g. tuned=local:gemma3-270m+lora:DIR")
     ss.set_defaults(func=serve)
 
 
@@ -27,5 +31,6 @@ def serve(args: argparse.Namespace) -> int:
     def say(message: str) -> None:
         print(message, flush=True)
 
-    asyncio.run(serve_study(args.scenario, args.out, args.host, args.port, args.data_dir, say=say))
+    asyncio.run(serve_study(args.scenario, args.out, args.host, args.port, args.data_dir, say=say,
+                            base_url=args.base_url, model=args.model, arms=args.arm))
     return 0

@@ -1,29 +1,35 @@
 """The study's HTML pages: plain server-rendered forms that work without JavaScript; scripts
-only disable double submits and stream the tutor's reply. Every user text is escaped."""
+only disable double submits and stream the tutor's reply. Every user text is escaped, and
+every form of a participant's session carries its anti-forgery token (`form_token`)."""
 from __future__ import annotations
 
 import html
 from collections import Counter
+from typing import Any
 
 from aiohttp import web
 
 from culturepark.agents.education import EduStep
-from culturepark.scenarios.schema import EducationScenario
 from culturepark.study.server import Participant, StudyServer
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#1f2933;line-height:1.5}
 h1{font-size:1.5rem}h2{font-size:1.1rem;margin-top:1.5rem}
 .q{border:1px solid #d9e2ec;border-radius:8px;padding:.75rem 1rem;margin:.75rem 0}
+.q.missing{border:2px solid #e12d39;background:#fff5f5}
 .q p{margin:.2rem 0 .5rem;white-space:pre-line}.scale{color:#52606d;font-size:.9rem}
 label.opt{display:inline-block;margin-right:1rem}
 .error{background:#ffe3e3;border:1px solid #e12d39;padding:.6rem 1rem;border-radius:8px}
+.notice{background:#fff8e1;border:1px solid #f0b429;padding:.6rem 1rem;border-radius:8px}
+.ai{background:#eef2ff;border:1px solid #6366f1;padding:.6rem 1rem;border-radius:8px}
+.code{font:700 1.6rem ui-monospace,monospace;letter-spacing:.15rem;background:#f0f4f8;padding:.4rem .8rem;border-radius:6px}
 .msg{padding:.6rem .9rem;border-radius:10px;margin:.5rem 0;max-width:85%;white-space:pre-wrap}
 .you{background:#d9eaff;margin-left:auto}.tutor{background:#f0f4f8}.pending span:empty::after{content:'…'}
 .chat{display:flex;flex-direction:column}
-textarea{width:100%;min-height:5rem;font:inherit}
+textarea,input[type=text]{width:100%;font:inherit;box-sizing:border-box}textarea{min-height:5rem}
 button{font:inherit;padding:.5rem 1.2rem;border-radius:6px;border:0;background:#2563eb;color:#fff;cursor:pointer}
-button:disabled{background:#9aa5b1}
+button:disabled{background:#9aa5b1}button.quiet{background:#e12d39}
+footer{margin-top:2.5rem;border-top:1px solid #d9e2ec;padding-top:.6rem;color:#52606d;font-size:.85rem}
 .progress{color:#52606d;font-size:.9rem}table{border-collapse:collapse}td,th{border:1px solid #d9e2ec;padding:.3rem .6rem}
 """
 
@@ -35,7 +41,8 @@ document.querySelectorAll('form').forEach(f=>f.addEventListener('submit',()=>{
 
 # The reply appears as it is generated: the question is posted with `Accept: application/x-ndjson`
 # and the answer comes back as lines of {"text": reply so far}, then {"done": true} (or
-# {"error": message}); the page then reloads from the server, which renders it from the log.
+# {"error": message}); the page then reloads from the server, which renders it from the log
+# (the reply, or, if the tutor could not answer, the saved question with "Try again").
 STREAM_REPLY = """<script>
 (()=>{const f=document.querySelector('form.ask');if(!f||!window.fetch||!window.TextDecoder)return;
 f.addEventListener('submit',async e=>{e.preventDefault();const box=document.querySelector('.chat');
@@ -53,31 +60,115 @@ f.addEventListener('submit',async e=>{e.preventDefault();const box=document.quer
  location.replace(f.action.replace(/\\/ask$/,''));});})();
 </script>"""
 
+NUMBER_WORDS = ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 
-def page(title: str, body: str, status: int = 200) -> web.Response:
+
+def page(title: str, body: str, status: int = 200, footer: str = "") -> web.Response:
     doc = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
            f"<meta name='viewport' content='width=device-width,initial-scale=1'><title>{html.escape(title)}</title>"
-           f"<style>{CSS}</style></head><body>{body}{DISABLE_ON_SUBMIT}</body></html>")
-    return web.Response(text=doc, content_type="text/html", status=status)
+           f"<style>{CSS}</style></head><body>{body}{footer}{DISABLE_ON_SUBMIT}</body></html>")
+    resp = web.Response(text=doc, content_type="text/html", status=status)
+    resp.headers["Cache-Control"] = "no-store"  # a shared computer's back button shows nobody's answers
+    return resp
 
 
 def error_box(message: str | None) -> str:
     return f"<p class='error' role='alert'>{html.escape(message)}</p>" if message else ""
 
 
-def consent_page(scenario: EducationScenario, error: str | None = None) -> web.Response:
-    body = f"""<h1>Learning about another culture</h1>{error_box(error)}
-<p>In this study you first answer a short survey, then chat with a conversation partner from
-another culture, then answer the survey again and a few questions about the conversation.
-It takes about 20–30 minutes.</p>
-<p>We do not ask for your name, e-mail or anything else that identifies you. Your answers and
-messages are stored under a random participant number. Please do not write personal details
-in the chat. You can stop at any time by closing the page.</p>
-<form method="post" action="/start">
-<p><label><input type="checkbox" name="consent" value="yes"> I have read this and agree to take part.</label></p>
-<button type="submit">Start</button></form>"""
-    return page("Consent", body, 400 if error else 200)
+def hidden(name: str, value: str) -> str:
+    return f"<input type='hidden' name='{name}' value='{html.escape(value)}'>"
 
+
+def message_page(title: str, message: str, status: int) -> web.Response:
+    """A refused or failed request: one plain sentence, and the way back."""
+    return page(title, f"<h1>{html.escape(title)}</h1>{error_box(message)}<p><a href='/'>Back to the first page</a></p>",
+                status)
+
+
+# -- the study's texts --------------------------------------------------------------------
+
+def fill(text: str, server: StudyServer, partner: str, country: str) -> str:
+    """A scenario text with {partner}, {country} and {arms} filled in, escaped (other braces stay)."""
+    arms = len(server.scenario.arms)
+    values = {"{partner}": partner, "{country}": country,
+              "{arms}": NUMBER_WORDS[arms] if arms < len(NUMBER_WORDS) else str(arms)}
+    for key, value in values.items():
+        text = text.replace(key, value)
+    return html.escape(text)
+
+
+def estimated_minutes(server: StudyServer) -> int:
+    """The consent page's duration when the scenario gives none: ~15 s per test answer (twice),
+    ~90 s per chat message and reply, ~10 s per Likert item, 3 min for the texts; to 5 minutes."""
+    sc = server.scenario
+    seconds = 2 * 15 * len(server.plan.items) + 90 * sc.learning_turns + 10 * len(sc.questionnaire.likert) + 180
+    return max(5, 5 * round(seconds / 300))
+
+
+def who_runs_it(server: StudyServer) -> str:
+    h = server.human
+    unset = "<i>not stated</i>"
+    rows = [("Researcher", html.escape(h.researcher) if h.researcher else unset),
+            ("Contact", html.escape(h.contact) if h.contact else unset),
+            ("Ethics approval", html.escape(h.approval) if h.approval else unset)]
+    out = "".join(f"<li>{k}: {v}</li>" for k, v in rows)
+    note = ("" if not h.missing() else "<p class='notice'>This study has not stated everything above. Please ask "
+            "whoever sent you this link before you take part.</p>")
+    return f"<ul>{out}</ul>{note}"
+
+
+def footer(p: Participant, server: StudyServer) -> str:
+    contact = html.escape(server.human.contact) if server.human.contact else "no contact stated"
+    return (f"<footer><a href='/p/{p.spec.id}/withdraw'>Withdraw from the study</a> · "
+            f"Questions: {contact}</footer>")
+
+
+# -- before the study -----------------------------------------------------------------------
+
+def consent_page(server: StudyServer, token: str, error: str | None = None, status: int = 200) -> web.Response:
+    h = server.human
+    minutes = h.duration_minutes or estimated_minutes(server)
+    partner, country = "The conversation partner in this study", "the country you will learn about"
+    invitation = ("<p><label>Invitation code <input type='text' name='invitation' autocomplete='off'></label></p>"
+                  if h.invitation_codes else "")
+    body = f"""<h1>{html.escape(h.title)}</h1>{error_box(error)}
+<h2>What this study is</h2><p>{fill(h.purpose, server, partner, country)}</p>
+<p>You first answer a short survey, then chat with a conversation partner about another culture, then
+answer the survey again and a few questions about the chat. It takes about {minutes} minutes.</p>
+<h2>Your conversation partner is an AI</h2><p class='ai'>{fill(h.ai_disclosure, server, partner, country)}</p>
+<h2>Your data</h2><p>{fill(h.data, server, partner, country)}</p>
+<h2>Taking part and withdrawing</h2><p>{fill(h.withdrawal, server, partner, country)}</p>
+<h2>Who runs this study</h2>{who_runs_it(server)}
+<form method="post" action="/start">{hidden("form_token", token)}{invitation}
+<p><label><input type="checkbox" name="consent" value="yes"> I have read this, I understand that my conversation
+partner is an AI, and I agree to take part.</label></p>
+<button type="submit">Start</button></form>
+<p class='progress'>Started before and have a recovery code? <a href='/recover'>Continue or withdraw</a>.</p>"""
+    return page("Consent", body, status)
+
+
+def welcome_page(server: StudyServer, p: Participant, code: str) -> web.Response:
+    body = (f"<h1>Your recovery code</h1><p class='code'>{html.escape(code)}</p>"
+            "<p>Please write it down. It is shown only now. With it you can continue on another device or "
+            "browser, and withdraw from the study later, also after the end. Nobody else needs it, and we "
+            "cannot tell it to you again.</p>"
+            f"<form method='get' action='/p/{p.spec.id}'><button type='submit'>I have noted it — continue</button></form>")
+    return page("Your recovery code", body, footer=footer(p, server))
+
+
+def recover_page(server: StudyServer, token: str, error: str | None = None, status: int = 200,
+                 heading: str = "Continue with your recovery code") -> web.Response:
+    body = (f"<h1>{html.escape(heading)}</h1>{error_box(error)}"
+            "<p>Enter the recovery code you were shown when you agreed to take part. The session then "
+            "continues in this browser (and no longer in the one used before).</p>"
+            f"<form method='post' action='/recover'>{hidden('form_token', token)}"
+            "<p><input type='text' name='code' autocomplete='off' placeholder='ABCD-EFGH'></p>"
+            "<button type='submit'>Continue</button></form>")
+    return page("Recovery code", body, status)
+
+
+# -- the session ----------------------------------------------------------------------------
 
 def _scale_inputs(step: EduStep, chosen: str | None) -> str:
     item = step.item
@@ -89,9 +180,9 @@ def _scale_inputs(step: EduStep, chosen: str | None) -> str:
     return "".join(opts)
 
 
-def answers_page(server: StudyServer, p: Participant, step: EduStep, error: str | None = None,
-                 form: dict[str, str] | None = None) -> web.Response:
-    meta, form = p.meta, form or {}
+def answers_page(server: StudyServer, p: Participant, step: EduStep, token: str, error: str | None = None,
+                 form: dict[str, str] | None = None, missing: list[str] | None = None) -> web.Response:
+    meta, form, missing = p.meta, form or {}, missing or []
     steps = server.page_steps(p, step)
     country = html.escape(meta["country"])
     if step.phase == "pre":
@@ -103,70 +194,140 @@ def answers_page(server: StudyServer, p: Participant, step: EduStep, error: str 
     else:
         title, intro = "About the conversation", "How much do you agree with each statement? (1 = strongly disagree, 5 = strongly agree)"
     parts = [f"<h1>{title}</h1><p class='progress'>{len(steps)} questions on this page</p>{error_box(error)}<p>{intro}</p>",
-             f"<form method='post' action='/p/{p.spec.id}/answers'><input type='hidden' name='step' value='{step.number}'>"]
+             f"<form method='post' action='/p/{p.spec.id}/answers'>{hidden('step', str(step.number))}"
+             f"{hidden('form_token', token)}"]
     for i, s in enumerate(steps, 1):
         item = s.item
         assert item is not None
+        cls = "q missing" if item["key"] in missing else "q"
         if s.phase == "free":
-            parts.append(f"<div class='q'><p>{html.escape(item['question'])}</p><textarea name='free' "
+            parts.append(f"<div class='{cls}'><p>{html.escape(item['question'])}</p><textarea name='free' "
                          f"maxlength='{server.scenario.max_reply_chars}'>{html.escape(form.get('free', ''))}</textarea></div>")
             continue
         scale = "" if s.phase == "exp" else f"<p class='scale'>{html.escape(item['scale'])}</p>"
-        parts.append(f"<div class='q'><p><b>{i}.</b> {html.escape(item['question'])}</p>{scale}"
+        parts.append(f"<div class='{cls}' id='q{i}'><p><b>{i}.</b> {html.escape(item['question'])}</p>{scale}"
                      f"{_scale_inputs(s, form.get(item['key']))}</div>")
     parts.append("<button type='submit'>Continue</button></form>")
-    return page(title, "".join(parts), 400 if error else 200)
+    return page(title, "".join(parts), 400 if error else 200, footer(p, server))
 
 
-def chat_page(server: StudyServer, p: Participant, aligned: list[EduStep], error: str | None = None,
-              draft: str = "") -> web.Response:
+def chat_page(server: StudyServer, p: Participant, aligned: list[EduStep], token: str, error: str | None = None,
+              draft: str = "", mode: str = "ask") -> web.Response:
+    """The chat. `mode`: `ask` (the text box), `outage` (the tutor could not answer: the saved
+    question and "Try again"), `over` (the last reply, read before moving on to the survey)."""
     meta = p.meta
     tutor = html.escape(meta["tutor"]["name"])
+    country = meta["country"]
     asked = sum(1 for s in aligned if s.phase == "learn" and s.role == "learner")
     total = meta["learning_turns"]
     msgs = []
     for s, t in zip(aligned, p.turns):
         if s.phase != "learn":
             continue
-        who, cls = ("You", "you") if s.role == "learner" else (tutor, "tutor")
+        who, cls = ("You", "you") if s.role == "learner" else (f"{tutor} (AI)", "tutor")
         msgs.append(f"<div class='msg {cls}'><b>{who}:</b> {html.escape(t.text)}</div>")
-    body = (f"<h1>Chat with {tutor}</h1><p>{tutor} is {html.escape(meta['tutor']['person'])}. Ask about everyday "
-            f"life, values and customs in {html.escape(meta['country'])}.</p>"
-            f"<p class='progress'>Message {asked + 1} of {total}</p>{error_box(error)}"
-            f"<div class='chat'>{''.join(msgs)}</div>"
-            f"<form class='ask' method='post' action='/p/{p.spec.id}/ask' data-tutor='{tutor}'>"
-            f"<input type='hidden' name='step' value='{len(p.turns)}'>"
-            f"<textarea name='message' maxlength='{server.scenario.max_reply_chars}' placeholder='Your question…'>"
-            f"{html.escape(draft)}</textarea><p><button type='submit' data-busy='{tutor} is replying…'>Send</button></p></form>")
-    return page(f"Chat with {meta['tutor']['name']}", body + STREAM_REPLY, 400 if error else 200)
+    if mode == "over":
+        progress = f"You have sent all {total} messages."
+        action = (f"<p class='notice'>That was the end of the chat. Take your time to read {tutor}'s last answer, "
+                  "then go on to the survey.</p>"
+                  f"<form method='get' action='/p/{p.spec.id}'>{hidden('go', 'survey')}"
+                  "<button type='submit'>Continue to the survey</button></form>")
+    elif mode == "outage":
+        progress = f"Message {asked} of {total}"
+        action = (f"<p class='notice' role='alert'>{tutor} could not reply just now: the AI service did not answer. "
+                  "Your message is saved. Please try again in a moment.</p>"
+                  f"<form method='post' action='/p/{p.spec.id}/retry'>{hidden('form_token', token)}"
+                  f"<button type='submit' data-busy='{tutor} is replying…'>Try again</button></form>")
+    else:
+        progress = f"Message {asked + 1} of {total}"
+        action = (f"<form class='ask' method='post' action='/p/{p.spec.id}/ask' data-tutor='{tutor} (AI)'>"
+                  f"{hidden('step', str(len(p.turns)))}{hidden('form_token', token)}"
+                  f"<textarea name='message' maxlength='{server.scenario.max_reply_chars}' placeholder='Your question…'>"
+                  f"{html.escape(draft)}</textarea><p><button type='submit' data-busy='{tutor} is replying…'>Send"
+                  "</button></p></form>")
+    body = (f"<h1>Chat with {tutor}</h1><p class='ai'><b>{tutor} is an AI, not a person.</b> "
+            f"{fill(server.human.ai_disclosure, server, meta['tutor']['name'], country)}</p>"
+            f"<p>Ask about everyday life, values and customs in {html.escape(country)}.</p>"
+            f"<p class='progress'>{progress}</p>{error_box(error)}<div class='chat'>{''.join(msgs)}</div>{action}")
+    script = STREAM_REPLY if mode == "ask" else ""
+    return page(f"Chat with {meta['tutor']['name']}", body + script, 400 if error else 200, footer(p, server))
 
 
-def thanks_page() -> web.Response:
-    return page("Thank you", "<h1>Thank you!</h1><p>Your answers have been saved. You can close this page now.</p>")
+def thanks_page(server: StudyServer, p: Participant) -> web.Response:
+    """The end: the debriefing (what the study compared, that the partner was an AI), who to ask."""
+    h, meta = server.human, p.meta
+    body = (f"<h1>Thank you!</h1><p>Your answers have been saved.</p>"
+            f"<h2>About this study</h2><p>{fill(h.debriefing, server, meta['tutor']['name'], meta['country'])}</p>"
+            f"<h2>If you change your mind</h2><p>{fill(h.withdrawal, server, meta['tutor']['name'], meta['country'])}</p>"
+            f"<h2>Who runs this study</h2>{who_runs_it(server)}<p>You can close this page now.</p>")
+    return page("Thank you", body, footer=footer(p, server))
+
+
+def withdraw_page(server: StudyServer, p: Participant, token: str) -> web.Response:
+    body = ("<h1>Withdraw from the study</h1><p>If you withdraw, your answers and messages are marked as "
+            "withdrawn and left out of every analysis and export. You cannot undo this.</p>"
+            f"<form method='post' action='/p/{p.spec.id}/withdraw'>{hidden('form_token', token)}"
+            "<button type='submit' class='quiet'>Withdraw my answers</button></form>"
+            f"<p><a href='/p/{p.spec.id}'>Go back to the study</a></p>")
+    return page("Withdraw", body)
+
+
+def withdrawn_page(server: StudyServer, p: Participant) -> web.Response:
+    h, meta = server.human, p.meta
+    body = ("<h1>You have withdrawn</h1><p>Your answers and messages are marked as withdrawn and will not be used. "
+            "Thank you for your time.</p>"
+            f"<h2>About this study</h2><p>{fill(h.debriefing, server, meta['tutor']['name'], meta['country'])}</p>"
+            f"<h2>Who runs this study</h2>{who_runs_it(server)}")
+    return page("Withdrawn", body)
 
 
 def not_found_page() -> web.Response:
     return page("Unknown session", "<h1>Unknown session</h1><p class='error'>This link does not belong to a "
-                 "session of this study. <a href='/'>Start from the first page</a>.</p>", 404)
+                "session of this study. <a href='/'>Start from the first page</a>.</p>", 404)
 
 
-def admin_page(server: StudyServer) -> web.Response:
+# -- the researcher -------------------------------------------------------------------------
+
+def stage_of(server: StudyServer, p: Participant) -> str:
+    if p.withdrawn:
+        return "withdrawn"
+    _, step = server.step_of(p)
+    return "finished" if step is None else {"pre": "pre-test", "learn": "chat", "post": "post-test",
+                                            "exp": "questionnaire", "free": "questionnaire"}[step.phase]
+
+
+STAGES = ["pre-test", "chat", "post-test", "questionnaire", "finished", "withdrawn"]
+
+
+def admin_page(server: StudyServer, token: str) -> web.Response:
     counts: Counter = Counter()
     for p in server.participants.values():
-        _, step = server.step_of(p)
-        where = "finished" if step is None else {"pre": "pre-test", "learn": "chat", "post": "post-test",
-                                                 "exp": "questionnaire", "free": "questionnaire"}[step.phase]
-        counts[(p.meta["culture"], p.meta["arm"], where)] += 1
-    stages = ["pre-test", "chat", "post-test", "questionnaire", "finished"]
+        counts[(p.meta["culture"], p.meta["arm"], stage_of(server, p))] += 1
     rows = []
     for c in server.plan.cultures:
         for arm in server.scenario.arms:
-            cells = "".join(f"<td>{counts[(c.name, arm.name, s)]}</td>" for s in stages)
-            started = sum(counts[(c.name, arm.name, s)] for s in stages)
+            cells = "".join(f"<td>{counts[(c.name, arm.name, s)]}</td>" for s in STAGES)
+            started = sum(counts[(c.name, arm.name, s)] for s in STAGES)
             rows.append(f"<tr><td>{html.escape(c.name)}</td><td>{html.escape(arm.name)}</td><td>{started}</td>{cells}</tr>")
-    head = "".join(f"<th>{s}</th>" for s in ["culture", "arm", "started", *stages])
+    head = "".join(f"<th>{s}</th>" for s in ["culture", "arm", "started", *STAGES])
     n = len(server.participants)
+    refused = "".join(f"<li>{html.escape(k)}: {v}</li>" for k, v in sorted(server.rejected.items())) or "<li>none</li>"
     body = (f"<h1>{html.escape(server.scenario.name)}: progress</h1><p>{n} participant{'' if n == 1 else 's'}; "
             f"run directory {html.escape(str(server.out))}</p><table><tr>{head}</tr>{''.join(rows)}</table>"
-            "<p class='scale'>started: everyone who began; the other columns: where each of them is now.</p>")
+            "<p class='scale'>started: everyone who began; the other columns: where each of them is now.</p>"
+            f"<h2>Refused requests since the server started</h2><ul>{refused}</ul>"
+            f"<p><a href='/admin/export?token={html.escape(token)}'>Export (JSONL, withdrawn participants marked, "
+            "their answers left out)</a></p>")
     return page("Study progress", body)
+
+
+def export_rows(server: StudyServer) -> list[dict[str, Any]]:
+    """The admin export: one row per participant; a withdrawn one is marked and carries no answers."""
+    rows = []
+    for p in server.participants.values():
+        row: dict[str, Any] = {"id": p.spec.id, "culture": p.meta["culture"], "arm": p.meta["arm"],
+                               "stage": stage_of(server, p), "withdrawn": p.withdrawn}
+        if not p.withdrawn:
+            row["turns"] = [{"role": t.role, "text": t.text} for t in p.turns]
+        rows.append(row)
+    return rows

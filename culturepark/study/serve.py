@@ -6,6 +6,7 @@ as `culturepark run` (`engine.stage.Stage`) with the web app inside it until sto
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import signal
 import socket
@@ -27,27 +28,35 @@ from culturepark.study.server import StudyServer
 
 async def serve(scenario_ref: str | Path, out: Path, host: str = "127.0.0.1", port: int = 8800,
                 data_dir: Path | None = None, say: Callable[[str], None] = print,
-                ready: Callable[[str, str], Any] | None = None, stop: asyncio.Event | None = None) -> None:
-    """Run the study server until `stop` is set (or forever). Writes to `out` like `culturepark run`."""
-    prepared = prepare(scenario_ref, RunOptions(out=Path(out), data_dir=data_dir))
+                ready: Callable[[str, str], Any] | None = None, stop: asyncio.Event | None = None,
+                base_url: str | None = None, model: str | None = None, arms: list[str] | None = None) -> None:
+    """Run the study server until `stop` is set (or forever). Writes to `out` like `culturepark run`;
+    `base_url`, `model` and `arms` change the tutors as `run`'s flags do."""
+    prepared = prepare(scenario_ref, RunOptions(out=Path(out), data_dir=data_dir, base_url=base_url, model=model,
+                                                arms=arms))
     scenario, plan, out = prepared.scenario, prepared.plan, prepared.out
     if prepared.study.kind != "education":
         raise InputError("study serve needs an education scenario (kind: education)")
     scenario, plan = cast(EducationScenario, scenario), cast(EducationPlan, plan)
     sock = _listen(host, port)  # before anything is written: a busy port must leave no run behind
-    endpoints = make_endpoints(prepared.study.backends(), scenario.limits, scenario.retry, scenario.seed)
+    # The people are the learners: only the tutors need a backend (a local model loads only if an arm uses it).
+    tutors = {role: cfg for role, cfg in prepared.study.backends().items() if role.startswith("tutor:")}
+    endpoints = make_endpoints(tutors, scenario.limits, scenario.retry, scenario.seed)
     try:
         resume = (out / LOG_NAME).exists()
         async with Stage.in_dir(endpoints, out, resume, scenario.content_hash(), fsync="always", say=say) as stage:
             log = stage.start(run_header(prepared, endpoints, None, learners="human"))
             token = secrets.token_urlsafe(16)
             server = StudyServer(scenario, plan, out, endpoints, log, token)
-            runner = web.AppRunner(build_app(server), access_log=None)  # no IP addresses in any log
+            runner = _runner(server)
             await runner.setup()
             await web.SockSite(runner, sock).start()
             url = f"http://{host}:{sock.getsockname()[1]}/"
             say(f"listening on {url}")
             say(f"admin: {url}admin?token={token}")
+            if scenario.human.missing():
+                say(f"warning: human.{', human.'.join(scenario.human.missing())} not set in the scenario; the "
+                    "consent page says so. Set them before inviting participants.")
             if ready:
                 ready(url, token)
             try:
@@ -57,6 +66,26 @@ async def serve(scenario_ref: str | Path, out: Path, host: str = "127.0.0.1", po
             say("stopped; every answer is in the log — start again with the same --out to continue")
     finally:
         sock.close()
+
+
+class _NoClientAddress(logging.Filter):
+    """aiohttp names the client's IP address when it logs a malformed request; this drops it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Error handling request from"):
+            record.msg, record.args = "Error handling request (client address not logged)", ()
+        return True
+
+
+def _runner(server: StudyServer) -> web.AppRunner:
+    """No client address in any log unless the scenario turns the access log on."""
+    logger = logging.getLogger("culturepark.study.http")
+    if not any(isinstance(f, _NoClientAddress) for f in logger.filters):
+        logger.addFilter(_NoClientAddress())
+    if server.human.log_client_addresses:
+        logging.basicConfig(level=logging.INFO)
+        return web.AppRunner(build_app(server), logger=logger)  # aiohttp's access log, with addresses
+    return web.AppRunner(build_app(server), access_log=None, logger=logger)
 
 
 def _stop_on_signals() -> asyncio.Event:

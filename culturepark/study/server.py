@@ -10,13 +10,24 @@ it, and a restarted server reads it back, so nobody loses their place.
 Nothing identifying is asked or kept: a participant is a random id in the URL; IP addresses
 and user agents are not logged (the access log is off). An admin page behind a token printed
 at start shows progress per culture and arm.
+
+Who may continue a session: the browser that consented holds a session key in a cookie; the
+log keeps only its sha256 (and that of a short recovery code shown to the participant), so a
+restarted server still recognises both, and neither the link alone nor the log opens a
+session. Admission is bounded: `human.signups_per_minute` over any 60 s, and, for a closed
+study, one sign-up per invitation code. Refused requests write nothing to the log; they are
+counted (`rejected`) and shown on the admin page.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import random
+import re
 import secrets
 import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +37,7 @@ from culturepark.agents.study import study_for
 from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.errors import RequestFailed
 from culturepark.engine.log import RunLog, read_log
-from culturepark.engine.records import EndRecord, ParticipantRecord, TurnRecord
+from culturepark.engine.records import AccessRecord, EndRecord, ParticipantRecord, TurnRecord, WithdrawalRecord
 from culturepark.engine.scheduler import ConversationSpec, ResumeState, Turn, turn_record
 from culturepark.scenarios.schema import EducationScenario
 
@@ -34,11 +45,40 @@ HUMAN_LEARNER = {"name": "Learner", "person": "a participant in a study",
                  "reason": "wants to learn about {country}"}
 
 
+WHOLE_NUMBER = re.compile(r"[0-9]{1,6}")  # ASCII digits only: "²" and "٣" are digits to str.isdigit
+RECOVERY_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L: read aloud or copied by hand
+RECOVERY_LENGTH = 8  # 31**8 ≈ 2**40 codes; recovery attempts are limited per minute (see `recover`)
+RECOVERIES_PER_MINUTE = 20
+
+
+def digest(secret: str) -> str:
+    """What the log keeps of a secret (session key, recovery or invitation code)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def form_token(session_key: str) -> str:
+    """The anti-forgery token of a session's forms: derived from the cookie another site cannot read,
+    so it survives a restart without a server-side secret."""
+    return hmac.new(session_key.encode(), b"culturepark-form", hashlib.sha256).hexdigest()[:32]
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison that any text may reach (`secrets.compare_digest` refuses non-ASCII str)."""
+    return secrets.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8", "replace"))
+
+
+def normalise_code(code: str) -> str:
+    return "".join(ch for ch in code.upper() if ch.isascii() and ch.isalnum())
+
+
 @dataclass
 class Participant:
     spec: ConversationSpec
     turns: list[Turn] = field(default_factory=list)
     done: bool = False
+    session: str = ""  # sha256 of the current session key (the newest access record wins)
+    withdrawn: bool = False
+    reply_failed: bool = False  # the tutor's last reply failed: the page offers "Try again"
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -46,8 +86,49 @@ class Participant:
         return self.spec.meta
 
 
+@dataclass
+class WindowCounter:
+    """Events over the last `window_s` seconds, for admission limits that refuse rather than wait
+    (the engine's `RateLimiter` makes requests wait their turn; a sign-up over the limit is refused)."""
+
+    limit: int
+    window_s: float = 60.0
+    times: deque[float] = field(default_factory=deque)
+
+    def admit(self, now: float) -> bool:
+        while self.times and self.times[0] <= now - self.window_s:
+            self.times.popleft()
+        if len(self.times) >= self.limit:
+            return False
+        self.times.append(now)
+        return True
+
+
+@dataclass(frozen=True)
+class NewSession:
+    """What a participant is given at consent: the cookie's key and the recovery code (shown once)."""
+
+    participant: Participant
+    key: str
+    recovery_code: str
+
+
 class BadInput(Exception):
-    """A participant's answer that is not accepted: shown on the page, nothing written."""
+    """A participant's answer that is not accepted: shown on the page, nothing written.
+    `fields`: the form fields to point at (the unanswered questions)."""
+
+    def __init__(self, message: str, fields: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.fields = fields or []
+
+
+class Refused(Exception):
+    """A request the study does not take (forged, over a limit, a wrong code): nothing is written,
+    the reason is counted, and the message is shown on the page with `status`."""
+
+    def __init__(self, reason: str, message: str, status: int = 403) -> None:
+        super().__init__(message)
+        self.reason, self.status = reason, status
 
 
 class StudyServer:
@@ -55,6 +136,7 @@ class StudyServer:
                  endpoints: dict[str, Endpoint], log: RunLog, admin_token: str,
                  clock: Callable[[], float] = time.time) -> None:
         self.scenario = scenario
+        self.human = scenario.human
         self.plan = plan
         self.out = out
         self.endpoints = endpoints
@@ -63,19 +145,35 @@ class StudyServer:
         self.policy = study_for(scenario).policy()
         self.clock = clock
         self.participants: dict[str, Participant] = {}
+        self.by_recovery: dict[str, str] = {}  # sha256 of a recovery code -> participant id
+        self.used_invitations: set[str] = set()  # sha256 of each invitation code already used
+        self.invitations = {digest(c) for c in self.human.invitation_codes}
+        self.texts_hash = digest(self.human.model_dump_json())[:16]
+        self.signups = WindowCounter(self.human.signups_per_minute)
+        self.recoveries = WindowCounter(RECOVERIES_PER_MINUTE)
+        self.rejected: Counter[str] = Counter()  # refused requests by reason (never written to the log)
         self._new_lock = asyncio.Lock()
         self._read_back()
 
     # -- state from the log ---------------------------------------------------------------
     def _read_back(self) -> None:
-        """Participants, their turns and who finished, from the log (as a resumed run reads it)."""
+        """Participants, their turns, keys, withdrawals and who finished, from the log."""
         records = read_log(self.out).records
         state = ResumeState.from_records(records)
         for rec in records:
             if isinstance(rec, ParticipantRecord):
                 pid = rec.conversation_id
                 self.participants[pid] = Participant(ConversationSpec(pid, rec.seq, rec.meta),
-                                                     turns=state.turns.get(pid, []), done=pid in state.ended)
+                                                     turns=state.turns.get(pid, []), done=pid in state.ended,
+                                                     session=rec.access.get("session", ""))
+                if "recovery" in rec.access:
+                    self.by_recovery[rec.access["recovery"]] = pid
+                if "invitation" in rec.access:
+                    self.used_invitations.add(rec.access["invitation"])
+            elif isinstance(rec, AccessRecord) and rec.conversation_id in self.participants:
+                self.participants[rec.conversation_id].session = rec.session
+            elif isinstance(rec, WithdrawalRecord) and rec.conversation_id in self.participants:
+                self.participants[rec.conversation_id].withdrawn = True
 
     def _assign(self, number: int) -> tuple[Any, str]:
         """Block randomisation: every block of (culture × arm) slots is shuffled with the seed."""
@@ -83,16 +181,63 @@ class StudyServer:
         block = random.Random(f"{self.scenario.seed}:human-block:{number // len(combos)}").sample(combos, len(combos))
         return block[number % len(combos)]
 
-    async def new_participant(self) -> Participant:
+    def refuse(self, reason: str, message: str, status: int = 403) -> Refused:
+        self.rejected[reason] += 1
+        return Refused(reason, message, status)
+
+    # -- admission and sessions -----------------------------------------------------------
+    async def new_participant(self, invitation: str = "") -> NewSession:
+        """Consent given: admit (rate, invitation) or raise `Refused`; then one participant record
+        with the hashes of the new session key and recovery code, and of the texts agreed to."""
         async with self._new_lock:
+            access: dict[str, str] = {}
+            if self.invitations:
+                code = digest(invitation.strip())
+                if code not in self.invitations or code in self.used_invitations:
+                    raise self.refuse("invitation", "This invitation code is not valid, or it has been used "
+                                                    "already. Please check the code you were sent.")
+                access["invitation"] = code
+            if not self.signups.admit(self.clock()):
+                raise self.refuse("signup_rate", "Too many people are starting the study right now. "
+                                                 "Please try again in a minute.", 429)
             number = len(self.participants)
             culture, arm = self._assign(number)
             meta = self.plan.participant_meta(culture, arm, number, "human")
             meta["learner"] = {k: v.format(country=culture.country) for k, v in HUMAN_LEARNER.items()}
             pid = "p-" + secrets.token_urlsafe(9)
-            self.log.append(ParticipantRecord(pid, number, meta, self.clock()))
-            p = self.participants[pid] = Participant(ConversationSpec(pid, number, meta))
-            return p
+            key = secrets.token_urlsafe(24)
+            recovery = "".join(secrets.choice(RECOVERY_ALPHABET) for _ in range(RECOVERY_LENGTH))
+            access.update(session=digest(key), recovery=digest(recovery), texts=self.texts_hash)
+            self.log.append(ParticipantRecord(pid, number, meta, self.clock(), access))
+            p = self.participants[pid] = Participant(ConversationSpec(pid, number, meta), session=access["session"])
+            self.by_recovery[access["recovery"]] = pid
+            if "invitation" in access:
+                self.used_invitations.add(access["invitation"])
+            return NewSession(p, key, recovery[:4] + "-" + recovery[4:])
+
+    def holds(self, p: Participant, key: str) -> bool:
+        """Whether a browser's session key is the participant's current one (constant time)."""
+        return bool(p.session) and same_secret(digest(key), p.session)
+
+    def recover(self, code: str) -> tuple[Participant, str]:
+        """A recovery code moves the session to this browser: a new key, logged as its hash, so the
+        browser that held the old key can no longer continue. Raises `Refused`."""
+        if not self.recoveries.admit(self.clock()):
+            raise self.refuse("recovery_rate", "Too many attempts right now. Please try again in a minute.", 429)
+        pid = self.by_recovery.get(digest(normalise_code(code)))
+        if pid is None:
+            raise self.refuse("recovery_code", "This recovery code does not match any session of this study. "
+                                               "Check it and try again.")
+        p = self.participants[pid]
+        key = secrets.token_urlsafe(24)
+        self.log.append(AccessRecord(pid, p.spec.seq, digest(key), self.clock()))
+        p.session = digest(key)
+        return p, key
+
+    def withdraw(self, p: Participant) -> None:
+        if not p.withdrawn:
+            self.log.append(WithdrawalRecord(p.spec.id, p.spec.seq, self.clock()))
+            p.withdrawn = True
 
     def step_of(self, p: Participant) -> tuple[list[EduStep], EduStep | None]:
         return walk(p.meta, [t.text for t in p.turns], self.scenario.answer_tries)
@@ -122,35 +267,38 @@ class StudyServer:
     async def submit_answers(self, p: Participant, form: dict[str, str]) -> None:
         """A whole test or questionnaire page: every answer is checked before any is written."""
         aligned, step = self.step_of(p)
-        if step is None or step.role != "learner" or step.phase == "learn":
+        if p.withdrawn or step is None or step.role != "learner" or step.phase == "learn":
             return
         pending = self.page_steps(p, step)
         values: list[str] = []
-        missing = 0
-        for s in pending:
-            raw = form.get(s.item["key"], "").strip()  # type: ignore[index]
+        missing: list[int] = []
+        for number, s in enumerate(pending, 1):
+            raw = form.get(s.item["key"], "").strip()
             if s.phase == "free":
                 if len(raw) > self.scenario.max_reply_chars:
                     raise BadInput(f"Your answer is too long ({len(raw)} characters; at most "
-                                   f"{self.scenario.max_reply_chars}).")
+                                   f"{self.scenario.max_reply_chars}).", ["free"])
                 values.append(raw or "(no answer)")
                 continue
             if not raw:
-                missing += 1
+                missing.append(number)
                 continue
-            lo, hi = s.item["lo"], s.item["hi"]  # type: ignore[index]
-            if not raw.isdigit() or not lo <= int(raw) <= hi:
-                raise BadInput(f"An answer must be a whole number from {lo} to {hi} (got {raw[:20]!r}).")
+            lo, hi = s.item["lo"], s.item["hi"]
+            if not WHOLE_NUMBER.fullmatch(raw) or not lo <= int(raw) <= hi:
+                raise BadInput(f"Question {number}: an answer must be a whole number from {lo} to {hi}.",
+                               [s.item["key"]])
             values.append(str(int(raw)))
         if missing:
-            raise BadInput(f"Please answer every question ({missing} not answered yet).")
+            raise BadInput(f"Please answer every question: {'question' if len(missing) == 1 else 'questions'} "
+                           f"{_listed(missing)} {'is' if len(missing) == 1 else 'are'} not answered yet.",
+                           [pending[n - 1].item["key"] for n in missing])
         for text in values:
             self._append_learner(p, text)
         self._finish_if_over(p)
 
     async def ask(self, p: Participant, message: str, on_text: Callable[[str], None] | None = None) -> None:
         _, step = self.step_of(p)
-        if step is None or step.phase != "learn" or step.role != "learner":
+        if p.withdrawn or step is None or step.phase != "learn" or step.role != "learner":
             return
         message = message.strip()
         if not message:
@@ -165,8 +313,9 @@ class StudyServer:
                              on_text: Callable[[str], None] | None = None) -> None:
         """`ask` under the participant's lock, for both the plain and the streamed page.
 
-        A stale (double) submit writes nothing; a reply that fails leaves the question saved,
-        and the next page view asks for the reply again. `BadInput` goes to the caller.
+        A stale (double) submit writes nothing. A reply that fails leaves the question saved and
+        marks the participant (`reply_failed`): the page then says so and offers "Try again"
+        (`retry`). `BadInput` goes to the caller.
         """
         async with p.lock:
             if step != str(len(p.turns)):
@@ -174,13 +323,22 @@ class StudyServer:
             try:
                 await self.ask(p, message, on_text)
             except RequestFailed:
-                pass
+                p.reply_failed = True
+
+    async def retry(self, p: Participant, on_text: Callable[[str], None] | None = None) -> None:
+        """"Try again" after a failed reply: asks the tutor once more (under the participant's lock)."""
+        async with p.lock:
+            try:
+                await self.catch_up(p, on_text)
+            except RequestFailed:
+                p.reply_failed = True
 
     async def catch_up(self, p: Participant, on_text: Callable[[str], None] | None = None) -> None:
         """If the tutor owes a reply (also after a restart between question and reply), get it."""
         _, step = self.step_of(p)
-        if step is not None and step.role == "tutor":
+        if step is not None and step.role == "tutor" and not p.withdrawn:
             await self._tutor_reply(p, on_text)
+            p.reply_failed = False
         self._finish_if_over(p)
 
     def page_steps(self, p: Participant, step: EduStep) -> list[EduStep]:
@@ -190,4 +348,11 @@ class StudyServer:
         return [s for s in seq[step.number:] if s.phase in phases]
 
 
-__all__ = ["BadInput", "Participant", "StudyServer"]
+def _listed(numbers: list[int]) -> str:
+    """1 → "1"; 3, 7, 12 → "3, 7 and 12"."""
+    words = [str(n) for n in numbers]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+__all__ = ["BadInput", "NewSession", "Participant", "Refused", "StudyServer", "WindowCounter", "digest",
+           "form_token", "same_secret"]

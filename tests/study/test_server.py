@@ -16,6 +16,9 @@ from tests.conftest import run_cli, write_hofstede
 
 STEP = re.compile(r"name='step' value='(\d+)'")
 FIELDS = re.compile(r"name='((?:vsm13|wvs|likert):\d+)' value='(\d+)'")
+TOKEN = re.compile(r"name='form_token' value='([^']+)'")
+PID = re.compile(r"action='/p/(p-[^/']+)")
+CODE = re.compile(r"<p class='code'>([A-Z0-9-]+)</p>")
 
 
 def study(url, **kw):
@@ -23,8 +26,10 @@ def study(url, **kw):
             "arms": [{"name": "a", "tutor": "openai:tutor-a", "base_url": url},
                      {"name": "b", "tutor": "openai:tutor-b", "base_url": url}],
             "learning_turns": 2, "max_reply_chars": 300, "seed": 5,
-            "learner_backend": {"provider": "openai", "model": "unused", "base_url": url},
-            "sampling": {"max_tokens": 30}, "retry": {"max_attempts": 2, "base_delay_s": 0.01, "max_delay_s": 0.02}}
+            "learner_backend": {"provider": "local", "model": "gemma3-270m"},  # unused by people: never loaded
+            "sampling": {"max_tokens": 30}, "retry": {"max_attempts": 2, "base_delay_s": 0.01, "max_delay_s": 0.02},
+            "human": {"researcher": "Test Lab", "contact": "study@example.org", "approval": "IRB-2026-001",
+                      "signups_per_minute": 60}}
     spec.update(kw)
     return spec
 
@@ -35,20 +40,27 @@ class Server:
     SIGTERM, not SIGINT: a process started from a background job may have SIGINT ignored.
     """
 
-    def __init__(self, scenario, out, data_dir):
+    def __init__(self, scenario, out, data_dir, *extra):
         self.proc = subprocess.Popen([sys.executable, "-m", "culturepark.cli", "study", "serve", str(scenario),
-                                      "--out", str(out), "--port", "0", "--data-dir", str(data_dir)],
+                                      "--out", str(out), "--port", "0", "--data-dir", str(data_dir), *extra],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         first = self.proc.stdout.readline()
         assert first.startswith("listening on "), first + self.proc.stderr.read()
         self.url = first.split()[-1]
         self.admin = self.proc.stdout.readline().split()[-1]
+        self.stderr = ""
 
     def stop(self, sig=signal.SIGTERM):
         self.proc.send_signal(sig)
         self.proc.wait(timeout=30)
+        self.stderr = self.proc.stderr.read()
         if sig == signal.SIGTERM:  # a clean stop says how to continue
             assert self.proc.returncode == 0 and "stopped;" in self.proc.stdout.read()
+
+
+def browser():
+    """One participant's browser: its own cookies (aiohttp keeps none for an IP address unless unsafe)."""
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
 
 
 @pytest.fixture
@@ -60,27 +72,42 @@ def setup(tmp_path, tiny_data, sim_process):
     return path, tmp_path / "run", tiny_data
 
 
+async def consent(session, base, **extra):
+    """The consent page, then agreeing: returns the participant's path and the page with the recovery code."""
+    async with session.get(base) as r:
+        token = TOKEN.search(await r.text()).group(1)
+    async with session.post(base + "start", data={"consent": "yes", "form_token": token, **extra}) as r:
+        assert r.status == 200, await r.text()
+        page = await r.text()
+    return f"/p/{PID.search(page).group(1)}", page
+
+
 async def take_part(session, base, answer="3", questions=("What do people eat?", "And on holidays?")):
     """One participant, page by page, as a browser would post the forms. Returns the participant's path."""
-    async with session.post(base + "start", data={"consent": "yes"}) as r:
-        assert r.status == 200
-        path = r.url.path
+    path, _ = await consent(session, base)
+    root = base.rstrip("/")
+    async with session.get(root + path) as r:
         page = await r.text()
     asked = 0
-    for _ in range(20):  # bounded: consent + 2 tests + 2 chat turns + questionnaire
+    for _ in range(20):  # bounded: 2 tests + 2 chat turns + the chat's end + questionnaire
         if "<h1>Thank you" in page:
             return path
+        if "Continue to the survey" in page:  # the last reply stays until the participant moves on
+            async with session.get(root + path, params={"go": "survey"}) as r:
+                page = await r.text()
+            continue
+        token = TOKEN.search(page).group(1)
         step = STEP.search(page).group(1)
         if "<h1>Chat with" in page:
-            data = {"step": step, "message": questions[asked % len(questions)]}
+            data = {"step": step, "form_token": token, "message": questions[asked % len(questions)]}
             asked += 1
             target = f"{path}/ask"
         else:
-            data = {"step": step, **{k: answer for k, _ in FIELDS.findall(page)}}
+            data = {"step": step, "form_token": token, **{k: answer for k, _ in FIELDS.findall(page)}}
             if "name='free'" in page:
                 data["free"] = "The food and family life."
             target = f"{path}/answers"
-        async with session.post(base.rstrip("/") + target, data=data) as r:
+        async with session.post(root + target, data=data) as r:
             assert r.status == 200, await r.text()
             page = await r.text()
     raise AssertionError("the study did not end")
@@ -90,14 +117,17 @@ def test_thirty_participants_at_once_then_scored_like_simulated_learners(setup):
     scenario, out, data_dir = setup
     server = Server(scenario, out, data_dir)
     try:
+        async def one():
+            async with browser() as session:
+                return await take_part(session, server.url)
+
         async def everyone():
-            async with aiohttp.ClientSession() as session:
-                return await asyncio.gather(*(take_part(session, server.url) for _ in range(30)))
+            return await asyncio.gather(*(one() for _ in range(30)))
         paths = asyncio.run(everyone())
         assert len(set(paths)) == 30
 
         async def admin():
-            async with aiohttp.ClientSession() as session:
+            async with browser() as session:
                 async with session.get(server.url + "admin") as r:
                     assert r.status == 403
                 async with session.get(server.admin) as r:
@@ -109,6 +139,7 @@ def test_thirty_participants_at_once_then_scored_like_simulated_learners(setup):
     contents = read_log(out)
     token = server.admin.split("token=")[1]
     assert contents.header.learners == "human" and token not in (out / "log.jsonl").read_text()
+    assert set(contents.header.backends) == {"tutor:a", "tutor:b"}  # the learner's local model was never made
     ends = [r for r in contents.records if r.type == "end"]
     assert len(ends) == 30 and {e.meta["learners"] for e in ends} == {"human"}
     # block randomisation: 30 = 7 full blocks of 4 (culture × arm) + 2, so every cell has 7 or 8
@@ -126,37 +157,42 @@ def test_thirty_participants_at_once_then_scored_like_simulated_learners(setup):
     assert "not a human study" not in done.stdout
 
 
-def test_bad_input_is_refused_on_the_page_and_nothing_is_written(setup):
+def test_bad_input_is_refused_on_the_page_naming_the_questions_and_nothing_is_written(setup):
     scenario, out, data_dir = setup
     server = Server(scenario, out, data_dir)
     log = out / "log.jsonl"
     try:
         async def go():
-            async with aiohttp.ClientSession() as s:
-                async with s.post(server.url + "start", data={}) as r:  # no consent ticked
+            async with browser() as s:
+                async with s.get(server.url) as r:
+                    token = TOKEN.search(await r.text()).group(1)
+                async with s.post(server.url + "start", data={"form_token": token}) as r:  # no consent ticked
                     assert r.status == 400 and "tick the box" in await r.text()
-                async with s.post(server.url + "start", data={"consent": "yes"}) as r:
-                    path, page = r.url.path, await r.text()
-                step = STEP.search(page).group(1)
+                path, welcome = await consent(s, server.url)
+                assert re.fullmatch(r"[A-Z2-9]{4}-[A-Z2-9]{4}", CODE.search(welcome).group(1))
+                base = server.url.rstrip("/") + path
+                async with s.get(base) as r:
+                    page = await r.text()
+                step, token = STEP.search(page).group(1), TOKEN.search(page).group(1)
                 fields = {k: "3" for k, _ in FIELDS.findall(page)}
                 before = log.read_bytes()
-                partial = dict(list(fields.items())[:5])
-                async with s.post(server.url.rstrip("/") + path + "/answers", data={"step": step, **partial}) as r:
+                partial = {k: v for k, v in fields.items() if k not in ("vsm13:3", "vsm13:17", "vsm13:24")}
+                async with s.post(base + "/answers", data={"step": step, "form_token": token, **partial}) as r:
                     text = await r.text()
-                    assert r.status == 400 and "19 not answered yet" in text
-                    assert "value='3' checked" in text  # what was filled in is kept
+                    assert r.status == 400 and "questions 3, 17 and 24 are not answered yet" in text
+                    assert text.count("class='q missing'") == 3 and text.count("value='3' checked") == 21
                 wrong = {**fields, "vsm13:4": "9"}
-                async with s.post(server.url.rstrip("/") + path + "/answers", data={"step": step, **wrong}) as r:
-                    assert r.status == 400 and "from 1 to 5" in await r.text()
+                async with s.post(base + "/answers", data={"step": step, "form_token": token, **wrong}) as r:
+                    assert r.status == 400 and "Question 4: an answer must be a whole number from 1 to 5" in await r.text()
                 assert log.read_bytes() == before
-                async with s.post(server.url.rstrip("/") + path + "/answers", data={"step": step, **fields}) as r:
+                async with s.post(base + "/answers", data={"step": step, "form_token": token, **fields}) as r:
                     page = await r.text()
-                    assert "<h1>Chat with" in page
+                    assert "<h1>Chat with" in page and "is an AI, not a person" in page
                 before = log.read_bytes()
                 chat_step = STEP.search(page).group(1)
                 for message, expect in (("   ", "write a question"), ("x" * 301, "too long (301 characters")):
-                    async with s.post(server.url.rstrip("/") + path + "/ask",
-                                      data={"step": chat_step, "message": message}) as r:
+                    async with s.post(base + "/ask", data={"step": chat_step, "form_token": token,
+                                                           "message": message}) as r:
                         assert r.status == 400 and expect in await r.text()
                 assert log.read_bytes() == before
                 async with s.get(server.url + "p/p-nobody") as r:
@@ -164,7 +200,7 @@ def test_bad_input_is_refused_on_the_page_and_nothing_is_written(setup):
                 async with s.post(server.url + "p/p-nobody/answers", data={"step": "0"}) as r:
                     assert r.status == 404
                 # a stale (double) submit of the pre-test writes nothing
-                async with s.post(server.url.rstrip("/") + path + "/answers", data={"step": step, **fields}) as r:
+                async with s.post(base + "/answers", data={"step": step, "form_token": token, **fields}) as r:
                     assert r.status == 200 and "<h1>Chat with" in await r.text()
                 assert log.read_bytes() == before
         asyncio.run(go())
@@ -175,31 +211,33 @@ def test_bad_input_is_refused_on_the_page_and_nothing_is_written(setup):
 def test_a_crashed_server_restarts_and_the_participant_continues_where_they_were(setup):
     scenario, out, data_dir = setup
     server = Server(scenario, out, data_dir)
-    try:
-        async def begin():
-            async with aiohttp.ClientSession() as s:
-                async with s.post(server.url + "start", data={"consent": "yes"}) as r:
-                    path, page = r.url.path, await r.text()
-                data = {"step": STEP.search(page).group(1), **{k: "2" for k, _ in FIELDS.findall(page)}}
+
+    async def go():
+        nonlocal server
+        async with browser() as s:  # one browser throughout: its cookie outlives the crash
+            try:
+                path, _ = await consent(s, server.url)
+                async with s.get(server.url.rstrip("/") + path) as r:
+                    page = await r.text()
+                token = TOKEN.search(page).group(1)
+                data = {"step": STEP.search(page).group(1), "form_token": token,
+                        **{k: "2" for k, _ in FIELDS.findall(page)}}
                 async with s.post(server.url.rstrip("/") + path + "/answers", data=data) as r:
                     page = await r.text()
                 async with s.post(server.url.rstrip("/") + path + "/ask",
-                                  data={"step": STEP.search(page).group(1), "message": "Is tea common?"}) as r:
+                                  data={"step": STEP.search(page).group(1), "form_token": token,
+                                        "message": "Is tea common?"}) as r:
                     assert "Is tea common?" in await r.text()
-                return path
-        path = asyncio.run(begin())
-    finally:
-        server.stop(signal.SIGKILL)  # a crash, not a clean stop
-    again = Server(scenario, out, data_dir)
+            finally:
+                server.stop(signal.SIGKILL)  # a crash, not a clean stop
+            server = Server(scenario, out, data_dir)
+            async with s.get(server.url.rstrip("/") + path) as r:
+                return r.status, await r.text()
     try:
-        async def resume():
-            async with aiohttp.ClientSession() as s:
-                async with s.get(again.url.rstrip("/") + path) as r:
-                    return r.status, await r.text()
-        status, page = asyncio.run(resume())
+        status, page = asyncio.run(go())
         assert status == 200 and "<h1>Chat with" in page and "Is tea common?" in page and "Message 2 of 2" in page
     finally:
-        again.stop()
+        server.stop()
     turns = [r for r in read_log(out).records if r.type == "turn"]
     assert [t.index for t in turns] == list(range(26))  # 24 answers, one question, one reply
 
@@ -229,19 +267,23 @@ def test_the_tutor_reply_streams_to_the_page_and_is_logged_whole_even_if_the_pag
     streamed = {"Accept": "application/x-ndjson"}
     try:
         async def go():
-            async with aiohttp.ClientSession() as s:
-                async with s.post(server.url + "start", data={"consent": "yes"}) as r:
-                    path, page = r.url.path, await r.text()
+            async with browser() as s:
+                path, _ = await consent(s, server.url)
                 base = server.url.rstrip("/") + path
+                async with s.get(base) as r:
+                    page = await r.text()
+                token = TOKEN.search(page).group(1)
                 fields = {k: "3" for k, _ in FIELDS.findall(page)}
-                async with s.post(base + "/answers", data={"step": STEP.search(page).group(1), **fields}) as r:
+                async with s.post(base + "/answers", data={"step": STEP.search(page).group(1), "form_token": token,
+                                                           **fields}) as r:
                     page = await r.text()
                 step = STEP.search(page).group(1)
-                async with s.post(base + "/ask", data={"step": step, "message": "  "}, headers=streamed) as r:
+                async with s.post(base + "/ask", data={"step": step, "form_token": token, "message": "  "},
+                                  headers=streamed) as r:
                     assert [orjson.loads(x) for x in (await r.read()).splitlines()] == \
                         [{"error": "Please write a question or a reply first."}]
-                async with s.post(base + "/ask", data={"step": step, "message": "What do people eat?"},
-                                  headers=streamed) as r:
+                async with s.post(base + "/ask", data={"step": step, "form_token": token,
+                                                       "message": "What do people eat?"}, headers=streamed) as r:
                     assert r.headers["Content-Type"].startswith("application/x-ndjson")
                     events = [orjson.loads(x) for x in (await r.read()).splitlines()]
                 texts = [e["text"] for e in events[:-1]]
@@ -252,11 +294,14 @@ def test_the_tutor_reply_streams_to_the_page_and_is_logged_whole_even_if_the_pag
                 assert f":</b> {html.escape(texts[-1])}</div>" in page  # the whole reply, rendered from the log
                 # the second question: the page goes away after the first chunk
                 step = STEP.search(page).group(1)
-                async with s.post(base + "/ask", data={"step": step, "message": "And on holidays?"},
-                                  headers=streamed) as r:
+                async with s.post(base + "/ask", data={"step": step, "form_token": token,
+                                                       "message": "And on holidays?"}, headers=streamed) as r:
                     first = orjson.loads(await r.content.readline())["text"]
                     r.close()
-                async with s.get(base) as r:  # waits for the reply in progress, then shows the next page
+                async with s.get(base) as r:  # waits for the reply in progress; it stays until they move on
+                    page = await r.text()
+                    assert "Continue to the survey" in page and "And on holidays?" in page
+                async with s.get(base, params={"go": "survey"}) as r:
                     assert "<h1>Survey (after)" in await r.text()
             return first
         first = asyncio.run(go())
