@@ -69,11 +69,14 @@ async def serve(scenario_ref: str | Path, out: Path, host: str = "127.0.0.1", po
 
 
 class _NoClientAddress(logging.Filter):
-    """aiohttp names the client's IP address when it logs a malformed request; this drops it."""
+    """aiohttp names the client's IP address (and dumps a traceback) when it refuses a malformed
+    request; this keeps one line with the kind of error and nothing about the client."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str) and record.msg.startswith("Error handling request from"):
-            record.msg, record.args = "Error handling request (client address not logged)", ()
+            kind = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else "error"
+            record.msg, record.args = "malformed HTTP request refused (%s; client address not logged)", (kind,)
+            record.exc_info = record.exc_text = None
         return True
 
 

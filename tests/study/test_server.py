@@ -311,3 +311,61 @@ def test_the_tutor_reply_streams_to_the_page_and_is_logged_whole_even_if_the_pag
     tutor = [t for t in turns if t.role != "learner"]
     assert len(tutor) == 2 and len(turns) == 24 + 4
     assert tutor[1].text.startswith(first.strip()) and len(tutor[1].text) > len(first)  # whole, not the part seen
+
+
+CODE_IN_PAGE = re.compile(r"<p class='code'>([A-Z0-9-]+)</p>")
+
+
+def test_withdrawal_and_recovery_code(setup):
+    """A finished participant withdraws (export and eval leave them out); another moves their session to a
+    second browser with the recovery code, after which the first browser can no longer continue."""
+    scenario, out, data_dir = setup
+    server = Server(scenario, out, data_dir)
+    try:
+        async def go():
+            async with browser() as first, browser() as second, browser() as done_one:
+                finished = await take_part(done_one, server.url)
+                async with done_one.get(server.url.rstrip("/") + finished) as r:
+                    thanks = await r.text()
+                assert "About this study" in thanks and "was an AI, not a person" in thanks
+                assert "IRB-2026-001" in thanks and "study@example.org" in thanks
+                async with done_one.get(server.url.rstrip("/") + finished + "/withdraw") as r:
+                    token = TOKEN.search(await r.text()).group(1)
+                async with done_one.post(server.url.rstrip("/") + finished + "/withdraw",
+                                         data={"form_token": token}) as r:
+                    assert r.status == 200 and "<h1>You have withdrawn" in await r.text()
+
+                path, welcome = await consent(first, server.url)
+                code = CODE_IN_PAGE.search(welcome).group(1)
+                base = server.url.rstrip("/") + path
+                async with second.get(base) as r:
+                    assert r.status == 403 and "enter your recovery code" in await r.text()
+                async with second.get(server.url + "recover") as r:
+                    token = TOKEN.search(await r.text()).group(1)
+                async with second.post(server.url + "recover",
+                                       data={"code": code.lower().replace("-", " "), "form_token": token}) as r:
+                    assert r.status == 200 and "<h1>Survey (before)" in await r.text()
+                async with first.get(base) as r:
+                    assert r.status == 403  # the session moved; the old browser only sees the recovery form
+                async with second.get(server.admin.replace("/admin?", "/admin/export?")) as r:
+                    rows = [orjson.loads(x) for x in (await r.read()).splitlines()]
+            return finished, path, rows, code
+        finished, path, rows, code = asyncio.run(go())
+    finally:
+        server.stop()
+    by_id = {row["id"]: row for row in rows}
+    gone = by_id[finished.rsplit("/", 1)[1]]
+    assert gone["withdrawn"] is True and gone["stage"] == "withdrawn" and "turns" not in gone
+    assert by_id[path.rsplit("/", 1)[1]]["withdrawn"] is False
+    records = read_log(out).records
+    assert [r.type for r in records].count("withdrawal") == 1 and [r.type for r in records].count("access") == 1
+    log_text = (out / "log.jsonl").read_text()
+    assert "recovery" in log_text and code.replace("-", "") not in log_text  # hashes only
+    done = run_cli("eval", "education", str(out), "--data-dir", str(data_dir), "--json")
+    result = orjson.loads(done.stdout)
+    assert result["learners_scored"] == 0 and result["withdrawn_excluded"] == 1
+
+    from culturepark.engine.export import assemble, conversation_rows
+    exported = {row["id"]: row for row in conversation_rows(assemble(out))}
+    assert exported[finished.rsplit("/", 1)[1]] == {"id": finished.rsplit("/", 1)[1], "status": "withdrawn",
+                                                     "turns": [], "meta": {}}
