@@ -40,12 +40,15 @@ def resolve_path(name_or_path: str | Path) -> Path:
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
+    """`roles.delegate.backend`, `arms[1].tutor`; a key that is not a plain word (a newline, a
+    space: anything a YAML key may hold) is quoted, so the error stays one readable line."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            name = str(part) if str(part).isprintable() and " " not in str(part) else repr(str(part))
+            out += f".{name}" if out else name
     return out or "(top level)"
 
 

@@ -28,7 +28,7 @@ label.opt{display:inline-block;margin-right:1rem}
 .chat{display:flex;flex-direction:column}
 textarea,input[type=text]{width:100%;font:inherit;box-sizing:border-box}textarea{min-height:5rem}
 button{font:inherit;padding:.5rem 1.2rem;border-radius:6px;border:0;background:#2563eb;color:#fff;cursor:pointer}
-button:disabled{background:#9aa5b1}button.quiet{background:#e12d39}
+button:disabled{background:#9aa5b1}button.danger{background:#e12d39}
 footer{margin-top:2.5rem;border-top:1px solid #d9e2ec;padding-top:.6rem;color:#52606d;font-size:.85rem}
 .progress{color:#52606d;font-size:.9rem}table{border-collapse:collapse}td,th{border:1px solid #d9e2ec;padding:.3rem .6rem}
 """
@@ -245,7 +245,7 @@ def chat_page(server: StudyServer, p: Participant, aligned: list[EduStep], token
                   f"<textarea name='message' maxlength='{server.scenario.max_reply_chars}' placeholder='Your question…'>"
                   f"{html.escape(draft)}</textarea><p><button type='submit' data-busy='{tutor} is replying…'>Send"
                   "</button></p></form>")
-    body = (f"<h1>Chat with {tutor}</h1><p class='ai'><b>{tutor} is an AI, not a person.</b> "
+    body = (f"<h1>Chat with {tutor}</h1><p class='ai'><b>AI conversation partner.</b> "
             f"{fill(server.human.ai_disclosure, server, meta['tutor']['name'], country)}</p>"
             f"<p>Ask about everyday life, values and customs in {html.escape(country)}.</p>"
             f"<p class='progress'>{progress}</p>{error_box(error)}<div class='chat'>{''.join(msgs)}</div>{action}")
@@ -267,7 +267,7 @@ def withdraw_page(server: StudyServer, p: Participant, token: str) -> web.Respon
     body = ("<h1>Withdraw from the study</h1><p>If you withdraw, your answers and messages are marked as "
             "withdrawn and left out of every analysis and export. You cannot undo this.</p>"
             f"<form method='post' action='/p/{p.spec.id}/withdraw'>{hidden('form_token', token)}"
-            "<button type='submit' class='quiet'>Withdraw my answers</button></form>"
+            "<button type='submit' class='danger'>Withdraw my answers</button></form>"
             f"<p><a href='/p/{p.spec.id}'>Go back to the study</a></p>")
     return page("Withdraw", body)
 

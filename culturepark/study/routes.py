@@ -315,6 +315,11 @@ def guard(server: StudyServer) -> Callable[..., Awaitable[web.StreamResponse]]:
     return middleware
 
 
+async def no_icon(_: web.Request) -> web.Response:
+    """Browsers ask for it on every first visit; a 404 there would be counted as a refused request."""
+    return web.Response(status=204)
+
+
 def build_app(server: StudyServer) -> web.Application:
     r = StudyRoutes(server)
     app = web.Application(client_max_size=256 * 1024, middlewares=[guard(server)])
@@ -325,7 +330,8 @@ def build_app(server: StudyServer) -> web.Application:
                     web.post("/p/{pid}/ask", r.ask, name="ask"), web.post("/p/{pid}/retry", r.retry, name="retry"),
                     web.get("/p/{pid}/withdraw", r.withdraw_form, name="withdraw_form"),
                     web.post("/p/{pid}/withdraw", r.withdraw, name="withdraw"),
-                    web.get("/admin", r.admin, name="admin"), web.get("/admin/export", r.export, name="export")])
+                    web.get("/admin", r.admin, name="admin"), web.get("/admin/export", r.export, name="export"),
+                    web.get("/favicon.ico", no_icon, name="favicon")])
     return app
 
 

@@ -9,7 +9,6 @@ import asyncio
 import re
 import signal
 
-import aiohttp
 import yaml
 
 from culturepark.engine.log import read_log

@@ -187,7 +187,7 @@ def test_bad_input_is_refused_on_the_page_naming_the_questions_and_nothing_is_wr
                 assert log.read_bytes() == before
                 async with s.post(base + "/answers", data={"step": step, "form_token": token, **fields}) as r:
                     page = await r.text()
-                    assert "<h1>Chat with" in page and "is an AI, not a person" in page
+                    assert "<h1>Chat with" in page and "AI conversation partner." in page
                 before = log.read_bytes()
                 chat_step = STEP.search(page).group(1)
                 for message, expect in (("   ", "write a question"), ("x" * 301, "too long (301 characters")):
