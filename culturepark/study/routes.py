@@ -13,6 +13,7 @@ Who may do what is checked here, before the server is asked anything:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
@@ -44,6 +45,23 @@ REPEAT_CONSENT_S = 600.0  # a consent form posted twice (a double click without 
 log = logging.getLogger("culturepark.study")
 
 
+def session_post(handler: Callable[[Any, web.Request, Participant, str, dict[str, str]],
+                                   Awaitable[web.StreamResponse]]) -> Callable[[Any, web.Request],
+                                                                               Awaitable[web.StreamResponse]]:
+    """A participant's form post: the session cookie, the form (same site, readable) and its token
+    are checked before `handler` runs; otherwise the recovery page or a refusal, nothing written."""
+    @functools.wraps(handler)
+    async def checked(self: StudyRoutes, request: web.Request) -> web.StreamResponse:
+        found = self.participant(request)
+        if isinstance(found, web.Response):
+            return found
+        p, key = found
+        form = await self.form(request)
+        self.check_token(form, key)
+        return await handler(self, request, p, key, form)
+    return checked
+
+
 class StudyRoutes:
     """One method per route; each reads the request, asks the `StudyServer`, renders a page."""
 
@@ -64,8 +82,13 @@ class StudyRoutes:
             raise self.server.refuse("bad_form", "The form could not be read. Please go back and try again.",
                                      400) from exc
 
-    def form_cookie(self, request: web.Request) -> str:
-        return request.cookies.get(FORM_COOKIE) or secrets.token_urlsafe(24)
+    def cookie_form(self, request: web.Request, render: Callable[[str], web.Response]) -> web.Response:
+        """A page whose form is checked against a cookie (consent, recovery: no session yet): the
+        browser's form cookie, or a new one, goes both into the form and into the cookie."""
+        token = request.cookies.get(FORM_COOKIE) or secrets.token_urlsafe(24)
+        resp = render(token)
+        resp.set_cookie(FORM_COOKIE, token, path="/", httponly=True, samesite="Lax", secure=request.secure)
+        return resp
 
     def check_form_cookie(self, request: web.Request, form: dict[str, str]) -> str:
         token = request.cookies.get(FORM_COOKIE, "")
@@ -92,8 +115,7 @@ class StudyRoutes:
 
     # -- before the session -----------------------------------------------------------------
     async def index(self, request: web.Request) -> web.Response:
-        token = self.form_cookie(request)
-        return with_form_cookie(consent_page(self.server, token), token, request)
+        return self.cookie_form(request, lambda token: consent_page(self.server, token))
 
     async def start(self, request: web.Request) -> web.StreamResponse:
         form = await self.form(request)
@@ -117,8 +139,7 @@ class StudyRoutes:
         return resp
 
     async def recover_form(self, request: web.Request) -> web.Response:
-        token = self.form_cookie(request)
-        return with_form_cookie(recover_page(self.server, token), token, request)
+        return self.cookie_form(request, lambda token: recover_page(self.server, token))
 
     async def recover(self, request: web.Request) -> web.StreamResponse:
         form = await self.form(request)
@@ -156,13 +177,9 @@ class StudyRoutes:
             return chat_page(server, p, aligned, token, mode="over")  # the last reply stays until they move on
         return answers_page(server, p, step, token)
 
-    async def answers(self, request: web.Request) -> web.StreamResponse:
-        found = self.participant(request)
-        if isinstance(found, web.Response):
-            return found
-        (p, key), server = found, self.server
-        form = await self.form(request)
-        self.check_token(form, key)
+    @session_post
+    async def answers(self, request: web.Request, p: Participant, key: str, form: dict[str, str]) -> web.StreamResponse:
+        server = self.server
         async with p.lock:
             _, step = server.step_of(p)
             if step is not None and form.get("step") == str(step.number):  # a stale double submit writes nothing
@@ -172,13 +189,9 @@ class StudyRoutes:
                     return answers_page(server, p, step, form_token(key), str(exc), form, exc.fields)
         raise web.HTTPSeeOther(f"/p/{p.spec.id}")
 
-    async def ask(self, request: web.Request) -> web.StreamResponse:
-        found = self.participant(request)
-        if isinstance(found, web.Response):
-            return found
-        (p, key), server = found, self.server
-        form = await self.form(request)
-        self.check_token(form, key)
+    @session_post
+    async def ask(self, request: web.Request, p: Participant, key: str, form: dict[str, str]) -> web.StreamResponse:
+        server = self.server
         message, step = form.get("message", ""), form.get("step", "")
         if "application/x-ndjson" in request.headers.get("Accept", ""):
             return await self.ask_streamed(request, p, step, message)
@@ -223,14 +236,10 @@ class StudyRoutes:
         await asyncio.shield(task)
         return resp
 
-    async def retry(self, request: web.Request) -> web.StreamResponse:
+    @session_post
+    async def retry(self, request: web.Request, p: Participant, key: str, form: dict[str, str]) -> web.StreamResponse:
         """"Try again" after the tutor could not answer: the saved question is asked again."""
-        found = self.participant(request)
-        if isinstance(found, web.Response):
-            return found
-        (p, key), server = found, self.server
-        self.check_token(await self.form(request), key)
-        await server.retry(p)
+        await self.server.retry(p)
         raise web.HTTPSeeOther(f"/p/{p.spec.id}")
 
     async def withdraw_form(self, request: web.Request) -> web.StreamResponse:
@@ -242,12 +251,9 @@ class StudyRoutes:
             return withdrawn_page(self.server, p)
         return withdraw_page(self.server, p, form_token(key))
 
-    async def withdraw(self, request: web.Request) -> web.StreamResponse:
-        found = self.participant(request)
-        if isinstance(found, web.Response):
-            return found
-        p, key = found
-        self.check_token(await self.form(request), key)
+    @session_post
+    async def withdraw(self, request: web.Request, p: Participant, key: str, form: dict[str, str]
+                       ) -> web.StreamResponse:
         async with p.lock:
             self.server.withdraw(p)
         raise web.HTTPSeeOther(f"/p/{p.spec.id}")
@@ -272,16 +278,9 @@ class StudyRoutes:
 
 def locked(routes: StudyRoutes, request: web.Request) -> web.Response:
     """The link without this browser's session: the recovery form, never the session itself."""
-    token = routes.form_cookie(request)
-    page = recover_page(routes.server, token, "This session belongs to another browser (or its cookie is gone). "
-                        "If it is yours, enter your recovery code to continue here.", 403,
-                        heading="This session is open elsewhere")
-    return with_form_cookie(page, token, request)
-
-
-def with_form_cookie(resp: web.Response, token: str, request: web.Request) -> web.Response:
-    resp.set_cookie(FORM_COOKIE, token, path="/", httponly=True, samesite="Lax", secure=request.secure)
-    return resp
+    return routes.cookie_form(request, lambda token: recover_page(
+        routes.server, token, "This session belongs to another browser (or its cookie is gone). If it is yours, "
+        "enter your recovery code to continue here.", 403, heading="This session is open elsewhere"))
 
 
 def set_session_cookie(resp: web.StreamResponse, p: Participant, key: str, request: web.Request) -> None:
