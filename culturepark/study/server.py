@@ -148,7 +148,8 @@ class StudyServer:
         self.by_recovery: dict[str, str] = {}  # sha256 of a recovery code -> participant id
         self.used_invitations: set[str] = set()  # sha256 of each invitation code already used
         self.invitations = {digest(c) for c in self.human.invitation_codes}
-        self.texts_hash = digest(self.human.model_dump_json())[:16]
+        self.texts_hash = digest(self.human.model_dump_json(  # what participants read, not how they are admitted
+            exclude={"signups_per_minute", "invitation_codes", "log_client_addresses"}))[:16]
         self.signups = WindowCounter(self.human.signups_per_minute)
         self.recoveries = WindowCounter(RECOVERIES_PER_MINUTE)
         self.rejected: Counter[str] = Counter()  # refused requests by reason (never written to the log)
