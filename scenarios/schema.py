@@ -314,6 +314,8 @@ class HumanStudy(_Strict):
                        "use \"Withdraw from the study\" at the bottom of any page, now or after the end: your "
                        "answers are then marked as withdrawn and left out of every analysis and export. With "
                        "your recovery code you can also withdraw later, from another device.")
+    consent: str = ("I have read this, I understand that my conversation partner is an AI, and I agree to take "
+                    "part.")  # the statement the participant ticks
     debriefing: str = ("Thank you for taking part. Participants were assigned at random to one of {arms} AI "
                        "conversation partners built in different ways; we compare how much answers moved towards "
                        "what surveys of people in {country} report. The conversation partner was an AI, not a "

@@ -141,8 +141,7 @@ answer the survey again and a few questions about the chat. It takes about {minu
 <h2>Taking part and withdrawing</h2><p>{fill(h.withdrawal, server, partner, country)}</p>
 <h2>Who runs this study</h2>{who_runs_it(server)}
 <form method="post" action="/start">{hidden("form_token", token)}{invitation}
-<p><label><input type="checkbox" name="consent" value="yes"> I have read this, I understand that my conversation
-partner is an AI, and I agree to take part.</label></p>
+<p><label><input type="checkbox" name="consent" value="yes"> {fill(h.consent, server, partner, country)}</label></p>
 <button type="submit">Start</button></form>
 <p class='progress'>Started before and have a recovery code? <a href='/recover'>Continue or withdraw</a>.</p>"""
     return page("Consent", body, status)

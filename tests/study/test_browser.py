@@ -61,6 +61,7 @@ def test_a_participant_goes_through_every_page_with_an_outage_and_withdraws(tmp_
             page.goto(server.url)
             assert "is not a real person. It is an AI" in page.inner_text("p.ai")
             assert "IRB-2026-001" in page.inner_text("body") and "about 20 minutes" in page.inner_text("body")
+            assert "I understand that my conversation partner is an AI" in page.inner_text("label")
             page.screenshot(path=shots / "1-consent.png", full_page=True)
             page.click("button[type=submit]")  # without ticking the box
             assert "tick the box" in page.inner_text(".error")
