@@ -22,7 +22,6 @@ from typing import Any, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from culturepark.engine.errors import RequestFailed
 from culturepark.study.pages import (
     admin_page,
     answers_page,
@@ -57,7 +56,7 @@ def session_post(handler: Callable[[Any, web.Request, Participant, str, dict[str
             return found
         p, key = found
         form = await self.form(request)
-        self.check_token(form, key)
+        self.check_form_token(form, form_token(key))
         return await handler(self, request, p, key, form)
     return checked
 
@@ -91,10 +90,9 @@ class StudyRoutes:
         return resp
 
     def check_form_cookie(self, request: web.Request, form: dict[str, str]) -> str:
+        """The consent and recovery forms: the form's token must equal the form cookie's value."""
         token = request.cookies.get(FORM_COOKIE, "")
-        if not token or not same_secret(form.get("form_token", ""), token):
-            raise self.server.refuse("forged", "This form has expired or was not sent from this study's page. "
-                                               "Please reload the page and try again.")
+        self.check_form_token(form, token)
         return token
 
     def participant(self, request: web.Request) -> tuple[Participant, str] | web.Response:
@@ -108,8 +106,9 @@ class StudyRoutes:
             return locked(self, request)
         return p, key
 
-    def check_token(self, form: dict[str, str], key: str) -> None:
-        if not same_secret(form.get("form_token", ""), form_token(key)):
+    def check_form_token(self, form: dict[str, str], expected: str) -> None:
+        """Every post's anti-forgery check: the form's token equals the expected one (never empty)."""
+        if not expected or not same_secret(form.get("form_token", ""), expected):
             raise self.server.refuse("forged", "This form has expired or was not sent from this study's page. "
                                                "Please reload the page and try again.")
 
@@ -161,11 +160,8 @@ class StudyRoutes:
         if p.withdrawn:
             return withdrawn_page(server, p)
         async with p.lock:
-            if not p.reply_failed:
-                try:
-                    await server.catch_up(p)  # a reply owed since a restart
-                except RequestFailed:
-                    p.reply_failed = True
+            if not p.reply_failed:  # after a failure, only "Try again" asks the tutor again
+                await server.catch_up(p)  # a reply owed since a restart
             aligned, step = server.step_of(p)
         token = form_token(key)
         if step is None:

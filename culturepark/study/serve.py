@@ -54,8 +54,8 @@ async def serve(scenario_ref: str | Path, out: Path, host: str = "127.0.0.1", po
             url = f"http://{host}:{sock.getsockname()[1]}/"
             say(f"listening on {url}")
             say(f"admin: {url}admin?token={token}")
-            if scenario.human.missing():
-                say(f"warning: human.{', human.'.join(scenario.human.missing())} not set in the scenario; the "
+            if missing := scenario.human.missing():
+                say(f"warning: human.{', human.'.join(missing)} not set in the scenario; the "
                     "consent page says so. Set them before inviting participants.")
             if ready:
                 ready(url, token)

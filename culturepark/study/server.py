@@ -314,31 +314,30 @@ class StudyServer:
                              on_text: Callable[[str], None] | None = None) -> None:
         """`ask` under the participant's lock, for both the plain and the streamed page.
 
-        A stale (double) submit writes nothing. A reply that fails leaves the question saved and
-        marks the participant (`reply_failed`): the page then says so and offers "Try again"
-        (`retry`). `BadInput` goes to the caller.
+        A stale (double) submit writes nothing. A reply that fails leaves the question saved (see
+        `catch_up`). `BadInput` goes to the caller.
         """
         async with p.lock:
             if step != str(len(p.turns)):
                 return
-            try:
-                await self.ask(p, message, on_text)
-            except RequestFailed:
-                p.reply_failed = True
+            await self.ask(p, message, on_text)
 
     async def retry(self, p: Participant, on_text: Callable[[str], None] | None = None) -> None:
         """"Try again" after a failed reply: asks the tutor once more (under the participant's lock)."""
         async with p.lock:
-            try:
-                await self.catch_up(p, on_text)
-            except RequestFailed:
-                p.reply_failed = True
+            await self.catch_up(p, on_text)
 
     async def catch_up(self, p: Participant, on_text: Callable[[str], None] | None = None) -> None:
-        """If the tutor owes a reply (also after a restart between question and reply), get it."""
+        """If the tutor owes a reply (also after a restart between question and reply), get it. A reply
+        that fails after the endpoint's retries marks the participant (`reply_failed`) instead of
+        raising: the page then says so and offers "Try again" (`retry`)."""
         _, step = self.step_of(p)
         if step is not None and step.role == "tutor" and not p.withdrawn:
-            await self._tutor_reply(p, on_text)
+            try:
+                await self._tutor_reply(p, on_text)
+            except RequestFailed:
+                p.reply_failed = True
+                return
             p.reply_failed = False
         self._finish_if_over(p)
 
