@@ -163,18 +163,23 @@ class StudyServer:
         state = ResumeState.from_records(records)
         for rec in records:
             if isinstance(rec, ParticipantRecord):
-                pid = rec.conversation_id
-                self.participants[pid] = Participant(ConversationSpec(pid, rec.seq, rec.meta),
-                                                     turns=state.turns.get(pid, []), done=pid in state.ended,
-                                                     session=rec.access.get("session", ""))
-                if "recovery" in rec.access:
-                    self.by_recovery[rec.access["recovery"]] = pid
-                if "invitation" in rec.access:
-                    self.used_invitations.add(rec.access["invitation"])
+                p = self._register(rec)
+                p.turns, p.done = state.turns.get(p.spec.id, []), p.spec.id in state.ended
             elif isinstance(rec, AccessRecord) and rec.conversation_id in self.participants:
                 self.participants[rec.conversation_id].session = rec.session
             elif isinstance(rec, WithdrawalRecord) and rec.conversation_id in self.participants:
                 self.participants[rec.conversation_id].withdrawn = True
+
+    def _register(self, rec: ParticipantRecord) -> Participant:
+        """A participant record's state, for a new participant and one read back alike: the participant,
+        and the hashes of its recovery and invitation codes."""
+        p = self.participants[rec.conversation_id] = Participant(
+            ConversationSpec(rec.conversation_id, rec.seq, rec.meta), session=rec.access.get("session", ""))
+        if "recovery" in rec.access:
+            self.by_recovery[rec.access["recovery"]] = rec.conversation_id
+        if "invitation" in rec.access:
+            self.used_invitations.add(rec.access["invitation"])
+        return p
 
     def _assign(self, number: int) -> tuple[Any, str]:
         """Block randomisation: every block of (culture × arm) slots is shuffled with the seed."""
@@ -209,12 +214,9 @@ class StudyServer:
             key = secrets.token_urlsafe(24)
             recovery = "".join(secrets.choice(RECOVERY_ALPHABET) for _ in range(RECOVERY_LENGTH))
             access.update(session=digest(key), recovery=digest(recovery), texts=self.texts_hash)
-            self.log.append(ParticipantRecord(pid, number, meta, self.clock(), access))
-            p = self.participants[pid] = Participant(ConversationSpec(pid, number, meta), session=access["session"])
-            self.by_recovery[access["recovery"]] = pid
-            if "invitation" in access:
-                self.used_invitations.add(access["invitation"])
-            return NewSession(p, key, recovery[:4] + "-" + recovery[4:])
+            record = ParticipantRecord(pid, number, meta, self.clock(), access)
+            self.log.append(record)
+            return NewSession(self._register(record), key, recovery[:4] + "-" + recovery[4:])
 
     def holds(self, p: Participant, key: str) -> bool:
         """Whether a browser's session key is the participant's current one (constant time)."""
@@ -231,8 +233,9 @@ class StudyServer:
                                                "Check it and try again.")
         p = self.participants[pid]
         key = secrets.token_urlsafe(24)
-        self.log.append(AccessRecord(pid, p.spec.seq, digest(key), self.clock()))
-        p.session = digest(key)
+        session = digest(key)
+        self.log.append(AccessRecord(pid, p.spec.seq, session, self.clock()))  # the log first, then the state
+        p.session = session
         return p, key
 
     def withdraw(self, p: Participant) -> None:
