@@ -155,13 +155,16 @@ class CultureParkPolicy:
         """The speaker's own view (its persona, the other's turns, its moderator prompts), rendered."""
         role = current.speaker_role
         bg = background(meta)
+        # Requests that share a prompt prefix: this agent's persona on this item, in this culture.
+        cache_key = f"{meta['culture']}|{meta['item_id']}|{role}"
         if self.renderings[role] == "chat":
             system = f"{bg}\n\n{role_instruction(meta, role)}"
             return Request(messages=chat_messages(system, role, steps, spoken, current),
-                           max_tokens=max_tokens, temperature=temperature)
+                           max_tokens=max_tokens, temperature=temperature, cache_key=cache_key)
         names = {r: meta["participants"][r]["name"] for r in ("delegate", "main_contact")}
         prompt, stop = transcript_prompt(bg, role, names, steps, spoken, current)
-        return Request(prompt=prompt, stop=stop, max_tokens=max_tokens, temperature=temperature)
+        return Request(prompt=prompt, stop=stop, max_tokens=max_tokens, temperature=temperature,
+                       cache_key=cache_key)
 
     def ask_delegate(self, meta: dict[str, Any], turns: Sequence[SpokenTurn], question: str, max_tokens: int,
                      temperature: float, seed: int | None = None) -> Request:

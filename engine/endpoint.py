@@ -7,6 +7,7 @@ mechanism for limits, retries and empty-reply handling.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,8 +15,16 @@ from typing import Awaitable, Callable, TypeVar
 
 from culturepark.engine.backends.base import Backend, Completion, Request
 from culturepark.engine.backends.cached import ResponseCache
-from culturepark.engine.errors import AccountError, BackendError, InvalidReply, RateLimited, RequestFailed
+from culturepark.engine.errors import (
+    AccountError,
+    BackendError,
+    InvalidReply,
+    RateLimited,
+    RequestFailed,
+    TierUnavailable,
+)
 from culturepark.engine.limiter import RateLimiter
+from culturepark.engine.prompt_cache import CacheKeyShards
 from culturepark.engine.retry import RetryPolicy
 
 Validator = Callable[[str], "str | None"]
@@ -29,6 +38,8 @@ class EndpointStats:
     rate_limited: int = 0
     retries: int = 0
     cache_hits: int = 0
+    tier_unavailable: int = 0  # flex refusals for lack of capacity
+    tier_fallbacks: int = 0  # requests then sent at the standard tier
     errors: Counter = field(default_factory=Counter)
 
 
@@ -41,8 +52,13 @@ def default_validate(completion: Completion) -> str | None:
 class Endpoint:
     def __init__(self, backend: Backend, limiter: RateLimiter | None = None,
                  retry: RetryPolicy | None = None, cache: ResponseCache | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, tier_fallback_after: int | None = None,
+                 cache_keys: CacheKeyShards | None = None) -> None:
         self.backend = backend
+        self.cache_keys = cache_keys  # shards each conversation's prompt_cache_key (None: keys as given)
+        # A flex request refused this many times for lack of capacity goes out at the standard
+        # tier (and is priced so); None: it keeps waiting for flex until its attempts run out.
+        self.tier_fallback_after = tier_fallback_after
         self.limiter = limiter or RateLimiter()
         self.retry = retry or RetryPolicy()
         self.cache = cache
@@ -66,6 +82,7 @@ class Endpoint:
                 return hit
         reason = "no_attempt"
         estimate = request.estimated_prompt_tokens() + request.max_tokens
+        unavailable = 0
         for attempt in range(1, self.retry.max_attempts + 1):
             grant = await self.limiter.acquire(estimate)
             self.stats.requests += 1
@@ -77,6 +94,9 @@ class Endpoint:
                     completion = await self.backend.complete(request)
             except BackendError as exc:
                 reason, retry_after = exc.reason, self._failed_attempt(exc, attempt)
+                if isinstance(exc, TierUnavailable):
+                    unavailable += 1
+                    request = self._maybe_fall_back(request, unavailable)
             else:
                 usage = completion.usage
                 self.limiter.settle(grant, usage.prompt_tokens if completion.usage_reported else None,
@@ -95,6 +115,14 @@ class Endpoint:
                 self.stats.retries += 1
                 await asyncio.sleep(self.retry.delay(attempt, self._rng, retry_after))
         raise RequestFailed(reason, self.retry.max_attempts)
+
+    def _maybe_fall_back(self, request: Request, unavailable: int) -> Request:
+        self.stats.tier_unavailable += 1
+        if (self.tier_fallback_after is None or unavailable < self.tier_fallback_after
+                or request.service_tier == "standard"):
+            return request
+        self.stats.tier_fallbacks += 1
+        return dataclasses.replace(request, service_tier="standard")
 
     def _failed_attempt(self, exc: BackendError, attempt: int) -> float | None:
         """Count a failed attempt; a 429 pauses the whole endpoint. Returns the server's wait, if

@@ -14,6 +14,9 @@
     ├── BackendError             one attempt did not give a usable completion (retry decides)
     │   ├── RateLimited          429: the whole endpoint pauses
     │   ├── TransientError       5xx, timeouts, resets, truncated bodies
+    │   │   └── TierUnavailable  a flex request refused for lack of capacity (429 "resource
+    │   │                        unavailable"): retried, without pausing the endpoint, and
+    │   │                        after `flex_fallback_after` such refusals sent at the standard tier
     │   ├── InvalidReply         a 200 that cannot be a turn (empty, echo, ...)
     │   ├── FatalBackendError    4xx that another attempt cannot fix
     │   └── AccountError         401/403, 404, an exhausted quota: no request can succeed, so the
@@ -68,6 +71,11 @@ class TransientError(BackendError):
     """5xx, timeouts, resets, truncated or malformed bodies: worth another attempt."""
 
 
+class TierUnavailable(TransientError):
+    """A discounted tier (flex) had no capacity for this request: not our rate limit, so the
+    endpoint does not pause; the request waits and tries again, or falls back to standard."""
+
+
 class InvalidReply(BackendError):
     """A 200 whose content cannot be a turn (empty, echo of the prompt, ...)."""
 
@@ -102,4 +110,5 @@ class RequestFailed(CultureparkError):
 
 
 __all__ = ["AccountError", "BackendError", "CorruptLogError", "CultureparkError", "FatalBackendError", "InputError",
-           "InvalidReply", "LogError", "LogWriteError", "RateLimited", "RequestFailed", "TransientError"]
+           "InvalidReply", "LogError", "LogWriteError", "RateLimited", "RequestFailed",
+           "TierUnavailable", "TransientError"]

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from culturepark.engine.errors import InputError
 from culturepark.engine.files import atomic_write, atomic_writer
 from culturepark.engine.log import LogReader, read_log
+from culturepark.engine.pricing import CostSplit, Price
 from culturepark.engine.records import (
     EndRecord,
     Record,
@@ -200,6 +201,23 @@ class TokenCounts(BaseModel):
     prompt: int = 0
     completion: int = 0
     total: int = 0
+    cached_prompt: int = 0  # the part of `prompt` served from the provider's prompt cache
+
+
+class CacheCounts(BaseModel):
+    """How much of the input the provider's prompt cache served: as a share of prompt tokens,
+    overall and by turn index (a conversation's history grows, so later turns should hit more),
+    and the turns that had any cached tokens."""
+
+    hit_rate: float = 0.0
+    turns_with_hits: int = 0
+    hit_rate_by_turn: dict[int, float] = Field(default_factory=dict)
+
+
+class CostSplitUSD(BaseModel):
+    uncached_input: float = 0.0
+    cached_input: float = 0.0
+    output: float = 0.0
 
 
 class EndpointCounts(BaseModel):
@@ -230,6 +248,10 @@ class RunSummary(BaseModel):
     tokens: TokenCounts = TokenCounts()
     cost_usd: float | None = None  # None when some turn's price is unknown (never a silent 0)
     cost_usd_known_part: float = 0.0
+    # cost_usd split by what was billed, at the rates the run header records (None: some rates unknown)
+    cost_split_usd: CostSplitUSD | None = None
+    cache: CacheCounts = CacheCounts()
+    turns_by_tier: dict[str, int] = Field(default_factory=dict)  # standard, flex, batch
     duration_s: float | None = None
     failures_by_reason: dict[str, int] = Field(default_factory=dict)
     duplicate_turns_dropped: int = 0
@@ -242,29 +264,63 @@ class RunSummary(BaseModel):
         return self.model_dump(mode="json", exclude={k for k in ("endpoints", "ray") if getattr(self, k) is None})
 
 
+def header_prices(header: RunHeader | None) -> dict[str, Price]:
+    """Each role's rates as its run header recorded them (runs before rates were recorded: none)."""
+    prices = {}
+    for role, described in (header.backends if header else {}).items():
+        if isinstance(described.get("price"), dict):
+            prices[role] = Price.from_description(described["price"])
+    return prices
+
+
 class Tally:
     """Counts for `summary.json`, added up one conversation at a time (any size of run)."""
 
-    def __init__(self) -> None:
+    def __init__(self, prices: dict[str, Price] | None = None) -> None:
         self.statuses: Counter = Counter()
         self.failures: Counter = Counter()
-        self.prompt = self.completion = self.turns = self.cached = 0
+        self.prompt = self.completion = self.turns = self.cached = self.cached_prompt = self.turns_hit = 0
         self.cost = 0.0
         self.cost_known = True
+        self.prices = prices or {}
+        self.split: CostSplit | None = CostSplit()
+        self.by_turn: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # index → [prompt, cached]
+        self.tiers: Counter = Counter()
 
     def add(self, conv: AssembledConversation) -> None:
         self.statuses[conv.status] += 1
         if conv.end and conv.end.status == "failed":
             self.failures[conv.end.reason or "unknown"] += 1
         for t in conv.turns.values():
-            self.turns += 1
-            self.prompt += t.usage.prompt_tokens
-            self.completion += t.usage.completion_tokens
-            self.cached += t.cached
-            if t.cost_usd is None:
-                self.cost_known = False
-            else:
-                self.cost += t.cost_usd
+            self.add_turn(t)
+
+    def add_turn(self, t: TurnRecord) -> None:
+        u = t.usage
+        self.turns += 1
+        self.prompt += u.prompt_tokens
+        self.completion += u.completion_tokens
+        self.cached += t.cached
+        self.cached_prompt += u.cached_tokens
+        self.turns_hit += u.cached_tokens > 0
+        at = self.by_turn[t.index]
+        at[0] += u.prompt_tokens
+        at[1] += u.cached_tokens
+        tier = t.tier or "standard"
+        self.tiers[tier] += 1
+        if t.cost_usd is None:
+            self.cost_known = False
+        else:
+            self.cost += t.cost_usd
+        price = self.prices.get(t.role)
+        if self.split is not None and t.cost_usd is not None and price is None:
+            self.split = None
+        elif self.split is not None and price is not None and not t.cached:
+            self.split = self.split + price.split(u.prompt_tokens, u.completion_tokens, u.cached_tokens, tier)
+
+    def cache_counts(self) -> CacheCounts:
+        return CacheCounts(
+            hit_rate=round(self.cached_prompt / self.prompt, 4) if self.prompt else 0.0, turns_with_hits=self.turns_hit,
+            hit_rate_by_turn={i: round(c / p, 4) if p else 0.0 for i, (p, c) in sorted(self.by_turn.items())})
 
     def summary(self, header: RunHeader | None, duplicates: int, stops: list[str],
                 last_t: float | None) -> RunSummary:
@@ -274,14 +330,19 @@ class Tally:
             conversations=sum(self.statuses.values()), done=self.statuses["done"], failed=self.statuses["failed"],
             incomplete=self.statuses["incomplete"], withdrawn=self.statuses["withdrawn"], turns=self.turns,
             cached_turns=self.cached,
-            tokens=TokenCounts(prompt=self.prompt, completion=self.completion, total=self.prompt + self.completion),
+            tokens=TokenCounts(prompt=self.prompt, completion=self.completion, total=self.prompt + self.completion,
+                               cached_prompt=self.cached_prompt),
             cost_usd=round(self.cost, 6) if self.cost_known else None, cost_usd_known_part=round(self.cost, 6),
+            cost_split_usd=None if self.split is None or not self.cost_known else CostSplitUSD(
+                uncached_input=round(self.split.uncached_input, 6), cached_input=round(self.split.cached_input, 6),
+                output=round(self.split.output, 6)),
+            cache=self.cache_counts(), turns_by_tier=dict(self.tiers),
             duration_s=round(last_t - started, 3) if (last_t and started) else None,
             failures_by_reason=dict(self.failures), duplicate_turns_dropped=duplicates, stops=stops)
 
 
 def summarize(assembled: Assembled) -> RunSummary:
-    tally = Tally()
+    tally = Tally(header_prices(assembled.header))
     for _, conv in assembled.conversations:
         tally.add(conv)
     return tally.summary(assembled.header, assembled.duplicate_turns, assembled.stop_reasons, assembled.last_t)
@@ -327,10 +388,11 @@ def export_run(run_dir: Path, fmt: str = "jsonl") -> RunSummary:
     any size, in bounded memory; return the summary. The temporary buckets go to the system's temporary
     directory (`TMPDIR`), about the size of the log."""
     run_dir = Path(run_dir)
-    tally = Tally()
+    tally: Tally | None = None
     name = PARQUET_NAME if fmt == "parquet" else CONVERSATIONS_NAME
     with ordered_conversations(run_dir) as run, atomic_writer(run_dir / name) as out:
         parquet = _ParquetRows(out) if fmt == "parquet" else None
+        tally = Tally(header_prices(run.header))
         for conv_id, conv in run.conversations():
             row = _row(conv_id, conv)
             if parquet is None:
@@ -340,6 +402,7 @@ def export_run(run_dir: Path, fmt: str = "jsonl") -> RunSummary:
             tally.add(conv)
         if parquet is not None:
             parquet.close()
+    assert tally is not None
     summary = tally.summary(run.header, run.duplicate_turns, run.stop_reasons, run.last_t)
     atomic_write(run_dir / SUMMARY_NAME, orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
     return summary

@@ -25,8 +25,12 @@ Stage = Literal["run", "study", "refine", "eval"]
 
 @dataclass(slots=True)
 class Usage:
+    """Tokens of one request. `cached_tokens` is the part of `prompt_tokens` the provider served
+    from its prompt cache (billed at the cached-input rate); 0 where it reports none."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -35,7 +39,8 @@ class Usage:
 
 @dataclass(slots=True)
 class TurnRecord:
-    """One generated turn. `text` is stripped; `cost_usd` is None when the price is unknown."""
+    """One generated turn. `text` is stripped; `cost_usd` is None when the price is unknown;
+    `tier` is the service tier that served it (None: standard), which its cost is priced at."""
 
     type: Literal["turn"] = field(default="turn", init=False)
     conversation_id: str
@@ -53,6 +58,7 @@ class TurnRecord:
     cached: bool = False
     human: bool = False  # typed by a person (a study participant), not generated
     t: float = 0.0
+    tier: str | None = None
 
 
 @dataclass(slots=True)

@@ -204,6 +204,7 @@ class RunStats:
     turns: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0  # served from the provider's prompt cache
     cost_usd: float = 0.0
     cost_unknown_turns: int = 0
     failures: Counter = field(default_factory=Counter)
@@ -282,16 +283,21 @@ def turn_record(conv: ConversationSpec, index: int, nxt: TurnRequest, completion
     """The log record of one generated turn (the scheduler's and the study server's).
 
     The text keeps the whole reply but not its surrounding whitespace; the cost is priced
-    from the endpoint's backend (None when its price is unknown).
+    from the endpoint's backend (None when its price is unknown) at the rates of the tier that
+    served it, with the provider's cached prompt tokens at the cached-input rate.
     """
     usage = completion.usage
     price = endpoint.backend.price
+    tier = completion.tier or "standard"
     return TurnRecord(
         conversation_id=conv.id, seq=conv.seq, index=index, speaker=nxt.speaker, role=nxt.role,
-        text=completion.text.strip(), usage=Usage(usage.prompt_tokens, usage.completion_tokens),
-        cost_usd=price.cost(usage.prompt_tokens, usage.completion_tokens) if price else None,
+        text=completion.text.strip(),
+        usage=Usage(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens),
+        cost_usd=0.0 if completion.cached else  # answered from an earlier run's log: nothing was billed
+        price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, tier) if price else None,
         latency_ms=round(completion.latency_ms, 3), attempts=completion.attempts,
-        request_hash=request_hash, finish_reason=completion.finish_reason, cached=completion.cached, t=t)
+        request_hash=request_hash, finish_reason=completion.finish_reason, cached=completion.cached, t=t,
+        tier=completion.tier)
 
 
 class Scheduler:
@@ -351,6 +357,14 @@ class Scheduler:
             return False
 
     async def _converse(self, conv: ConversationSpec, turns: list[Turn]) -> None:
+        try:
+            await self._turns(conv, turns)
+        finally:
+            for endpoint in self.endpoints.values():
+                if endpoint.cache_keys is not None:
+                    endpoint.cache_keys.release(conv.id)
+
+    async def _turns(self, conv: ConversationSpec, turns: list[Turn]) -> None:
         stats = self.stats
         stats.conversations_started += 1
         while not self._stopping:
@@ -361,6 +375,8 @@ class Scheduler:
                 return
             endpoint = self.endpoints[nxt.role]
             request_hash = nxt.request.key(endpoint.backend.model)
+            if endpoint.cache_keys is not None and nxt.request.cache_key:
+                nxt.request.cache_key = endpoint.cache_keys.key(nxt.request.cache_key, conv.id)
             try:
                 completion = await endpoint.complete(nxt.request, nxt.validate, request_hash)
             except AccountError as exc:  # no request can succeed: stop the run, fail nobody
@@ -384,6 +400,7 @@ class Scheduler:
             stats.turns += 1
             stats.prompt_tokens += usage.prompt_tokens
             stats.completion_tokens += usage.completion_tokens
+            stats.cached_prompt_tokens += usage.cached_tokens
             if self.config.record_latencies and not completion.cached:
                 stats.latencies_ms.add(completion.latency_ms)
             if cost is None:

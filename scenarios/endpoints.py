@@ -18,9 +18,10 @@ from culturepark.engine.embeddings import Embedder
 from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.errors import InputError
 from culturepark.engine.limiter import RateLimiter
-from culturepark.engine.pricing import Price, lookup_price
+from culturepark.engine.pricing import Price, Rates, lookup_price
+from culturepark.engine.prompt_cache import CacheKeyShards
 from culturepark.engine.retry import RetryPolicy
-from culturepark.scenarios.schema import BackendConfig, Limits, RetryConfig
+from culturepark.scenarios.schema import BackendConfig, Limits, RetryConfig, TierRates
 
 
 def is_loopback(url: str) -> bool:
@@ -46,10 +47,15 @@ def api_key_for(cfg: BackendConfig) -> str | None:
                      f"{cfg.api_key_env} is missing or empty (export it, or set api_key_env)")
 
 
+def _rates(cfg: TierRates | None) -> Rates | None:
+    return None if cfg is None else Rates(cfg.input_per_1m, cfg.output_per_1m, cfg.cached_input_per_1m)
+
+
 def price_for(cfg: BackendConfig) -> Price | None:
     """The scenario's own price wins; the embedded model is free; unknown models have no price."""
     if cfg.price:
-        return Price(cfg.price.input_per_1m, cfg.price.output_per_1m)
+        p = cfg.price
+        return Price(p.input_per_1m, p.output_per_1m, p.cached_input_per_1m, _rates(p.flex), _rates(p.batch))
     if cfg.provider == "local":
         return Price(0.0, 0.0)
     return lookup_price(cfg.model)
@@ -65,7 +71,8 @@ def make_backend(cfg: BackendConfig) -> Backend:
     assert cfg.base_url is not None
     return OpenAIHTTPBackend(cfg.base_url, cfg.model, api_key=api_key_for(cfg), api=cfg.api,
                              timeout_s=cfg.timeout_s, max_connections=cfg.max_connections,
-                             price=price, name=cfg.provider)
+                             price=price, name=cfg.provider, service_tier=cfg.service_tier,
+                             flex_timeout_s=cfg.flex_timeout_s, send_cache_key=cfg.prompt_cache.key)
 
 
 def make_endpoints(configs: dict[str, BackendConfig], limits: Limits, retry: RetryConfig,
@@ -79,8 +86,9 @@ def make_endpoints(configs: dict[str, BackendConfig], limits: Limits, retry: Ret
         key = cfg.model_dump_json()
         if key not in shared:
             limiter = RateLimiter(limits.rpm, limits.tpm, limits.burst_s, cfg.settle)
-            shared[key] = Endpoint(make_backend(cfg), limiter, policy, cache,
-                                   rng=random.Random(f"{seed}:{role}"))
+            shards = CacheKeyShards(cfg.prompt_cache.key_rpm) if cfg.prompt_cache.key else None
+            shared[key] = Endpoint(make_backend(cfg), limiter, policy, cache, rng=random.Random(f"{seed}:{role}"),
+                                   tier_fallback_after=cfg.flex_fallback_after, cache_keys=shards)
         out[role] = shared[key]
     return out
 

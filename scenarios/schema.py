@@ -16,9 +16,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class PriceConfig(_Strict):
+class TierRates(_Strict):
     input_per_1m: float = Field(ge=0)
     output_per_1m: float = Field(ge=0)
+    cached_input_per_1m: float | None = Field(None, ge=0)
+
+
+class PriceConfig(TierRates):
+    """USD per 1M tokens at the standard tier; `flex` and `batch` default to half of every rate.
+    `cached_input_per_1m` unset: cached input is billed as input (no discount assumed)."""
+
+    flex: TierRates | None = None
+    batch: TierRates | None = None
+
+
+class PromptCacheConfig(_Strict):
+    """OpenAI's `prompt_cache_key`: one per (culture, item, role), sharded so that no key is sent
+    more than `key_rpm` requests a minute (past ~15, OpenAI's requests spill to cold machines)."""
+
+    key: bool = False
+    key_rpm: float = Field(15.0, gt=0)
 
 
 DEFAULT_BASE_URLS = {
@@ -40,6 +57,12 @@ class BackendConfig(_Strict):
     settle: Literal["admission", "usage"] = "admission"
     price: PriceConfig | None = None
     max_connections: int = Field(0, ge=0)
+    # flex (OpenAI; Gemini where its OpenAI endpoint takes it): half price, slower, and sometimes
+    # refused for lack of capacity; after `flex_fallback_after` refusals a request goes at standard
+    service_tier: Literal["standard", "flex"] = "standard"
+    flex_fallback_after: int | None = Field(None, ge=1)
+    flex_timeout_s: float = Field(900.0, gt=0)
+    prompt_cache: PromptCacheConfig = Field(default_factory=PromptCacheConfig)
     # embedded model only
     device: str = "auto"
     max_batch: int = Field(16, ge=1)
@@ -150,7 +173,8 @@ def without_added_defaults(data: dict[str, Any], added: Mapping[str, object]) ->
 
 
 TRANSPORT_KEYS = ("base_url", "api_key_env", "timeout_s", "max_connections", "price", "device",
-                  "max_batch", "batch_wait_ms", "settle")
+                  "max_batch", "batch_wait_ms", "settle", "service_tier", "flex_fallback_after",
+                  "flex_timeout_s", "prompt_cache")
 
 
 class RunSettings(_Strict):

@@ -28,6 +28,15 @@ def register(sub: Any) -> None:
     s.add_argument("--finetune-fail", action="store_true", help="fine-tuning jobs end failed")
     s.add_argument("--faults", help='JSON list, e.g. \'[{"kind": "status", "status": 503, "rate": 0.1}]\'')
     s.add_argument("--script", help="YAML list of {pattern, reply} rules")
+    s.add_argument("--prompt-cache", action="store_true",
+                   help="cache prompt prefixes by OpenAI's rules (cached_tokens in usage)")
+    s.add_argument("--flex-unavailable-rate", type=non_negative_float, default=0.0,
+                   help='share of service_tier "flex" requests refused with 429 resource unavailable')
+    s.add_argument("--flex-latency-factor", type=positive_float, default=3.0, help="flex requests are this much slower")
+    s.add_argument("--batch-delay-s", type=non_negative_float, default=1.0,
+                   help="a batch is done this long after creation")
+    s.add_argument("--batch-line-fail-rate", type=non_negative_float, default=0.0)
+    s.add_argument("--batch-expire-rate", type=non_negative_float, default=0.0)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=sim_server)
 
@@ -44,7 +53,10 @@ def sim_server(args: argparse.Namespace) -> int:
                            charge=args.charge, latency_ms=args.latency_ms, jitter_ms=args.jitter_ms,
                            fail_rate=args.fail_rate, script=script, faults=faults,
                            finetune_polls=args.finetune_polls, finetune_fail=args.finetune_fail,
-                           stream_chunk_ms=args.stream_chunk_ms)
+                           stream_chunk_ms=args.stream_chunk_ms, prompt_cache=args.prompt_cache,
+                           flex_unavailable_rate=args.flex_unavailable_rate,
+                           flex_latency_factor=args.flex_latency_factor, batch_delay_s=args.batch_delay_s,
+                           batch_line_fail_rate=args.batch_line_fail_rate, batch_expire_rate=args.batch_expire_rate)
     except (OSError, ValidationError, orjson.JSONDecodeError, TypeError, AttributeError) as exc:
         raise InputError(f"sim-server: {str(exc).splitlines()[0]}") from exc
     serve_forever(config, args.host, args.port)

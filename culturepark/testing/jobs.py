@@ -1,4 +1,5 @@
-"""The simulator's job APIs: `/v1/files` and `/v1/fine_tuning/jobs` (enough for the openai SDK)."""
+"""The simulator's job APIs: `/v1/files` and `/v1/fine_tuning/jobs` (enough for the openai SDK);
+batches (`testing/batches.py`) keep their input and output files here too."""
 from __future__ import annotations
 
 import time
@@ -43,7 +44,7 @@ class FineTuneSim:
         fid = f"file-sim{len(self.files) + 1}"
         self.files[fid] = {"id": fid, "object": "file", "bytes": len(content), "created_at": int(time.time()),
                            "filename": filename, "purpose": purpose, "status": "processed",
-                           "_tokens": approx_tokens(content.decode("utf-8", "replace"))}
+                           "_tokens": approx_tokens(content.decode("utf-8", "replace")), "_content": content}
         self.stats.by_path["files_uploaded"] = self.stats.by_path.get("files_uploaded", 0) + 1
         return web.json_response({k: v for k, v in self.files[fid].items() if not k.startswith("_")})
 
@@ -65,6 +66,26 @@ class FineTuneSim:
         self.stats.by_path["jobs_created"] = self.stats.by_path.get("jobs_created", 0) + 1
         self._event(jid, f"Created fine-tuning job: {jid}")
         return web.json_response(self._public(jid))
+
+    def add_file(self, content: bytes, filename: str, purpose: str) -> str:
+        """A file the server itself writes (a batch's output or errors); returns its id."""
+        fid = f"file-sim{len(self.files) + 1}"
+        self.files[fid] = {"id": fid, "object": "file", "bytes": len(content), "created_at": int(time.time()),
+                           "filename": filename, "purpose": purpose, "status": "processed", "_tokens": 0,
+                           "_content": content}
+        return fid
+
+    async def file_content(self, request: web.Request) -> web.Response:
+        fid = request.match_info["file_id"]
+        if fid not in self.files:
+            return _error(404, f"file {fid} not found")
+        return web.Response(body=self.files[fid]["_content"], content_type="application/octet-stream")
+
+    async def file_info(self, request: web.Request) -> web.Response:
+        fid = request.match_info["file_id"]
+        if fid not in self.files:
+            return _error(404, f"file {fid} not found")
+        return web.json_response({k: v for k, v in self.files[fid].items() if not k.startswith("_")})
 
     def _public(self, jid: str) -> dict:
         return {k: v for k, v in self.jobs[jid].items() if not k.startswith("_")}
@@ -114,6 +135,8 @@ class FineTuneSim:
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/files", self.upload)
+        app.router.add_get("/v1/files/{file_id}", self.file_info)
+        app.router.add_get("/v1/files/{file_id}/content", self.file_content)
         app.router.add_post("/v1/fine_tuning/jobs", self.create_job)
         app.router.add_get("/v1/fine_tuning/jobs", self.list_jobs)
         app.router.add_get("/v1/fine_tuning/jobs/{job_id}", self.retrieve_job)

@@ -25,7 +25,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from culturepark.engine.tokens import approx_tokens, prompt_tokens
+from culturepark.testing.batches import BatchSim
 from culturepark.testing.jobs import FineTuneSim
+from culturepark.testing.prompt_cache import PromptCacheSim
 from culturepark.testing.responses import error_response as _error
 
 _VOCAB = ("the people in my culture often value family and respect tradition while also "
@@ -92,6 +94,17 @@ class SimConfig(BaseModel):
     finetune_polls: int = Field(6, ge=1)  # job retrievals from `running` to a final state
     finetune_fail: bool = False  # jobs end `failed` instead of `succeeded`
     stream_chunk_ms: float = 0.0  # pause between streamed chunks (`"stream": true` requests)
+    # OpenAI's prompt caching rules (testing/prompt_cache.py): cached_tokens in usage
+    prompt_cache: bool = False
+    prompt_cache_min_tokens: int = Field(1024, ge=1)
+    prompt_cache_key_rpm: float = Field(15.0, gt=0)
+    # `service_tier: "flex"`: slower by this factor, and refused (429 resource unavailable) at this rate
+    flex_latency_factor: float = Field(3.0, ge=1)
+    flex_unavailable_rate: float = Field(0.0, ge=0, le=1)
+    # /v1/batches: a batch is done this long after it was created; lines fail, batches expire at these rates
+    batch_delay_s: float = Field(1.0, ge=0)
+    batch_line_fail_rate: float = Field(0.0, ge=0, le=1)
+    batch_expire_rate: float = Field(0.0, ge=0, le=1)
 
 
 def load_script(path: Path) -> list[ScriptRule]:
@@ -130,6 +143,21 @@ class SimStats:
     by_path: dict[str, int] = field(default_factory=dict)
     streamed: int = 0
     embedded_texts: int = 0
+    flex_unavailable: int = 0
+    # what the simulator would bill: tokens per tier (standard, flex, batch) of every answered request
+    usage_by_tier: dict[str, dict[str, int]] = field(default_factory=dict)
+    cache_overflow: int = 0
+    batches_created: int = 0
+    batch_lines: int = 0
+    batch_lines_repeated: int = 0  # a request body already sent in an earlier batch: paid twice
+
+    def bill(self, tier: str, prompt: int, cached: int, completion: int) -> None:
+        t = self.usage_by_tier.setdefault(tier, {"requests": 0, "prompt_tokens": 0, "cached_tokens": 0,
+                                                 "completion_tokens": 0})
+        t["requests"] += 1
+        t["prompt_tokens"] += prompt
+        t["cached_tokens"] += cached
+        t["completion_tokens"] += completion
 
 
 class SimServer:
@@ -143,6 +171,8 @@ class SimServer:
         now = time.monotonic()
         self._req_bucket = self._bucket(config.rpm, now)
         self._tok_bucket = self._bucket(config.tpm, now)
+        self.prompt_cache = (PromptCacheSim(min_tokens=config.prompt_cache_min_tokens,
+                                            key_rpm=config.prompt_cache_key_rpm) if config.prompt_cache else None)
 
     def _bucket(self, per_minute: float | None, now: float) -> _Bucket | None:
         if not per_minute:
@@ -222,7 +252,8 @@ class SimServer:
     async def stats_handler(self, request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(self.stats.__dict__), content_type="application/json")
 
-    async def _gate(self, request: web.Request, charge: int) -> tuple[web.StreamResponse | None, Fault | None]:
+    async def _gate(self, request: web.Request, charge: int, slower: float = 1.0
+                    ) -> tuple[web.StreamResponse | None, Fault | None]:
         """What every model request passes: the RPM/TPM windows (429 with Retry-After), latency,
         then an injected fault. Returns a response to send instead, and the fault drawn."""
         st = self.stats
@@ -234,8 +265,8 @@ class SimServer:
                                                       "retry-after-ms": str(int(wait * 1000) + 1)}), None
         st.charged_tokens += charge
         fault = self._pick_fault()
-        delay = self.config.latency_ms + (self._rng.uniform(0, self.config.jitter_ms)
-                                          if self.config.jitter_ms else 0.0)
+        delay = slower * (self.config.latency_ms + (self._rng.uniform(0, self.config.jitter_ms)
+                                                    if self.config.jitter_ms else 0.0))
         if delay > 0:
             await asyncio.sleep(delay / 1000.0)
         if fault is not None:
@@ -281,17 +312,19 @@ class SimServer:
             st.failed += 1
             return _error(400, "invalid request body")
         p_tokens = prompt_tokens(messages, prompt)
+        flex = body.get("service_tier") == "flex"
+        if flex and self.config.flex_unavailable_rate and self._rng.random() < self.config.flex_unavailable_rate:
+            st.flex_unavailable += 1
+            return web.json_response({"error": {"message": "Resource unavailable: flex processing has no "
+                                                "capacity right now, please retry later.",
+                                                "type": "resource_unavailable", "code": "resource_unavailable"}},
+                                     status=429)
         refused, fault = await self._gate(request, p_tokens + max_tokens if self.config.charge == "admission"
-                                          else p_tokens)
+                                          else p_tokens, self.config.flex_latency_factor if flex else 1.0)
         if refused is not None:
             return refused
-        text, finish = self._reply(model, messages, prompt, max_tokens)
-        if not chat and body.get("stop"):
-            stops = body["stop"] if isinstance(body["stop"], list) else [body["stop"]]
-            text, finish = _apply_stop(text, finish, stops)
-        c_tokens = approx_tokens(text)
-        usage = {"prompt_tokens": p_tokens, "completion_tokens": c_tokens,
-                 "total_tokens": p_tokens + c_tokens}
+        text, finish, usage = self.answer(body, chat, "flex" if flex else "standard")
+        c_tokens = usage["completion_tokens"]
         if fault is not None:  # content faults: a 200 that must not become a turn
             if fault.kind in ("empty", "length_empty"):
                 text, finish = "", ("length" if fault.kind == "length_empty" else "stop")
@@ -301,25 +334,48 @@ class SimServer:
             self._tok_bucket.level -= c_tokens
             st.charged_tokens += c_tokens
         st.ok += 1
-        st.prompt_tokens += p_tokens
-        st.completion_tokens += c_tokens
         if body.get("stream"):
             st.streamed += 1
             include_usage = (body.get("stream_options") or {}).get("include_usage")
             return await self._stream(request, chat, model, int(time.time()), text, finish,
                                       usage if include_usage else None)
-        return web.Response(body=orjson.dumps(self._completion_body(chat, model, text, finish, usage)),
+        return web.Response(body=orjson.dumps(self.completion_body(chat, model, text, finish, usage,
+                                                                   "flex" if flex else "default")),
                             content_type="application/json", headers=self._limit_headers())
 
-    def _completion_body(self, chat: bool, model: str, text: str, finish: str,
-                         usage: dict[str, Any]) -> dict[str, Any]:
+    def answer(self, body: dict[str, Any], chat: bool, tier: str) -> tuple[str, str, dict[str, Any]]:
+        """The reply to an admitted request, its usage (with cached tokens when the prompt cache is
+        on) and the bill for it: the one path of synchronous and batched requests."""
+        _, model, max_tokens, messages, prompt = _parse_fields(body, chat)
+        text, finish = self._reply(model, messages, prompt, max_tokens)
+        if not chat and body.get("stop"):
+            stops = body["stop"] if isinstance(body["stop"], list) else [body["stop"]]
+            text, finish = _apply_stop(text, finish, stops)
+        p_tokens, c_tokens = prompt_tokens(messages, prompt), approx_tokens(text)
+        usage: dict[str, Any] = {"prompt_tokens": p_tokens, "completion_tokens": c_tokens,
+                                 "total_tokens": p_tokens + c_tokens}
+        cached = 0
+        if self.prompt_cache is not None:
+            key = body.get("prompt_cache_key")
+            cached = self.prompt_cache.cached_tokens(messages, prompt, key if isinstance(key, str) else None,
+                                                     p_tokens)
+            self.stats.cache_overflow = self.prompt_cache.overflow
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
+        self.stats.prompt_tokens += p_tokens
+        self.stats.completion_tokens += c_tokens
+        self.stats.bill(tier, p_tokens, cached, c_tokens)
+        return text, finish, usage
+
+    def completion_body(self, chat: bool, model: str, text: str, finish: str,
+                        usage: dict[str, Any], tier: str = "default") -> dict[str, Any]:
         """The OpenAI response object for /chat/completions or /completions."""
         if chat:
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
         else:
             choice = {"index": 0, "text": text, "finish_reason": finish}
         return {"id": f"sim-{self.stats.requests}", "object": "chat.completion" if chat else "text_completion",
-                "created": int(time.time()), "model": model, "choices": [choice], "usage": usage}
+                "created": int(time.time()), "model": model, "choices": [choice], "usage": usage,
+                "service_tier": tier}
 
     async def _stream(self, request: web.Request, chat: bool, model: str, created: int, text: str,
                       finish: str, usage: dict[str, Any] | None) -> web.StreamResponse:
@@ -380,7 +436,12 @@ class SimServer:
 
 def _parse_body(raw: bytes, chat: bool) -> tuple[dict[str, Any], str, int, list[Any] | None, str | None]:
     """(body, model, max_tokens, messages, prompt) of a completion request; ValueError if malformed."""
-    body = orjson.loads(raw)
+    return _parse_fields(orjson.loads(raw), chat)
+
+
+def _parse_fields(body: Any, chat: bool) -> tuple[dict[str, Any], str, int, list[Any] | None, str | None]:
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
     messages = body.get("messages") if chat else None
     if chat and not isinstance(messages, list):
         raise ValueError("messages must be a list")
@@ -426,7 +487,9 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     app.router.add_post("/v1/completions", sim.generate)
     app.router.add_post("/v1/embeddings", sim.embeddings)
     app.router.add_get("/stats", sim.stats_handler)
-    FineTuneSim(sim.config, sim.stats).routes(app)
+    files = FineTuneSim(sim.config, sim.stats)
+    files.routes(app)
+    BatchSim(sim, files).routes(app)
     return app
 
 

@@ -22,6 +22,9 @@ class Request:
     temperature: float = 0.7
     stop: list[str] | None = None
     seed: int | None = None
+    # How the request is served, not what it asks: neither is part of `key`.
+    cache_key: str | None = None  # groups requests that share a prompt prefix (OpenAI's prompt_cache_key)
+    service_tier: str | None = None  # None: the backend's own tier; "standard" when a flex request falls back
 
     def key(self, model: str) -> str:
         """Content hash: identical requests to the same model share it (cache, replay)."""
@@ -60,6 +63,7 @@ class Completion:
     rate: RateHeaders | None = None
     attempts: int = 1
     cached: bool = False
+    tier: str | None = None  # the service tier that served it, as the provider reports it (None: standard)
 
 
 @runtime_checkable

@@ -21,6 +21,7 @@ from culturepark.engine.errors import (
     FatalBackendError,
     InputError,
     RateLimited,
+    TierUnavailable,
     TransientError,
 )
 from culturepark.engine.pricing import Price
@@ -66,12 +67,18 @@ def transport_error(exc: BaseException) -> TransientError:
     return TransientError(f"connection_error:{type(exc).__name__}")
 
 
-def error_for_status(status: int, headers: Any, raw: bytes) -> BackendError:
-    """What a non-200 answer means for the run: an account refusal, a rate limit, worth another
-    attempt (5xx, 408, 409), or a request that cannot succeed as sent."""
+FLEX_UNAVAILABLE_WORDS = (b"resource_unavailable", b"resource unavailable")
+
+
+def error_for_status(status: int, headers: Any, raw: bytes, flex: bool = False) -> BackendError:
+    """What a non-200 answer means for the run: an account refusal, a rate limit, a flex request
+    the provider had no capacity for, worth another attempt (5xx, 408, 409), or a request that
+    cannot succeed as sent."""
     account = account_refusal(status, raw)
     if account is not None:
         return account
+    if status == 429 and flex and any(w in raw.lower() for w in FLEX_UNAVAILABLE_WORDS):
+        return TierUnavailable("flex_unavailable", retry_after=parse_retry_after(headers), status=status)
     if status == 429:
         return RateLimited("http_429", retry_after=parse_retry_after(headers), status=status)
     if status >= 500 or status in (408, 409):
@@ -118,6 +125,9 @@ class OpenAIHTTPBackend:
         max_connections: int = 0,
         price: Price | None = None,
         name: str = "openai",
+        service_tier: str = "standard",
+        flex_timeout_s: float = 900.0,
+        send_cache_key: bool = False,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -126,13 +136,21 @@ class OpenAIHTTPBackend:
         self.max_connections = max_connections
         self.price = price
         self.name = name
+        self.service_tier = service_tier
+        self.flex_timeout_s = flex_timeout_s  # flex answers slowly: OpenAI advises up to 15 minutes
+        self.send_cache_key = send_cache_key
         self._api_key = api_key
         self._url = f"{self.base_url}/chat/completions" if api == "chat" else f"{self.base_url}/completions"
         self._session: aiohttp.ClientSession | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "openai", "base_url": self.base_url, "model": self.model, "api": self.api,
-                "auth": "env key" if self._api_key else "none"}
+        out: dict[str, Any] = {"kind": "openai", "base_url": self.base_url, "model": self.model, "api": self.api,
+                               "auth": "env key" if self._api_key else "none"}
+        if self.service_tier != "standard":
+            out["service_tier"] = self.service_tier
+        if self.price is not None:
+            out["price"] = self.price.describe()
+        return out
 
     async def start(self) -> None:
         if self._session is not None:
@@ -158,9 +176,16 @@ class OpenAIHTTPBackend:
                 f"cannot reach {self.base_url} ({type(exc).__name__}); is the server running "
                 "and does the URL end in /v1?") from exc
 
+    def tier_for(self, req: Request) -> str:
+        return req.service_tier or self.service_tier
+
     def _body(self, req: Request, stream: bool = False) -> bytes:
         body: dict[str, Any] = {"model": self.model, "max_tokens": req.max_tokens,
                                 "temperature": req.temperature}
+        if self.tier_for(req) == "flex":
+            body["service_tier"] = "flex"
+        if self.send_cache_key and req.cache_key:
+            body["prompt_cache_key"] = req.cache_key
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -190,8 +215,11 @@ class OpenAIHTTPBackend:
         assert self._session is not None
         t0 = time.perf_counter()
         streamed: tuple[str, str | None, Any] | None = None
+        flex = self.tier_for(req) == "flex"
+        longer = {"timeout": aiohttp.ClientTimeout(total=self.flex_timeout_s)} if flex else {}
         try:
-            async with self._session.post(self._url, data=self._body(req, on_text is not None)) as resp:
+            async with self._session.post(self._url, data=self._body(req, on_text is not None),
+                                          **longer) as resp:  # type: ignore[arg-type]
                 status = resp.status
                 headers = resp.headers
                 if status == 200 and on_text is not None:
@@ -203,8 +231,9 @@ class OpenAIHTTPBackend:
             raise transport_error(exc) from exc
         latency_ms = (time.perf_counter() - t0) * 1000.0
         if status != 200:
-            raise error_for_status(status, headers, raw)
+            raise error_for_status(status, headers, raw, flex)
         text: str | None
+        served_tier: Any = None
         if streamed is not None:
             text, finish, raw_usage = streamed
         else:
@@ -217,6 +246,9 @@ class OpenAIHTTPBackend:
                     text = choice.get("text")
                 finish = choice.get("finish_reason")
                 raw_usage = payload.get("usage")
+                served_tier = payload.get("service_tier")
+                if isinstance(raw_usage, dict) and isinstance(payload.get("timings"), dict):
+                    raw_usage = {**raw_usage, "_timings": payload["timings"]}  # llama.cpp's cache count
             except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
                 raise TransientError("malformed_body") from exc
         if not isinstance(text, str):
@@ -229,7 +261,7 @@ class OpenAIHTTPBackend:
             rate = RateHeaders(_float_header(headers, "x-ratelimit-remaining-requests"),
                                _float_header(headers, "x-ratelimit-remaining-tokens"))
         return Completion(text=text, finish_reason=finish, usage=usage, latency_ms=latency_ms,
-                          usage_reported=reported, rate=rate)
+                          usage_reported=reported, rate=rate, tier=served(served_tier, self.tier_for(req)))
 
     async def _read_events(self, resp: aiohttp.ClientResponse, on_text: Callable[[str], None]
                            ) -> tuple[str, str | None, Any]:
@@ -263,11 +295,36 @@ class OpenAIHTTPBackend:
             self._session = None
 
 
+def served(reported: Any, asked: str) -> str | None:
+    """The tier that served a request, None for standard. OpenAI echoes `service_tier` ("flex",
+    "default", "auto"); a provider that does not echo it served what was asked."""
+    tier = reported if isinstance(reported, str) else asked
+    return tier if tier in ("flex", "batch") else None
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def cached_prompt_tokens(raw: dict[str, Any]) -> int:
+    """The cached part of the prompt, however the server reports it: `prompt_tokens_details.
+    cached_tokens` (OpenAI, Gemini's OpenAI endpoint, vLLM with prompt-tokens details, recent
+    llama.cpp), Gemini's native `cachedContentTokenCount`, or llama.cpp's `timings.cache_n`."""
+    details = raw.get("prompt_tokens_details")
+    candidates = [details.get("cached_tokens") if isinstance(details, dict) else None,
+                  raw.get("cachedContentTokenCount"), raw.get("cached_content_token_count")]
+    timings = raw.get("_timings")
+    if isinstance(timings, dict):
+        candidates.append(timings.get("cache_n"))
+    return next((v for v in candidates if isinstance(v, int) and _is_count(v)), 0)
+
+
 def _parse_usage(raw: Any) -> tuple[Usage, bool]:
-    """A usage block that is missing, negative or not integers is not trusted."""
+    """A usage block that is missing, negative or not integers is not trusted; a cached count is
+    never more than the prompt."""
     if not isinstance(raw, dict):
         return Usage(), False
     p, c = raw.get("prompt_tokens"), raw.get("completion_tokens")
-    if isinstance(p, int) and isinstance(c, int) and p >= 0 and c >= 0 and not isinstance(p, bool):
-        return Usage(p, c), True
+    if isinstance(p, int) and isinstance(c, int) and _is_count(p) and _is_count(c):
+        return Usage(p, c, min(cached_prompt_tokens(raw), p)), True
     return Usage(), False

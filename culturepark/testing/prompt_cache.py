@@ -1,0 +1,95 @@
+"""The simulator's prompt cache, with OpenAI's published rules.
+
+- A prompt is cacheable from `min_tokens` (1,024) on, in steps of `step_tokens` (128): the
+  cached part of a request is the longest such prefix an earlier request (with the same
+  `prompt_cache_key`) already sent, within `ttl_s` of its last use.
+- Requests are routed by their first `route_tokens` (256) tokens and their key; past
+  `key_rpm` (~15) requests a minute to one route, requests spill to a machine that has not
+  seen the prefix: they miss, and are counted as `overflow`.
+
+Tokens here are the simulator's own: 4 characters of the request's canonical text (roles and
+contents, in order), the rule `engine.tokens` counts prompts by; a prefix of the text is a
+prefix of the request, so an append-only conversation hits and an edited one does not.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+CHARS_PER_TOKEN = 4
+
+
+def canonical_text(messages: list[dict[str, Any]] | None, prompt: str | None) -> bytes:
+    if messages is None:
+        return (prompt or "").encode()
+    return b"".join(f"{m.get('role')}\x00{m.get('content') or ''}\x01".encode() for m in messages)
+
+
+@dataclass
+class PromptCacheSim:
+    min_tokens: int = 1024
+    step_tokens: int = 128
+    route_tokens: int = 256
+    key_rpm: float = 15.0
+    ttl_s: float = 600.0
+    max_entries: int = 2_000_000
+    clock: Callable[[], float] = time.monotonic
+    _entries: OrderedDict[bytes, float] = field(default_factory=OrderedDict)  # prefix digest → last use
+    _routes: dict[bytes, deque[float]] = field(default_factory=dict)
+    lookups: int = 0
+    hits: int = 0
+    overflow: int = 0
+
+    def cached_tokens(self, messages: list[dict[str, Any]] | None, prompt: str | None, key: str | None,
+                      prompt_tokens: int) -> int:
+        """How many of this request's prompt tokens the cache serves; remembers its prefixes."""
+        text = canonical_text(messages, prompt)
+        n_tokens = len(text) // CHARS_PER_TOKEN
+        if n_tokens < self.min_tokens:
+            return 0
+        now = self.clock()
+        self.lookups += 1
+        namespace = hashlib.blake2b((key or "").encode(), digest_size=8).digest()
+        if self._route_full(namespace + text[: self.route_tokens * CHARS_PER_TOKEN], now):
+            self.overflow += 1
+            return 0
+        digests = self._prefix_digests(namespace, text, n_tokens)
+        cached = 0
+        for tokens, digest in reversed(digests):
+            last = self._entries.get(digest)
+            if last is not None and now - last <= self.ttl_s:
+                cached = tokens
+                break
+        for _, digest in digests:
+            self._entries[digest] = now
+            self._entries.move_to_end(digest)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        self.hits += cached > 0
+        return min(cached, prompt_tokens)
+
+    def _prefix_digests(self, namespace: bytes, text: bytes, n_tokens: int) -> list[tuple[int, bytes]]:
+        hasher = hashlib.blake2b(namespace, digest_size=16)
+        out, done = [], 0
+        for tokens in range(self.min_tokens, n_tokens + 1, self.step_tokens):
+            end = tokens * CHARS_PER_TOKEN
+            hasher.update(text[done:end])
+            done = end
+            out.append((tokens, hasher.copy().digest()))
+        return out
+
+    def _route_full(self, route: bytes, now: float) -> bool:
+        digest = hashlib.blake2b(route, digest_size=16).digest()
+        sent = self._routes.setdefault(digest, deque())
+        while sent and sent[0] <= now - 60.0:
+            sent.popleft()
+        if len(sent) >= self.key_rpm:
+            return True
+        sent.append(now)
+        return False
+
+
+__all__ = ["PromptCacheSim", "canonical_text"]
