@@ -41,6 +41,7 @@ class Overrides:
     base_url: str | None = None
     model: str | None = None
     arms: list[str] | None = None  # education: NAME=MODEL_SPEC, replacing the scenario's arms
+    service_tier: str | None = None  # standard | flex, for every remote backend
 
 
 class Study(Protocol):
@@ -64,6 +65,8 @@ def _point_at(backends: list[dict[str, Any]], flags: Overrides) -> None:
             b["base_url"] = flags.base_url
         if flags.model:
             b["model"] = flags.model
+        if flags.service_tier:
+            b["service_tier"] = flags.service_tier
 
 
 class CultureParkStudy:

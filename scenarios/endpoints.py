@@ -75,9 +75,27 @@ def make_backend(cfg: BackendConfig) -> Backend:
                              flex_timeout_s=cfg.flex_timeout_s, send_cache_key=cfg.prompt_cache.key)
 
 
+def batch_backend(cfg: BackendConfig, run_dir: Path, role: str) -> Backend:
+    """`run --batch-api`: the role's OpenAI-compatible backend, sent through /v1/batches, with its
+    ledger of paid batches in the run directory (one per distinct endpoint)."""
+    from culturepark.engine.backends.openai_batch import BatchLimits, OpenAIBatchBackend
+
+    if cfg.provider == "local":
+        raise InputError(f"--batch-api needs an OpenAI-compatible server with /v1/files and /v1/batches; "
+                         f"the {role} uses the embedded model")
+    http = make_backend(cfg)
+    assert isinstance(http, OpenAIHTTPBackend)
+    b = cfg.batch
+    limits = BatchLimits(b.max_requests, int(b.max_mb * 1024 * 1024), b.gather_s, b.poll_s)
+    return OpenAIBatchBackend(http, run_dir / f"batches-{role}.jsonl", limits)
+
+
 def make_endpoints(configs: dict[str, BackendConfig], limits: Limits, retry: RetryConfig,
-                   seed: int = 0, cache_from: list[Path] | None = None) -> dict[str, Endpoint]:
-    """Roles with identical backend settings share one endpoint, so they share its budget."""
+                   seed: int = 0, cache_from: list[Path] | None = None,
+                   batch_dir: Path | None = None) -> dict[str, Endpoint]:
+    """Roles with identical backend settings share one endpoint, so they share its budget.
+    With `batch_dir` (`run --batch-api`) requests go through the provider's Batch API, which
+    queues them under its own limits: the scenario's RPM/TPM do not apply."""
     policy = RetryPolicy(retry.max_attempts, retry.base_delay_s, retry.max_delay_s)
     cache = ResponseCache.from_runs(cache_from) if cache_from else None
     shared: dict[str, Endpoint] = {}
@@ -85,9 +103,12 @@ def make_endpoints(configs: dict[str, BackendConfig], limits: Limits, retry: Ret
     for role, cfg in configs.items():
         key = cfg.model_dump_json()
         if key not in shared:
-            limiter = RateLimiter(limits.rpm, limits.tpm, limits.burst_s, cfg.settle)
+            if batch_dir is not None:
+                backend, limiter = batch_backend(cfg, batch_dir, role), RateLimiter()
+            else:
+                backend, limiter = make_backend(cfg), RateLimiter(limits.rpm, limits.tpm, limits.burst_s, cfg.settle)
             shards = CacheKeyShards(cfg.prompt_cache.key_rpm) if cfg.prompt_cache.key else None
-            shared[key] = Endpoint(make_backend(cfg), limiter, policy, cache, rng=random.Random(f"{seed}:{role}"),
+            shared[key] = Endpoint(backend, limiter, policy, cache, rng=random.Random(f"{seed}:{role}"),
                                    tier_fallback_after=cfg.flex_fallback_after, cache_keys=shards)
         out[role] = shared[key]
     return out

@@ -30,6 +30,16 @@ class PriceConfig(TierRates):
     batch: TierRates | None = None
 
 
+class BatchSettings(_Strict):
+    """`run --batch-api`: the provider's limits per batch file, how long a round gathers, how often
+    a batch is polled (from 1 s, doubling up to `poll_s`)."""
+
+    max_requests: int = Field(50_000, ge=1)
+    max_mb: float = Field(190.0, gt=0)
+    gather_s: float = Field(2.0, ge=0)
+    poll_s: float = Field(30.0, gt=0)
+
+
 class PromptCacheConfig(_Strict):
     """OpenAI's `prompt_cache_key`: one per (culture, item, role), sharded so that no key is sent
     more than `key_rpm` requests a minute (past ~15, OpenAI's requests spill to cold machines)."""
@@ -63,6 +73,7 @@ class BackendConfig(_Strict):
     flex_fallback_after: int | None = Field(None, ge=1)
     flex_timeout_s: float = Field(900.0, gt=0)
     prompt_cache: PromptCacheConfig = Field(default_factory=PromptCacheConfig)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
     # embedded model only
     device: str = "auto"
     max_batch: int = Field(16, ge=1)
@@ -174,7 +185,7 @@ def without_added_defaults(data: dict[str, Any], added: Mapping[str, object]) ->
 
 TRANSPORT_KEYS = ("base_url", "api_key_env", "timeout_s", "max_connections", "price", "device",
                   "max_batch", "batch_wait_ms", "settle", "service_tier", "flex_fallback_after",
-                  "flex_timeout_s", "prompt_cache")
+                  "flex_timeout_s", "prompt_cache", "batch")
 
 
 class RunSettings(_Strict):

@@ -27,6 +27,13 @@ def register(sub: Any) -> None:
     r.add_argument("--data-dir", type=Path)
     r.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     r.add_argument("--dry-run", action="store_true", help="estimate requests, tokens and cost; send nothing")
+    r.add_argument("--pilot", type=positive_int, metavar="N",
+                   help="with --dry-run: run N real conversations (into --out) and project tokens, cache hits, "
+                        "cost per tier and time for the whole scenario from them")
+    r.add_argument("--service-tier", choices=["standard", "flex"],
+                   help="flex: half price, slower, sometimes refused (OpenAI; Gemini where it takes it)")
+    r.add_argument("--batch-api", action="store_true",
+                   help="send each round of turns through the provider's /v1/batches (half price, within 24 h)")
     r.add_argument("--ray", nargs="?", const="local", metavar="auto|ADDRESS",
                    help="shard the conversations over Ray workers: alone, a Ray instance on this machine; "
                         "'auto' or HOST:PORT joins a running cluster (pip install 'culturepark[ray]')")
@@ -54,7 +61,8 @@ def _options(args: argparse.Namespace) -> Any:
 
     return RunOptions(out=args.out, resume=args.resume, retry_failed=args.retry_failed, limit=args.limit,
                       base_url=args.base_url, model=args.model, rpm=args.rpm, tpm=args.tpm,
-                      concurrency=args.concurrency, data_dir=args.data_dir, arms=args.arm)
+                      concurrency=args.concurrency, data_dir=args.data_dir, arms=args.arm,
+                      service_tier=args.service_tier, batch_api=args.batch_api)
 
 
 def dry_run(args: argparse.Namespace) -> int:
@@ -78,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("run --fork needs --at K, and takes no --ray, --resume or --dry-run")
     if args.fork is None and (args.at is not None or args.set):
         raise InputError("run: --at and --set go with --fork")
+    if args.batch_api and (args.ray or args.service_tier == "flex"):
+        raise InputError("run --batch-api takes no --ray and no --service-tier flex (a batch is its own tier)")
+    if args.pilot is not None and not args.dry_run:
+        raise InputError("run --pilot N goes with --dry-run")
     if args.dry_run:
         return dry_run(args)
     log = make_logger()

@@ -37,6 +37,8 @@ def register(sub: Any) -> None:
                    help="a batch is done this long after creation")
     s.add_argument("--batch-line-fail-rate", type=non_negative_float, default=0.0)
     s.add_argument("--batch-expire-rate", type=non_negative_float, default=0.0)
+    s.add_argument("--reply-tokens", type=positive_int, nargs=2, metavar=("MIN", "MAX"), default=(12, 60),
+                   help="length of unscripted replies (real chat replies run 80-170 tokens)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=sim_server)
 
@@ -53,7 +55,8 @@ def sim_server(args: argparse.Namespace) -> int:
                            charge=args.charge, latency_ms=args.latency_ms, jitter_ms=args.jitter_ms,
                            fail_rate=args.fail_rate, script=script, faults=faults,
                            finetune_polls=args.finetune_polls, finetune_fail=args.finetune_fail,
-                           stream_chunk_ms=args.stream_chunk_ms, prompt_cache=args.prompt_cache,
+                           stream_chunk_ms=args.stream_chunk_ms, min_reply_tokens=min(args.reply_tokens),
+                           max_reply_tokens=max(args.reply_tokens), prompt_cache=args.prompt_cache,
                            flex_unavailable_rate=args.flex_unavailable_rate,
                            flex_latency_factor=args.flex_latency_factor, batch_delay_s=args.batch_delay_s,
                            batch_line_fail_rate=args.batch_line_fail_rate, batch_expire_rate=args.batch_expire_rate)

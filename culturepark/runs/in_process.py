@@ -21,6 +21,7 @@ from culturepark.scenarios.endpoints import make_endpoints
 from culturepark.scenarios.schema import AnyScenario
 
 Progress = Callable[[Any, int, int], Any]
+BATCH_CONVERSATIONS = 50_000  # live conversations in a `--batch-api` run (one batch file's request limit)
 
 
 @dataclass
@@ -57,7 +58,7 @@ async def run_async(scenario_ref: str | Path | AnyScenario, opts: RunOptions | N
         if not (d / LOG_NAME).exists():
             raise InputError(f"cache_from: no {LOG_NAME} in {d}")
     endpoints = make_endpoints(prepared.study.backends(), scenario.limits, scenario.retry, scenario.seed,
-                               cache_dirs)
+                               cache_dirs, batch_dir=out if opts.batch_api else None)
     async with Stage.in_dir(endpoints, out, opts.resume, scenario.content_hash(), fsync=scenario.output.fsync,
                             say=say, check=opts.check_reachable) as stage:
         log = stage.start(run_header(prepared, endpoints, opts.limit))
@@ -68,8 +69,11 @@ async def run_async(scenario_ref: str | Path | AnyScenario, opts: RunOptions | N
         convs = plan.conversations()
         if opts.limit is not None:
             convs = itertools.islice(convs, opts.limit)
+        # a batch round holds the next turn of every live conversation: as many as one batch file takes
+        concurrency = max(scenario.concurrency, min(total, BATCH_CONVERSATIONS)) if opts.batch_api else \
+            scenario.concurrency
         scheduler = Scheduler(prepared.study.policy(), endpoints, log,
-                              SchedulerConfig(concurrency=scenario.concurrency, budget_usd=scenario.budget_usd))
+                              SchedulerConfig(concurrency=concurrency, budget_usd=scenario.budget_usd))
         ticker = asyncio.create_task(progress(scheduler, total, already)) if progress else None
         error = None
         try:

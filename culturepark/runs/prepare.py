@@ -36,6 +36,8 @@ class RunOptions:
     data_dir: Path | None = None
     check_reachable: bool = True
     arms: list[str] | None = None  # education studies: NAME=MODEL_SPEC, replacing the scenario's arms
+    service_tier: str | None = None  # standard | flex: overrides every backend's service_tier
+    batch_api: bool = False  # send each round of turns through the provider's Batch API (half price, slow)
 
 
 @dataclass
@@ -51,7 +53,7 @@ class Prepared:
 def apply_overrides(scenario: AnyScenario, opts: RunOptions, source: str) -> AnyScenario:
     """CLI flags override the scenario; the result is validated like the file itself."""
     data = scenario.model_dump(mode="json", exclude_unset=False)
-    study_for(scenario).apply(data, Overrides(opts.base_url, opts.model, opts.arms))
+    study_for(scenario).apply(data, Overrides(opts.base_url, opts.model, opts.arms, opts.service_tier))
     if opts.rpm is not None:
         data["limits"]["rpm"] = opts.rpm
     if opts.tpm is not None:

@@ -140,6 +140,7 @@ class OpenAIHTTPBackend:
         self.flex_timeout_s = flex_timeout_s  # flex answers slowly: OpenAI advises up to 15 minutes
         self.send_cache_key = send_cache_key
         self._api_key = api_key
+        self.path = "/v1/chat/completions" if api == "chat" else "/v1/completions"  # as a batch line names it
         self._url = f"{self.base_url}/chat/completions" if api == "chat" else f"{self.base_url}/completions"
         self._session: aiohttp.ClientSession | None = None
 
@@ -155,13 +156,30 @@ class OpenAIHTTPBackend:
     async def start(self) -> None:
         if self._session is not None:
             return
-        headers = dict(_JSON)
+        headers = {}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         connector = aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
             connector=connector, headers=headers,
             timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+
+    async def call_api(self, method: str, path: str, *, data: Any = None, json: Any = None,
+                       timeout_s: float | None = None) -> bytes:
+        """Any other call on this server (`/files`, `/batches`), with the same key and session:
+        the body of a 200, else the `BackendError` the status means; transport failures are transient."""
+        await self.start()
+        assert self._session is not None
+        timeout = aiohttp.ClientTimeout(total=timeout_s or self.timeout_s)
+        try:
+            async with self._session.request(method, f"{self.base_url}{path}", data=data, json=json,
+                                             timeout=timeout) as resp:
+                raw = await resp.read()
+                if resp.status != 200:
+                    raise error_for_status(resp.status, resp.headers, raw)
+                return raw
+        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            raise transport_error(exc) from exc
 
     async def check_reachable(self, timeout_s: float = 5.0) -> None:
         """Fail fast on a wrong base URL: any HTTP answer counts as reachable (`Unreachable`: bad input)."""
@@ -180,6 +198,10 @@ class OpenAIHTTPBackend:
         return req.service_tier or self.service_tier
 
     def _body(self, req: Request, stream: bool = False) -> bytes:
+        return orjson.dumps(self.body(req, stream))
+
+    def body(self, req: Request, stream: bool = False) -> dict[str, Any]:
+        """The JSON request body (also a batch file's line body)."""
         body: dict[str, Any] = {"model": self.model, "max_tokens": req.max_tokens,
                                 "temperature": req.temperature}
         if self.tier_for(req) == "flex":
@@ -197,7 +219,7 @@ class OpenAIHTTPBackend:
             body["stop"] = req.stop
         if req.seed is not None:
             body["seed"] = req.seed
-        return orjson.dumps(body)
+        return body
 
     async def complete(self, req: Request) -> Completion:
         return await self._send(req, None)
@@ -218,7 +240,7 @@ class OpenAIHTTPBackend:
         flex = self.tier_for(req) == "flex"
         longer = {"timeout": aiohttp.ClientTimeout(total=self.flex_timeout_s)} if flex else {}
         try:
-            async with self._session.post(self._url, data=self._body(req, on_text is not None),
+            async with self._session.post(self._url, data=self._body(req, on_text is not None), headers=_JSON,
                                           **longer) as resp:  # type: ignore[arg-type]
                 status = resp.status
                 headers = resp.headers
@@ -232,36 +254,41 @@ class OpenAIHTTPBackend:
         latency_ms = (time.perf_counter() - t0) * 1000.0
         if status != 200:
             raise error_for_status(status, headers, raw, flex)
-        text: str | None
-        served_tier: Any = None
         if streamed is not None:
             text, finish, raw_usage = streamed
+            completion = self._completion(req, text, finish, raw_usage, None)
         else:
             try:
-                payload = orjson.loads(raw)
-                choice = payload["choices"][0]
-                if self.api == "chat":
-                    text = (choice.get("message") or {}).get("content")
-                else:
-                    text = choice.get("text")
-                finish = choice.get("finish_reason")
-                raw_usage = payload.get("usage")
-                served_tier = payload.get("service_tier")
-                if isinstance(raw_usage, dict) and isinstance(payload.get("timings"), dict):
-                    raw_usage = {**raw_usage, "_timings": payload["timings"]}  # llama.cpp's cache count
-            except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
+                completion = self.completion_from(orjson.loads(raw), req)
+            except orjson.JSONDecodeError as exc:
                 raise TransientError("malformed_body") from exc
+        completion.latency_ms = latency_ms
+        if "x-ratelimit-remaining-tokens" in headers or "x-ratelimit-remaining-requests" in headers:
+            completion.rate = RateHeaders(_float_header(headers, "x-ratelimit-remaining-requests"),
+                                          _float_header(headers, "x-ratelimit-remaining-tokens"))
+        return completion
+
+    def completion_from(self, payload: Any, req: Request) -> Completion:
+        """A response body (already JSON-decoded: from HTTP, or a line of a batch's output file)."""
+        try:
+            choice = payload["choices"][0]
+            text = (choice.get("message") or {}).get("content") if self.api == "chat" else choice.get("text")
+            finish = choice.get("finish_reason")
+            raw_usage = payload.get("usage")
+            if isinstance(raw_usage, dict) and isinstance(payload.get("timings"), dict):
+                raw_usage = {**raw_usage, "_timings": payload["timings"]}  # llama.cpp's cache count
+            return self._completion(req, text, finish, raw_usage, payload.get("service_tier"))
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise TransientError("malformed_body") from exc
+
+    def _completion(self, req: Request, text: Any, finish: Any, raw_usage: Any, served_tier: Any) -> Completion:
         if not isinstance(text, str):
             text = ""
         usage, reported = _parse_usage(raw_usage)
         if not reported:
             usage = Usage(req.estimated_prompt_tokens(), (len(text) + 3) // 4)
-        rate = None
-        if "x-ratelimit-remaining-tokens" in headers or "x-ratelimit-remaining-requests" in headers:
-            rate = RateHeaders(_float_header(headers, "x-ratelimit-remaining-requests"),
-                               _float_header(headers, "x-ratelimit-remaining-tokens"))
-        return Completion(text=text, finish_reason=finish, usage=usage, latency_ms=latency_ms,
-                          usage_reported=reported, rate=rate, tier=served(served_tier, self.tier_for(req)))
+        return Completion(text=text, finish_reason=finish if isinstance(finish, str) else None, usage=usage,
+                          usage_reported=reported, tier=served(served_tier, self.tier_for(req)))
 
     async def _read_events(self, resp: aiohttp.ClientResponse, on_text: Callable[[str], None]
                            ) -> tuple[str, str | None, Any]:
