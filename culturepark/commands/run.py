@@ -65,9 +65,33 @@ def _options(args: argparse.Namespace) -> Any:
                       service_tier=args.service_tier, batch_api=args.batch_api)
 
 
+def pilot(args: argparse.Namespace) -> int:
+    from culturepark.runs.pilot import pilot_async
+
+    log = make_logger()
+    bar = progress_bar if sys.stderr.isatty() and not args.json else progress_lines
+    est = asyncio.run(pilot_async(args.scenario, _options(args), args.pilot, bar, lambda m: log.info(m)))
+    if args.json:
+        print_json(est)
+        return 0
+    p, proj = est["pilot"], est["projected"]
+    money = {k: "unknown" if v is None else f"${v:,.2f}" for k, v in proj["cost_usd_by_tier"].items()}
+    when = "within the batch window" if proj["duration_s"] is None else \
+        f"~{proj['duration_s'] / 60:.0f} min (bound by {proj['duration_bound']})"
+    print(f"pilot: {p['conversations']} conversations ({p['done']} done) → {p['run_dir']}")
+    print(f"projected for {proj['conversations']:,} conversations: {proj['turns']:,} requests, "
+          f"{proj['tokens']['prompt']:,} prompt tokens ({proj['cache']['hit_rate']:.0%} cached) + "
+          f"{proj['tokens']['completion']:,} completion, {when}")
+    print(f"cost: {money['standard']} standard ({money['standard_uncached']} without caching), "
+          f"{money['flex']} flex, {money['batch']} batch; this scenario: {proj['tier']}")
+    return 0
+
+
 def dry_run(args: argparse.Namespace) -> int:
     from culturepark.runs.estimate import estimate
 
+    if args.pilot is not None:
+        return pilot(args)
     est = estimate(args.scenario, _options(args))
     if args.json:
         print_json(est)

@@ -61,12 +61,16 @@ async def run_async(scenario_ref: str | Path | AnyScenario, opts: RunOptions | N
                                cache_dirs, batch_dir=out if opts.batch_api else None)
     async with Stage.in_dir(endpoints, out, opts.resume, scenario.content_hash(), fsync=scenario.output.fsync,
                             say=say, check=opts.check_reachable) as stage:
-        log = stage.start(run_header(prepared, endpoints, opts.limit))
+        extra = {"details": {"every": opts.every}} if opts.every > 1 else {}
+        log = stage.start(run_header(prepared, endpoints, opts.limit, **extra))
         for notice in plan.notices:
             say(notice)
-        total = plan.size if opts.limit is None else min(plan.size, opts.limit)
+        total = -(-plan.size // opts.every)
+        total = total if opts.limit is None else min(total, opts.limit)
         already = len(stage.resume_state.ended) if stage.resume_state else 0
         convs = plan.conversations()
+        if opts.every > 1:
+            convs = itertools.islice(convs, 0, None, opts.every)
         if opts.limit is not None:
             convs = itertools.islice(convs, opts.limit)
         # a batch round holds the next turn of every live conversation: as many as one batch file takes

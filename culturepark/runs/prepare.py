@@ -37,6 +37,7 @@ class RunOptions:
     check_reachable: bool = True
     arms: list[str] | None = None  # education studies: NAME=MODEL_SPEC, replacing the scenario's arms
     service_tier: str | None = None  # standard | flex: overrides every backend's service_tier
+    every: int = 1  # take every k-th conversation of the plan (a pilot spread over cultures and items)
     batch_api: bool = False  # send each round of turns through the provider's Batch API (half price, slow)
 
 

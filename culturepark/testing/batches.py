@@ -6,8 +6,9 @@ listed (tests are driven by polls, not by a clock thread). Every line goes throu
 bill (tier `batch`) — but not through the RPM/TPM windows: providers queue batches apart.
 Lines fail at `batch_line_fail_rate` (a 500 in the error file); a batch expires at
 `batch_expire_rate`, with half its lines answered and the rest `batch_expired`, as a batch
-that ran out of its 24 h window does. A request body sent in an earlier batch is counted in
-`batch_lines_repeated`: the figure a client that must never pay twice is checked by.
+that ran out of its 24 h window does. A request body already answered (so billed) in an earlier
+batch is counted in `batch_lines_repeated`: the figure a client that must never pay twice is
+checked by (a failed or expired line was not billed; sending it again is a retry).
 """
 from __future__ import annotations
 
@@ -28,12 +29,16 @@ ENDPOINTS = {"/v1/chat/completions": True, "/v1/completions": False}  # url → 
 FINAL = ("completed", "failed", "expired", "cancelled")
 
 
+def _digest(line: dict[str, Any]) -> bytes:
+    return hashlib.blake2b(orjson.dumps(line["body"], option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+
+
 class BatchSim:
     def __init__(self, sim: SimServer, files: FineTuneSim) -> None:
         self.sim = sim
         self.files = files
         self.batches: dict[str, dict[str, Any]] = {}
-        self._seen: set[bytes] = set()
+        self._billed: set[bytes] = set()  # digests of request bodies answered (and so billed) in a batch
 
     async def create(self, request: web.Request) -> web.Response:
         try:
@@ -64,11 +69,7 @@ class BatchSim:
         st = self.sim.stats
         st.batches_created += 1
         st.batch_lines += len(lines)
-        for line in lines:
-            digest = hashlib.blake2b(orjson.dumps(line["body"], option=orjson.OPT_SORT_KEYS),
-                                     digest_size=16).digest()
-            st.batch_lines_repeated += digest in self._seen
-            self._seen.add(digest)
+        st.batch_lines_repeated += sum(_digest(line) in self._billed for line in lines)
         return web.json_response(self._public(batch))
 
     @staticmethod
@@ -110,6 +111,7 @@ class BatchSim:
                                                                "type": "server_error"}}}})
             else:
                 text, finish, usage = self.sim.answer(line["body"], chat, "batch")
+                self._billed.add(_digest(line))
                 model = str(line["body"].get("model", "sim-model"))
                 out.append({"id": rid, "custom_id": line["custom_id"], "error": None,
                             "response": {"status_code": 200, "request_id": rid,

@@ -134,6 +134,7 @@ class OpenAIBatchBackend:
         self._arrived = asyncio.Event()
         self._collector: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._marks: set[asyncio.Task[None]] = set()
 
     def describe(self) -> dict[str, Any]:
         return {**self.http.describe(), "service_tier": "batch", "batch_api": True}
@@ -143,6 +144,7 @@ class OpenAIBatchBackend:
         await self._recover()
 
     async def aclose(self) -> None:
+        await asyncio.gather(*self._marks)  # a consumed answer's mark is written, never lost at close
         for task in list(self._tasks) + ([self._collector] if self._collector else []):
             task.cancel()
         self.ledger.close()
@@ -181,10 +183,11 @@ class OpenAIBatchBackend:
             for chunk in self._split(round_):
                 self._spawn(self._send(chunk))
 
-    def _spawn(self, work: Any) -> None:
+    def _spawn(self, work: Any, into: set[asyncio.Task[None]] | None = None) -> None:
+        tasks = self._tasks if into is None else into
         task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     def _split(self, waiting: list[_Waiting]) -> list[list[tuple[str, _Waiting, bytes]]]:
         """Batch files under the provider's limits; `custom_id` is the request hash (numbered when
@@ -273,7 +276,8 @@ class OpenAIBatchBackend:
         response = line.get("response") or {}
         error = line.get("error")
         if error and not response:
-            return custom_id, TransientError(f"batch_{(error or {}).get('code') or 'error'}")
+            code = str((error or {}).get("code") or "error")
+            return custom_id, TransientError(code if code.startswith("batch") else f"batch_{code}")
         status = int(response.get("status_code") or 0)
         body = response.get("body")
         if status != 200:
@@ -322,7 +326,7 @@ class OpenAIBatchBackend:
         async def mark() -> None:
             await asyncio.sleep(0)  # the conversation appends its turn first
             self.ledger.append("consumed", batch_id=batch_id)
-        self._spawn(mark())
+        self._spawn(mark(), self._marks)
 
 
 __all__ = ["BatchLedger", "BatchLimits", "LEDGER_NAME", "OpenAIBatchBackend"]

@@ -1,0 +1,74 @@
+"""A `--batch-api` run killed with -9 while its batches are in flight resumes by polling what it
+already paid for: no request billed twice, the conversations of an uninterrupted run."""
+import signal
+import subprocess
+import sys
+
+import orjson
+import urllib.request
+import yaml
+
+from culturepark.engine.backends.openai_batch import BatchLedger
+from tests.conftest import run_cli, scenario_dict, wait_for
+
+
+def _scenario(tmp_path, url, name):
+    data = scenario_dict(items=["27", "31", "158"], conversations_per_item=2, turns=6, concurrency=4)
+    data["backend"].update(base_url=url, batch={"gather_s": 0.05, "poll_s": 0.05})
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _stats(url):
+    with urllib.request.urlopen(url.removesuffix("/v1") + "/stats", timeout=10) as r:
+        return orjson.loads(r.read())
+
+
+def test_kill_9_with_batches_in_flight_then_resume_pays_nothing_twice(tmp_path, tiny_data, sim_process):
+    ref = tmp_path / "ref"
+    direct = sim_process("--seed", "4")
+    assert run_cli("run", str(_scenario(tmp_path, direct, "d")), "--out", str(ref),
+                   "--data-dir", str(tiny_data)).returncode == 0
+
+    url = sim_process("--seed", "4", "--batch-delay-s", "0.4")
+    sc = _scenario(tmp_path, url, "b")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "culturepark.cli", "run", str(sc), "--out", str(out),
+                             "--data-dir", str(tiny_data), "--batch-api"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ledger = BatchLedger(out / "batches-delegate.jsonl")
+
+    def in_flight() -> bool:
+        events = [e["event"] for e in ledger.read()]
+        return events.count("submitted") >= 3 and events.count("submitted") > events.count("consumed")
+
+    wait_for(in_flight, timeout=60)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert not (out / "conversations.jsonl").exists()  # it really died mid-run
+    paid_before = _stats(url)["batch_lines"]
+
+    res = run_cli("run", str(sc), "--out", str(out), "--resume", "--data-dir", str(tiny_data), "--batch-api",
+                  "--json")
+    assert res.returncode == 0, res.stderr
+    assert (out / "conversations.jsonl").read_bytes() == (ref / "conversations.jsonl").read_bytes()
+    stats = _stats(url)
+    assert stats["batch_lines_repeated"] == 0 and stats["batch_lines"] > paid_before
+    turns = [orjson.loads(x) for x in (out / "log.jsonl").read_bytes().splitlines() if b'"type":"turn"' in x]
+    keys = [(t["conversation_id"], t["index"]) for t in turns]
+    assert len(keys) == len(set(keys)) == 12 * 6
+    assert {t["tier"] for t in turns} == {"batch"}
+    assert orjson.loads(res.stdout)["turns_by_tier"] == {"batch": 72}
+
+
+def test_batch_api_refuses_the_embedded_model_and_ray_with_one_line(tmp_path, tiny_data):
+    data = scenario_dict()
+    data["backend"] = {"provider": "local", "model": "gemma3-270m"}
+    sc = tmp_path / "local.yaml"
+    sc.write_text(yaml.safe_dump(data))
+    res = run_cli("run", str(sc), "--out", str(tmp_path / "o"), "--data-dir", str(tiny_data), "--batch-api")
+    assert res.returncode == 2 and "--batch-api needs an OpenAI-compatible server" in res.stderr
+    assert not (tmp_path / "o").exists()
+    res = run_cli("run", str(sc), "--out", str(tmp_path / "o"), "--batch-api", "--ray")
+    assert res.returncode == 2 and "--batch-api takes no --ray" in res.stderr
