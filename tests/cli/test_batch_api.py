@@ -3,9 +3,9 @@ already paid for: no request billed twice, the conversations of an uninterrupted
 import signal
 import subprocess
 import sys
+import urllib.request
 
 import orjson
-import urllib.request
 import yaml
 
 from culturepark.engine.backends.openai_batch import BatchLedger

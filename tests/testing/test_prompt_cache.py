@@ -55,7 +55,7 @@ def test_cache_key_shards_keep_every_key_under_its_rate_in_every_minute_window()
             for _ in range(3):
                 sent.append((clock.now, shards.key("Chinese|27|delegate", conv), conv))
             shards.release(conv)
-    for t, key, conv in sent:
+    for t, key, _conv in sent:
         window = [k for (u, k, _) in sent if t - 60 < u <= t and k == key]
         assert len(window) <= 15 + 2, (t, key)  # a conversation placed at 14 sends its last two too
     by_conv: dict[str, set[str]] = {}
