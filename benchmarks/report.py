@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from culturepark.engine.export import Tally, ordered_conversations
+from culturepark.engine.export import Tally, header_prices, ordered_conversations
 from culturepark.engine.log import LOG_NAME, read_header
 
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
@@ -164,8 +164,9 @@ def plot_education(items: list[tuple[Path, dict]], out: Path) -> list[str]:
 
 def run_stats(run_dir: Path) -> tuple[dict[str, Any], list[float]]:
     """The run's summary and every turn's time, read in bounded memory (a float per turn)."""
-    tally, times = Tally(), array("d")
+    times = array("d")
     with ordered_conversations(run_dir) as run:
+        tally = Tally(header_prices(run.header))
         for _, conv in run.conversations():
             tally.add(conv)
             times.extend(t.t for t in conv.turns.values() if t.t)
@@ -181,6 +182,8 @@ def plot_runs(runs: list[tuple[Path, dict]], out: Path) -> tuple[list[str], list
         s, times = run_stats(run_dir)
         rows.append({"run": str(run_dir), "name": header.get("run_name"), **{k: s.get(k) for k in
                      ("conversations", "done", "failed", "turns", "cost_usd")}, "tokens": s["tokens"]["total"],
+                     "cached": _num100(s["cache"]["hit_rate"]) + " %", "split": _split(s.get("cost_split_usd")),
+                     "tiers": ", ".join(f"{k} {v}" for k, v in s["turns_by_tier"].items()),
                      "duration_s": round(times[-1] - times[0], 1) if len(times) > 1 else None})
         if len(times) > 1:
             t0 = times[0]
@@ -195,6 +198,12 @@ def plot_runs(runs: list[tuple[Path, dict]], out: Path) -> tuple[list[str], list
     fig.savefig(out / "runs_progress.png", dpi=110)
     plt.close(fig)
     return ["runs_progress.png"], rows
+
+
+def _split(split: dict[str, float] | None) -> str:
+    if not split:
+        return "n/a (rates not in the log)"
+    return " / ".join(f"{split[k]:.4f}" for k in ("uncached_input", "cached_input", "output"))
 
 
 def _fmt(ms: dict | None) -> str:
@@ -341,8 +350,10 @@ def _runs_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
     parts: list[str] = []
     parts.append("<h2>Conversation runs</h2>")
     files, rows = plot_runs(items, out)
-    keys = ["run", "name", "conversations", "done", "failed", "turns", "tokens", "cost_usd", "duration_s"]
-    parts.append(_table(["run", "name", "conversations", "done", "failed", "turns", "tokens", "cost (USD)",
+    keys = ["run", "name", "conversations", "done", "failed", "turns", "tokens", "cached", "cost_usd", "split",
+            "tiers", "duration_s"]
+    parts.append(_table(["run", "name", "conversations", "done", "failed", "turns", "tokens",
+                         "prompt tokens cached", "cost (USD)", "uncached in / cached in / out (USD)", "turns by tier",
                          "duration (s)"], [[r[k] for k in keys] for r in rows]))
     parts += [f'<img src="{f}" alt="{f}">' for f in files]
     return parts

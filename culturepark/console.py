@@ -20,6 +20,11 @@ def make_logger(stream: TextIO | None = None) -> Any:
                     structlog.dev.ConsoleRenderer(colors=stream.isatty())])
 
 
+def cache_share(stats: Any) -> str:
+    """The share of prompt tokens the provider's prompt cache served so far, e.g. "62% "."""
+    return f"{stats.cached_prompt_tokens / stats.prompt_tokens:.0%} " if stats.prompt_tokens else "0% "
+
+
 async def progress_bar(scheduler: Any, total: int, already: int, stream: TextIO | None = None) -> None:
     """Refresh twice a second from the scheduler's counters; nothing on the hot path."""
     from rich.console import Console
@@ -37,7 +42,7 @@ async def progress_bar(scheduler: Any, total: int, already: int, stream: TextIO 
             rate = s.turns / s.elapsed_s if s.elapsed_s > 0 else 0.0
             cost = f"${s.cost_usd:.4f}" if s.cost_unknown_turns == 0 else f"≥${s.cost_usd:.4f}"
             info = (f"{rate:6.1f} turns/s  {s.prompt_tokens + s.completion_tokens:,} tok  "
-                    f"429s {limited}  {cost}  failed {s.failed}")
+                    f"{cache_share(s)}cached  429s {limited}  {cost}  failed {s.failed}")
             bar.update(task, completed=already + s.done + s.failed, info=info)
             try:
                 await asyncio.sleep(0.5)
@@ -60,7 +65,8 @@ async def progress_lines(scheduler: Any, total: int, already: int, stream: TextI
         rate = finished / s.elapsed_s if s.elapsed_s > 0 else 0.0
         eta = f"{left / rate:.0f}s" if rate > 0 and left > 0 else ("0s" if left <= 0 else "?")
         out.write(f"progress: {already + finished}/{total} conversations ({s.done} done, {s.failed} failed "
-                  f"this session), {s.turns} turns, {s.elapsed_s:.0f}s elapsed, ETA {eta}\n")
+                  f"this session), {s.turns} turns, {cache_share(s)}of prompt tokens cached, "
+                  f"{s.elapsed_s:.0f}s elapsed, ETA {eta}\n")
         out.flush()
     while True:
         try:

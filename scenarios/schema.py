@@ -167,7 +167,9 @@ class CultureEntry(_Strict):
 # Fields added after logs were first written, with their defaults (dotted paths): a run made before
 # they existed (and not using them) keeps its content hash, so it still resumes.
 ADDED_LATER: dict[str, object] = {"delegate_answers_intro": False}
-BACKEND_ADDED_LATER: dict[str, object] = {"template": None}
+BACKEND_ADDED_LATER: dict[str, object] = {
+    "template": None, "service_tier": "standard", "flex_fallback_after": None, "flex_timeout_s": 900.0,
+    "prompt_cache": PromptCacheConfig().model_dump(mode="json"), "batch": BatchSettings().model_dump(mode="json")}
 
 
 def without_added_defaults(data: dict[str, Any], added: Mapping[str, object]) -> dict[str, Any]:

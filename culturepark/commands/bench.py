@@ -46,6 +46,15 @@ def register(sub: Any) -> None:
     br.add_argument("--data-dir", help="WVS data directory (default: as for `run`)")
     br.add_argument("--json", action="store_true", help="(output is always JSON lines)")
     br.set_defaults(func=bench)
+    bk = bsub.add_parser("cost", help="standard vs prompt_cache_key vs flex vs --batch-api on the sim server; "
+                                      "a killed batch run; a pilot estimate against the full run")
+    bk.add_argument("--conversations", type=positive_int, default=200)
+    bk.add_argument("--pilot", type=positive_int, default=20)
+    bk.add_argument("--flex-unavailable-rate", type=non_negative_float, default=0.05)
+    bk.add_argument("--no-kill", action="store_true", help="skip the killed --batch-api run")
+    bk.add_argument("--data-dir", help="WVS data directory (default: as for `run`)")
+    bk.add_argument("--json", action="store_true", help="(output is always JSON lines)")
+    bk.set_defaults(func=bench)
     bs = bsub.add_parser("scale", help="N conversations x T turns: run killed halfway, resume, export; peak RSS each")
     bs.add_argument("--conversations", type=positive_int, default=100_000)
     bs.add_argument("--turns", type=positive_int, default=2)
@@ -64,6 +73,8 @@ def bench(args: argparse.Namespace) -> int:
         from culturepark.benchmarks.perf.crash_resume import main
     elif args.bench == "ray":
         from culturepark.benchmarks.perf.ray_workers import main
+    elif args.bench == "cost":
+        from culturepark.benchmarks.perf.cost import main
     elif args.bench == "scale":
         from culturepark.benchmarks.perf.scale import main
     else:

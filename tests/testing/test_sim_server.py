@@ -57,3 +57,55 @@ async def test_embeddings_are_deterministic_unit_vectors(sim):
     vecs = [d["embedding"] for d in a["data"]]
     assert vecs[0] == vecs[2] != vecs[1]
     assert abs(sum(v * v for v in vecs[0]) - 1.0) < 1e-9
+
+
+async def _upload(url, content: bytes) -> str:
+    form = aiohttp.FormData()
+    form.add_field("purpose", "batch")
+    form.add_field("file", content, filename="in.jsonl")
+    async with aiohttp.ClientSession() as s, s.post(url + "/files", data=form) as r:
+        return (await r.json())["id"]
+
+
+async def _get(url, path):
+    async with aiohttp.ClientSession() as s, s.get(url + path) as r:
+        return r.status, await r.read()
+
+
+def _line(i: int, url_path: str = "/v1/chat/completions") -> bytes:
+    body = {"model": "m", "messages": [{"role": "user", "content": f"question {i}"}], "max_tokens": 20}
+    return orjson.dumps({"custom_id": f"r{i}", "method": "POST", "url": url_path, "body": body}) + b"\n"
+
+
+async def test_batches_are_answered_after_their_delay_refused_when_malformed_and_cancellable(sim):
+    url = await sim(seed=1, batch_delay_s=0.0)
+    good = await _upload(url, b"".join(_line(i) for i in range(3)))
+    status, _, batch = await _post(url, "/batches", {"input_file_id": good, "endpoint": "/v1/chat/completions"})
+    assert status == 200 and batch["status"] == "in_progress" and batch["request_counts"]["total"] == 3
+    _, raw = await _get(url, f"/batches/{batch['id']}")
+    done = orjson.loads(raw)
+    assert done["status"] == "completed" and done["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
+    _, out = await _get(url, f"/files/{done['output_file_id']}/content")
+    rows = [orjson.loads(x) for x in out.splitlines()]
+    assert [r["custom_id"] for r in rows] == ["r0", "r1", "r2"]
+    assert all(r["response"]["status_code"] == 200 and r["response"]["body"]["choices"] for r in rows)
+    # the same request again is answered the same, and counted as paid twice
+    again = await _upload(url, _line(0))
+    await _post(url, "/batches", {"input_file_id": again, "endpoint": "/v1/chat/completions"})
+    _, raw = await _get(url.removesuffix("/v1"), "/stats")
+    assert orjson.loads(raw)["batch_lines_repeated"] == 1
+
+    bad = await _upload(url, _line(0, "/v1/embeddings"))
+    _, _, refused = await _post(url, "/batches", {"input_file_id": bad, "endpoint": "/v1/chat/completions"})
+    assert refused["status"] == "failed" and "line 1" in refused["errors"]["data"][0]["message"]
+    status, _, missing = await _post(url, "/batches", {"input_file_id": "file-nope", "endpoint": "/v1/chat/completions"})
+    assert status == 404
+
+    slow = await sim(seed=1, batch_delay_s=60.0)
+    fid = await _upload(slow, _line(5))
+    _, _, pending = await _post(slow, "/batches", {"input_file_id": fid, "endpoint": "/v1/chat/completions"})
+    _, _, cancelled = await _post(slow, f"/batches/{pending['id']}/cancel", {})
+    assert cancelled["status"] == "cancelled" and cancelled["output_file_id"] is None
+    _, listing = await _get(slow, "/batches?limit=1")
+    page = orjson.loads(listing)
+    assert [b["id"] for b in page["data"]] == [pending["id"]] and page["has_more"] is False

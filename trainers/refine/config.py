@@ -9,7 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from culturepark.engine.chat_templates import TextTemplate
 from culturepark.scenarios.loader import ScenarioError, format_validation_error
-from culturepark.scenarios.schema import BackendConfig, Limits, RetryConfig, without_added_defaults
+from culturepark.scenarios.schema import (
+    BACKEND_ADDED_LATER,
+    BackendConfig,
+    Limits,
+    RetryConfig,
+    without_added_defaults,
+)
 
 
 class _Strict(BaseModel):
@@ -56,7 +62,8 @@ class ExportConfig(_Strict):
 
 # Fields added after refinements were first written, at their defaults: older directories still resume.
 REFINE_ADDED_LATER: dict[str, object] = {"extract_speakers": "delegate", "export.format": "open",
-                                         "export.paper_passes": 20, "backend.template": None}
+                                         "export.paper_passes": 20,
+                                         **{f"backend.{k}": v for k, v in BACKEND_ADDED_LATER.items()}}
 REFINE_PRESETS: dict[str, dict] = {
     "paper": {"backend": {"provider": "openai", "model": "gpt-4"}, "extract_speakers": "both",
               "export": {"format": "paper"}},
