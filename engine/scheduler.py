@@ -313,6 +313,8 @@ class Scheduler:
         self._stopping = False
         self._write_error: LogWriteError | None = None
         self._account_error: AccountError | None = None
+        self._key_shards = list({id(e.cache_keys): e.cache_keys for e in endpoints.values()
+                                 if e.cache_keys is not None}.values())
 
     def stop(self, reason: str) -> None:
         """Finish in-flight requests' bookkeeping and start nothing new; the run stays resumable."""
@@ -357,12 +359,13 @@ class Scheduler:
             return False
 
     async def _converse(self, conv: ConversationSpec, turns: list[Turn]) -> None:
+        if not self._key_shards:
+            return await self._turns(conv, turns)
         try:
             await self._turns(conv, turns)
         finally:
-            for endpoint in self.endpoints.values():
-                if endpoint.cache_keys is not None:
-                    endpoint.cache_keys.release(conv.id)
+            for shards in self._key_shards:
+                shards.release(conv.id)
 
     async def _turns(self, conv: ConversationSpec, turns: list[Turn]) -> None:
         stats = self.stats

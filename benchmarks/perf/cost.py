@@ -70,6 +70,18 @@ def _long_prefix_hits(log: Path) -> tuple[int, int]:
     return eligible, hit
 
 
+def _ratios_by_model(summary: dict[str, Any]) -> dict[str, float]:
+    """The same tokens at other models' list prices: flex with caching over standard without."""
+    t = summary["tokens"]
+    out = {}
+    for model in ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "gpt-3.5-turbo"):
+        price = lookup_price(model)
+        if price is not None:
+            flex = price.cost(t["prompt"], t["completion"], t["cached_prompt"], "flex")
+            out[model] = round(flex / price.cost(t["prompt"], t["completion"]), 4)
+    return out
+
+
 def _run(cmd: list[str], timeout: float = 1800) -> dict[str, Any]:
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if res.returncode != 0:
@@ -108,6 +120,7 @@ def one_way(tmp: Path, data_dir: Path, n: int, name: str, sim_extra: list[str], 
             "eligible_turns": eligible, "cost_split_usd": summary["cost_split_usd"],
             "turns_by_tier": summary["turns_by_tier"],
             "bill_gap": round(abs(summary["cost_usd"] - _billed(stats, price)) / _billed(stats, price), 6),
+            "flex_with_cache_vs_standard_uncached_by_model": _ratios_by_model(summary),
             "sim_requests": stats["requests"], "flex_refused": stats["flex_unavailable"],
             "batches": stats["batches_created"], "batch_lines_repeated": stats["batch_lines_repeated"]}
 
@@ -153,6 +166,7 @@ def pilot_vs_full(tmp: Path, data_dir: Path, n: int, pilot: int, full: dict[str,
                                                                                       full["prompt"]),
             "cached_tokens_gap": gap(p["tokens"]["cached_prompt"], full["cached_prompt"]),
             "cost_gap": gap(p["cost_usd"], full["cost_usd"]), "projected_cost_usd": p["cost_usd"],
+            "projected_duration_s": p["duration_s"], "actual_wall_s": full["wall_s"],
             "actual_cost_usd": full["cost_usd"], "cost_usd_by_tier": p["cost_usd_by_tier"]}
 
 
@@ -175,7 +189,7 @@ def main(args: argparse.Namespace) -> int:
             print(orjson.dumps(rows[-1]).decode(), flush=True)
         summary = orjson.loads((tmp / "standard+cache_key" / "summary.json").read_bytes())
         full = {"prompt": summary["tokens"]["prompt"], "cached_prompt": summary["tokens"]["cached_prompt"],
-                "cost_usd": summary["cost_usd"]}
+                "cost_usd": summary["cost_usd"], "wall_s": rows[1]["wall_s"]}
         rows.append(pilot_vs_full(tmp, data_dir, n, args.pilot, full))
         print(orjson.dumps(rows[-1]).decode(), flush=True)
     return 0

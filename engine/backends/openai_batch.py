@@ -242,7 +242,9 @@ class OpenAIBatchBackend:
         form = aiohttp.FormData()
         form.add_field("purpose", "batch")
         form.add_field("file", content, filename="round.jsonl", content_type="application/jsonl")
-        return str(orjson.loads(await self.http.call_api("POST", "/files", data=form, timeout_s=600))["id"])
+        body = form()  # multipart, with the boundary its content type names
+        reply = await self.http.call_api("POST", "/files", data=body, timeout_s=600, content_type=body.content_type)
+        return str(orjson.loads(reply)["id"])
 
     async def _results(self, batch_id: str) -> dict[str, Completion | BackendError]:
         """Poll until the batch is final, then read its output and error files."""

@@ -156,7 +156,7 @@ class OpenAIHTTPBackend:
     async def start(self) -> None:
         if self._session is not None:
             return
-        headers = {}
+        headers = dict(_JSON)
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         connector = aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300)
@@ -165,15 +165,16 @@ class OpenAIHTTPBackend:
             timeout=aiohttp.ClientTimeout(total=self.timeout_s))
 
     async def call_api(self, method: str, path: str, *, data: Any = None, json: Any = None,
-                       timeout_s: float | None = None) -> bytes:
+                       timeout_s: float | None = None, content_type: str | None = None) -> bytes:
         """Any other call on this server (`/files`, `/batches`), with the same key and session:
         the body of a 200, else the `BackendError` the status means; transport failures are transient."""
         await self.start()
         assert self._session is not None
         timeout = aiohttp.ClientTimeout(total=timeout_s or self.timeout_s)
         try:
+            headers = {"Content-Type": content_type} if content_type else None  # the session's is JSON
             async with self._session.request(method, f"{self.base_url}{path}", data=data, json=json,
-                                             timeout=timeout) as resp:
+                                             timeout=timeout, headers=headers) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
                     raise error_for_status(resp.status, resp.headers, raw)
@@ -240,7 +241,7 @@ class OpenAIHTTPBackend:
         flex = self.tier_for(req) == "flex"
         longer = {"timeout": aiohttp.ClientTimeout(total=self.flex_timeout_s)} if flex else {}
         try:
-            async with self._session.post(self._url, data=self._body(req, on_text is not None), headers=_JSON,
+            async with self._session.post(self._url, data=self._body(req, on_text is not None),
                                           **longer) as resp:  # type: ignore[arg-type]
                 status = resp.status
                 headers = resp.headers
@@ -338,12 +339,16 @@ def cached_prompt_tokens(raw: dict[str, Any]) -> int:
     cached_tokens` (OpenAI, Gemini's OpenAI endpoint, vLLM with prompt-tokens details, recent
     llama.cpp), Gemini's native `cachedContentTokenCount`, or llama.cpp's `timings.cache_n`."""
     details = raw.get("prompt_tokens_details")
-    candidates = [details.get("cached_tokens") if isinstance(details, dict) else None,
-                  raw.get("cachedContentTokenCount"), raw.get("cached_content_token_count")]
+    if isinstance(details, dict):  # the common case first: this runs for every turn
+        value = details.get("cached_tokens")
+        if isinstance(value, int) and _is_count(value):
+            return value
     timings = raw.get("_timings")
-    if isinstance(timings, dict):
-        candidates.append(timings.get("cache_n"))
-    return next((v for v in candidates if isinstance(v, int) and _is_count(v)), 0)
+    for value in (raw.get("cachedContentTokenCount"), raw.get("cached_content_token_count"),
+                  timings.get("cache_n") if isinstance(timings, dict) else None):
+        if isinstance(value, int) and _is_count(value):
+            return value
+    return 0
 
 
 def _parse_usage(raw: Any) -> tuple[Usage, bool]:
