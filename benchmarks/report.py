@@ -178,8 +178,12 @@ def plot_runs(runs: list[tuple[Path, dict]], out: Path) -> tuple[list[str], list
     plt = _plt()
     rows = []
     fig, ax = plt.subplots(figsize=(8, 3.5))
+    fig_cache, ax_cache = plt.subplots(figsize=(8, 3.0))
     for run_dir, header in runs:
         s, times = run_stats(run_dir)
+        by_turn = s["cache"]["hit_rate_by_turn"]
+        ax_cache.plot([int(i) for i in by_turn], [100 * v for v in by_turn.values()], marker="o", markersize=3,
+                      label=f"{header.get('run_name')} ({run_dir.name})")
         rows.append({"run": str(run_dir), "name": header.get("run_name"), **{k: s.get(k) for k in
                      ("conversations", "done", "failed", "turns", "cost_usd")}, "tokens": s["tokens"]["total"],
                      "cached": _num100(s["cache"]["hit_rate"]) + " %", "split": _split(s.get("cost_split_usd")),
@@ -197,7 +201,16 @@ def plot_runs(runs: list[tuple[Path, dict]], out: Path) -> tuple[list[str], list
     fig.tight_layout()
     fig.savefig(out / "runs_progress.png", dpi=110)
     plt.close(fig)
-    return ["runs_progress.png"], rows
+    ax_cache.set_xlabel("turn index")
+    ax_cache.set_ylabel("% of prompt tokens cached")
+    ax_cache.set_ylim(0, 100)
+    ax_cache.set_title("Provider prompt cache by turn (from the logs)")
+    if runs:
+        ax_cache.legend(fontsize=7)
+    fig_cache.tight_layout()
+    fig_cache.savefig(out / "runs_cache.png", dpi=110)
+    plt.close(fig_cache)
+    return ["runs_progress.png", "runs_cache.png"], rows
 
 
 def _split(split: dict[str, float] | None) -> str:
