@@ -26,6 +26,7 @@ from culturepark.engine.backends.base import Completion, Request
 from culturepark.engine.endpoint import Endpoint, Validator
 from culturepark.engine.errors import AccountError, LogWriteError, RequestFailed
 from culturepark.engine.log import RunLog
+from culturepark.engine.pricing import Price
 from culturepark.engine.records import EndRecord, Record, StopRecord, TurnRecord, Usage
 
 
@@ -278,6 +279,17 @@ class _Pending:
             return await anext(self._async, None)
 
 
+def turn_cost(completion: Completion, price: Price | None) -> float | None:
+    """What the provider bills for a completion: nothing when it was answered from an earlier run's
+    log, unknown without a price, else its uncached, cached and output tokens at its tier's rates."""
+    if completion.cached:
+        return 0.0
+    if price is None:
+        return None
+    u = completion.usage
+    return price.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens, completion.tier or "standard")
+
+
 def turn_record(conv: ConversationSpec, index: int, nxt: TurnRequest, completion: Completion,
                 endpoint: Endpoint, request_hash: str, t: float) -> TurnRecord:
     """The log record of one generated turn (the scheduler's and the study server's).
@@ -287,14 +299,11 @@ def turn_record(conv: ConversationSpec, index: int, nxt: TurnRequest, completion
     served it, with the provider's cached prompt tokens at the cached-input rate.
     """
     usage = completion.usage
-    price = endpoint.backend.price
-    tier = completion.tier or "standard"
     return TurnRecord(
         conversation_id=conv.id, seq=conv.seq, index=index, speaker=nxt.speaker, role=nxt.role,
         text=completion.text.strip(),
         usage=Usage(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens),
-        cost_usd=0.0 if completion.cached else  # answered from an earlier run's log: nothing was billed
-        price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, tier) if price else None,
+        cost_usd=turn_cost(completion, endpoint.backend.price),
         latency_ms=round(completion.latency_ms, 3), attempts=completion.attempts,
         request_hash=request_hash, finish_reason=completion.finish_reason, cached=completion.cached, t=t,
         tier=completion.tier)

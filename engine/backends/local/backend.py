@@ -47,8 +47,11 @@ class LocalBackend:
         self.batcher = MicroBatcher(self._generate_batch, max_batch=max_batch, wait_ms=batch_wait_ms)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "local", "model": self.model, "adapter": self.adapter, "template": self.template,
-                "device": self.device, "max_batch": self.batcher.max_batch}
+        out = {"kind": "local", "model": self.model, "adapter": self.adapter, "template": self.template,
+               "device": self.device, "max_batch": self.batcher.max_batch}
+        if self.price is not None:
+            out["price"] = self.price.describe()
+        return out
 
     async def start(self) -> None:
         if self._hf_model is None:
