@@ -74,7 +74,7 @@ def item_request(culture: Culture, item: dict[str, Any], rendering: str, tempera
         user = (f"{item['question']}\nOptions: {item['scale']}\n"
                 "Answer with a single number from 1 to 5.")
     return Request.instruction(system, user, "Answer (1-5):", rendering, 8 if rendering == "chat" else 4,
-                               temperature, stop=["\n"], seed=seed)
+                               temperature, stop=["\n"], seed=seed, choices=("1", "2", "3", "4", "5"))
 
 
 def distance(a: dict[str, float | None], b: dict[str, float | None], dims: list[str]) -> float | None:

@@ -135,7 +135,7 @@ def moderation_request(spec: DatasetSpec, system: str, text: str, rendering: str
                        seed: int) -> Request:
     user = f"Does the following post contain {spec.task}?\n\nPost: {text}\n\nAnswer yes or no."
     return Request.instruction(system, user, "Answer (yes or no):", rendering, 4 if rendering == "chat" else 3,
-                               temperature, stop=["\n"], seed=seed)
+                               temperature, stop=["\n"], seed=seed, choices=("yes", "no"))
 
 
 UNPARSEABLE = -1  # a prediction of neither class: a false negative for the row's own class

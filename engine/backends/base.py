@@ -22,14 +22,21 @@ class Request:
     temperature: float = 0.7
     stop: list[str] | None = None
     seed: int | None = None
+    # The answer is one of these labels ("yes"/"no", "1".."5"): a backend that can read the model's
+    # next-token scores ranks them in one forward pass instead of sampling text (the embedded model);
+    # the others generate as usual and the caller parses the text.
+    choices: tuple[str, ...] | None = None
     # How the request is served, not what it asks: neither is part of `key`.
     cache_key: str | None = None  # groups requests that share a prompt prefix (OpenAI's prompt_cache_key)
     service_tier: str | None = None  # None: the backend's own tier; "standard" when a flex request falls back
 
     def key(self, model: str) -> str:
         """Content hash: identical requests to the same model share it (cache, replay)."""
-        payload = orjson.dumps([model, self.messages, self.prompt, self.max_tokens,
-                                self.temperature, self.stop, self.seed])
+        fields: list[object] = [model, self.messages, self.prompt, self.max_tokens, self.temperature, self.stop,
+                                self.seed]
+        if self.choices:  # only when set: hashes of requests without choices stay as they were
+            fields.append(list(self.choices))
+        payload = orjson.dumps(fields)
         return hashlib.blake2b(payload, digest_size=12).hexdigest()
 
     def estimated_prompt_tokens(self) -> int:
@@ -37,14 +44,15 @@ class Request:
 
     @classmethod
     def instruction(cls, system: str, user: str, cue: str, rendering: str, max_tokens: int,
-                    temperature: float, stop: list[str] | None = None, seed: int | None = None) -> "Request":
+                    temperature: float, stop: list[str] | None = None, seed: int | None = None,
+                    choices: tuple[str, ...] | None = None) -> "Request":
         """One instruction for either kind of model: system + user messages for a chat model, or
         for a base model one completion prompt ending in `cue`, with `stop` (completion only)."""
         if rendering == "chat":
             return cls(messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-                       max_tokens=max_tokens, temperature=temperature, seed=seed)
+                       max_tokens=max_tokens, temperature=temperature, seed=seed, choices=choices)
         return cls(prompt=f"{system}\n\n{user}\n{cue}", max_tokens=max_tokens, temperature=temperature,
-                   stop=stop, seed=seed)
+                   stop=stop, seed=seed, choices=choices)
 
 
 @dataclass(slots=True)

@@ -39,6 +39,32 @@ def test_micro_batching_honours_per_request_stops_and_max_tokens(backend):
     assert "," not in out[2].text and out[2].finish_reason == "stop"
 
 
+def test_label_answers_are_ranked_in_one_pass_as_an_unpadded_reading_would_rank_them(backend):
+    """Left-padded batches must not change a prompt's label scores; seeds vary a sampled choice."""
+    import torch
+
+    prompts = ["Is Paris the capital of France? Answer (yes or no):",
+               "A long preamble about many things, then a question. Is the sea made of stone? "
+               "Think about it carefully before you answer. Answer (yes or no):"]
+    greedy = [Request(prompt=p, max_tokens=3, temperature=0.0, choices=("yes", "no")) for p in prompts]
+    picked = backend.choose(greedy)
+    padded = backend._next_token_logprobs(prompts)  # one batch: the short prompt is left-padded
+    tok, model = backend._tokenizer, backend._hf_model
+    for p, completion, in_batch in zip(prompts, picked, padded):
+        with torch.inference_mode():
+            logits = model(**tok(p, return_tensors="pt")).logits[0, -1].float().log_softmax(-1)
+        assert torch.allclose(in_batch, logits, atol=1e-3)
+        alone = [torch.logsumexp(logits[backend._label_tokens(c)], 0) for c in ("yes", "no")]
+        assert completion.text == ("yes", "no")[int(torch.argmax(torch.stack(alone)))]
+        assert completion.finish_reason == "stop" and completion.usage.completion_tokens == 1
+    sampled = backend.choose([Request(prompt=prompts[0], max_tokens=3, temperature=5.0, seed=s,
+                                      choices=("yes", "no")) for s in range(40)])
+    assert {c.text for c in sampled} == {"yes", "no"}  # a hot softmax over two labels: both come up
+    again = backend.choose([Request(prompt=prompts[0], max_tokens=3, temperature=5.0, seed=s,
+                                    choices=("yes", "no")) for s in range(40)])
+    assert [c.text for c in again] == [c.text for c in sampled]  # the same seed, the same pick
+
+
 def test_quickstart_runs_offline_on_the_embedded_model(tmp_path):
     """Every conversation ends done, with no network: any HTTP(S) request would go to a dead proxy.
 

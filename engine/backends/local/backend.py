@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections import OrderedDict
 from typing import Any
 
 from culturepark.engine.backends.base import Completion, Request
@@ -19,6 +20,8 @@ from culturepark.engine.chat_templates import END_OF_ANSWER, Template, render_pr
 from culturepark.engine.errors import FatalBackendError
 from culturepark.engine.pricing import Price
 from culturepark.engine.records import Usage
+
+LABEL_SCORES_KEPT = 8192  # (prompt, labels) → label scores: a few floats each
 
 
 def messages_as_transcript(messages: list[dict[str, str]]) -> str:
@@ -44,6 +47,8 @@ class LocalBackend:
         self._hf_model: Any = None
         self._tokenizer: Any = None
         self._calls = 0
+        self._label_cache: dict[str, list[int]] = {}
+        self._label_scores: OrderedDict[tuple[str, tuple[str, ...]], tuple[Any, int]] = OrderedDict()
         self.batcher = MicroBatcher(self._generate_batch, max_batch=max_batch, wait_ms=batch_wait_ms)
 
     def describe(self) -> dict[str, Any]:
@@ -74,14 +79,73 @@ class LocalBackend:
 
     # -- generation (worker thread) ----------------------------------------
     def _generate_batch(self, requests: list[Request]) -> list[Completion]:
-        groups: dict[float, list[int]] = {}
+        groups: dict[float | None, list[int]] = {}
         for i, r in enumerate(requests):
-            groups.setdefault(r.temperature, []).append(i)
+            groups.setdefault(None if r.choices else r.temperature, []).append(i)
         out: list[Completion | None] = [None] * len(requests)
         for temperature, idxs in groups.items():
-            for i, c in zip(idxs, self.generate([requests[i] for i in idxs], temperature)):
+            batch = [requests[i] for i in idxs]
+            done = self.choose(batch) if temperature is None else self.generate(batch, temperature)
+            for i, c in zip(idxs, done):
                 out[i] = c
         return [c for c in out if c is not None]
+
+    def choose(self, requests: list[Request]) -> list[Completion]:
+        """Requests whose answer is a label: one forward pass per distinct prompt, no decoding.
+
+        Why: a short-answer evaluation spent most of its time decoding and re-asking — a small base
+        model often answers neither "yes" nor "no", and each unparseable reply was retried. Here
+        each label is scored by the log-probability of its first token (any of its spellings: with
+        or without a leading space, capitalised) right after the prompt, as lm-evaluation-harness
+        ranks choices. Greedy at temperature 0; else sampled from the labels' softmax at that
+        temperature with the request's seed, so seeds still differ. The same prompt under several
+        seeds is read once (its label scores are kept for the next `LABEL_SCORES_KEPT` prompts),
+        and prompts go through in length order, so little is padding.
+        """
+        import torch
+
+        prompts = [self._prompt_text(r) for r in requests]
+        keys = [(p, r.choices or ()) for p, r in zip(prompts, requests)]
+        todo = sorted({p for p, labels in keys if (p, labels) not in self._label_scores}, key=len)
+        for chunk in _length_chunks(todo):
+            for p, logp in zip(chunk, self._next_token_logprobs(chunk)):
+                for key in {k for k in keys if k[0] == p}:
+                    self._label_scores[key] = (torch.stack(
+                        [torch.logsumexp(logp[self._label_tokens(c)], 0) for c in key[1]]),
+                        len(self._tokenizer(p)["input_ids"]))
+        while len(self._label_scores) > LABEL_SCORES_KEPT:
+            self._label_scores.popitem(last=False)
+        results = []
+        for r, key in zip(requests, keys):
+            p = key[0]
+            ranked, n_prompt = self._label_scores[key]
+            self._label_scores.move_to_end(key)
+            if r.temperature > 0:
+                gen = torch.Generator().manual_seed(int.from_bytes(
+                    hashlib.blake2b(f"{r.seed}:{p}".encode(), digest_size=4).digest(), "big"))
+                pick = int(torch.multinomial(torch.softmax(ranked / r.temperature, 0), 1, generator=gen))
+            else:
+                pick = int(torch.argmax(ranked))
+            results.append(Completion(text=key[1][pick], finish_reason="stop", usage=Usage(n_prompt, 1)))
+        return results
+
+    def _next_token_logprobs(self, prompts: list[str]) -> list[Any]:
+        import torch
+
+        tok, model = self._tokenizer, self._hf_model
+        enc = tok(prompts, return_tensors="pt", padding=True).to(model.device)
+        positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens
+        with torch.inference_mode():
+            logits = model(**enc, position_ids=positions, logits_to_keep=1).logits[:, -1, :]
+        return list(torch.log_softmax(logits.float(), -1))
+
+    def _label_tokens(self, label: str) -> list[int]:
+        """The first token of each spelling of a label the model might write next."""
+        if label not in self._label_cache:
+            spellings = {label, f" {label}", label.capitalize(), f" {label.capitalize()}"}
+            ids = {self._tokenizer(s, add_special_tokens=False)["input_ids"][0] for s in spellings if s.strip()}
+            self._label_cache[label] = sorted(ids)
+        return self._label_cache[label]
 
     def generate(self, requests: list[Request], temperature: float) -> list[Completion]:
         import torch
@@ -158,3 +222,15 @@ class LocalBackend:
 
     async def aclose(self) -> None:
         await self.batcher.aclose()
+
+
+def _length_chunks(prompts: list[str], max_spread: float = 1.5) -> list[list[str]]:
+    """Prompts sorted by length, cut where the longest would exceed `max_spread` × the shortest:
+    a batch is padded to its longest prompt, so similar lengths waste little compute."""
+    chunks: list[list[str]] = []
+    for p in prompts:
+        if chunks and len(p) <= max_spread * max(1, len(chunks[-1][0])):
+            chunks[-1].append(p)
+        else:
+            chunks.append([p])
+    return chunks
