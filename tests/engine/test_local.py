@@ -49,7 +49,12 @@ def test_label_answers_are_ranked_in_one_pass_as_an_unpadded_reading_would_rank_
     greedy = [Request(prompt=p, max_tokens=3, temperature=0.0, choices=("yes", "no")) for p in prompts]
     picked = backend.choose(greedy)
     padded = backend._next_token_logprobs(prompts)  # one batch: the short prompt is left-padded
+    shared = [f"You judge posts the way people of a culture would. Is this offensive?\n\nPost: {p}\nAnswer:"
+              for p in ("Hello", "You are all wonderful people, thank you for the lovely evening!")]
+    prompts, padded = prompts + shared, padded + backend._next_token_logprobs(shared)  # read once, then per row
     tok, model = backend._tokenizer, backend._hf_model
+    picked = picked + backend.choose([Request(prompt=p, max_tokens=3, temperature=0.0, choices=("yes", "no"))
+                                      for p in shared])
     for p, completion, in_batch in zip(prompts, picked, padded):
         with torch.inference_mode():
             logits = model(**tok(p, return_tensors="pt")).logits[0, -1].float().log_softmax(-1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import time
 from collections import OrderedDict
 from typing import Any
@@ -22,6 +23,7 @@ from culturepark.engine.pricing import Price
 from culturepark.engine.records import Usage
 
 LABEL_SCORES_KEPT = 8192  # (prompt, labels) → label scores: a few floats each
+MIN_SHARED_TOKENS = 16  # a shorter common prefix is not worth a pass of its own
 
 
 def messages_as_transcript(messages: list[dict[str, str]]) -> str:
@@ -130,13 +132,38 @@ class LocalBackend:
         return results
 
     def _next_token_logprobs(self, prompts: list[str]) -> list[Any]:
+        """The log-probabilities of each prompt's next token. The prompts of one evaluation share
+        their instructions, so the tokens they all begin with are read once and their keys and
+        values reused by every row (prefix caching); only the rest is batched."""
         import torch
 
         tok, model = self._tokenizer, self._hf_model
-        enc = tok(prompts, return_tensors="pt", padding=True).to(model.device)
-        positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens
+        ids = [tok(p)["input_ids"] for p in prompts]
+        shared = _common_prefix(ids)
+        if len(prompts) < 2 or shared < MIN_SHARED_TOKENS:
+            enc = tok(prompts, return_tensors="pt", padding=True).to(model.device)
+            positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens
+            with torch.inference_mode():
+                logits = model(**enc, position_ids=positions, logits_to_keep=1).logits[:, -1, :]
+            return list(torch.log_softmax(logits.float(), -1))
+        rows, width = len(ids), max(len(x) for x in ids) - shared
+        inputs = torch.full((rows, width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros(rows, shared + width, dtype=torch.long)
+        mask[:, :shared] = 1
+        positions = torch.zeros(rows, width, dtype=torch.long)
+        for r, x in enumerate(ids):  # each row's own tokens, left-padded after the shared part
+            n = len(x) - shared
+            inputs[r, width - n:] = torch.tensor(x[shared:])
+            mask[r, shared + width - n:] = 1
+            positions[r, width - n:] = torch.arange(shared, shared + n)
+        cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        dev = model.device
         with torch.inference_mode():
-            logits = model(**enc, position_ids=positions, logits_to_keep=1).logits[:, -1, :]
+            cache = model(input_ids=torch.tensor([ids[0][:shared]], device=dev), use_cache=True).past_key_values
+            cache.batch_repeat_interleave(rows)
+            logits = model(input_ids=inputs.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
+                           cache_position=torch.arange(shared, shared + width, device=dev), logits_to_keep=1,
+                           **{cache_arg: cache}).logits[:, -1, :]
         return list(torch.log_softmax(logits.float(), -1))
 
     def _label_tokens(self, label: str) -> list[int]:
@@ -234,3 +261,12 @@ def _length_chunks(prompts: list[str], max_spread: float = 1.5) -> list[list[str
         else:
             chunks.append([p])
     return chunks
+
+
+def _common_prefix(ids: list[list[int]]) -> int:
+    """Tokens every row begins with, leaving each row at least its last token to read."""
+    limit = min(len(x) for x in ids) - 1
+    n = 0
+    while n < limit and all(x[n] == ids[0][n] for x in ids):
+        n += 1
+    return n
