@@ -159,8 +159,9 @@ class LocalBackend:
         cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         dev = model.device
         with torch.inference_mode():
-            cache = model(input_ids=torch.tensor([ids[0][:shared]], device=dev), use_cache=True,
-                          logits_to_keep=1).past_key_values  # (its logits are not needed: one position)
+            prefix = model(input_ids=torch.tensor([ids[0][:shared]], device=dev), use_cache=True,
+                           logits_to_keep=1)  # (its logits are not needed: one position)
+            cache = prefix["cache"] if cache_arg == "cache" else prefix.past_key_values
             cache.batch_repeat_interleave(rows)
             logits = model(input_ids=inputs.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
                            cache_position=torch.arange(shared, shared + width, device=dev), logits_to_keep=1,
