@@ -8,6 +8,7 @@ rendering) and stop at its end-of-answer marker; an untuned base model gets a tr
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import inspect
 import time
@@ -24,6 +25,7 @@ from culturepark.engine.records import Usage
 
 LABEL_SCORES_KEPT = 8192  # (prompt, labels) → label scores: a few floats each
 MIN_SHARED_TOKENS = 16  # a shorter common prefix is not worth a pass of its own
+PREFIXES_KEPT = 4  # prompt beginnings whose keys and values are kept between batches
 
 
 def messages_as_transcript(messages: list[dict[str, str]]) -> str:
@@ -50,6 +52,7 @@ class LocalBackend:
         self._tokenizer: Any = None
         self._calls = 0
         self._label_cache: dict[str, list[int]] = {}
+        self._prefixes: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self._label_scores: OrderedDict[tuple[str, tuple[str, ...]], tuple[Any, int]] = OrderedDict()
         self.batcher = MicroBatcher(self._generate_batch, max_batch=max_batch, wait_ms=batch_wait_ms)
 
@@ -109,8 +112,10 @@ class LocalBackend:
         prompts = [self._prompt_text(r) for r in requests]
         keys = [(p, r.choices or ()) for p, r in zip(prompts, requests)]
         todo = sorted({p for p, labels in keys if (p, labels) not in self._label_scores}, key=len)
+        tokens = {p: self._tokenizer(p)["input_ids"] for p in todo}
+        shared = _common_prefix(list(tokens.values())) if len(todo) > 1 else 0
         for chunk in _length_chunks(todo):
-            for p, logp in zip(chunk, self._next_token_logprobs(chunk)):
+            for p, logp in zip(chunk, self._next_token_logprobs(chunk, shared)):
                 for key in {k for k in keys if k[0] == p}:
                     self._label_scores[key] = (torch.stack(
                         [torch.logsumexp(logp[self._label_tokens(c)], 0) for c in key[1]]),
@@ -131,16 +136,19 @@ class LocalBackend:
             results.append(Completion(text=key[1][pick], finish_reason="stop", usage=Usage(n_prompt, 1)))
         return results
 
-    def _next_token_logprobs(self, prompts: list[str]) -> list[Any]:
+    def _next_token_logprobs(self, prompts: list[str], shared: int | None = None) -> list[Any]:
         """The log-probabilities of each prompt's next token. The prompts of one evaluation share
-        their instructions, so the tokens they all begin with are read once and their keys and
-        values reused by every row (prefix caching); only the rest is batched."""
+        their instructions, so the `shared` tokens they all begin with (default: as many as these
+        prompts share) are read once — and kept for the next batch with the same beginning — and
+        their keys and values reused by every row (prefix caching); only the rest is batched."""
         import torch
 
         tok, model = self._tokenizer, self._hf_model
         ids = [tok(p)["input_ids"] for p in prompts]
-        shared = _common_prefix(ids)
-        if len(prompts) < 2 or shared < MIN_SHARED_TOKENS:
+        if shared is None:
+            shared = len(ids[0]) if len(ids) > 1 else 0  # a lone prompt has no beginning to share
+        shared = min(_common_prefix(ids), shared)
+        if shared < MIN_SHARED_TOKENS:
             enc = tok(prompts, return_tensors="pt", padding=True).to(model.device)
             positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens
             with torch.inference_mode():
@@ -159,14 +167,25 @@ class LocalBackend:
         cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         dev = model.device
         with torch.inference_mode():
-            prefix = model(input_ids=torch.tensor([ids[0][:shared]], device=dev), use_cache=True,
-                           logits_to_keep=1)  # (its logits are not needed: one position)
-            cache = prefix["cache"] if cache_arg == "cache" else prefix.past_key_values
+            cache = copy.deepcopy(self._prefix_cache(tuple(ids[0][:shared]), cache_arg))
             cache.batch_repeat_interleave(rows)
             logits = model(input_ids=inputs.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
                            cache_position=torch.arange(shared, shared + width, device=dev), logits_to_keep=1,
                            **{cache_arg: cache}).logits[:, -1, :]
         return list(torch.log_softmax(logits.float(), -1))
+
+    def _prefix_cache(self, prefix: tuple[int, ...], cache_arg: str) -> Any:
+        """The keys and values of a prompt beginning, computed once (a few MB for a few kept)."""
+        import torch
+
+        if prefix not in self._prefixes:
+            out = self._hf_model(input_ids=torch.tensor([prefix], device=self._hf_model.device), use_cache=True,
+                                 logits_to_keep=1)  # (its logits are not needed: one position)
+            self._prefixes[prefix] = out["cache"] if cache_arg == "cache" else out.past_key_values
+            while len(self._prefixes) > PREFIXES_KEPT:
+                self._prefixes.popitem(last=False)
+        self._prefixes.move_to_end(prefix)
+        return self._prefixes[prefix]
 
     def _label_tokens(self, label: str) -> list[int]:
         """The first token of each spelling of a label the model might write next."""
