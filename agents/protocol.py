@@ -65,6 +65,12 @@ class PlanError(InputError):
     """A scenario that is valid YAML but names something the data does not have."""
 
 
+# A base model continuing a transcript readily copies the other speaker's last turn word for word
+# (rejected as `echo_reply`, then asked again, sometimes until the conversation fails): where the
+# backend can, no span of this many tokens from the transcript is repeated.
+NO_COPY_TOKENS = 8
+
+
 def script_steps(scenario: Scenario) -> list[Step]:
     """The sequence of (speaker, moderator prompt template) for one conversation."""
     if scenario.version == "v2":
@@ -164,7 +170,7 @@ class CultureParkPolicy:
         names = {r: meta["participants"][r]["name"] for r in ("delegate", "main_contact")}
         prompt, stop = transcript_prompt(bg, role, names, steps, spoken, current)
         return Request(prompt=prompt, stop=stop, max_tokens=max_tokens, temperature=temperature,
-                       cache_key=cache_key)
+                       cache_key=cache_key, no_repeat_ngram_size=NO_COPY_TOKENS)
 
     def ask_delegate(self, meta: dict[str, Any], turns: Sequence[SpokenTurn], question: str, max_tokens: int,
                      temperature: float, seed: int | None = None) -> Request:

@@ -26,6 +26,10 @@ class Request:
     # next-token scores ranks them in one forward pass instead of sampling text (the embedded model);
     # the others generate as usual and the caller parses the text.
     choices: tuple[str, ...] | None = None
+    # Never repeat a span of this many tokens from the prompt (a backend that can: the embedded model;
+    # OpenAI-compatible servers have no such field). Keeps a small base model from copying the other
+    # speaker's turn word for word, which the echo check would only reject and re-ask.
+    no_repeat_ngram_size: int | None = None
     # How the request is served, not what it asks: neither is part of `key`.
     cache_key: str | None = None  # groups requests that share a prompt prefix (OpenAI's prompt_cache_key)
     service_tier: str | None = None  # None: the backend's own tier; "standard" when a flex request falls back
@@ -34,8 +38,10 @@ class Request:
         """Content hash: identical requests to the same model share it (cache, replay)."""
         fields: list[object] = [model, self.messages, self.prompt, self.max_tokens, self.temperature, self.stop,
                                 self.seed]
-        if self.choices:  # only when set: hashes of requests without choices stay as they were
+        if self.choices:  # only when set: hashes of requests without them stay as they were
             fields.append(list(self.choices))
+        if self.no_repeat_ngram_size:
+            fields.append(["no_repeat_ngram_size", self.no_repeat_ngram_size])
         payload = orjson.dumps(fields)
         return hashlib.blake2b(payload, digest_size=12).hexdigest()
 

@@ -39,6 +39,7 @@ def test_each_agents_next_request_begins_with_its_previous_one(tiny_data, versio
                     assert rendered.startswith(before), (conv.id, len(turns))  # type: ignore[union-attr]
                 checked += 1
             assert req.cache_key == f"{conv.meta['culture']}|{conv.meta['item_id']}|{nxt.role}"
+            assert req.no_repeat_ngram_size == (8 if req.prompt is not None else None)  # transcripts only
             last[nxt.role] = rendered
             turns.append(Turn(len(turns), nxt.speaker, nxt.role, f"Reply {len(turns)}: I think so, {nxt.speaker}."))
     assert checked >= 10

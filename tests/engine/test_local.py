@@ -70,6 +70,16 @@ def test_label_answers_are_ranked_in_one_pass_as_an_unpadded_reading_would_rank_
     assert [c.text for c in again] == [c.text for c in sampled]  # the same seed, the same pick
 
 
+def test_no_repeat_ngram_keeps_a_transcript_from_being_copied_word_for_word(backend):
+    line = "the quick brown fox jumps over the lazy dog near the old river bank"
+    prompt = f"Anna: {line}\nBen: {line}\nAnna: {line}\nBen:"
+    free, guarded = backend.generate([Request(prompt=prompt, max_tokens=20, temperature=0.0, stop=["\n"])], 0.0), \
+        backend.generate([Request(prompt=prompt, max_tokens=20, temperature=0.0, stop=["\n"],
+                                  no_repeat_ngram_size=8)], 0.0, 8)
+    assert line in free[0].text  # the small base model copies the turn, as it does in conversations
+    assert line not in guarded[0].text and guarded[0].text.strip()
+
+
 def test_quickstart_runs_offline_on_the_embedded_model(tmp_path):
     """Every conversation ends done, with no network: any HTTP(S) request would go to a dead proxy.
 

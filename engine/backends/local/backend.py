@@ -84,13 +84,13 @@ class LocalBackend:
 
     # -- generation (worker thread) ----------------------------------------
     def _generate_batch(self, requests: list[Request]) -> list[Completion]:
-        groups: dict[float | None, list[int]] = {}
+        groups: dict[tuple[float, int] | None, list[int]] = {}
         for i, r in enumerate(requests):
-            groups.setdefault(None if r.choices else r.temperature, []).append(i)
+            groups.setdefault(None if r.choices else (r.temperature, r.no_repeat_ngram_size or 0), []).append(i)
         out: list[Completion | None] = [None] * len(requests)
-        for temperature, idxs in groups.items():
+        for how, idxs in groups.items():
             batch = [requests[i] for i in idxs]
-            done = self.choose(batch) if temperature is None else self.generate(batch, temperature)
+            done = self.choose(batch) if how is None else self.generate(batch, how[0], how[1])
             for i, c in zip(idxs, done):
                 out[i] = c
         return [c for c in out if c is not None]
@@ -195,7 +195,7 @@ class LocalBackend:
             self._label_cache[label] = sorted(ids)
         return self._label_cache[label]
 
-    def generate(self, requests: list[Request], temperature: float) -> list[Completion]:
+    def generate(self, requests: list[Request], temperature: float, no_repeat_ngram_size: int = 0) -> list[Completion]:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -231,6 +231,8 @@ class LocalBackend:
             end_id = tok.convert_tokens_to_ids(END_OF_ANSWER[self.template])
             if isinstance(end_id, int) and end_id != tok.unk_token_id:
                 kwargs["eos_token_id"] = [tok.eos_token_id, end_id]
+        if no_repeat_ngram_size:
+            kwargs["no_repeat_ngram_size"] = no_repeat_ngram_size
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
         else:
