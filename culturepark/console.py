@@ -20,9 +20,12 @@ def make_logger(stream: TextIO | None = None) -> Any:
                     structlog.dev.ConsoleRenderer(colors=stream.isatty())])
 
 
-def cache_share(stats: Any) -> str:
-    """The share of prompt tokens the provider's prompt cache served so far, e.g. "62% "."""
-    return f"{stats.cached_prompt_tokens / stats.prompt_tokens:.0%} " if stats.prompt_tokens else "0% "
+def cache_share(stats: Any, suffix: str = "cached  ") -> str:
+    """The share of prompt tokens the provider's prompt cache served so far ("62% cached"); nothing
+    while no token was cached (the embedded model, a provider without caching, the first turns)."""
+    if not stats.cached_prompt_tokens:
+        return ""
+    return f"{stats.cached_prompt_tokens / stats.prompt_tokens:.0%} {suffix}"
 
 
 async def progress_bar(scheduler: Any, total: int, already: int, stream: TextIO | None = None) -> None:
@@ -42,7 +45,7 @@ async def progress_bar(scheduler: Any, total: int, already: int, stream: TextIO 
             rate = s.turns / s.elapsed_s if s.elapsed_s > 0 else 0.0
             cost = f"${s.cost_usd:.4f}" if s.cost_unknown_turns == 0 else f"≥${s.cost_usd:.4f}"
             info = (f"{rate:6.1f} turns/s  {s.prompt_tokens + s.completion_tokens:,} tok  "
-                    f"{cache_share(s)}cached  429s {limited}  {cost}  failed {s.failed}")
+                    f"{cache_share(s)}429s {limited}  {cost}  failed {s.failed}")
             bar.update(task, completed=already + s.done + s.failed, info=info)
             try:
                 await asyncio.sleep(0.5)
@@ -65,7 +68,7 @@ async def progress_lines(scheduler: Any, total: int, already: int, stream: TextI
         rate = finished / s.elapsed_s if s.elapsed_s > 0 else 0.0
         eta = f"{left / rate:.0f}s" if rate > 0 and left > 0 else ("0s" if left <= 0 else "?")
         out.write(f"progress: {already + finished}/{total} conversations ({s.done} done, {s.failed} failed "
-                  f"this session), {s.turns} turns, {cache_share(s)}of prompt tokens cached, "
+                  f"this session), {s.turns} turns, {cache_share(s, 'of prompt tokens cached, ')}"
                   f"{s.elapsed_s:.0f}s elapsed, ETA {eta}\n")
         out.flush()
     while True:

@@ -65,3 +65,23 @@ async def test_a_pilot_projects_tokens_cache_and_cost_within_ten_percent(sim, tm
     assert by_tier["flex"] == by_tier["batch"] == pytest.approx(by_tier["standard"] / 2)
     assert by_tier["standard_uncached"] > by_tier["standard"]
     assert orjson.loads((tmp_path / "pilot" / ESTIMATE_NAME).read_bytes()) == estimate
+
+
+async def test_the_progress_line_shows_the_cached_share_once_there_is_one(sim, tmp_path, tiny_data):
+    import io
+
+    from culturepark.console import progress_lines
+
+    lines = io.StringIO()
+    await run_async(_scenario(tmp_path, await sim(**SIM), "shown"), RunOptions(out=tmp_path / "shown",
+                                                                               data_dir=tiny_data),
+                    progress=lambda sch, total, done: progress_lines(sch, total, done, lines, every_s=3600))
+    last = lines.getvalue().splitlines()[-1]
+    assert last.startswith("progress: 24/24 conversations (24 done, 0 failed this session), 240 turns, ")
+    share = int(last.split(" turns, ")[1].split("%")[0])
+    assert 0 < share < 100 and "of prompt tokens cached" in last
+    plain = io.StringIO()
+    await run_async(_scenario(tmp_path, await sim(seed=2), "plain"), RunOptions(out=tmp_path / "plain",
+                                                                               data_dir=tiny_data),
+                    progress=lambda sch, total, done: progress_lines(sch, total, done, plain, every_s=3600))
+    assert "cached" not in plain.getvalue()  # no provider cache, no figure
