@@ -48,10 +48,11 @@ def test_label_answers_are_ranked_in_one_pass_as_an_unpadded_reading_would_rank_
                "Think about it carefully before you answer. Answer (yes or no):"]
     greedy = [Request(prompt=p, max_tokens=3, temperature=0.0, choices=("yes", "no")) for p in prompts]
     picked = backend.choose(greedy)
-    padded = backend._next_token_logprobs(prompts)  # one batch: the short prompt is left-padded
     shared = [f"You judge posts the way people of a culture would. Is this offensive?\n\nPost: {p}\nAnswer:"
               for p in ("Hello", "You are all wonderful people, thank you for the lovely evening!")]
-    prompts, padded = prompts + shared, padded + backend._next_token_logprobs(shared)  # read once, then per row
+    ids = [backend._tokenizer(p)["input_ids"] for p in prompts + shared]
+    padded = backend._next_token_logprobs(ids[:2])  # one batch: the short prompt is left-padded
+    prompts, padded = prompts + shared, padded + backend._next_token_logprobs(ids[2:])  # read once, then per row
     tok, model = backend._tokenizer, backend._hf_model
     picked = picked + backend.choose([Request(prompt=p, max_tokens=3, temperature=0.0, choices=("yes", "no"))
                                       for p in shared])

@@ -52,6 +52,7 @@ class LocalBackend:
         self._tokenizer: Any = None
         self._calls = 0
         self._label_cache: dict[str, list[int]] = {}
+        self._cache_name: str | None = None
         self._prefixes: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self._label_scores: OrderedDict[tuple[str, tuple[str, ...]], tuple[Any, int]] = OrderedDict()
         self.batcher = MicroBatcher(self._generate_batch, max_batch=max_batch, wait_ms=batch_wait_ms)
@@ -111,15 +112,17 @@ class LocalBackend:
 
         prompts = [self._prompt_text(r) for r in requests]
         keys = [(p, r.choices or ()) for p, r in zip(prompts, requests)]
-        todo = sorted({p for p, labels in keys if (p, labels) not in self._label_scores}, key=len)
-        tokens = {p: self._tokenizer(p)["input_ids"] for p in todo}
-        shared = _common_prefix(list(tokens.values())) if len(todo) > 1 else 0
-        for chunk in _length_chunks(todo):
-            for p, logp in zip(chunk, self._next_token_logprobs(chunk, shared)):
-                for key in {k for k in keys if k[0] == p}:
-                    self._label_scores[key] = (torch.stack(
-                        [torch.logsumexp(logp[self._label_tokens(c)], 0) for c in key[1]]),
-                        len(self._tokenizer(p)["input_ids"]))
+        labels_of: dict[str, set[tuple[str, ...]]] = {}
+        for p, labels in keys:
+            if (p, labels) not in self._label_scores:
+                labels_of.setdefault(p, set()).add(labels)
+        tokens = {p: self._tokenizer(p)["input_ids"] for p in sorted(labels_of, key=len)}
+        shared = _common_prefix(list(tokens.values())) if len(tokens) > 1 else 0
+        for chunk in _length_chunks(list(tokens)):
+            for p, logp in zip(chunk, self._next_token_logprobs([tokens[p] for p in chunk], shared)):
+                for labels in labels_of[p]:
+                    self._label_scores[(p, labels)] = (torch.stack(
+                        [torch.logsumexp(logp[self._label_tokens(c)], 0) for c in labels]), len(tokens[p]))
         while len(self._label_scores) > LABEL_SCORES_KEPT:
             self._label_scores.popitem(last=False)
         results = []
@@ -136,52 +139,56 @@ class LocalBackend:
             results.append(Completion(text=key[1][pick], finish_reason="stop", usage=Usage(n_prompt, 1)))
         return results
 
-    def _next_token_logprobs(self, prompts: list[str], shared: int | None = None) -> list[Any]:
-        """The log-probabilities of each prompt's next token. The prompts of one evaluation share
-        their instructions, so the `shared` tokens they all begin with (default: as many as these
-        prompts share) are read once — and kept for the next batch with the same beginning — and
-        their keys and values reused by every row (prefix caching); only the rest is batched."""
+    def _next_token_logprobs(self, ids: list[list[int]], shared: int | None = None) -> list[Any]:
+        """The log-probabilities of the next token after each prompt (its token ids). The prompts of
+        one evaluation share their instructions, so the `shared` tokens they all begin with (default:
+        as many as these prompts share) are read once — and kept for the next batch with the same
+        beginning — and their keys and values reused by every row (prefix caching). The rest of each
+        row is left-padded into one batch, its positions counting its real tokens only."""
         import torch
 
-        tok, model = self._tokenizer, self._hf_model
-        ids = [tok(p)["input_ids"] for p in prompts]
         if shared is None:
             shared = len(ids[0]) if len(ids) > 1 else 0  # a lone prompt has no beginning to share
         shared = min(_common_prefix(ids), shared)
         if shared < MIN_SHARED_TOKENS:
-            enc = tok(prompts, return_tensors="pt", padding=True).to(model.device)
-            positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens
-            with torch.inference_mode():
-                logits = model(**enc, position_ids=positions, logits_to_keep=1).logits[:, -1, :]
-            return list(torch.log_softmax(logits.float(), -1))
+            shared = 0
         rows, width = len(ids), max(len(x) for x in ids) - shared
-        inputs = torch.full((rows, width), tok.pad_token_id, dtype=torch.long)
+        inputs = torch.full((rows, width), self._tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros(rows, shared + width, dtype=torch.long)
         mask[:, :shared] = 1
         positions = torch.zeros(rows, width, dtype=torch.long)
-        for r, x in enumerate(ids):  # each row's own tokens, left-padded after the shared part
+        for r, x in enumerate(ids):
             n = len(x) - shared
             inputs[r, width - n:] = torch.tensor(x[shared:])
             mask[r, shared + width - n:] = 1
             positions[r, width - n:] = torch.arange(shared, shared + n)
-        cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        dev = model.device
+        dev = self._hf_model.device
+        reuse: dict[str, Any] = {}
         with torch.inference_mode():
-            cache = copy.deepcopy(self._prefix_cache(tuple(ids[0][:shared]), cache_arg))
-            cache.batch_repeat_interleave(rows)
-            logits = model(input_ids=inputs.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
-                           cache_position=torch.arange(shared, shared + width, device=dev), logits_to_keep=1,
-                           **{cache_arg: cache}).logits[:, -1, :]
+            if shared:
+                cache = copy.deepcopy(self._prefix_cache(tuple(ids[0][:shared])))
+                cache.batch_repeat_interleave(rows)
+                reuse = {self._cache_arg(): cache, "cache_position": torch.arange(shared, shared + width, device=dev)}
+            logits = self._hf_model(input_ids=inputs.to(dev), attention_mask=mask.to(dev),
+                                    position_ids=positions.to(dev), logits_to_keep=1, **reuse).logits[:, -1, :]
         return list(torch.log_softmax(logits.float(), -1))
 
-    def _prefix_cache(self, prefix: tuple[int, ...], cache_arg: str) -> Any:
+    def _cache_arg(self) -> str:
+        """What this transformers calls the KV cache in a forward call (and its output): `cache`, or
+        `past_key_values` before it was renamed."""
+        if self._cache_name is None:
+            params = inspect.signature(self._hf_model.forward).parameters
+            self._cache_name = "cache" if "cache" in params else "past_key_values"
+        return self._cache_name
+
+    def _prefix_cache(self, prefix: tuple[int, ...]) -> Any:
         """The keys and values of a prompt beginning, computed once (a few MB for a few kept)."""
         import torch
 
         if prefix not in self._prefixes:
             out = self._hf_model(input_ids=torch.tensor([prefix], device=self._hf_model.device), use_cache=True,
                                  logits_to_keep=1)  # (its logits are not needed: one position)
-            self._prefixes[prefix] = out["cache"] if cache_arg == "cache" else out.past_key_values
+            self._prefixes[prefix] = out[self._cache_arg()]
             while len(self._prefixes) > PREFIXES_KEPT:
                 self._prefixes.popitem(last=False)
         self._prefixes.move_to_end(prefix)
