@@ -78,7 +78,7 @@ def make_backend(cfg: BackendConfig) -> Backend:
 def batch_backend(cfg: BackendConfig, run_dir: Path, role: str) -> Backend:
     """`run --batch-api`: the role's OpenAI-compatible backend, sent through /v1/batches, with its
     ledger of paid batches in the run directory (one per distinct endpoint)."""
-    from culturepark.engine.backends.openai_batch import BatchLimits, OpenAIBatchBackend
+    from culturepark.engine.backends.openai_batch import BatchLimits, OpenAIBatchBackend, ledger_name
 
     if cfg.provider == "local":
         raise InputError(f"--batch-api needs an OpenAI-compatible server with /v1/files and /v1/batches; "
@@ -87,7 +87,7 @@ def batch_backend(cfg: BackendConfig, run_dir: Path, role: str) -> Backend:
     assert isinstance(http, OpenAIHTTPBackend)
     b = cfg.batch
     limits = BatchLimits(b.max_requests, int(b.max_mb * 1024 * 1024), b.gather_s, b.poll_s)
-    return OpenAIBatchBackend(http, run_dir / f"batches-{role}.jsonl", limits)
+    return OpenAIBatchBackend(http, run_dir / ledger_name(role), limits)
 
 
 def make_endpoints(configs: dict[str, BackendConfig], limits: Limits, retry: RetryConfig,

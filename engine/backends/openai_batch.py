@@ -9,8 +9,8 @@ uploaded, created, polled and downloaded; each waiting request then gets its own
 A line that failed or expired raises `TransientError`, so the endpoint's retry puts that request
 into a later round.
 
-Crash-safety contract, enforced here with the ledger (`batches.jsonl` in the run directory,
-one fsynced `os.write` per event):
+Crash-safety contract, enforced here with the ledger (`batches-ROLE.jsonl` in the run
+directory, one fsynced `os.write` per event):
 1. `submitting` {input_file_id, custom_ids} is written after the upload and *before* the batch is
    created; 2. `submitted` {input_file_id, batch_id} once it is; 3. `consumed` {batch_id} once
    every answer of the batch has been handed to its conversation, which appends its turn to the
@@ -38,7 +38,11 @@ from culturepark.engine.backends.base import Completion, Request
 from culturepark.engine.backends.openai_http import OpenAIHTTPBackend, error_for_status
 from culturepark.engine.errors import BackendError, FatalBackendError, TransientError
 
-LEDGER_NAME = "batches.jsonl"
+
+def ledger_name(role: str) -> str:
+    """The ledger of one endpoint's batches in the run directory (named by the first role using it)."""
+    return f"batches-{role}.jsonl"
+
 FINAL_STATES = ("completed", "failed", "expired", "cancelled")
 
 
@@ -127,7 +131,6 @@ class OpenAIBatchBackend:
         self.price = http.price
         self.limits = limits or BatchLimits()
         self.ledger = BatchLedger(ledger_path)
-        self.batches_submitted = 0
         self.resumed_answers = 0
         self._answers = _Answers()
         self._waiting: list[_Waiting] = []
@@ -217,7 +220,6 @@ class OpenAIBatchBackend:
                 "POST", "/batches", json={"input_file_id": file_id, "endpoint": self.http.path,
                                           "completion_window": "24h"}))
             self.ledger.append("submitted", input_file_id=file_id, batch_id=batch["id"])
-            self.batches_submitted += 1
             answers = await self._results(batch["id"])
         except Exception as exc:  # every waiting conversation hears of it; a bug stays a crash with its traceback
             error = (exc if isinstance(exc, BackendError) else
@@ -235,8 +237,7 @@ class OpenAIBatchBackend:
                 w.future.set_exception(answer)
             else:
                 w.future.set_result(answer)
-        await asyncio.sleep(0)  # each conversation appends its turn before the batch counts as consumed
-        self.ledger.append("consumed", batch_id=batch["id"])
+        self._consumed_later(batch["id"])
 
     async def _upload(self, content: bytes) -> str:
         form = aiohttp.FormData()
@@ -278,7 +279,7 @@ class OpenAIBatchBackend:
         response = line.get("response") or {}
         error = line.get("error")
         if error and not response:
-            code = str((error or {}).get("code") or "error")
+            code = str(error.get("code") or "error")
             return custom_id, TransientError(code if code.startswith("batch") else f"batch_{code}")
         status = int(response.get("status_code") or 0)
         body = response.get("body")
@@ -325,10 +326,12 @@ class OpenAIBatchBackend:
             after = page["data"][-1]["id"]
 
     def _consumed_later(self, batch_id: str) -> None:
+        """Mark a batch consumed once its answers are handed over: each waiting conversation appends
+        its turn in the next event-loop step, before this mark is written."""
         async def mark() -> None:
             await asyncio.sleep(0)  # the conversation appends its turn first
             self.ledger.append("consumed", batch_id=batch_id)
         self._spawn(mark(), self._marks)
 
 
-__all__ = ["BatchLedger", "BatchLimits", "LEDGER_NAME", "OpenAIBatchBackend"]
+__all__ = ["BatchLedger", "BatchLimits", "OpenAIBatchBackend", "ledger_name"]
