@@ -47,6 +47,14 @@ def _plt():
     return plt
 
 
+def _save(fig: Any, out: Path, name: str) -> str:
+    """Lay out, write and release a figure; its file name, for the page."""
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    _plt().close(fig)
+    return name
+
+
 def plot_hofstede(items: list[tuple[Path, dict]], out: Path) -> list[str]:
     plt = _plt()
     by_culture: dict[str, list[tuple[str, dict]]] = defaultdict(list)
@@ -77,11 +85,7 @@ def plot_hofstede(items: list[tuple[Path, dict]], out: Path) -> list[str]:
         ax.set_title(f"Hofstede dimensions — {culture}  (n/a: an item it needs had no valid answer)")
         ax.set_ylabel("index")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        name = f"hofstede_{culture}.png"
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        files.append(name)
+        files.append(_save(fig, out, f"hofstede_{culture}.png"))
     return files
 
 
@@ -108,10 +112,7 @@ def plot_moderation(items: list[tuple[Path, dict]], out: Path) -> list[str]:
     ax.set_ylabel("macro-F1 (mean ± std over seeds)")
     ax.set_title("Content moderation")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "moderation_f1.png", dpi=110)
-    plt.close(fig)
-    return ["moderation_f1.png"]
+    return [_save(fig, out, "moderation_f1.png")]
 
 
 def plot_education(items: list[tuple[Path, dict]], out: Path) -> list[str]:
@@ -154,11 +155,7 @@ def plot_education(items: list[tuple[Path, dict]], out: Path) -> list[str]:
         ax2.set_xticks(range(len(exp)), res["arms"], fontsize=8)
         ax2.set_ylim(0, 5)
         ax2.set_title("experience (1-5, mean ± std)", fontsize=9)
-        fig.tight_layout()
-        name = f"education_{k}.png"
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        files.append(name)
+        files.append(_save(fig, out, f"education_{k}.png"))
     return files
 
 
@@ -181,9 +178,10 @@ def plot_runs(runs: list[tuple[Path, dict]], out: Path) -> tuple[list[str], list
     fig_cache, ax_cache = plt.subplots(figsize=(8, 3.0))
     for run_dir, header in runs:
         s, times = run_stats(run_dir)
+        label = f"{header.get('run_name')} ({run_dir.name})"
         by_turn = s["cache"]["hit_rate_by_turn"]
         ax_cache.plot([int(i) for i in by_turn], [100 * v for v in by_turn.values()], marker="o", markersize=3,
-                      label=f"{header.get('run_name')} ({run_dir.name})")
+                      label=label)
         rows.append({"run": str(run_dir), "name": header.get("run_name"), **{k: s.get(k) for k in
                      ("conversations", "done", "failed", "turns", "cost_usd")}, "tokens": s["tokens"]["total"],
                      "cached": _num100(s["cache"]["hit_rate"]) + " %", "split": _split(s.get("cost_split_usd")),
@@ -191,26 +189,18 @@ def plot_runs(runs: list[tuple[Path, dict]], out: Path) -> tuple[list[str], list
                      "duration_s": round(times[-1] - times[0], 1) if len(times) > 1 else None})
         if len(times) > 1:
             t0 = times[0]
-            ax.plot([t - t0 for t in times], range(1, len(times) + 1),
-                    label=f"{header.get('run_name')} ({run_dir.name})")
+            ax.plot([t - t0 for t in times], range(1, len(times) + 1), label=label)
     ax.set_xlabel("seconds since first turn")
     ax.set_ylabel("turns written (cumulative)")
     ax.set_title("Generation progress (from the logs)")
-    if runs:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "runs_progress.png", dpi=110)
-    plt.close(fig)
     ax_cache.set_xlabel("turn index")
     ax_cache.set_ylabel("% of prompt tokens cached")
     ax_cache.set_ylim(0, 100)
     ax_cache.set_title("Provider prompt cache by turn (from the logs)")
     if runs:
+        ax.legend(fontsize=7)
         ax_cache.legend(fontsize=7)
-    fig_cache.tight_layout()
-    fig_cache.savefig(out / "runs_cache.png", dpi=110)
-    plt.close(fig_cache)
-    return ["runs_progress.png", "runs_cache.png"], rows
+    return [_save(fig, out, "runs_progress.png"), _save(fig_cache, out, "runs_cache.png")], rows
 
 
 def _split(split: dict[str, float] | None) -> str:
@@ -447,10 +437,7 @@ def plot_paper(result: dict[str, Any], out: Path) -> str:
         ax.set_xticks(x, cultures)
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "paper.png", dpi=110)
-    plt.close(fig)
-    return "paper.png"
+    return _save(fig, out, "paper.png")
 
 
 def build_paper(result: dict[str, Any], out: Path) -> Path:

@@ -21,7 +21,7 @@ import orjson
 
 from culturepark.engine.export import assemble
 from culturepark.engine.files import atomic_write
-from culturepark.engine.pricing import CostSplit, Price
+from culturepark.engine.pricing import Price
 from culturepark.runs.in_process import Progress, run_async
 from culturepark.runs.prepare import RunOptions, prepare
 from culturepark.scenarios.endpoints import price_for
@@ -42,20 +42,20 @@ class RoleTokens:
                           round(self.completion * factor))
 
 
+# Projected costs shown: (name, tier, whether cached input is billed at the cached rate).
+COST_VIEWS = (("standard_uncached", "standard", False), ("standard", "standard", True), ("flex", "flex", True),
+              ("batch", "batch", True))
+
+
 def _tier_costs(by_role: dict[str, RoleTokens], prices: dict[str, Price | None]) -> dict[str, float | None]:
-    """The projected tokens at each tier's rates; standard is also shown as if nothing were cached."""
-    out: dict[str, float | None] = {}
-    for name, tier, use_cache in (("standard_uncached", "standard", False), ("standard", "standard", True),
-                                  ("flex", "flex", True), ("batch", "batch", True)):
-        total = CostSplit()
-        for role, t in by_role.items():
-            price = prices.get(role)
-            if price is None:
-                total = None  # type: ignore[assignment]
-                break
-            total = total + price.split(t.prompt, t.completion, t.cached if use_cache else 0, tier)
-        out[name] = None if total is None else round(total.total, 6)
-    return out
+    """The projected tokens at each tier's rates (unknown, for every tier, if a role has no price);
+    standard is also shown as if nothing were cached."""
+    known = {role: price for role in by_role if (price := prices.get(role)) is not None}
+    if len(known) < len(by_role):
+        return {name: None for name, _, _ in COST_VIEWS}
+    return {name: round(sum(known[role].cost(t.prompt, t.completion, t.cached if cached else 0, tier)
+                            for role, t in by_role.items()), 6)
+            for name, tier, cached in COST_VIEWS}
 
 
 def _scenario_tier(opts: RunOptions, prepared_backends: dict[str, Any]) -> str:
