@@ -92,6 +92,8 @@ class BatchSim:
         return lines, None
 
     def _finish(self, batch: dict[str, Any]) -> None:
+        from culturepark.testing.sim_server import parse_request  # the simulator imports this module
+
         if batch["status"] != "in_progress" or time.monotonic() < batch["_due"]:
             return
         chat = ENDPOINTS[batch["endpoint"]]
@@ -110,7 +112,7 @@ class BatchSim:
                                             "body": {"error": {"message": "injected batch line failure",
                                                                "type": "server_error"}}}})
             else:
-                text, finish, usage = self.sim.answer(line["body"], chat, "batch")
+                text, finish, usage = self.sim.answer(parse_request(line["body"], chat), chat, "batch")
                 self._billed.add(_digest(line))
                 model = str(line["body"].get("model", "sim-model"))
                 out.append({"id": rid, "custom_id": line["custom_id"], "error": None,

@@ -307,11 +307,11 @@ class SimServer:
         st.requests += 1
         st.by_path[path] = st.by_path.get(path, 0) + 1
         try:
-            body, model, max_tokens, messages, prompt = _parse_body(await request.read(), chat)
+            asked = parse_request(orjson.loads(await request.read()), chat)
         except (orjson.JSONDecodeError, ValueError, TypeError):
             st.failed += 1
             return _error(400, "invalid request body")
-        p_tokens = prompt_tokens(messages, prompt)
+        body, model, max_tokens, p_tokens = asked.body, asked.model, asked.max_tokens, asked.prompt_tokens
         flex = body.get("service_tier") == "flex"
         if flex and self.config.flex_unavailable_rate and self._rng.random() < self.config.flex_unavailable_rate:
             st.flex_unavailable += 1
@@ -323,7 +323,7 @@ class SimServer:
                                           else p_tokens, self.config.flex_latency_factor if flex else 1.0)
         if refused is not None:
             return refused
-        text, finish, usage = self.answer(body, chat, "flex" if flex else "standard")
+        text, finish, usage = self.answer(asked, chat, "flex" if flex else "standard")
         c_tokens = usage["completion_tokens"]
         if fault is not None:  # content faults: a 200 that must not become a turn
             if fault.kind in ("empty", "length_empty"):
@@ -343,15 +343,15 @@ class SimServer:
                                                                    "flex" if flex else "default")),
                             content_type="application/json", headers=self._limit_headers())
 
-    def answer(self, body: dict[str, Any], chat: bool, tier: str) -> tuple[str, str, dict[str, Any]]:
+    def answer(self, asked: Asked, chat: bool, tier: str) -> tuple[str, str, dict[str, Any]]:
         """The reply to an admitted request, its usage (with cached tokens when the prompt cache is
         on) and the bill for it: the one path of synchronous and batched requests."""
-        _, model, max_tokens, messages, prompt = _parse_fields(body, chat)
-        text, finish = self._reply(model, messages, prompt, max_tokens)
+        body, messages, prompt = asked.body, asked.messages, asked.prompt
+        text, finish = self._reply(asked.model, messages, prompt, asked.max_tokens)
         if not chat and body.get("stop"):
             stops = body["stop"] if isinstance(body["stop"], list) else [body["stop"]]
             text, finish = _apply_stop(text, finish, stops)
-        p_tokens, c_tokens = prompt_tokens(messages, prompt), approx_tokens(text)
+        p_tokens, c_tokens = asked.prompt_tokens, approx_tokens(text)
         usage: dict[str, Any] = {"prompt_tokens": p_tokens, "completion_tokens": c_tokens,
                                  "total_tokens": p_tokens + c_tokens}
         cached = 0
@@ -434,19 +434,28 @@ class SimServer:
         return None  # content faults are applied to the normal body
 
 
-def _parse_body(raw: bytes, chat: bool) -> tuple[dict[str, Any], str, int, list[Any] | None, str | None]:
-    """(body, model, max_tokens, messages, prompt) of a completion request; ValueError if malformed."""
-    return _parse_fields(orjson.loads(raw), chat)
+@dataclass(slots=True)
+class Asked:
+    """A completion request as the simulator reads it, once (a synchronous one or a batch line)."""
+
+    body: dict[str, Any]
+    model: str
+    max_tokens: int
+    messages: list[Any] | None
+    prompt: str | None
+    prompt_tokens: int
 
 
-def _parse_fields(body: Any, chat: bool) -> tuple[dict[str, Any], str, int, list[Any] | None, str | None]:
+def parse_request(body: Any, chat: bool) -> Asked:
+    """The fields of a /chat/completions or /completions body; ValueError if malformed."""
     if not isinstance(body, dict):
         raise ValueError("the body must be a JSON object")
     messages = body.get("messages") if chat else None
     if chat and not isinstance(messages, list):
         raise ValueError("messages must be a list")
     prompt = None if chat else str(body.get("prompt", ""))
-    return body, str(body.get("model", "sim-model")), int(body.get("max_tokens") or 256), messages, prompt
+    return Asked(body, str(body.get("model", "sim-model")), int(body.get("max_tokens") or 256), messages, prompt,
+                 prompt_tokens(messages, prompt))
 
 
 def _last_user(messages: list[dict] | None) -> str:
