@@ -267,3 +267,28 @@ class RateLimiter:
             self._arm(now)
         if self._requests is None and self._tokens is None and self._paused_until <= now:
             self.unlimited = True
+
+
+@dataclass
+class WindowCounter:
+    """Events over the last `window_s` seconds, for limits that refuse (or go elsewhere) rather than
+    wait — a study's sign-ups, a prompt-cache key's requests; `RateLimiter` makes requests wait."""
+
+    limit: float
+    window_s: float = 60.0
+    times: deque[float] = field(default_factory=deque)
+
+    def count(self, now: float) -> int:
+        while self.times and self.times[0] <= now - self.window_s:
+            self.times.popleft()
+        return len(self.times)
+
+    def add(self, now: float) -> None:
+        self.times.append(now)
+
+    def admit(self, now: float) -> bool:
+        """Count the event if it is within the limit; False (and not counted) if not."""
+        if self.count(now) >= self.limit:
+            return False
+        self.add(now)
+        return True

@@ -15,9 +15,10 @@ conversations may still together exceed it for a while (named in the README).
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
+
+from culturepark.engine.limiter import WindowCounter
 
 WINDOW_S = 60.0
 
@@ -26,7 +27,7 @@ WINDOW_S = 60.0
 class CacheKeyShards:
     rpm: float = 15.0
     clock: Callable[[], float] = time.monotonic
-    _sent: dict[str, deque[float]] = field(default_factory=dict)  # sharded key → send times in the window
+    _sent: dict[str, WindowCounter] = field(default_factory=dict)  # sharded key → its requests in the window
     _shards: dict[str, dict[str, int]] = field(default_factory=dict)  # conversation → group → shard
 
     def key(self, group: str, conversation_id: str) -> str:
@@ -40,7 +41,7 @@ class CacheKeyShards:
                 shard += 1
             mine[group] = shard
         key = f"{group}#{shard}"
-        self._sent.setdefault(key, deque()).append(now)
+        self._sent.setdefault(key, WindowCounter(self.rpm, WINDOW_S)).add(now)
         return key
 
     def release(self, conversation_id: str) -> None:
@@ -49,14 +50,10 @@ class CacheKeyShards:
 
     def _recent(self, key: str, now: float) -> int:
         sent = self._sent.get(key)
-        if not sent:
-            return 0
-        while sent and sent[0] <= now - WINDOW_S:
-            sent.popleft()
-        if not sent:
-            del self._sent[key]
-            return 0
-        return len(sent)
+        n = sent.count(now) if sent is not None else 0
+        if sent is not None and n == 0:
+            del self._sent[key]  # memory follows the keys in use
+        return n
 
 
 __all__ = ["CacheKeyShards"]

@@ -27,7 +27,7 @@ import random
 import re
 import secrets
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -36,6 +36,7 @@ from culturepark.agents.education import EducationPlan, EduStep, base_sequence, 
 from culturepark.agents.study import study_for
 from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.errors import RequestFailed
+from culturepark.engine.limiter import WindowCounter
 from culturepark.engine.log import RunLog, read_log
 from culturepark.engine.records import AccessRecord, EndRecord, ParticipantRecord, TurnRecord, WithdrawalRecord
 from culturepark.engine.scheduler import ConversationSpec, ResumeState, Turn, turn_record
@@ -84,24 +85,6 @@ class Participant:
     @property
     def meta(self) -> dict[str, Any]:
         return self.spec.meta
-
-
-@dataclass
-class WindowCounter:
-    """Events over the last `window_s` seconds, for admission limits that refuse rather than wait
-    (the engine's `RateLimiter` makes requests wait their turn; a sign-up over the limit is refused)."""
-
-    limit: int
-    window_s: float = 60.0
-    times: deque[float] = field(default_factory=deque)
-
-    def admit(self, now: float) -> bool:
-        while self.times and self.times[0] <= now - self.window_s:
-            self.times.popleft()
-        if len(self.times) >= self.limit:
-            return False
-        self.times.append(now)
-        return True
 
 
 @dataclass(frozen=True)
@@ -357,5 +340,5 @@ def _listed(numbers: list[int]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
-__all__ = ["BadInput", "NewSession", "Participant", "Refused", "StudyServer", "WindowCounter", "digest",
+__all__ = ["BadInput", "NewSession", "Participant", "Refused", "StudyServer", "digest",
            "form_token", "same_secret"]

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from culturepark.engine.limiter import WindowCounter
 
 CHARS_PER_TOKEN = 4
 
@@ -38,7 +40,7 @@ class PromptCacheSim:
     max_entries: int = 2_000_000
     clock: Callable[[], float] = time.monotonic
     _entries: OrderedDict[bytes, float] = field(default_factory=OrderedDict)  # prefix digest → last use
-    _routes: dict[bytes, deque[float]] = field(default_factory=dict)
+    _routes: dict[bytes, WindowCounter] = field(default_factory=dict)
     lookups: int = 0
     hits: int = 0
     overflow: int = 0
@@ -83,13 +85,7 @@ class PromptCacheSim:
 
     def _route_full(self, route: bytes, now: float) -> bool:
         digest = hashlib.blake2b(route, digest_size=16).digest()
-        sent = self._routes.setdefault(digest, deque())
-        while sent and sent[0] <= now - 60.0:
-            sent.popleft()
-        if len(sent) >= self.key_rpm:
-            return True
-        sent.append(now)
-        return False
+        return not self._routes.setdefault(digest, WindowCounter(self.key_rpm)).admit(now)
 
 
 __all__ = ["PromptCacheSim", "canonical_text"]
