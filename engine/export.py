@@ -283,7 +283,8 @@ class Tally:
         self.cost = 0.0
         self.cost_known = True
         self.prices = prices or {}
-        self.split: CostSplit | None = CostSplit()
+        self.costed_roles: set[str] = set()  # roles with a known cost: the split needs their rates
+        self.billed: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])  # (role, tier) → p, c, cached
         self.by_turn: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # index → [prompt, cached]
         self.tiers: Counter = Counter()
 
@@ -311,11 +312,24 @@ class Tally:
             self.cost_known = False
         else:
             self.cost += t.cost_usd
-        price = self.prices.get(t.role)
-        if self.split is not None and t.cost_usd is not None and price is None:
-            self.split = None
-        elif self.split is not None and price is not None and not t.cached:
-            self.split = self.split + price.split(u.prompt_tokens, u.completion_tokens, u.cached_tokens, tier)
+            self.costed_roles.add(t.role)
+        if not t.cached:  # a turn answered from an earlier run's log was not billed
+            billed = self.billed[(t.role, tier)]
+            billed[0] += u.prompt_tokens
+            billed[1] += u.completion_tokens
+            billed[2] += u.cached_tokens
+
+    def cost_split(self) -> CostSplitUSD | None:
+        """`cost_usd` split by what was billed, from the tokens per role and tier at the header's rates
+        (prices are linear, so the sum of the turns' splits is the split of their sums)."""
+        if not self.cost_known or any(role not in self.prices for role in self.costed_roles):
+            return None
+        total = CostSplit()
+        for (role, tier), (prompt, completion, cached) in self.billed.items():
+            if role in self.prices:
+                total = total + self.prices[role].split(prompt, completion, cached, tier)
+        return CostSplitUSD(uncached_input=round(total.uncached_input, 6), cached_input=round(total.cached_input, 6),
+                            output=round(total.output, 6))
 
     def cache_counts(self) -> CacheCounts:
         return CacheCounts(
@@ -333,9 +347,7 @@ class Tally:
             tokens=TokenCounts(prompt=self.prompt, completion=self.completion, total=self.prompt + self.completion,
                                cached_prompt=self.cached_prompt),
             cost_usd=round(self.cost, 6) if self.cost_known else None, cost_usd_known_part=round(self.cost, 6),
-            cost_split_usd=None if self.split is None or not self.cost_known else CostSplitUSD(
-                uncached_input=round(self.split.uncached_input, 6), cached_input=round(self.split.cached_input, 6),
-                output=round(self.split.output, 6)),
+            cost_split_usd=self.cost_split(),
             cache=self.cache_counts(), turns_by_tier=dict(self.tiers),
             duration_s=round(last_t - started, 3) if (last_t and started) else None,
             failures_by_reason=dict(self.failures), duplicate_turns_dropped=duplicates, stops=stops)
