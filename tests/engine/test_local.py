@@ -20,20 +20,16 @@ def backend():
     return b
 
 
-def test_micro_batching_honours_per_request_stops_and_max_tokens(backend):
+def test_requests_decode_together_with_their_own_stops_and_max_tokens(backend):
     reqs = [Request(prompt="Wei: In China, family", max_tokens=12, temperature=0.0, stop=["\n"]),
             Request(prompt="Lily: In America, people", max_tokens=4, temperature=0.0),
             Request(prompt="A list of fruits: apple, banana,", max_tokens=20, temperature=0.0, stop=[","])]
 
     async def go():
-        try:
-            return await asyncio.gather(*(backend.complete(r) for r in reqs))
-        finally:
-            await backend.batcher.aclose()
+        return await asyncio.gather(*(backend.complete(r) for r in reqs))
 
-    before = len(backend.batcher.batches)
     out = asyncio.run(go())
-    assert backend.batcher.batches[before:] == [3]  # one padded generate for all three
+    assert backend.decoder.stats.admitted[-1] == 3  # the three joined the batch together
     assert "\n" not in out[0].text and out[0].text.strip()
     assert out[1].usage.completion_tokens <= 4 and out[1].finish_reason == "length"
     assert "," not in out[2].text and out[2].finish_reason == "stop"
@@ -74,9 +70,9 @@ def test_label_answers_are_ranked_in_one_pass_as_an_unpadded_reading_would_rank_
 def test_no_repeat_ngram_keeps_a_transcript_from_being_copied_word_for_word(backend):
     line = "the quick brown fox jumps over the lazy dog near the old river bank"
     prompt = f"Anna: {line}\nBen: {line}\nAnna: {line}\nBen:"
-    free, guarded = backend.generate([Request(prompt=prompt, max_tokens=20, temperature=0.0, stop=["\n"])], 0.0), \
+    free, guarded = backend.generate([Request(prompt=prompt, max_tokens=20, temperature=0.0, stop=["\n"])]), \
         backend.generate([Request(prompt=prompt, max_tokens=20, temperature=0.0, stop=["\n"],
-                                  no_repeat_ngram_size=8)], 0.0, 8)
+                                  no_repeat_ngram_size=8)])
     assert line in free[0].text  # the small base model copies the turn, as it does in conversations
     assert line not in guarded[0].text and guarded[0].text.strip()
 

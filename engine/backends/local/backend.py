@@ -1,7 +1,8 @@
-"""The embedded local model as a `Backend`: left-padded batched generation with per-row stops.
+"""The embedded local model as a `Backend`: generation through the continuous-batching decoder,
+labels ranked by their next-token scores.
 
-Per-request stop sequences and max tokens are honoured by a per-row stopping criterion;
-loading lives in `model.py`, batching in `batcher.py`. Chat requests to a model tuned with a
+Loading lives in `model.py`, the decode loop in `decoder.py` (its keys and values in `kv.py`),
+the label scorer's micro-batching in `batcher.py`. Chat requests to a model tuned with a
 chat template are rendered with that template (`chat_templates.render_prompt`, the trainer's
 rendering) and stop at its end-of-answer marker; an untuned base model gets a transcript.
 """
@@ -9,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import hashlib
 import inspect
+import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import Future
 from typing import Any
 
 from culturepark.engine.backends.base import Completion, Request
 from culturepark.engine.backends.local.batcher import MicroBatcher
-from culturepark.engine.backends.local.model import EMBEDDED_MODEL, load_model
+from culturepark.engine.backends.local.decoder import Decoder
+from culturepark.engine.backends.local.model import EMBEDDED_MODEL, convert_for_cpu_inference, load_model
 from culturepark.engine.chat_templates import END_OF_ANSWER, Template, render_prompt
-from culturepark.engine.errors import FatalBackendError
 from culturepark.engine.pricing import Price
 from culturepark.engine.records import Usage
 
@@ -41,7 +45,7 @@ class LocalBackend:
 
     def __init__(self, model: str = EMBEDDED_MODEL, *, device: str = "auto", max_batch: int = 16,
                  batch_wait_ms: float = 5.0, price: Price | None = Price(0.0, 0.0),
-                 adapter: str | None = None, template: Template | None = None) -> None:
+                 adapter: str | None = None, template: Template | None = None, weights: str = "fp16") -> None:
         self.base_model = model
         self.adapter = adapter
         self.template = template
@@ -55,11 +59,15 @@ class LocalBackend:
         self._cache_name: str | None = None
         self._prefixes: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self._label_scores: OrderedDict[tuple[str, tuple[str, ...]], tuple[Any, int]] = OrderedDict()
-        self.batcher = MicroBatcher(self._generate_batch, max_batch=max_batch, wait_ms=batch_wait_ms)
+        self.batcher = MicroBatcher(self._choose_locked, max_batch=max_batch, wait_ms=batch_wait_ms)
+        self.batch_wait_ms = batch_wait_ms
+        self.weights = weights
+        self.decoder: Decoder | None = None
+        self._model_lock = threading.Lock()  # the decoder's thread and the label scorer's share the model
 
     def describe(self) -> dict[str, Any]:
         out = {"kind": "local", "model": self.model, "adapter": self.adapter, "template": self.template,
-               "device": self.device, "max_batch": self.batcher.max_batch}
+               "device": self.device, "max_batch": self.batcher.max_batch, "weights": self.weights}
         if self.price is not None:
             out["price"] = self.price.describe()
         return out
@@ -67,34 +75,28 @@ class LocalBackend:
     async def start(self) -> None:
         if self._hf_model is None:
             loop = asyncio.get_running_loop()
-            self._hf_model, self._tokenizer, self.device = await loop.run_in_executor(
-                None, lambda: load_model(self.base_model, self.device, adapter=self.adapter))
+            await loop.run_in_executor(None, self.load_sync)
 
     def load_sync(self) -> None:
         if self._hf_model is None:
-            self._hf_model, self._tokenizer, self.device = load_model(self.base_model, self.device,
-                                                                      adapter=self.adapter)
+            model, self._tokenizer, self.device = load_model(self.base_model, self.device, adapter=self.adapter)
+            self._hf_model = convert_for_cpu_inference(model, self.weights)
 
     async def complete(self, request: Request) -> Completion:
         if self._hf_model is None:
             await self.start()
         t0 = time.perf_counter()
-        completion = await self.batcher.submit(request)
+        if request.choices:
+            completion = await self.batcher.submit(request)
+        else:
+            completion = await asyncio.wrap_future(self._submit(request))
         completion.latency_ms = (time.perf_counter() - t0) * 1000.0
         return completion
 
     # -- generation (worker thread) ----------------------------------------
-    def _generate_batch(self, requests: list[Request]) -> list[Completion]:
-        groups: dict[tuple[float, int] | None, list[int]] = {}
-        for i, r in enumerate(requests):
-            groups.setdefault(None if r.choices else (r.temperature, r.no_repeat_ngram_size or 0), []).append(i)
-        out: list[Completion | None] = [None] * len(requests)
-        for how, idxs in groups.items():
-            batch = [requests[i] for i in idxs]
-            done = self.choose(batch) if how is None else self.generate(batch, how[0], how[1])
-            for i, c in zip(idxs, done):
-                out[i] = c
-        return [c for c in out if c is not None]
+    def _choose_locked(self, requests: list[Request]) -> list[Completion]:
+        with self._model_lock:
+            return self.choose(requests)
 
     def choose(self, requests: list[Request]) -> list[Completion]:
         """Requests whose answer is a label: one forward pass per distinct prompt, no decoding.
@@ -202,71 +204,30 @@ class LocalBackend:
             self._label_cache[label] = sorted(ids)
         return self._label_cache[label]
 
-    def generate(self, requests: list[Request], temperature: float, no_repeat_ngram_size: int = 0) -> list[Completion]:
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        """Decode `requests` from a plain thread (tests, benches): the same loop `complete` feeds."""
+        futures = [self._submit(r) for r in requests]
+        return [f.result() for f in futures]
 
-        tok, model = self._tokenizer, self._hf_model
-        prompts = [self._prompt_text(r) for r in requests]
-        enc = tok(prompts, return_tensors="pt", padding=True).to(model.device)
-        prompt_len = enc["input_ids"].shape[1]
-        limits = [r.max_tokens for r in requests]
-        end_marker = [END_OF_ANSWER[self.template]] if self.template in END_OF_ANSWER else []
-        stops = [(r.stop or []) + (end_marker if r.prompt is None else []) for r in requests]
+    def _submit(self, request: Request) -> Future:
+        """To the decoder; a chat request to a tuned model also stops at its end-of-answer marker."""
+        if request.prompt is None and self.template in END_OF_ANSWER:
+            request = dataclasses.replace(request, stop=(request.stop or []) + [END_OF_ANSWER[self.template]])
+        return self._decoder_ready().submit(request, self._prompt_text(request))
 
-        class PerRowStop(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                n = input_ids.shape[1] - prompt_len
-                done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-                for row in range(input_ids.shape[0]):
-                    if n >= limits[row]:
-                        done[row] = True
-                    elif stops[row]:
-                        tail = tok.decode(input_ids[row, max(prompt_len, input_ids.shape[1] - 8):],
-                                          skip_special_tokens=True)
-                        done[row] = any(s in tail for s in stops[row])
-                return done
-
-        # Seeded from the prompts and a call counter: reproducible for a fixed schedule, and a
-        # retried request samples anew instead of repeating the rejected reply.
-        self._calls += 1
-        digest = hashlib.blake2b(f"{self._calls}:{''.join(prompts)}".encode(), digest_size=4).digest()
-        torch.manual_seed(int.from_bytes(digest, "big"))
-        kwargs: dict[str, Any] = {"max_new_tokens": max(limits), "pad_token_id": tok.pad_token_id,
-                                  "stopping_criteria": StoppingCriteriaList([PerRowStop()])}
-        if self.template in END_OF_ANSWER:  # the end-of-answer marker, when it is one token, ends a row like EOS
-            end_id = tok.convert_tokens_to_ids(END_OF_ANSWER[self.template])
-            if isinstance(end_id, int) and end_id != tok.unk_token_id:
-                kwargs["eos_token_id"] = [tok.eos_token_id, end_id]
-        if no_repeat_ngram_size:
-            kwargs["no_repeat_ngram_size"] = no_repeat_ngram_size
-        if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
-        else:
-            kwargs.update(do_sample=False)
-        try:
-            with torch.inference_mode():
-                generated = model.generate(**enc, **kwargs)
-        except RuntimeError as exc:  # e.g. CUDA OOM: not retryable as the same batch
-            raise FatalBackendError(f"local_generate_error: {str(exc).splitlines()[0][:120]}") from exc
-        results = []
-        mask = enc["attention_mask"]
-        eos = kwargs.get("eos_token_id", tok.eos_token_id)
-        eos_ids = torch.tensor(eos, device=generated.device) if eos is not None else None
-        for row in range(len(requests)):
-            ids = generated[row, prompt_len: prompt_len + limits[row]]
-            raw = tok.decode(ids, skip_special_tokens=True)
-            finish = "length"
-            if eos_ids is not None and torch.isin(ids, eos_ids).any():
-                finish = "stop"
-            cut = min((i for s in stops[row] if (i := raw.find(s)) >= 0), default=-1)
-            text = raw[:cut] if cut >= 0 else raw
-            if cut >= 0:
-                finish = "stop"
-            n_completion = len(tok(text, add_special_tokens=False)["input_ids"]) if text else 0
-            results.append(Completion(text=text, finish_reason=finish,
-                                      usage=Usage(int(mask[row].sum()), n_completion)))
-        return results
+    def _decoder_ready(self) -> Decoder:
+        if self.decoder is None:
+            self.load_sync()
+            tok, model = self._tokenizer, self._hf_model
+            eos = model.generation_config.eos_token_id
+            eos_ids = {tok.eos_token_id, *(eos if isinstance(eos, list) else [eos] if eos is not None else [])}
+            if self.template in END_OF_ANSWER:  # the end-of-answer marker, when it is one token, ends a row like EOS
+                end_id = tok.convert_tokens_to_ids(END_OF_ANSWER[self.template])
+                if isinstance(end_id, int) and end_id != tok.unk_token_id:
+                    eos_ids.add(end_id)
+            self.decoder = Decoder(model, tok, max_batch=self.batcher.max_batch, wait_ms=self.batch_wait_ms,
+                                   eos_ids=eos_ids, lock=self._model_lock)
+        return self.decoder
 
     def _prompt_text(self, r: Request) -> str:
         if r.prompt is not None:
@@ -279,6 +240,9 @@ class LocalBackend:
 
     async def aclose(self) -> None:
         await self.batcher.aclose()
+        if self.decoder is not None:
+            await asyncio.to_thread(self.decoder.close)
+            self.decoder = None
 
 
 def _length_chunks(prompts: list[str], max_spread: float = 1.5) -> list[list[str]]:
