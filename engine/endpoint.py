@@ -83,6 +83,7 @@ class Endpoint:
         reason = "no_attempt"
         estimate = request.estimated_prompt_tokens() + request.max_tokens
         unavailable = 0
+        asked_at = request.temperature
         for attempt in range(1, self.retry.max_attempts + 1):
             grant = await self.limiter.acquire(estimate)
             self.stats.requests += 1
@@ -108,13 +109,25 @@ class Endpoint:
                 if invalid is None:
                     self.stats.ok += 1
                     completion.attempts = attempt
+                    if request.temperature != asked_at:
+                        completion.temperature = request.temperature
                     return completion
                 reason = invalid
                 self.stats.errors[reason] += 1
+                if attempt < self.retry.max_attempts:
+                    self.stats.retries += 1
+                    request = self._hotter(request)
+                continue
             if attempt < self.retry.max_attempts:
                 self.stats.retries += 1
                 await asyncio.sleep(self.retry.delay(attempt, self._rng, retry_after))
         raise RequestFailed(reason, self.retry.max_attempts)
+
+    def _hotter(self, request: Request) -> Request:
+        step, cap = self.retry.reask_temperature_step, self.retry.reask_temperature_max
+        if step <= 0 or request.temperature >= cap:
+            return request
+        return dataclasses.replace(request, temperature=round(min(cap, request.temperature + step), 6))
 
     def _maybe_fall_back(self, request: Request, unavailable: int) -> Request:
         self.stats.tier_unavailable += 1

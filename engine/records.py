@@ -59,6 +59,7 @@ class TurnRecord:
     human: bool = False  # typed by a person (a study participant), not generated
     t: float = 0.0
     tier: str | None = None
+    temperature: float | None = None  # when a re-ask of a rejected reply sampled hotter than asked
 
 
 @dataclass(slots=True)

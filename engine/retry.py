@@ -15,6 +15,11 @@ class RetryPolicy:
     base_delay_s: float = 0.5
     max_delay_s: float = 30.0
     multiplier: float = 2.0
+    # A reply the caller rejected (an echo, an unparseable answer) is asked again at once, each
+    # time this much hotter (up to the cap): at the same temperature a small model tends to give
+    # the same short reply again, and a rejected reply is no sign of an overloaded server.
+    reask_temperature_step: float = 0.2
+    reask_temperature_max: float = 1.2
 
     def delay(self, attempt: int, rng: random.Random, retry_after: float | None = None) -> float:
         """Full-jitter exponential backoff; a server's Retry-After is a floor, not a suggestion."""

@@ -306,7 +306,7 @@ def turn_record(conv: ConversationSpec, index: int, nxt: TurnRequest, completion
         cost_usd=turn_cost(completion, endpoint.backend.price),
         latency_ms=round(completion.latency_ms, 3), attempts=completion.attempts,
         request_hash=request_hash, finish_reason=completion.finish_reason, cached=completion.cached, t=t,
-        tier=completion.tier)
+        tier=completion.tier, temperature=completion.temperature)
 
 
 class Scheduler:

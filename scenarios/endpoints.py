@@ -51,6 +51,12 @@ def _rates(cfg: TierRates | None) -> Rates | None:
     return None if cfg is None else Rates(cfg.input_per_1m, cfg.output_per_1m, cfg.cached_input_per_1m)
 
 
+def retry_policy(cfg: RetryConfig) -> RetryPolicy:
+    return RetryPolicy(cfg.max_attempts, cfg.base_delay_s, cfg.max_delay_s,
+                       reask_temperature_step=cfg.reask_temperature_step,
+                       reask_temperature_max=cfg.reask_temperature_max)
+
+
 def price_for(cfg: BackendConfig) -> Price | None:
     """The scenario's own price wins; the embedded model is free; unknown models have no price."""
     if cfg.price:
@@ -67,7 +73,7 @@ def make_backend(cfg: BackendConfig) -> Backend:
         from culturepark.engine.backends.local.backend import LocalBackend
         return LocalBackend(cfg.model, device=cfg.device, max_batch=cfg.max_batch,
                             batch_wait_ms=cfg.batch_wait_ms, price=price, adapter=cfg.adapter,
-                            template=cfg.template)
+                            template=cfg.template, weights=cfg.weights)
     assert cfg.base_url is not None
     return OpenAIHTTPBackend(cfg.base_url, cfg.model, api_key=api_key_for(cfg), api=cfg.api,
                              timeout_s=cfg.timeout_s, max_connections=cfg.max_connections,
@@ -96,7 +102,7 @@ def make_endpoints(configs: dict[str, BackendConfig], limits: Limits, retry: Ret
     """Roles with identical backend settings share one endpoint, so they share its budget.
     With `batch_dir` (`run --batch-api`) requests go through the provider's Batch API, which
     queues them under its own limits: the scenario's RPM/TPM do not apply."""
-    policy = RetryPolicy(retry.max_attempts, retry.base_delay_s, retry.max_delay_s)
+    policy = retry_policy(retry)
     cache = ResponseCache.from_runs(cache_from) if cache_from else None
     shared: dict[str, Endpoint] = {}
     out: dict[str, Endpoint] = {}
@@ -130,6 +136,6 @@ def make_embedder(kind: str, base_url: str | None = None, model: str = "text-emb
     client = HTTPEmbeddings(base_url, model, api_key=key, dimensions=dimensions)
     limits, retry = limits or Limits(), retry or RetryConfig()
     endpoint = Endpoint(client, RateLimiter(limits.rpm, limits.tpm, limits.burst_s, "admission"),  # type: ignore[arg-type]
-                        RetryPolicy(retry.max_attempts, retry.base_delay_s, retry.max_delay_s))
+                        retry_policy(retry))
     cache = EmbeddingCache(cache_path, f"{base_url}|{model}|{dimensions}") if cache_path else None
     return RemoteEmbedder(endpoint, batch_size=batch_size, cache=cache)

@@ -78,6 +78,7 @@ class Completion:
     attempts: int = 1
     cached: bool = False
     tier: str | None = None  # the service tier that served it, as the provider reports it (None: standard)
+    temperature: float | None = None  # sampled at, when a re-ask raised it above the request's (else None)
 
 
 @runtime_checkable

@@ -134,3 +134,45 @@ async def test_a_stream_cut_before_done_is_retried_from_the_start_then_fails():
         await runner.cleanup()
     assert exc.value.reason == "truncated_body" and exc.value.attempts == FAST.max_attempts
     assert seen == ["Half a "] * FAST.max_attempts  # every attempt started again from nothing
+
+
+class _Replies:
+    """A backend that gives the same reply and notes the temperature it was asked at."""
+
+    name, model, price = "stub", "stub", None
+
+    def __init__(self) -> None:
+        self.temperatures: list[float] = []
+
+    async def complete(self, request: Request):
+        from culturepark.engine.backends.base import Completion
+        from culturepark.engine.records import Usage
+
+        self.temperatures.append(request.temperature)
+        return Completion(text="I think so", finish_reason="stop", usage=Usage(5, 3))
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_rejected_reply_is_asked_again_at_once_and_hotter_and_says_so():
+    """An echo is no sign of an overloaded server: no backoff (a minute here would time the test
+    out); at the same temperature a small model repeats its short reply, so each re-ask is hotter,
+    up to the cap, and the completion records the temperature it was finally sampled at."""
+    import asyncio
+
+    backend = _Replies()
+    ep = Endpoint(backend, retry=RetryPolicy(max_attempts=5, base_delay_s=60, max_delay_s=60,
+                                             reask_temperature_step=0.2, reask_temperature_max=1.2))
+    verdicts = iter(["echo_reply", "echo_reply", None])
+    completion = await asyncio.wait_for(ep.complete(Request(prompt="Anna:", temperature=0.7),
+                                                    validate=lambda _text: next(verdicts)), timeout=10)
+    assert backend.temperatures == [0.7, 0.9, 1.1] and completion.attempts == 3
+    assert completion.temperature == 1.1 and ep.stats.retries == 2
+    backend.temperatures.clear()
+    with pytest.raises(RequestFailed):
+        await asyncio.wait_for(ep.complete(Request(prompt="Anna:", temperature=0.7),
+                                           validate=lambda _text: "echo_reply"), timeout=10)
+    assert backend.temperatures == [0.7, 0.9, 1.1, 1.2, 1.2]
+    first_try = await ep.complete(Request(prompt="Anna:", temperature=0.7))
+    assert first_try.temperature is None  # asked at the request's own temperature
