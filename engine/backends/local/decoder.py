@@ -31,7 +31,7 @@ from culturepark.engine.backends.local.kv import BatchKV, PrefixStore
 from culturepark.engine.errors import FatalBackendError
 from culturepark.engine.records import Usage
 
-PREFIX_TOKENS_KEPT = 64_000  # finished rows' keys and values kept: 37 KB a token for Gemma 3 270M (2.4 GB)
+PREFIX_TOKENS_KEPT = 32_000  # finished rows' keys and values kept: 37 KB a token for Gemma 3 270M (1.2 GB)
 STOP_TAIL_TOKENS = 8  # a stop sequence is looked for in the text of the last tokens
 _CLOSE = object()
 
@@ -68,6 +68,7 @@ class Row:
     ban: NgramBan | None
     reused: int = 0
     prefix: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # the reused keys and values, until admitted
+    source: int | None = None  # the stored entry they came from
     generated: list[int] = field(default_factory=list)
 
     @property
@@ -201,7 +202,7 @@ class Decoder:
 
     def _new_row(self, request: Request, prompt: str, future: Future) -> Row:
         ids = self.tokenizer(prompt)["input_ids"]
-        reused, prefix = self.store.longest_prefix(ids)
+        reused, prefix, source = self.store.longest_prefix(ids)
         self.stats.prompt_tokens += len(ids)
         self.stats.reused_tokens += reused
         # Seeded from the request, its prompt and a call counter: reproducible for a fixed
@@ -212,7 +213,7 @@ class Decoder:
             digest = hashlib.blake2b(f"{self._calls}:{request.seed}:{prompt}".encode(), digest_size=8).digest()
             generator = torch.Generator().manual_seed(int.from_bytes(digest, "big"))
         ban = NgramBan(request.no_repeat_ngram_size, ids) if request.no_repeat_ngram_size else None
-        return Row(request, future, ids, list(request.stop or []), generator, ban, reused, prefix)
+        return Row(request, future, ids, list(request.stop or []), generator, ban, reused, prefix, source)
 
     # -- one step -----------------------------------------------------------
     def _step(self) -> None:
@@ -264,7 +265,7 @@ class Decoder:
         for i in done:
             row = self.rows[i]
             if not row.future.cancelled():
-                self.store.put(row.tokens[:-1], self.batch.row_kv(i))
+                self.store.put(row.tokens[:-1], self.batch.row_kv(i), replaces=row.source)
                 row.future.set_result(self._completion(row))
         keep = [i for i in range(len(self.rows)) if i not in set(done)]
         self.rows = [self.rows[i] for i in keep]

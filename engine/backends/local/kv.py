@@ -39,7 +39,11 @@ class PrefixStore:
     tokens: int = 0
     _next_key: int = 0
 
-    def put(self, ids: list[int], kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def put(self, ids: list[int], kv: list[tuple[torch.Tensor, torch.Tensor]], replaces: int | None = None) -> None:
+        """Keep a finished row; `replaces`: the entry it began from, which it extends (the row's
+        reused part is its beginning), so a conversation holds one entry, not one per turn."""
+        if replaces is not None and replaces in self.entries:
+            self.tokens -= len(self.entries.pop(replaces).ids)
         if not ids or len(ids) > self.max_tokens:
             return
         self.entries[self._next_key] = StoredPrefix(torch.tensor(ids, dtype=torch.long), kv)
@@ -49,11 +53,11 @@ class PrefixStore:
             _, dropped = self.entries.popitem(last=False)
             self.tokens -= len(dropped.ids)
 
-    def longest_prefix(self, ids: list[int]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+    def longest_prefix(self, ids: list[int]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None, int | None]:
         """The longest stored beginning of `ids` (leaving its last token to be read: its logits are
-        needed), as (tokens, their keys and values); (0, None) when nothing matches."""
+        needed), as (tokens, their keys and values, the entry's key); (0, None, None) when none."""
         if not self.entries or len(ids) < 2:
-            return 0, None
+            return 0, None, None
         query = torch.tensor(ids[:-1], dtype=torch.long)
         best, best_key = 0, -1
         for key, entry in self.entries.items():
@@ -63,10 +67,10 @@ class PrefixStore:
             if matched > best:
                 best, best_key = matched, key
         if best == 0:
-            return 0, None
+            return 0, None, None
         self.entries.move_to_end(best_key)
         kv = self.entries[best_key].kv
-        return best, [(k[:, :, :best], v[:, :, :best]) for k, v in kv]
+        return best, [(k[:, :, :best], v[:, :, :best]) for k, v in kv], best_key
 
 
 class BatchKV:
