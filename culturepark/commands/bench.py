@@ -28,6 +28,8 @@ def register(sub: Any) -> None:
     bl.add_argument("--batch-size", type=positive_int, default=16)
     bl.add_argument("--max-tokens", type=positive_int, default=32)
     bl.add_argument("--device", default="auto")
+    bl.add_argument("--weights", choices=["fp16", "fp16-int8-head", "fp32"], default="fp16",
+                    help="CPU weights (README: the embedded model)")
     bl.set_defaults(func=bench)
     bc = bsub.add_parser("crash-resume", help="kill -9 runs at random moments, resume, compare with a reference")
     bc.add_argument("--trials", type=positive_int, default=20)
