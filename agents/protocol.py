@@ -106,6 +106,24 @@ def background(meta: dict[str, Any]) -> str:
     return f"{d['name']} is {d['person']} and {c['name']} is {c['person']}. {stance} {rest}"
 
 
+def interview_opening(meta: dict[str, Any]) -> str:
+    """The background for a base model (a transcript): the delegate gives its seeded answer in its
+    own words, as the first exchange of the interview. A small base model continues what the
+    transcript's speakers said more readily than it follows a sentence about them. On ten seeded
+    quickstarts (issue 23), delegates told to disagree with item 27 said so in their first turn in
+    5 of 7 conversations (0 of 7 with the sentence); the fidelity re-ask did not move (the 270M
+    model picks its favourite option whatever the stance). Chat models keep `background`."""
+    d, c = meta["participants"]["delegate"], meta["participants"]["main_contact"]
+    if meta["mode"] == "in":
+        rest = f"{c['name']} is also {c['person']} and shares {d['name']}'s view."
+    else:
+        rest = f"{c['name']} speaks from {c['possessive']} own {c['culture_phrase']} and perspective."
+    question = meta.get("item_question") or f'What do you think about the statement "{meta["item_text"]}"?'
+    return (f"An interview. {d['name']} is {d['person']} and {c['name']} is {c['person']}. {rest}\n\n"
+            f"Moderator: {d['name']}, {question[:1].lower()}{question[1:]}\n"
+            f'{d["name"]}: My answer is "{meta["stance_text"]}".')
+
+
 def role_instruction(meta: dict[str, Any], role: str) -> str:
     me = meta["participants"][role]
     other = meta["participants"]["main_contact" if role == "delegate" else "delegate"]
@@ -160,15 +178,14 @@ class CultureParkPolicy:
                  max_tokens: int, temperature: float) -> Request:
         """The speaker's own view (its persona, the other's turns, its moderator prompts), rendered."""
         role = current.speaker_role
-        bg = background(meta)
         # Requests that share a prompt prefix: this agent's persona on this item, in this culture.
         cache_key = f"{meta['culture']}|{meta['item_id']}|{role}"
         if self.renderings[role] == "chat":
-            system = f"{bg}\n\n{role_instruction(meta, role)}"
+            system = f"{background(meta)}\n\n{role_instruction(meta, role)}"
             return Request(messages=chat_messages(system, role, steps, spoken, current),
                            max_tokens=max_tokens, temperature=temperature, cache_key=cache_key)
         names = {r: meta["participants"][r]["name"] for r in ("delegate", "main_contact")}
-        prompt, stop = transcript_prompt(bg, role, names, steps, spoken, current)
+        prompt, stop = transcript_prompt(interview_opening(meta), role, names, steps, spoken, current)
         return Request(prompt=prompt, stop=stop, max_tokens=max_tokens, temperature=temperature,
                        cache_key=cache_key, no_repeat_ngram_size=NO_COPY_TOKENS)
 

@@ -181,3 +181,29 @@ def test_the_delegate_is_asked_again_in_its_own_view_of_the_conversation(tiny_da
     before = policy.ask_delegate(conv.meta, [], "Which option?", 16, 0.0)
     assert [m["role"] for m in before.messages] == ["system", "user"]
     assert before.messages[0] == asked.messages[0]  # the persona and stance, unchanged
+
+
+@pytest.mark.parametrize("mode", ["cross", "in"])
+def test_a_base_model_transcript_opens_with_the_delegate_giving_its_seeded_answer(tiny_data, mode):
+    """Both agents' transcripts begin with the interview's first exchange, in which the delegate
+    states its WVS answer in its own words (a small base model continues what speakers said);
+    chat models keep the stance as a sentence in their system message."""
+    data = scenario_dict(version="v2", turns=4, mode=mode)
+    data["backend"].update({"provider": "openai", "api": "completions"})
+    plan = build_plan(parse_scenario(data), tiny_data)
+    policy = CultureParkPolicy(plan.scenario)
+    conv = next(iter(plan.conversations()))
+    meta = conv.meta
+    delegate = meta["participants"]["delegate"]["name"]
+    answer = f'{delegate}: My answer is "{meta["stance_text"]}".'
+    turns: list[Turn] = []
+    while (nxt := policy.next_turn(conv, turns)) is not None:
+        prompt = nxt.request.prompt
+        assert prompt is not None and answer in prompt.split("\n")[:4]
+        if turns:
+            assert prompt.index(answer) < prompt.index("Turn 0.")  # before the conversation itself
+        turns.append(Turn(len(turns), nxt.speaker, nxt.role, f"Turn {len(turns)}."))
+    data["backend"]["api"] = "chat"
+    chat = CultureParkPolicy(parse_scenario(data)).next_turn(conv, [])
+    assert chat is not None and chat.request.messages is not None
+    assert f'answered "{meta["stance_text"]}"' in chat.request.messages[0]["content"]
