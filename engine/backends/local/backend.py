@@ -22,7 +22,8 @@ from typing import Any
 from culturepark.engine.backends.base import Completion, Request
 from culturepark.engine.backends.local.batcher import MicroBatcher
 from culturepark.engine.backends.local.decoder import Decoder
-from culturepark.engine.backends.local.model import EMBEDDED_MODEL, convert_for_cpu_inference, load_model
+from culturepark.engine.backends.local.model import EMBEDDED_MODEL, load_model
+from culturepark.engine.backends.local.packed import convert_for_cpu_inference
 from culturepark.engine.chat_templates import END_OF_ANSWER, Template, render_prompt
 from culturepark.engine.pricing import Price
 from culturepark.engine.records import Usage

@@ -10,7 +10,6 @@ import os
 import shutil
 import sys
 import time
-import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
@@ -84,33 +83,6 @@ def load_model(spec: str = EMBEDDED_MODEL, device: str = "auto", say: Callable[[
         tokenizer.pad_token = tokenizer.eos_token
     say(f"model {spec} loaded from {model_dir} in {time.perf_counter() - t0:.1f}s on {device}")
     return model, tokenizer, device
-
-
-CPU_WEIGHTS = ("fp16", "fp16-int8-head", "fp32")
-
-
-def convert_for_cpu_inference(model: Any, weights: str) -> Any:
-    """The linear layers as fbgemm's packed kernels, for generation and scoring on CPU.
-
-    Why (2 cores, Gemma 3 270M, 8 rows decoding ~370-token histories): float32 matmuls at a few
-    rows are bound by reading 1 GB of weights per step (264 ms a step). fbgemm's fp16 kernels
-    (weights stored fp16, arithmetic in fp32) take 86 ms at the same perplexity (53.50 on the
-    README; the GGUF weights are 4-bit, so fp16 holds them exactly). `fp16-int8-head` also makes
-    the 262k-token output projection dynamic int8: 74 ms, perplexity 56.1. Layers in int8 doubled
-    perplexity, so that is not offered. Not for training: the packed layers have no gradients.
-    """
-    if weights == "fp32" or model.device.type != "cpu":
-        return model
-    import torch
-    from torch.ao.quantization import float16_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
-
-    head = next(name for name, module in model.named_modules() if module is model.get_output_embeddings())
-    spec = {name: per_channel_dynamic_qconfig if name == head and weights == "fp16-int8-head"
-            else float16_dynamic_qconfig for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear)}
-    with warnings.catch_warnings():  # torch.ao's deprecation notice; the fbgemm kernels are the same
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(model, spec, inplace=True)
 
 
 def embedded_cache_dir(say: Callable[[str], None]) -> Path:
