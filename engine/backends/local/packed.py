@@ -15,6 +15,7 @@ have no gradients.
 from __future__ import annotations
 
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -67,5 +68,7 @@ def _pack(weight: torch.Tensor, kind: str) -> Any:
         return torch.ops.quantized.linear_prepack_fp16(weight.float().contiguous(), None)
     scales = (weight.abs().amax(dim=1) / 127.5).clamp(min=1e-8).double()  # symmetric, per output row
     zero = torch.zeros(len(scales), dtype=torch.long)
-    return torch.ops.quantized.linear_prepack(torch.quantize_per_channel(weight.float(), scales, zero, 0, torch.qint8),
-                                              None)
+    with warnings.catch_warnings():  # qint8 tensors are deprecated (torch 2.13); fp16 packing does not use them
+        warnings.simplefilter("ignore")
+        qweight = torch.quantize_per_channel(weight.float(), scales, zero, 0, torch.qint8)
+    return torch.ops.quantized.linear_prepack(qweight, None)
