@@ -123,3 +123,44 @@ def test_a_model_without_sliding_layers_decodes_as_generate_does(loaded):
     futures = _drive(decoder, {0: reqs[:1], 2: reqs[1:]})
     for r, f in zip(reqs, futures):
         assert f.result().text == _reference(model, tok, r.prompt, 6)
+
+
+def test_a_cancelled_request_leaves_the_batch_and_the_others_go_on(loaded):
+    model, tok = loaded
+    decoder = _decoder(model, tok)
+    keep, drop = (Request(prompt=SHORT, max_tokens=10, temperature=0.0),
+                  Request(prompt=MEDIUM, max_tokens=10, temperature=0.0))
+    futures = [Future(), Future()]
+    with torch.inference_mode():
+        decoder._admit([(keep, keep.prompt, futures[0]), (drop, drop.prompt, futures[1])])
+        decoder._step()
+        assert futures[1].cancel()  # the caller gave up (asyncio cancels the concurrent future)
+        decoder._step()
+        assert len(decoder.rows) == 1
+        while decoder.rows:
+            decoder._step()
+    assert futures[0].result().text == _reference(model, tok, SHORT, 10)
+
+
+def test_a_failed_step_fails_its_requests_and_the_loop_serves_the_next(loaded, monkeypatch):
+    from culturepark.engine.errors import FatalBackendError
+
+    model, tok = loaded
+    decoder = _decoder(model, tok)
+    real_forward = decoder._forward
+    calls = iter([RuntimeError("out of memory"), None])
+
+    def failing_once(*args):
+        if (exc := next(calls, None)) is not None:
+            raise exc
+        return real_forward(*args)
+
+    monkeypatch.setattr(decoder, "_forward", failing_once)
+    try:
+        first = decoder.submit(Request(prompt=SHORT, max_tokens=4, temperature=0.0), SHORT)
+        assert isinstance(first.exception(timeout=60), FatalBackendError)
+        assert "out of memory" in str(first.exception())
+        second = decoder.submit(Request(prompt=SHORT, max_tokens=4, temperature=0.0), SHORT)
+        assert second.result(timeout=60).text == _reference(model, tok, SHORT, 4)
+    finally:
+        decoder.close()

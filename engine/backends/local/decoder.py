@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
-from concurrent.futures import Future
+import time
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,7 +146,10 @@ class Decoder:
                     if self.rows:
                         self._step()
             except Exception as exc:  # e.g. out of memory: the rows in flight fail, the loop goes on
-                self._fail_all(FatalBackendError(f"local_generate_error: {str(exc).splitlines()[0][:120]}"))
+                failure = FatalBackendError(f"local_generate_error: {str(exc).splitlines()[0][:120]}")
+                for _, _, future in arrivals:  # those that had not joined yet
+                    _settle(future, error=failure)
+                self._fail_all(failure)
 
     def _take(self) -> list[tuple[Request, str, Future]] | None:
         """New requests for the next step: when idle, wait for one and gather more for `wait_s`;
@@ -154,9 +158,10 @@ class Decoder:
         taken: list[Any] = []
         if not self.rows:
             taken.append(self._inbox.get())
+            deadline = time.monotonic() + self.wait_s
             try:
                 while len(taken) < room and taken[-1] is not _CLOSE:
-                    taken.append(self._inbox.get(timeout=self.wait_s))
+                    taken.append(self._inbox.get(timeout=max(0.0, deadline - time.monotonic())))
             except queue.Empty:
                 pass
         else:
@@ -168,8 +173,7 @@ class Decoder:
 
     def _fail_all(self, exc: Exception) -> None:
         for row in self.rows:
-            if not row.future.done():
-                row.future.set_exception(exc)
+            _settle(row.future, error=exc)
         self.rows, self.batch = [], None
 
     # -- admission: reuse, prefill, merge ------------------------------------
@@ -266,7 +270,7 @@ class Decoder:
             row = self.rows[i]
             if not row.future.cancelled():
                 self.store.put(row.tokens[:-1], self.batch.row_kv(i), replaces=row.source)
-                row.future.set_result(self._completion(row))
+                _settle(row.future, result=self._completion(row))
         keep = [i for i in range(len(self.rows)) if i not in set(done)]
         self.rows = [self.rows[i] for i in keep]
         if keep:
@@ -291,6 +295,18 @@ class Decoder:
             finish = "stop"
         n_completion = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
         return Completion(text=text, finish_reason=finish, usage=Usage(len(row.prompt_ids), n_completion, row.reused))
+
+
+def _settle(future: Future, result: Completion | None = None, error: Exception | None = None) -> None:
+    """Resolve a request's future unless its caller gave up on it (cancelled from the event loop's
+    thread, possibly between a check here and the call: that must not fail the batch)."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
 
 
 def _cache_arg(module: Any) -> str:
