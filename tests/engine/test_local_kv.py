@@ -42,3 +42,16 @@ def test_a_turn_replaces_the_entry_it_continued_so_a_conversation_holds_one():
     store.put([1, 2, 3, 4, 5, 6], _kv([1, 2, 3, 4, 5, 6]), replaces=source)
     assert len(store.entries) == 1 and store.tokens == 6
     assert store.longest_prefix([1, 2, 3, 4, 5, 6, 7])[0] == 6
+
+
+def test_an_entry_shared_only_in_its_beginning_is_kept_for_the_agent_it_belongs_to():
+    """Two agents' views of one conversation share their opening: the main contact's turn may
+    begin from the delegate's entry, but must not drop it (the delegate still needs it)."""
+    store = PrefixStore(max_tokens=1000)
+    delegate = list(range(100))
+    store.put(delegate, _kv(delegate))
+    contact = list(range(40)) + [500 + i for i in range(50)]
+    n, _, source = store.longest_prefix(contact)
+    assert n == 40
+    store.put(contact, _kv(contact), replaces=source)
+    assert len(store.entries) == 2 and store.longest_prefix(delegate + [7])[0] == 100

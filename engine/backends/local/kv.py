@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 GROW_SLOTS = 256  # capacity is added in steps of this many slots, not at every token
+SUPERSEDED_TAIL = 16  # an entry a new one carries all but this many tokens of is dropped
 
 
 @dataclass
@@ -40,10 +41,18 @@ class PrefixStore:
     _next_key: int = 0
 
     def put(self, ids: list[int], kv: list[tuple[torch.Tensor, torch.Tensor]], replaces: int | None = None) -> None:
-        """Keep a finished row; `replaces`: the entry it began from, which it extends (the row's
-        reused part is its beginning), so a conversation holds one entry, not one per turn."""
-        if replaces is not None and replaces in self.entries:
-            self.tokens -= len(self.entries.pop(replaces).ids)
+        """Keep a finished row. `replaces`: the entry it began from, dropped when the row carries
+        all of it but a few tokens (its own earlier turn: the reply's last tokens are re-read when
+        the reply is cut at a stop), so a conversation holds one entry, not one per turn. An
+        entry it shared only a beginning with (the other agent's view of the same conversation)
+        is kept: it is still the longest match for that agent."""
+        if replaces is not None and (source := self.entries.get(replaces)) is not None:
+            n = min(len(source.ids), len(ids))
+            same = source.ids[:n] == torch.tensor(ids[:n], dtype=torch.long)
+            matched = n if bool(same.all()) else int(torch.argmin(same.to(torch.uint8)))
+            if len(source.ids) - matched <= SUPERSEDED_TAIL:
+                del self.entries[replaces]
+                self.tokens -= len(source.ids)
         if not ids or len(ids) > self.max_tokens:
             return
         self.entries[self._next_key] = StoredPrefix(torch.tensor(ids, dtype=torch.long), kv)
