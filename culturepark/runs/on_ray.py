@@ -24,7 +24,7 @@ How it divides the work:
 - **A worker that dies** (its process killed, its node lost) is replaced: the driver reads
   the logs back (cutting the dead worker's torn last line) and starts a new actor, with a new
   shard file, on what is left of that shard. Finished turns are never asked for again.
-- **Local models**: each worker loads the model once and micro-batches inside itself; on a
+- **Local models**: each worker loads the model once and batches its conversations inside itself; on a
   cluster with GPUs each worker asks Ray for one GPU, so there is one model per GPU.
 """
 from __future__ import annotations

@@ -55,7 +55,6 @@ class LocalBackend:
         self.price = price
         self._hf_model: Any = None
         self._tokenizer: Any = None
-        self._calls = 0
         self._label_cache: dict[str, list[int]] = {}
         self._cache_name: str | None = None
         self._prefixes: OrderedDict[tuple[int, ...], Any] = OrderedDict()
@@ -94,7 +93,7 @@ class LocalBackend:
         completion.latency_ms = (time.perf_counter() - t0) * 1000.0
         return completion
 
-    # -- generation (worker thread) ----------------------------------------
+    # -- labels (the micro-batcher's worker thread) ---------------------------
     def _choose_locked(self, requests: list[Request]) -> list[Completion]:
         with self._model_lock:
             return self.choose(requests)
@@ -205,6 +204,7 @@ class LocalBackend:
             self._label_cache[label] = sorted(ids)
         return self._label_cache[label]
 
+    # -- generation (the decoder's thread) -------------------------------------
     def generate(self, requests: list[Request]) -> list[Completion]:
         """Decode `requests` from a plain thread (tests, benches): the same loop `complete` feeds."""
         futures = [self._submit(r) for r in requests]

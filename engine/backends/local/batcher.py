@@ -1,4 +1,4 @@
-"""Micro-batching: requests from concurrent conversations share one `generate` call.
+"""Micro-batching for label scoring: concurrent requests whose answer is a label share one pass.
 
 Requests are collected for a few milliseconds (or until `max_batch`) and run as one batch
 in a worker thread, so the event loop stays free and many conversations share the CPU/GPU.
