@@ -175,7 +175,8 @@ class CultureEntry(_Strict):
 ADDED_LATER: dict[str, object] = {"delegate_answers_intro": False}
 BACKEND_ADDED_LATER: dict[str, object] = {
     "template": None, "service_tier": "standard", "flex_fallback_after": None, "flex_timeout_s": 900.0,
-    "prompt_cache": PromptCacheConfig().model_dump(mode="json"), "batch": BatchSettings().model_dump(mode="json")}
+    "prompt_cache": PromptCacheConfig().model_dump(mode="json"), "batch": BatchSettings().model_dump(mode="json"),
+    "weights": "fp16"}
 
 
 def without_added_defaults(data: dict[str, Any], added: Mapping[str, object]) -> dict[str, Any]:
