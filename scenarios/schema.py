@@ -81,7 +81,7 @@ class BackendConfig(_Strict):
     adapter: str | None = None  # a LoRA adapter directory applied to the embedded model
     template: Template | None = None  # chat template the local model was tuned with (from its adapter's card)
     # weights on CPU: fp16 kernels (3x faster than fp32 at the same perplexity); fp16-int8-head
-    # is ~15% faster again at +5% perplexity (engine/backends/local/model.py says how measured)
+    # is 15-20% faster again at +5% perplexity (engine/backends/local/packed.py says how measured)
     weights: Literal["fp16", "fp16-int8-head", "fp32"] = "fp16"
 
     @model_validator(mode="after")
