@@ -80,7 +80,7 @@ class BackendConfig(_Strict):
     batch_wait_ms: float = Field(5.0, ge=0)
     adapter: str | None = None  # a LoRA adapter directory applied to the embedded model
     template: Template | None = None  # chat template the local model was tuned with (from its adapter's card)
-    # weights on CPU: fp16 kernels (3x faster than fp32 at the same perplexity); fp16-int8-head
+    # weights on CPU: fp16 kernels (2.3x fp32's speed at the same perplexity); fp16-int8-head
     # is 15-20% faster again at +5% perplexity (engine/backends/local/packed.py says how measured)
     weights: Literal["fp16", "fp16-int8-head", "fp32"] = "fp16"
 
