@@ -12,7 +12,6 @@ import asyncio
 import copy
 import dataclasses
 import hashlib
-import inspect
 import threading
 import time
 from collections import OrderedDict
@@ -20,9 +19,9 @@ from concurrent.futures import Future
 from typing import Any
 
 from culturepark.engine.backends.base import Completion, Request
-from culturepark.engine.backends.local.batcher import MicroBatcher
+from culturepark.engine.backends.local.batcher import MicroBatcher, length_chunks
 from culturepark.engine.backends.local.decoder import Decoder
-from culturepark.engine.backends.local.model import EMBEDDED_MODEL, load_model
+from culturepark.engine.backends.local.model import EMBEDDED_MODEL, cache_keyword, load_model
 from culturepark.engine.backends.local.packed import convert_for_cpu_inference
 from culturepark.engine.chat_templates import END_OF_ANSWER, Template, render_prompt
 from culturepark.engine.pricing import Price
@@ -56,7 +55,7 @@ class LocalBackend:
         self._hf_model: Any = None
         self._tokenizer: Any = None
         self._label_cache: dict[str, list[int]] = {}
-        self._cache_name: str | None = None
+        self._cache_name = ""  # the model's keyword for its KV cache (`cache_keyword`), once loaded
         self._prefixes: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self._label_scores: OrderedDict[tuple[str, tuple[str, ...]], tuple[Any, int]] = OrderedDict()
         self.batcher = MicroBatcher(self._choose_locked, max_batch=max_batch, wait_ms=batch_wait_ms)
@@ -81,6 +80,7 @@ class LocalBackend:
         if self._hf_model is None:
             model, self._tokenizer, self.device = load_model(self.base_model, self.device, adapter=self.adapter)
             self._hf_model = convert_for_cpu_inference(model, self.weights)
+            self._cache_name = cache_keyword(model)
 
     async def complete(self, request: Request) -> Completion:
         if self._hf_model is None:
@@ -120,7 +120,7 @@ class LocalBackend:
                 labels_of.setdefault(p, set()).add(labels)
         tokens = {p: self._tokenizer(p)["input_ids"] for p in sorted(labels_of, key=len)}
         shared = _common_prefix(list(tokens.values())) if len(tokens) > 1 else 0
-        for chunk in _length_chunks(list(tokens)):
+        for chunk in length_chunks(list(tokens), len):
             for p, logp in zip(chunk, self._next_token_logprobs([tokens[p] for p in chunk], shared)):
                 for labels in labels_of[p]:
                     self._label_scores[(p, labels)] = (torch.stack(
@@ -170,18 +170,10 @@ class LocalBackend:
             if shared:
                 cache = copy.deepcopy(self._prefix_cache(tuple(ids[0][:shared])))
                 cache.batch_repeat_interleave(rows)
-                reuse = {self._cache_arg(): cache, "cache_position": torch.arange(shared, shared + width, device=dev)}
+                reuse = {self._cache_name: cache, "cache_position": torch.arange(shared, shared + width, device=dev)}
             logits = self._hf_model(input_ids=inputs.to(dev), attention_mask=mask.to(dev),
                                     position_ids=positions.to(dev), logits_to_keep=1, **reuse).logits[:, -1, :]
         return list(torch.log_softmax(logits.float(), -1))
-
-    def _cache_arg(self) -> str:
-        """What this transformers calls the KV cache in a forward call (and its output): `cache`, or
-        `past_key_values` before it was renamed."""
-        if self._cache_name is None:
-            params = inspect.signature(self._hf_model.forward).parameters
-            self._cache_name = "cache" if "cache" in params else "past_key_values"
-        return self._cache_name
 
     def _prefix_cache(self, prefix: tuple[int, ...]) -> Any:
         """The keys and values of a prompt beginning, computed once (a few MB for a few kept)."""
@@ -190,7 +182,7 @@ class LocalBackend:
         if prefix not in self._prefixes:
             out = self._hf_model(input_ids=torch.tensor([prefix], device=self._hf_model.device), use_cache=True,
                                  logits_to_keep=1)  # (its logits are not needed: one position)
-            self._prefixes[prefix] = out[self._cache_arg()]
+            self._prefixes[prefix] = out[self._cache_name]
             while len(self._prefixes) > PREFIXES_KEPT:
                 self._prefixes.popitem(last=False)
         self._prefixes.move_to_end(prefix)
@@ -244,18 +236,6 @@ class LocalBackend:
         if self.decoder is not None:
             await asyncio.to_thread(self.decoder.close)
             self.decoder = None
-
-
-def _length_chunks(prompts: list[str], max_spread: float = 1.5) -> list[list[str]]:
-    """Prompts sorted by length, cut where the longest would exceed `max_spread` × the shortest:
-    a batch is padded to its longest prompt, so similar lengths waste little compute."""
-    chunks: list[list[str]] = []
-    for p in prompts:
-        if chunks and len(p) <= max_spread * max(1, len(chunks[-1][0])):
-            chunks[-1].append(p)
-        else:
-            chunks.append([p])
-    return chunks
 
 
 def _common_prefix(ids: list[list[int]]) -> int:

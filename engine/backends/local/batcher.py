@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, TypeVar
 
 from culturepark.engine.backends.base import Completion, Request
 
@@ -84,3 +84,18 @@ class MicroBatcher:
                 pass
             self._task = None
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+T = TypeVar("T")
+
+
+def length_chunks(items: list[T], size: Callable[[T], int], max_spread: float = 1.5, slack: int = 0) -> list[list[T]]:
+    """`items` (sorted by `size`) cut where the largest would exceed `max_spread` × the smallest
+    (+ `slack`): a batch is padded to its longest row, so similar lengths waste little compute."""
+    chunks: list[list[T]] = []
+    for item in items:
+        if chunks and size(item) <= max_spread * max(1, size(chunks[-1][0])) + slack:
+            chunks[-1].append(item)
+        else:
+            chunks.append([item])
+    return chunks

@@ -28,7 +28,9 @@ from typing import Any
 import torch
 
 from culturepark.engine.backends.base import Completion, Request
+from culturepark.engine.backends.local.batcher import length_chunks
 from culturepark.engine.backends.local.kv import BatchKV, PrefixStore
+from culturepark.engine.backends.local.model import cache_keyword
 from culturepark.engine.errors import FatalBackendError
 from culturepark.engine.records import Usage
 
@@ -39,22 +41,26 @@ _CLOSE = object()
 
 class NgramBan:
     """The tokens that would complete an n-gram already in the sequence, kept up to date as it
-    grows (`generate`'s no_repeat_ngram_size re-scans the sequence at every step)."""
+    grows (`generate`'s no_repeat_ngram_size re-scans the sequence at every step). It holds the
+    sequence's last n-1 tokens itself, so a step costs one lookup and one insert."""
 
     def __init__(self, n: int, tokens: list[int]) -> None:
         self.n = n
         self.seen: dict[tuple[int, ...], set[int]] = {}
-        for end in range(n, len(tokens) + 1):
-            self.add(tokens[:end])
+        for i in range(len(tokens) - n + 1):
+            self.seen.setdefault(tuple(tokens[i:i + n - 1]), set()).add(tokens[i + n - 1])
+        self.tail = tokens[max(0, len(tokens) - n + 1):]  # the n-1 tokens a next token would follow
 
-    def add(self, tokens: list[int]) -> None:
-        if len(tokens) >= self.n:
-            self.seen.setdefault(tuple(tokens[len(tokens) - self.n:-1]), set()).add(tokens[-1])
-
-    def banned(self, tokens: list[int]) -> set[int]:
-        if len(tokens) < self.n - 1:
+    def banned(self) -> set[int]:
+        if len(self.tail) < self.n - 1:
             return set()
-        return self.seen.get(tuple(tokens[len(tokens) - self.n + 1:]), set())
+        return self.seen.get(tuple(self.tail), set())
+
+    def push(self, token: int) -> None:
+        if len(self.tail) == self.n - 1:
+            self.seen.setdefault(tuple(self.tail), set()).add(token)
+        self.tail.append(token)
+        del self.tail[:max(0, len(self.tail) - self.n + 1)]
 
 
 @dataclass(slots=True)
@@ -104,7 +110,7 @@ class Decoder:
         self.softcap: float | None = getattr(cfg, "final_logit_softcapping", None)
         self.kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        self.cache_arg = _cache_arg(self.body)
+        self.cache_arg = cache_keyword(self.body)
         self.sdpa = getattr(cfg, "_attn_implementation", "sdpa") == "sdpa"
         self.head = model.get_output_embeddings()
         self.eos_ids = eos_ids or {tokenizer.eos_token_id}
@@ -179,8 +185,8 @@ class Decoder:
     # -- admission: reuse, prefill, merge ------------------------------------
     def _admit(self, arrivals: list[tuple[Request, str, Future]]) -> None:
         joiners = [self._new_row(*a) for a in arrivals]
-        joiners.sort(key=lambda r: len(r.prompt_ids) - r.reused)
-        for chunk in _similar_lengths(joiners):
+        joiners.sort(key=_to_read)
+        for chunk in length_chunks(joiners, _to_read, slack=32):
             kv = BatchKV.from_prefixes([r.prefix for r in chunk], len(self.body.layers), self.kv_heads, self.head_dim,
                                        self.model.dtype, self.model.device)
             new = [r.prompt_ids[r.reused:] for r in chunk]
@@ -250,7 +256,7 @@ class Decoder:
         """Pick the next token of rows `first:` from their logits; then finish the rows that are done."""
         for i, row in enumerate(self.rows[first:]):
             scores = logits[i]
-            if row.ban is not None and (banned := row.ban.banned(row.tokens)):
+            if row.ban is not None and (banned := row.ban.banned()):
                 scores[list(banned)] = float("-inf")
             if row.generator is None:
                 token = int(torch.argmax(scores))
@@ -261,7 +267,7 @@ class Decoder:
                 token = min(int(torch.searchsorted(cdf, draw)), len(cdf) - 1)
             row.generated.append(token)
             if row.ban is not None:
-                row.ban.add(row.tokens)
+                row.ban.push(token)
         done = [i for i, r in enumerate(self.rows) if r.future.cancelled() or self._finished(r)]
         if not done:
             return
@@ -309,23 +315,6 @@ def _settle(future: Future, result: Completion | None = None, error: Exception |
         pass
 
 
-def _cache_arg(module: Any) -> str:
-    """What this transformers calls the KV cache in a forward call: `cache`, or `past_key_values`
-    before it was renamed."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
-
-
-def _similar_lengths(rows: list[Row], max_spread: float = 1.5, slack: int = 32) -> list[list[Row]]:
-    """Rows (sorted by tokens to read) cut where the longest would exceed `max_spread` × the
-    shortest (+ `slack`): a prefill pads every row to its longest, so similar lengths waste little."""
-    chunks: list[list[Row]] = []
-    for row in rows:
-        n = len(row.prompt_ids) - row.reused
-        if chunks and n <= max_spread * (len(chunks[-1][0].prompt_ids) - chunks[-1][0].reused) + slack:
-            chunks[-1].append(row)
-        else:
-            chunks.append([row])
-    return chunks
-
+def _to_read(row: Row) -> int:
+    """Tokens a joining row's prefill reads: its prompt beyond the reused beginning."""
+    return len(row.prompt_ids) - row.reused

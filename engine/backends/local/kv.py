@@ -46,16 +46,14 @@ class PrefixStore:
         the reply is cut at a stop), so a conversation holds one entry, not one per turn. An
         entry it shared only a beginning with (the other agent's view of the same conversation)
         is kept: it is still the longest match for that agent."""
+        stored = torch.tensor(ids, dtype=torch.long)
         if replaces is not None and (source := self.entries.get(replaces)) is not None:
-            n = min(len(source.ids), len(ids))
-            same = source.ids[:n] == torch.tensor(ids[:n], dtype=torch.long)
-            matched = n if bool(same.all()) else int(torch.argmin(same.to(torch.uint8)))
-            if len(source.ids) - matched <= SUPERSEDED_TAIL:
+            if len(source.ids) - _same_beginning(source.ids, stored) <= SUPERSEDED_TAIL:
                 del self.entries[replaces]
                 self.tokens -= len(source.ids)
         if not ids or len(ids) > self.max_tokens:
             return
-        self.entries[self._next_key] = StoredPrefix(torch.tensor(ids, dtype=torch.long), kv)
+        self.entries[self._next_key] = StoredPrefix(stored, kv)
         self._next_key += 1
         self.tokens += len(ids)
         while self.tokens > self.max_tokens:
@@ -70,9 +68,7 @@ class PrefixStore:
         query = torch.tensor(ids[:-1], dtype=torch.long)
         best, best_key = 0, -1
         for key, entry in self.entries.items():
-            n = min(len(entry.ids), len(query))
-            same = entry.ids[:n] == query[:n]
-            matched = n if bool(same.all()) else int(torch.argmin(same.to(torch.uint8)))
+            matched = _same_beginning(entry.ids, query)
             if matched > best:
                 best, best_key = matched, key
         if best == 0:
@@ -80,6 +76,13 @@ class PrefixStore:
         self.entries.move_to_end(best_key)
         kv = self.entries[best_key].kv
         return best, [(k[:, :, :best], v[:, :, :best]) for k, v in kv], best_key
+
+
+def _same_beginning(a: torch.Tensor, b: torch.Tensor) -> int:
+    """How many tokens two id sequences begin with in common."""
+    n = min(len(a), len(b))
+    same = a[:n] == b[:n]
+    return n if bool(same.all()) else int(torch.argmin(same.to(torch.uint8)))
 
 
 class BatchKV:

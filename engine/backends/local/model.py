@@ -85,6 +85,14 @@ def load_model(spec: str = EMBEDDED_MODEL, device: str = "auto", say: Callable[[
     return model, tokenizer, device
 
 
+def cache_keyword(module: Any) -> str:
+    """What this transformers calls the KV cache in a forward call (and its output): `cache`, or
+    `past_key_values` before it was renamed."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
 def embedded_cache_dir(say: Callable[[str], None]) -> Path:
     try:
         version = metadata.version(GGUF_PACKAGE)
