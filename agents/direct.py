@@ -4,7 +4,7 @@ for N reasons behind it. It shares the CulturePark plan (same ids, stances and m
 direct run and a conversation run of the same scenario compare item for item."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from culturepark.engine.backends.base import Request
 from culturepark.engine.scheduler import ConversationSpec, Turn, TurnRequest

@@ -11,9 +11,10 @@ v2 (free): the moderator only opens; the agents then answer each other.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from culturepark.agents.cultures import Culture, load_table, resolve_culture
 from culturepark.agents.personas import choose_stance

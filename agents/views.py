@@ -8,8 +8,8 @@ addressed to it. Two renderings: chat messages for chat models, and a plain
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 
 @dataclass(frozen=True, slots=True)

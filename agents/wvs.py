@@ -7,6 +7,7 @@ taking abs() — as the original code did — fabricates stances.
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,7 @@ def parse_scale(option: str) -> tuple[dict[int, str], str | None]:
     if not codes:
         return {}, "scale has no labelled options"
     note = None
-    if any(b <= a for a, b in zip(codes, codes[1:])):
+    if any(b <= a for a, b in itertools.pairwise(codes)):
         note = f"scale numbers {codes} renumbered by position"
         codes = list(range(codes[0], codes[0] + len(codes)))
     return dict(zip(codes, labels)), note

@@ -2,9 +2,10 @@
 `compare`, which runs the same tasks and seeds for several models side by side."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from culturepark.benchmarks import hofstede, moderation, wvs_items
 from culturepark.benchmarks.eval_run import EvalSettings, slug

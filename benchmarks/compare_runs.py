@@ -3,8 +3,9 @@ run and a conversation run, two models: fidelity of each (its own delegate model
 phenomena of each (with `--judge`), and the diversity of each run's delegate turns over the other's."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from culturepark.benchmarks import fidelity, phenomena
 from culturepark.benchmarks.diversity import gains_both_ways

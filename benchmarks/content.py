@@ -3,8 +3,9 @@ opinion classified as a belief, a norm or a custom; shares per culture, with cou
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 

@@ -7,6 +7,7 @@ both texts for every pair), and the nearest-neighbour search is one matrix produ
 """
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,7 @@ async def _embed(embedder: Embedder, groups: list[list[str]]) -> list[np.ndarray
     finally:
         await embedder.aclose()
     bounds = np.cumsum([0] + [len(g) for g in groups])
-    return [vecs[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return [vecs[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 async def diversity_gains(new_paths: list[Path], ref_path: Path, embedder: Embedder,
@@ -92,7 +93,7 @@ async def diversity_gains(new_paths: list[Path], ref_path: Path, embedder: Embed
     baseline against the seed data): every distinct text of all files is embedded once."""
     news = [texts_of(p, field) for p in new_paths]
     ref = texts_of(ref_path, field)
-    *new_vecs, ref_vecs = await _embed(embedder, news + [ref])
+    *new_vecs, ref_vecs = await _embed(embedder, [*news, ref])
     return [_row(v, ref_vecs, texts, ref, embedder.name, path, ref_path)
             for path, texts, v in zip(new_paths, news, new_vecs)]
 

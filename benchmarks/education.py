@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from culturepark.agents.education import parse_item_answer, walk
+from culturepark.agents.learners import parse_item_answer, walk
 from culturepark.agents.wvs import WVSData
 from culturepark.benchmarks.hofstede import DIMENSIONS, centred_distances, indices, load_scores
 from culturepark.benchmarks.stats import mean_std
@@ -163,7 +163,7 @@ class _Group:
     answers: dict[str, tuple[np.ndarray, np.ndarray]]
 
     @classmethod
-    def of(cls, hofstede: str, learners: list[Learner]) -> "_Group":
+    def of(cls, hofstede: str, learners: list[Learner]) -> _Group:
         answers = {}
         for phase in ("pre", "post"):
             vals = np.zeros((len(learners), VSM13_ITEMS))
@@ -346,7 +346,7 @@ def score(run_dir: Path, data_dir: Path | None = None, bootstrap: int = 2000, se
     dims = learner_dimensions(by_arm, hofstede_names, published)
     for arm in complete_arms(by_arm, hofstede_names):
         centred_learner_distances(by_arm[arm], published, dims)
-    dimensions = {arm: dims for arm in arms}
+    dimensions = dict.fromkeys(arms, dims)
     wvs_means = _wvs_means(learners, [str(q) for q in scenario.get("test", {}).get("wvs_items", [])], data_dir)
     kinds = sorted({l.kind for l in learners}) or ["simulated"]
     kind = kinds[0] if len(kinds) == 1 else "mixed"

@@ -11,8 +11,9 @@ two answers is reported. Unparseable answers are counted, never guessed. Works o
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from culturepark.agents import paper_format
 from culturepark.agents.protocol import CultureParkPolicy

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from culturepark.agents import paper_format
 from culturepark.agents.answers import parse_scale_answer
@@ -93,13 +94,13 @@ def centred_distances(model: dict[str, dict], human: dict[str, dict],
     """
     names = list(model)
     if len(names) < 2:
-        return {n: None for n in names}
+        return dict.fromkeys(names)
     defined = [d for d in DIMENSIONS if all(model[n].get(d) is not None and human[n].get(d) is not None
                                             for n in names)]
     if dims is None:
         dims = defined
     if not dims or not set(dims) <= set(defined):
-        return {n: None for n in names}
+        return dict.fromkeys(names)
     mc = {d: sum(model[n][d] for n in names) / len(names) for d in dims}
     hc = {d: sum(human[n][d] for n in names) / len(names) for d in dims}
     return {n: round(math.sqrt(sum(((model[n][d] - mc[d]) - (human[n][d] - hc[d])) ** 2 for d in dims)), 4)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field

@@ -8,8 +8,9 @@ unparseable verdicts.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from culturepark.benchmarks import judge
 from culturepark.benchmarks.eval_run import EvalSettings, digest, run_items

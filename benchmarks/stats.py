@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import statistics
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def mean_std(values: Iterable[float | None]) -> dict[str, float | int | None]:

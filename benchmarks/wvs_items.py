@@ -11,8 +11,9 @@ agreement on what it was taught is not mistaken for generalisation.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from culturepark.agents import paper_format
 from culturepark.agents.cultures import Culture, cultures_by_name

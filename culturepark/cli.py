@@ -1,18 +1,19 @@
 """`culturepark` command line: one subcommand per stage, each thin (parse → call → print).
 
 Each stage's options and handler live in `culturepark/commands/<stage>.py`; this module
-only assembles the parser and turns errors into exit codes (`culturepark.errors`).
+only assembles the parser and turns errors into exit codes (`culturepark.exit_codes`).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from typing import NoReturn, Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
 from culturepark.commands import bench, data, evaluate, logs, paper, refine, report, run, sim_server, study, train
 from culturepark.engine.errors import CultureparkError
-from culturepark.errors import EXIT_INTERRUPTED, EXIT_OK, exit_code
+from culturepark.exit_codes import EXIT_INTERRUPTED, EXIT_OK, exit_code
 
 COMMANDS = [run, refine, train, evaluate, paper, study, report, data, logs, sim_server, bench]
 

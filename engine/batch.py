@@ -2,9 +2,10 @@
 so they get the scheduler's concurrency, limits, retries, log, resume and cache for free."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from culturepark.engine.backends.base import Request
 from culturepark.engine.endpoint import Endpoint, Validator

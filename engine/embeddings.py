@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -118,7 +119,7 @@ class HTTPEmbeddings:
         try:
             async with self._session.post(f"{self.base_url}/embeddings", data=orjson.dumps(body)) as resp:
                 status, headers, raw = resp.status, resp.headers, await resp.read()
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise transport_error(exc) from exc
         if status != 200:
             raise error_for_status(status, headers, raw)

@@ -10,8 +10,9 @@ import asyncio
 import dataclasses
 import random
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, TypeVar
+from typing import TypeVar
 
 from culturepark.engine.backends.base import Backend, Completion, Request
 from culturepark.engine.backends.cached import ResponseCache

@@ -26,7 +26,7 @@
 
 Anything else (a bug, or an unexpected error inside a backend) is a crash: it keeps its
 traceback and exits 1, and the run directory stays resumable. Exit codes are mapped in one
-place, `culturepark.errors.exit_code`. Wrapping keeps the cause: `raise X(...) from exc`.
+place, `culturepark.exit_codes.exit_code`. Wrapping keeps the cause: `raise X(...) from exc`.
 """
 from __future__ import annotations
 

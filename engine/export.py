@@ -15,10 +15,11 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field

@@ -17,6 +17,7 @@ nothing back (OpenAI); `usage` charges prompt + completion actually used.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
@@ -145,10 +146,8 @@ class RateLimiter:
                 self._give_back(tokens)  # granted and cancelled in the same tick
             else:
                 was_head = bool(self._waiters) and self._waiters[0] is waiter
-                try:
+                with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
-                except ValueError:
-                    pass
                 if was_head:
                     self._arm(self._now())
             raise

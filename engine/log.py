@@ -10,9 +10,10 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import orjson
 from pydantic import ValidationError
@@ -53,7 +54,7 @@ class RunDirLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "RunDirLock":
+    def __enter__(self) -> RunDirLock:
         self.acquire()
         return self
 
@@ -72,7 +73,7 @@ class RunLog:
     _last_sync: float = field(default=0.0)
     records_written: int = 0
 
-    def open(self) -> "RunLog":
+    def open(self) -> RunLog:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._last_sync = time.monotonic()
         return self

@@ -27,7 +27,7 @@ class CostSplit:
     def total(self) -> float:
         return self.uncached_input + self.cached_input + self.output
 
-    def __add__(self, other: "CostSplit") -> "CostSplit":
+    def __add__(self, other: CostSplit) -> CostSplit:
         return CostSplit(self.uncached_input + other.uncached_input, self.cached_input + other.cached_input,
                          self.output + other.output)
 
@@ -46,7 +46,7 @@ class Rates:
         return CostSplit((prompt_tokens - cached) * self.input_per_1m / 1e6, cached * cached_rate / 1e6,
                          completion_tokens * self.output_per_1m / 1e6)
 
-    def scaled(self, factor: float) -> "Rates":
+    def scaled(self, factor: float) -> Rates:
         cached = None if self.cached_input_per_1m is None else self.cached_input_per_1m * factor
         return Rates(self.input_per_1m * factor, self.output_per_1m * factor, cached)
 
@@ -88,7 +88,7 @@ class Price:
         return out
 
     @classmethod
-    def from_description(cls, described: dict[str, dict[str, float | None]]) -> "Price":
+    def from_description(cls, described: dict[str, dict[str, float | None]]) -> Price:
         def rates(tier: str) -> Rates:
             r = described[tier]
             return Rates(float(r["input_per_1m"] or 0), float(r["output_per_1m"] or 0),

@@ -15,8 +15,8 @@ conversations may still together exceed it for a while (named in the README).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from culturepark.engine.limiter import WindowCounter
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
@@ -123,7 +123,7 @@ class StopRecord:
     t: float = 0.0
 
 
-Record = Union[TurnRecord, EndRecord, StopRecord, ParticipantRecord, AccessRecord, WithdrawalRecord]
+Record = TurnRecord | EndRecord | StopRecord | ParticipantRecord | AccessRecord | WithdrawalRecord
 _RECORD = TypeAdapter(Annotated[Record, Field(discriminator="type")])
 
 
@@ -178,7 +178,7 @@ class RunHeader(BaseModel):
     def from_legacy(cls, data: Any) -> Any:
         """Culturepark 0.1 headers had no `stage`, and kept an eval's or a refinement's own keys
         at the top level: infer the stage and move those keys into `details`."""
-        if not isinstance(data, dict) or "stage" in data and "details" in data:
+        if not isinstance(data, dict) or ("stage" in data and "details" in data):
             return data
         data = dict(data)
         known = set(cls.model_fields)
@@ -194,5 +194,18 @@ class RunHeader(BaseModel):
         return data
 
 
-__all__ = ["AccessRecord", "EndRecord", "LOG_FORMAT_VERSION", "ParticipantRecord", "Record", "RayInfo", "RunHeader",
-           "StopRecord", "TurnRecord", "Usage", "WithdrawalRecord", "package_version", "parse_record"]
+__all__ = [
+    "LOG_FORMAT_VERSION",
+    "AccessRecord",
+    "EndRecord",
+    "ParticipantRecord",
+    "RayInfo",
+    "Record",
+    "RunHeader",
+    "StopRecord",
+    "TurnRecord",
+    "Usage",
+    "WithdrawalRecord",
+    "package_version",
+    "parse_record",
+]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from culturepark.engine.errors import InputError
 from culturepark.engine.log import LOG_NAME, FsyncPolicy, LogReader, RunDirLock, RunLog, read_header
@@ -63,7 +63,7 @@ class RunDir:
     def log_path(self) -> Path:
         return self.out / LOG_NAME
 
-    def __enter__(self) -> "RunDir":
+    def __enter__(self) -> RunDir:
         if self.resume and not self.log_path.exists():
             # "run the same command again until it exits 0" must work when the first try died
             # before its log existed: --resume then starts the run (a foreign directory still refuses)

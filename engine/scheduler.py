@@ -17,8 +17,9 @@ import random
 import time
 from array import array
 from collections import Counter
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -139,7 +140,7 @@ class ResumeState:
     ended: EndedIds = field(default_factory=EndedIds)
 
     @classmethod
-    def from_records(cls, records: Iterable[Record]) -> "ResumeState":
+    def from_records(cls, records: Iterable[Record]) -> ResumeState:
         """Turns by index (the contiguous prefix from 0); a `done` end outranks a `failed` one.
 
         Both rules make the state independent of the order in which several writers' logs are

@@ -11,8 +11,9 @@ removed and the log is the truth; endpoints are always closed, also on a crash.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
 from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.log import RunLog
@@ -65,7 +66,7 @@ class ShardLog:
         self.resume_state = resume_state
         self.log: RunLog | None = None
 
-    def __enter__(self) -> "ShardLog":
+    def __enter__(self) -> ShardLog:
         return self
 
     def start(self, header: RunHeader | None = None) -> RunLog:
@@ -91,7 +92,7 @@ class Stage:
     @classmethod
     def in_dir(cls, endpoints: Mapping[str, Endpoint], out: Path, resume: bool, content_hash: str, *,
                fsync: FsyncPolicy = "interval", say: Callable[[str], None] | None = None,
-               what: str = "scenario", check: bool = True, start_backends: bool = True) -> "Stage":
+               what: str = "scenario", check: bool = True, start_backends: bool = True) -> Stage:
         return cls(endpoints, RunDir(out, resume, content_hash, fsync=fsync, say=say, what=what),
                    check=check, start_backends=start_backends)
 
@@ -103,7 +104,7 @@ class Stage:
     def header(self) -> RunHeader | None:
         return getattr(self.place, "header", None)
 
-    async def __aenter__(self) -> "Stage":
+    async def __aenter__(self) -> Stage:
         try:
             self.place.__enter__()  # local checks first (directory, lock, hash): cheap, and nothing to undo
             self._entered = True

@@ -6,7 +6,7 @@ server counts with the same rule, so limits there are exact.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 PER_MESSAGE_OVERHEAD = 4
 PER_REQUEST_OVERHEAD = 3

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable, ClassVar, Literal, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -85,7 +86,7 @@ class BackendConfig(_Strict):
     weights: Literal["fp16", "fp16-int8-head", "fp32"] = "fp16"
 
     @model_validator(mode="after")
-    def _defaults(self) -> "BackendConfig":
+    def _defaults(self) -> BackendConfig:
         if self.provider != "local":
             if self.base_url is None:
                 self.base_url = DEFAULT_BASE_URLS[self.provider]
@@ -257,7 +258,7 @@ class Scenario(RunSettings):
         return v
 
     @model_validator(mode="after")
-    def _intro_answer_needs_v1(self) -> "Scenario":
+    def _intro_answer_needs_v1(self) -> Scenario:
         if self.delegate_answers_intro and (self.version != "v1" or self.rounds < 7):
             raise ValueError("delegate_answers_intro: only for version v1 with 7 or more rounds (its round 7 "
                              "ends on the main contact's introduction)")
@@ -321,7 +322,7 @@ class EducationTest(_Strict):
         return [str(x).upper().removeprefix("Q") for x in v] if isinstance(v, list) else v
 
     @model_validator(mode="after")
-    def _not_empty(self) -> "EducationTest":
+    def _not_empty(self) -> EducationTest:
         if not self.vsm13 and not self.wvs_items:
             raise ValueError("the test needs the VSM13 items or at least one WVS item")
         return self
@@ -401,7 +402,7 @@ class EducationScenario(RunSettings):
     human: HumanStudy = Field(default_factory=HumanStudy)  # human study: texts and admission (`study serve`)
 
     @model_validator(mode="after")
-    def _unique_arms(self) -> "EducationScenario":
+    def _unique_arms(self) -> EducationScenario:
         names = [a.name for a in self.arms]
         if len(set(names)) != len(names):
             raise ValueError(f"arm names must be unique (got {names})")

@@ -9,14 +9,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
 
 from culturepark.scenarios.data_dir import resolve_data_dir
-from culturepark.testing.sim_server import SimConfig, start_server
+from culturepark.testing.simulator import SimConfig, start_server
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -23,7 +23,7 @@ RANK = {"engine": 0, "scenarios": 1, "agents": 2, "trainers": 3, "benchmarks": 3
 
 
 def layer(module: str) -> str:
-    """`culturepark.engine.log` → engine; `culturepark.testing.sim_server` → testing; the face otherwise."""
+    """`culturepark.engine.log` → engine; `culturepark.testing.simulator` → testing; the face otherwise."""
     parts = module.split(".")
     if len(parts) > 1 and parts[1] in ("engine", "scenarios", "agents", "trainers", "benchmarks", "testing"):
         return parts[1]
@@ -79,10 +79,10 @@ def test_dependencies_point_one_way():
 
 @pytest.mark.parametrize("edge", [
     ("culturepark.engine.stage", "culturepark.scenarios.schema"),      # engine knows no scenario
-    ("culturepark.agents.study", "culturepark.runs.prepare"),          # upward into the face
+    ("culturepark.agents.experiment", "culturepark.runs.prepare"),          # upward into the face
     ("culturepark.trainers.refine.pipeline", "culturepark.benchmarks.stats"),  # peers stay apart
-    ("culturepark.testing.sim_server", "culturepark.agents.cultures"),  # the simulator: engine only
-    ("culturepark.benchmarks.report", "culturepark.testing.sim_server"),
+    ("culturepark.testing.simulator", "culturepark.agents.cultures"),  # the simulator: engine only
+    ("culturepark.benchmarks.report_page", "culturepark.testing.simulator"),
 ])
 def test_the_checker_reports_each_kind_of_wrong_edge(edge):
     assert len(violations([edge])) == 1 and violations([(edge[1], edge[1])]) == []

@@ -126,7 +126,7 @@ def one_way(tmp: Path, data_dir: Path, n: int, name: str, sim_extra: list[str], 
 
 
 def killed_batch_run(tmp: Path, data_dir: Path, n: int, reference: Path) -> dict[str, Any]:
-    proc, url = launch_sim_server(SIM_ARGS + ["--batch-delay-s", "2"])
+    proc, url = launch_sim_server([*SIM_ARGS, "--batch-delay-s", "2"])
     try:
         sc = _scenario(tmp, url, "killed", prompt_cache={"key": True}, batch={"gather_s": 0.5, "poll_s": 0.5})
         out = tmp / "killed"

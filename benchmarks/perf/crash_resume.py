@@ -12,6 +12,7 @@ run: `lost_turns` and `duplicate_turns` count (conversation, index) keys in the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import shutil
 import signal
@@ -40,7 +41,7 @@ SCENARIO = {
 def _run_cmd(scenario: Path, out: Path, data_dir: Path, resume: bool = True) -> list[str]:
     cmd = [sys.executable, "-m", "culturepark.cli", "run", str(scenario), "--out", str(out),
            "--data-dir", str(data_dir), "--json"]
-    return cmd + ["--resume"] if resume else cmd
+    return [*cmd, "--resume"] if resume else cmd
 
 
 def _ended(log: Path) -> int:
@@ -73,19 +74,15 @@ def trial(index: int, rng: random.Random, scenario: Path, data_dir: Path, ref_di
                                 stderr=subprocess.PIPE)  # the same command line every time
         kill = attempt == 1 or rng.random() < 0.3
         if kill and attempt == 1 and index % 3 == 1:  # within the first second: startup, no log yet
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=rng.uniform(0.0, 1.0))
-            except subprocess.TimeoutExpired:
-                pass
         elif kill and attempt == 1 and index % 3 == 2:  # aim at the final export
             deadline = time.monotonic() + 60
             while _ended(log) < planned and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.001)
         elif kill:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=rng.uniform(0.1, 1.0) * ref_s)
-            except subprocess.TimeoutExpired:
-                pass
         if kill and proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.wait()

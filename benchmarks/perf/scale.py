@@ -84,9 +84,9 @@ def bench(conversations: int, turns: int, data_dir: Path, work: Path, ray_worker
         def halfway() -> bool:
             return log.exists() and log.stat().st_size > 0 and _ends(log) >= planned // 2
 
-        rows = [{"phase": "run (killed about halfway)", **watch(run + ["--out", str(out), "--resume"], halfway)}]
+        rows = [{"phase": "run (killed about halfway)", **watch([*run, "--out", str(out), "--resume"], halfway)}]
         for attempt in range(5):
-            phase = watch(run + ["--out", str(out), "--resume"])
+            phase = watch([*run, "--out", str(out), "--resume"])
             rows.append({"phase": f"resume{'' if attempt == 0 else f' #{attempt + 1}'}", **phase})
             if phase["rc"] == 0:
                 break
@@ -109,7 +109,7 @@ def bench(conversations: int, turns: int, data_dir: Path, work: Path, ray_worker
 def _ray_phase(run: list[str], out: Path, workers: int, reference: Path) -> dict[str, Any]:
     """The same run on a local Ray instance (not killed): the driver's peak RSS (the workers are
     other processes), and whether its merged export is byte-identical to the single-process one."""
-    phase = watch(run + ["--out", str(out), "--ray", "--workers", str(workers)])
+    phase = watch([*run, "--out", str(out), "--ray", "--workers", str(workers)])
     merged = out / "conversations.jsonl"
     return {"phase": f"ray run, {workers} workers (driver RSS)", **phase,
             "export_identical": merged.exists() and file_digest(merged) == file_digest(reference)}

@@ -72,16 +72,15 @@ def launch_sim_server(extra: list[str]) -> tuple[subprocess.Popen, str]:
 
 
 async def server_stats(url: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as s:
-        async with s.get(url.removesuffix("/v1") + "/stats") as r:
-            return orjson.loads(await r.read())
+    async with aiohttp.ClientSession() as s, s.get(url.removesuffix("/v1") + "/stats") as r:
+        return orjson.loads(await r.read())
 
 
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     values = sorted(values)
-    k = min(len(values) - 1, max(0, int(round(q * (len(values) - 1)))))
+    k = min(len(values) - 1, max(0, round(q * (len(values) - 1))))
     return values[k]
 
 
@@ -148,11 +147,10 @@ async def run_raw(url: str, args: argparse.Namespace) -> dict[str, Any]:
                                      headers={"Content-Type": "application/json"}) as session:
         async def one(body: bytes) -> None:
             nonlocal errors
-            async with sem:
-                async with session.post(url + "/chat/completions", data=body) as r:
-                    payload = orjson.loads(await r.read())
-                    if r.status != 200 or not payload["choices"][0]["message"]["content"]:
-                        errors += 1
+            async with sem, session.post(url + "/chat/completions", data=body) as r:
+                payload = orjson.loads(await r.read())
+                if r.status != 200 or not payload["choices"][0]["message"]["content"]:
+                    errors += 1
             done.append(time.time())
 
         t0 = time.perf_counter()

@@ -156,7 +156,7 @@ def validate(args: argparse.Namespace) -> int:
             bad += 1
             continue
         plan = prepared.plan
-        facts, text = prepared.study.describe(plan)
+        facts, text = prepared.experiment.describe(plan)
         if args.json:
             print_json({"file": str(ref), "ok": True, "name": prepared.scenario.name,
                         "cultures": [c.name for c in plan.cultures], "skipped": len(plan.skipped), **facts})

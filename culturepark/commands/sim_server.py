@@ -46,7 +46,7 @@ def register(sub: Any) -> None:
 def sim_server(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from culturepark.testing.sim_server import Fault, SimConfig, load_script, serve_forever
+    from culturepark.testing.simulator import Fault, SimConfig, load_script, serve_forever
 
     try:
         script = load_script(Path(args.script)) if args.script else []

@@ -19,8 +19,8 @@ from culturepark.scenarios.schema import AnyScenario
 def estimate(scenario_ref: str | Path | AnyScenario, opts: RunOptions | None = None) -> dict[str, Any]:
     opts = opts or RunOptions()
     prepared = prepare(scenario_ref, opts)
-    policy = prepared.study.policy()
-    configs = prepared.study.backends()
+    policy = prepared.experiment.policy()
+    configs = prepared.experiment.backends()
     per_role: dict[str, dict[str, Any]] = {}
     conversations = 0
     convs = prepared.plan.conversations()

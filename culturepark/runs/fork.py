@@ -64,7 +64,7 @@ def fork(source: Path, at: int, sets: list[str], opts: RunOptions) -> tuple[AnyS
     scenario = prepared.scenario
     source_turns = {cid: conv.ordered_turns()[:at] for cid, conv in assemble(source).conversations}
     details = {"fork": {"source": str(source), "source_hash": header.scenario_hash, "at": at, "set": changes}}
-    endpoints = make_endpoints(prepared.study.backends(), scenario.limits, scenario.retry, scenario.seed)
+    endpoints = make_endpoints(prepared.experiment.backends(), scenario.limits, scenario.retry, scenario.seed)
     with RunDir(prepared.out, False, scenario.content_hash()) as rundir:
         log = rundir.start(run_header(prepared, endpoints, opts.limit, details=details))
         try:

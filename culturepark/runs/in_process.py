@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from culturepark.engine.errors import AccountError, InputError, LogWriteError
 from culturepark.engine.export import RunSummary, assemble, export_run, summarize
@@ -57,7 +58,7 @@ async def run_async(scenario_ref: str | Path | AnyScenario, opts: RunOptions | N
     for d in cache_dirs:
         if not (d / LOG_NAME).exists():
             raise InputError(f"cache_from: no {LOG_NAME} in {d}")
-    endpoints = make_endpoints(prepared.study.backends(), scenario.limits, scenario.retry, scenario.seed,
+    endpoints = make_endpoints(prepared.experiment.backends(), scenario.limits, scenario.retry, scenario.seed,
                                cache_dirs, batch_dir=out if opts.batch_api else None)
     async with Stage.in_dir(endpoints, out, opts.resume, scenario.content_hash(), fsync=scenario.output.fsync,
                             say=say, check=opts.check_reachable) as stage:
@@ -76,7 +77,7 @@ async def run_async(scenario_ref: str | Path | AnyScenario, opts: RunOptions | N
         # a batch round holds the next turn of every live conversation: as many as one batch file takes
         concurrency = max(scenario.concurrency, min(total, BATCH_CONVERSATIONS)) if opts.batch_api else \
             scenario.concurrency
-        scheduler = Scheduler(prepared.study.policy(), endpoints, log,
+        scheduler = Scheduler(prepared.experiment.policy(), endpoints, log,
                               SchedulerConfig(concurrency=concurrency, budget_usd=scenario.budget_usd))
         ticker = asyncio.create_task(progress(scheduler, total, already)) if progress else None
         error = None

@@ -36,11 +36,12 @@ import itertools
 import math
 import os
 import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from culturepark.agents.study import StudyPlan, study_for
+from culturepark.agents.experiment import ExperimentPlan, experiment_for
 from culturepark.engine.errors import AccountError, InputError, LogWriteError
 from culturepark.engine.export import EndpointCounts
 from culturepark.engine.files import atomic_write_json
@@ -141,13 +142,13 @@ class RunWorker:
     async def run(self, task: WorkerTask, limits: dict[str, Any], concurrency: int,
                   retry_failed: bool, budget_usd: float | None) -> dict[str, Any]:
         sc = self.scenario
-        study = study_for(sc)
-        self.endpoints = make_endpoints(study.backends(), Limits.model_validate(limits), sc.retry,
+        experiment = experiment_for(sc)
+        self.endpoints = make_endpoints(experiment.backends(), Limits.model_validate(limits), sc.retry,
                                         sc.seed * 1000 + task.shard, [Path(p) for p in sc.cache_from])
         error = None
         async with Stage(self.endpoints, ShardLog(task.log_path, sc.output.fsync, task.resume), check=False) as stage:
             log = stage.start(None)
-            self.scheduler = Scheduler(study.policy(), self.endpoints, log,
+            self.scheduler = Scheduler(experiment.policy(), self.endpoints, log,
                                        SchedulerConfig(concurrency=concurrency, budget_usd=budget_usd))
             try:
                 await self.scheduler.run(self.feed, stage.resume_state, retry_failed=retry_failed)
@@ -196,7 +197,7 @@ class ShardWalk:
     """One shard's pending conversations, made lazily from the plan in chunks (see module doc).
     What ended is filtered out here, so the shard's own state needs no ended ids."""
 
-    plan: StudyPlan
+    plan: ExperimentPlan
     state: ResumeState
     workers: int
     limit: int | None
@@ -232,7 +233,7 @@ async def run_ray_async(scenario_ref: str | Path | AnyScenario, opts: RunOptions
         raise InputError("--workers must be at least 1")
     prepared = prepare(scenario_ref, opts)
     scenario, plan, out = prepared.scenario, prepared.plan, prepared.out
-    endpoints = make_endpoints(prepared.study.backends(), scenario.limits, scenario.retry, scenario.seed)
+    endpoints = make_endpoints(prepared.experiment.backends(), scenario.limits, scenario.retry, scenario.seed)
     total = min(opts.limit, plan.size) if opts.limit is not None else plan.size
     # The driver checks the provider once, before anything is written, and starts no model:
     # its log holds the header only; the workers send the requests and write the shards.
@@ -289,7 +290,7 @@ class _Driver:
         self.slots: dict[int, _Slot] = {}
         self.progress = _Progress()
         gpus = ray.cluster_resources().get("GPU", 0)
-        local = any(cfg.provider == "local" for cfg in study_for(scenario).backends().values())
+        local = any(cfg.provider == "local" for cfg in experiment_for(scenario).backends().values())
         # One model per GPU: a local-model worker asks for a whole GPU where the cluster has them.
         if local and gpus >= 1 and ray_opts.workers > gpus:
             say(f"{ray_opts.workers} workers share {gpus:g} GPUs: a worker starts when a GPU is free "
@@ -434,4 +435,4 @@ def _zero() -> dict[str, Any]:
     return {"done": 0, "failed": 0, "turns": 0, "tokens": 0, "cost_usd": 0.0, "rate_limited": 0}
 
 
-__all__ = ["RayOptions", "run_ray_async", "shard_of", "split_limits", "INSTALL_HINT"]
+__all__ = ["INSTALL_HINT", "RayOptions", "run_ray_async", "shard_of", "split_limits"]

@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
@@ -37,7 +38,7 @@ class RoleTokens:
     cached: int = 0
     completion: int = 0
 
-    def scaled(self, factor: float) -> "RoleTokens":
+    def scaled(self, factor: float) -> RoleTokens:
         return RoleTokens(round(self.requests * factor), round(self.prompt * factor), round(self.cached * factor),
                           round(self.completion * factor))
 
@@ -86,7 +87,7 @@ async def pilot_async(scenario_ref: str | Path | AnyScenario, opts: RunOptions, 
             r.completion += t.usage.completion_tokens
     factor = total / len(ran) if ran else 0.0
     projected = {role: t.scaled(factor) for role, t in by_role.items()}
-    configs = prepared.study.backends()
+    configs = prepared.experiment.backends()
     costs = _tier_costs(projected, {role: price_for(cfg) for role, cfg in configs.items()})
     sc = prepared.scenario
     requests = sum(t.requests for t in projected.values())

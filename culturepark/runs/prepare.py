@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from culturepark.agents.study import Overrides, Study, StudyPlan, study_for
+from culturepark.agents.experiment import Experiment, ExperimentPlan, Overrides, experiment_for
 from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.export import EndpointCounts
 from culturepark.engine.records import RunHeader
@@ -43,18 +43,18 @@ class RunOptions:
 
 @dataclass
 class Prepared:
-    """A scenario with the flags applied, its study, its plan and where it writes."""
+    """A scenario with the flags applied, its experiment, its plan and where it writes."""
 
     scenario: AnyScenario
-    study: Study
-    plan: StudyPlan
+    experiment: Experiment
+    plan: ExperimentPlan
     out: Path
 
 
 def apply_overrides(scenario: AnyScenario, opts: RunOptions, source: str) -> AnyScenario:
     """CLI flags override the scenario; the result is validated like the file itself."""
     data = scenario.model_dump(mode="json", exclude_unset=False)
-    study_for(scenario).apply(data, Overrides(opts.base_url, opts.model, opts.arms, opts.service_tier))
+    experiment_for(scenario).apply(data, Overrides(opts.base_url, opts.model, opts.arms, opts.service_tier))
     if opts.rpm is not None:
         data["limits"]["rpm"] = opts.rpm
     if opts.tpm is not None:
@@ -78,9 +78,9 @@ def prepare(scenario_ref: str | Path | AnyScenario, opts: RunOptions) -> Prepare
         path = resolve_path(scenario_ref)
         scenario, source, base_dir = load_scenario(path), str(path), path.parent
     scenario = apply_overrides(scenario, opts, source)
-    study = study_for(scenario)
-    plan = study.plan(resolve_data_dir(opts.data_dir, scenario.data_dir, base_dir), base_dir)
-    return Prepared(scenario, study, plan, Path(opts.out) if opts.out else default_out_dir(scenario))
+    experiment = experiment_for(scenario)
+    plan = experiment.plan(resolve_data_dir(opts.data_dir, scenario.data_dir, base_dir), base_dir)
+    return Prepared(scenario, experiment, plan, Path(opts.out) if opts.out else default_out_dir(scenario))
 
 
 def run_header(prepared: Prepared, endpoints: dict[str, Endpoint], limit: int | None, **extra: Any) -> RunHeader:

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from culturepark.agents.education import EduStep
+from culturepark.agents.learners import EduStep
 from culturepark.study.server import Participant, StudyServer
 
 CSS = """

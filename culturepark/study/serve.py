@@ -10,12 +10,13 @@ import logging
 import secrets
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import Any, cast
 
 from aiohttp import web
 
-from culturepark.agents.education import EducationPlan
+from culturepark.agents.learners import EducationPlan
 from culturepark.engine.errors import InputError
 from culturepark.engine.log import LOG_NAME
 from culturepark.engine.stage import Stage
@@ -35,12 +36,12 @@ async def serve(scenario_ref: str | Path, out: Path, host: str = "127.0.0.1", po
     prepared = prepare(scenario_ref, RunOptions(out=Path(out), data_dir=data_dir, base_url=base_url, model=model,
                                                 arms=arms))
     scenario, plan, out = prepared.scenario, prepared.plan, prepared.out
-    if prepared.study.kind != "education":
+    if prepared.experiment.kind != "education":
         raise InputError("study serve needs an education scenario (kind: education)")
     scenario, plan = cast(EducationScenario, scenario), cast(EducationPlan, plan)
     sock = _listen(host, port)  # before anything is written: a busy port must leave no run behind
     # The people are the learners: only the tutors need a backend (a local model loads only if an arm uses it).
-    tutors = {role: cfg for role, cfg in prepared.study.backends().items() if role.startswith("tutor:")}
+    tutors = {role: cfg for role, cfg in prepared.experiment.backends().items() if role.startswith("tutor:")}
     endpoints = make_endpoints(tutors, scenario.limits, scenario.retry, scenario.seed)
     try:
         resume = (out / LOG_NAME).exists()

@@ -28,12 +28,13 @@ import re
 import secrets
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from culturepark.agents.education import EducationPlan, EduStep, base_sequence, walk
-from culturepark.agents.study import study_for
+from culturepark.agents.experiment import experiment_for
+from culturepark.agents.learners import EducationPlan, EduStep, base_sequence, walk
 from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.errors import RequestFailed
 from culturepark.engine.limiter import WindowCounter
@@ -125,7 +126,7 @@ class StudyServer:
         self.endpoints = endpoints
         self.log = log
         self.admin_token = admin_token
-        self.policy = study_for(scenario).policy()
+        self.policy = experiment_for(scenario).policy()
         self.clock = clock
         self.participants: dict[str, Participant] = {}
         self.by_recovery: dict[str, str] = {}  # sha256 of a recovery code -> participant id
@@ -253,7 +254,7 @@ class StudyServer:
 
     async def submit_answers(self, p: Participant, form: dict[str, str]) -> None:
         """A whole test or questionnaire page: every answer is checked before any is written."""
-        aligned, step = self.step_of(p)
+        _aligned, step = self.step_of(p)
         if p.withdrawn or step is None or step.role != "learner" or step.phase == "learn":
             return
         pending = self.page_steps(p, step)

@@ -23,7 +23,7 @@ from culturepark.testing.responses import error_response as _error
 
 if TYPE_CHECKING:
     from culturepark.testing.jobs import FineTuneSim
-    from culturepark.testing.sim_server import SimServer
+    from culturepark.testing.simulator import SimServer
 
 ENDPOINTS = {"/v1/chat/completions": True, "/v1/completions": False}  # url → chat
 FINAL = ("completed", "failed", "expired", "cancelled")
@@ -92,7 +92,7 @@ class BatchSim:
         return lines, None
 
     def _finish(self, batch: dict[str, Any]) -> None:
-        from culturepark.testing.sim_server import parse_request  # the simulator imports this module
+        from culturepark.testing.simulator import parse_request  # the simulator imports this module
 
         if batch["status"] != "in_progress" or time.monotonic() < batch["_due"]:
             return

@@ -12,7 +12,7 @@ from culturepark.engine.tokens import approx_tokens
 from culturepark.testing.responses import error_response as _error
 
 if TYPE_CHECKING:  # the simulator owns these; the job routes only read them
-    from culturepark.testing.sim_server import SimConfig, SimStats
+    from culturepark.testing.simulator import SimConfig, SimStats
 
 class FineTuneSim:
     """Minimal `/v1/files` and `/v1/fine_tuning/jobs`: enough for the openai SDK to upload a

@@ -51,7 +51,7 @@ class Request:
     @classmethod
     def instruction(cls, system: str, user: str, cue: str, rendering: str, max_tokens: int,
                     temperature: float, stop: list[str] | None = None, seed: int | None = None,
-                    choices: tuple[str, ...] | None = None) -> "Request":
+                    choices: tuple[str, ...] | None = None) -> Request:
         """One instruction for either kind of model: system + user messages for a chat model, or
         for a base model one completion prompt ending in `cue`, with `stop` (completion only)."""
         if rendering == "chat":

@@ -15,7 +15,7 @@ class ResponseCache:
         self._entries: dict[str, tuple[str, str | None, int, int]] = {}
 
     @classmethod
-    def from_runs(cls, run_dirs: list[Path]) -> "ResponseCache":
+    def from_runs(cls, run_dirs: list[Path]) -> ResponseCache:
         cache = cls()
         for run_dir in run_dirs:
             for rec in read_log(Path(run_dir)).records:

@@ -180,7 +180,7 @@ class OpenAIBatchBackend:
                 self._arrived.clear()
                 try:
                     await asyncio.wait_for(self._arrived.wait(), self.limits.gather_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             round_, self._waiting = self._waiting, []
             for chunk in self._split(round_):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import aiohttp
 import orjson
@@ -179,7 +180,7 @@ class OpenAIHTTPBackend:
                 if resp.status != 200:
                     raise error_for_status(resp.status, resp.headers, raw)
                 return raw
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise transport_error(exc) from exc
 
     async def check_reachable(self, timeout_s: float = 5.0) -> None:
@@ -190,7 +191,7 @@ class OpenAIHTTPBackend:
             async with self._session.get(f"{self.base_url}/models",
                                          timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
                 await resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise Unreachable(
                 f"cannot reach {self.base_url} ({type(exc).__name__}); is the server running "
                 "and does the URL end in /v1?") from exc
@@ -250,7 +251,7 @@ class OpenAIHTTPBackend:
                     raw = b""
                 else:
                     raw = await resp.read()
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise transport_error(exc) from exc
         latency_ms = (time.perf_counter() - t0) * 1000.0
         if status != 200:

@@ -66,7 +66,7 @@ def test_transcript_rendering_for_base_models_stops_at_the_other_speaker(tiny_da
                                      "base_url": "http://127.0.0.1:9/v1"})
     conv = next(plan.conversations())
     policy = CultureParkPolicy(plan.scenario)
-    turns, requests = _play(policy, conv)
+    _turns, requests = _play(policy, conv)
     req = requests[1].request
     assert req.messages is None and req.prompt.endswith("\nLily:")
     assert "Wei: reply 0 from Wei" in req.prompt and "\n" in req.stop and "Wei:" in req.stop

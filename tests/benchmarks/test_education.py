@@ -7,7 +7,7 @@ import orjson
 import pytest
 import yaml
 
-from culturepark.agents.education import base_sequence, walk
+from culturepark.agents.learners import base_sequence, walk
 from culturepark.agents.wvs import WVSData
 from culturepark.benchmarks.education import Learner, pooled_scores, score
 from culturepark.runs.in_process import run_async
@@ -105,7 +105,7 @@ def test_scripted_learners_give_the_hand_computed_distances_gain_and_counts(tmp_
     per_session = len(base_sequence(metas[0]))
     assert len(turns) == per_session + 2
 
-    from culturepark.benchmarks.report import build
+    from culturepark.benchmarks.report_page import build
     page = build([out], tmp_path / "report").read_text()
     assert "Cultural education" in page and "simulated learners, not a human study" in page
     assert "Pooled per group" in page and "Pooled gain difference b - a: 0.000" in page
@@ -177,7 +177,7 @@ def test_pooled_scores_use_item_means_where_no_single_learner_answered_every_ite
 
     # arm b: nobody answered item 1 validly before learning, so IDV is left out of every pooled
     # distance (both arms, both phases), not guessed; b's indices stay 0, so its gain is 0
-    full = {i: 3 for i in range(1, 25)}
+    full = dict.fromkeys(range(1, 25), 3)
     arm_b = [_learner(c, "b", {**full, 1: None}, full) for c in ("Chinese", "German") for _ in range(2)]
     res = pooled_scores(learners + arm_b, PUBLISHED, ["Chinese", "German"], ["a", "b"], reps=200, seed=1)
     five = ["pdi", "mas", "uai", "lto", "ivr"]
@@ -196,7 +196,7 @@ def test_per_learner_distances_of_all_arms_use_one_set_of_dimensions():
     from culturepark.benchmarks.education import centred_learner_distances, learner_dimensions
     from culturepark.benchmarks.hofstede import indices
 
-    full = {i: 3 for i in range(1, 25)}
+    full = dict.fromkeys(range(1, 25), 3)
     by_arm = {"a": [_learner(c, "a", full, {**full, 2: 1}) for c in ("Chinese", "German")],
               "b": [_learner(c, "b", {**full, 1: None}, full) for c in ("Chinese", "German")]}
     for group in by_arm.values():

@@ -13,7 +13,7 @@ PUBLISHED_CHINA = {"pdi": 80, "idv": 20, "mas": 66, "uai": 30, "lto": 87, "ivr":
 
 
 def test_vsm13_formulas_on_hand_computed_means():
-    m = {i: 3.0 for i in range(1, 25)}
+    m = dict.fromkeys(range(1, 25), 3.0)
     m.update({7: 4.0, 2: 2.0, 20: 3.5, 23: 3.0, 4: 1.0, 1: 2.0, 9: 2.5, 6: 2.0, 5: 2.0, 3: 2.5, 8: 3.0, 10: 2.0,
               18: 4.0, 15: 3.0, 21: 2.0, 24: 3.0, 13: 2.0, 14: 3.0, 19: 3.0, 22: 2.0, 12: 4.0, 11: 2.0, 17: 2.0, 16: 3.0})
     got = indices(m)

@@ -4,8 +4,8 @@ nothing changed). Cases go through `culturepark.cli.main` in-process, as the she
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import orjson
 import pytest

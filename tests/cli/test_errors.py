@@ -1,4 +1,4 @@
-"""Errors become exit codes in one place (`culturepark.errors`); each case goes through `main`."""
+"""Errors become exit codes in one place (`culturepark.exit_codes`); each case goes through `main`."""
 from __future__ import annotations
 
 import pytest
@@ -13,7 +13,7 @@ from culturepark.engine.errors import (
     RateLimited,
     RequestFailed,
 )
-from culturepark.errors import exit_code
+from culturepark.exit_codes import exit_code
 
 CASES = [  # (raised inside a stage, exit code or None for "a crash: the exception propagates")
     (InputError("bad.yaml: seed: Input should be a valid integer"), 2),

@@ -83,7 +83,7 @@ async def test_flex_without_fallback_keeps_flex_and_fails_only_after_its_attempt
 
 
 async def test_a_429_that_is_not_about_flex_capacity_still_pauses_the_endpoint(sim):
-    from culturepark.testing.sim_server import Fault
+    from culturepark.testing.simulator import Fault
 
     url = await sim(faults=[Fault(kind="status", status=429, times=1, retry_after=0.01)])
     ep = await _flex_endpoint(url, fallback_after=1)

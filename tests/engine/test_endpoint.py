@@ -1,3 +1,4 @@
+import itertools
 import random
 
 import pytest
@@ -7,7 +8,7 @@ from culturepark.engine.backends.openai_http import OpenAIHTTPBackend
 from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.errors import RequestFailed
 from culturepark.engine.retry import RetryPolicy
-from culturepark.testing.sim_server import Fault
+from culturepark.testing.simulator import Fault
 
 FAST = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.02)
 REQ = Request(messages=[{"role": "user", "content": "hi"}], max_tokens=20)
@@ -103,7 +104,7 @@ async def test_a_streamed_reply_arrives_in_growing_prefixes_and_equals_the_plain
     finally:
         await ep.aclose()
     assert streamed.text == plain.text and len(seen) > 3 and seen[-1] == streamed.text
-    assert all(b.startswith(a) and len(b) > len(a) for a, b in zip(seen, seen[1:]))
+    assert all(b.startswith(a) and len(b) > len(a) for a, b in itertools.pairwise(seen))
     # usage comes in the stream's last chunk (stream_options.include_usage), so it is the server's figure
     assert streamed.usage_reported and streamed.usage == plain.usage and streamed.finish_reason == plain.finish_reason
 

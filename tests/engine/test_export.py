@@ -22,12 +22,12 @@ def _messy_run(run_dir, conversations=60, seed=3):
         turns = [TurnRecord(cid, seq, i, "A" if i % 2 == 0 else "B", "x", f"{cid} says {i}",
                             Usage(10 + i, 5), cost_usd=0.001, t=1000.0 + seq + i) for i in range(n)]
         if seq % 7 == 0:  # failed first, retried later (its newer records come after)
-            records += turns[:1] + [EndRecord(cid, seq, "failed", "http_500", {"seq": seq}, 3, t=2000.0)]
-            records += turns[1:] + [EndRecord(cid, seq, "done", None, {"seq": seq}, t=3000.0 + seq)]
+            records += [*turns[:1], EndRecord(cid, seq, "failed", "http_500", {"seq": seq}, 3, t=2000.0)]
+            records += [*turns[1:], EndRecord(cid, seq, "done", None, {"seq": seq}, t=3000.0 + seq)]
         elif seq % 11 == 0:  # never ended: incomplete
             records += turns
         else:
-            records += turns + [EndRecord(cid, seq, "done", None, {"seq": seq}, t=1500.0 + seq)]
+            records += [*turns, EndRecord(cid, seq, "done", None, {"seq": seq}, t=1500.0 + seq)]
         if seq % 13 == 0:
             records.append(turns[0])  # a duplicate (written twice by a resumed run)
     records.insert(len(records) // 2, StopRecord("budget_reached", t=2500.0))
@@ -64,7 +64,7 @@ def test_buckets_give_the_bytes_of_the_whole_run_in_memory(tmp_path):
     in_memory = assemble(run)
     assert summary.duplicate_turns_dropped == in_memory.duplicate_turns > 0
     assert summary.done + summary.incomplete == 60 and summary.failed == 0 and summary.stops == ["budget_reached"]
-    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(before + ["conversations.jsonl", "summary.json"])
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted([*before, "conversations.jsonl", "summary.json"])
 
 
 def test_one_conversation_is_read_out_of_any_run(tmp_path):

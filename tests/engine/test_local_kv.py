@@ -54,4 +54,4 @@ def test_an_entry_shared_only_in_its_beginning_is_kept_for_the_agent_it_belongs_
     n, _, source = store.longest_prefix(contact)
     assert n == 40
     store.put(contact, _kv(contact), replaces=source)
-    assert len(store.entries) == 2 and store.longest_prefix(delegate + [7])[0] == 100
+    assert len(store.entries) == 2 and store.longest_prefix([*delegate, 7])[0] == 100

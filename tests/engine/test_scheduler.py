@@ -17,7 +17,7 @@ from culturepark.engine.scheduler import (
     SpecFeed,
     TurnRequest,
 )
-from culturepark.testing.sim_server import Fault
+from culturepark.testing.simulator import Fault
 
 
 class PingPong:

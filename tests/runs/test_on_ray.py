@@ -52,7 +52,7 @@ def test_shard_walks_cover_the_pending_plan_once_in_chunks_without_making_other_
     type(plan)._meta = lambda self, culture, item, stance: made.append(1) or original(self, culture, item, stance)
     try:
         walk = ShardWalk(plan, state, workers=3, limit=limit, retry_failed=True)
-        shards = {k: [chunk for chunk in walk.chunks(k)] for k in range(3)}
+        shards = {k: list(walk.chunks(k)) for k in range(3)}
     finally:
         type(plan)._meta = original
     got = [spec for k in range(3) for chunk in shards[k] for spec in chunk]

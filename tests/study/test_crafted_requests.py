@@ -140,9 +140,8 @@ def test_two_hundred_signups_in_a_minute_admit_the_limit_and_invitation_codes_ad
 
         async def everyone():
             results = await asyncio.gather(*(one() for _ in range(200)))
-            async with browser() as s:
-                async with s.get(server.admin) as r:
-                    return results, await r.text()
+            async with browser() as s, s.get(server.admin) as r:
+                return results, await r.text()
         results, admin = asyncio.run(everyone())
     finally:
         server.stop()

@@ -1,6 +1,7 @@
 """`culturepark study serve` as participants meet it: real HTTP against the server process."""
 import asyncio
 import html
+import itertools
 import re
 import signal
 import subprocess
@@ -288,7 +289,7 @@ def test_the_tutor_reply_streams_to_the_page_and_is_logged_whole_even_if_the_pag
                     events = [orjson.loads(x) for x in (await r.read()).splitlines()]
                 texts = [e["text"] for e in events[:-1]]
                 assert events[-1] == {"done": True} and len(texts) > 3
-                assert all(b.startswith(a) for a, b in zip(texts, texts[1:]))
+                assert all(b.startswith(a) for a, b in itertools.pairwise(texts))
                 async with s.get(base) as r:
                     page = await r.text()
                 assert f":</b> {html.escape(texts[-1])}</div>" in page  # the whole reply, rendered from the log

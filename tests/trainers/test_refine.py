@@ -102,8 +102,7 @@ def test_a_killed_refinement_resumes_without_paying_again(tmp_path, source_run, 
 
 def test_unparseable_extractions_are_retried_then_counted(tmp_path, source_run, sim_process):
     script = tmp_path / "bad.yaml"
-    script.write_text(yaml.safe_dump([{"pattern": "between Maximilian", "reply": "I cannot help with that."}]
-                                     + SCRIPT))
+    script.write_text(yaml.safe_dump([{"pattern": "between Maximilian", "reply": "I cannot help with that."}, *SCRIPT]))
     url = sim_process("--seed", "1", "--script", str(script))
     cfg = tmp_path / "refine.yaml"
     cfg.write_text(yaml.safe_dump({"retry": {"max_attempts": 2, "base_delay_s": 0.01}}))

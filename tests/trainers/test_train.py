@@ -113,7 +113,7 @@ def test_chat_templates_render_what_the_trainer_masks_and_the_backend_prompts():
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"},
             {"role": "assistant", "content": "Hello."}]
     for template in ("gemma", "chatml", "llama2"):
-        prompt, completion = render_chat(msgs, template)
+        prompt, _completion = render_chat(msgs, template)
         assert prompt == render_prompt(msgs[:-1], template)  # training and generation see the same prompt
     assert render_chat(msgs, "llama2") == ("<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi? [/INST]", " Hello.</s>")
     assert render_chat(msgs, "gemma")[0] == "<start_of_turn>user\nBe brief.\n\nHi?<end_of_turn>\n<start_of_turn>model\n"

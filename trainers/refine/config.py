@@ -95,7 +95,7 @@ class RefineConfig(_Strict):
         blob = orjson.dumps(data, option=orjson.OPT_SORT_KEYS) + source_hash.encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
-    def with_preset(self, preset: str | None) -> "RefineConfig":
+    def with_preset(self, preset: str | None) -> RefineConfig:
         """`refine --preset paper`: a GPT-4-class refiner (OpenAI's gpt-4 unless --model/--base-url say
         otherwise), both speakers of in-cultural runs, and the paper's SFT format."""
         if preset is None:
@@ -108,7 +108,7 @@ class RefineConfig(_Strict):
                                        "extract_speakers": values["extract_speakers"], "export": export})
 
     def with_flags(self, source_backend: BackendConfig | None, base_url: str | None = None,
-                   model: str | None = None, embeddings: str | None = None) -> "RefineConfig":
+                   model: str | None = None, embeddings: str | None = None) -> RefineConfig:
         """`refine --base-url/--model/--embeddings` on top of the file: the refiner keeps the
         config's (or the source run's) other backend settings; the result is validated again."""
         config = self

@@ -47,10 +47,11 @@ class PrefixStore:
         entry it shared only a beginning with (the other agent's view of the same conversation)
         is kept: it is still the longest match for that agent."""
         stored = torch.tensor(ids, dtype=torch.long)
-        if replaces is not None and (source := self.entries.get(replaces)) is not None:
-            if len(source.ids) - _same_beginning(source.ids, stored) <= SUPERSEDED_TAIL:
-                del self.entries[replaces]
-                self.tokens -= len(source.ids)
+        source = self.entries.get(replaces) if replaces is not None else None
+        if (replaces is not None and source is not None
+                and len(source.ids) - _same_beginning(source.ids, stored) <= SUPERSEDED_TAIL):
+            del self.entries[replaces]
+            self.tokens -= len(source.ids)
         if not ids or len(ids) > self.max_tokens:
             return
         self.entries[self._next_key] = StoredPrefix(stored, kv)

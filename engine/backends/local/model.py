@@ -10,9 +10,10 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from culturepark.engine.errors import InputError
 

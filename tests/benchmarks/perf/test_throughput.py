@@ -5,8 +5,8 @@ from culturepark.benchmarks.perf.throughput import bench, plot
 
 
 def _args(**kw):
-    base = dict(conversations=40, turns=2, concurrency=10, latency_ms=0.0, rpm=None, tpm=None,
-                max_tokens=16, baselines="raw,sdk", json=True, plot=None)
+    base = {"conversations": 40, "turns": 2, "concurrency": 10, "latency_ms": 0.0, "rpm": None, "tpm": None,
+                "max_tokens": 16, "baselines": "raw,sdk", "json": True, "plot": None}
     base.update(kw)
     return argparse.Namespace(**base)
 

@@ -1,19 +1,20 @@
 """Which protocol a scenario runs: CulturePark conversations, or an education study.
 
-A `Study` answers everything the runners (one process, Ray workers, the study web app) and
+An `Experiment` answers everything the runners (one process, Ray workers, the study web app) and
 the CLI ask of a scenario — its plan, its turn policy, the backend of each role, its
 command-line overrides and how it describes itself — so nothing outside this module needs
-to know which kind of study it holds. `study_for` picks the class by the scenario's `kind`.
+to know which kind of experiment it holds. `experiment_for` picks the class by the scenario's `kind`.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Protocol
+from typing import Any, ClassVar, Protocol
 
 from culturepark.agents.cultures import Culture
 from culturepark.agents.direct import DirectPolicy
-from culturepark.agents.education import EducationPolicy, build_education_plan, tutor_configs
+from culturepark.agents.learners import EducationPolicy, build_education_plan, tutor_configs
 from culturepark.agents.protocol import CultureParkPolicy, build_plan
 from culturepark.agents.wvs import WVSData
 from culturepark.engine.errors import InputError
@@ -21,7 +22,7 @@ from culturepark.engine.scheduler import ConversationSpec, TurnPolicy
 from culturepark.scenarios.schema import AnyScenario, BackendConfig, DirectScenario, EducationScenario, Scenario
 
 
-class StudyPlan(Protocol):
+class ExperimentPlan(Protocol):
     """What a runner needs of a plan: its size, its conversations (lazily), what to tell the user."""
 
     cultures: list[Culture]
@@ -44,15 +45,15 @@ class Overrides:
     service_tier: str | None = None  # standard | flex, for every remote backend
 
 
-class Study(Protocol):
+class Experiment(Protocol):
     kind: ClassVar[str]
     scenario: AnyScenario
 
-    def plan(self, data_dir: Path, base_dir: Path | None = None) -> StudyPlan: ...
+    def plan(self, data_dir: Path, base_dir: Path | None = None) -> ExperimentPlan: ...
     def policy(self) -> TurnPolicy: ...
     def backends(self) -> dict[str, BackendConfig]: ...
     def apply(self, data: dict[str, Any], flags: Overrides) -> None: ...
-    def describe(self, plan: StudyPlan) -> tuple[dict[str, Any], str]: ...
+    def describe(self, plan: ExperimentPlan) -> tuple[dict[str, Any], str]: ...
 
 
 def _point_at(backends: list[dict[str, Any]], flags: Overrides) -> None:
@@ -69,7 +70,7 @@ def _point_at(backends: list[dict[str, Any]], flags: Overrides) -> None:
             b["service_tier"] = flags.service_tier
 
 
-class CultureParkStudy:
+class CultureParkExperiment:
     """Conversations between a main contact and cultural delegates (v1, v2, scripts)."""
 
     kind: ClassVar[str] = "culturepark"
@@ -77,7 +78,7 @@ class CultureParkStudy:
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
 
-    def plan(self, data_dir: Path, base_dir: Path | None = None) -> StudyPlan:
+    def plan(self, data_dir: Path, base_dir: Path | None = None) -> ExperimentPlan:
         return build_plan(self.scenario, data_dir, base_dir)
 
     def policy(self) -> TurnPolicy:
@@ -92,14 +93,14 @@ class CultureParkStudy:
             raise InputError("--arm applies to education studies (kind: education) only")
         _point_at([data["backend"]] + [r["backend"] for r in data["roles"].values() if r.get("backend")], flags)
 
-    def describe(self, plan: StudyPlan) -> tuple[dict[str, Any], str]:
+    def describe(self, plan: ExperimentPlan) -> tuple[dict[str, Any], str]:
         items = len(getattr(plan, "items", []))
         never = f", {len(plan.skipped)} never asked" if plan.skipped else ""
         return ({"conversations": plan.size, "items": items},
                 f"{plan.size} conversations ({len(plan.cultures)} cultures × {items} items{never})")
 
 
-class EducationStudy:
+class EducationExperiment:
     """Learners taught by tutor arms, tested before and after (simulated or human learners)."""
 
     kind: ClassVar[str] = "education"
@@ -107,7 +108,7 @@ class EducationStudy:
     def __init__(self, scenario: EducationScenario) -> None:
         self.scenario = scenario
 
-    def plan(self, data_dir: Path, base_dir: Path | None = None) -> StudyPlan:
+    def plan(self, data_dir: Path, base_dir: Path | None = None) -> ExperimentPlan:
         return build_education_plan(self.scenario, data_dir, base_dir)
 
     def policy(self) -> TurnPolicy:
@@ -132,7 +133,7 @@ class EducationStudy:
                 arm["tutor"] = arm["tutor"].partition(":")[0] + ":" + flags.model
         _point_at([data["learner_backend"]], flags)
 
-    def describe(self, plan: StudyPlan) -> tuple[dict[str, Any], str]:
+    def describe(self, plan: ExperimentPlan) -> tuple[dict[str, Any], str]:
         sc = self.scenario
         items = len(getattr(plan, "items", []))
         return ({"conversations": plan.size, "items": items, "arms": [a.name for a in sc.arms]},
@@ -140,7 +141,7 @@ class EducationStudy:
                 f"{sc.learners_per_arm}), test of {items} items")
 
 
-class DirectStudy(CultureParkStudy):
+class DirectExperiment(CultureParkExperiment):
     """The paper's direct-generation baseline: the CulturePark plan, one delegate request each."""
 
     kind: ClassVar[str] = "direct"
@@ -152,7 +153,7 @@ class DirectStudy(CultureParkStudy):
     def backends(self) -> dict[str, BackendConfig]:
         return {"delegate": self.scenario.backend_for("delegate")}
 
-    def describe(self, plan: StudyPlan) -> tuple[dict[str, Any], str]:
+    def describe(self, plan: ExperimentPlan) -> tuple[dict[str, Any], str]:
         items = len(getattr(plan, "items", []))
         return ({"conversations": plan.size, "items": items},
                 f"{plan.size} direct generations of {self.scenario.reasons} reasons "
@@ -166,15 +167,24 @@ def _arm(flag: str) -> dict[str, str]:
     return {"name": name, "tutor": spec}
 
 
-STUDIES: dict[str, Any] = {CultureParkStudy.kind: CultureParkStudy, EducationStudy.kind: EducationStudy,
-                           DirectStudy.kind: DirectStudy}
+EXPERIMENTS: dict[str, Any] = {CultureParkExperiment.kind: CultureParkExperiment,
+                               EducationExperiment.kind: EducationExperiment,
+                               DirectExperiment.kind: DirectExperiment}
 
 
-def study_for(scenario: AnyScenario) -> Study:
-    """The study class for the scenario's `kind` (the one place that dispatches on it)."""
-    study: Study = STUDIES[scenario.kind](scenario)
-    return study
+def experiment_for(scenario: AnyScenario) -> Experiment:
+    """The experiment class for the scenario's `kind` (the one place that dispatches on it)."""
+    experiment: Experiment = EXPERIMENTS[scenario.kind](scenario)
+    return experiment
 
 
-__all__ = ["CultureParkStudy", "DirectStudy", "EducationStudy", "Overrides", "STUDIES", "Study", "StudyPlan",
-           "study_for"]
+__all__ = [
+    "EXPERIMENTS",
+    "CultureParkExperiment",
+    "DirectExperiment",
+    "EducationExperiment",
+    "Experiment",
+    "ExperimentPlan",
+    "Overrides",
+    "experiment_for",
+]

@@ -1,13 +1,12 @@
 import aiohttp
 import orjson
 
-from culturepark.testing.sim_server import ScriptRule
+from culturepark.testing.simulator import ScriptRule
 
 
 async def _post(url, path, body):
-    async with aiohttp.ClientSession() as s:
-        async with s.post(url + path, data=orjson.dumps(body)) as r:
-            return r.status, dict(r.headers), orjson.loads(await r.read())
+    async with aiohttp.ClientSession() as s, s.post(url + path, data=orjson.dumps(body)) as r:
+        return r.status, dict(r.headers), orjson.loads(await r.read())
 
 
 async def test_replies_are_deterministic_and_usage_is_counted(sim):
@@ -29,9 +28,8 @@ async def test_over_the_limit_answers_429_with_retry_after(sim):
     statuses = [(await _post(url, "/chat/completions", body))[:2] for _ in range(4)]
     assert [s for s, _ in statuses] == [200, 200, 429, 429]
     assert float(statuses[2][1]["Retry-After"]) >= 1 and int(statuses[2][1]["retry-after-ms"]) > 0
-    async with aiohttp.ClientSession() as s:
-        async with s.get(url.removesuffix("/v1") + "/stats") as r:
-            stats = await r.json()
+    async with aiohttp.ClientSession() as s, s.get(url.removesuffix("/v1") + "/stats") as r:
+        stats = await r.json()
     assert stats["rate_limited"] == 2 and stats["ok"] == 2
 
 
@@ -98,7 +96,7 @@ async def test_batches_are_answered_after_their_delay_refused_when_malformed_and
     bad = await _upload(url, _line(0, "/v1/embeddings"))
     _, _, refused = await _post(url, "/batches", {"input_file_id": bad, "endpoint": "/v1/chat/completions"})
     assert refused["status"] == "failed" and "line 1" in refused["errors"]["data"][0]["message"]
-    status, _, missing = await _post(url, "/batches", {"input_file_id": "file-nope", "endpoint": "/v1/chat/completions"})
+    status, _, _missing = await _post(url, "/batches", {"input_file_id": "file-nope", "endpoint": "/v1/chat/completions"})
     assert status == 404
 
     slow = await sim(seed=1, batch_delay_s=60.0)

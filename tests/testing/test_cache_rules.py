@@ -1,7 +1,7 @@
 """The prompt cache on both sides: the simulator follows OpenAI's published rules, and the engine's
 `prompt_cache_key`s keep each key under the per-key rate beyond which those rules say requests miss."""
 from culturepark.engine.prompt_cache import CacheKeyShards
-from culturepark.testing.prompt_cache import PromptCacheSim
+from culturepark.testing.cache_rules import PromptCacheSim
 
 
 class Clock:
@@ -23,10 +23,10 @@ def test_sim_caches_from_1024_tokens_in_128_token_steps_of_an_earlier_prefix():
     assert cache.cached_tokens(short, None, None, 1000) == 0
     first = _history(1200)  # ~1540 tokens
     assert cache.cached_tokens(first, None, None, 1540) == 0  # cold
-    longer = first[:1] + [{"role": "user", "content": "word " * 1200}, {"role": "assistant", "content": "yes " * 300}]
+    longer = [*first[:1], {"role": "user", "content": "word " * 1200}, {"role": "assistant", "content": "yes " * 300}]
     cached = cache.cached_tokens(longer, None, None, 1900)
     assert cached >= 1024 and (cached - 1024) % 128 == 0 and cached <= 1540  # the earlier request's prefix
-    edited = [{"role": "system", "content": "PERSONA " * 20}] + longer[1:]  # first bytes differ: nothing shared
+    edited = [{"role": "system", "content": "PERSONA " * 20}, *longer[1:]]  # first bytes differ: nothing shared
     assert cache.cached_tokens(edited, None, None, 1900) == 0
     assert cache.cached_tokens(longer, None, "another-key", 1900) == 0  # another key, another cache
 

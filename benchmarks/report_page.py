@@ -267,7 +267,7 @@ def _refine_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
     parts.append("<h2>Refinement</h2>")
     keys = ["conversations", "extracted", "entail", "contradict", "irrelevant", "rewritten", "rewritten_entail",
             "too_short", "deduplicated_removed", "exported"]
-    parts.append(_table(["dir"] + keys, [[str(d)] + [s.get(k) for k in keys] for d, s in items]))
+    parts.append(_table(["dir", *keys], [[str(d)] + [s.get(k) for k in keys] for d, s in items]))
     return parts
 
 

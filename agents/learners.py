@@ -13,9 +13,10 @@ counted invalid by the scorer — never guessed.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from culturepark.agents.answers import parse_scale_answer
 from culturepark.agents.cultures import Culture, load_table, resolve_culture
@@ -256,5 +257,12 @@ def tutor_configs(scenario: EducationScenario) -> dict[str, BackendConfig]:
     return {arm.name: parse_model_spec(arm.tutor, arm.base_url, arm.api_key_env) for arm in scenario.arms}
 
 
-__all__ = ["EducationPlan", "EducationPolicy", "EduStep", "base_sequence", "build_education_plan",
-           "parse_item_answer", "walk"]
+__all__ = [
+    "EduStep",
+    "EducationPlan",
+    "EducationPolicy",
+    "base_sequence",
+    "build_education_plan",
+    "parse_item_answer",
+    "walk",
+]

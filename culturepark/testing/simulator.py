@@ -10,6 +10,7 @@ pipeline stages meaningful answers; `faults` inject the failures real APIs have.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import random
@@ -26,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from culturepark.engine.tokens import approx_tokens, prompt_tokens
 from culturepark.testing.batches import BatchSim
+from culturepark.testing.cache_rules import PromptCacheSim
 from culturepark.testing.jobs import FineTuneSim
-from culturepark.testing.prompt_cache import PromptCacheSim
 from culturepark.testing.responses import error_response as _error
 
 _VOCAB = ("the people in my culture often value family and respect tradition while also "
@@ -94,7 +95,7 @@ class SimConfig(BaseModel):
     finetune_polls: int = Field(6, ge=1)  # job retrievals from `running` to a final state
     finetune_fail: bool = False  # jobs end `failed` instead of `succeeded`
     stream_chunk_ms: float = 0.0  # pause between streamed chunks (`"stream": true` requests)
-    # OpenAI's prompt caching rules (testing/prompt_cache.py): cached_tokens in usage
+    # OpenAI's prompt caching rules (testing/cache_rules.py): cached_tokens in usage
     prompt_cache: bool = False
     prompt_cache_min_tokens: int = Field(1024, ge=1)
     prompt_cache_key_rpm: float = Field(15.0, gt=0)
@@ -384,7 +385,7 @@ class SimServer:
         await resp.prepare(request)
         obj = "chat.completion.chunk" if chat else "text_completion"
         pieces = re.findall(r"\S+\s*|\s+", text)
-        for i, piece in enumerate(pieces + [""]):
+        for i, piece in enumerate([*pieces, ""]):
             last = i == len(pieces)
             if chat:
                 choice = {"index": 0, "delta": {"content": piece} if not last else {},
@@ -525,7 +526,5 @@ def serve_forever(config: SimConfig, host: str, port: int) -> None:
         finally:
             await runner.cleanup()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
