@@ -43,7 +43,7 @@ def test_first_person_rules():
 
 def test_agglomerative_threshold_merges_only_close_vectors_and_keeps_the_central_member():
     a = np.array([1.0, 0.0, 0.0])
-    vecs = np.stack([a, [*a, 0, 0.05, 0], [*a, 0, 0.1, 0], [0, 1.0, 0], [0, 0, 1.0]])
+    vecs = np.stack([a, a + np.array([0, 0.05, 0]), a + np.array([0, 0.1, 0]), [0, 1.0, 0], [0, 0, 1.0]])
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     labels = cluster(vecs, DedupConfig(threshold=0.25))
     assert len(set(labels)) == 3 and labels[0] == labels[1] == labels[2]
