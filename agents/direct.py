@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from culturepark.agents.meta import ConversationMeta, conversation_meta
+from culturepark.agents.meta import ConversationMeta, MetaReader
 from culturepark.engine.backends.base import Request
 from culturepark.engine.scheduler import ConversationSpec, Turn, TurnRequest
 from culturepark.scenarios.schema import DirectScenario
@@ -31,11 +31,12 @@ class DirectPolicy:
         self.scenario = scenario
         self.rendering = scenario.backend_for("delegate").rendering
         self.sampling = scenario.sampling_for("delegate")
+        self.metas = MetaReader()
 
     def next_turn(self, conv: ConversationSpec, turns: Sequence[Turn]) -> TurnRequest | None:
         if turns:
             return None
-        meta = conversation_meta(conv.meta, conv.id)
+        meta = self.metas.conversation(conv.id, conv.meta)
         max_tokens = max(self.sampling.max_tokens, 48 * self.scenario.reasons)
         request = reasons_request(meta, self.scenario.reasons, self.rendering, max_tokens, self.sampling.temperature)
         return TurnRequest(speaker=meta.participants.delegate.name, role="delegate", request=request,

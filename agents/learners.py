@@ -20,7 +20,7 @@ from typing import Literal
 
 from culturepark.agents.answers import parse_scale_answer
 from culturepark.agents.cultures import Culture, load_table, resolve_culture
-from culturepark.agents.meta import Learner, LearnerMeta, SurveyItem, Tutor, learner_meta
+from culturepark.agents.meta import Learner, LearnerMeta, MetaReader, SurveyItem, Tutor
 from culturepark.agents.views import SpokenTurn, Step, chat_messages, transcript_prompt
 from culturepark.agents.vsm13 import load_vsm13_items
 from culturepark.agents.wvs import WVSData
@@ -99,9 +99,10 @@ class EducationPolicy:
         self.scenario = scenario
         self.learner_rendering = scenario.learner_backend.rendering
         self.tutor_renderings = {arm: cfg.rendering for arm, cfg in tutor_configs.items()}
+        self.metas = MetaReader()
 
     def next_turn(self, conv: ConversationSpec, turns: Sequence[Turn]) -> TurnRequest | None:
-        meta = learner_meta(conv.meta, conv.id)
+        meta = self.metas.learner(conv.id, conv.meta)
         texts = [t.text for t in turns]
         aligned, step = walk(meta, texts, self.scenario.answer_tries)
         if step is None:

@@ -13,7 +13,7 @@ before this module and after it carry the same bytes (tests/agents/test_meta_exp
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -158,11 +158,42 @@ def learner_meta(meta: Mapping[str, Any], where: str = "conversation") -> Learne
     return read
 
 
+class MetaReader:
+    """`conversation_meta` / `learner_meta` for a turn policy, which is asked once per turn: each
+    conversation's meta is validated once, not on every turn (~15 µs a time, two thirds of the
+    CulturePark policy's CPU per turn). A hit needs the very dict it was read from, so a spec
+    whose meta was replaced is read again. At most `size` conversations are held, the oldest
+    read dropped first (a run never holds more than its concurrency in flight)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._read: dict[str, tuple[Mapping[str, Any], AnyMeta]] = {}
+
+    def _cached(self, conv_id: str, meta: Mapping[str, Any], read: Callable[..., AnyMeta]) -> AnyMeta:
+        hit = self._read.get(conv_id)
+        if hit is not None and hit[0] is meta:
+            return hit[1]
+        model = read(meta, conv_id)
+        if len(self._read) >= self.size:
+            del self._read[next(iter(self._read))]
+        self._read[conv_id] = (meta, model)
+        return model
+
+    def conversation(self, conv_id: str, meta: Mapping[str, Any]) -> ConversationMeta:
+        read = self._cached(conv_id, meta, conversation_meta)
+        return read if isinstance(read, ConversationMeta) else conversation_meta(meta, conv_id)
+
+    def learner(self, conv_id: str, meta: Mapping[str, Any]) -> LearnerMeta:
+        read = self._cached(conv_id, meta, learner_meta)
+        return read if isinstance(read, LearnerMeta) else learner_meta(meta, conv_id)
+
+
 __all__ = [
     "AnyMeta",
     "ConversationMeta",
     "Learner",
     "LearnerMeta",
+    "MetaReader",
     "Participant",
     "Participants",
     "Role",

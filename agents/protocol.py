@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from culturepark.agents.cultures import Culture, load_table, resolve_culture
-from culturepark.agents.meta import ConversationMeta, Participant, Participants, conversation_meta
+from culturepark.agents.meta import ConversationMeta, MetaReader, Participant, Participants
 from culturepark.agents.personas import choose_stance
 from culturepark.agents.views import SpokenTurn, Step, chat_messages, transcript_prompt
 from culturepark.agents.wvs import WVSData, WVSItem
@@ -148,6 +148,7 @@ class CultureParkPolicy:
         self.steps = script_steps(scenario)
         self.renderings = {r: scenario.backend_for(r).rendering for r in ("delegate", "main_contact")}
         self.samplings = {r: scenario.sampling_for(r) for r in ("delegate", "main_contact")}
+        self.metas = MetaReader()
 
     def _prompt(self, step: Step, meta: ConversationMeta) -> Step:
         if step.prompt is None:
@@ -163,7 +164,7 @@ class CultureParkPolicy:
             return None
         if self.scenario.loop_detection and _looping(turns):
             return None
-        meta = conversation_meta(conv.meta, conv.id)
+        meta = self.metas.conversation(conv.id, conv.meta)
         steps = [self._prompt(s, meta) for s in self.steps[: i + 1]]
         current = steps[i]
         role = current.speaker_role

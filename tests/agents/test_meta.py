@@ -83,3 +83,18 @@ def test_a_header_gives_its_scenario_or_none():
     assert scenario_of(RunHeader(stage="eval", details={"task": "hofstede"}), "x") is None
     with pytest.raises(InputError, match=r"^runs/a/log.jsonl header: name: Field required"):
         scenario_of(RunHeader(scenario={"kind": "education"}), "runs/a/log.jsonl")
+
+
+def test_a_policy_reads_each_conversations_meta_once_a_replaced_one_again_and_holds_a_bounded_number():
+    from culturepark.agents.meta import MetaReader
+
+    reader = MetaReader(size=2)
+    first = reader.conversation("a", V01)
+    assert reader.conversation("a", V01) is first  # the same dict: not validated again
+    changed = {**V01, "stance_text": "Agree"}
+    assert reader.conversation("a", changed).stance_text == "Agree"  # another dict under the same id: read
+    reader.learner("b", STUDY)
+    reader.conversation("c", V01)
+    assert len(reader._read) == 2 and "a" not in reader._read  # the oldest read went first
+    with pytest.raises(InputError, match="not a learner's session"):
+        reader.learner("c", V01)  # a cached read of the other kind is still refused
