@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from culturepark.agents.meta import ConversationMeta, read_meta
 from culturepark.commands import count
 from culturepark.console import print_json
 from culturepark.engine.export import conversation_rows, export_run, one_conversation, ordered_conversations
@@ -30,6 +29,8 @@ def register(sub: Any) -> None:
 
 
 def _print_conversation(row: dict[str, Any]) -> None:
+    from culturepark.agents.meta import ConversationMeta, read_meta  # not at import: `--help` loads no agents
+
     meta = read_meta(row["meta"], row["id"])
     conv = meta if isinstance(meta, ConversationMeta) else None
     stance = f" — stance: {conv.stance_text}" if conv and conv.stance_text else ""
