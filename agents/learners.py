@@ -16,10 +16,11 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 from culturepark.agents.answers import parse_scale_answer
 from culturepark.agents.cultures import Culture, load_table, resolve_culture
+from culturepark.agents.meta import Learner, LearnerMeta, MetaReader, SurveyItem, Tutor
 from culturepark.agents.views import SpokenTurn, Step, chat_messages, transcript_prompt
 from culturepark.agents.vsm13 import load_vsm13_items
 from culturepark.agents.wvs import WVSData
@@ -36,7 +37,7 @@ class EduStep:
     phase: str  # pre | learn | post | exp | free
     role: str  # learner | tutor
     number: int  # position in the session's base sequence
-    item: dict[str, Any] | None = None  # test or Likert item: key, question, scale, lo, hi
+    item: SurveyItem | None = None  # the test, Likert or free-text item answered at this step
     attempt: int = 1
 
     @property
@@ -44,26 +45,27 @@ class EduStep:
         return self.phase in ANSWER_PHASES
 
 
-def base_sequence(meta: dict[str, Any]) -> list[EduStep]:
-    seq: list[tuple[str, str, dict[str, Any] | None]] = []
-    seq += [("pre", "learner", it) for it in meta["test"]]
-    for _ in range(meta["learning_turns"]):
+LIKERT_SCALE = "1 = strongly disagree, 2 = disagree, 3 = neither, 4 = agree, 5 = strongly agree"
+
+
+def base_sequence(meta: LearnerMeta) -> list[EduStep]:
+    seq: list[tuple[str, str, SurveyItem | None]] = []
+    seq += [("pre", "learner", it) for it in meta.test]
+    for _ in range(meta.learning_turns):
         seq += [("learn", "learner", None), ("learn", "tutor", None)]
-    seq += [("post", "learner", it) for it in meta["test"]]
-    seq += [("exp", "learner", {"key": f"likert:{i}", "question": q, "lo": 1, "hi": 5,
-                                "scale": "1 = strongly disagree, 2 = disagree, 3 = neither, 4 = agree, "
-                                         "5 = strongly agree"})
-            for i, q in enumerate(meta["likert"])]
-    if meta.get("free_text"):
-        seq.append(("free", "learner", {"key": "free", "question": meta["free_text"]}))
+    seq += [("post", "learner", it) for it in meta.test]
+    seq += [("exp", "learner", SurveyItem(key=f"likert:{i}", question=q, scale=LIKERT_SCALE, lo=1, hi=5))
+            for i, q in enumerate(meta.likert)]
+    if meta.free_text:
+        seq.append(("free", "learner", SurveyItem(key="free", question=meta.free_text)))
     return [EduStep(phase, role, n, item) for n, (phase, role, item) in enumerate(seq)]
 
 
-def parse_item_answer(item: dict[str, Any], text: str) -> int | None:
-    return parse_scale_answer(text, item["lo"], item["hi"])
+def parse_item_answer(item: SurveyItem, text: str) -> int | None:
+    return parse_scale_answer(text, item.lo, item.hi)
 
 
-def walk(meta: dict[str, Any], texts: Sequence[str], answer_tries: int
+def walk(meta: LearnerMeta, texts: Sequence[str], answer_tries: int
          ) -> tuple[list[EduStep], EduStep | None]:
     """Align the turns so far with the session's steps; return them and the next step (None: over)."""
     seq = base_sequence(meta)
@@ -75,7 +77,8 @@ def walk(meta: dict[str, Any], texts: Sequence[str], answer_tries: int
         step = seq[pos]
         step = EduStep(step.phase, step.role, step.number, step.item, attempt)
         aligned.append(step)
-        if step.needs_number and parse_item_answer(step.item, text) is None and attempt < answer_tries:  # type: ignore[arg-type]
+        if (step.needs_number and step.item is not None and parse_item_answer(step.item, text) is None
+                and attempt < answer_tries):
             attempt += 1
         else:
             pos, attempt = pos + 1, 1
@@ -96,33 +99,34 @@ class EducationPolicy:
         self.scenario = scenario
         self.learner_rendering = scenario.learner_backend.rendering
         self.tutor_renderings = {arm: cfg.rendering for arm, cfg in tutor_configs.items()}
+        self.metas = MetaReader()
 
     def next_turn(self, conv: ConversationSpec, turns: Sequence[Turn]) -> TurnRequest | None:
-        meta = conv.meta
+        meta = self.metas.learner(conv.id, conv.meta)
         texts = [t.text for t in turns]
         aligned, step = walk(meta, texts, self.scenario.answer_tries)
         if step is None:
             return None
         seed = conv.seq * 10_000 + len(turns)
         if step.role == "tutor":
-            request = self.tutor_request(meta, aligned, texts, self.tutor_renderings[meta["arm"]])
-            return TurnRequest(meta["tutor"]["name"], f"tutor:{meta['arm']}", request)
+            request = self.tutor_request(meta, aligned, texts, self.tutor_renderings[meta.arm])
+            return TurnRequest(meta.tutor.name, f"tutor:{meta.arm}", request)
         if step.phase == "learn":
             request = self.question_request(meta, aligned, texts)
         else:
             request = self.answer_request(meta, step, aligned, texts, seed)
-        return TurnRequest(meta["learner"]["name"], "learner", request)
+        return TurnRequest(meta.learner.name, "learner", request)
 
     # -- requests -------------------------------------------------------------------------
-    def _background(self, meta: dict[str, Any]) -> str:
-        L, T = meta["learner"], meta["tutor"]
-        return (f"{L['name']} is {L['person']} who {L['reason']}. {T['name']} is {T['person']} and answers "
-                f"{L['name']}'s questions about {T['culture_phrase']} from {T['possessive']} own experience.")
+    def _background(self, meta: LearnerMeta) -> str:
+        L, T = meta.learner, meta.tutor
+        return (f"{L.name} is {L.person} who {L.reason}. {T.name} is {T.person} and answers "
+                f"{L.name}'s questions about {T.culture_phrase} from {T.possessive} own experience.")
 
-    def _names(self, meta: dict[str, Any]) -> dict[str, str]:
-        return {"learner": meta["learner"]["name"], "tutor": meta["tutor"]["name"]}
+    def _names(self, meta: LearnerMeta) -> dict[str, str]:
+        return {"learner": meta.learner.name, "tutor": meta.tutor.name}
 
-    def _conversation(self, meta: dict[str, Any], me: str, system: str, rendering: str,
+    def _conversation(self, meta: LearnerMeta, me: str, system: str, rendering: str,
                       aligned: Sequence[EduStep], texts: Sequence[str], prompt: str | None) -> Request:
         spoken = learning_transcript(aligned, texts)
         steps = [Step(t.speaker_role) for t in spoken]
@@ -134,46 +138,46 @@ class EducationPolicy:
         text, stop = transcript_prompt(self._background(meta), me, self._names(meta), steps, spoken, current)
         return Request(prompt=text, stop=stop, max_tokens=sampling.max_tokens, temperature=sampling.temperature)
 
-    def question_request(self, meta: dict[str, Any], aligned: Sequence[EduStep], texts: Sequence[str]) -> Request:
-        L, T = meta["learner"], meta["tutor"]
-        system = (f"{self._background(meta)}\n\nYou are {L['name']}. Ask {T['name']} one question at a time "
-                  f"about everyday life, values and customs in {T['country']}, and follow up on what "
-                  f"{T['name']} tells you. Speak in the first person, briefly.")
+    def question_request(self, meta: LearnerMeta, aligned: Sequence[EduStep], texts: Sequence[str]) -> Request:
+        L, T = meta.learner, meta.tutor
+        system = (f"{self._background(meta)}\n\nYou are {L.name}. Ask {T.name} one question at a time "
+                  f"about everyday life, values and customs in {T.country}, and follow up on what "
+                  f"{T.name} tells you. Speak in the first person, briefly.")
         first = not any(s.phase == "learn" for s in aligned)
-        prompt = f"Ask {T['name']} your first question about {T['country']}." if first else None
+        prompt = f"Ask {T.name} your first question about {T.country}." if first else None
         return self._conversation(meta, "learner", system, self.learner_rendering, aligned, texts, prompt)
 
-    def tutor_request(self, meta: dict[str, Any], aligned: Sequence[EduStep], texts: Sequence[str],
+    def tutor_request(self, meta: LearnerMeta, aligned: Sequence[EduStep], texts: Sequence[str],
                       rendering: str) -> Request:
-        L, T = meta["learner"], meta["tutor"]
-        system = (f"{self._background(meta)}\n\nYou are {T['name']}, {T['person']}. Answer {L['name']}'s "
-                  f"questions as a person of {T['culture_phrase']} would, from your own experience, "
+        L, T = meta.learner, meta.tutor
+        system = (f"{self._background(meta)}\n\nYou are {T.name}, {T.person}. Answer {L.name}'s "
+                  f"questions as a person of {T.culture_phrase} would, from your own experience, "
                   "in a few sentences. Stay in character.")
         return self._conversation(meta, "tutor", system, rendering, aligned, texts, None)
 
-    def answer_request(self, meta: dict[str, Any], step: EduStep, aligned: Sequence[EduStep],
+    def answer_request(self, meta: LearnerMeta, step: EduStep, aligned: Sequence[EduStep],
                        texts: Sequence[str], seed: int) -> Request:
-        L, T = meta["learner"], meta["tutor"]
+        L, T = meta.learner, meta.tutor
         item = step.item
         assert item is not None
-        system = f"You are {L['name']}, {L['person']} who {L['reason']}."
+        system = f"You are {L.name}, {L.person} who {L.reason}."
         notes = ""
         if step.phase != "pre":
-            lines = [f"{L['name'] if t.speaker_role == 'learner' else T['name']}: {t.text}"
+            lines = [f"{L.name if t.speaker_role == 'learner' else T.name}: {t.text}"
                      for t in learning_transcript(aligned, texts)]
             notes = "\n".join(lines)[-NOTES_CHARS:]
-            notes = f"Earlier you talked with {T['name']}, {T['person']}:\n{notes}\n\n"
+            notes = f"Earlier you talked with {T.name}, {T.person}:\n{notes}\n\n"
         if step.phase == "free":
-            user = f"{notes}{item['question']} Answer in one or two sentences."
+            user = f"{notes}{item.question} Answer in one or two sentences."
             return Request.instruction(system, user, "Answer:", self.learner_rendering, 80,
                                        self.scenario.answer_temperature, stop=["\n\n"], seed=seed)
         if step.phase == "exp":
             user = (f"{notes}How much do you agree with this statement about that conversation?\n"
-                    f"\"{item['question']}\"\nOptions: {item['scale']}\nAnswer with a single number from 1 to 5.")
+                    f"\"{item.question}\"\nOptions: {item.scale}\nAnswer with a single number from 1 to 5.")
         else:
-            user = (f"{notes}Answer as a typical person from {T['country']} would.\n{item['question']}\n"
-                    f"Options: {item['scale']}\nAnswer with a single number from {item['lo']} to {item['hi']}.")
-        cue = f"Answer ({item['lo']}-{item['hi']}):"
+            user = (f"{notes}Answer as a typical person from {T.country} would.\n{item.question}\n"
+                    f"Options: {item.scale}\nAnswer with a single number from {item.lo} to {item.hi}.")
+        cue = f"Answer ({item.lo}-{item.hi}):"
         # No newline stop: a base model often starts its answer on a new line ("\n3"), which a
         # stop at "\n" would turn into an empty reply; four tokens are short enough anyway.
         return Request.instruction(system, user, cue, self.learner_rendering,
@@ -188,7 +192,7 @@ class EducationPlan:
     scenario: EducationScenario
     cultures: list[Culture]
     learner_culture: Culture
-    items: list[dict[str, Any]]  # the test
+    items: list[SurveyItem]  # the test
     data: WVSData
     notices: list[str] = field(default_factory=list)
     skipped: set = field(default_factory=set)  # nothing is skipped; the runner reports the count
@@ -198,20 +202,21 @@ class EducationPlan:
         sc = self.scenario
         return len(self.cultures) * len(sc.arms) * sc.learners_per_arm
 
-    def participant_meta(self, culture: Culture, arm: str, number: int, learners: str) -> dict[str, Any]:
+    def participant_meta(self, culture: Culture, arm: str, number: int,
+                         learners: Literal["simulated", "human"]) -> LearnerMeta:
         sc = self.scenario
         rng = random.Random(f"{sc.seed}:learner:{culture.name}:{number}")
         lc = self.learner_culture
-        return {
-            "study": "education", "learners": learners, "culture": culture.name, "country": culture.country,
-            "country_file": culture.country_file, "hofstede": culture.hofstede or culture.country,
-            "arm": arm, "learner": {"name": rng.choice(sc.learner.names), "person": lc.person,
-                                    "reason": rng.choice(sc.learner.reasons).format(country=culture.country)},
-            "tutor": {"name": culture.names[0], "person": culture.person, "culture_phrase": culture.culture_phrase,
-                      "possessive": culture.possessive, "country": culture.country},
-            "test": self.items, "learning_turns": sc.learning_turns,
-            "likert": list(sc.questionnaire.likert), "free_text": sc.questionnaire.free_text,
-        }
+        return LearnerMeta(
+            learners=learners, culture=culture.name, country=culture.country,
+            country_file=culture.country_file, hofstede=culture.hofstede or culture.country,
+            arm=arm, learner=Learner(name=rng.choice(sc.learner.names), person=lc.person,
+                                     reason=rng.choice(sc.learner.reasons).format(country=culture.country)),
+            tutor=Tutor(name=culture.names[0], person=culture.person, culture_phrase=culture.culture_phrase,
+                        possessive=culture.possessive, country=culture.country),
+            test=self.items, learning_turns=sc.learning_turns,
+            likert=list(sc.questionnaire.likert), free_text=sc.questionnaire.free_text,
+        )
 
     def conversations(self, keep: Callable[[str], bool] | None = None) -> Iterator[ConversationSpec]:
         """Per culture, arms assigned to learner slots by a seeded shuffle (balanced, blind);
@@ -224,7 +229,8 @@ class EducationPlan:
             for number, arm in enumerate(slots):
                 conv_id = f"{culture.name}:learner{number:03d}"
                 if keep is None or keep(conv_id):
-                    yield ConversationSpec(conv_id, seq, self.participant_meta(culture, arm, number, "simulated"))
+                    meta = self.participant_meta(culture, arm, number, "simulated")
+                    yield ConversationSpec(conv_id, seq, meta.model_dump())
                 seq += 1
 
 
@@ -237,17 +243,17 @@ def build_education_plan(scenario: EducationScenario, data_dir: Path, base_dir: 
     available = data.countries()
     cultures = [resolve_culture(name, table, available) for name in scenario.cultures]
     learner_culture = resolve_culture(scenario.learner.culture, table, available)
-    items: list[dict[str, Any]] = []
+    items: list[SurveyItem] = []
     if scenario.test.vsm13:
-        items += [{"key": f"vsm13:{it['item']}", "question": it["question"], "scale": it["scale"],
-                   "lo": 1, "hi": 5} for it in load_vsm13_items(data_dir)]
+        items += [SurveyItem(key=f"vsm13:{it['item']}", question=it["question"], scale=it["scale"], lo=1, hi=5)
+                  for it in load_vsm13_items(data_dir)]
     for q in scenario.test.wvs_items:
         wi = data.item(q)
         if not wi.scale:
             raise PlanError(f"test: WVS item {q} has no numeric answer scale")
         lo, hi = min(wi.scale), max(wi.scale)
         scale = ", ".join(f"{k} = {v}" for k, v in sorted(wi.scale.items()))
-        items.append({"key": f"wvs:{wi.q_id}", "question": wi.question, "scale": scale, "lo": lo, "hi": hi})
+        items.append(SurveyItem(key=f"wvs:{wi.q_id}", question=wi.question, scale=scale, lo=lo, hi=hi))
     tutor_configs(scenario)  # a bad tutor spec is bad input now, not when the first tutor turn comes
     return EducationPlan(scenario, cultures, learner_culture, items, data)
 

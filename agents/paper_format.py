@@ -14,6 +14,7 @@ import re
 from typing import Literal
 
 from culturepark.agents.answers import parse_scale_answer
+from culturepark.agents.meta import ConversationMeta
 from culturepark.agents.wvs import WVSItem, parse_scale
 
 PromptStyle = Literal["paper", "persona"]
@@ -26,11 +27,10 @@ def chatbot_system(culture: str) -> str:
     return f"You are {article} {culture} chatbot who knows {culture} culture very well."
 
 
-def item_from_meta(meta: dict) -> WVSItem:
+def item_from_meta(meta: ConversationMeta) -> WVSItem:
     """The WVS item a conversation was about, rebuilt from its metadata (no data directory needed)."""
-    scale, note = parse_scale(meta.get("item_options") or "")
-    return WVSItem(str(meta["item_id"]), meta.get("item_topic", ""), meta["item_text"],
-                   meta.get("item_options") or "", scale, note)
+    scale, note = parse_scale(meta.item_options)
+    return WVSItem(meta.item_id, meta.item_topic, meta.item_text, meta.item_options, scale, note)
 
 
 def code_range(item: WVSItem) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from culturepark.agents.cultures import Culture, load_table, resolve_culture
+from culturepark.agents.meta import ConversationMeta, MetaReader, Participant, Participants
 from culturepark.agents.personas import choose_stance
 from culturepark.agents.views import SpokenTurn, Step, chat_messages, transcript_prompt
 from culturepark.agents.wvs import WVSData, WVSItem
@@ -94,45 +95,44 @@ def script_steps(scenario: Scenario) -> list[Step]:
     return steps
 
 
-def background(meta: dict[str, Any]) -> str:
-    d, c = meta["participants"]["delegate"], meta["participants"]["main_contact"]
-    opts = f" (options: {meta['item_options']})" if meta.get("item_options") else ""
-    stance = (f'When asked "{meta["item_text"]}"{opts}, {d["name"]} answered "{meta["stance_text"]}". '
-              f"All of {d['name']}'s statements must be consistent with this answer.")
-    if meta["mode"] == "in":
-        rest = (f"{c['name']} is also {c['person']} and shares this view; "
-                f"{c['name']}'s statements must be consistent with it too.")
+def background(meta: ConversationMeta) -> str:
+    d, c = meta.participants.delegate, meta.participants.main_contact
+    opts = f" (options: {meta.item_options})" if meta.item_options else ""
+    stance = (f'When asked "{meta.item_text}"{opts}, {d.name} answered "{meta.stance_text}". '
+              f"All of {d.name}'s statements must be consistent with this answer.")
+    if meta.mode == "in":
+        rest = (f"{c.name} is also {c.person} and shares this view; "
+                f"{c.name}'s statements must be consistent with it too.")
     else:
-        rest = f"{c['name']} speaks from {c['possessive']} own {c['culture_phrase']} and perspective."
-    return f"{d['name']} is {d['person']} and {c['name']} is {c['person']}. {stance} {rest}"
+        rest = f"{c.name} speaks from {c.possessive} own {c.culture_phrase} and perspective."
+    return f"{d.name} is {d.person} and {c.name} is {c.person}. {stance} {rest}"
 
 
-def interview_opening(meta: dict[str, Any]) -> str:
+def interview_opening(meta: ConversationMeta) -> str:
     """The background for a base model (a transcript): the delegate gives its seeded answer in its
     own words, as the first exchange of the interview. A small base model continues what the
     transcript's speakers said more readily than it follows a sentence about them. On ten seeded
     quickstarts (issue 23), delegates told to disagree with item 27 said so in their first turn in
     5 of 7 conversations (0 of 7 with the sentence); the fidelity re-ask did not move (the 270M
     model picks its favourite option whatever the stance). Chat models keep `background`."""
-    d, c = meta["participants"]["delegate"], meta["participants"]["main_contact"]
-    if meta["mode"] == "in":
-        rest = f"{c['name']} is also {c['person']} and shares {d['name']}'s view."
+    d, c = meta.participants.delegate, meta.participants.main_contact
+    if meta.mode == "in":
+        rest = f"{c.name} is also {c.person} and shares {d.name}'s view."
     else:
-        rest = f"{c['name']} speaks from {c['possessive']} own {c['culture_phrase']} and perspective."
-    question = meta.get("item_question") or f'What do you think about the statement "{meta["item_text"]}"?'
-    return (f"An interview. {d['name']} is {d['person']} and {c['name']} is {c['person']}. {rest}\n\n"
-            f"Moderator: {d['name']}, {question[:1].lower()}{question[1:]}\n"
-            f'{d["name"]}: My answer is "{meta["stance_text"]}".')
+        rest = f"{c.name} speaks from {c.possessive} own {c.culture_phrase} and perspective."
+    question = meta.question
+    return (f"An interview. {d.name} is {d.person} and {c.name} is {c.person}. {rest}\n\n"
+            f"Moderator: {d.name}, {question[:1].lower()}{question[1:]}\n"
+            f'{d.name}: My answer is "{meta.stance_text}".')
 
 
-def role_instruction(meta: dict[str, Any], role: str) -> str:
-    me = meta["participants"][role]
-    other = meta["participants"]["main_contact" if role == "delegate" else "delegate"]
-    if role == "delegate" or meta["mode"] == "in":
-        goal = f"Share your views and the views common in {me['culture_phrase']}, with reasons."
+def role_instruction(meta: ConversationMeta, role: str) -> str:
+    me, other = meta.participant(role), meta.other(role)
+    if role == "delegate" or meta.mode == "in":
+        goal = f"Share your views and the views common in {me.culture_phrase}, with reasons."
     else:
-        goal = f"Bring your own outside perspective and keep asking {other['name']} about {other['culture_phrase']}."
-    return (f"You are {me['name']}, talking with {other['name']}. {goal} "
+        goal = f"Bring your own outside perspective and keep asking {other.name} about {other.culture_phrase}."
+    return (f"You are {me.name}, talking with {other.name}. {goal} "
             "Speak in the first person, in a few sentences, and stay in character.")
 
 
@@ -148,13 +148,14 @@ class CultureParkPolicy:
         self.steps = script_steps(scenario)
         self.renderings = {r: scenario.backend_for(r).rendering for r in ("delegate", "main_contact")}
         self.samplings = {r: scenario.sampling_for(r) for r in ("delegate", "main_contact")}
+        self.metas = MetaReader()
 
-    def _prompt(self, step: Step, meta: dict[str, Any]) -> Step:
+    def _prompt(self, step: Step, meta: ConversationMeta) -> Step:
         if step.prompt is None:
             return step
-        p = meta["participants"]
-        text = step.prompt.format(question=meta["item_question"], item=meta["item_text"],
-                                  delegate=p["delegate"]["name"], contact=p["main_contact"]["name"])
+        p = meta.participants
+        text = step.prompt.format(question=meta.item_question, item=meta.item_text,
+                                  delegate=p.delegate.name, contact=p.main_contact.name)
         return Step(step.speaker_role, text)
 
     def next_turn(self, conv: ConversationSpec, turns: Sequence[Turn]) -> TurnRequest | None:
@@ -163,34 +164,34 @@ class CultureParkPolicy:
             return None
         if self.scenario.loop_detection and _looping(turns):
             return None
-        meta = conv.meta
+        meta = self.metas.conversation(conv.id, conv.meta)
         steps = [self._prompt(s, meta) for s in self.steps[: i + 1]]
         current = steps[i]
         role = current.speaker_role
         spoken = [SpokenTurn(t.role, t.text) for t in turns]
         sampling = self.samplings[role]
         request = self._request(meta, steps[:i], spoken, current, sampling.max_tokens, sampling.temperature)
-        name = meta["participants"][role]["name"]
+        name = meta.participant(role).name
         echo_of = {_normalise(current.prompt or "")} | ({_normalise(turns[-1].text)} if turns else set())
         return TurnRequest(speaker=name, role=role, request=request,
                            validate=lambda text: "echo_reply" if _normalise(text) in echo_of else None)
 
-    def _request(self, meta: dict[str, Any], steps: Sequence[Step], spoken: Sequence[SpokenTurn], current: Step,
+    def _request(self, meta: ConversationMeta, steps: Sequence[Step], spoken: Sequence[SpokenTurn], current: Step,
                  max_tokens: int, temperature: float) -> Request:
         """The speaker's own view (its persona, the other's turns, its moderator prompts), rendered."""
         role = current.speaker_role
         # Requests that share a prompt prefix: this agent's persona on this item, in this culture.
-        cache_key = f"{meta['culture']}|{meta['item_id']}|{role}"
+        cache_key = f"{meta.culture}|{meta.item_id}|{role}"
         if self.renderings[role] == "chat":
             system = f"{background(meta)}\n\n{role_instruction(meta, role)}"
             return Request(messages=chat_messages(system, role, steps, spoken, current),
                            max_tokens=max_tokens, temperature=temperature, cache_key=cache_key)
-        names = {r: meta["participants"][r]["name"] for r in ("delegate", "main_contact")}
+        names = {r: meta.participant(r).name for r in ("delegate", "main_contact")}
         prompt, stop = transcript_prompt(interview_opening(meta), role, names, steps, spoken, current)
         return Request(prompt=prompt, stop=stop, max_tokens=max_tokens, temperature=temperature,
                        cache_key=cache_key, no_repeat_ngram_size=NO_COPY_TOKENS)
 
-    def ask_delegate(self, meta: dict[str, Any], turns: Sequence[SpokenTurn], question: str, max_tokens: int,
+    def ask_delegate(self, meta: ConversationMeta, turns: Sequence[SpokenTurn], question: str, max_tokens: int,
                      temperature: float, seed: int | None = None) -> Request:
         """A question from the moderator to the delegate after `turns` (none: before the conversation),
         in the delegate's own view of what was said — how fidelity asks the seed item again."""
@@ -246,10 +247,10 @@ class Plan:
                     yield ConversationSpec(conv_id, seq, self._meta(culture, item, stance))
                     seq += 1
 
-    def _participant(self, culture: Culture, name: str, role: str) -> dict[str, Any]:
-        return {"name": name, "culture": culture.name, "person": culture.person,
-                "culture_phrase": culture.culture_phrase, "possessive": culture.possessive,
-                "model": self.scenario.backend_for(role).model}  # type: ignore[arg-type]
+    def _participant(self, culture: Culture, name: str, role: str) -> Participant:
+        return Participant(name=name, culture=culture.name, person=culture.person,
+                           culture_phrase=culture.culture_phrase, possessive=culture.possessive,
+                           model=self.scenario.backend_for(role).model)
 
     def _meta(self, culture: Culture, item: WVSItem, stance: Any) -> dict[str, Any]:
         sc = self.scenario
@@ -259,17 +260,17 @@ class Plan:
             contact = self._participant(self.main_contact, _second_name(culture), "main_contact")
         else:
             contact = self._participant(self.main_contact, self.main_contact.names[0], "main_contact")
-        return {
-            "culture": culture.name, "country": culture.country, "country_file": culture.country_file,
-            "mode": sc.mode, "version": "direct" if sc.kind == "direct" else (
+        return ConversationMeta(
+            culture=culture.name, country=culture.country, country_file=culture.country_file,
+            mode=sc.mode, version="direct" if sc.kind == "direct" else (
                 sc.version if isinstance(sc.version, str) else "custom"),
-            "item_id": item.q_id, "item_topic": item.topic, "item_text": item.text,
-            "item_question": item.question, "item_options": item.option_text,
-            "stance_code": stance.code, "stance_text": stance.text, "stance_policy": stance.policy,
-            "stance_respondents": stance.respondents,
-            "participants": {"delegate": self._participant(culture, culture.names[0], "delegate"),
-                             "main_contact": contact},
-        }
+            item_id=item.q_id, item_topic=item.topic, item_text=item.text,
+            item_question=item.question, item_options=item.option_text,
+            stance_code=stance.code, stance_text=stance.text, stance_policy=stance.policy,
+            stance_respondents=stance.respondents,
+            participants=Participants(delegate=self._participant(culture, culture.names[0], "delegate"),
+                                      main_contact=contact),
+        ).model_dump()
 
 
 def _second_name(culture: Culture) -> str:

@@ -18,8 +18,8 @@ def _delegate_texts(run_dir: Path, out: Path) -> Path:
     _, rows = fidelity.load_run(run_dir)
     path = out / "delegate_turns.jsonl"
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_jsonl(path, ({"text": t["text"]} for r in rows for t in r["turns"]
-                              if t["speaker"] == r["meta"]["participants"]["delegate"]["name"]))
+    atomic_write_jsonl(path, ({"text": t["text"]} for r, meta in rows for t in r["turns"]
+                              if t["speaker"] == meta.participants.delegate.name))
     return path
 
 

@@ -31,15 +31,18 @@ from typing import Any
 import numpy as np
 
 from culturepark.agents.learners import parse_item_answer, walk
+from culturepark.agents.meta import LearnerMeta, read_meta
 from culturepark.agents.wvs import WVSData
 from culturepark.benchmarks.hofstede import DIMENSIONS, centred_distances, indices, load_scores
 from culturepark.benchmarks.stats import mean_std
 from culturepark.engine.errors import InputError
 from culturepark.engine.export import assemble
 from culturepark.engine.files import atomic_write_json
-from culturepark.engine.log import read_header
+from culturepark.engine.log import LOG_NAME, read_header
 from culturepark.engine.records import RunHeader
 from culturepark.scenarios.data_dir import resolve_data_dir
+from culturepark.scenarios.loader import scenario_of
+from culturepark.scenarios.schema import EducationScenario
 
 RESULT_NAME = "education.json"
 SIMULATED_NOTE = "simulated learners, not a human study"
@@ -76,19 +79,18 @@ def read_learners(run_dir: Path, answer_tries: int) -> tuple[list[Learner], int]
     for conv_id, conv in assemble(run_dir).conversations:
         withdrawn += conv.withdrawn
         end = conv.end
-        if conv.status != "done" or not end or end.meta.get("study") != "education":
+        meta = read_meta(end.meta, conv_id) if conv.status == "done" and end else None
+        if not isinstance(meta, LearnerMeta):
             continue
-        meta = end.meta
         texts = [t.text for t in conv.ordered_turns()]
         aligned, _ = walk(meta, texts, answer_tries)
-        learner = Learner(conv_id, meta["culture"], meta["hofstede"], meta["country_file"], meta["arm"],
-                          meta.get("learners", "simulated"))
+        learner = Learner(conv_id, meta.culture, meta.hofstede, meta.country_file, meta.arm, meta.learners)
         for step, text in zip(aligned, texts):
             if step.phase == "free":
                 learner.free_text = text
-            elif step.needs_number:
+            elif step.needs_number and step.item is not None:
                 # the last attempt for an item is its answer; earlier attempts were re-asked
-                learner.answers.setdefault(step.phase, {})[step.item["key"]] = parse_item_answer(step.item, text)  # type: ignore[index]
+                learner.answers.setdefault(step.phase, {})[step.item.key] = parse_item_answer(step.item, text)
         for phase, answers in learner.answers.items():
             learner.invalid[phase] = sum(v is None for v in answers.values())
             if phase in ("pre", "post"):
@@ -332,22 +334,22 @@ def _arm_differences(learners: list[Learner], arms: list[str], bootstrap: int,
 def score(run_dir: Path, data_dir: Path | None = None, bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
     run_dir = Path(run_dir)
     header = read_header(run_dir) or RunHeader()
-    scenario = header.scenario or {}
-    if scenario.get("kind") != "education":
-        kind = scenario.get("kind", "culturepark")
+    scenario = scenario_of(header, str(run_dir / LOG_NAME))
+    if not isinstance(scenario, EducationScenario):
+        kind = scenario.kind if scenario else "culturepark"
         raise InputError(f"{run_dir}: not an education study (its scenario kind is {kind!r})")
     data_dir = resolve_data_dir(data_dir, header.data_dir, None)
-    learners, withdrawn = read_learners(run_dir, scenario.get("answer_tries", 3))
+    learners, withdrawn = read_learners(run_dir, scenario.answer_tries)
     published = load_scores(data_dir)
-    likert = scenario.get("questionnaire", {}).get("likert", [])
-    arms = [arm["name"] for arm in scenario.get("arms", [])]
+    likert = scenario.questionnaire.likert
+    arms = [arm.name for arm in scenario.arms]
     by_arm = {arm: [l for l in learners if l.arm == arm] for arm in arms}
     hofstede_names = sorted({l.hofstede for l in learners})
     dims = learner_dimensions(by_arm, hofstede_names, published)
     for arm in complete_arms(by_arm, hofstede_names):
         centred_learner_distances(by_arm[arm], published, dims)
     dimensions = dict.fromkeys(arms, dims)
-    wvs_means = _wvs_means(learners, [str(q) for q in scenario.get("test", {}).get("wvs_items", [])], data_dir)
+    wvs_means = _wvs_means(learners, [str(q) for q in scenario.test.wvs_items], data_dir)
     kinds = sorted({l.kind for l in learners}) or ["simulated"]
     kind = kinds[0] if len(kinds) == 1 else "mixed"
     cultures = sorted({l.culture for l in learners})

@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from culturepark.agents import paper_format
+from culturepark.agents.meta import ConversationMeta, read_meta
 from culturepark.agents.protocol import CultureParkPolicy
 from culturepark.agents.views import SpokenTurn
 from culturepark.benchmarks.eval_run import EvalSettings, digest, run_items
@@ -24,22 +25,33 @@ from culturepark.engine.errors import InputError
 from culturepark.engine.export import conversation_rows, ordered_conversations
 from culturepark.engine.files import atomic_write_json
 from culturepark.engine.log import LOG_NAME, read_header
-from culturepark.scenarios.loader import parse_scenario
+from culturepark.scenarios.loader import scenario_of
 from culturepark.scenarios.model_spec import parse_model_spec, to_model_spec
 from culturepark.scenarios.schema import Scenario
 
 
-def load_run(run_dir: Path) -> tuple[Scenario, list[dict[str, Any]]]:
+class Finished(NamedTuple):
+    """A finished conversation of a run: its row as the export writes it, and its meta read."""
+
+    row: dict[str, Any]
+    meta: ConversationMeta
+
+
+def load_run(run_dir: Path) -> tuple[Scenario, list[Finished]]:
     """The run's scenario (from its header) and its finished conversations (from its log)."""
     header = read_header(run_dir / LOG_NAME) if (run_dir / LOG_NAME).exists() else None
     if header is None:
         raise InputError(f"fidelity: no run header in {run_dir / LOG_NAME} (not a run directory)")
-    scenario = parse_scenario(header.scenario or {}, f"{run_dir / LOG_NAME} header")
+    scenario = scenario_of(header, str(run_dir / LOG_NAME))
     if not isinstance(scenario, Scenario) or scenario.kind != "culturepark":
-        raise InputError(f"fidelity: {run_dir} is not a conversation run (scenario kind {scenario.kind})")
+        kind = scenario.kind if scenario else "none recorded"
+        raise InputError(f"fidelity: {run_dir} is not a conversation run (scenario kind {kind})")
+    rows = []
     with ordered_conversations(run_dir) as run:
-        rows = [r for r in conversation_rows(run.conversations())
-                if r["status"] == "done" and r["meta"].get("participants") and r["meta"].get("item_id")]
+        for r in conversation_rows(run.conversations()):
+            meta = read_meta(r["meta"], r["id"]) if r["status"] == "done" else None
+            if isinstance(meta, ConversationMeta):
+                rows.append(Finished(r, meta))
     return scenario, rows
 
 
@@ -51,15 +63,15 @@ def settings_for(scenario: Scenario, model: str | None, base_url: str | None, **
     return EvalSettings(model=to_model_spec(cfg), base_url=base_url or cfg.base_url, api_key_env=cfg.api_key_env, **kw)
 
 
-def question(meta: dict[str, Any]) -> str:
-    name = meta["participants"]["delegate"]["name"]
+def question(meta: ConversationMeta) -> str:
+    name = meta.participants.delegate.name
     return f"{name}, one survey question for you. {paper_format.multiple_choice(paper_format.item_from_meta(meta))}"
 
 
-def _spoken(row: dict[str, Any]) -> list[SpokenTurn]:
+def _spoken(run: Finished) -> list[SpokenTurn]:
     """Roles by speaker: the delegate by name, anyone else is the other side (in a fork, the first
     turns may have been spoken by the source run's main contact)."""
-    delegate = row["meta"]["participants"]["delegate"]["name"]
+    row, delegate = run.row, run.meta.participants.delegate.name
     return [SpokenTurn("delegate" if t["speaker"] == delegate else "main_contact", t["text"]) for t in row["turns"]]
 
 
@@ -89,22 +101,21 @@ async def evaluate(run_dir: Path, out: Path, model: str | None = None, base_url:
     settings = settings_for(scenario, model, base_url, resume=resume)
     policy = CultureParkPolicy(scenario)
     items: list[BatchItem] = []
-    for row in rows:
-        meta, item = row["meta"], paper_format.item_from_meta(row["meta"])
+    for run in rows:
+        row, meta, item = run.row, run.meta, paper_format.item_from_meta(run.meta)
 
         def valid(text: str, item: Any = item) -> str | None:
             return None if paper_format.parse_code(text, item) is not None else "invalid_answer"
-        when = [("after", _spoken(row))] + ([("before", [])] if before_after else [])
+        when = [("after", _spoken(run))] + ([("before", [])] if before_after else [])
         items += [BatchItem(f"{row['id']}|{w}", policy.ask_delegate(meta, turns, question(meta), 16, temperature, 0),
                             valid) for w, turns in when]
     header = {"task": "fidelity", "source": str(run_dir), "conversations": len(rows), "before_after": before_after,
-              "temperature": temperature, "source_hash": digest([r["id"] for r in rows])}
+              "temperature": temperature, "source_hash": digest([r.row["id"] for r in rows])}
     results, info = await run_items(out, items, settings, header, say)
     recs = []
-    for row in rows:
-        item = paper_format.item_from_meta(row["meta"])
-        rec = {"id": row["id"], "culture": row["meta"]["culture"], "item": str(row["meta"]["item_id"]),
-               "stance": int(row["meta"]["stance_code"])}
+    for row, meta in rows:
+        item = paper_format.item_from_meta(meta)
+        rec = {"id": row["id"], "culture": meta.culture, "item": meta.item_id, "stance": meta.stance_code}
         for w in ("after", "before") if before_after else ("after",):
             res = results.get(f"{row['id']}|{w}")
             rec[w] = paper_format.parse_code(res.text, item) if res and res.text is not None else None

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from culturepark.agents.meta import ConversationMeta
 from culturepark.benchmarks import judge
 from culturepark.benchmarks.eval_run import EvalSettings, digest, run_items
 from culturepark.benchmarks.fidelity import load_run
@@ -23,11 +24,11 @@ YES_NO = ("yes", "no")
 SYSTEM = "You analyse conversations between people of different cultures. You answer strictly."
 
 
-def questions(meta: dict[str, Any], transcript: str) -> dict[str, str]:
-    d, c = (meta["participants"][r] for r in ("delegate", "main_contact"))
-    head = (f"Conversation between {d['name']} ({d['person']}) and {c['name']} ({c['person']}) about: "
-            f"{meta['item_text']}\n\n{transcript}\n\n")
-    return {"stance_shift": head + f"Did {d['name']} change their opinion on the topic during this conversation?",
+def questions(meta: ConversationMeta, transcript: str) -> dict[str, str]:
+    d, c = meta.participants.delegate, meta.participants.main_contact
+    head = (f"Conversation between {d.name} ({d.person}) and {c.name} ({c.person}) about: "
+            f"{meta.item_text}\n\n{transcript}\n\n")
+    return {"stance_shift": head + f"Did {d.name} change their opinion on the topic during this conversation?",
             "understanding": head + ("Do the speakers show understanding of each other's culture — explaining, "
                                      "asking about or acknowledging cultural differences?")}
 
@@ -39,19 +40,19 @@ async def evaluate(run_dir: Path, out: Path, settings: EvalSettings,
     if not rows:
         raise InputError(f"phenomena: {run_dir} has no finished conversation yet")
     items = []
-    for row in rows:
+    for row, meta in rows:
         transcript = "\n".join(f"{t['speaker']}: {t['text']}" for t in row["turns"])
-        for name, text in questions(row["meta"], transcript).items():
+        for name, text in questions(meta, transcript).items():
             items.append(BatchItem(f"{row['id']}|{name}", judge.ask(SYSTEM, text, YES_NO, rendering),
                                    judge.validator(YES_NO)))
-    header = {"task": "phenomena", "source": str(run_dir), "source_hash": digest([r["id"] for r in rows])}
+    header = {"task": "phenomena", "source": str(run_dir), "source_hash": digest([r.row["id"] for r in rows])}
     results, info = await run_items(out, items, settings, header, say)
     verdicts: dict[str, dict[str, list[str | None]]] = defaultdict(lambda: defaultdict(list))
-    for row in rows:
+    for row, meta in rows:
         for name in ("stance_shift", "understanding"):
             res = results.get(f"{row['id']}|{name}")
             label = judge.label_of(res.text, YES_NO) if res and res.text is not None else None
-            verdicts[row["meta"]["culture"]][name].append(label)
+            verdicts[meta.culture][name].append(label)
             verdicts["all"][name].append(label)
     report = {"task": "phenomena", **info, "source": str(run_dir), "conversations": len(rows),
               "by_culture": {c: {q: judge.shares(v, YES_NO) for q, v in qs.items()}

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from culturepark.engine.errors import InputError
+from culturepark.engine.records import RunHeader
 from culturepark.scenarios.schema import AnyScenario, DirectScenario, EducationScenario, Scenario
 
 M = TypeVar("M", bound=BaseModel)
@@ -86,6 +87,15 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> AnyScenario:
     if isinstance(data, dict) and data.get("kind") == "direct":
         return parse_model(DirectScenario, data, source)
     return parse_model(Scenario, data, source)
+
+
+def scenario_of(header: RunHeader | None, source: str) -> AnyScenario | None:
+    """The scenario a run was made from, as its header recorded it; None where the log has no
+    header or its stage records no scenario (an evaluation's, a refinement's). A recorded one
+    that no longer validates is bad input, named as `source`'s header."""
+    if header is None or header.scenario is None:
+        return None
+    return parse_scenario(header.scenario, f"{source} header")
 
 
 class TextScalarLoader(yaml.SafeLoader):

@@ -29,11 +29,14 @@ def register(sub: Any) -> None:
 
 
 def _print_conversation(row: dict[str, Any]) -> None:
-    meta = row["meta"]
-    stance = f" — stance: {meta['stance_text']}" if meta.get("stance_text") else ""
+    from culturepark.agents.meta import ConversationMeta, read_meta  # not at import: `--help` loads no agents
+
+    meta = read_meta(row["meta"], row["id"])
+    conv = meta if isinstance(meta, ConversationMeta) else None
+    stance = f" — stance: {conv.stance_text}" if conv and conv.stance_text else ""
     print(f"=== {row['id']} [{row['status']}{': ' + row['reason'] if row.get('reason') else ''}]{stance}")
-    if meta.get("item_text"):
-        print(f"    item Q{meta.get('item_id')}: {meta['item_text']}")
+    if conv and conv.item_text:
+        print(f"    item Q{conv.item_id}: {conv.item_text}")
     for t in row["turns"]:
         print(f"{t['speaker']}: {t['text']}")
     print()

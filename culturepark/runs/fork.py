@@ -24,7 +24,7 @@ from culturepark.engine.records import TurnRecord
 from culturepark.engine.rundir import RunDir
 from culturepark.runs.prepare import RunOptions, prepare, run_header
 from culturepark.scenarios.endpoints import make_endpoints
-from culturepark.scenarios.loader import parse_scenario
+from culturepark.scenarios.loader import parse_scenario, scenario_of
 from culturepark.scenarios.schema import AnyScenario
 
 
@@ -51,9 +51,10 @@ def fork(source: Path, at: int, sets: list[str], opts: RunOptions) -> tuple[AnyS
     """Write the fork's run directory (header + the first `at` turns) and return the scenario and
     options that resume it. Checks everything before writing; writes nothing on bad input."""
     header = read_header(source / LOG_NAME) if (source / LOG_NAME).exists() else None
-    if header is None or header.scenario is None:
+    recorded = scenario_of(header, str(source / LOG_NAME))
+    if header is None or recorded is None:
         raise InputError(f"--fork {source}: not a run directory (no run header in {source / LOG_NAME})")
-    data = dict(header.scenario)
+    data = recorded.model_dump(mode="json")
     changes = apply_sets(data, sets)
     scenario = parse_scenario(data, f"--fork {source} with --set")
     if opts.out is None:

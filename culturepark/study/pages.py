@@ -173,9 +173,9 @@ def _scale_inputs(step: EduStep, chosen: str | None) -> str:
     item = step.item
     assert item is not None
     opts = []
-    for v in range(item["lo"], item["hi"] + 1):
+    for v in range(item.lo, item.hi + 1):
         checked = " checked" if chosen == str(v) else ""
-        opts.append(f"<label class='opt'><input type='radio' name='{html.escape(item['key'])}' value='{v}'{checked}> {v}</label>")
+        opts.append(f"<label class='opt'><input type='radio' name='{html.escape(item.key)}' value='{v}'{checked}> {v}</label>")
     return "".join(opts)
 
 
@@ -183,12 +183,12 @@ def answers_page(server: StudyServer, p: Participant, step: EduStep, token: str,
                  form: dict[str, str] | None = None, missing: list[str] | None = None) -> web.Response:
     meta, form, missing = p.meta, form or {}, missing or []
     steps = server.page_steps(p, step)
-    country = html.escape(meta["country"])
+    country = html.escape(meta.country)
     if step.phase == "pre":
         title, intro = "Survey (before)", (f"Answer each question <b>as a typical person from {country} would</b>. "
                                            "Guess if you are not sure.")
     elif step.phase == "post":
-        title, intro = "Survey (after)", (f"Now that you have talked with {html.escape(meta['tutor']['name'])}, "
+        title, intro = "Survey (after)", (f"Now that you have talked with {html.escape(meta.tutor.name)}, "
                                           f"answer again <b>as a typical person from {country} would</b>.")
     else:
         title, intro = "About the conversation", "How much do you agree with each statement? (1 = strongly disagree, 5 = strongly agree)"
@@ -198,14 +198,14 @@ def answers_page(server: StudyServer, p: Participant, step: EduStep, token: str,
     for i, s in enumerate(steps, 1):
         item = s.item
         assert item is not None
-        cls = "q missing" if item["key"] in missing else "q"
+        cls = "q missing" if item.key in missing else "q"
         if s.phase == "free":
-            parts.append(f"<div class='{cls}'><p>{html.escape(item['question'])}</p><textarea name='free' "
+            parts.append(f"<div class='{cls}'><p>{html.escape(item.question)}</p><textarea name='free' "
                          f"maxlength='{server.scenario.max_reply_chars}'>{html.escape(form.get('free', ''))}</textarea></div>")
             continue
-        scale = "" if s.phase == "exp" else f"<p class='scale'>{html.escape(item['scale'])}</p>"
-        parts.append(f"<div class='{cls}' id='q{i}'><p><b>{i}.</b> {html.escape(item['question'])}</p>{scale}"
-                     f"{_scale_inputs(s, form.get(item['key']))}</div>")
+        scale = "" if s.phase == "exp" else f"<p class='scale'>{html.escape(item.scale)}</p>"
+        parts.append(f"<div class='{cls}' id='q{i}'><p><b>{i}.</b> {html.escape(item.question)}</p>{scale}"
+                     f"{_scale_inputs(s, form.get(item.key))}</div>")
     parts.append("<button type='submit'>Continue</button></form>")
     return page(title, "".join(parts), 400 if error else 200, footer(p, server))
 
@@ -215,10 +215,10 @@ def chat_page(server: StudyServer, p: Participant, aligned: list[EduStep], token
     """The chat. `mode`: `ask` (the text box), `outage` (the tutor could not answer: the saved
     question and "Try again"), `over` (the last reply, read before moving on to the survey)."""
     meta = p.meta
-    tutor = html.escape(meta["tutor"]["name"])
-    country = meta["country"]
+    tutor = html.escape(meta.tutor.name)
+    country = meta.country
     asked = sum(1 for s in aligned if s.phase == "learn" and s.role == "learner")
-    total = meta["learning_turns"]
+    total = meta.learning_turns
     msgs = []
     for s, t in zip(aligned, p.turns):
         if s.phase != "learn":
@@ -245,19 +245,19 @@ def chat_page(server: StudyServer, p: Participant, aligned: list[EduStep], token
                   f"{html.escape(draft)}</textarea><p><button type='submit' data-busy='{tutor} is replying…'>Send"
                   "</button></p></form>")
     body = (f"<h1>Chat with {tutor}</h1><p class='ai'><b>AI conversation partner.</b> "
-            f"{fill(server.human.ai_disclosure, server, meta['tutor']['name'], country)}</p>"
+            f"{fill(server.human.ai_disclosure, server, meta.tutor.name, country)}</p>"
             f"<p>Ask about everyday life, values and customs in {html.escape(country)}.</p>"
             f"<p class='progress'>{progress}</p>{error_box(error)}<div class='chat'>{''.join(msgs)}</div>{action}")
     script = STREAM_REPLY if mode == "ask" else ""
-    return page(f"Chat with {meta['tutor']['name']}", body + script, 400 if error else 200, footer(p, server))
+    return page(f"Chat with {meta.tutor.name}", body + script, 400 if error else 200, footer(p, server))
 
 
 def thanks_page(server: StudyServer, p: Participant) -> web.Response:
     """The end: the debriefing (what the study compared, that the partner was an AI), who to ask."""
     h, meta = server.human, p.meta
     body = (f"<h1>Thank you!</h1><p>Your answers have been saved.</p>"
-            f"<h2>About this study</h2><p>{fill(h.debriefing, server, meta['tutor']['name'], meta['country'])}</p>"
-            f"<h2>If you change your mind</h2><p>{fill(h.withdrawal, server, meta['tutor']['name'], meta['country'])}</p>"
+            f"<h2>About this study</h2><p>{fill(h.debriefing, server, meta.tutor.name, meta.country)}</p>"
+            f"<h2>If you change your mind</h2><p>{fill(h.withdrawal, server, meta.tutor.name, meta.country)}</p>"
             f"<h2>Who runs this study</h2>{who_runs_it(server)}<p>You can close this page now.</p>")
     return page("Thank you", body, footer=footer(p, server))
 
@@ -275,7 +275,7 @@ def withdrawn_page(server: StudyServer, p: Participant) -> web.Response:
     h, meta = server.human, p.meta
     body = ("<h1>You have withdrawn</h1><p>Your answers and messages are marked as withdrawn and will not be used. "
             "Thank you for your time.</p>"
-            f"<h2>About this study</h2><p>{fill(h.debriefing, server, meta['tutor']['name'], meta['country'])}</p>"
+            f"<h2>About this study</h2><p>{fill(h.debriefing, server, meta.tutor.name, meta.country)}</p>"
             f"<h2>Who runs this study</h2>{who_runs_it(server)}")
     return page("Withdrawn", body)
 
@@ -301,7 +301,7 @@ STAGES = ["pre-test", "chat", "post-test", "questionnaire", "finished", "withdra
 def admin_page(server: StudyServer, token: str) -> web.Response:
     counts: Counter = Counter()
     for p in server.participants.values():
-        counts[(p.meta["culture"], p.meta["arm"], stage_of(server, p))] += 1
+        counts[(p.meta.culture, p.meta.arm, stage_of(server, p))] += 1
     rows = []
     for c in server.plan.cultures:
         for arm in server.scenario.arms:
@@ -324,7 +324,7 @@ def export_rows(server: StudyServer) -> list[dict[str, Any]]:
     """The admin export: one row per participant; a withdrawn one is marked and carries no answers."""
     rows = []
     for p in server.participants.values():
-        row: dict[str, Any] = {"id": p.spec.id, "culture": p.meta["culture"], "arm": p.meta["arm"],
+        row: dict[str, Any] = {"id": p.spec.id, "culture": p.meta.culture, "arm": p.meta.arm,
                                "stage": stage_of(server, p), "withdrawn": p.withdrawn}
         if not p.withdrawn:
             row["turns"] = [{"role": t.role, "text": t.text} for t in p.turns]

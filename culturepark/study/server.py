@@ -35,6 +35,7 @@ from typing import Any
 
 from culturepark.agents.experiment import experiment_for
 from culturepark.agents.learners import EducationPlan, EduStep, base_sequence, walk
+from culturepark.agents.meta import Learner, LearnerMeta, learner_meta
 from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.errors import RequestFailed
 from culturepark.engine.limiter import WindowCounter
@@ -75,17 +76,14 @@ def normalise_code(code: str) -> str:
 
 @dataclass
 class Participant:
-    spec: ConversationSpec
+    spec: ConversationSpec  # its meta as written to the log (a plain dict, as the engine keeps it)
+    meta: LearnerMeta  # the same, read once
     turns: list[Turn] = field(default_factory=list)
     done: bool = False
     session: str = ""  # sha256 of the current session key (the newest access record wins)
     withdrawn: bool = False
     reply_failed: bool = False  # the tutor's last reply failed: the page offers "Try again"
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        return self.spec.meta
 
 
 @dataclass(frozen=True)
@@ -158,7 +156,8 @@ class StudyServer:
         """A participant record's state, for a new participant and one read back alike: the participant,
         and the hashes of its recovery and invitation codes."""
         p = self.participants[rec.conversation_id] = Participant(
-            ConversationSpec(rec.conversation_id, rec.seq, rec.meta), session=rec.access.get("session", ""))
+            ConversationSpec(rec.conversation_id, rec.seq, rec.meta), learner_meta(rec.meta, rec.conversation_id),
+            session=rec.access.get("session", ""))
         if "recovery" in rec.access:
             self.by_recovery[rec.access["recovery"]] = rec.conversation_id
         if "invitation" in rec.access:
@@ -192,13 +191,13 @@ class StudyServer:
                                                  "Please try again in a minute.", 429)
             number = len(self.participants)
             culture, arm = self._assign(number)
-            meta = self.plan.participant_meta(culture, arm, number, "human")
-            meta["learner"] = {k: v.format(country=culture.country) for k, v in HUMAN_LEARNER.items()}
+            learner = Learner(**{k: v.format(country=culture.country) for k, v in HUMAN_LEARNER.items()})
+            meta = self.plan.participant_meta(culture, arm, number, "human").model_copy(update={"learner": learner})
             pid = "p-" + secrets.token_urlsafe(9)
             key = secrets.token_urlsafe(24)
             recovery = "".join(secrets.choice(RECOVERY_ALPHABET) for _ in range(RECOVERY_LENGTH))
             access.update(session=digest(key), recovery=digest(recovery), texts=self.texts_hash)
-            record = ParticipantRecord(pid, number, meta, self.clock(), access)
+            record = ParticipantRecord(pid, number, meta.model_dump(), self.clock(), access)
             self.log.append(record)
             return NewSession(self._register(record), key, recovery[:4] + "-" + recovery[4:])
 
@@ -233,9 +232,9 @@ class StudyServer:
     # -- writing --------------------------------------------------------------------------
     def _append_learner(self, p: Participant, text: str) -> None:
         index = len(p.turns)
-        self.log.append(TurnRecord(p.spec.id, p.spec.seq, index, p.meta["learner"]["name"], "learner", text,
+        self.log.append(TurnRecord(p.spec.id, p.spec.seq, index, p.meta.learner.name, "learner", text,
                                    human=True, t=self.clock()))
-        p.turns.append(Turn(index, p.meta["learner"]["name"], "learner", text))
+        p.turns.append(Turn(index, p.meta.learner.name, "learner", text))
 
     async def _tutor_reply(self, p: Participant, on_text: Callable[[str], None] | None = None) -> None:
         nxt = self.policy.next_turn(p.spec, p.turns)
@@ -249,7 +248,7 @@ class StudyServer:
     def _finish_if_over(self, p: Participant) -> None:
         _, step = self.step_of(p)
         if step is None and not p.done:
-            self.log.append(EndRecord(p.spec.id, p.spec.seq, "done", meta=p.meta, t=self.clock()))
+            self.log.append(EndRecord(p.spec.id, p.spec.seq, "done", meta=p.spec.meta, t=self.clock()))
             p.done = True
 
     async def submit_answers(self, p: Participant, form: dict[str, str]) -> None:
@@ -261,7 +260,9 @@ class StudyServer:
         values: list[str] = []
         missing: list[int] = []
         for number, s in enumerate(pending, 1):
-            raw = form.get(s.item["key"], "").strip()
+            item = s.item
+            assert item is not None  # every step of a test or questionnaire page asks an item
+            raw = form.get(item.key, "").strip()
             if s.phase == "free":
                 if len(raw) > self.scenario.max_reply_chars:
                     raise BadInput(f"Your answer is too long ({len(raw)} characters; at most "
@@ -271,15 +272,15 @@ class StudyServer:
             if not raw:
                 missing.append(number)
                 continue
-            lo, hi = s.item["lo"], s.item["hi"]
+            lo, hi = item.lo, item.hi
             if not WHOLE_NUMBER.fullmatch(raw) or not lo <= int(raw) <= hi:
                 raise BadInput(f"Question {number}: an answer must be a whole number from {lo} to {hi}.",
-                               [s.item["key"]])
+                               [item.key])
             values.append(str(int(raw)))
         if missing:
             raise BadInput(f"Please answer every question: {'question' if len(missing) == 1 else 'questions'} "
                            f"{_listed(missing)} {'is' if len(missing) == 1 else 'are'} not answered yet.",
-                           [pending[n - 1].item["key"] for n in missing])
+                           [_key(pending[n - 1]) for n in missing])
         for text in values:
             self._append_learner(p, text)
         self._finish_if_over(p)
@@ -333,6 +334,10 @@ class StudyServer:
         seq = base_sequence(p.meta)
         phases = {"pre": ("pre",), "post": ("post",), "exp": ("exp", "free"), "free": ("free",)}[step.phase]
         return [s for s in seq[step.number:] if s.phase in phases]
+
+
+def _key(step: EduStep) -> str:
+    return step.item.key if step.item is not None else ""
 
 
 def _listed(numbers: list[int]) -> str:

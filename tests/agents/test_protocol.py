@@ -1,6 +1,7 @@
 import pytest
 
 from culturepark.agents.cultures import CultureError
+from culturepark.agents.meta import conversation_meta
 from culturepark.agents.protocol import CultureParkPolicy, PlanError, build_plan
 from culturepark.agents.wvs import WVSError
 from culturepark.engine.errors import InputError
@@ -174,11 +175,11 @@ def test_the_delegate_is_asked_again_in_its_own_view_of_the_conversation(tiny_da
     policy = CultureParkPolicy(plan.scenario)
     turns, requests = _play(policy, conv)
     spoken = [SpokenTurn(t.role, t.text) for t in turns]
-    asked = policy.ask_delegate(conv.meta, spoken, "Which option?", 16, 0.0, seed=0)
+    asked = policy.ask_delegate(conversation_meta(conv.meta), spoken, "Which option?", 16, 0.0, seed=0)
     own_last = requests[-2].request.messages  # the delegate's last turn request, then its reply
     assert asked.messages[: len(own_last)] == own_last  # the same view, extended
     assert asked.messages[-1]["content"].endswith("(Moderator) Which option?") and asked.seed == 0
-    before = policy.ask_delegate(conv.meta, [], "Which option?", 16, 0.0)
+    before = policy.ask_delegate(conversation_meta(conv.meta), [], "Which option?", 16, 0.0)
     assert [m["role"] for m in before.messages] == ["system", "user"]
     assert before.messages[0] == asked.messages[0]  # the persona and stance, unchanged
 

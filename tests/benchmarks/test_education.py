@@ -1,5 +1,6 @@
 """Education study: a scripted sim server whose learner answers are known → hand-computed distances."""
 import asyncio
+import json
 import math
 import statistics
 
@@ -8,6 +9,8 @@ import pytest
 import yaml
 
 from culturepark.agents.learners import base_sequence, walk
+from culturepark.agents.meta import Learner as MetaLearner
+from culturepark.agents.meta import LearnerMeta, SurveyItem, Tutor, learner_meta
 from culturepark.agents.wvs import WVSData
 from culturepark.benchmarks.education import Learner, pooled_scores, score
 from culturepark.runs.in_process import run_async
@@ -102,7 +105,7 @@ def test_scripted_learners_give_the_hand_computed_distances_gain_and_counts(tmp_
                   if b'"German:' in line)
     turns = orjson.loads(german)["turns"]
     assert [t["text"] for t in turns[:3]] == ["3-5"] * 3
-    per_session = len(base_sequence(metas[0]))
+    per_session = len(base_sequence(learner_meta(metas[0])))
     assert len(turns) == per_session + 2
 
     from culturepark.benchmarks.report_page import build
@@ -117,8 +120,12 @@ def test_scripted_learners_give_the_hand_computed_distances_gain_and_counts(tmp_
 
 
 def test_walk_re_asks_an_unparseable_answer_then_moves_on():
-    meta = {"test": [{"key": "vsm13:1", "question": "q", "scale": "", "lo": 1, "hi": 5}], "learning_turns": 1,
-            "likert": ["helpful"], "free_text": None}
+    meta = LearnerMeta(culture="Chinese", country="China", country_file="China", hofstede="China", arm="a",
+                       learner=MetaLearner(name="Sam", person="a learner", reason="wants to learn"),
+                       tutor=Tutor(name="Wei", person="a Chinese person", culture_phrase="Chinese culture",
+                                   possessive="his", country="China"),
+                       test=[SurveyItem(key="vsm13:1", question="q", lo=1, hi=5)], learning_turns=1,
+                       likert=["helpful"], free_text=None)
     aligned, nxt = walk(meta, ["no idea"], answer_tries=2)
     assert nxt.phase == "pre" and nxt.attempt == 2
     aligned, nxt = walk(meta, ["no idea", "still no"], answer_tries=2)
@@ -139,7 +146,8 @@ def test_education_scenarios_are_validated_like_the_others(tmp_path, tiny_data):
     assert done.returncode == 2 and "model spec" in done.stderr and not (tmp_path / "o").exists()
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
-    (corrupt / "log.jsonl").write_text('{"type":"run","scenario":{"kind":"education"}}\ngarbage\n')
+    header = {"type": "run", "scenario": study("http://127.0.0.1:9/v1")}
+    (corrupt / "log.jsonl").write_text(json.dumps(header) + "\ngarbage\n")
     done = run_cli("eval", "education", str(corrupt))
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "log.jsonl:2" in done.stderr
 

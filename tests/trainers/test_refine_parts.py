@@ -53,11 +53,20 @@ def test_agglomerative_threshold_merges_only_close_vectors_and_keeps_the_central
 
 
 def test_paper_export_uses_one_opinion_a_pass_and_bare_codes_for_items_without_opinions():
+    from culturepark.agents.meta import ConversationMeta
     from culturepark.trainers.refine.pipeline import Opinion, Source, _paper_examples
 
+    def person(name):
+        return {"name": name, "culture": "Chinese", "person": "a Chinese person", "culture_phrase": "Chinese culture",
+                "possessive": "his"}
+
     def meta(item, code):
-        return {"culture": "Chinese", "item_id": item, "item_text": "Work is a duty", "stance_code": code,
-                "item_options": "1. Strongly agree 2. agree 3. Disagree 4. Strongly disagree"}
+        return ConversationMeta.model_validate({
+            "culture": "Chinese", "country": "China", "country_file": "China", "mode": "in", "version": "v2",
+            "item_id": item, "item_text": "Work is a duty", "stance_code": code, "stance_text": str(code),
+            "stance_policy": "sample", "stance_respondents": 1,
+            "item_options": "1. Strongly agree 2. agree 3. Disagree 4. Strongly disagree",
+            "participants": {"delegate": person("Wei"), "main_contact": person("Li")}})
     a1, a2, b1, b2, b3 = (Source("a1", meta("1", 2), "", NAMES), Source("a2", meta("1", 3), "", NAMES),
                           Source("b1", meta("2", 4), "", NAMES), Source("b2", meta("2", 1), "", NAMES),
                           Source("b3", meta("2", 4), "", NAMES))

@@ -17,12 +17,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
+from pydantic import BaseModel, ConfigDict
 
 from culturepark.agents import paper_format
+from culturepark.agents.meta import ConversationMeta, read_meta
 from culturepark.engine.embeddings import Embedder, embed_unique
 from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.errors import InputError, LogWriteError, RequestFailed
@@ -33,7 +35,8 @@ from culturepark.engine.records import EndRecord, RunHeader, TurnRecord
 from culturepark.engine.scheduler import ConversationSpec, ResumeState, Scheduler, SchedulerConfig, Turn, TurnRequest
 from culturepark.engine.stage import Stage
 from culturepark.scenarios.endpoints import make_embedder, make_endpoints
-from culturepark.scenarios.schema import BackendConfig
+from culturepark.scenarios.loader import scenario_of
+from culturepark.scenarios.schema import BackendConfig, DirectScenario, Scenario
 from culturepark.trainers.refine import prompts
 from culturepark.trainers.refine.config import RefineConfig
 from culturepark.trainers.refine.dedup import cluster, representatives
@@ -53,7 +56,7 @@ QUESTION_VARIANTS = [
 @dataclass(slots=True)
 class Source:
     id: str
-    meta: dict[str, Any]
+    meta: ConversationMeta
     transcript: str
     names: list[str]
 
@@ -75,8 +78,8 @@ class Opinion:
     def record(self) -> dict[str, Any]:
         m = self.source.meta
         return {"opinion_id": self.id, "conversation_id": self.source.id, "speaker": self.speaker,
-                "culture": m.get("culture"), "stance_code": m.get("stance_code"),
-                "item_id": m.get("item_id"), "stance_text": m.get("stance_text"),
+                "culture": m.culture, "stance_code": m.stance_code,
+                "item_id": m.item_id, "stance_text": m.stance_text,
                 "extracted_text": self.extracted_text, "text": self.text, "verdict": self.verdict,
                 "rewritten": self.rewritten, "verdict_after_rewrite": self.verdict_after_rewrite,
                 "cluster": self.cluster, "kept": self.kept, "drop_reason": self.drop_reason}
@@ -90,14 +93,26 @@ def load_sources(run_dir: Path) -> tuple[list[Source], str]:
     sources, digest = [], hashlib.sha256()
     with ordered_conversations(run_dir) as run:
         for row in conversation_rows(run.conversations()):
-            if row["status"] != "done" or not row["meta"].get("participants"):
+            meta = read_meta(row["meta"], row["id"])
+            if row["status"] != "done" or not isinstance(meta, ConversationMeta):
                 continue
-            meta = row["meta"]
-            names = [meta["participants"][r]["name"] for r in ("delegate", "main_contact")] + ["Moderator"]
+            names = [meta.participants.delegate.name, meta.participants.main_contact.name, "Moderator"]
             transcript = "\n".join(f"{t['speaker']}: {t['text']}" for t in row["turns"])
             sources.append(Source(row["id"], meta, transcript, names))
             digest.update(orjson.dumps(row, option=orjson.OPT_SORT_KEYS))
     return sources, digest.hexdigest()[:16]
+
+
+class RefineCall(BaseModel):
+    """The meta of refinement's own conversations: one extraction, or one opinion's verification."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    stage: Literal["extract", "verify"]
+    source: str  # the source conversation's id
+    speaker: str | None = None  # extract: whose opinions (delegate, or main_contact of an in-cultural run)
+
+    def meta(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
 
 
 class RefinePolicy:
@@ -110,13 +125,14 @@ class RefinePolicy:
         self.opinions: dict[str, str] = {}  # opinion id -> text, filled after the extract pass
 
     def next_turn(self, conv: ConversationSpec, turns: Sequence[Turn]) -> TurnRequest | None:
-        src = self.sources[conv.meta["source"]]
+        call = RefineCall.model_validate(conv.meta)
+        src = self.sources[call.source]
         c, r = self.config, self.rendering
-        if conv.meta["stage"] == "extract":
+        if call.stage == "extract":
             if turns:
                 return None
             req = prompts.extract_request(src.meta, src.transcript, r, c.extract_max_tokens,
-                                          conv.meta.get("speaker", "delegate"))
+                                          call.speaker or "delegate")
             return TurnRequest("extract", ROLE, req, self._valid_opinions(src))
         opinion = self.opinions[conv.id]
         if not turns:
@@ -188,12 +204,10 @@ class RefineResult:
 
 
 def source_backend(run_dir: Path) -> BackendConfig | None:
+    """The delegate's backend of the source run (None: its header records no conversation scenario)."""
     log = Path(run_dir) / LOG_NAME
-    header = read_header(log) if log.exists() else None
-    sc = (header.scenario if header else None) or {}
-    role = ((sc.get("roles") or {}).get("delegate") or {}).get("backend")
-    data = role or sc.get("backend")
-    return BackendConfig.model_validate(data) if data else None
+    scenario = scenario_of(read_header(log) if log.exists() else None, str(log))
+    return scenario.backend_for("delegate") if isinstance(scenario, Scenario | DirectScenario) else None
 
 
 async def refine_async(run_dir: Path, out: Path, config: RefineConfig, resume: bool = False,
@@ -268,14 +282,14 @@ async def _calls(policy: RefinePolicy, endpoints: dict[str, Endpoint], log: RunL
     """The two engine passes: extract per source conversation, then verify/rewrite per opinion."""
     sched_cfg = SchedulerConfig(concurrency=policy.config.concurrency)
     sources = list(policy.sources.values())
-    extract_specs = [ConversationSpec(_extract_id(s.id, role), i, {"stage": "extract", "source": s.id,
-                                                                   "speaker": role})
+    extract_specs = [ConversationSpec(_extract_id(s.id, role), i,
+                                      RefineCall(stage="extract", source=s.id, speaker=role).meta())
                      for i, (s, role) in enumerate(_extractions(sources, policy.config))]
     await Scheduler(policy, endpoints, log, sched_cfg).run(extract_specs, resume, retry_failed)
     turns, ends = _collect(out)
     opinions, extract_failed = _opinions(_extractions(sources, policy.config), turns, ends, policy.rendering)
     policy.opinions = {o.id: o.extracted_text for o in opinions}
-    verify_specs = [ConversationSpec(o.id, i, {"stage": "verify", "source": o.source.id})
+    verify_specs = [ConversationSpec(o.id, i, RefineCall(stage="verify", source=o.source.id).meta())
                     for i, o in enumerate(opinions) if not o.drop_reason]
     await Scheduler(policy, endpoints, log, sched_cfg).run(verify_specs, resume, retry_failed)
     return opinions, extract_failed
@@ -286,7 +300,7 @@ def _extractions(sources: list[Source], config: RefineConfig) -> list[tuple[Sour
     compatriot of an in-cultural run too (who shares the stance, so their opinions are data)."""
     both = config.extract_speakers == "both"
     return [(s, role) for s in sources
-            for role in (("delegate", "main_contact") if both and s.meta.get("mode") == "in" else ("delegate",))]
+            for role in (("delegate", "main_contact") if both and s.meta.mode == "in" else ("delegate",))]
 
 
 def _extract_id(source_id: str, role: str) -> str:
@@ -365,8 +379,8 @@ async def _dedup(opinions: list[Opinion], config: RefineConfig, backend: Backend
         await embedder.aclose()
     groups: dict[tuple, list[int]] = {}
     for i, o in enumerate(live):
-        key = (o.source.meta.get("culture"),) + ((o.source.meta.get("item_id"),)
-                                                  if config.dedup.scope == "culture_item" else ())
+        m = o.source.meta
+        key = (m.culture,) + ((m.item_id,) if config.dedup.scope == "culture_item" else ())
         groups.setdefault(key, []).append(i)
     for key, idx in groups.items():
         sub = vecs[np.asarray(idx)]
@@ -390,14 +404,14 @@ def _examples(opinions: list[Opinion], config: RefineConfig) -> list[list[dict[s
         if not o.kept:
             continue
         m = o.source.meta
-        person = m["participants"]["delegate"]
+        person = m.participants.delegate
         for p in range(passes):
             question = QUESTION_VARIANTS[p % len(QUESTION_VARIANTS)].format(
-                question=m.get("item_question") or m.get("item_text"), culture_phrase=person["culture_phrase"])
+                question=m.item_question or m.item_text, culture_phrase=person.culture_phrase)
             msgs = []
             if e.system_prompt:
                 msgs.append({"role": "system", "content": e.system_prompt.format(
-                    person=person["person"], culture_phrase=person["culture_phrase"], culture=m.get("culture"))})
+                    person=person.person, culture_phrase=person.culture_phrase, culture=m.culture)})
             msgs += [{"role": "user", "content": question}, {"role": "assistant", "content": o.text}]
             out.append(msgs)
     return out
@@ -409,21 +423,20 @@ def _paper_examples(sources: list[Source], opinions: list[Opinion], passes: int
     ("<code>. <opinion>", the code of that opinion's conversation); an item none of whose opinions
     was kept is answered with its bare code (the most common stance code among its conversations)
     in every pass. Returns the examples and how many kept opinions fell beyond the last pass."""
-    groups: dict[tuple[str, str], tuple[dict[str, Any], Counter, list[Opinion]]] = {}
+    groups: dict[tuple[str, str], tuple[ConversationMeta, Counter, list[Opinion]]] = {}
     for s in sources:
-        key = (s.meta["culture"], str(s.meta["item_id"]))
-        groups.setdefault(key, (s.meta, Counter(), []))[1][s.meta["stance_code"]] += 1
+        groups.setdefault((s.meta.culture, s.meta.item_id), (s.meta, Counter(), []))[1][s.meta.stance_code] += 1
     for o in opinions:
         if o.kept:
-            groups[(o.source.meta["culture"], str(o.source.meta["item_id"]))][2].append(o)
+            groups[(o.source.meta.culture, o.source.meta.item_id)][2].append(o)
     out: list[list[dict[str, str]]] = []
     for t in range(passes):
         for meta, codes, kept in groups.values():
             if kept and t >= len(kept):
                 continue
-            reply = (paper_format.answer(kept[t].source.meta["stance_code"], kept[t].text) if kept
+            reply = (paper_format.answer(kept[t].source.meta.stance_code, kept[t].text) if kept
                      else paper_format.answer(min(codes, key=lambda c: (-codes[c], c))))
-            out.append([{"role": "system", "content": paper_format.chatbot_system(meta["culture"])},
+            out.append([{"role": "system", "content": paper_format.chatbot_system(meta.culture)},
                         {"role": "user", "content": paper_format.multiple_choice(paper_format.item_from_meta(meta))},
                         {"role": "assistant", "content": reply}])
     return out, sum(max(0, len(kept) - passes) for _, _, kept in groups.values())

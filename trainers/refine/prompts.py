@@ -11,33 +11,33 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+from culturepark.agents.meta import ConversationMeta
 from culturepark.engine.backends.base import Request
 
 Rendering = Literal["chat", "transcript"]
 Verdict = Literal["entail", "contradict", "irrelevant"]
 
 
-def stance_sentence(meta: dict) -> str:
-    name = meta["participants"]["delegate"]["name"]
-    opts = f" (options: {meta['item_options']})" if meta.get("item_options") else ""
-    return f'When asked "{meta["item_text"]}"{opts}, {name} answered "{meta["stance_text"]}".'
+def stance_sentence(meta: ConversationMeta) -> str:
+    name = meta.participants.delegate.name
+    opts = f" (options: {meta.item_options})" if meta.item_options else ""
+    return f'When asked "{meta.item_text}"{opts}, {name} answered "{meta.stance_text}".'
 
 
-def extract_request(meta: dict, transcript: str, rendering: Rendering, max_tokens: int,
+def extract_request(meta: ConversationMeta, transcript: str, rendering: Rendering, max_tokens: int,
                     role: str = "delegate") -> Request:
     """The opinions of one speaker (`role`): the delegate, or in an in-cultural run also the compatriot."""
-    d = meta["participants"][role]
-    other = meta["participants"]["main_contact" if role == "delegate" else "delegate"]
-    user = (f"Below is a conversation between {d['name']} ({d['person']}) and "
-            f"{other['name']}.\n\n{transcript}\n\n"
-            f"List every distinct opinion that {d['name']} expresses in this conversation, one per line, "
+    d, other = meta.participant(role), meta.other(role)
+    user = (f"Below is a conversation between {d.name} ({d.person}) and "
+            f"{other.name}.\n\n{transcript}\n\n"
+            f"List every distinct opinion that {d.name} expresses in this conversation, one per line, "
             "each line starting with '- ' and written as a complete sentence. "
-            f"If {d['name']} expresses no opinion, answer NONE.")
-    return Request.instruction("You extract opinions from conversations.", user, f"Opinions of {d['name']}:\n-",
+            f"If {d.name} expresses no opinion, answer NONE.")
+    return Request.instruction("You extract opinions from conversations.", user, f"Opinions of {d.name}:\n-",
                     rendering, max_tokens, 0.0, stop=["\n\n"])
 
 
-def verify_request(meta: dict, opinion: str, rendering: Rendering, max_tokens: int) -> Request:
+def verify_request(meta: ConversationMeta, opinion: str, rendering: Rendering, max_tokens: int) -> Request:
     user = (f"Stance: {stance_sentence(meta)}\nOpinion: {opinion}\n\n"
             "Is the opinion consistent with the stance (Entail), against it (Contradict), "
             "or unrelated to it (Irrelevant)? Answer with one word: Entail, Contradict or Irrelevant.")
@@ -45,7 +45,7 @@ def verify_request(meta: dict, opinion: str, rendering: Rendering, max_tokens: i
                     max_tokens, 0.0, stop=["\n"])
 
 
-def rewrite_request(meta: dict, opinion: str, rendering: Rendering, max_tokens: int,
+def rewrite_request(meta: ConversationMeta, opinion: str, rendering: Rendering, max_tokens: int,
                     temperature: float, seed: int) -> Request:
     user = (f"Stance: {stance_sentence(meta)}\nOpinion: {opinion}\n\n"
             "The opinion contradicts the stance. Rewrite it so that it agrees with the stance, "
