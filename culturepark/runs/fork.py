@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
+from culturepark.engine.assembly import assemble
 from culturepark.engine.errors import InputError
-from culturepark.engine.export import assemble
 from culturepark.engine.log import LOG_NAME, read_header
 from culturepark.engine.records import TurnRecord
 from culturepark.engine.rundir import RunDir

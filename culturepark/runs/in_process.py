@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from culturepark.engine.assembly import assemble
 from culturepark.engine.errors import AccountError, InputError, LogWriteError
-from culturepark.engine.export import RunSummary, assemble, export_run, summarize
+from culturepark.engine.export import export_run
 from culturepark.engine.log import LOG_NAME
 from culturepark.engine.scheduler import RunStats, Scheduler, SchedulerConfig
 from culturepark.engine.stage import Stage
+from culturepark.engine.summary import RunSummary, summarize
 from culturepark.runs.prepare import RunOptions, endpoint_summary, prepare, run_header
 from culturepark.scenarios.endpoints import make_endpoints
 from culturepark.scenarios.schema import AnyScenario

@@ -43,13 +43,13 @@ from typing import Any
 
 from culturepark.agents.experiment import ExperimentPlan, experiment_for
 from culturepark.engine.errors import AccountError, InputError, LogWriteError
-from culturepark.engine.export import EndpointCounts
 from culturepark.engine.files import atomic_write_json
 from culturepark.engine.log import LogReader, new_shard_path
 from culturepark.engine.records import RayInfo, TurnRecord
 from culturepark.engine.resume import ResumeState, still_to_hold
 from culturepark.engine.scheduler import ConversationSpec, RunStats, Scheduler, SchedulerConfig, SpecFeed
 from culturepark.engine.stage import ShardLog, Stage, distinct
+from culturepark.engine.summary import EndpointCounts
 from culturepark.runs.in_process import Progress, RunResult, export_after
 from culturepark.runs.prepare import RunOptions, endpoint_summary, prepare, run_header
 from culturepark.scenarios.endpoints import make_endpoints
