@@ -6,7 +6,8 @@ session (`runs.session`, as `run`'s) that uses the engine's own resume: the new 
 (recording the source, K and the changes) and copies of the first K turns of each source
 conversation (marked `cached`, cost 0: they were paid for in the source run), and the scheduler
 continues from there, so every turn policy continues exactly as it would after a crash.
-Conversations the source has fewer than K turns of start afresh.
+Conversations the source has fewer than K turns of start afresh. A fork holds exactly its
+source's conversations (those in the source's log): a fork of a `--limit 6` run runs 6.
 """
 from __future__ import annotations
 
@@ -50,12 +51,19 @@ def apply_sets(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
 
 @dataclass
 class Fork:
-    """A run to make from a source run's conversations: `run_async` runs it in one session."""
+    """A run to make from a source run's conversations: `run_async` runs it in one session.
+
+    `ids` are the source's conversations (those in its log): the fork holds these and no others
+    of its plan, whatever the plan's size."""
 
     prepared: Prepared
     at: int
     details: dict[str, Any]
     source_turns: dict[str, list[TurnRecord]]  # each source conversation's first `at` turns
+
+    @property
+    def ids(self) -> frozenset[str]:
+        return frozenset(self.source_turns)
 
     def carry_into(self, session: RunSession, conversations: Iterable[ConversationSpec]) -> None:
         """Copy the first `at` turns of each conversation the source has them for into the new log
@@ -93,3 +101,17 @@ def fork(source: Path, at: int, sets: list[str], opts: RunOptions) -> tuple[Fork
     source_turns = {cid: conv.ordered_turns()[:at] for cid, conv in assemble(source).conversations}
     details = {"fork": {"source": str(source), "source_hash": header.scenario_hash, "at": at, "set": changes}}
     return Fork(prepared, at, details, source_turns), opts
+
+
+def resumed_fork_ids(out: Path) -> frozenset[str] | None:
+    """A fork continued with `--resume` holds its source's conversations again: their ids, read
+    from the source run its header names (None when `out` holds no fork)."""
+    header = read_header(out / LOG_NAME) if (out / LOG_NAME).exists() else None
+    made = header.details.get("fork") if header else None
+    if not made:
+        return None
+    source = Path(made["source"])
+    if not (source / LOG_NAME).exists():
+        raise InputError(f"--resume: {out} is a fork of {source}, which has no {LOG_NAME} "
+                         "(a fork holds its source's conversations only)")
+    return frozenset(cid for cid, _ in assemble(source).conversations)

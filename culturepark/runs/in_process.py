@@ -17,7 +17,7 @@ from culturepark.engine.errors import InputError
 from culturepark.engine.log import LOG_NAME
 from culturepark.engine.scheduler import ConversationSpec, RunStats, SchedulerConfig
 from culturepark.engine.summary import RunSummary
-from culturepark.runs.fork import Fork
+from culturepark.runs.fork import Fork, resumed_fork_ids
 from culturepark.runs.prepare import RunOptions, endpoint_summary, prepare
 from culturepark.runs.session import Progress, export_after, run_session
 from culturepark.scenarios.schema import AnyScenario
@@ -52,7 +52,7 @@ async def run_async(scenario_ref: str | Path | AnyScenario | Fork, opts: RunOpti
     for d in cache_dirs:
         if not (d / LOG_NAME).exists():
             raise InputError(f"cache_from: no {LOG_NAME} in {d}")
-    ids: frozenset[str] | None = None
+    ids = made.ids if made else (resumed_fork_ids(out) if opts.resume else None)
     total = -(-(plan.size if ids is None else len(ids)) // opts.every)
     total = total if opts.limit is None else min(total, opts.limit)
     async with run_session(prepared, opts, say, cache_dirs=cache_dirs,
