@@ -7,19 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from culturepark.engine.assembly import assemble
 from culturepark.engine.backends.base import Request
 from culturepark.engine.endpoint import Endpoint, Validator
-from culturepark.engine.export import assemble
 from culturepark.engine.log import RunLog
-from culturepark.engine.scheduler import (
-    ConversationSpec,
-    ResumeState,
-    RunStats,
-    Scheduler,
-    SchedulerConfig,
-    Turn,
-    TurnRequest,
-)
+from culturepark.engine.resume import ResumeState
+from culturepark.engine.scheduler import ConversationSpec, RunStats, Scheduler, SchedulerConfig, TurnRequest
+from culturepark.engine.turns import Turn
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from culturepark.engine.errors import InputError
 from culturepark.engine.log import LOG_NAME, FsyncPolicy, LogReader, RunDirLock, RunLog, read_header
 from culturepark.engine.records import RunHeader
-from culturepark.engine.scheduler import ResumeState
+from culturepark.engine.resume import ResumeState
 
 
 def check_out_dir(out: Path, resume: bool) -> bool:

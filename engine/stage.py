@@ -18,8 +18,8 @@ from typing import Any, Protocol
 from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.log import RunLog
 from culturepark.engine.records import RunHeader
+from culturepark.engine.resume import ResumeState
 from culturepark.engine.rundir import FsyncPolicy, RunDir
-from culturepark.engine.scheduler import ResumeState
 
 
 def distinct(endpoints: Mapping[str, Endpoint]) -> list[Endpoint]:

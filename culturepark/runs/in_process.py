@@ -1,4 +1,4 @@
-"""scenario → plan → endpoints → scheduler → log → export: the `run` stage in one process.
+"""scenario → plan → run session (endpoints → stage → scheduler → log) → export: `run` in one process.
 
 Inputs are checked by `prepare` before anything is written (exit 2 at the CLI); once the
 header is written, the log is the truth and the run can always be resumed.
@@ -7,21 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from culturepark.engine.errors import AccountError, InputError, LogWriteError
-from culturepark.engine.export import RunSummary, assemble, export_run, summarize
+from culturepark.agents.experiment import ExperimentPlan
+from culturepark.engine.errors import InputError
 from culturepark.engine.log import LOG_NAME
-from culturepark.engine.scheduler import RunStats, Scheduler, SchedulerConfig
-from culturepark.engine.stage import Stage
-from culturepark.runs.prepare import RunOptions, endpoint_summary, prepare, run_header
-from culturepark.scenarios.endpoints import make_endpoints
+from culturepark.engine.scheduler import ConversationSpec, RunStats, SchedulerConfig
+from culturepark.engine.summary import RunSummary
+from culturepark.runs.fork import Fork, resumed_fork_ids
+from culturepark.runs.prepare import RunOptions, endpoint_summary, prepare
+from culturepark.runs.session import Progress, export_after, run_session
 from culturepark.scenarios.schema import AnyScenario
 
-Progress = Callable[[Any, int, int], Any]
 BATCH_CONVERSATIONS = 50_000  # live conversations in a `--batch-api` run (one batch file's request limit)
 
 
@@ -40,64 +40,53 @@ class RunResult:
         return 0 if (not self.error and s.failed == 0 and s.incomplete == 0) else 1
 
 
-def export_after(out: Path, error: str | None) -> tuple[RunSummary, str | None]:
-    """Export a run's log; a failed export (e.g. disk full) leaves the log as the truth."""
-    try:
-        return export_run(out), error
-    except OSError as exc:
-        return summarize(assemble(out)), f"{error + '; ' if error else ''}export failed: {exc}"
-
-
-async def run_async(scenario_ref: str | Path | AnyScenario, opts: RunOptions | None = None,
+async def run_async(scenario_ref: str | Path | AnyScenario | Fork, opts: RunOptions | None = None,
                     progress: Progress | None = None, say: Callable[[str], None] | None = None) -> RunResult:
+    """Run a scenario, or a fork of a run (`runs.fork.fork`), in one session."""
     opts = opts or RunOptions()
     say = say or (lambda _m: None)
-    prepared = prepare(scenario_ref, opts)
+    made = scenario_ref if isinstance(scenario_ref, Fork) else None
+    prepared = made.prepared if made else prepare(scenario_ref, opts)
     scenario, plan, out = prepared.scenario, prepared.plan, prepared.out
     cache_dirs = [Path(p) for p in scenario.cache_from]
     for d in cache_dirs:
         if not (d / LOG_NAME).exists():
             raise InputError(f"cache_from: no {LOG_NAME} in {d}")
-    endpoints = make_endpoints(prepared.experiment.backends(), scenario.limits, scenario.retry, scenario.seed,
-                               cache_dirs, batch_dir=out if opts.batch_api else None)
-    async with Stage.in_dir(endpoints, out, opts.resume, scenario.content_hash(), fsync=scenario.output.fsync,
-                            say=say, check=opts.check_reachable) as stage:
-        extra = {"details": {"every": opts.every}} if opts.every > 1 else {}
-        log = stage.start(run_header(prepared, endpoints, opts.limit, **extra))
-        for notice in plan.notices:
-            say(notice)
-        total = -(-plan.size // opts.every)
-        total = total if opts.limit is None else min(total, opts.limit)
-        already = len(stage.resume_state.ended) if stage.resume_state else 0
-        convs = plan.conversations()
-        if opts.every > 1:
-            convs = itertools.islice(convs, 0, None, opts.every)
-        if opts.limit is not None:
-            convs = itertools.islice(convs, opts.limit)
+    ids = made.ids if made else (resumed_fork_ids(out) if opts.resume else None)
+    total = -(-(plan.size if ids is None else len(ids)) // opts.every)
+    total = total if opts.limit is None else min(total, opts.limit)
+    async with run_session(prepared, opts, say, cache_dirs=cache_dirs,
+                           batch_dir=out if opts.batch_api else None) as session:
+        details = {**({"every": opts.every} if opts.every > 1 else {}), **(made.details if made else {})}
+        session.start_run(**({"details": details} if details else {}))
+        if made:
+            made.carry_into(session, _selection(plan, opts, ids))
         # a batch round holds the next turn of every live conversation: as many as one batch file takes
         concurrency = max(scenario.concurrency, min(total, BATCH_CONVERSATIONS)) if opts.batch_api else \
             scenario.concurrency
-        scheduler = Scheduler(prepared.experiment.policy(), endpoints, log,
-                              SchedulerConfig(concurrency=concurrency, budget_usd=scenario.budget_usd))
-        ticker = asyncio.create_task(progress(scheduler, total, already)) if progress else None
-        error = None
-        try:
-            stats = await scheduler.run(convs, stage.resume_state, retry_failed=opts.retry_failed)
-        except (LogWriteError, AccountError) as exc:
-            error, stats = str(exc), scheduler.stats
-        finally:
-            if ticker:
-                ticker.cancel()
-            log.close()
-        summary, error = export_after(out, error)
-    summary.endpoints = endpoint_summary(endpoints)
-    return RunResult(out, summary, stats, plan.notices, error)
+        held = await session.hold(prepared.experiment.policy(), _selection(plan, opts, ids),
+                                  SchedulerConfig(concurrency=concurrency, budget_usd=scenario.budget_usd),
+                                  retry_failed=opts.retry_failed, progress=progress, total=total)
+        summary, error = export_after(out, held.error)
+    summary.endpoints = endpoint_summary(session.endpoints)
+    return RunResult(out, summary, held.stats, plan.notices, error)
+
+
+def _selection(plan: ExperimentPlan, opts: RunOptions, ids: frozenset[str] | None) -> Iterator[ConversationSpec]:
+    """The plan's conversations this run holds: a fork's source's only, every k-th, at most `limit`."""
+    convs = plan.conversations(None if ids is None else ids.__contains__)
+    if opts.every > 1:
+        convs = itertools.islice(convs, 0, None, opts.every)
+    if opts.limit is not None:
+        convs = itertools.islice(convs, opts.limit)
+    return convs
 
 
 def run(scenario_ref: str | Path | AnyScenario, **kwargs: Any) -> RunResult:
     """Python API: `culturepark.run("quickstart", out="runs/q")`."""
-    opts = RunOptions(**{k: (Path(v) if k in ("out", "data_dir") and v else v) for k, v in kwargs.items()})
+    values: dict[str, Any] = {k: (Path(v) if k in ("out", "data_dir") and v else v) for k, v in kwargs.items()}
+    opts = RunOptions(**values)
     return asyncio.run(run_async(scenario_ref, opts))
 
 
-__all__ = ["RunOptions", "RunResult", "export_after", "run", "run_async"]
+__all__ = ["Progress", "RunOptions", "RunResult", "export_after", "run", "run_async"]

@@ -42,24 +42,17 @@ from pathlib import Path
 from typing import Any
 
 from culturepark.agents.experiment import ExperimentPlan, experiment_for
-from culturepark.engine.errors import AccountError, InputError, LogWriteError
-from culturepark.engine.export import EndpointCounts
+from culturepark.engine.errors import InputError
 from culturepark.engine.files import atomic_write_json
 from culturepark.engine.log import LogReader, new_shard_path
 from culturepark.engine.records import RayInfo, TurnRecord
-from culturepark.engine.scheduler import (
-    ConversationSpec,
-    ResumeState,
-    RunStats,
-    Scheduler,
-    SchedulerConfig,
-    SpecFeed,
-    still_to_hold,
-)
-from culturepark.engine.stage import ShardLog, Stage, distinct
-from culturepark.runs.in_process import Progress, RunResult, export_after
-from culturepark.runs.prepare import RunOptions, endpoint_summary, prepare, run_header
-from culturepark.scenarios.endpoints import make_endpoints
+from culturepark.engine.resume import ResumeState, still_to_hold
+from culturepark.engine.scheduler import ConversationSpec, RunStats, SchedulerConfig, SpecFeed
+from culturepark.engine.stage import ShardLog, distinct
+from culturepark.engine.summary import EndpointCounts
+from culturepark.runs.in_process import RunResult
+from culturepark.runs.prepare import RunOptions, endpoint_summary, prepare
+from culturepark.runs.session import Progress, Session, endpoints_for, export_after, open_session, run_session, ticking
 from culturepark.scenarios.loader import parse_scenario
 from culturepark.scenarios.schema import AnyScenario, Limits
 
@@ -110,8 +103,8 @@ class RunWorker:
 
     def __init__(self, scenario: dict[str, Any]) -> None:
         self.scenario: AnyScenario = parse_scenario(scenario, "<ray worker>")
-        self.scheduler: Scheduler | None = None
         self.endpoints: dict[str, Any] = {}
+        self.session: Session | None = None
         self.feed = SpecFeed(FEED_DEPTH)
 
     async def feed_specs(self, chunk: list[ConversationSpec]) -> None:
@@ -125,7 +118,7 @@ class RunWorker:
         return {"pid": os.getpid(), "host": socket.gethostname()}
 
     async def progress(self) -> dict[str, Any]:
-        s = self.scheduler.stats if self.scheduler else None
+        s = self.session.scheduler.stats if self.session and self.session.scheduler else None
         if s is None:
             return {"done": 0, "failed": 0, "turns": 0, "tokens": 0, "rate_limited": 0, "cost_usd": 0.0}
         eps = distinct(self.endpoints)
@@ -143,19 +136,16 @@ class RunWorker:
                   retry_failed: bool, budget_usd: float | None) -> dict[str, Any]:
         sc = self.scenario
         experiment = experiment_for(sc)
-        self.endpoints = make_endpoints(experiment.backends(), Limits.model_validate(limits), sc.retry,
-                                        sc.seed * 1000 + task.shard, [Path(p) for p in sc.cache_from])
-        error = None
-        async with Stage(self.endpoints, ShardLog(task.log_path, sc.output.fsync, task.resume), check=False) as stage:
-            log = stage.start(None)
-            self.scheduler = Scheduler(experiment.policy(), self.endpoints, log,
-                                       SchedulerConfig(concurrency=concurrency, budget_usd=budget_usd))
-            try:
-                await self.scheduler.run(self.feed, stage.resume_state, retry_failed=retry_failed)
-            except (LogWriteError, AccountError) as exc:
-                error = str(exc)
-        s = self.scheduler.stats if self.scheduler else None
-        return {"shard": task.shard, "error": error, "stop_reason": s.stop_reason if s else None,
+        self.endpoints = endpoints_for(sc, experiment.backends(), limits=Limits.model_validate(limits),
+                                       seed=sc.seed * 1000 + task.shard, cache_dirs=[Path(p) for p in sc.cache_from])
+        async with open_session(self.endpoints, ShardLog(task.log_path, sc.output.fsync, task.resume),
+                                check=False) as session:
+            self.session = session
+            session.start(None)
+            held = await session.hold(experiment.policy(), self.feed,
+                                      SchedulerConfig(concurrency=concurrency, budget_usd=budget_usd),
+                                      retry_failed=retry_failed)
+        return {"shard": task.shard, "error": held.error, "stop_reason": held.stats.stop_reason,
                 "endpoints": [e.model_dump() for e in endpoint_summary(self.endpoints)],  # plain data across processes
                 **(await self.progress())}
 
@@ -233,28 +223,17 @@ async def run_ray_async(scenario_ref: str | Path | AnyScenario, opts: RunOptions
         raise InputError("--workers must be at least 1")
     prepared = prepare(scenario_ref, opts)
     scenario, plan, out = prepared.scenario, prepared.plan, prepared.out
-    endpoints = make_endpoints(prepared.experiment.backends(), scenario.limits, scenario.retry, scenario.seed)
     total = min(opts.limit, plan.size) if opts.limit is not None else plan.size
     # The driver checks the provider once, before anything is written, and starts no model:
     # its log holds the header only; the workers send the requests and write the shards.
-    async with Stage.in_dir(endpoints, out, opts.resume, scenario.content_hash(), fsync=scenario.output.fsync,
-                            say=say, check=opts.check_reachable, start_backends=False) as stage:
+    async with run_session(prepared, opts, say, start_backends=False) as session:
         _connect(ray, ray_opts)
-        ray_info = RayInfo(workers=ray_opts.workers, budget="static split, rebalanced")
-        stage.start(run_header(prepared, endpoints, opts.limit, ray=ray_info)).close()
-        for notice in plan.notices:
-            say(notice)
-        already = len(stage.resume_state.ended) if stage.resume_state else 0
-        walk = ShardWalk(plan, stage.resume_state or ResumeState(), ray_opts.workers, opts.limit, opts.retry_failed)
+        session.start_run(ray=RayInfo(workers=ray_opts.workers, budget="static split, rebalanced")).close()
+        walk = ShardWalk(plan, session.resume_state or ResumeState(), ray_opts.workers, opts.limit,
+                         opts.retry_failed)
         driver = _Driver(ray, scenario, out, ray_opts, opts.retry_failed, say)
-        ticker = None
-        if progress:
-            ticker = asyncio.create_task(progress(driver.progress, total, already))
-        try:
+        with ticking(progress, driver.progress, total, session.already):
             error = await driver.run(walk)
-        finally:
-            if ticker:
-                ticker.cancel()
         summary, error = export_after(out, error)
     summary.endpoints = [EndpointCounts.model_validate(ep) for slot in driver.slots.values() if slot.result
                          for ep in slot.result["endpoints"]]

@@ -1,7 +1,7 @@
 """`culturepark study serve`: the education study with real participants, in a browser.
 
-Binds the port first (a busy port leaves no run behind), then runs the same stage lifecycle
-as `culturepark run` (`engine.stage.Stage`) with the web app inside it until stopped.
+Binds the port first (a busy port leaves no run behind), then opens the same run session as
+`culturepark run` (`runs.session`) with the web app inside it until stopped.
 """
 from __future__ import annotations
 
@@ -19,9 +19,8 @@ from aiohttp import web
 from culturepark.agents.learners import EducationPlan
 from culturepark.engine.errors import InputError
 from culturepark.engine.log import LOG_NAME
-from culturepark.engine.stage import Stage
-from culturepark.runs.prepare import RunOptions, prepare, run_header
-from culturepark.scenarios.endpoints import make_endpoints
+from culturepark.runs.prepare import RunOptions, prepare
+from culturepark.runs.session import run_session
 from culturepark.scenarios.schema import EducationScenario
 from culturepark.study.routes import build_app
 from culturepark.study.server import StudyServer
@@ -33,8 +32,8 @@ async def serve(scenario_ref: str | Path, out: Path, host: str = "127.0.0.1", po
                 base_url: str | None = None, model: str | None = None, arms: list[str] | None = None) -> None:
     """Run the study server until `stop` is set (or forever). Writes to `out` like `culturepark run`;
     `base_url`, `model` and `arms` change the tutors as `run`'s flags do."""
-    prepared = prepare(scenario_ref, RunOptions(out=Path(out), data_dir=data_dir, base_url=base_url, model=model,
-                                                arms=arms))
+    opts = RunOptions(out=Path(out), data_dir=data_dir, base_url=base_url, model=model, arms=arms)
+    prepared = prepare(scenario_ref, opts)
     scenario, plan, out = prepared.scenario, prepared.plan, prepared.out
     if prepared.experiment.kind != "education":
         raise InputError("study serve needs an education scenario (kind: education)")
@@ -42,13 +41,12 @@ async def serve(scenario_ref: str | Path, out: Path, host: str = "127.0.0.1", po
     sock = _listen(host, port)  # before anything is written: a busy port must leave no run behind
     # The people are the learners: only the tutors need a backend (a local model loads only if an arm uses it).
     tutors = {role: cfg for role, cfg in prepared.experiment.backends().items() if role.startswith("tutor:")}
-    endpoints = make_endpoints(tutors, scenario.limits, scenario.retry, scenario.seed)
     try:
-        resume = (out / LOG_NAME).exists()
-        async with Stage.in_dir(endpoints, out, resume, scenario.content_hash(), fsync="always", say=say) as stage:
-            log = stage.start(run_header(prepared, endpoints, None, learners="human"))
+        async with run_session(prepared, opts, say, backends=tutors, resume=(out / LOG_NAME).exists(),
+                               fsync="always") as session:
+            log = session.start_run(learners="human")
             token = secrets.token_urlsafe(16)
-            server = StudyServer(scenario, plan, out, endpoints, log, token)
+            server = StudyServer(scenario, plan, out, session.endpoints, log, token)
             runner = _runner(server)
             await runner.setup()
             await web.SockSite(runner, sock).start()

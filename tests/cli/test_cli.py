@@ -296,6 +296,42 @@ def test_an_out_dir_that_cannot_be_created_exits_2_even_as_root(tmp_path, tiny_d
     assert len(res.stderr.strip().splitlines()) == 1
 
 
+def test_a_fork_runs_exactly_its_sources_conversations_also_when_resumed(tmp_path, tiny_data, url):
+    """A fork of a `--limit 6` run of a 12-conversation plan holds those 6, no others (a fork used to
+    run the rest of the plan from scratch: on a paid API, an unasked-for bill); so does its resume."""
+    sc = _scenario(tmp_path, url, conversations_per_item=3)  # 2 cultures × 2 items × 3 = 12 planned
+    src = tmp_path / "src"
+    assert run_cli("run", str(sc), "--out", str(src), "--data-dir", str(tiny_data), "--limit", "6").returncode == 0
+    source_ids = {json.loads(x)["id"] for x in (src / "conversations.jsonl").read_text().splitlines()}
+    assert len(source_ids) == 6
+    out = tmp_path / "fork"
+    res = run_cli("run", "--fork", str(src), "--at", "2", "--set", "main_contact=German", "--out", str(out), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["conversations"] == 6
+    logged = {r["conversation_id"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()[1:])}
+    assert logged == source_ids  # every record of the fork's log: the source's conversations only
+    rows = [json.loads(x) for x in (out / "conversations.jsonl").read_text().splitlines()]
+    assert {r["id"] for r in rows} == source_ids and all(r["status"] == "done" for r in rows)
+    header = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+    forked = tmp_path / "forked.yaml"  # the fork's own scenario, to continue it with `run --resume`
+    forked.write_text(yaml.safe_dump(header["scenario"]))
+    again = run_cli("run", str(forked), "--out", str(out), "--resume", "--data-dir", str(tiny_data), "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["conversations"] == 6
+    assert {r["conversation_id"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()[1:])} == source_ids
+
+
+def test_a_fork_to_a_server_that_does_not_answer_writes_nothing(tmp_path, tiny_data, url):
+    src = tmp_path / "src"
+    sc = _scenario(tmp_path, url)
+    assert run_cli("run", str(sc), "--out", str(src), "--data-dir", str(tiny_data), "--limit", "1").returncode == 0
+    out = tmp_path / "fork"
+    res = run_cli("run", "--fork", str(src), "--at", "2", "--set", "backend.base_url=http://127.0.0.1:9/v1",
+                  "--out", str(out))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not out.exists()  # the fork's session checks the server before its header (a fork once wrote first)
+
+
 def test_a_fork_keeps_the_first_k_turns_and_continues_under_the_changed_scenario(tmp_path, tiny_data, url):
     sc = _scenario(tmp_path, url, version="v1")
     src = tmp_path / "src"

@@ -98,7 +98,7 @@ def test_a_run_dir_reads_its_shards_after_the_main_log_and_recover_cuts_each_tor
 
 def test_resume_state_and_export_do_not_depend_on_the_order_logs_are_read(tmp_path):
     from culturepark.engine.export import assemble, conversation_rows
-    from culturepark.engine.scheduler import ResumeState
+    from culturepark.engine.resume import ResumeState
 
     done = EndRecord("a", 0, "done")
     failed = EndRecord("a", 0, "failed", "http_500")

@@ -8,10 +8,10 @@ from culturepark.engine.export import export_run
 from culturepark.engine.log import RunLog, read_log
 from culturepark.engine.pricing import Price
 from culturepark.engine.records import EndRecord, RunHeader, StopRecord, TurnRecord
+from culturepark.engine.resume import ResumeState
 from culturepark.engine.retry import RetryPolicy
 from culturepark.engine.scheduler import (
     ConversationSpec,
-    ResumeState,
     Scheduler,
     SchedulerConfig,
     SpecFeed,
@@ -210,7 +210,7 @@ def test_resume_state_keeps_what_resuming_needs_and_nothing_more():
 
 
 def test_ended_ids_count_each_conversation_once_and_take_new_ends_after_a_lookup():
-    from culturepark.engine.scheduler import EndedIds
+    from culturepark.engine.resume import EndedIds
 
     ended = EndedIds()
     for conv_id, status in [("a", "done"), ("b", "failed"), ("a", "failed"), ("b", "failed"), ("a", "done")]:

@@ -39,7 +39,7 @@ def test_shard_walks_cover_the_pending_plan_once_in_chunks_without_making_other_
     in seq order, in chunks of at most CHUNK; a shard's walk draws no stance for others' ids."""
     from culturepark.agents.protocol import build_plan
     from culturepark.engine.records import EndRecord
-    from culturepark.engine.scheduler import ResumeState
+    from culturepark.engine.resume import ResumeState
     from culturepark.scenarios.loader import parse_scenario
 
     plan = build_plan(parse_scenario(scenario_dict(conversations_per_item=300)), tiny_data)
