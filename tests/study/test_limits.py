@@ -154,6 +154,7 @@ def test_hundreds_of_idle_sockets_and_a_participant_is_still_answered_within_a_s
         timings, admin = asyncio.run(go())
     finally:
         server.stop(signal.SIGTERM)
+    print(f"\n400 idle sockets open: a participant's page answered in {', '.join(f'{t:.3f}' for t in timings)} s")
     assert max(timings) < 1.0, timings
     assert "evicted_idle: " in admin
     assert "Traceback" not in server.stderr and "127.0.0.1" not in server.stderr

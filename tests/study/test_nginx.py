@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from culturepark.engine.log import read_log
-from tests.conftest import write_hofstede
+from tests.conftest import run_cli, write_hofstede
 from tests.study.test_server import Server, study
 
 DOCS = Path(__file__).parents[2] / "docs" / "study-app" / "README.md"
@@ -133,6 +133,7 @@ def test_consent_chat_and_withdrawal_through_nginx_with_tls_in_chromium(tmp_path
             page.click("button[type=submit]")
             assert page.inner_text("h1") == "You have withdrawn"
             page.screenshot(path=shots / "nginx-3-withdrawn.png", full_page=True)
+            pid = page.url.rstrip("/").rsplit("/", 1)[1]
             assert blocked == []
             browser.close()
     finally:
@@ -142,5 +143,10 @@ def test_consent_chat_and_withdrawal_through_nginx_with_tls_in_chromium(tmp_path
     assert [r.type for r in records].count("withdrawal") == 1
     assert [r.text for r in records if r.type == "turn" and r.role == "learner"][-1] == \
         "What do families do together on weekends?"
+    erased = run_cli("study", "erase", str(out), "--participant", pid)  # then the participant asks for erasure
+    assert erased.returncode == 0, erased.stderr
+    grep = subprocess.run(["grep", "-r", "-l", pid, str(out)], capture_output=True, text=True)
+    assert grep.returncode == 1, grep.stdout
+    assert not any(r.type in ("participant", "turn", "withdrawal") for r in read_log(out).records)
     logs = list((tmp_path / "nginx" / "logs").glob("*"))
     assert all("/p/p-" not in f.read_text() for f in logs)  # nginx kept no participant paths
