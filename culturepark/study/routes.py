@@ -63,7 +63,7 @@ def session_post(handler: Callable[[Any, web.Request, Participant, str, dict[str
     are checked before `handler` runs; otherwise the recovery page or a refusal, nothing written."""
     @functools.wraps(handler)
     async def checked(self: StudyRoutes, request: web.Request) -> web.StreamResponse:
-        found = self.participant(request)
+        found = await self.participant(request)
         if isinstance(found, web.Response):
             return found
         p, key = found
@@ -135,13 +135,13 @@ class StudyRoutes:
             raise self.server.refuse("form_used", "This form was sent already, so it was not accepted a second "
                                                   "time. Please go back to the first page and start again.")
 
-    def participant(self, request: web.Request) -> tuple[Participant, str] | web.Response:
+    async def participant(self, request: web.Request) -> tuple[Participant, str] | web.Response:
         """The participant of the URL and the session key of this browser, or the page to show instead."""
         p = self.server.participants.get(request.match_info["pid"])
         if p is None:
             return not_found_page()
         key = request.cookies.get(SESSION_COOKIE, "")
-        state = self.server.session_state(p, key)
+        state = await self.server.session_state(p, key)
         if state != "ok":
             self.server.rejected["session_expired" if state == "expired" else "no_session"] += 1
             return locked(self, request, expired=state == "expired")
@@ -204,7 +204,7 @@ class StudyRoutes:
 
     # -- the session --------------------------------------------------------------------------
     async def show(self, request: web.Request) -> web.StreamResponse:
-        found = self.participant(request)
+        found = await self.participant(request)
         if isinstance(found, web.Response):
             return found
         (p, key), server = found, self.server
@@ -294,7 +294,7 @@ class StudyRoutes:
 
     async def record(self, request: web.Request) -> web.StreamResponse:
         """The participant's own record, as JSON: their answers and the chat, and which texts they agreed to."""
-        found = self.participant(request)
+        found = await self.participant(request)
         if isinstance(found, web.Response):
             return found
         p = found[0]
@@ -313,7 +313,7 @@ class StudyRoutes:
         raise web.HTTPSeeOther(f"/p/{p.spec.id}")
 
     async def withdraw_form(self, request: web.Request) -> web.StreamResponse:
-        found = self.participant(request)
+        found = await self.participant(request)
         if isinstance(found, web.Response):
             return found
         p, key = found

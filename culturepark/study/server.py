@@ -71,6 +71,7 @@ HUMAN_LEARNER = {"name": "Learner", "person": "a participant in a study",
                  "reason": "wants to learn about {country}"}
 
 
+SESSION_KEY = re.compile(r"[A-Za-z0-9_-]{32}")  # secrets.token_urlsafe(24)
 WHOLE_NUMBER = re.compile(r"[0-9]{1,6}")  # ASCII digits only: "²" and "٣" are digits to str.isdigit
 RECOVERY_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L: read aloud or copied by hand
 # A recovery code is a 4-letter tag, kept in clear to find the record, and 8 secret letters (31**8 ≈ 2**40),
@@ -307,20 +308,23 @@ class StudyServer:
             p.verified = hashlib.sha256(key.encode()).hexdigest()
             return NewSession(p, key, "-".join(recovery[i:i + 4] for i in range(0, RECOVERY_LENGTH, 4)))
 
-    def session_state(self, p: Participant, key: str) -> str:
+    async def session_state(self, p: Participant, key: str) -> str:
         """`ok` when a browser's session key is the participant's current one and the session has not
-        outlived `session_lifetime_s`; else `expired` or `none`. The KDF runs once per key and process."""
-        if not p.session or not key:
+        outlived `session_lifetime_s`; else `expired` or `none`. The KDF runs once per key and process,
+        in a thread (made-up cookies must not stall everyone's pages), and only for a key of the
+        shape this server makes."""
+        if not p.session or not SESSION_KEY.fullmatch(key):
             return "none"
-        fast = hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
+        fast = hashlib.sha256(key.encode()).hexdigest()
         if not (p.verified and same_secret(fast, p.verified)):
-            if not kdf_check(key, p.session):
+            if not await asyncio.to_thread(kdf_check, key, p.session):
                 return "none"
             p.verified = fast
         return "ok" if self.clock() - p.since <= self.session_lifetime_s else "expired"
 
     def holds(self, p: Participant, key: str) -> bool:
-        return self.session_state(p, key) == "ok"
+        """`session_state` for code outside the event loop (tests, tools)."""
+        return asyncio.run(self.session_state(p, key)) == "ok"
 
     async def recover(self, code: str, client: str = "") -> tuple[Participant, str]:
         """A recovery code moves the session to this browser: a new key, logged as its KDF hash, so the

@@ -156,19 +156,38 @@ def test_a_session_lasts_the_study_plus_the_margin_and_the_cookie_says_so(tmp_pa
     asyncio.run(go())
 
 
+OLD_KEY = "k" * 31 + "A"  # the shape of secrets.token_urlsafe(24), as earlier versions made keys too
+
+
+def test_a_made_up_cookie_costs_no_kdf_and_a_well_formed_wrong_one_costs_one(tmp_path, tiny_data, monkeypatch):
+    import culturepark.study.server as server_module
+
+    server = make_server(tmp_path, tiny_data)
+    made = asyncio.run(server.new_participant(client="198.51.100.1"))
+    p = made.participant
+    calls = []
+    real = server_module.kdf_check
+    monkeypatch.setattr(server_module, "kdf_check", lambda *a: calls.append(1) or real(*a))
+    for garbage in ("", "x", "'; DROP TABLE", "é" * 32, made.key + "x"):
+        assert not server.holds(p, garbage)
+    assert calls == []
+    assert not server.holds(p, "A" * 32) and calls == [1]
+    assert server.holds(p, made.key) and calls == [1]  # its own key: known to this process, no KDF
+
+
 def test_a_log_from_before_the_kdf_still_opens_its_sessions(tmp_path, tiny_data):
     """Old studies resume: plain sha256 session and 8-letter recovery hashes are still accepted."""
     server = make_server(tmp_path, tiny_data)
     meta = server.plan.participant_meta(server.plan.cultures[0], server.scenario.arms[0].name, 0, "human")
     meta["learner"] = {"name": "Learner", "person": "p", "reason": "r"}
     old = ParticipantRecord("p-old", 0, meta, Clock().now, {
-        "session": hashlib.sha256(b"old-key").hexdigest(), "recovery": hashlib.sha256(b"ABCDEFGH").hexdigest()})
+        "session": hashlib.sha256(OLD_KEY.encode()).hexdigest(), "recovery": hashlib.sha256(b"ABCDEFGH").hexdigest()})
     server.log.append(old)
     again = make_server(tmp_path, tiny_data)
     p = again.participants["p-old"]
-    assert again.holds(p, "old-key") and not again.holds(p, "old-kez")
+    assert again.holds(p, OLD_KEY) and not again.holds(p, OLD_KEY[:-1] + "B")
     found, key = asyncio.run(again.recover("abcd efgh"))
-    assert found is p and again.holds(p, key) and not again.holds(p, "old-key")
+    assert found is p and again.holds(p, key) and not again.holds(p, OLD_KEY)
 
 
 def test_kdf_hashes_check_and_refuse():
