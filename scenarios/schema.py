@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal
 
@@ -333,6 +334,12 @@ class Questionnaire(_Strict):
     free_text: str | None = "What did you learn, and what would you change about the conversation?"
 
 
+def normal_code(code: str) -> str:
+    """An invitation code as compared: NFKC (full-width and decomposed forms become one), case-folded,
+    NFKC again (folding can undo it), trimmed; the scenario's codes and the typed ones alike."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", code).casefold()).strip()
+
+
 class HumanStudy(_Strict):
     """What participants of a study with real people read, and how the web app admits them.
 
@@ -385,8 +392,10 @@ class HumanStudy(_Strict):
     @classmethod
     def _codes(cls, v: list[str]) -> list[str]:
         codes = [c.strip() for c in v]
-        if any(not c for c in codes) or len(set(codes)) != len(codes):
-            raise ValueError("invitation codes must be non-empty and unique")
+        normal = [normal_code(c) for c in codes]
+        if any(not c for c in normal) or len(set(normal)) != len(normal):
+            raise ValueError("invitation codes must be non-empty and unique (compared as the study compares "
+                             "them: Unicode NFKC, case folded, spaces around removed)")
         return codes
 
     def missing(self) -> list[str]:

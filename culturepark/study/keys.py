@@ -18,8 +18,9 @@ import hashlib
 import hmac
 import os
 import secrets
-import unicodedata
 from pathlib import Path
+
+from culturepark.scenarios.schema import normal_code
 
 KEY_FILE = "study.key"
 # scrypt costs. A recovery code (~40 bits, typed by a person) gets the costly setting: 16 MiB and
@@ -67,12 +68,6 @@ def kdf_check(secret: str, stored: str) -> bool:
         return hmac.compare_digest(got, _unb64(want))
     except ValueError:
         return False
-
-
-def normal_code(code: str) -> str:
-    """An invitation code as compared: NFKC (full-width and decomposed forms become one), case-folded,
-    NFKC again (folding can undo it), trimmed; the same on the scenario's side and the typed side."""
-    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", code).casefold()).strip()
 
 
 def load_key(run_dir: Path) -> bytes:

@@ -40,7 +40,7 @@ from typing import Any
 from culturepark.agents.experiment import experiment_for
 from culturepark.agents.learners import EducationPlan, EduStep, base_sequence, walk
 from culturepark.engine.endpoint import Endpoint
-from culturepark.engine.errors import InputError, RequestFailed
+from culturepark.engine.errors import RequestFailed
 from culturepark.engine.limiter import WindowCounter
 from culturepark.engine.log import RunLog, read_log
 from culturepark.engine.records import (
@@ -169,9 +169,6 @@ class StudyServer:
         self.used_invitations: set[str] = set()  # keyed hash of each invitation code already used
         self.key = load_key(out)
         self.invitations = {keyed(self.key, c) for c in self.human.invitation_codes}
-        if len(self.invitations) != len(self.human.invitation_codes):
-            raise InputError("human.invitation_codes: two codes are the same once normalised "
-                             "(Unicode NFKC, case, spaces around)")
         self._legacy_invitations = {legacy_digest(c.strip()): keyed(self.key, c) for c in self.human.invitation_codes}
         self.texts_hash = digest(self.human.model_dump_json(  # what participants read, not how they are admitted
             exclude={"signups_per_minute", "invitation_codes", "log_client_addresses"}))[:16]

@@ -196,3 +196,14 @@ def test_kdf_hashes_check_and_refuse():
     assert kdf_hash("SECRET", 2 ** 10) != stored  # salted
     for broken in ("", "scrypt$", "scrypt$3$AA$AA", "scrypt$1024$!!$AA", "scrypt$99999999$AA$AA"):
         assert not kdf_check("SECRET", broken)
+
+
+def test_two_invitation_codes_equal_once_normalised_are_refused_when_the_scenario_loads():
+    import pytest
+    from pydantic import ValidationError
+
+    from culturepark.scenarios.schema import HumanStudy
+
+    with pytest.raises(ValidationError, match="compared as the study compares them"):
+        HumanStudy(invitation_codes=["Straße-1", "STRASSE-1"])
+    assert HumanStudy(invitation_codes=[" ALPHA-1 ", "ALPHA-2"]).invitation_codes == ["ALPHA-1", "ALPHA-2"]
