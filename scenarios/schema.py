@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal
 
@@ -333,13 +334,21 @@ class Questionnaire(_Strict):
     free_text: str | None = "What did you learn, and what would you change about the conversation?"
 
 
+def normal_code(code: str) -> str:
+    """An invitation code as compared: NFKC (full-width and decomposed forms become one), case-folded,
+    NFKC again (folding can undo it), trimmed; the scenario's codes and the typed ones alike."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", code).casefold()).strip()
+
+
 class HumanStudy(_Strict):
     """What participants of a study with real people read, and how the web app admits them.
 
     Texts may use {partner} (the tutor's name, or "the conversation partner" before one is
-    assigned), {country} and {arms}. A field left unset is *said* to be unset on the consent
-    page (an honest default), and `study serve` warns about it: a study with people needs a
-    researcher, a contact and an ethics approval reference before anyone is invited.
+    assigned), {country}, {arms} (how many), {assignment} (how participants were assigned, right
+    for one arm too) and {ip} (what happens to IP addresses, following `log_client_addresses`).
+    A field left unset is *said* to be unset on the consent page (an honest default); a study with
+    people needs a researcher, a contact and an ethics approval reference before anyone is
+    admitted (`study serve` admits nobody without them unless started with `--pilot`).
     """
 
     title: str = Field("Learning about another culture", min_length=1, max_length=120)
@@ -352,17 +361,26 @@ class HumanStudy(_Strict):
     ai_disclosure: str = ("{partner} is not a real person. It is an AI: a computer program (a language model) "
                           "told to answer as a person from {country} might. It can be wrong, and it can repeat "
                           "stereotypes; it does not speak for the people of {country}.")
-    data: str = ("We do not ask for your name, e-mail or anything else that identifies you, and the server does "
-                 "not record your IP address. Your answers and messages are stored under a random participant "
-                 "number. Please do not write personal details in the chat.")
+    # {ip}: what the server does with IP addresses, following `log_client_addresses`
+    data: str = ("We do not ask for your name, e-mail or anything else that identifies you, and {ip}. Your answers "
+                 "and messages are stored under a random participant number. Please do not write personal "
+                 "details in the chat.")
+    # None: the consent page says "not stated" (as for researcher, contact and approval)
+    retention: str | None = None  # how long the records are kept, and when they are deleted
+    recipients: str | None = None  # who sees individual answers (and in what form results are published)
+    data_controller: str | None = None  # who is responsible for the data (data protection law)
+    complaints: str = ("If you are unhappy with how this study is run, contact the researcher, the ethics board "
+                       "named above, or your country's data protection authority.")
+    risks: str = ("The risks are small: the AI may say something wrong, stereotyped or upsetting, and answering "
+                  "takes some of your time. You can stop at any moment.")
+    min_age: int = Field(18, ge=0, le=120)  # participants confirm they are at least this old (0: not asked)
     withdrawal: str = ("Taking part is voluntary. You can stop at any time by closing the page. To withdraw, "
                        "use \"Withdraw from the study\" at the bottom of any page, now or after the end: your "
                        "answers are then marked as withdrawn and left out of every analysis and export. With "
                        "your recovery code you can also withdraw later, from another device.")
     consent: str = ("I have read this, I understand that my conversation partner is an AI, and I agree to take "
                     "part.")  # the statement the participant ticks
-    debriefing: str = ("Thank you for taking part. Participants were assigned at random to one of {arms} AI "
-                       "conversation partners built in different ways; we compare how much answers moved towards "
+    debriefing: str = ("Thank you for taking part. {assignment}; we compare how much answers moved towards "
                        "what surveys of people in {country} report. The conversation partner was an AI, not a "
                        "person: what it said may be wrong or stereotyped, and it is no substitute for meeting "
                        "people from {country}.")
@@ -374,8 +392,10 @@ class HumanStudy(_Strict):
     @classmethod
     def _codes(cls, v: list[str]) -> list[str]:
         codes = [c.strip() for c in v]
-        if any(not c for c in codes) or len(set(codes)) != len(codes):
-            raise ValueError("invitation codes must be non-empty and unique")
+        normal = [normal_code(c) for c in codes]
+        if any(not c for c in normal) or len(set(normal)) != len(normal):
+            raise ValueError("invitation codes must be non-empty and unique (compared as the study compares "
+                             "them: Unicode NFKC, case folded, spaces around removed)")
         return codes
 
     def missing(self) -> list[str]:

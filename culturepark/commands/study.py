@@ -22,7 +22,17 @@ def register(sub: Any) -> None:
     ss.add_argument("--model", help="the model every tutor asks for (a pilot against one model)")
     ss.add_argument("--arm", action="append", metavar="NAME=MODEL_SPEC",
                     help="a tutor arm (repeat; replaces the scenario's arms), e.g. tuned=local:gemma3-270m+lora:DIR")
+    ss.add_argument("--trusted-proxy", action="append", metavar="ADDRESS",
+                    help="a reverse proxy (IP or network, repeat) whose X-Forwarded-Proto/Host/For are believed; "
+                         "see docs/study-app/README.md for an nginx setup with TLS")
+    ss.add_argument("--pilot", action="store_true",
+                    help="admit participants although human.researcher, contact or approval is unset (a test run; "
+                         "every page says it is a pilot)")
     ss.set_defaults(func=serve)
+    se = stsub.add_parser("erase", help="remove every record of one participant from a study's run directory")
+    se.add_argument("run_dir", type=Path, help="the study's --out directory (the server must be stopped)")
+    se.add_argument("--participant", required=True, metavar="ID", help="the participant's id (p-…)")
+    se.set_defaults(func=erase)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -32,5 +42,13 @@ def serve(args: argparse.Namespace) -> int:
         print(message, flush=True)
 
     asyncio.run(serve_study(args.scenario, args.out, args.host, args.port, args.data_dir, say=say,
-                            base_url=args.base_url, model=args.model, arms=args.arm))
+                            base_url=args.base_url, model=args.model, arms=args.arm,
+                            trusted_proxies=args.trusted_proxy, pilot=args.pilot))
+    return 0
+
+
+def erase(args: argparse.Namespace) -> int:
+    from culturepark.study.erase import erase as erase_participant
+
+    erase_participant(args.run_dir, args.participant, say=lambda m: print(m, flush=True))
     return 0

@@ -94,9 +94,12 @@ class RunSession(Session):
         self.limit = limit
         self.say = say
 
-    def start_run(self, **extra: Any) -> RunLog:
-        """Write the run's header (`extra`: details, ray, learners) and say the plan's notices."""
-        log = self.start(run_header(self.prepared, self.endpoints, self.limit, **extra))
+    def start_run(self, private: Callable[[RunHeader], RunHeader] | None = None, **extra: Any) -> RunLog:
+        """Write the run's header (`extra`: details, ray, learners) and say the plan's notices.
+        `private`: what the header must not carry in clear is taken out first (the study app's
+        invitation codes)."""
+        header = run_header(self.prepared, self.endpoints, self.limit, **extra)
+        log = self.start(private(header) if private is not None else header)
         for notice in self.prepared.plan.notices:
             self.say(notice)
         return log

@@ -3,7 +3,11 @@ only disable double submits and stream the tutor's reply. Every user text is esc
 every form of a participant's session carries its anti-forgery token (`form_token`)."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
+import unicodedata
+import urllib.parse
 from collections import Counter
 from typing import Any
 
@@ -26,7 +30,7 @@ label.opt{display:inline-block;margin-right:1rem}
 .msg{padding:.6rem .9rem;border-radius:10px;margin:.5rem 0;max-width:85%;white-space:pre-wrap}
 .you{background:#d9eaff;margin-left:auto}.tutor{background:#f0f4f8}.pending span:empty::after{content:'…'}
 .chat{display:flex;flex-direction:column}
-textarea,input[type=text]{width:100%;font:inherit;box-sizing:border-box}textarea{min-height:5rem}
+textarea,input[type=text],input[type=password]{width:100%;font:inherit;box-sizing:border-box}textarea{min-height:5rem}
 button{font:inherit;padding:.5rem 1.2rem;border-radius:6px;border:0;background:#2563eb;color:#fff;cursor:pointer}
 button:disabled{background:#9aa5b1}button.danger{background:#e12d39}
 footer{margin-top:2.5rem;border-top:1px solid #d9e2ec;padding-top:.6rem;color:#52606d;font-size:.85rem}
@@ -60,6 +64,28 @@ f.addEventListener('submit',async e=>{e.preventDefault();const box=document.quer
  location.replace(f.action.replace(/\\/ask$/,''));});})();
 </script>"""
 
+def _csp_source(element: str) -> str:
+    """The CSP hash source of an inline `<script>` or `<style>` element's text."""
+    inner = element[element.index(">") + 1:element.rindex("</")]
+    return "'sha256-" + base64.b64encode(hashlib.sha256(inner.encode()).digest()).decode() + "'"
+
+
+# Only this app's own inline script and style run: no third-party origin, no other inline code
+# (an injected <script> would not run even if escaping failed), no framing, forms only to itself.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; "
+    f"script-src {_csp_source(DISABLE_ON_SUBMIT)} {_csp_source(STREAM_REPLY)}; "
+    f"style-src {_csp_source(f'<style>{CSS}</style>')}; "
+    "connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",  # a participant's link never leaves in a Referer
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Server": "culturepark-study",  # not aiohttp's name and version
+}
+
 NUMBER_WORDS = ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 
 
@@ -89,62 +115,104 @@ def message_page(title: str, message: str, status: int) -> web.Response:
 # -- the study's texts --------------------------------------------------------------------
 
 def fill(text: str, server: StudyServer, partner: str, country: str) -> str:
-    """A scenario text with {partner}, {country} and {arms} filled in, escaped (other braces stay)."""
+    """A scenario text with {partner}, {country}, {arms}, {assignment} and {ip} filled in, escaped
+    (other braces stay)."""
     arms = len(server.scenario.arms)
-    values = {"{partner}": partner, "{country}": country,
-              "{arms}": NUMBER_WORDS[arms] if arms < len(NUMBER_WORDS) else str(arms)}
+    words = NUMBER_WORDS[arms] if arms < len(NUMBER_WORDS) else str(arms)
+    assignment = ("Everyone talked with the same AI conversation partner" if arms == 1 else
+                  f"Participants were assigned at random to one of {words} AI conversation partners built in "
+                  "different ways")
+    ip = ("the server records your IP address in its access log, kept apart from your answers, for the "
+          "server's security" if server.human.log_client_addresses else "the server does not record your IP address")
+    values = {"{partner}": partner, "{country}": country, "{arms}": words, "{assignment}": assignment, "{ip}": ip}
     for key, value in values.items():
         text = text.replace(key, value)
     return html.escape(text)
 
 
-def estimated_minutes(server: StudyServer) -> int:
-    """The consent page's duration when the scenario gives none: ~15 s per test answer (twice),
-    ~90 s per chat message and reply, ~10 s per Likert item, 3 min for the texts; to 5 minutes."""
-    sc = server.scenario
-    seconds = 2 * 15 * len(server.plan.items) + 90 * sc.learning_turns + 10 * len(sc.questionnaire.likert) + 180
-    return max(5, 5 * round(seconds / 300))
+UNSET = "<i>not stated</i>"
+
+
+def _stated(value: str | None) -> str:
+    return html.escape(value) if value else UNSET
 
 
 def who_runs_it(server: StudyServer) -> str:
     h = server.human
-    unset = "<i>not stated</i>"
-    rows = [("Researcher", html.escape(h.researcher) if h.researcher else unset),
-            ("Contact", html.escape(h.contact) if h.contact else unset),
-            ("Ethics approval", html.escape(h.approval) if h.approval else unset)]
+    rows = [("Researcher", _stated(h.researcher)), ("Contact", _stated(h.contact)),
+            ("Ethics approval", _stated(h.approval)), ("Responsible for the data", _stated(h.data_controller))]
     out = "".join(f"<li>{k}: {v}</li>" for k, v in rows)
     note = ("" if not h.missing() else "<p class='notice'>This study has not stated everything above. Please ask "
             "whoever sent you this link before you take part.</p>")
-    return f"<ul>{out}</ul>{note}"
+    return f"<ul>{out}</ul>{note}<p>{html.escape(h.complaints)}</p>"
+
+
+def ai_provider(server: StudyServer) -> str:
+    """Where the chat text goes, from the arms' model specs: the study's own computer, or a named
+    external AI service (the consent page says so; an ethics board asks)."""
+    places = []
+    for arm in server.scenario.arms:
+        provider = arm.tutor.split(":", 1)[0]
+        host = urllib.parse.urlsplit(arm.base_url).hostname if arm.base_url else None
+        if provider == "local" or host in ("localhost", "127.0.0.1", "::1"):
+            places.append("")
+        elif host:
+            places.append(f"the AI service at {host}")
+        else:
+            places.append({"openai": "OpenAI (USA)", "gemini": "Google's Gemini service"}.get(provider, provider))
+    external = sorted({p for p in places if p})
+    if not external:
+        return ("The AI runs on computers of this study: your chat messages are not sent to an outside AI "
+                "company.")
+    some = "" if all(places) else " (for some participants)"
+    return (f"To write the replies, your chat messages{some} are sent to {html.escape(' and '.join(external))}, an "
+            "outside AI service, which processes them under its own terms.")
+
+
+def pilot_banner(server: StudyServer) -> str:
+    """While researcher, contact or approval is unset the server admits nobody, unless started with
+    `--pilot`; then every page says it is a pilot."""
+    if not server.pilot:
+        return ""
+    return ("<p class='notice' role='note'><b>Pilot run.</b> This is a test of the study, not the study itself: "
+            "the researcher has not yet stated who runs it or its ethics approval.</p>")
 
 
 def footer(p: Participant, server: StudyServer) -> str:
     contact = html.escape(server.human.contact) if server.human.contact else "no contact stated"
-    return (f"<footer><a href='/p/{p.spec.id}/withdraw'>Withdraw from the study</a> · "
-            f"Questions: {contact}</footer>")
+    return (f"{pilot_banner(server)}<footer><a href='/p/{p.spec.id}/withdraw'>Withdraw from the study</a> · "
+            f"<a href='/p/{p.spec.id}/record'>Download your answers</a> · Questions: {contact}</footer>")
 
 
 # -- before the study -----------------------------------------------------------------------
 
 def consent_page(server: StudyServer, token: str, error: str | None = None, status: int = 200) -> web.Response:
     h = server.human
-    minutes = h.duration_minutes or estimated_minutes(server)
+    minutes = server.minutes
     partner, country = "The conversation partner in this study", "the country you will learn about"
     invitation = ("<p><label>Invitation code <input type='text' name='invitation' autocomplete='off'></label></p>"
                   if h.invitation_codes else "")
+    age = (f"<p><label><input type='checkbox' name='age' value='yes'> I am {h.min_age} years old or older.</label></p>"
+           if h.min_age else "")
+    closed = ("" if server.open_to_participants else "<p class='error' role='alert'>This study is not open yet: the "
+              "researcher has not stated who runs it, how to contact them and its ethics approval. Please come back "
+              "later.</p>")
     body = f"""<h1>{html.escape(h.title)}</h1>{error_box(error)}
 <h2>What this study is</h2><p>{fill(h.purpose, server, partner, country)}</p>
 <p>You first answer a short survey, then chat with a conversation partner about another culture, then
 answer the survey again and a few questions about the chat. It takes about {minutes} minutes.</p>
 <h2>Your conversation partner is an AI</h2><p class='ai'>{fill(h.ai_disclosure, server, partner, country)}</p>
-<h2>Your data</h2><p>{fill(h.data, server, partner, country)}</p>
+<h2>Your data</h2><p>{fill(h.data, server, partner, country)}</p><p>{ai_provider(server)}</p>
+<ul><li>How long it is kept: {fill(h.retention, server, partner, country) if h.retention else UNSET}</li>
+<li>Who sees it: {fill(h.recipients, server, partner, country) if h.recipients else UNSET}</li></ul>
+<h2>Risks</h2><p>{fill(h.risks, server, partner, country)}</p>
 <h2>Taking part and withdrawing</h2><p>{fill(h.withdrawal, server, partner, country)}</p>
-<h2>Who runs this study</h2>{who_runs_it(server)}
-<form method="post" action="/start">{hidden("form_token", token)}{invitation}
+<h2>Who runs this study</h2>{who_runs_it(server)}{closed}
+<form method="post" action="/start">{hidden("form_token", token)}{invitation}{age}
 <p><label><input type="checkbox" name="consent" value="yes"> {fill(h.consent, server, partner, country)}</label></p>
 <button type="submit">Start</button></form>
 <p class='progress'>Started before and have a recovery code? <a href='/recover'>Continue or withdraw</a>.</p>"""
-    return page("Consent", body, status)
+    return page("Consent", pilot_banner(server) + body, status)
 
 
 def welcome_page(server: StudyServer, p: Participant, code: str) -> web.Response:
@@ -265,6 +333,7 @@ def thanks_page(server: StudyServer, p: Participant) -> web.Response:
 def withdraw_page(server: StudyServer, p: Participant, token: str) -> web.Response:
     body = ("<h1>Withdraw from the study</h1><p>If you withdraw, your answers and messages are marked as "
             "withdrawn and left out of every analysis and export. You cannot undo this.</p>"
+            f"<p>{still_on_disk(server)}</p>"
             f"<form method='post' action='/p/{p.spec.id}/withdraw'>{hidden('form_token', token)}"
             "<button type='submit' class='danger'>Withdraw my answers</button></form>"
             f"<p><a href='/p/{p.spec.id}'>Go back to the study</a></p>")
@@ -274,10 +343,18 @@ def withdraw_page(server: StudyServer, p: Participant, token: str) -> web.Respon
 def withdrawn_page(server: StudyServer, p: Participant) -> web.Response:
     h, meta = server.human, p.meta
     body = ("<h1>You have withdrawn</h1><p>Your answers and messages are marked as withdrawn and will not be used. "
-            "Thank you for your time.</p>"
+            f"Thank you for your time.</p><p>{still_on_disk(server)}</p>"
             f"<h2>About this study</h2><p>{fill(h.debriefing, server, meta.tutor.name, meta.country)}</p>"
             f"<h2>Who runs this study</h2>{who_runs_it(server)}")
     return page("Withdrawn", body)
+
+
+def still_on_disk(server: StudyServer) -> str:
+    """What withdrawal does not do by itself, said plainly: the records stay in the study's files until erased."""
+    contact = f" ({html.escape(server.human.contact)})" if server.human.contact else ""
+    return ("Withdrawing does not delete anything by itself: your records stay in the study's files, marked as "
+            f"withdrawn. To have them erased completely, ask the researcher{contact} and give them your participant "
+            "number from the address bar (it starts with \"p-\"); they can erase them with one command.")
 
 
 def not_found_page() -> web.Response:
@@ -298,7 +375,16 @@ def stage_of(server: StudyServer, p: Participant) -> str:
 STAGES = ["pre-test", "chat", "post-test", "questionnaire", "finished", "withdrawn"]
 
 
-def admin_page(server: StudyServer, token: str) -> web.Response:
+def admin_login_page(token: str, error: str | None = None, status: int = 200) -> web.Response:
+    """The researcher signs in with the token printed at start; it is posted, never put in a URL."""
+    body = (f"<h1>Study administration</h1>{error_box(error)}<p>Enter the admin token printed when the server "
+            "started.</p><form method='post' action='/admin/login'>"
+            f"{hidden('form_token', token)}<p><input type='password' name='token' autocomplete='off'></p>"
+            "<button type='submit'>Sign in</button></form>")
+    return page("Study administration", body, status)
+
+
+def admin_page(server: StudyServer) -> web.Response:
     counts: Counter = Counter()
     for p in server.participants.values():
         counts[(p.meta.culture, p.meta.arm, stage_of(server, p))] += 1
@@ -311,11 +397,14 @@ def admin_page(server: StudyServer, token: str) -> web.Response:
     head = "".join(f"<th>{s}</th>" for s in ["culture", "arm", "started", *STAGES])
     n = len(server.participants)
     refused = "".join(f"<li>{html.escape(k)}: {v}</li>" for k, v in sorted(server.rejected.items())) or "<li>none</li>"
-    body = (f"<h1>{html.escape(server.scenario.name)}: progress</h1><p>{n} participant{'' if n == 1 else 's'}; "
+    alerts = "".join(f"<p class='error' role='alert'>{html.escape(k)}: {v} — records could not be written (is the "
+                     "disk full?). Participants are told their answers were not saved; free space, then check the "
+                     "run directory.</p>" for k, v in sorted(server.alerts.items()))
+    body = (f"<h1>{html.escape(server.scenario.name)}: progress</h1>{alerts}<p>{n} participant{'' if n == 1 else 's'}; "
             f"run directory {html.escape(str(server.out))}</p><table><tr>{head}</tr>{''.join(rows)}</table>"
             "<p class='scale'>started: everyone who began; the other columns: where each of them is now.</p>"
             f"<h2>Refused requests since the server started</h2><ul>{refused}</ul>"
-            f"<p><a href='/admin/export?token={html.escape(token)}'>Export (JSONL, withdrawn participants marked, "
+            "<p><a href='/admin/export'>Export (JSONL, withdrawn participants marked, "
             "their answers left out)</a></p>")
     return page("Study progress", body)
 
@@ -327,6 +416,16 @@ def export_rows(server: StudyServer) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"id": p.spec.id, "culture": p.meta.culture, "arm": p.meta.arm,
                                "stage": stage_of(server, p), "withdrawn": p.withdrawn}
         if not p.withdrawn:
-            row["turns"] = [{"role": t.role, "text": t.text} for t in p.turns]
+            row["turns"] = [{"role": t.role, "text": inert(t.text)} for t in p.turns]
         rows.append(row)
     return rows
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "|", "%")
+
+
+def inert(text: str) -> str:
+    """An exported text a spreadsheet shows as text: control characters (but line breaks) out, and a
+    leading formula sign (`=HYPERLINK(…)`, `+`, `-`, `@`, …) escaped with an apostrophe (OWASP's rule)."""
+    text = "".join(ch for ch in text if ch == "\n" or unicodedata.category(ch) != "Cc")
+    return "'" + text if text.startswith(FORMULA_START) else text

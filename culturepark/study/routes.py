@@ -5,7 +5,9 @@ Who may do what is checked here, before the server is asked anything:
   `SameSite=Lax`); the link alone shows a page that asks for the recovery code;
 - every post carries an anti-forgery token: on a session's forms, one derived from its key
   (`form_token`); on the consent and recovery forms, the value of a cookie set with the form
-  (double submit); and a post whose `Origin` or `Sec-Fetch-Site` names another site is refused;
+  (double submit), signed, expiring and spent by its post, the cookie rotated with every answer
+  (`forms.FormTokens`: a replayed consent never reaches a session); and a post whose `Origin` or
+  `Sec-Fetch-Site` names another site is refused;
 - every input is validated: a bad one gets a page with status 400/403/413/429 and nothing is
   written; no request ever ends in a 500 unless the server itself is broken, and then the log
   says which handler failed, never who asked.
@@ -13,17 +15,25 @@ Who may do what is checked here, before the server is asked anything:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import hashlib
+import hmac
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from culturepark.engine.errors import LogWriteError
+from culturepark.study.forms import ClientGone, FormRefused, FormTokens, parse_form
+from culturepark.study.limits import ConnectionLimits
 from culturepark.study.pages import (
+    SECURITY_HEADERS,
+    admin_login_page,
     admin_page,
     answers_page,
     chat_page,
@@ -37,11 +47,12 @@ from culturepark.study.pages import (
     withdraw_page,
     withdrawn_page,
 )
+from culturepark.study.proxy import Network, proxy_middleware
 from culturepark.study.server import BadInput, NewSession, Participant, Refused, StudyServer, form_token, same_secret
 
 SESSION_COOKIE = "cp_session"
 FORM_COOKIE = "cp_form"
-REPEAT_CONSENT_S = 600.0  # a consent form posted twice (a double click without JavaScript) gets the same session
+ADMIN_COOKIE = "cp_admin"
 log = logging.getLogger("culturepark.study")
 
 
@@ -52,7 +63,7 @@ def session_post(handler: Callable[[Any, web.Request, Participant, str, dict[str
     are checked before `handler` runs; otherwise the recovery page or a refusal, nothing written."""
     @functools.wraps(handler)
     async def checked(self: StudyRoutes, request: web.Request) -> web.StreamResponse:
-        found = self.participant(request)
+        found = await self.participant(request)
         if isinstance(found, web.Response):
             return found
         p, key = found
@@ -65,46 +76,75 @@ def session_post(handler: Callable[[Any, web.Request, Participant, str, dict[str
 class StudyRoutes:
     """One method per route; each reads the request, asks the `StudyServer`, renders a page."""
 
-    def __init__(self, server: StudyServer) -> None:
+    def __init__(self, server: StudyServer, limits: ConnectionLimits | None = None) -> None:
         self.server = server
-        self._consented: dict[str, tuple[float, NewSession]] = {}  # form token -> session made with it
+        self.limits = limits or ConnectionLimits()
+        self.tokens = FormTokens()
+        self.admin_key = secrets.token_bytes(32)  # signs the admin cookie; a restart signs everyone out
 
     # -- checks -----------------------------------------------------------------------------
+    def client(self, request: web.Request) -> str:
+        """The client's address, for the per-client limits only (hashed there, never kept or written)."""
+        return request.remote or ""
+
     async def form(self, request: web.Request) -> dict[str, str]:
         """The posted form, refused if it comes from another site or cannot be read."""
+        # Under `Referrer-Policy: no-referrer` a browser sends `Origin: null` even for its own forms, so
+        # "null" defers to `Sec-Fetch-Site`, and, in browsers without it, to the form's token.
         origin = request.headers.get("Origin")
         if request.headers.get("Sec-Fetch-Site") == "cross-site" or (
-                origin is not None and origin != f"{request.scheme}://{request.host}"):
+                origin not in (None, "null") and origin != f"{request.scheme}://{request.host}"):
             raise self.server.refuse("cross_site", "This form was sent from another website, so it was not accepted.")
         try:
-            return {k: str(v) for k, v in (await request.post()).items()}
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise self.server.refuse("bad_form", "The form could not be read. Please go back and try again.",
-                                     400) from exc
+            async with asyncio.timeout(self.limits.body_timeout_s):
+                body = await request.read()
+        except ConnectionResetError as exc:  # the client hung up mid-body
+            raise ClientGone from exc
+        except TimeoutError as exc:
+            raise self.server.refuse("body_timeout", "What was sent took too long to arrive, so it was not accepted. "
+                                                     "Please try again.", 408) from exc
+        try:
+            return parse_form(request.content_type, request.charset, body)
+        except FormRefused as exc:
+            raise self.server.refuse(exc.reason, "The form could not be read (it was not sent as this study's "
+                                                 "pages send it). Please go back and try again.", exc.status) from exc
 
-    def cookie_form(self, request: web.Request, render: Callable[[str], web.Response]) -> web.Response:
+    def cookie_form(self, request: web.Request, render: Callable[[str], web.Response], fresh: bool = False
+                    ) -> web.Response:
         """A page whose form is checked against a cookie (consent, recovery: no session yet): the
-        browser's form cookie, or a new one, goes both into the form and into the cookie."""
-        token = request.cookies.get(FORM_COOKIE) or secrets.token_urlsafe(24)
+        browser's unspent form token, or (`fresh`, or none usable) a new one, goes both into the
+        form and into the cookie."""
+        now = time.time()
+        token = request.cookies.get(FORM_COOKIE, "")
+        if fresh or not self.tokens.valid(token, now) or self.tokens.spent(token):
+            token = self.tokens.issue(now)
         resp = render(token)
-        resp.set_cookie(FORM_COOKIE, token, path="/", httponly=True, samesite="Lax", secure=request.secure)
+        set_form_cookie(resp, token, request)
         return resp
 
-    def check_form_cookie(self, request: web.Request, form: dict[str, str]) -> str:
-        """The consent and recovery forms: the form's token must equal the form cookie's value."""
+    def spend_form_cookie(self, request: web.Request, form: dict[str, str]) -> None:
+        """The consent and recovery forms: the form's token must equal the form cookie's value, be
+        one this process signed, and not have been sent before (each post spends it)."""
         token = request.cookies.get(FORM_COOKIE, "")
         self.check_form_token(form, token)
-        return token
+        now = time.time()
+        if not self.tokens.valid(token, now):
+            raise self.server.refuse("forged", "This form has expired or was not sent from this study's page. "
+                                               "Please reload the page and try again.")
+        if not self.tokens.spend(token, now):
+            raise self.server.refuse("form_used", "This form was sent already, so it was not accepted a second "
+                                                  "time. Please go back to the first page and start again.")
 
-    def participant(self, request: web.Request) -> tuple[Participant, str] | web.Response:
+    async def participant(self, request: web.Request) -> tuple[Participant, str] | web.Response:
         """The participant of the URL and the session key of this browser, or the page to show instead."""
         p = self.server.participants.get(request.match_info["pid"])
         if p is None:
             return not_found_page()
         key = request.cookies.get(SESSION_COOKIE, "")
-        if not self.server.holds(p, key):
-            self.server.rejected["no_session"] += 1
-            return locked(self, request)
+        state = await self.server.session_state(p, key)
+        if state != "ok":
+            self.server.rejected["session_expired" if state == "expired" else "no_session"] += 1
+            return locked(self, request, expired=state == "expired")
         return p, key
 
     def check_form_token(self, form: dict[str, str], expected: str) -> None:
@@ -118,24 +158,33 @@ class StudyRoutes:
         return self.cookie_form(request, lambda token: consent_page(self.server, token))
 
     async def start(self, request: web.Request) -> web.StreamResponse:
+        """Consent: the form's token is spent whatever happens next, and every answer carries a new one,
+        so the same form sent again (a replay, the back button on a shared computer) starts nothing."""
         form = await self.form(request)
-        token = self.check_form_cookie(request, form)
-        now = time.monotonic()
-        self._consented = {k: v for k, v in self._consented.items() if now - v[0] < REPEAT_CONSENT_S}
-        if token in self._consented:
-            return self.welcome(request, self._consented[token][1])
-        if form.get("consent") != "yes":
-            return consent_page(self.server, token, "Please tick the box to agree before you start.", 400)
         try:
-            made = await self.server.new_participant(form.get("invitation", ""))
+            self.spend_form_cookie(request, form)
         except Refused as exc:
-            return consent_page(self.server, token, str(exc), exc.status)
-        self._consented[token] = (now, made)
+            return self.again(request, consent_page, str(exc), exc.status)
+        if form.get("consent") != "yes":
+            return self.again(request, consent_page, "Please tick the box to agree before you start.", 400)
+        if self.server.human.min_age and form.get("age") != "yes":
+            return self.again(request, consent_page, f"Please confirm that you are {self.server.human.min_age} years "
+                                                     "old or older: this study is for adults only.", 400)
+        try:
+            made = await self.server.new_participant(form.get("invitation", ""), self.client(request))
+        except Refused as exc:
+            return self.again(request, consent_page, str(exc), exc.status)
         return self.welcome(request, made)
+
+    def again(self, request: web.Request, render: Callable[[StudyServer, str, str, int], web.Response],
+              message: str, status: int) -> web.Response:
+        """The consent or recovery form once more, with what was wrong, and a new token (the old one is spent)."""
+        return self.cookie_form(request, lambda token: render(self.server, token, message, status), fresh=True)
 
     def welcome(self, request: web.Request, made: NewSession) -> web.Response:
         resp = welcome_page(self.server, made.participant, made.recovery_code)
-        set_session_cookie(resp, made.participant, made.key, request)
+        set_session_cookie(resp, made.participant, made.key, request, self.server.session_lifetime_s)
+        set_form_cookie(resp, self.tokens.issue(time.time()), request)
         return resp
 
     async def recover_form(self, request: web.Request) -> web.Response:
@@ -143,18 +192,19 @@ class StudyRoutes:
 
     async def recover(self, request: web.Request) -> web.StreamResponse:
         form = await self.form(request)
-        token = self.check_form_cookie(request, form)
         try:
-            p, key = self.server.recover(form.get("code", ""))
+            self.spend_form_cookie(request, form)
+            p, key = await self.server.recover(form.get("code", ""), self.client(request))
         except Refused as exc:
-            return recover_page(self.server, token, str(exc), exc.status)
+            return self.again(request, recover_page, str(exc), exc.status)
         resp = web.HTTPSeeOther(f"/p/{p.spec.id}")
-        set_session_cookie(resp, p, key, request)
+        set_session_cookie(resp, p, key, request, self.server.session_lifetime_s)
+        set_form_cookie(resp, self.tokens.issue(time.time()), request)
         raise resp
 
     # -- the session --------------------------------------------------------------------------
     async def show(self, request: web.Request) -> web.StreamResponse:
-        found = self.participant(request)
+        found = await self.participant(request)
         if isinstance(found, web.Response):
             return found
         (p, key), server = found, self.server
@@ -210,10 +260,17 @@ class StudyRoutes:
 
         async def work() -> None:
             outcome: dict[str, Any] = {"done": True}
+            turns = len(p.turns)
             try:
                 await self.server.ask_if_current(p, step, message, on_text=updates.put_nowait)
             except BadInput as exc:
                 outcome = {"error": str(exc)}
+            except LogWriteError as exc:  # "done" would be a lie: say what was not saved
+                self.server.log_failed(exc)
+                outcome = {"error": not_saved(self.server, question_saved=len(p.turns) > turns), "saved": False}
+            except Exception:  # a bug: its traceback in the server's log, the participant told the truth
+                log.exception("study: the streamed reply failed")
+                outcome = {"error": not_saved(self.server, question_saved=len(p.turns) > turns), "saved": False}
             finally:
                 updates.put_nowait(outcome)
 
@@ -230,8 +287,24 @@ class StudyRoutes:
                     break
         except ConnectionResetError:
             pass  # the page went away; the task (not this handler's child) finishes and logs the reply
-        await asyncio.shield(task)
+        await asyncio.shield(task)  # `work` raises nothing: after `prepare`, no second status line
+        with contextlib.suppress(ConnectionResetError):
+            await resp.write_eof()
         return resp
+
+    async def record(self, request: web.Request) -> web.StreamResponse:
+        """The participant's own record, as JSON: their answers and the chat, and which texts they agreed to."""
+        found = await self.participant(request)
+        if isinstance(found, web.Response):
+            return found
+        p = found[0]
+        body = orjson.dumps({"participant": p.spec.id, "withdrawn": p.withdrawn,
+                             "texts_version": self.server.texts_hash,
+                             "turns": [{"role": "you" if t.role == "learner" else "AI", "text": t.text}
+                                       for t in p.turns]}, option=orjson.OPT_INDENT_2)
+        return web.Response(body=body, content_type="application/json",
+                            headers={"Content-Disposition": f"attachment; filename={p.spec.id}.json",
+                                     "Cache-Control": "no-store"})
 
     @session_post
     async def retry(self, request: web.Request, p: Participant, key: str, form: dict[str, str]) -> web.StreamResponse:
@@ -240,7 +313,7 @@ class StudyRoutes:
         raise web.HTTPSeeOther(f"/p/{p.spec.id}")
 
     async def withdraw_form(self, request: web.Request) -> web.StreamResponse:
-        found = self.participant(request)
+        found = await self.participant(request)
         if isinstance(found, web.Response):
             return found
         p, key = found
@@ -256,33 +329,91 @@ class StudyRoutes:
         raise web.HTTPSeeOther(f"/p/{p.spec.id}")
 
     # -- the researcher -----------------------------------------------------------------------
-    def admin_token(self, request: web.Request) -> str:
-        token = request.query.get("token", "")
-        if not same_secret(token, self.server.admin_token):
-            raise self.server.refuse("admin_token", "This page needs the admin link printed when the server started.")
-        return token
+    # The admin token is sent as `Authorization: Bearer TOKEN` (scripts) or posted once to the login
+    # form, which sets an HttpOnly, SameSite=Strict cookie for /admin; a token in a URL (browser
+    # history, proxy logs) is refused, never accepted.
+    def admin_cookie(self) -> str:
+        return hmac.new(self.admin_key, self.server.admin_token.encode(), hashlib.sha256).hexdigest()
+
+    def is_admin(self, request: web.Request) -> bool:
+        """Whether the request carries the admin token (header) or the signed-in cookie; `Refused` for a
+        token in the URL or a wrong one in the header."""
+        if "token" in request.query:
+            raise self.server.refuse("token_in_url", "The admin token never goes in a link (it would stay in the "
+                                     "browser's history and in proxy logs). Open /admin and sign in there.", 400)
+        auth = request.headers.get("Authorization")
+        if auth is not None:
+            scheme, _, given = auth.partition(" ")
+            if scheme.lower() != "bearer" or not same_secret(given.strip(), self.server.admin_token):
+                raise self.server.refuse("admin_token", "This admin token is not the one printed when the "
+                                                        "server started.")
+            return True
+        return same_secret(request.cookies.get(ADMIN_COOKIE, ""), self.admin_cookie())
 
     async def admin(self, request: web.Request) -> web.Response:
-        return admin_page(self.server, self.admin_token(request))
+        if not self.is_admin(request):
+            error = None
+            if ADMIN_COOKIE in request.cookies:  # signed in before a restart (or a made-up cookie)
+                self.server.rejected["admin_cookie"] += 1
+                error = "This sign-in is no longer valid (the server has restarted since). Please sign in again."
+            return self.cookie_form(request, lambda token: admin_login_page(token, error, status=401))
+        return admin_page(self.server)
+
+    async def admin_login(self, request: web.Request) -> web.StreamResponse:
+        form = await self.form(request)
+        try:
+            self.spend_form_cookie(request, form)
+            self.server.per_client("admin_login", self.client(request))
+            if not same_secret(form.get("token", "").strip(), self.server.admin_token):
+                raise self.server.refuse("admin_token", "This is not the admin token printed when the server started.")
+        except Refused as exc:
+            message, status = str(exc), exc.status
+            return self.cookie_form(request, lambda token: admin_login_page(token, message, status), fresh=True)
+        resp = web.HTTPSeeOther("/admin")
+        resp.set_cookie(ADMIN_COOKIE, self.admin_cookie(), path="/admin", httponly=True, samesite="Strict",
+                        secure=request.secure)
+        raise resp
 
     async def export(self, request: web.Request) -> web.Response:
-        self.admin_token(request)
+        if not self.is_admin(request):
+            raise self.server.refuse("admin_token", "The export needs the researcher to sign in at /admin first.")
         body = b"".join(orjson.dumps(row) + b"\n" for row in export_rows(self.server))
         return web.Response(body=body, content_type="application/x-ndjson",
                             headers={"Content-Disposition": "attachment; filename=participants.jsonl",
                                      "Cache-Control": "no-store"})
 
 
-def locked(routes: StudyRoutes, request: web.Request) -> web.Response:
+def locked(routes: StudyRoutes, request: web.Request, expired: bool = False) -> web.Response:
     """The link without this browser's session: the recovery form, never the session itself."""
-    return routes.cookie_form(request, lambda token: recover_page(
-        routes.server, token, "This session belongs to another browser (or its cookie is gone). If it is yours, "
-        "enter your recovery code to continue here.", 403, heading="This session is open elsewhere"))
+    if expired:
+        heading = "This session has expired"
+        message = ("This session has been open longer than the study lasts, so it was closed in this browser. "
+                   "If it is yours, enter your recovery code to continue.")
+    else:
+        message, heading = ("This session belongs to another browser (or its cookie is gone). If it is yours, "
+                            "enter your recovery code to continue here.", "This session is open elsewhere")
+    return routes.cookie_form(request, lambda token: recover_page(routes.server, token, message, 403,
+                                                                  heading=heading))
 
 
-def set_session_cookie(resp: web.StreamResponse, p: Participant, key: str, request: web.Request) -> None:
+def set_session_cookie(resp: web.StreamResponse, p: Participant, key: str, request: web.Request,
+                       lifetime_s: int) -> None:
+    """The session cookie lives as long as the server accepts the session (`session_lifetime_s`)."""
     resp.set_cookie(SESSION_COOKIE, key, path=f"/p/{p.spec.id}", httponly=True, samesite="Lax",
-                    secure=request.secure, max_age=180 * 24 * 3600)
+                    secure=request.secure, max_age=lifetime_s)
+
+
+def set_form_cookie(resp: web.StreamResponse, token: str, request: web.Request) -> None:
+    resp.set_cookie(FORM_COOKIE, token, path="/", httponly=True, samesite="Lax", secure=request.secure)
+
+
+def not_saved(server: StudyServer, question_saved: bool) -> str:
+    """The sentence for a failed log write: what was not saved, and whom to tell."""
+    contact = f" ({server.human.contact})" if server.human.contact else ""
+    what = ("Your message was saved, but the reply could not be saved" if question_saved
+            else "What you just sent could NOT be saved")
+    return (f"{what}: the study's server cannot write its records right now (its disk may be full). Your earlier "
+            f"answers are kept. Please stop here and tell the researcher{contact}.")
 
 
 def guard(server: StudyServer) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -298,6 +429,12 @@ def guard(server: StudyServer) -> Callable[..., Awaitable[web.StreamResponse]]:
             return await handler(request)
         except Refused as exc:
             return message_page("Not accepted", str(exc), exc.status)
+        except ClientGone:
+            server.rejected["client_gone"] += 1
+            return web.Response(status=400)  # nobody reads it; no traceback for a hang-up
+        except LogWriteError as exc:
+            server.log_failed(exc)
+            return message_page("Not saved", not_saved(server, question_saved=False), 503)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -306,9 +443,14 @@ def guard(server: StudyServer) -> Callable[..., Awaitable[web.StreamResponse]]:
             return message_page(title, text, exc.status)
         except Exception:
             log.exception("study: the %s handler failed", request.match_info.route.name or "unnamed")
-            return message_page("Something went wrong", "The server could not handle this request. Your answers so "
-                                "far are saved; please go back and try again.", 500)
+            return message_page("Something went wrong", "The server could not handle this request, so what you sent "
+                                "last may not have been saved. Please go back and try again.", 500)
     return middleware
+
+
+async def secure_headers(_: web.Request, resp: web.StreamResponse) -> None:
+    """Every response, the app's pages and its refusals alike: `pages.SECURITY_HEADERS`."""
+    resp.headers.update(SECURITY_HEADERS)
 
 
 async def no_icon(_: web.Request) -> web.Response:
@@ -316,17 +458,23 @@ async def no_icon(_: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def build_app(server: StudyServer) -> web.Application:
-    r = StudyRoutes(server)
-    app = web.Application(client_max_size=256 * 1024, middlewares=[guard(server)])
+def build_app(server: StudyServer, limits: ConnectionLimits | None = None,
+              trusted_proxies: Sequence[Network] = ()) -> web.Application:
+    """The study's app; `trusted_proxies`: the reverse proxies whose forwarded headers are believed (`proxy`)."""
+    r = StudyRoutes(server, limits)
+    app = web.Application(client_max_size=256 * 1024, middlewares=[proxy_middleware(trusted_proxies), guard(server)])
+    app.on_response_prepare.append(secure_headers)
     app.add_routes([web.get("/", r.index, name="index"), web.post("/start", r.start, name="start"),
                     web.get("/recover", r.recover_form, name="recover_form"),
                     web.post("/recover", r.recover, name="recover"),
                     web.get("/p/{pid}", r.show, name="show"), web.post("/p/{pid}/answers", r.answers, name="answers"),
                     web.post("/p/{pid}/ask", r.ask, name="ask"), web.post("/p/{pid}/retry", r.retry, name="retry"),
                     web.get("/p/{pid}/withdraw", r.withdraw_form, name="withdraw_form"),
+                    web.get("/p/{pid}/record", r.record, name="record"),
                     web.post("/p/{pid}/withdraw", r.withdraw, name="withdraw"),
-                    web.get("/admin", r.admin, name="admin"), web.get("/admin/export", r.export, name="export"),
+                    web.get("/admin", r.admin, name="admin"),
+                    web.post("/admin/login", r.admin_login, name="admin_login"),
+                    web.get("/admin/export", r.export, name="export"),
                     web.get("/favicon.ico", no_icon, name="favicon")])
     return app
 

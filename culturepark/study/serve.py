@@ -22,16 +22,22 @@ from culturepark.engine.log import LOG_NAME
 from culturepark.runs.prepare import RunOptions, prepare
 from culturepark.runs.session import run_session
 from culturepark.scenarios.schema import EducationScenario
+from culturepark.study.limits import ConnectionLimits, GuardedSite
+from culturepark.study.proxy import Network, parse_proxies
 from culturepark.study.routes import build_app
-from culturepark.study.server import StudyServer
+from culturepark.study.server import StudyServer, private_header
 
 
 async def serve(scenario_ref: str | Path, out: Path, host: str = "127.0.0.1", port: int = 8800,
                 data_dir: Path | None = None, say: Callable[[str], None] = print,
                 ready: Callable[[str, str], Any] | None = None, stop: asyncio.Event | None = None,
-                base_url: str | None = None, model: str | None = None, arms: list[str] | None = None) -> None:
+                base_url: str | None = None, model: str | None = None, arms: list[str] | None = None,
+                trusted_proxies: list[str] | None = None, pilot: bool = False) -> None:
     """Run the study server until `stop` is set (or forever). Writes to `out` like `culturepark run`;
-    `base_url`, `model` and `arms` change the tutors as `run`'s flags do."""
+    `base_url`, `model` and `arms` change the tutors as `run`'s flags do; `trusted_proxies`: the
+    reverse proxies whose X-Forwarded-* headers are believed (`study.proxy`); `pilot`: admit people
+    although researcher, contact or approval is unset (the pages say it is a pilot)."""
+    proxies = parse_proxies(trusted_proxies or [])
     opts = RunOptions(out=Path(out), data_dir=data_dir, base_url=base_url, model=model, arms=arms)
     prepared = prepare(scenario_ref, opts)
     scenario, plan, out = prepared.scenario, prepared.plan, prepared.out
@@ -44,18 +50,19 @@ async def serve(scenario_ref: str | Path, out: Path, host: str = "127.0.0.1", po
     try:
         async with run_session(prepared, opts, say, backends=tutors, resume=(out / LOG_NAME).exists(),
                                fsync="always") as session:
-            log = session.start_run(learners="human")
+            log = session.start_run(lambda header: private_header(header, out), learners="human")
             token = secrets.token_urlsafe(16)
-            server = StudyServer(scenario, plan, out, session.endpoints, log, token)
-            runner = _runner(server)
+            server = StudyServer(scenario, plan, out, session.endpoints, log, token, pilot=pilot)
+            runner = _runner(server, proxies)
             await runner.setup()
-            await web.SockSite(runner, sock).start()
+            await GuardedSite(runner, sock, counts=server.rejected).start()  # header timeout, connection cap
             url = f"http://{host}:{sock.getsockname()[1]}/"
             say(f"listening on {url}")
-            say(f"admin: {url}admin?token={token}")
+            say(f"admin: {url}admin token: {token}")  # the token is posted there or sent as a header, never in a URL
             if missing := scenario.human.missing():
-                say(f"warning: human.{', human.'.join(missing)} not set in the scenario; the "
-                    "consent page says so. Set them before inviting participants.")
+                say(f"warning: human.{', human.'.join(missing)} not set in the scenario; " + (
+                    "a pilot: participants are admitted and every page says it is a pilot." if pilot else
+                    "nobody is admitted until they are set (or start with --pilot for a test run)."))
             if ready:
                 ready(url, token)
             try:
@@ -79,15 +86,17 @@ class _NoClientAddress(logging.Filter):
         return True
 
 
-def _runner(server: StudyServer) -> web.AppRunner:
+def _runner(server: StudyServer, proxies: list[Network]) -> web.AppRunner:
     """No client address in any log unless the scenario turns the access log on."""
     logger = logging.getLogger("culturepark.study.http")
     if not any(isinstance(f, _NoClientAddress) for f in logger.filters):
         logger.addFilter(_NoClientAddress())
+    app = build_app(server, trusted_proxies=proxies)
     if server.human.log_client_addresses:
         logging.basicConfig(level=logging.INFO)
-        return web.AppRunner(build_app(server), logger=logger)  # aiohttp's access log, with addresses
-    return web.AppRunner(build_app(server), access_log=None, logger=logger)
+        return web.AppRunner(app, logger=logger,  # aiohttp's access log, with addresses
+                             keepalive_timeout=ConnectionLimits.keepalive_timeout_s)
+    return web.AppRunner(app, access_log=None, logger=logger, keepalive_timeout=ConnectionLimits.keepalive_timeout_s)
 
 
 def _stop_on_signals() -> asyncio.Event:

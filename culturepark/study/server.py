@@ -12,9 +12,11 @@ and user agents are not logged (the access log is off). An admin page behind a t
 at start shows progress per culture and arm.
 
 Who may continue a session: the browser that consented holds a session key in a cookie; the
-log keeps only its sha256 (and that of a short recovery code shown to the participant), so a
-restarted server still recognises both, and neither the link alone nor the log opens a
-session. Admission is bounded: `human.signups_per_minute` over any 60 s, and, for a closed
+log keeps only a salted scrypt hash of it (and of a recovery code shown to the participant; see
+`keys`), so a restarted server still recognises both, and neither the link alone nor the log
+opens a session. A session lasts the study's duration plus `SESSION_MARGIN_S`; after that, the
+recovery code opens it again. Invitation codes are compared in their normal form and kept as a
+keyed hash only. Admission is bounded: `human.signups_per_minute` over any 60 s, and, for a closed
 study, one sign-up per invitation code. Refused requests write nothing to the log; they are
 counted (`rejected`) and shown on the admin page.
 """
@@ -23,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
+import logging
 import random
 import re
 import secrets
@@ -40,22 +44,48 @@ from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.errors import RequestFailed
 from culturepark.engine.limiter import WindowCounter
 from culturepark.engine.log import RunLog, read_log
-from culturepark.engine.records import AccessRecord, EndRecord, ParticipantRecord, TurnRecord, WithdrawalRecord
+from culturepark.engine.records import (
+    AccessRecord,
+    EndRecord,
+    ParticipantRecord,
+    RunHeader,
+    TurnRecord,
+    WithdrawalRecord,
+)
 from culturepark.engine.scheduler import ConversationSpec, ResumeState, Turn, turn_record
 from culturepark.scenarios.schema import EducationScenario
+from culturepark.study.forms import clean_text, visible
+from culturepark.study.keys import (
+    RECOVERY_COST,
+    SESSION_COST,
+    kdf_check,
+    kdf_hash,
+    keyed,
+    legacy_digest,
+    load_key,
+    normal_code,
+)
+from culturepark.study.limits import ClientBuckets
 
+logger = logging.getLogger("culturepark.study")
 HUMAN_LEARNER = {"name": "Learner", "person": "a participant in a study",
                  "reason": "wants to learn about {country}"}
 
 
+SESSION_KEY = re.compile(r"[A-Za-z0-9_-]{32}")  # secrets.token_urlsafe(24)
 WHOLE_NUMBER = re.compile(r"[0-9]{1,6}")  # ASCII digits only: "²" and "٣" are digits to str.isdigit
 RECOVERY_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L: read aloud or copied by hand
-RECOVERY_LENGTH = 8  # 31**8 ≈ 2**40 codes; recovery attempts are limited per minute (see `recover`)
+# A recovery code is a 4-letter tag, kept in clear to find the record, and 8 secret letters (31**8 ≈ 2**40),
+# kept as a salted scrypt hash; attempts are limited per minute (see `recover`). Logs made before
+# the tag hold 8-letter codes as a plain sha256, still accepted.
+RECOVERY_TAG = 4
+RECOVERY_LENGTH = 12
 RECOVERIES_PER_MINUTE = 20
+SESSION_MARGIN_S = 24 * 3600  # a session outlives the study's stated duration by a day: a pause, then the code
 
 
 def digest(secret: str) -> str:
-    """What the log keeps of a secret (session key, recovery or invitation code)."""
+    """The texts' version hash (not for secrets: those go through `keys`)."""
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
@@ -71,7 +101,8 @@ def same_secret(given: str, expected: str) -> bool:
 
 
 def normalise_code(code: str) -> str:
-    return "".join(ch for ch in code.upper() if ch.isascii() and ch.isalnum())
+    """A recovery code as typed (any case, spaces, dashes, full-width letters) → its letters."""
+    return "".join(ch for ch in normal_code(code).upper() if ch.isascii() and ch.isalnum())
 
 
 @dataclass
@@ -80,7 +111,9 @@ class Participant:
     meta: LearnerMeta  # the same, read once
     turns: list[Turn] = field(default_factory=list)
     done: bool = False
-    session: str = ""  # sha256 of the current session key (the newest access record wins)
+    session: str = ""  # the KDF hash of the current session key (the newest access record wins)
+    since: float = 0.0  # when that session began: it lasts `StudyServer.session_lifetime_s`
+    verified: str = ""  # in memory only: sha256 of the key last checked against `session` (saves the KDF)
     withdrawn: bool = False
     reply_failed: bool = False  # the tutor's last reply failed: the page offers "Try again"
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -116,7 +149,7 @@ class Refused(Exception):
 class StudyServer:
     def __init__(self, scenario: EducationScenario, plan: EducationPlan, out: Path,
                  endpoints: dict[str, Endpoint], log: RunLog, admin_token: str,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, pilot: bool = False) -> None:
         self.scenario = scenario
         self.human = scenario.human
         self.plan = plan
@@ -126,15 +159,24 @@ class StudyServer:
         self.admin_token = admin_token
         self.policy = experiment_for(scenario).policy()
         self.clock = clock
+        self.pilot = pilot  # admit participants although researcher, contact or approval is unset (pages say so)
+        self.texts_logged: set[str] = set()  # versions of the texts whose full wording is in the log
         self.participants: dict[str, Participant] = {}
-        self.by_recovery: dict[str, str] = {}  # sha256 of a recovery code -> participant id
-        self.used_invitations: set[str] = set()  # sha256 of each invitation code already used
-        self.invitations = {digest(c) for c in self.human.invitation_codes}
+        self.by_recovery: dict[str, str] = {}  # sha256 of an old 8-letter recovery code -> participant id
+        self.by_tag: dict[str, list[tuple[str, str]]] = {}  # recovery tag -> [(participant id, KDF hash)]
+        self.used_invitations: set[str] = set()  # keyed hash of each invitation code already used
+        self.key = load_key(out)
+        self.invitations = {keyed(self.key, c) for c in self.human.invitation_codes}
+        self._legacy_invitations = {legacy_digest(c.strip()): keyed(self.key, c) for c in self.human.invitation_codes}
         self.texts_hash = digest(self.human.model_dump_json(  # what participants read, not how they are admitted
             exclude={"signups_per_minute", "invitation_codes", "log_client_addresses"}))[:16]
+        if self.human.log_client_addresses:  # the data text's {ip} sentence follows it: another version
+            self.texts_hash = digest(self.texts_hash + ":ip")[:16]
         self.signups = WindowCounter(self.human.signups_per_minute)
         self.recoveries = WindowCounter(RECOVERIES_PER_MINUTE)
+        self.clients = ClientBuckets()  # per-client limits, checked before the study-wide ones (see `limits`)
         self.rejected: Counter[str] = Counter()  # refused requests by reason (never written to the log)
+        self.alerts: Counter[str] = Counter()  # what the researcher must act on (the admin page shows it first)
         self._new_lock = asyncio.Lock()
         self._read_back()
 
@@ -148,7 +190,8 @@ class StudyServer:
                 p = self._register(rec)
                 p.turns, p.done = state.turns.get(p.spec.id, []), p.spec.id in state.ended
             elif isinstance(rec, AccessRecord) and rec.conversation_id in self.participants:
-                self.participants[rec.conversation_id].session = rec.session
+                p = self.participants[rec.conversation_id]
+                p.session, p.since = rec.session, rec.t
             elif isinstance(rec, WithdrawalRecord) and rec.conversation_id in self.participants:
                 self.participants[rec.conversation_id].withdrawn = True
 
@@ -157,12 +200,45 @@ class StudyServer:
         and the hashes of its recovery and invitation codes."""
         p = self.participants[rec.conversation_id] = Participant(
             ConversationSpec(rec.conversation_id, rec.seq, rec.meta), learner_meta(rec.meta, rec.conversation_id),
-            session=rec.access.get("session", ""))
-        if "recovery" in rec.access:
-            self.by_recovery[rec.access["recovery"]] = rec.conversation_id
+            session=rec.access.get("session", ""), since=rec.t)
+        recovery = rec.access.get("recovery", "")
+        if "recovery_tag" in rec.access:
+            self.by_tag.setdefault(rec.access["recovery_tag"], []).append((rec.conversation_id, recovery))
+        elif recovery:
+            self.by_recovery[recovery] = rec.conversation_id
+        if "texts_json" in rec.access:
+            self.texts_logged.add(rec.access.get("texts", ""))
         if "invitation" in rec.access:
-            self.used_invitations.add(rec.access["invitation"])
+            used = rec.access["invitation"]
+            self.used_invitations.add(self._legacy_invitations.get(used, used))
         return p
+
+    @property
+    def open_to_participants(self) -> bool:
+        """A study with people states who runs it, how to reach them and its approval before anyone
+        is admitted; `--pilot` admits people anyway, and every page then says it is a pilot."""
+        return self.pilot or not self.human.missing()
+
+    def texts_json(self) -> str:
+        """The texts participants read and agree to, in full: logged once per version (`texts_hash`),
+        so an audit can show what a later participant agreed to, not only a hash."""
+        return self.human.model_dump_json(exclude={"signups_per_minute", "invitation_codes"})
+
+    @property
+    def minutes(self) -> int:
+        """The study's duration as the consent page states it: the scenario's, or an estimate:
+        ~15 s per test answer (twice), ~90 s per chat message and reply, ~10 s per Likert item,
+        3 min for the texts; to 5 minutes."""
+        if self.human.duration_minutes:
+            return self.human.duration_minutes
+        sc = self.scenario
+        seconds = 2 * 15 * len(self.plan.items) + 90 * sc.learning_turns + 10 * len(sc.questionnaire.likert) + 180
+        return max(5, 5 * round(seconds / 300))
+
+    @property
+    def session_lifetime_s(self) -> int:
+        """How long a session key opens a session: the stated duration plus `SESSION_MARGIN_S`."""
+        return self.minutes * 60 + SESSION_MARGIN_S
 
     def _assign(self, number: int) -> tuple[Any, str]:
         """Block randomisation: every block of (culture × arm) slots is shuffled with the seed."""
@@ -170,18 +246,40 @@ class StudyServer:
         block = random.Random(f"{self.scenario.seed}:human-block:{number // len(combos)}").sample(combos, len(combos))
         return block[number % len(combos)]
 
+    def log_failed(self, exc: Exception) -> None:
+        """A record could not be written (disk full, I/O error): one line for the operator, an alert
+        on the admin page; the participant is told by the caller."""
+        self.alerts["log_write_failed"] += 1
+        logger.error("study: a record could not be written (%s); participants are told it was not saved", exc)
+
     def refuse(self, reason: str, message: str, status: int = 403) -> Refused:
         self.rejected[reason] += 1
         return Refused(reason, message, status)
 
     # -- admission and sessions -----------------------------------------------------------
-    async def new_participant(self, invitation: str = "") -> NewSession:
+    def per_client(self, kind: str, client: str) -> None:
+        """One client's own limit for `kind` (signup, recovery, invitation, admin_login): `Refused` past it."""
+        if not self.clients.admit(kind, client, self.clock()):
+            raise self.refuse(f"{kind}_rate_client", "Too many attempts from this connection right now. Please try "
+                                                     "again in a minute.", 429)
+
+    async def new_participant(self, invitation: str = "", client: str = "") -> NewSession:
         """Consent given: admit (rate, invitation) or raise `Refused`; then one participant record
-        with the hashes of the new session key and recovery code, and of the texts agreed to."""
+        with the KDF hashes of the new session key and recovery code, and the texts' hash.
+        The hashes are made first, in a thread (scrypt takes a moment), outside the admission lock."""
+        key = secrets.token_urlsafe(24)
+        recovery = "".join(secrets.choice(RECOVERY_ALPHABET) for _ in range(RECOVERY_LENGTH))
+        session_hash, recovery_hash = await asyncio.to_thread(
+            lambda: (kdf_hash(key, SESSION_COST), kdf_hash(recovery[RECOVERY_TAG:], RECOVERY_COST)))
         async with self._new_lock:
             access: dict[str, str] = {}
+            if not self.open_to_participants:
+                raise self.refuse("not_open", "This study is not open yet: the researcher has not stated who runs "
+                                              "it, how to contact them and its ethics approval.", 503)
+            self.per_client("signup", client)
             if self.invitations:
-                code = digest(invitation.strip())
+                self.per_client("invitation", client)  # guessing codes costs a minute per few tries
+                code = keyed(self.key, invitation)
                 if code not in self.invitations or code in self.used_invitations:
                     raise self.refuse("invitation", "This invitation code is not valid, or it has been used "
                                                     "already. Please check the code you were sent.")
@@ -189,37 +287,69 @@ class StudyServer:
             if not self.signups.admit(self.clock()):
                 raise self.refuse("signup_rate", "Too many people are starting the study right now. "
                                                  "Please try again in a minute.", 429)
-            number = len(self.participants)
+            # after the last; not the count, which an erasure (`study erase`) lowers
+            number = max((q.spec.seq for q in self.participants.values()), default=-1) + 1
             culture, arm = self._assign(number)
             learner = Learner(**{k: v.format(country=culture.country) for k, v in HUMAN_LEARNER.items()})
             meta = self.plan.participant_meta(culture, arm, number, "human").model_copy(update={"learner": learner})
             pid = "p-" + secrets.token_urlsafe(9)
-            key = secrets.token_urlsafe(24)
-            recovery = "".join(secrets.choice(RECOVERY_ALPHABET) for _ in range(RECOVERY_LENGTH))
-            access.update(session=digest(key), recovery=digest(recovery), texts=self.texts_hash)
+            access.update(session=session_hash, recovery=recovery_hash, recovery_tag=recovery[:RECOVERY_TAG],
+                          texts=self.texts_hash)
+            if self.texts_hash not in self.texts_logged:
+                access["texts_json"] = self.texts_json()
             record = ParticipantRecord(pid, number, meta.model_dump(), self.clock(), access)
             self.log.append(record)
-            return NewSession(self._register(record), key, recovery[:4] + "-" + recovery[4:])
+            p = self._register(record)
+            p.verified = hashlib.sha256(key.encode()).hexdigest()
+            return NewSession(p, key, "-".join(recovery[i:i + 4] for i in range(0, RECOVERY_LENGTH, 4)))
+
+    async def session_state(self, p: Participant, key: str) -> str:
+        """`ok` when a browser's session key is the participant's current one and the session has not
+        outlived `session_lifetime_s`; else `expired` or `none`. The KDF runs once per key and process,
+        in a thread (made-up cookies must not stall everyone's pages), and only for a key of the
+        shape this server makes."""
+        if not p.session or not SESSION_KEY.fullmatch(key):
+            return "none"
+        fast = hashlib.sha256(key.encode()).hexdigest()
+        if not (p.verified and same_secret(fast, p.verified)):
+            if not await asyncio.to_thread(kdf_check, key, p.session):
+                return "none"
+            p.verified = fast
+        return "ok" if self.clock() - p.since <= self.session_lifetime_s else "expired"
 
     def holds(self, p: Participant, key: str) -> bool:
-        """Whether a browser's session key is the participant's current one (constant time)."""
-        return bool(p.session) and same_secret(digest(key), p.session)
+        """`session_state` for code outside the event loop (tests, tools)."""
+        return asyncio.run(self.session_state(p, key)) == "ok"
 
-    def recover(self, code: str) -> tuple[Participant, str]:
-        """A recovery code moves the session to this browser: a new key, logged as its hash, so the
+    async def recover(self, code: str, client: str = "") -> tuple[Participant, str]:
+        """A recovery code moves the session to this browser: a new key, logged as its KDF hash, so the
         browser that held the old key can no longer continue. Raises `Refused`."""
+        self.per_client("recovery", client)
         if not self.recoveries.admit(self.clock()):
             raise self.refuse("recovery_rate", "Too many attempts right now. Please try again in a minute.", 429)
-        pid = self.by_recovery.get(digest(normalise_code(code)))
+        pid = await self._find_recovery(normalise_code(code))
         if pid is None:
             raise self.refuse("recovery_code", "This recovery code does not match any session of this study. "
                                                "Check it and try again.")
         p = self.participants[pid]
         key = secrets.token_urlsafe(24)
-        session = digest(key)
-        self.log.append(AccessRecord(pid, p.spec.seq, session, self.clock()))  # the log first, then the state
-        p.session = session
+        session = await asyncio.to_thread(kdf_hash, key, SESSION_COST)
+        now = self.clock()
+        self.log.append(AccessRecord(pid, p.spec.seq, session, now))  # the log first, then the state
+        p.session, p.since, p.verified = session, now, hashlib.sha256(key.encode()).hexdigest()
         return p, key
+
+    async def _find_recovery(self, code: str) -> str | None:
+        """The participant a (normalised) recovery code belongs to: by its tag, then the KDF, in a thread."""
+        if len(code) == 8:  # a code from before the tag: a plain sha256 in the log
+            return self.by_recovery.get(legacy_digest(code))
+        if len(code) != RECOVERY_LENGTH:
+            return None
+        # 31**4 tags: two participants share one rarely; more than 8 would be a flood, not chance
+        for pid, stored in itertools.islice(self.by_tag.get(code[:RECOVERY_TAG], []), 8):
+            if await asyncio.to_thread(kdf_check, code[RECOVERY_TAG:], stored):
+                return pid
+        return None
 
     def withdraw(self, p: Participant) -> None:
         if not p.withdrawn:
@@ -262,8 +392,9 @@ class StudyServer:
         for number, s in enumerate(pending, 1):
             item = s.item
             assert item is not None  # every step of a test or questionnaire page asks an item
-            raw = form.get(item.key, "").strip()
+            raw = clean_text(form.get(item.key, "")).strip()
             if s.phase == "free":
+                raw = raw if visible(raw) else ""
                 if len(raw) > self.scenario.max_reply_chars:
                     raise BadInput(f"Your answer is too long ({len(raw)} characters; at most "
                                    f"{self.scenario.max_reply_chars}).", ["free"])
@@ -289,9 +420,12 @@ class StudyServer:
         _, step = self.step_of(p)
         if p.withdrawn or step is None or step.phase != "learn" or step.role != "learner":
             return
-        message = message.strip()
+        message = clean_text(message).strip()
         if not message:
             raise BadInput("Please write a question or a reply first.")
+        if not visible(message):
+            raise BadInput("Your message has no visible characters (only spaces or invisible marks), so it was not "
+                           "sent. Please write a question or a reply.")
         if len(message) > self.scenario.max_reply_chars:
             raise BadInput(f"Your message is too long ({len(message)} characters; at most "
                            f"{self.scenario.max_reply_chars}).")
@@ -340,11 +474,23 @@ def _key(step: EduStep) -> str:
     return step.item.key if step.item is not None else ""
 
 
+def private_header(header: RunHeader, run_dir: Path) -> RunHeader:
+    """The study's log header without the invitation codes in clear (the header copies the scenario):
+    each is replaced by its keyed hash (`keys.keyed`), which links nobody once `study.key` is gone."""
+    human = (header.scenario or {}).get("human") or {}
+    if not human.get("invitation_codes"):
+        return header
+    key = load_key(run_dir)
+    scenario = {**(header.scenario or {}), "human": {**human, "invitation_codes": [
+        keyed(key, c) for c in human["invitation_codes"]]}}
+    return header.model_copy(update={"scenario": scenario})
+
+
 def _listed(numbers: list[int]) -> str:
     """1 → "1"; 3, 7, 12 → "3, 7 and 12"."""
     words = [str(n) for n in numbers]
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
-__all__ = ["BadInput", "NewSession", "Participant", "Refused", "StudyServer", "digest",
-           "form_token", "same_secret"]
+__all__ = ["SESSION_MARGIN_S", "BadInput", "NewSession", "Participant", "Refused", "StudyServer", "digest",
+           "form_token", "private_header", "same_secret"]

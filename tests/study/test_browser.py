@@ -58,13 +58,16 @@ def test_a_participant_goes_through_every_page_with_an_outage_and_withdraws(tmp_
             assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scroll
             phone.screenshot(path=shots / "0-consent-phone.png", full_page=True)
             page = browser.new_page(viewport={"width": 900, "height": 900})
+            blocked = []  # the CSP allows exactly the pages' own inline script and style: nothing is blocked
+            page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
             page.goto(server.url)
             assert "is not a real person. It is an AI" in page.inner_text("p.ai")
             assert "IRB-2026-001" in page.inner_text("body") and "about 20 minutes" in page.inner_text("body")
-            assert "I understand that my conversation partner is an AI" in page.inner_text("label")
+            assert "I understand that my conversation partner is an AI" in page.inner_text("label:has(input[name=consent])")
             page.screenshot(path=shots / "1-consent.png", full_page=True)
             page.click("button[type=submit]")  # without ticking the box
             assert "tick the box" in page.inner_text(".error")
+            page.check("input[name=age]")
             page.check("input[name=consent]")
             page.click("button[type=submit]")
             assert page.inner_text("h1") == "Your recovery code"
@@ -129,10 +132,14 @@ def test_a_participant_goes_through_every_page_with_an_outage_and_withdraws(tmp_
             page.click("button[type=submit]")
             assert page.inner_text("h1") == "You have withdrawn"
             page.screenshot(path=shots / "10-withdrawn.png", full_page=True)
-            page.goto(server.admin)
-            assert "1 participant;" in page.inner_text("body")
+            page.goto(server.admin)  # the sign-in form: the token is posted, never put in the URL
+            page.fill("input[name=token]", server.token)
+            page.screenshot(path=shots / "12-admin-sign-in.png", full_page=True)
+            page.click("button[type=submit]")
+            assert "token" not in page.url and "1 participant;" in page.inner_text("body")
             assert "<li>none</li>" in page.content()  # the participant's own browser sent nothing that was refused
             page.screenshot(path=shots / "11-admin.png", full_page=True)
+            assert blocked == []
             browser.close()
     finally:
         server.stop()

@@ -48,7 +48,9 @@ class Server:
         first = self.proc.stdout.readline()
         assert first.startswith("listening on "), first + self.proc.stderr.read()
         self.url = first.split()[-1]
-        self.admin = self.proc.stdout.readline().split()[-1]
+        admin = self.proc.stdout.readline().split()  # admin: URL token: TOKEN
+        self.admin, self.token = admin[1], admin[-1]
+        self.auth = {"Authorization": f"Bearer {self.token}"}  # the token travels in a header, never in a URL
         self.stderr = ""
 
     def stop(self, sig=signal.SIGTERM):
@@ -77,7 +79,7 @@ async def consent(session, base, **extra):
     """The consent page, then agreeing: returns the participant's path and the page with the recovery code."""
     async with session.get(base) as r:
         token = TOKEN.search(await r.text()).group(1)
-    async with session.post(base + "start", data={"consent": "yes", "form_token": token, **extra}) as r:
+    async with session.post(base + "start", data={"consent": "yes", "age": "yes", "form_token": token, **extra}) as r:
         assert r.status == 200, await r.text()
         page = await r.text()
     return f"/p/{PID.search(page).group(1)}", page
@@ -130,15 +132,15 @@ def test_thirty_participants_at_once_then_scored_like_simulated_learners(setup):
         async def admin():
             async with browser() as session:
                 async with session.get(server.url + "admin") as r:
-                    assert r.status == 403
-                async with session.get(server.admin) as r:
+                    assert r.status == 401 and "name='token'" in await r.text()  # the sign-in form
+                async with session.get(server.admin, headers=server.auth) as r:
                     return r.status, await r.text()
         status, page = asyncio.run(admin())
         assert status == 200 and "30 participants" in page
     finally:
         server.stop()
     contents = read_log(out)
-    token = server.admin.split("token=")[1]
+    token = server.token
     assert contents.header.learners == "human" and token not in (out / "log.jsonl").read_text()
     assert set(contents.header.backends) == {"tutor:a", "tutor:b"}  # the learner's local model was never made
     ends = [r for r in contents.records if r.type == "end"]
@@ -170,7 +172,7 @@ def test_bad_input_is_refused_on_the_page_naming_the_questions_and_nothing_is_wr
                 async with s.post(server.url + "start", data={"form_token": token}) as r:  # no consent ticked
                     assert r.status == 400 and "tick the box" in await r.text()
                 path, welcome = await consent(s, server.url)
-                assert re.fullmatch(r"[A-Z2-9]{4}-[A-Z2-9]{4}", CODE.search(welcome).group(1))
+                assert re.fullmatch(r"[A-Z2-9]{4}-[A-Z2-9]{4}-[A-Z2-9]{4}", CODE.search(welcome).group(1))
                 base = server.url.rstrip("/") + path
                 async with s.get(base) as r:
                     page = await r.text()
@@ -348,7 +350,7 @@ def test_withdrawal_and_recovery_code(setup):
                     assert r.status == 200 and "<h1>Survey (before)" in await r.text()
                 async with first.get(base) as r:
                     assert r.status == 403  # the session moved; the old browser only sees the recovery form
-                async with second.get(server.admin.replace("/admin?", "/admin/export?")) as r:
+                async with second.get(server.admin + "/export", headers=server.auth) as r:
                     rows = [orjson.loads(x) for x in (await r.read()).splitlines()]
             return finished, path, rows, code
         finished, path, rows, code = asyncio.run(go())
