@@ -8,6 +8,7 @@ import unicodedata
 
 import orjson
 
+from culturepark.agents.meta import Learner
 from culturepark.engine.log import read_log
 from culturepark.engine.records import ParticipantRecord
 from culturepark.study.keys import KEY_FILE, kdf_check, kdf_hash, keyed, normal_code
@@ -179,8 +180,8 @@ def test_a_log_from_before_the_kdf_still_opens_its_sessions(tmp_path, tiny_data)
     """Old studies resume: plain sha256 session and 8-letter recovery hashes are still accepted."""
     server = make_server(tmp_path, tiny_data)
     meta = server.plan.participant_meta(server.plan.cultures[0], server.scenario.arms[0].name, 0, "human")
-    meta["learner"] = {"name": "Learner", "person": "p", "reason": "r"}
-    old = ParticipantRecord("p-old", 0, meta, Clock().now, {
+    meta = meta.model_copy(update={"learner": Learner(name="Learner", person="p", reason="r")})
+    old = ParticipantRecord("p-old", 0, meta.model_dump(), Clock().now, {
         "session": hashlib.sha256(OLD_KEY.encode()).hexdigest(), "recovery": hashlib.sha256(b"ABCDEFGH").hexdigest()})
     server.log.append(old)
     again = make_server(tmp_path, tiny_data)
