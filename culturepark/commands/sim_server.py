@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from culturepark.commands import count, non_negative_float, positive_float, positive_int
+from culturepark.commands.options import shared
 from culturepark.engine.errors import InputError
 
 
@@ -15,11 +16,11 @@ def register(sub: Any) -> None:
     s = sub.add_parser("sim-server", help="OpenAI-compatible simulator for tests and benches")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=count, default=0, help="0 picks a free port (printed)")
-    s.add_argument("--rpm", type=positive_float)
-    s.add_argument("--tpm", type=positive_float)
+    shared(s, "--rpm", help="the simulated provider's requests per minute (429 past it)")
+    shared(s, "--tpm", help="the simulated provider's tokens per minute (429 past it)")
     s.add_argument("--window-s", type=positive_float, default=1.0)
     s.add_argument("--charge", choices=["admission", "usage"], default="admission")
-    s.add_argument("--latency-ms", type=non_negative_float, default=0.0)
+    shared(s, "--latency-ms", default=0.0)
     s.add_argument("--jitter-ms", type=non_negative_float, default=0.0)
     s.add_argument("--fail-rate", type=non_negative_float, default=0.0)
     s.add_argument("--stream-chunk-ms", type=non_negative_float, default=0.0,
@@ -39,7 +40,7 @@ def register(sub: Any) -> None:
     s.add_argument("--batch-expire-rate", type=non_negative_float, default=0.0)
     s.add_argument("--reply-tokens", type=positive_int, nargs=2, metavar=("MIN", "MAX"), default=(12, 60),
                    help="length of unscripted replies (real chat replies run 80-170 tokens)")
-    s.add_argument("--seed", type=int, default=0)
+    shared(s, "--seed")
     s.set_defaults(func=sim_server)
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from pathlib import Path
 from typing import Any
 
 from culturepark.commands import count
+from culturepark.commands.options import shared
 
 
 def register(sub: Any) -> None:
@@ -14,14 +14,13 @@ def register(sub: Any) -> None:
     stsub = st.add_subparsers(dest="study_command", required=True)
     ss = stsub.add_parser("serve", help="serve the study; answers go to OUT/log.jsonl as they happen")
     ss.add_argument("scenario", help="an education scenario (kind: education)")
-    ss.add_argument("--out", type=Path, required=True, help="run directory; an existing one is continued")
+    shared(ss, "--out", required=True, help="run directory; an existing one is continued")
     ss.add_argument("--host", default="127.0.0.1")
     ss.add_argument("--port", type=count, default=8800, help="0 picks a free port (printed)")
-    ss.add_argument("--data-dir", type=Path)
-    ss.add_argument("--base-url", help="send every tutor to this OpenAI-compatible server (as `run --base-url`)")
-    ss.add_argument("--model", help="the model every tutor asks for (a pilot against one model)")
-    ss.add_argument("--arm", action="append", metavar="NAME=MODEL_SPEC",
-                    help="a tutor arm (repeat; replaces the scenario's arms), e.g. tuned=local:gemma3-270m+lora:DIR")
+    shared(ss, "--data-dir")
+    shared(ss, "--base-url", help="send every tutor to this OpenAI-compatible server (as `run --base-url`)")
+    shared(ss, "--model", help="the model every tutor asks for (a pilot against one model)")
+    shared(ss, "--arm")
     ss.set_defaults(func=serve)
 
 
@@ -32,5 +31,5 @@ def serve(args: argparse.Namespace) -> int:
         print(message, flush=True)
 
     asyncio.run(serve_study(args.scenario, args.out, args.host, args.port, args.data_dir, say=say,
-                            base_url=args.base_url, model=args.model, arms=args.arm))
+                            base_url=args.base_url, model=args.model, arms=args.arms))
     return 0

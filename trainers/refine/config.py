@@ -38,7 +38,8 @@ class DedupConfig(_Strict):
     method: Literal["agglomerative", "kmeans"] = "agglomerative"
     threshold: float = Field(0.25, gt=0, lt=2)  # cosine distance; 0.25 ≈ similarity 0.75
     k: int = Field(10, ge=1)
-    embeddings: Literal["local", "openai"] = "local"
+    embeddings: Literal["local", "openai"] = Field("local", description="sentence embeddings for de-duplication: "
+                                                                      "the packaged MiniLM or an OpenAI-compatible API")
     embeddings_base_url: str | None = None
     embeddings_model: str = "text-embedding-3-small"
     embeddings_dimensions: int | None = 256  # the paper cuts to 256 dims (openai only)
@@ -52,7 +53,8 @@ class ExportConfig(_Strict):
     answered "<code>. <opinion>"; pass t uses each item's t-th kept opinion, and an item with no
     kept opinion is answered with its bare code in every pass (`paper_passes`, 20 as the original)."""
 
-    format: Literal["open", "paper"] = "open"
+    format: Literal["open", "paper"] = Field("open", json_schema_extra={"flag": "--export-format"},
+                                             description="SFT format")
     system_prompt: str | None = "You are {person}. Answer as someone from {culture_phrase} would, in the first person."
     template: TextTemplate = "gemma"
     augment: bool = False  # open format: ask the same WVS items again with varied wording
