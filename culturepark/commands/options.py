@@ -171,5 +171,5 @@ def model_from_args(model: type[T], args: argparse.Namespace, **more: Any) -> T:
         names = [f.name for f in dataclasses.fields(model)]
         return model(**{n: getattr(args, n) for n in names if hasattr(args, n)}, **more)
     assert issubclass(model, BaseModel)
-    return model.model_validate({**model_values(model, args), **more})  # type: ignore[return-value]
+    return model.model_validate({**model_values(model, args), **more})
 
