@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from culturepark.runs.prepare import RunOptions, apply_overrides
 from culturepark.scenarios.loader import builtin_scenarios, load_scenario, parse_scenario
 from culturepark.trainers.refine import RefineConfig
 from tests.conftest import scenario_dict
@@ -81,6 +82,19 @@ REFINE_HASHES = {
     "paper_preset": "652f30ea2807176b",
     "remote_every_field": "77b311d74aa1aff4",
 }
+# Bundled scenarios with `run` flags applied (--base-url turns the embedded model into a server's).
+OVERRIDES: dict[str, tuple[str, RunOptions]] = {
+    "quickstart_to_server": ("quickstart", RunOptions(base_url="http://127.0.0.1:9/v1", model="m")),
+    "quickstart_flex": ("quickstart", RunOptions(service_tier="flex")),
+    "education_quickstart_to_server": ("education-quickstart", RunOptions(base_url="http://127.0.0.1:9/v1")),
+    "paper_v1_flex": ("paper-v1", RunOptions(service_tier="flex", model="gpt-4o")),
+}
+OVERRIDE_HASHES = {
+    "quickstart_to_server": "37e8f0ebf42d1ec1",
+    "quickstart_flex": "102cc4db3df2344b",
+    "education_quickstart_to_server": "6f11aa9d6883c594",
+    "paper_v1_flex": "0222bdf59e748dd8",
+}
 
 
 def test_every_builtin_scenario_is_pinned() -> None:
@@ -100,3 +114,9 @@ def test_scenario_hash_is_unchanged(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(REFINE_CASES))
 def test_refine_hash_is_unchanged(name: str) -> None:
     assert REFINE_CASES[name].content_hash("source") == REFINE_HASHES[name]
+
+
+@pytest.mark.parametrize("name", sorted(OVERRIDES))
+def test_hash_with_run_flags_is_unchanged(name: str) -> None:
+    scenario, opts = OVERRIDES[name]
+    assert apply_overrides(load_scenario(scenario), opts, scenario).content_hash() == OVERRIDE_HASHES[name]

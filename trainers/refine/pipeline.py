@@ -33,7 +33,7 @@ from culturepark.engine.records import EndRecord, RunHeader, TurnRecord
 from culturepark.engine.scheduler import ConversationSpec, ResumeState, Scheduler, SchedulerConfig, Turn, TurnRequest
 from culturepark.engine.stage import Stage
 from culturepark.scenarios.endpoints import make_embedder, make_endpoints
-from culturepark.scenarios.schema import BackendConfig
+from culturepark.scenarios.schema import BackendConfig, RemoteBackendConfig, backend_config
 from culturepark.trainers.refine import prompts
 from culturepark.trainers.refine.config import RefineConfig
 from culturepark.trainers.refine.dedup import cluster, representatives
@@ -170,7 +170,8 @@ EMBEDDINGS_CACHE = "embeddings.jsonl"
 def _embedder(config: RefineConfig, backend: BackendConfig, out: Path) -> Embedder:
     """Remote embeddings share the refiner's limits and retries; paid-for vectors are kept in `out`."""
     d = config.dedup
-    return make_embedder(d.embeddings, d.embeddings_base_url or backend.base_url, d.embeddings_model,
+    served = backend.base_url if isinstance(backend, RemoteBackendConfig) else None
+    return make_embedder(d.embeddings, d.embeddings_base_url or served, d.embeddings_model,
                          d.embeddings_api_key_env, d.embeddings_dimensions, config.limits, config.retry,
                          out / EMBEDDINGS_CACHE, d.embeddings_batch_size)
 
@@ -193,7 +194,7 @@ def source_backend(run_dir: Path) -> BackendConfig | None:
     sc = (header.scenario if header else None) or {}
     role = ((sc.get("roles") or {}).get("delegate") or {}).get("backend")
     data = role or sc.get("backend")
-    return BackendConfig.model_validate(data) if data else None
+    return backend_config(data) if data else None
 
 
 async def refine_async(run_dir: Path, out: Path, config: RefineConfig, resume: bool = False,
