@@ -18,7 +18,7 @@ import dataclasses
 import types
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, NoReturn, TypeVar, Union, get_args, get_origin
 
 import annotated_types
 from pydantic import BaseModel
@@ -28,6 +28,38 @@ from pydantic_core import PydanticUndefined
 from culturepark.commands import count, non_negative_float, positive_float, positive_int
 
 T = TypeVar("T")
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad flags are bad input like any other: one line on stderr and exit 2 (no usage block).
+
+    `build`: a function that adds this parser's arguments when it is first used (parsed or asked
+    for help). A subcommand whose flags come from a settings model in a heavier floor (trainers,
+    testing) is built only when chosen, so `culturepark --help` and the other subcommands never
+    import that floor."""
+
+    def __init__(self, *args: Any, build: Callable[[argparse.ArgumentParser], None] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._build = build
+
+    def built(self) -> OneLineParser:
+        if self._build is not None:
+            build, self._build = self._build, None
+            build(self)
+        return self
+
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:
+        return super(OneLineParser, self.built()).parse_known_args(*args, **kwargs)
+
+    def format_help(self) -> str:
+        return super(OneLineParser, self.built()).format_help()
+
+    def format_usage(self) -> str:
+        return super(OneLineParser, self.built()).format_usage()
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
 
 # -- shared flags -------------------------------------------------------------------------------
 

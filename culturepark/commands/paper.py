@@ -12,7 +12,7 @@ from culturepark.console import make_logger, print_json
 
 
 def register(sub: Any) -> None:
-    from culturepark.runs.paper_chain import PaperChain
+    from culturepark.runs.paper_settings import PaperChain
 
     p = sub.add_parser("paper", help="the paper's chain: run → refine → SFT → fine-tune → eval → report")
     add_model_flags(p, PaperChain)

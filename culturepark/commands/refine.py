@@ -14,9 +14,13 @@ SUMMARY_KEYS = ["conversations", "extracted", "entail", "contradict", "irrelevan
 
 
 def register(sub: Any) -> None:
+    sub.add_parser("refine", help="extract, verify, rewrite, de-duplicate opinions; export SFT data", build=_flags)
+
+
+def _flags(rf: argparse.ArgumentParser) -> None:
+    """`refine`'s flags; those of the config's fields come from its models (built when chosen)."""
     from culturepark.trainers.refine.config import REFINE_PRESETS, DedupConfig, ExportConfig
 
-    rf = sub.add_parser("refine", help="extract, verify, rewrite, de-duplicate opinions; export SFT data")
     rf.add_argument("run_dir", type=Path)
     shared(rf, "--out", help="default: RUN_DIR/refined")
     rf.add_argument("--scenario", type=Path, help="refine config YAML (backend, limits, dedup, export)")

@@ -9,7 +9,6 @@ from typing import Any
 from culturepark.commands import positive_float, positive_int
 from culturepark.commands.options import add_model_flags, model_values, shared
 from culturepark.console import make_logger, print_json
-from culturepark.trainers.lora import PRESETS, LoraSettings
 
 # Flags a preset may set: left out, they are None, so the preset (or the default) decides.
 LORA_PRESET_FLAGS = ["epochs", "max_steps", "lr", "r", "alpha", "dropout", "batch_size", "warmup_ratio", "schedule",
@@ -31,7 +30,13 @@ def register(sub: Any) -> None:
     to.add_argument("--poll-s", type=positive_float, default=10.0, help="seconds between polls of the job")
     shared(to, "--json")
     to.set_defaults(func=train_openai)
-    tl = tsub.add_parser("lora", help="LoRA with peft on the embedded model or a local HF directory")
+    tsub.add_parser("lora", help="LoRA with peft on the embedded model or a local HF directory", build=_lora_flags)
+
+
+def _lora_flags(tl: argparse.ArgumentParser) -> None:
+    """`train lora`'s flags: `LoraSettings`' fields (built when `train lora` is chosen)."""
+    from culturepark.trainers.lora import PRESETS, LoraSettings
+
     tl.add_argument("sft_file", type=Path, help="openai_chat.jsonl from refine")
     add_model_flags(tl, LoraSettings, ["base"])
     shared(tl, "--out", required=True, help="the adapter directory")
@@ -63,7 +68,7 @@ def train_openai(args: argparse.Namespace) -> int:
 
 
 def train_lora(args: argparse.Namespace) -> int:
-    from culturepark.trainers.lora import resolve_settings
+    from culturepark.trainers.lora import LoraSettings, resolve_settings
     from culturepark.trainers.lora import train_lora as run_lora
 
     log = make_logger()

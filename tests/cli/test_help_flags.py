@@ -17,6 +17,7 @@ RECORDED: dict[str, dict[str, Any]] = json.loads((Path(__file__).parent / "help_
 
 
 def _leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    parser.format_help()  # builds a subcommand whose flags are added when it is first used
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not subs:
         yield " ".join(path), parser

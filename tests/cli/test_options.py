@@ -100,3 +100,16 @@ def test_help_states_the_models_defaults_and_preset_values(capsys: pytest.Captur
     text = " ".join(capsys.readouterr().out.split())
     assert "peak learning rate (default 0.0002)" in text
     assert "gradient clipping (default 1.0; paper preset: 0.3)" in text
+
+
+def test_sim_server_flags_fill_the_sim_config() -> None:
+    from culturepark.commands.options import model_values
+    from culturepark.commands.sim_server import SIM_FLAGS
+    from culturepark.testing.sim_config import SimConfig
+
+    args = _parse("sim-server", "--rpm", "60", "--charge", "usage", "--prompt-cache", "--fail-rate", "0.5",
+                  "--seed", "3", "--flex-latency-factor", "2")
+    cfg = SimConfig(**model_values(SimConfig, args, SIM_FLAGS))
+    assert (cfg.rpm, cfg.charge, cfg.prompt_cache, cfg.fail_rate, cfg.seed, cfg.flex_latency_factor) == (
+        60.0, "usage", True, 0.5, 3, 2.0)
+    assert SimConfig(**model_values(SimConfig, _parse("sim-server"), SIM_FLAGS)) == SimConfig()
