@@ -29,6 +29,7 @@ from culturepark.commands import count, non_negative_float, positive_float, posi
 
 T = TypeVar("T")
 
+
 class OneLineParser(argparse.ArgumentParser):
     """Bad flags are bad input like any other: one line on stderr and exit 2 (no usage block).
 
@@ -42,20 +43,22 @@ class OneLineParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self._build = build
 
-    def built(self) -> OneLineParser:
+    def built(self) -> None:
         if self._build is not None:
             build, self._build = self._build, None
             build(self)
-        return self
 
     def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:
-        return super(OneLineParser, self.built()).parse_known_args(*args, **kwargs)
+        self.built()
+        return super().parse_known_args(*args, **kwargs)
 
     def format_help(self) -> str:
-        return super(OneLineParser, self.built()).format_help()
+        self.built()
+        return super().format_help()
 
     def format_usage(self) -> str:
-        return super(OneLineParser, self.built()).format_usage()
+        self.built()
+        return super().format_usage()
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
