@@ -19,7 +19,14 @@ from culturepark.agents.protocol import CultureParkPolicy, build_plan
 from culturepark.agents.wvs import WVSData
 from culturepark.engine.errors import InputError
 from culturepark.engine.scheduler import ConversationSpec, TurnPolicy
-from culturepark.scenarios.schema import AnyScenario, BackendConfig, DirectScenario, EducationScenario, Scenario
+from culturepark.scenarios.schema import (
+    EMBEDDED_ONLY,
+    AnyScenario,
+    BackendConfig,
+    DirectScenario,
+    EducationScenario,
+    Scenario,
+)
 
 
 class ExperimentPlan(Protocol):
@@ -60,13 +67,15 @@ def _point_at(backends: list[dict[str, Any]], flags: Overrides) -> None:
     """`--base-url` sends a backend to an OpenAI-compatible server; `--model` renames its model."""
     for b in backends:
         if flags.base_url:
-            if b["provider"] == "local":
+            if b["provider"] == "local":  # now a server: the embedded model's own settings no longer apply
+                for key in EMBEDDED_ONLY:
+                    b.pop(key, None)
                 b["provider"] = "openai"
                 b["api"] = "completions"
             b["base_url"] = flags.base_url
         if flags.model:
             b["model"] = flags.model
-        if flags.service_tier:
+        if flags.service_tier and b["provider"] != "local":  # a tier is a remote API's
             b["service_tier"] = flags.service_tier
 
 

@@ -20,7 +20,13 @@ from culturepark.engine.records import RunHeader
 from culturepark.engine.stage import Stage
 from culturepark.scenarios.endpoints import make_endpoints
 from culturepark.scenarios.model_spec import parse_model_spec
-from culturepark.scenarios.schema import BackendConfig, Limits, RetryConfig, without_added_defaults
+from culturepark.scenarios.schema import (
+    BackendConfig,
+    EmbeddedBackendConfig,
+    Limits,
+    RetryConfig,
+    without_added_defaults,
+)
 
 
 @dataclass
@@ -48,7 +54,8 @@ class EvalSettings:
             if self.prompt_style not in PROMPT_STYLES:
                 raise InputError(f"--prompt-style {self.prompt_style!r}: expected one of {', '.join(PROMPT_STYLES)}")
             return self.prompt_style  # type: ignore[return-value]
-        card = read_prompt_card(self.backend().adapter)
+        backend = self.backend()
+        card = read_prompt_card(backend.adapter if isinstance(backend, EmbeddedBackendConfig) else None)
         return card.prompt_style if card and card.prompt_style in PROMPT_STYLES else "persona"  # type: ignore[return-value]
 
 
@@ -92,7 +99,7 @@ async def run_items(out: Path, items: list[BatchItem], settings: EvalSettings, h
         finally:
             log.close()
     info = {"model_spec": settings.model, "prompts_hash": prompts_hash, "prompt_style": header.get("prompt_style"),
-            "template": backend.template,
+            "template": backend.template if isinstance(backend, EmbeddedBackendConfig) else None,
             "items_hash": digest([(it.id, it.request.key("")) for it in items]),  # the same for every model
             "requests": endpoints["model"].stats.requests, "elapsed_s": round(time.monotonic() - t0, 2)}
     return batch_results(out), info

@@ -27,7 +27,7 @@ from culturepark.engine.files import atomic_write_json
 from culturepark.engine.log import LOG_NAME, read_header
 from culturepark.scenarios.loader import scenario_of
 from culturepark.scenarios.model_spec import parse_model_spec, to_model_spec
-from culturepark.scenarios.schema import Scenario
+from culturepark.scenarios.schema import RemoteBackendConfig, Scenario
 
 
 class Finished(NamedTuple):
@@ -60,7 +60,10 @@ def settings_for(scenario: Scenario, model: str | None, base_url: str | None, **
     cfg = scenario.backend_for("delegate")
     if model:
         return EvalSettings(model=model, base_url=base_url, **kw)
-    return EvalSettings(model=to_model_spec(cfg), base_url=base_url or cfg.base_url, api_key_env=cfg.api_key_env, **kw)
+    if isinstance(cfg, RemoteBackendConfig):
+        return EvalSettings(model=to_model_spec(cfg), base_url=base_url or cfg.base_url, api_key_env=cfg.api_key_env,
+                            **kw)
+    return EvalSettings(model=to_model_spec(cfg), base_url=base_url, **kw)
 
 
 def question(meta: ConversationMeta) -> str:

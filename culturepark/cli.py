@@ -9,20 +9,13 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
 from culturepark.commands import bench, data, evaluate, logs, paper, refine, report, run, sim_server, study, train
+from culturepark.commands.options import OneLineParser
 from culturepark.engine.errors import CultureparkError
 from culturepark.exit_codes import EXIT_INTERRUPTED, EXIT_OK, exit_code
 
 COMMANDS = [run, refine, train, evaluate, paper, study, report, data, logs, sim_server, bench]
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Bad flags are bad input like any other: one line on stderr and exit 2 (no usage block)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,7 +21,14 @@ from culturepark.engine.limiter import RateLimiter
 from culturepark.engine.pricing import Price, Rates, lookup_price
 from culturepark.engine.prompt_cache import CacheKeyShards
 from culturepark.engine.retry import RetryPolicy
-from culturepark.scenarios.schema import BackendConfig, Limits, RetryConfig, TierRates
+from culturepark.scenarios.schema import (
+    BackendConfig,
+    EmbeddedBackendConfig,
+    Limits,
+    RemoteBackendConfig,
+    RetryConfig,
+    TierRates,
+)
 
 
 def is_loopback(url: str) -> bool:
@@ -36,7 +43,7 @@ def is_loopback(url: str) -> bool:
 
 def api_key_for(cfg: BackendConfig) -> str | None:
     """Keys come from env vars only. A loopback server (vLLM, Ollama, sim) may need none."""
-    if cfg.provider == "local" or cfg.api_key_env is None:
+    if isinstance(cfg, EmbeddedBackendConfig) or cfg.api_key_env is None:
         return None
     key = os.environ.get(cfg.api_key_env, "").strip()
     if key:
@@ -62,14 +69,14 @@ def price_for(cfg: BackendConfig) -> Price | None:
     if cfg.price:
         p = cfg.price
         return Price(p.input_per_1m, p.output_per_1m, p.cached_input_per_1m, _rates(p.flex), _rates(p.batch))
-    if cfg.provider == "local":
+    if isinstance(cfg, EmbeddedBackendConfig):
         return Price(0.0, 0.0)
     return lookup_price(cfg.model)
 
 
 def make_backend(cfg: BackendConfig) -> Backend:
     price = price_for(cfg)
-    if cfg.provider == "local":
+    if isinstance(cfg, EmbeddedBackendConfig):
         from culturepark.engine.backends.local.backend import LocalBackend
         return LocalBackend(cfg.model, device=cfg.device, max_batch=cfg.max_batch,
                             batch_wait_ms=cfg.batch_wait_ms, price=price, adapter=cfg.adapter,
@@ -86,7 +93,7 @@ def batch_backend(cfg: BackendConfig, run_dir: Path, role: str) -> Backend:
     ledger of paid batches in the run directory (one per distinct endpoint)."""
     from culturepark.engine.backends.openai_batch import BatchLimits, OpenAIBatchBackend, ledger_name
 
-    if cfg.provider == "local":
+    if isinstance(cfg, EmbeddedBackendConfig):
         raise InputError(f"--batch-api needs an OpenAI-compatible server with /v1/files and /v1/batches; "
                          f"the {role} uses the embedded model")
     http = make_backend(cfg)
@@ -113,9 +120,11 @@ def make_endpoints(configs: dict[str, BackendConfig], limits: Limits, retry: Ret
                 backend, limiter = batch_backend(cfg, batch_dir, role), RateLimiter()
             else:
                 backend, limiter = make_backend(cfg), RateLimiter(limits.rpm, limits.tpm, limits.burst_s, cfg.settle)
-            shards = CacheKeyShards(cfg.prompt_cache.key_rpm) if cfg.prompt_cache.key else None
+            remote = cfg if isinstance(cfg, RemoteBackendConfig) else None
+            shards = CacheKeyShards(remote.prompt_cache.key_rpm) if remote and remote.prompt_cache.key else None
             shared[key] = Endpoint(backend, limiter, policy, cache, rng=random.Random(f"{seed}:{role}"),
-                                   tier_fallback_after=cfg.flex_fallback_after, cache_keys=shards)
+                                   tier_fallback_after=remote.flex_fallback_after if remote else None,
+                                   cache_keys=shards)
         out[role] = shared[key]
     return out
 
@@ -132,7 +141,7 @@ def make_embedder(kind: str, base_url: str | None = None, model: str = "text-emb
         return LocalMiniLM()
     if not base_url:
         raise InputError("embeddings 'openai' need a base URL")
-    key = api_key_for(BackendConfig(provider="openai", model=model, base_url=base_url, api_key_env=api_key_env))
+    key = api_key_for(RemoteBackendConfig(provider="openai", model=model, base_url=base_url, api_key_env=api_key_env))
     client = HTTPEmbeddings(base_url, model, api_key=key, dimensions=dimensions)
     limits, retry = limits or Limits(), retry or RetryConfig()
     endpoint = Endpoint(client, RateLimiter(limits.rpm, limits.tpm, limits.burst_s, "admission"),  # type: ignore[arg-type]

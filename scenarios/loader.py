@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from culturepark.engine.errors import InputError
 from culturepark.engine.records import RunHeader
-from culturepark.scenarios.schema import AnyScenario, DirectScenario, EducationScenario, Scenario
+from culturepark.scenarios.schema import BACKEND_KIND_TAGS, AnyScenario, DirectScenario, EducationScenario, Scenario
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -58,7 +58,8 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
     for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (
             p.startswith("function-") or p in ("literal['all']", "list[str]", "ItemsByTopic",
-                                               "ModeratorScript", "str", "list[CultureEntry]"))))
+                                               "ModeratorScript", "str", "list[CultureEntry]",
+                                               *BACKEND_KIND_TAGS))))
         got = err.get("input")
         got_s = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
         msg = err["msg"]

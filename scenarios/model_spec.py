@@ -8,7 +8,7 @@ from typing import Any
 
 from culturepark.engine.chat_templates import read_prompt_card
 from culturepark.engine.errors import InputError
-from culturepark.scenarios.schema import BackendConfig
+from culturepark.scenarios.schema import BackendConfig, EmbeddedBackendConfig, backend_config
 
 
 def parse_model_spec(spec: str, base_url: str | None = None, api_key_env: str | None = None) -> BackendConfig:
@@ -26,19 +26,19 @@ def parse_model_spec(spec: str, base_url: str | None = None, api_key_env: str | 
         if adapter and not Path(adapter).is_dir():
             raise InputError(f"model spec {spec!r}: adapter directory {adapter} does not exist")
         card = read_prompt_card(adapter or None)
-        return BackendConfig(provider="local", model=model, adapter=adapter or None,
-                             template=card.template if card else None)
+        return EmbeddedBackendConfig(provider="local", model=model, adapter=adapter or None,
+                                     template=card.template if card else None)
     data: dict[str, Any] = {"provider": provider, "model": rest}
     if base_url:
         data["base_url"] = base_url
     if api_key_env:
         data["api_key_env"] = api_key_env
-    return BackendConfig.model_validate(data)
+    return backend_config(data)
 
 
 def to_model_spec(cfg: BackendConfig) -> str:
     """The spec that `parse_model_spec` turns back into this backend (with its base URL and key
     variable passed beside it): how a stage names the model a run used."""
-    if cfg.provider == "local":
+    if isinstance(cfg, EmbeddedBackendConfig):
         return f"local:{cfg.model}" + (f"+lora:{cfg.adapter}" if cfg.adapter else "")
     return f"{cfg.provider}:{cfg.model}"

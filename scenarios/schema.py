@@ -4,10 +4,10 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, field_validator, model_validator
 
 from culturepark.engine.chat_templates import Template
 
@@ -57,17 +57,34 @@ DEFAULT_BASE_URLS = {
 DEFAULT_KEY_ENVS = {"openai": "OPENAI_API_KEY", "gemini": "GEMINI_API_KEY"}
 
 
-class BackendConfig(_Strict):
-    """Where generations come from. `openai` means any OpenAI-compatible server."""
+class _BackendCommon(_Strict):
+    """What every kind of backend has: the model, its price and how its rate limiter charges."""
 
-    provider: Literal["openai", "gemini", "local"] = "openai"
     model: str = "gpt-3.5-turbo"
+    price: PriceConfig | None = None
+    settle: Literal["admission", "usage"] = "admission"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_other_kinds_defaults(cls, data: Any) -> Any:
+        """Backends were one flat model until the kinds were split: its fields of the other kind
+        at their defaults (in every run header, refine config and many scenario files) meant
+        nothing and are dropped; one set otherwise is refused as an unknown field."""
+        if isinstance(data, dict):
+            other = REMOTE_ONLY if cls is EmbeddedBackendConfig else EMBEDDED_ONLY
+            data = {k: v for k, v in data.items() if not (k in other and v == other[k])}
+        return data
+
+
+class RemoteBackendConfig(_BackendCommon):
+    """A model behind an OpenAI-compatible HTTP API: `openai` means any such server (OpenAI, vLLM,
+    Ollama, the sim server), `gemini` Google's. `run --batch-api` sends it through /v1/batches."""
+
+    provider: Literal["openai", "gemini"] = "openai"
     base_url: str | None = None
     api: Literal["chat", "completions"] = "chat"
     api_key_env: str | None = None
     timeout_s: float = Field(60.0, gt=0)
-    settle: Literal["admission", "usage"] = "admission"
-    price: PriceConfig | None = None
     max_connections: int = Field(0, ge=0)
     # flex (OpenAI; Gemini where its OpenAI endpoint takes it): half price, slower, and sometimes
     # refused for lack of capacity; after `flex_fallback_after` refusals a request goes at standard
@@ -76,23 +93,13 @@ class BackendConfig(_Strict):
     flex_timeout_s: float = Field(900.0, gt=0)
     prompt_cache: PromptCacheConfig = Field(default_factory=PromptCacheConfig)
     batch: BatchSettings = Field(default_factory=BatchSettings)
-    # embedded model only
-    device: str = "auto"
-    max_batch: int = Field(16, ge=1)
-    batch_wait_ms: float = Field(5.0, ge=0)
-    adapter: str | None = None  # a LoRA adapter directory applied to the embedded model
-    template: Template | None = None  # chat template the local model was tuned with (from its adapter's card)
-    # weights on CPU: fp16 kernels (2.3x fp32's speed at the same perplexity); fp16-int8-head
-    # is 15-20% faster again at +5% perplexity (engine/backends/local/packed.py says how measured)
-    weights: Literal["fp16", "fp16-int8-head", "fp32"] = "fp16"
 
     @model_validator(mode="after")
-    def _defaults(self) -> BackendConfig:
-        if self.provider != "local":
-            if self.base_url is None:
-                self.base_url = DEFAULT_BASE_URLS[self.provider]
-            if self.api_key_env is None and "api_key_env" not in self.model_fields_set:
-                self.api_key_env = DEFAULT_KEY_ENVS[self.provider]
+    def _defaults(self) -> RemoteBackendConfig:
+        if self.base_url is None:
+            self.base_url = DEFAULT_BASE_URLS[self.provider]
+        if self.api_key_env is None and "api_key_env" not in self.model_fields_set:
+            self.api_key_env = DEFAULT_KEY_ENVS[self.provider]
         return self
 
     @field_validator("api_key_env")
@@ -105,11 +112,64 @@ class BackendConfig(_Strict):
 
     @property
     def rendering(self) -> Literal["chat", "transcript"]:
-        """Chat messages for chat models (a local model tuned with a chat template is one); a
-        `Name: text` transcript for base models."""
-        if self.provider == "local":
-            return "chat" if self.template else "transcript"
+        """Chat messages for chat models; a `Name: text` transcript for base models (`completions`)."""
         return "transcript" if self.api == "completions" else "chat"
+
+
+class EmbeddedBackendConfig(_BackendCommon):
+    """The model embedded in this process (`provider: local`), batched across conversations."""
+
+    provider: Literal["local"]
+    device: str = "auto"
+    max_batch: int = Field(16, ge=1)
+    batch_wait_ms: float = Field(5.0, ge=0)
+    adapter: str | None = None  # a LoRA adapter directory applied to the embedded model
+    template: Template | None = None  # chat template the local model was tuned with (from its adapter's card)
+    # weights on CPU: fp16 kernels (2.3x fp32's speed at the same perplexity); fp16-int8-head
+    # is 15-20% faster again at +5% perplexity (engine/backends/local/packed.py says how measured)
+    weights: Literal["fp16", "fp16-int8-head", "fp32"] = "fp16"
+
+    @property
+    def rendering(self) -> Literal["chat", "transcript"]:
+        """A model tuned with a chat template gets chat messages; the base model a transcript."""
+        return "chat" if self.template else "transcript"
+
+
+def _backend_kind(data: Any) -> str:
+    provider = data.get("provider", "openai") if isinstance(data, dict) else getattr(data, "provider", "openai")
+    return "embedded" if provider == "local" else "remote"
+
+
+# Where generations come from: a remote HTTP API or the embedded model, told apart by `provider`
+# (missing: openai). Build one from a mapping with `backend_config`.
+BackendConfig = Annotated[Annotated[RemoteBackendConfig, Tag("remote")] | Annotated[EmbeddedBackendConfig,
+                                                                                    Tag("embedded")],
+                          Discriminator(_backend_kind)]
+BACKEND_KIND_TAGS = ("remote", "embedded")  # in validation errors' locations; left out when printed
+_BACKEND = TypeAdapter(BackendConfig)
+
+
+def backend_config(data: Mapping[str, Any]) -> BackendConfig:
+    """A backend of the kind its `provider` names, validated (raises pydantic's ValidationError)."""
+    return _BACKEND.validate_python(dict(data))
+
+
+# The fields of each kind, at their defaults as the flat model had them (base_url and api_key_env
+# unset): what a dump of the flat model held for the other kind, so content hashes stay the same.
+REMOTE_ONLY: dict[str, object] = {
+    "base_url": None, "api": "chat", "api_key_env": None, "timeout_s": 60.0, "max_connections": 0,
+    "service_tier": "standard", "flex_fallback_after": None, "flex_timeout_s": 900.0,
+    "prompt_cache": PromptCacheConfig().model_dump(mode="json"), "batch": BatchSettings().model_dump(mode="json")}
+EMBEDDED_ONLY: dict[str, object] = {"device": "auto", "max_batch": 16, "batch_wait_ms": 5.0, "adapter": None,
+                                    "template": None, "weights": "fp16"}
+
+
+def flat_backend_dump(data: dict[str, Any]) -> dict[str, Any]:
+    """A backend's JSON dump (changed in place) as the flat model wrote it: the other kind's fields
+    at their defaults added. Content hashes are taken of this form."""
+    for key, default in {**REMOTE_ONLY, **EMBEDDED_ONLY}.items():
+        data.setdefault(key, default)
+    return data
 
 
 class Sampling(_Strict):
@@ -177,8 +237,7 @@ class CultureEntry(_Strict):
 ADDED_LATER: dict[str, object] = {"delegate_answers_intro": False}
 BACKEND_ADDED_LATER: dict[str, object] = {
     "template": None, "service_tier": "standard", "flex_fallback_after": None, "flex_timeout_s": 900.0,
-    "prompt_cache": PromptCacheConfig().model_dump(mode="json"), "batch": BatchSettings().model_dump(mode="json"),
-    "weights": "fp16"}
+    "prompt_cache": REMOTE_ONLY["prompt_cache"], "batch": REMOTE_ONLY["batch"], "weights": "fp16"}
 
 
 def without_added_defaults(data: dict[str, Any], added: Mapping[str, object]) -> dict[str, Any]:
@@ -232,7 +291,7 @@ class RunSettings(_Strict):
 
 class Scenario(RunSettings):
     kind: Literal["culturepark"] = "culturepark"
-    backend: BackendConfig = Field(default_factory=BackendConfig)
+    backend: BackendConfig = Field(default_factory=RemoteBackendConfig)
     sampling: Sampling = Field(default_factory=Sampling)
     roles: dict[Role, RoleConfig] = Field(default_factory=dict)
     cultures: list[str] = Field(min_length=1)
@@ -278,7 +337,8 @@ class Scenario(RunSettings):
 
         `--resume` refuses a directory whose log has another hash.
         """
-        return self._hash_of(set(), lambda d: [d["backend"], *[r.get("backend") or {} for r in d["roles"].values()]])
+        return self._hash_of(set(), lambda d: [flat_backend_dump(b) for b in (
+            d["backend"], *[r["backend"] for r in d["roles"].values() if r.get("backend")])])
 
 
 # -- education studies (kind: education) -----------------------------------------------------
@@ -414,7 +474,7 @@ class EducationScenario(RunSettings):
     test: EducationTest = Field(default_factory=EducationTest)
     questionnaire: Questionnaire = Field(default_factory=Questionnaire)
     learner: LearnerPersona = Field(default_factory=LearnerPersona)
-    learner_backend: BackendConfig = Field(default_factory=BackendConfig)  # the simulated learner
+    learner_backend: BackendConfig = Field(default_factory=RemoteBackendConfig)  # the simulated learner
     sampling: Sampling = Field(default_factory=Sampling)  # learning conversation
     answer_temperature: float = Field(0.7, ge=0, le=2)  # test and questionnaire answers
     answer_tries: int = Field(3, ge=1, le=10)  # an unparseable answer is asked again, then counted invalid
@@ -432,7 +492,8 @@ class EducationScenario(RunSettings):
         """As for `Scenario`; an arm's base_url and api_key_env are transport keys too. The human
         study's texts and admission settings may be corrected while a study runs (each participant's
         record keeps the hash of the texts they agreed to), so they are not part of it."""
-        return self._hash_of({"max_reply_chars", "human"}, lambda d: [d["learner_backend"], *d["arms"]])
+        return self._hash_of({"max_reply_chars", "human"},
+                             lambda d: [flat_backend_dump(d["learner_backend"]), *d["arms"]])
 
 
 class DirectScenario(Scenario):

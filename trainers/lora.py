@@ -14,44 +14,61 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from culturepark.engine.chat_templates import PromptCard, Template, render_chat, write_prompt_card
 from culturepark.engine.errors import InputError
+from culturepark.scenarios.loader import format_validation_error
 
 EMBEDDED = "local:gemma3-270m"
 
 
-@dataclass
-class LoraSettings:
-    base: str = EMBEDDED
-    epochs: float = 3.0
-    max_steps: int | None = None
-    lr: float = 2e-4
-    r: int = 64
-    alpha: int = 16
-    dropout: float = 0.1
-    batch_size: int = 4
-    max_length: int = 512
-    warmup_ratio: float = 0.03
-    template: Template | Literal["auto"] = "auto"  # auto: gemma for the embedded model, else the tokenizer's own
-    qlora: bool = False
-    seed: int = 0
-    merge: bool = False
-    device: str = "auto"
-    schedule: Literal["cosine", "constant"] = "cosine"  # after the linear warm-up
-    max_grad_norm: float = 1.0
-    weight_decay: float = 0.01  # torch AdamW's default
-    compute_dtype: Literal["bf16", "fp16"] = "bf16"  # CUDA only: QLoRA compute and autocast; CPU trains in fp32
-    double_quant: bool = True  # QLoRA: quantise the quantisation constants too
-    target_modules: str | list[str] = "all-linear"  # "default": peft's own choice for the architecture
-    device_map: Literal["single", "auto"] = "single"  # "auto": spread the base over every visible GPU
-    prompt_style: str | None = None  # default: the SFT directory's format.json
+class LoraSettings(BaseModel):
+    """Every setting of a LoRA run; `train lora`'s flags are derived from these fields (their names,
+    bounds, choices and help), so a default is stated here only."""
+
+    model_config = ConfigDict(extra="forbid")
+    base: str = Field(EMBEDDED, description="the base: the embedded model or a local HF directory")
+    epochs: float = Field(3.0, gt=0, description="passes over the data")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
+    lr: float = Field(2e-4, gt=0, description="peak learning rate")
+    r: int = Field(64, ge=1, description="the adapter's rank")
+    alpha: int = Field(16, ge=1, description="the adapter's scaling alpha")
+    dropout: float = Field(0.1, ge=0, description="the adapter's dropout")
+    batch_size: int = Field(4, ge=1, description="examples per step")
+    max_length: int = Field(512, ge=1)  # tokens per example (longer ones are cut)
+    warmup_ratio: float = Field(0.03, ge=0, description="share of the steps spent warming up linearly")
+    template: Literal["auto"] | Template = Field(
+        "auto", description="auto (default): gemma for the embedded model, else the base tokenizer's own template")
+    qlora: bool = Field(False, description="4-bit nf4 base + paged AdamW (CUDA only)")
+    seed: int = Field(0, description="random seed")
+    merge: bool = Field(False, description="also save the merged model in OUT/merged")
+    device: str = Field("auto", description="auto, cpu, cuda, mps")
+    schedule: Literal["cosine", "constant"] = Field("cosine", description="the learning rate after warm-up")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")  # 0.01: torch's
+    compute_dtype: Literal["bf16", "fp16"] = Field(
+        "bf16", description="CUDA only: QLoRA compute and autocast; CPU trains in fp32")
+    double_quant: bool = Field(True, description="QLoRA: quantise the quantisation constants too")
+    target_modules: str | list[str] = Field(
+        "all-linear", description="'all-linear' (default), 'default' (peft's own choice), or comma-separated names")
+    device_map: Literal["single", "auto"] = Field(
+        "single", description="'auto' spreads a QLoRA base over GPUs")
+    prompt_style: str | None = Field(
+        None, description="recorded in the adapter's prompt card; default: the SFT format.json")
     preset: str | None = None
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _names(cls, v: object) -> object:
+        """`q_proj,v_proj` (a flag's text) is a list of module names; the two keywords stay words."""
+        if isinstance(v, str) and v not in ("all-linear", "default"):
+            return [t.strip() for t in v.split(",") if t.strip()]
+        return v
 
 
 # The original QLoRA run (Llama-2 70B): constant LR after 3 % warm-up, clip 0.3, weight decay
@@ -69,7 +86,10 @@ def resolve_settings(preset: str | None, **explicit: Any) -> LoraSettings:
     if preset is not None and preset not in PRESETS:
         raise InputError(f"train lora --preset {preset!r}: known presets: {', '.join(PRESETS)}")
     values = {**(PRESETS[preset] if preset else {}), **{k: v for k, v in explicit.items() if v is not None}}
-    return LoraSettings(**values, preset=preset)
+    try:
+        return LoraSettings.model_validate({**values, "preset": preset})
+    except ValidationError as exc:
+        raise InputError(format_validation_error("train lora", exc)) from exc
 
 
 def load_examples(path: Path) -> list[list[dict[str, str]]]:
@@ -211,7 +231,7 @@ def train_lora(sft_file: Path, out: Path, settings: LoraSettings,
                "device": device, "schedule": f"linear warm-up then {settings.schedule}",
                "target_modules": sorted(model.peft_config["default"].target_modules or []),
                "compute_dtype_used": settings.compute_dtype if device.startswith("cuda") else "fp32",
-               "prompt_card": card.model_dump(), "settings": asdict(settings)}
+               "prompt_card": card.model_dump(), "settings": settings.model_dump(mode="json")}
     if device == "cpu":
         import psutil
         summary["peak_rss_mb"] = round(psutil.Process().memory_info().rss / 2**20, 1)

@@ -39,10 +39,10 @@ def train_openai(sft_file: Path, model: str, out: Path, suffix: str | None = Non
     if not check["valid"]:
         raise InputError(f"train openai: {sft_file} fails the fine-tuning format check: {check['error_counts']}")
     from culturepark.scenarios.endpoints import api_key_for
-    from culturepark.scenarios.schema import BackendConfig
+    from culturepark.scenarios.schema import RemoteBackendConfig
 
-    target = BackendConfig.model_validate({"provider": "openai", "model": model, "api_key_env": api_key_env,
-                                           **({"base_url": base_url} if base_url else {})})
+    target = RemoteBackendConfig.model_validate({"provider": "openai", "model": model, "api_key_env": api_key_env,
+                                                 **({"base_url": base_url} if base_url else {})})
     key = api_key_for(target) or "no-key-on-loopback"  # the SDK insists on a string
     from openai import OpenAI
 

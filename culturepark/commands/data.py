@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from culturepark.commands.options import shared
 from culturepark.console import print_json
 
 
@@ -13,10 +14,10 @@ def register(sub: Any) -> None:
     dsub = d.add_subparsers(dest="what", required=True)
     w = dsub.add_parser("wvs", help="WVS wave-7 cross-national release (CSV) → per-country files")
     w.add_argument("release", type=Path, help="e.g. WVS_Cross-National_Wave_7_csv_v6_0.csv")
-    w.add_argument("--out", type=Path, required=True, help="a data directory: OUT/wvs/… (use it as --data-dir)")
+    shared(w, "--out", required=True, help="a data directory: OUT/wvs/… (use it as --data-dir)")
     w.add_argument("--items-from", type=Path, help="data directory whose wvs/questions.jsonl names the items "
                                                     "(default: the configured data directory)")
-    w.add_argument("--json", action="store_true")
+    shared(w, "--json")
     w.set_defaults(func=wvs)
 
 

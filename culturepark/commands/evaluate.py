@@ -6,27 +6,22 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from culturepark.commands import count, positive_float, positive_int
+from culturepark.commands import positive_int
+from culturepark.commands.options import shared
 from culturepark.console import make_logger, print_json
 from culturepark.engine.errors import InputError
 
 
 def _model_flags(p: argparse.ArgumentParser, single: bool = True) -> None:
     if single:
-        p.add_argument("--model", required=True, help="local:gemma3-270m[+lora:DIR], openai:MODEL, gemini:MODEL")
-    p.add_argument("--base-url", help="OpenAI-compatible server for openai: specs")
-    p.add_argument("--api-key-env", help="name of the env var holding the key")
-    p.add_argument("--seeds", type=positive_int, default=3)
-    p.add_argument("--out", type=Path)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--data-dir", type=Path)
-    p.add_argument("--rpm", type=positive_float)
-    p.add_argument("--tpm", type=positive_float)
-    p.add_argument("--concurrency", type=positive_int, default=32)
+        shared(p, "--model", required=True, help="local:gemma3-270m[+lora:DIR], openai:MODEL, gemini:MODEL")
+    shared(p, "--base-url", help="OpenAI-compatible server for openai: specs")
+    shared(p, "--api-key-env", "--seeds", "--out", "--resume", "--data-dir", "--rpm", "--tpm")
+    shared(p, "--concurrency", default=32)
     p.add_argument("--prompt-style", choices=["paper", "persona"],
                    help="paper: the original's culture chatbot and multiple choice; default: the style a tuned "
                         "model's adapter was trained in, else persona")
-    p.add_argument("--json", action="store_true")
+    shared(p, "--json")
 
 
 def register(sub: Any) -> None:
@@ -42,7 +37,7 @@ def register(sub: Any) -> None:
     eh.set_defaults(func=single_task)
     em = esub.add_parser("moderation", help="yes/no moderation, macro-F1")
     em.add_argument("--dataset", required=True, help="bundled name or a spec YAML")
-    em.add_argument("--limit", type=count)
+    shared(em, "--limit", help="the first N rows of the dataset")
     _model_flags(em)
     em.set_defaults(func=single_task)
     ew = esub.add_parser("wvs", help="WVS items as multiple choice vs the culture's real respondents")
@@ -54,39 +49,33 @@ def register(sub: Any) -> None:
     ew.set_defaults(func=single_task)
     ef = esub.add_parser("fidelity", help="ask each delegate its seed item again: did it hold its stance?")
     ef.add_argument("run_dir", type=Path)
-    ef.add_argument("--model", help="default: the run's delegate model")
-    ef.add_argument("--base-url", help="OpenAI-compatible server (default: the run's)")
+    shared(ef, "--model", help="default: the run's delegate model")
+    shared(ef, "--base-url", help="OpenAI-compatible server (default: the run's)")
     ef.add_argument("--before-after", action="store_true", help="also ask before the conversation: the drift")
     ef.add_argument("--temperature", type=float, default=0.0)
-    ef.add_argument("--out", type=Path)
-    ef.add_argument("--resume", action="store_true")
-    ef.add_argument("--json", action="store_true")
+    shared(ef, "--out", "--resume", "--json")
     ef.set_defaults(func=fidelity)
     for name, source, helptext in (("phenomena", "run_dir", "a judge on stance shift and cross-cultural understanding"),
                                    ("content", "refine_dir", "a judge classifies kept opinions: belief, norm, custom")):
         ej = esub.add_parser(name, help=helptext)
         ej.add_argument(source, type=Path)
-        ej.add_argument("--model", required=True, help="the judge: openai:MODEL, gemini:MODEL or local:…")
-        ej.add_argument("--base-url")
-        ej.add_argument("--api-key-env")
-        ej.add_argument("--concurrency", type=positive_int, default=32)
-        ej.add_argument("--out", type=Path)
-        ej.add_argument("--resume", action="store_true")
-        ej.add_argument("--json", action="store_true")
+        shared(ej, "--model", required=True, help="the judge: openai:MODEL, gemini:MODEL or local:…")
+        shared(ej, "--base-url", "--api-key-env")
+        shared(ej, "--concurrency", default=32)
+        shared(ej, "--out", "--resume", "--json")
         ej.set_defaults(func=judged)
     er = esub.add_parser("compare-runs", help="two runs side by side: fidelity, phenomena, diversity")
     er.add_argument("run_a", type=Path)
     er.add_argument("run_b", type=Path)
-    er.add_argument("--model", help="fidelity: ask with this model (default: each run's delegate model)")
-    er.add_argument("--base-url")
+    shared(er, "--model", help="fidelity: ask with this model (default: each run's delegate model)")
+    shared(er, "--base-url")
     er.add_argument("--judge", help="phenomena too, with this judge model spec")
-    er.add_argument("--out", type=Path)
-    er.add_argument("--json", action="store_true")
+    shared(er, "--out", "--json")
     er.set_defaults(func=compare_runs)
     ec = esub.add_parser("compare", help="same tasks and seeds for several models")
     ec.add_argument("--models", nargs="+", required=True)
     ec.add_argument("--tasks", nargs="+", required=True, help="hofstede:Chinese,German moderation:english_offensive")
-    ec.add_argument("--limit", type=count)
+    shared(ec, "--limit", help="moderation: the first N rows of each dataset")
     ec.add_argument("--samples", type=positive_int, default=1)
     ec.add_argument("--constant", type=float, default=0.0, metavar="C", help="Hofstede's C (the paper: 50)")
     _model_flags(ec, single=False)
@@ -96,17 +85,16 @@ def register(sub: Any) -> None:
                                                       "data): one row each against the same reference")
     ed.add_argument("--reference", type=Path, required=True)
     ed.add_argument("--field")
-    ed.add_argument("--base-url", help="OpenAI-compatible /v1/embeddings instead of the local MiniLM")
+    shared(ed, "--base-url", help="OpenAI-compatible /v1/embeddings instead of the local MiniLM")
     ed.add_argument("--embeddings-model", default="text-embedding-3-small")
-    ed.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var with the key (not needed on loopback)")
-    ed.add_argument("--out", type=Path)
-    ed.add_argument("--json", action="store_true")
+    shared(ed, "--api-key-env", default="OPENAI_API_KEY", help="env var with the key (not needed on loopback)")
+    shared(ed, "--out", "--json")
     ed.set_defaults(func=diversity)
     ee = esub.add_parser("education", help="learning gain and experience of an education study run")
     ee.add_argument("run_dir", type=Path)
-    ee.add_argument("--data-dir", type=Path, help="default: the one recorded in the run's header")
+    shared(ee, "--data-dir", help="default: the one recorded in the run's header")
     ee.add_argument("--bootstrap", type=positive_int, default=2000, help="resamples for the 95%% intervals")
-    ee.add_argument("--json", action="store_true")
+    shared(ee, "--json")
     ee.set_defaults(func=education)
 
 

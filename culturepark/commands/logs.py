@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from culturepark.commands import count
+from culturepark.commands.options import shared
 from culturepark.console import print_json
 from culturepark.engine.export import conversation_rows, export_run, one_conversation, ordered_conversations
 
@@ -16,15 +16,15 @@ def register(sub: Any) -> None:
     rp = sub.add_parser("replay", help="print the conversations of a run (also a partial one)")
     rp.add_argument("run_dir")
     rp.add_argument("--id")
-    rp.add_argument("--limit", type=count)
-    rp.add_argument("--json", action="store_true")
+    shared(rp, "--limit", help="print at most N conversations")
+    shared(rp, "--json", help="one JSON line per conversation")
     rp.set_defaults(func=replay)
 
     e = sub.add_parser("export", help="write conversations.jsonl and summary.json from a log")
     e.add_argument("run_dir")
     e.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl",
                    help="parquet: conversations.parquet (datasets loads it), written a row group at a time")
-    e.add_argument("--json", action="store_true")
+    shared(e, "--json", help="print the summary as JSON")
     e.set_defaults(func=export)
 
 

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from culturepark.commands.options import add_model_flags, shared
 from culturepark.console import make_logger, print_json
 
 SUMMARY_KEYS = ["conversations", "extracted", "entail", "contradict", "irrelevant", "rewritten", "rewritten_entail",
@@ -13,20 +14,23 @@ SUMMARY_KEYS = ["conversations", "extracted", "entail", "contradict", "irrelevan
 
 
 def register(sub: Any) -> None:
-    rf = sub.add_parser("refine", help="extract, verify, rewrite, de-duplicate opinions; export SFT data")
+    sub.add_parser("refine", help="extract, verify, rewrite, de-duplicate opinions; export SFT data", build=_flags)
+
+
+def _flags(rf: argparse.ArgumentParser) -> None:
+    """`refine`'s flags; those of the config's fields come from its models (built when chosen)."""
+    from culturepark.trainers.refine.config import REFINE_PRESETS, DedupConfig, ExportConfig
+
     rf.add_argument("run_dir", type=Path)
-    rf.add_argument("--out", type=Path, help="default: RUN_DIR/refined")
+    shared(rf, "--out", help="default: RUN_DIR/refined")
     rf.add_argument("--scenario", type=Path, help="refine config YAML (backend, limits, dedup, export)")
-    rf.add_argument("--preset", choices=["paper"],
+    rf.add_argument("--preset", choices=list(REFINE_PRESETS),
                     help="paper: gpt-4 refiner, both speakers of in-cultural runs, paper-format export")
-    rf.add_argument("--export-format", choices=["open", "paper"],
-                    help="SFT format (default: open; paper preset: paper)")
-    rf.add_argument("--base-url", help="OpenAI-compatible server for the refinement calls")
-    rf.add_argument("--model")
-    rf.add_argument("--embeddings", choices=["local", "openai"])
-    rf.add_argument("--resume", action="store_true")
-    rf.add_argument("--retry-failed", action="store_true")
-    rf.add_argument("--json", action="store_true")
+    add_model_flags(rf, ExportConfig, ["format"], unset=True, presets={"paper": REFINE_PRESETS["paper"]["export"]})
+    shared(rf, "--base-url", help="OpenAI-compatible server for the refinement calls")
+    shared(rf, "--model", help="the refiner's model (default: the config's, else the source run's)")
+    add_model_flags(rf, DedupConfig, ["embeddings"], unset=True)
+    shared(rf, "--resume", "--retry-failed", "--json")
     rf.set_defaults(func=refine)
 
 
@@ -38,8 +42,8 @@ def refine(args: argparse.Namespace) -> int:
     log = make_logger()
     config = load_config(RefineConfig, args.scenario) if args.scenario else RefineConfig()
     config = config.with_preset(args.preset)
-    if args.export_format:
-        config = config.model_copy(update={"export": config.export.model_copy(update={"format": args.export_format})})
+    if args.format:
+        config = config.model_copy(update={"export": config.export.model_copy(update={"format": args.format})})
     config = config.with_flags(source_backend(args.run_dir), args.base_url, args.model, args.embeddings)
     out = args.out or args.run_dir / "refined"
     result = asyncio.run(refine_async(args.run_dir, out, config, resume=args.resume,

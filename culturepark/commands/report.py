@@ -6,13 +6,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from culturepark.commands.options import shared
 from culturepark.engine.errors import InputError
 
 
 def register(sub: Any) -> None:
     rep = sub.add_parser("report", help="HTML page with plots of evals and runs found under DIRs")
     rep.add_argument("dirs", nargs="+", type=Path)
-    rep.add_argument("--out", type=Path, default=Path("report"))
+    shared(rep, "--out", default=Path("report"), help="the report directory (default: report)")
     rep.add_argument("--screenshot", type=Path, help="also save a full-page PNG (needs playwright + chromium)")
     rep.set_defaults(func=report)
 

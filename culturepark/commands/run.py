@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from culturepark.commands import count, positive_float, positive_int
+from culturepark.commands import count, positive_int
+from culturepark.commands.options import SHARED, model_from_args, shared
 from culturepark.console import make_logger, print_json, progress_bar, progress_lines
 from culturepark.engine.errors import InputError
 
@@ -15,17 +16,13 @@ from culturepark.engine.errors import InputError
 def register(sub: Any) -> None:
     r = sub.add_parser("run", help="run a scenario (YAML path or bundled name)")
     r.add_argument("scenario", nargs="?", help="a YAML path or bundled name (not with --fork)")
-    r.add_argument("--out", type=Path)
-    r.add_argument("--resume", action="store_true", help="continue the run in --out from its log")
-    r.add_argument("--retry-failed", action="store_true", help="with --resume: run failed conversations again")
-    r.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    r.add_argument("--model")
-    r.add_argument("--rpm", type=positive_float)
-    r.add_argument("--tpm", type=positive_float)
-    r.add_argument("--concurrency", type=positive_int)
-    r.add_argument("--limit", type=count, help="run at most N conversations")
-    r.add_argument("--data-dir", type=Path)
-    r.add_argument("--json", action="store_true", help="print the summary as one JSON line")
+    shared(r, "--out", help="the run directory (default: runs/NAME-TIME)")
+    shared(r, "--resume", "--retry-failed", "--base-url")
+    shared(r, "--model", help="the model every backend asks for (a name at the backend's provider)")
+    shared(r, "--rpm", "--tpm", "--concurrency")
+    shared(r, "--limit", help="run at most N conversations")
+    shared(r, "--data-dir")
+    shared(r, "--json", help="print the summary as one JSON line")
     r.add_argument("--dry-run", action="store_true", help="estimate requests, tokens and cost; send nothing")
     r.add_argument("--pilot", type=positive_int, metavar="N",
                    help="with --dry-run: run N real conversations (into --out) and project tokens, cache hits, "
@@ -43,15 +40,12 @@ def register(sub: Any) -> None:
     r.add_argument("--at", type=count, metavar="K", help="with --fork: turns kept from the source run")
     r.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                    help="with --fork: change the scenario, e.g. main_contact=German or backend.model=gpt-4o")
-    r.add_argument("--arm", action="append", metavar="NAME=MODEL_SPEC",
-                   help="education studies: a tutor arm (repeat; replaces the scenario's arms), "
-                        "e.g. tuned=local:gemma3-270m+lora:DIR")
+    shared(r, "--arm", help=f"education studies: {SHARED['--arm']['help']}")
     r.set_defaults(func=run)
 
     v = sub.add_parser("validate", help="check scenario files without running them")
     v.add_argument("files", nargs="+")
-    v.add_argument("--data-dir", type=Path)
-    v.add_argument("--json", action="store_true")
+    shared(v, "--data-dir", "--json")
     v.set_defaults(func=validate)
     register_scenarios(sub)
 
@@ -59,10 +53,7 @@ def register(sub: Any) -> None:
 def _options(args: argparse.Namespace) -> Any:
     from culturepark.runs.prepare import RunOptions
 
-    return RunOptions(out=args.out, resume=args.resume, retry_failed=args.retry_failed, limit=args.limit,
-                      base_url=args.base_url, model=args.model, rpm=args.rpm, tpm=args.tpm,
-                      concurrency=args.concurrency, data_dir=args.data_dir, arms=args.arm,
-                      service_tier=args.service_tier, batch_api=args.batch_api)
+    return model_from_args(RunOptions, args)
 
 
 def pilot(args: argparse.Namespace) -> int:
@@ -167,7 +158,7 @@ def validate(args: argparse.Namespace) -> int:
 
 def register_scenarios(sub: Any) -> None:
     sc = sub.add_parser("scenarios", help="list bundled scenarios")
-    sc.add_argument("--json", action="store_true")
+    shared(sc, "--json")
     sc.set_defaults(func=scenarios)
 
 

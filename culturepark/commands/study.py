@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from culturepark.commands import count
+from culturepark.commands.options import shared
 
 
 def register(sub: Any) -> None:
@@ -14,14 +15,13 @@ def register(sub: Any) -> None:
     stsub = st.add_subparsers(dest="study_command", required=True)
     ss = stsub.add_parser("serve", help="serve the study; answers go to OUT/log.jsonl as they happen")
     ss.add_argument("scenario", help="an education scenario (kind: education)")
-    ss.add_argument("--out", type=Path, required=True, help="run directory; an existing one is continued")
+    shared(ss, "--out", required=True, help="run directory; an existing one is continued")
     ss.add_argument("--host", default="127.0.0.1")
     ss.add_argument("--port", type=count, default=8800, help="0 picks a free port (printed)")
-    ss.add_argument("--data-dir", type=Path)
-    ss.add_argument("--base-url", help="send every tutor to this OpenAI-compatible server (as `run --base-url`)")
-    ss.add_argument("--model", help="the model every tutor asks for (a pilot against one model)")
-    ss.add_argument("--arm", action="append", metavar="NAME=MODEL_SPEC",
-                    help="a tutor arm (repeat; replaces the scenario's arms), e.g. tuned=local:gemma3-270m+lora:DIR")
+    shared(ss, "--data-dir")
+    shared(ss, "--base-url", help="send every tutor to this OpenAI-compatible server (as `run --base-url`)")
+    shared(ss, "--model", help="the model every tutor asks for (a pilot against one model)")
+    shared(ss, "--arm")
     ss.add_argument("--trusted-proxy", action="append", metavar="ADDRESS",
                     help="a reverse proxy (IP or network, repeat) whose X-Forwarded-Proto/Host/For are believed; "
                          "see docs/study-app/README.md for an nginx setup with TLS")
@@ -42,7 +42,7 @@ def serve(args: argparse.Namespace) -> int:
         print(message, flush=True)
 
     asyncio.run(serve_study(args.scenario, args.out, args.host, args.port, args.data_dir, say=say,
-                            base_url=args.base_url, model=args.model, arms=args.arm,
+                            base_url=args.base_url, model=args.model, arms=args.arms,
                             trusted_proxies=args.trusted_proxy, pilot=args.pilot))
     return 0
 

@@ -6,8 +6,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from culturepark.commands import non_negative_float, positive_float, positive_int
+from culturepark.commands import positive_float, positive_int
+from culturepark.commands.options import add_model_flags, model_values, shared
 from culturepark.console import make_logger, print_json
+
+# Flags a preset may set: left out, they are None, so the preset (or the default) decides.
+LORA_PRESET_FLAGS = ["epochs", "max_steps", "lr", "r", "alpha", "dropout", "batch_size", "warmup_ratio", "schedule",
+                     "max_grad_norm", "weight_decay", "compute_dtype", "double_quant", "target_modules", "device_map",
+                     "template", "prompt_style", "qlora", "merge"]
 
 
 def register(sub: Any) -> None:
@@ -15,43 +21,29 @@ def register(sub: Any) -> None:
     tsub = tr.add_subparsers(dest="method", required=True)
     to = tsub.add_parser("openai", help="upload, create and follow an OpenAI fine-tuning job (resumable)")
     to.add_argument("sft_file", type=Path)
-    to.add_argument("--model", required=True)
+    shared(to, "--model", required=True, help="the model to fine-tune, e.g. gpt-4o-mini-2024-07-18")
     to.add_argument("--suffix")
     to.add_argument("--epochs", type=positive_int, default=3)
-    to.add_argument("--out", type=Path)
-    to.add_argument("--base-url")
-    to.add_argument("--api-key-env", default="OPENAI_API_KEY")
-    to.add_argument("--poll-s", type=positive_float, default=10.0)
-    to.add_argument("--json", action="store_true")
+    shared(to, "--out", help="the job's state directory (default: train/SFT_FILE_STEM)")
+    shared(to, "--base-url")
+    shared(to, "--api-key-env", default="OPENAI_API_KEY")
+    to.add_argument("--poll-s", type=positive_float, default=10.0, help="seconds between polls of the job")
+    shared(to, "--json")
     to.set_defaults(func=train_openai)
-    tl = tsub.add_parser("lora", help="LoRA with peft on the embedded model or a local HF directory")
+    tsub.add_parser("lora", help="LoRA with peft on the embedded model or a local HF directory", build=_lora_flags)
+
+
+def _lora_flags(tl: argparse.ArgumentParser) -> None:
+    """`train lora`'s flags: `LoraSettings`' fields (built when `train lora` is chosen)."""
+    from culturepark.trainers.lora import PRESETS, LoraSettings
+
     tl.add_argument("sft_file", type=Path, help="openai_chat.jsonl from refine")
-    tl.add_argument("--base", default="local:gemma3-270m")
-    tl.add_argument("--out", type=Path, required=True)
-    tl.add_argument("--preset", choices=["paper"], help="the original QLoRA run's settings; flags still override")
-    tl.add_argument("--epochs", type=positive_float, help="default 3 (paper preset: 6)")
-    tl.add_argument("--max-steps", type=positive_int)
-    tl.add_argument("--lr", type=positive_float, help="default 2e-4")
-    tl.add_argument("--r", type=positive_int, help="default 64")
-    tl.add_argument("--alpha", type=positive_int, help="default 16")
-    tl.add_argument("--dropout", type=non_negative_float, help="default 0.1")
-    tl.add_argument("--batch-size", type=positive_int, help="default 4")
-    tl.add_argument("--warmup-ratio", type=non_negative_float, help="default 0.03")
-    tl.add_argument("--schedule", choices=["cosine", "constant"], help="after warm-up; default cosine")
-    tl.add_argument("--max-grad-norm", type=positive_float, help="default 1.0 (paper preset: 0.3)")
-    tl.add_argument("--weight-decay", type=non_negative_float, help="default 0.01 (paper preset: 0.001)")
-    tl.add_argument("--compute-dtype", choices=["bf16", "fp16"], help="CUDA only; default bf16")
-    tl.add_argument("--double-quant", action=argparse.BooleanOptionalAction, help="QLoRA; default on")
-    tl.add_argument("--target-modules", help="'all-linear' (default), 'default' (peft's), or comma-separated names")
-    tl.add_argument("--device-map", choices=["single", "auto"], help="'auto' spreads a QLoRA base over GPUs")
-    tl.add_argument("--template", choices=["auto", "gemma", "chatml", "llama2", "tokenizer"],
-                    help="auto (default): gemma for the embedded model, else the base tokenizer's own template")
-    tl.add_argument("--prompt-style", help="recorded in the adapter's prompt card; default: the SFT format.json")
-    tl.add_argument("--qlora", action="store_true", help="4-bit nf4 base + paged AdamW (CUDA only)")
-    tl.add_argument("--merge", action="store_true", help="also save the merged model in OUT/merged")
-    tl.add_argument("--seed", type=int, default=0)
-    tl.add_argument("--device", default="auto")
-    tl.add_argument("--json", action="store_true")
+    add_model_flags(tl, LoraSettings, ["base"])
+    shared(tl, "--out", required=True, help="the adapter directory")
+    tl.add_argument("--preset", choices=list(PRESETS), help="the original QLoRA run's settings; flags still override")
+    add_model_flags(tl, LoraSettings, LORA_PRESET_FLAGS, unset=True, presets=PRESETS)
+    add_model_flags(tl, LoraSettings, ["seed", "device"])
+    shared(tl, "--json")
     tl.set_defaults(func=train_lora)
 
 
@@ -76,20 +68,12 @@ def train_openai(args: argparse.Namespace) -> int:
 
 
 def train_lora(args: argparse.Namespace) -> int:
-    from culturepark.trainers.lora import resolve_settings
+    from culturepark.trainers.lora import LoraSettings, resolve_settings
     from culturepark.trainers.lora import train_lora as run_lora
 
     log = make_logger()
-    targets = args.target_modules
-    if targets and targets not in ("all-linear", "default"):
-        targets = [t.strip() for t in targets.split(",") if t.strip()]
-    settings = resolve_settings(
-        args.preset, base=args.base, epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, r=args.r,
-        alpha=args.alpha, dropout=args.dropout, batch_size=args.batch_size, warmup_ratio=args.warmup_ratio,
-        schedule=args.schedule, max_grad_norm=args.max_grad_norm, weight_decay=args.weight_decay,
-        compute_dtype=args.compute_dtype, double_quant=args.double_quant, target_modules=targets,
-        device_map=args.device_map, template=args.template, prompt_style=args.prompt_style,
-        qlora=args.qlora or None, seed=args.seed, merge=args.merge or None, device=args.device)
+    settings = resolve_settings(args.preset, **model_values(LoraSettings, args, ["base", "seed", "device"]),
+                                **model_values(LoraSettings, args, LORA_PRESET_FLAGS, unset=True))
     bar = None
     if sys.stderr.isatty() and not args.json:
         from rich.progress import Progress

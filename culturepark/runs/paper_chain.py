@@ -16,10 +16,9 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
 
 from culturepark.agents import paper_format
 from culturepark.benchmarks import moderation
@@ -29,37 +28,12 @@ from culturepark.engine.errors import InputError
 from culturepark.engine.files import atomic_write_json, atomic_write_jsonl
 from culturepark.engine.log import LOG_NAME
 from culturepark.runs.in_process import run_async
+from culturepark.runs.paper_settings import PaperChain
 from culturepark.runs.prepare import RunOptions
 from culturepark.scenarios.loader import load_scenario
 from culturepark.trainers.refine import RefineConfig, refine_async
 
 HOFSTEDE_C = 50.0  # the paper's constant
-
-
-class PaperChain(BaseModel):
-    """What `culturepark paper` runs (each field is a flag)."""
-
-    model_config = ConfigDict(extra="forbid")
-    cultures: list[str] = Field(min_length=1)
-    out: Path
-    model: str | None = None  # the conversations' model (default: the scenario's, gpt-3.5-turbo)
-    refiner: str = "gpt-4"
-    base_url: str | None = None  # one OpenAI-compatible server for every call (the sim server in tests)
-    versions: list[Literal["v1", "v2"]] = ["v1", "v2"]
-    limit: int | None = Field(None, ge=1)  # conversations per version
-    rpm: float | None = Field(None, gt=0)  # the conversations' limits (default: the paper scenarios' tier)
-    tpm: float | None = Field(None, gt=0)
-    trainer: Literal["openai", "lora"] = "openai"
-    tune_model: str = "gpt-3.5-turbo-0613"  # openai: the base of the fine-tune; lora: ignored (embedded model)
-    epochs: int = Field(3, ge=1)
-    lora_max_steps: int | None = Field(None, ge=1)
-    seeds: int = Field(3, ge=1)
-    moderation_limit: int | None = Field(200, ge=1)
-    data_dir: Path | None = None
-    poll_s: float = Field(10.0, gt=0)
-
-    def base_spec(self) -> str:
-        return "local:gemma3-270m" if self.trainer == "lora" else f"openai:{self.tune_model}"
 
 
 def _datasets(culture: str) -> list[str]:

@@ -18,27 +18,24 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 import yaml
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
 
 from culturepark.engine.tokens import approx_tokens, prompt_tokens
 from culturepark.testing.batches import BatchSim
 from culturepark.testing.cache_rules import PromptCacheSim
 from culturepark.testing.jobs import FineTuneSim
 from culturepark.testing.responses import error_response as _error
+from culturepark.testing.sim_config import Fault, ScriptRule, SimConfig
 
 _VOCAB = ("the people in my culture often value family and respect tradition while also "
           "thinking about work community change freedom duty honesty religion science "
           "government neighbours children parents friends history future education money "
           "health safety trust fairness opinion believe agree reason because however "
           "indeed perhaps usually important different similar experience village city").split()
-
-FaultKind = Literal["status", "slow", "reset", "truncated", "malformed", "empty",
-                    "length_empty", "bad_usage", "revoked_key", "unknown_model", "quota_exhausted"]
 
 # Account-level refusals as OpenAI words them (status, type, code, message): no request can
 # succeed until the user fixes the key, the model name or the billing.
@@ -50,62 +47,6 @@ ACCOUNT_FAULTS: dict[str, tuple[int, str, str, str]] = {
     "quota_exhausted": (429, "insufficient_quota", "insufficient_quota",
                         "You exceeded your current quota, please check your plan and billing details."),
 }
-
-
-class Fault(BaseModel):
-    """One injectable failure. `rate` is the chance per request; `times` caps how often it fires."""
-
-    model_config = ConfigDict(extra="forbid")
-    kind: FaultKind
-    rate: float = Field(1.0, ge=0, le=1)
-    times: int | None = None
-    after: int = Field(0, ge=0)  # requests answered normally before the fault starts (mid-run faults)
-    status: int = 500
-    retry_after: float | None = None
-    delay_s: float = 5.0
-
-
-class ScriptRule(BaseModel):
-    """The first rule whose `pattern` is found in the last user message (or prompt), and whose `model`
-    regex (when given) matches the requested model, supplies the reply: one server can play a base
-    model and its fine-tune differently."""
-
-    model_config = ConfigDict(extra="forbid")
-    pattern: str
-    reply: str
-    model: str | None = None
-
-
-class SimConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    seed: int = 0
-    rpm: float | None = None
-    tpm: float | None = None
-    window_s: float = 1.0
-    charge: Literal["admission", "usage"] = "admission"
-    latency_ms: float = 0.0
-    jitter_ms: float = 0.0
-    fail_rate: float = 0.0
-    min_reply_tokens: int = 12
-    max_reply_tokens: int = 60
-    rate_limit_headers: bool = True
-    script: list[ScriptRule] = Field(default_factory=list)
-    faults: list[Fault] = Field(default_factory=list)
-    models: list[str] = Field(default_factory=lambda: ["sim-model"])
-    finetune_polls: int = Field(6, ge=1)  # job retrievals from `running` to a final state
-    finetune_fail: bool = False  # jobs end `failed` instead of `succeeded`
-    stream_chunk_ms: float = 0.0  # pause between streamed chunks (`"stream": true` requests)
-    # OpenAI's prompt caching rules (testing/cache_rules.py): cached_tokens in usage
-    prompt_cache: bool = False
-    prompt_cache_min_tokens: int = Field(1024, ge=1)
-    prompt_cache_key_rpm: float = Field(15.0, gt=0)
-    # `service_tier: "flex"`: slower by this factor, and refused (429 resource unavailable) at this rate
-    flex_latency_factor: float = Field(3.0, ge=1)
-    flex_unavailable_rate: float = Field(0.0, ge=0, le=1)
-    # /v1/batches: a batch is done this long after it was created; lines fail, batches expire at these rates
-    batch_delay_s: float = Field(1.0, ge=0)
-    batch_line_fail_rate: float = Field(0.0, ge=0, le=1)
-    batch_expire_rate: float = Field(0.0, ge=0, le=1)
 
 
 def load_script(path: Path) -> list[ScriptRule]:

@@ -86,9 +86,9 @@ def test_paper_export_uses_one_opinion_a_pass_and_bare_codes_for_items_without_o
 def test_fields_added_later_leave_the_hash_of_an_older_refinement_alone():
     """Hashes a refinement directory got before extract_speakers, the export format and a backend's
     template existed: at their defaults those fields must not change them, or --resume refuses."""
-    from culturepark.scenarios.schema import BackendConfig
+    from culturepark.scenarios.schema import RemoteBackendConfig
     from culturepark.trainers.refine.config import RefineConfig
 
     assert RefineConfig().content_hash("s") == "838e6a7bce82d8f8"
-    assert RefineConfig(backend=BackendConfig(model="gpt-4")).content_hash("s") == "8cde31eae5e4f4e3"
+    assert RefineConfig(backend=RemoteBackendConfig(model="gpt-4")).content_hash("s") == "8cde31eae5e4f4e3"
     assert RefineConfig().with_preset("paper").content_hash("s") != RefineConfig().content_hash("s")

@@ -11,9 +11,13 @@ from culturepark.engine.chat_templates import TextTemplate
 from culturepark.scenarios.loader import ScenarioError, format_validation_error
 from culturepark.scenarios.schema import (
     BACKEND_ADDED_LATER,
+    EMBEDDED_ONLY,
     BackendConfig,
     Limits,
+    RemoteBackendConfig,
     RetryConfig,
+    backend_config,
+    flat_backend_dump,
     without_added_defaults,
 )
 
@@ -38,7 +42,8 @@ class DedupConfig(_Strict):
     method: Literal["agglomerative", "kmeans"] = "agglomerative"
     threshold: float = Field(0.25, gt=0, lt=2)  # cosine distance; 0.25 ≈ similarity 0.75
     k: int = Field(10, ge=1)
-    embeddings: Literal["local", "openai"] = "local"
+    embeddings: Literal["local", "openai"] = Field("local", description="sentence embeddings for de-duplication: "
+                                                                      "the packaged MiniLM or an OpenAI-compatible API")
     embeddings_base_url: str | None = None
     embeddings_model: str = "text-embedding-3-small"
     embeddings_dimensions: int | None = 256  # the paper cuts to 256 dims (openai only)
@@ -52,7 +57,8 @@ class ExportConfig(_Strict):
     answered "<code>. <opinion>"; pass t uses each item's t-th kept opinion, and an item with no
     kept opinion is answered with its bare code in every pass (`paper_passes`, 20 as the original)."""
 
-    format: Literal["open", "paper"] = "open"
+    format: Literal["open", "paper"] = Field("open", json_schema_extra={"flag": "--export-format"},
+                                             description="SFT format")
     system_prompt: str | None = "You are {person}. Answer as someone from {culture_phrase} would, in the first person."
     template: TextTemplate = "gemma"
     augment: bool = False  # open format: ask the same WVS items again with varied wording
@@ -91,7 +97,10 @@ class RefineConfig(_Strict):
 
     def content_hash(self, source_hash: str) -> str:
         """A refinement directory belongs to one config applied to one source corpus."""
-        data = without_added_defaults(self.model_dump(mode="json"), REFINE_ADDED_LATER)
+        data = self.model_dump(mode="json")
+        if data["backend"] is not None:
+            flat_backend_dump(data["backend"])
+        data = without_added_defaults(data, REFINE_ADDED_LATER)
         blob = orjson.dumps(data, option=orjson.OPT_SORT_KEYS) + source_hash.encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -104,7 +113,7 @@ class RefineConfig(_Strict):
             raise ScenarioError(f"refine --preset {preset!r}: known presets: {', '.join(REFINE_PRESETS)}")
         values = REFINE_PRESETS[preset]
         export = self.export.model_copy(update=values["export"])
-        return self.model_copy(update={"backend": self.backend or BackendConfig.model_validate(values["backend"]),
+        return self.model_copy(update={"backend": self.backend or backend_config(values["backend"]),
                                        "extract_speakers": values["extract_speakers"], "export": export})
 
     def with_flags(self, source_backend: BackendConfig | None, base_url: str | None = None,
@@ -113,12 +122,14 @@ class RefineConfig(_Strict):
         config's (or the source run's) other backend settings; the result is validated again."""
         config = self
         if base_url or model:
-            base = self.backend or source_backend or BackendConfig()
+            base = self.backend or source_backend or RemoteBackendConfig()
             update: dict[str, object] = {"model": model or base.model}
-            if base_url:
+            data = base.model_dump(exclude_unset=True)
+            if base_url:  # a server now: the embedded model's own settings no longer apply
                 update.update(provider="openai", base_url=base_url, api="chat")
+                data = {k: v for k, v in data.items() if k not in EMBEDDED_ONLY}
             try:
-                backend = BackendConfig.model_validate({**base.model_dump(exclude_unset=True), **update})
+                backend = backend_config({**data, **update})
             except ValidationError as exc:
                 raise ScenarioError(format_validation_error("refine --base-url/--model", exc)) from exc
             config = config.model_copy(update={"backend": backend})

@@ -36,7 +36,7 @@ from culturepark.engine.scheduler import ConversationSpec, ResumeState, Schedule
 from culturepark.engine.stage import Stage
 from culturepark.scenarios.endpoints import make_embedder, make_endpoints
 from culturepark.scenarios.loader import scenario_of
-from culturepark.scenarios.schema import BackendConfig, DirectScenario, Scenario
+from culturepark.scenarios.schema import BackendConfig, DirectScenario, RemoteBackendConfig, Scenario
 from culturepark.trainers.refine import prompts
 from culturepark.trainers.refine.config import RefineConfig
 from culturepark.trainers.refine.dedup import cluster, representatives
@@ -186,7 +186,8 @@ EMBEDDINGS_CACHE = "embeddings.jsonl"
 def _embedder(config: RefineConfig, backend: BackendConfig, out: Path) -> Embedder:
     """Remote embeddings share the refiner's limits and retries; paid-for vectors are kept in `out`."""
     d = config.dedup
-    return make_embedder(d.embeddings, d.embeddings_base_url or backend.base_url, d.embeddings_model,
+    served = backend.base_url if isinstance(backend, RemoteBackendConfig) else None
+    return make_embedder(d.embeddings, d.embeddings_base_url or served, d.embeddings_model,
                          d.embeddings_api_key_env, d.embeddings_dimensions, config.limits, config.retry,
                          out / EMBEDDINGS_CACHE, d.embeddings_batch_size)
 
