@@ -33,10 +33,10 @@ import numpy as np
 from culturepark.agents.learners import parse_item_answer, walk
 from culturepark.agents.wvs import WVSData
 from culturepark.benchmarks.hofstede import DIMENSIONS, centred_distances, indices, load_scores
+from culturepark.benchmarks.results import BootstrapDiff, EducationResult, MeanStd
 from culturepark.benchmarks.stats import mean_std
 from culturepark.engine.errors import InputError
 from culturepark.engine.export import assemble
-from culturepark.engine.files import atomic_write_json
 from culturepark.engine.log import read_header
 from culturepark.engine.records import RunHeader
 from culturepark.scenarios.data_dir import resolve_data_dir
@@ -329,7 +329,7 @@ def _arm_differences(learners: list[Learner], arms: list[str], bootstrap: int,
     } for arm in arms[1:]}
 
 
-def score(run_dir: Path, data_dir: Path | None = None, bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
+def score(run_dir: Path, data_dir: Path | None = None, bootstrap: int = 2000, seed: int = 0) -> EducationResult:
     run_dir = Path(run_dir)
     header = read_header(run_dir) or RunHeader()
     scenario = header.scenario or {}
@@ -373,50 +373,55 @@ def score(run_dir: Path, data_dir: Path | None = None, bootstrap: int = 2000, se
                               "pre_distance": l.distance.get("pre"), "post_distance": l.distance.get("post"),
                               "gain": l.gain, "experience": l.experience, "invalid": dict(l.invalid)}
                              for l in learners]
-    atomic_write_json(run_dir / RESULT_NAME, result)
-    return result
+    typed = EducationResult.model_validate(result)  # checked against the model before it is written
+    typed.write(run_dir / RESULT_NAME)
+    return typed
 
 
-def table(result: dict[str, Any]) -> str:
+def _ms(ms: MeanStd) -> str:
+    return "n/a" if ms.mean is None else f"{ms.mean:.1f} ± {ms.std or 0:.1f}"
+
+
+def _ci(d: BootstrapDiff) -> str:
+    return "n/a" if d.ci95 is None else f"[{d.ci95[0]:.3f}, {d.ci95[1]:.3f}]"
+
+
+def table(result: EducationResult) -> str:
     """The per-culture-and-arm table a reader checks first, labelled with who the learners were."""
-    def f(ms: dict[str, Any]) -> str:
-        return "n/a" if ms["mean"] is None else f"{ms['mean']:.1f} ± {ms['std']:.1f}"
-    lines = [f"education study ({result['note']})",
+    lines = [f"education study ({result.note})",
              f"{'culture':<12} {'arm':<14} {'n':>3} {'pre dist':>14} {'post dist':>14} {'gain':>14} "
              f"{'experience':>12} {'invalid pre/post':>17}"]
-    for c, arms in result["by_culture"].items():
+    for c, arms in result.by_culture.items():
         for arm, s in arms.items():
-            inv = s["invalid_answers"]
-            exp = "n/a" if s["experience"]["mean"] is None else f"{s['experience']['mean']:.2f}"
-            lines.append(f"{c:<12} {arm:<14} {s['learners']:>3} {f(s['pre_distance']):>14} "
-                         f"{f(s['post_distance']):>14} {f(s['gain']):>14} {exp:>12} "
+            inv = s.invalid_answers
+            exp = "n/a" if s.experience.mean is None else f"{s.experience.mean:.2f}"
+            lines.append(f"{c:<12} {arm:<14} {s.learners:>3} {_ms(s.pre_distance):>14} "
+                         f"{_ms(s.post_distance):>14} {_ms(s.gain):>14} {exp:>12} "
                          f"{inv['pre']:>8}/{inv['post']:<8}")
-    for name, d in result.get("arm_differences", {}).items():
-        for what in ("gain", "experience"):
-            g = d[what]
-            if g["diff"] is None:
+    for name, d in (result.arm_differences or {}).items():
+        for what, g in (("gain", d.gain), ("experience", d.experience)):
+            if g is None or g.diff is None:
                 lines.append(f"{what} {name}: n/a (no learner with a value in one of the arms)")
             else:
-                lines.append(f"{what} {name}: {g['diff']:.3f} (bootstrap 95% CI [{g['ci95'][0]:.3f}, "
-                             f"{g['ci95'][1]:.3f}], learners {g['n'][0]} vs {g['n'][1]})")
-    pooled = result.get("pooled")
+                lines.append(f"{what} {name}: {g.diff:.3f} (bootstrap 95% CI {_ci(g)}, "
+                             f"learners {g.n[0]} vs {g.n[1]})")
+    pooled = result.pooled
     if pooled:
         def v(x: float | None) -> str:
             return "n/a" if x is None else f"{x:.1f}"
         lines.append("pooled per group (VSM13 item means over valid answers), dimensions: "
-                     f"{', '.join(pooled['dimensions']) or 'none defined'}")
+                     f"{', '.join(pooled.dimensions) or 'none defined'}")
         lines.append(f"{'culture':<12} {'arm':<14} {'pre dist':>9} {'post dist':>9} {'gain':>7} {'valid pre/post':>15}")
-        for c, by_arm in pooled["by_culture"].items():
-            for arm, s in by_arm.items():
-                va = s["valid_answers"]
-                lines.append(f"{c:<12} {arm:<14} {v(s['pre_distance']):>9} {v(s['post_distance']):>9} "
-                             f"{v(s['gain']):>7} {va['pre']:>7}/{va['post']:<7}")
-        for name, d in pooled["arm_differences"].items():
-            g = d["gain"]
-            if g["diff"] is None:
+        for c, by_arm in pooled.by_culture.items():
+            for arm, p in by_arm.items():
+                va = p.valid_answers
+                lines.append(f"{c:<12} {arm:<14} {v(p.pre_distance):>9} {v(p.post_distance):>9} "
+                             f"{v(p.gain):>7} {va['pre']:>7}/{va['post']:<7}")
+        for name, d in pooled.arm_differences.items():
+            g = d.gain
+            if g.diff is None:
                 lines.append(f"pooled gain {name}: n/a (a group has no pooled distance)")
             else:
-                ci = "n/a" if g["ci95"] is None else f"[{g['ci95'][0]:.3f}, {g['ci95'][1]:.3f}]"
-                lines.append(f"pooled gain {name}: {g['diff']:.3f} (bootstrap 95% CI {ci}, "
-                             f"{g['undefined_resamples']} of {g['resamples']} resamples undefined)")
+                lines.append(f"pooled gain {name}: {g.diff:.3f} (bootstrap 95% CI {_ci(g)}, "
+                             f"{g.undefined_resamples} of {g.resamples} resamples undefined)")
     return "\n".join(lines)

@@ -56,7 +56,9 @@ def test_scripted_learners_give_the_hand_computed_distances_gain_and_counts(tmp_
     log = (out / "log.jsonl").read_text()
     assert "tutor-a" not in log.split('"type":"turn"', 1)[1].split('"request_hash"')[0]
 
-    res = score(out, tiny_data, bootstrap=500)
+    typed = score(out, tiny_data, bootstrap=500)
+    assert typed.by_culture["Chinese"]["a"].learners == 2 and typed.pooled is not None
+    res = typed.to_json()  # the file's shape, as education.json holds it
     assert res["learners"] == "simulated" and res["note"] == "simulated learners, not a human study"
     # idv is undefined for German learners before learning (item 1 never got a valid answer), so the
     # C-free distance uses the five dimensions every culture has in both phases
