@@ -66,12 +66,17 @@ async def compare(models: list[str], tasks: list[str], settings: EvalSettings, d
         for task in parsed:
             report = await run_task(s, task, data_dir, out / slug(model) / slug(str(task)), seeds, limit, samples, say,
                                     constant)
-            rows.append(CompareRow(model=model, task=str(task), result=headline(report), seeds=report.seeds,
-                                   prompt_style=report.prompt_style, items_hash=report.items_hash,
-                                   prompts_hash=report.prompts_hash, data_hash=report.data_hash))
+            rows.append(row_for(model, task, report))
     result = CompareResult(models=models, tasks=tasks, seeds=seeds, limit=limit, rows=rows)
     result.write(out / "compare.json")
     return result
+
+
+def row_for(model: str, task: EvalTask, report: HofstedeResult | ModerationResult | WvsResult) -> CompareRow:
+    """A result's row of a comparison: its headline and the hashes that show what was compared."""
+    return CompareRow(model=model, task=str(task), result=headline(report), seeds=report.seeds,
+                      prompt_style=report.prompt_style, items_hash=report.items_hash,
+                      prompts_hash=report.prompts_hash, data_hash=report.data_hash)
 
 
 def _fmt(ms: MeanStd | None) -> str:
@@ -102,4 +107,4 @@ def table(result: CompareResult) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["EvalTask", "compare", "headline", "parse_task", "row_text", "run_task", "table"]
+__all__ = ["EvalTask", "compare", "headline", "parse_task", "row_for", "row_text", "run_task", "table"]

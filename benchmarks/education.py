@@ -397,7 +397,7 @@ def table(result: EducationResult) -> str:
             exp = "n/a" if s.experience.mean is None else f"{s.experience.mean:.2f}"
             lines.append(f"{c:<12} {arm:<14} {s.learners:>3} {_ms(s.pre_distance):>14} "
                          f"{_ms(s.post_distance):>14} {_ms(s.gain):>14} {exp:>12} "
-                         f"{inv['pre']:>8}/{inv['post']:<8}")
+                         f"{inv.pre:>8}/{inv.post:<8}")
     for name, d in (result.arm_differences or {}).items():
         for what, g in (("gain", d.gain), ("experience", d.experience)):
             if g is None or g.diff is None:
@@ -416,7 +416,7 @@ def table(result: EducationResult) -> str:
             for arm, p in by_arm.items():
                 va = p.valid_answers
                 lines.append(f"{c:<12} {arm:<14} {v(p.pre_distance):>9} {v(p.post_distance):>9} "
-                             f"{v(p.gain):>7} {va['pre']:>7}/{va['post']:<7}")
+                             f"{v(p.gain):>7} {va.pre:>7}/{va.post:<7}")
         for name, d in pooled.arm_differences.items():
             g = d.gain
             if g.diff is None:

@@ -14,6 +14,7 @@ from culturepark.benchmarks.content import KINDS
 from culturepark.benchmarks.evaluation import CONTENT, DIVERSITY, EDUCATION, FIDELITY, HOFSTEDE, MODERATION, PHENOMENA
 from culturepark.benchmarks.phenomena import SHIFT, UNDERSTANDING
 from culturepark.benchmarks.results import (
+    BaseTuned,
     BootstrapDiff,
     ContentResult,
     DiversityResult,
@@ -349,7 +350,7 @@ def _education_study(d: Path, res: EducationResult) -> list[str]:
              f"{res.learners_scored} of {res.learners_planned} learners finished. "
              "Distances are C-free; gain = pre − post (positive: closer after learning).</p>"]
     rows = [[c, arm, s.learners, _fmt(s.pre_distance), _fmt(s.post_distance), _fmt(s.gain),
-             _fmt(s.experience), f"{s.invalid_answers['pre']}/{s.invalid_answers['post']}"]
+             _fmt(s.experience), f"{s.invalid_answers.pre}/{s.invalid_answers.post}"]
             for c, arms in res.by_culture.items() for arm, s in arms.items()]
     parts.append(_table(["culture", "arm", "learners", "pre distance", "post distance", "gain",
                          "experience (1-5)", "invalid answers pre/post"], rows))
@@ -367,7 +368,7 @@ def _education_study(d: Path, res: EducationResult) -> list[str]:
                      f"<code>eval hofstede</code> does), dimensions: "
                      f"{html.escape(', '.join(pooled.dimensions) or 'none defined')}</p>")
         prow = [[c, arm, _num(g.pre_distance), _num(g.post_distance), _num(g.gain),
-                 f"{g.valid_answers['pre']}/{g.valid_answers['post']}"]
+                 f"{g.valid_answers.pre}/{g.valid_answers.post}"]
                 for c, arms in pooled.by_culture.items() for arm, g in arms.items()]
         parts.append(_table(["culture", "arm", "pooled pre", "pooled post", "pooled gain",
                              "valid answers pre/post"], prow))
@@ -485,8 +486,8 @@ def _paper_rows(result: PaperResult) -> list[list[Any]]:
     rows = []
     for r in result.table:
         hof = [_fmt(r.hofstede(metric, who)) for metric in ("c50", "centred") for who in ("base", "tuned")]
-        for d, m in (r.moderation or {"(none bundled)": {}}).items():
-            base, tuned = m.get("base"), m.get("tuned")
+        for d, m in (r.moderation or {"(none bundled)": BaseTuned()}).items():
+            base, tuned = m.base, m.tuned
             rows.append([r.culture, d, _fmt(base.macro_f1 if base else None),
                          _fmt(tuned.macro_f1 if tuned else None), *hof])
     return rows
@@ -494,8 +495,8 @@ def _paper_rows(result: PaperResult) -> list[list[Any]]:
 
 def _mean_f1(row: PaperRow, who: str) -> float:
     """A culture's moderation macro-F1 averaged over its sets (0 where none has a mean)."""
-    f1s = [pair.macro_f1.mean for sets in (row.moderation or {}).values()
-           if (pair := sets.get(who)) is not None and pair.macro_f1 is not None and pair.macro_f1.mean is not None]
+    pairs = [sets.base if who == "base" else sets.tuned for sets in (row.moderation or {}).values()]
+    f1s = [p.macro_f1.mean for p in pairs if p is not None and p.macro_f1 is not None and p.macro_f1.mean is not None]
     return sum(f1s) / len(f1s) if f1s else 0.0
 
 

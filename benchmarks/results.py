@@ -449,6 +449,19 @@ class ArmDifference(ResultModel):
     experience: BootstrapDiff | None = None  # learner-level differences only
 
 
+class InvalidAnswers(ResultModel):
+    """Unparseable answers left after the re-asks, per phase of the study."""
+
+    pre: int
+    post: int
+    exp: int
+
+
+class ValidAnswers(ResultModel):
+    pre: int
+    post: int
+
+
 class PhaseMeans(ResultModel):
     pre: MeanStd
     post: MeanStd
@@ -459,7 +472,7 @@ class EducationGroup(ResultModel):
     pre_distance: MeanStd
     post_distance: MeanStd
     gain: MeanStd
-    invalid_answers: dict[str, int]  # pre, post, exp
+    invalid_answers: InvalidAnswers
     experience: MeanStd
     experience_items: dict[str, MeanStd]
     free_text_answers: int
@@ -471,7 +484,7 @@ class PooledGroup(ResultModel):
     post_distance: float | None
     gain: float | None
     learners: int
-    valid_answers: dict[str, int]  # pre, post
+    valid_answers: ValidAnswers
 
 
 class PooledArm(ResultModel):
@@ -589,13 +602,20 @@ class ModerationPair(ResultModel):
     coverage: MeanStd | None
 
 
+class BaseTuned(ResultModel):
+    """One moderation set's scores for the base model and the culture's tuned one."""
+
+    base: ModerationPair | None = None
+    tuned: ModerationPair | None = None
+
+
 class PaperRow(ResultModel):
     """One culture in the paper's layout: base vs its own tuned model."""
 
     culture: str
     hofstede_c50_base: MeanStd | None
     hofstede_centred_base: MeanStd | None
-    moderation: dict[str, dict[str, ModerationPair]] | None = None  # set → base/tuned → scores
+    moderation: dict[str, BaseTuned] | None = None  # per moderation set
     hofstede_c50_tuned: MeanStd | None
     hofstede_centred_tuned: MeanStd | None
 

@@ -131,7 +131,7 @@ def _show(args: argparse.Namespace, name: str, result: Any, out: Path | None) ->
 
 
 def single_task(args: argparse.Namespace) -> int:
-    from culturepark.benchmarks.compare import EvalTask, run_task, table
+    from culturepark.benchmarks.compare import EvalTask, row_for, run_task, table
     from culturepark.benchmarks.eval_run import slug
     from culturepark.scenarios.data_dir import resolve_data_dir
 
@@ -151,10 +151,9 @@ def single_task(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report.to_json())
         return 0
-    from culturepark.benchmarks.compare import CompareResult, CompareRow, headline
-    row = CompareRow(model=args.model, task=str(task), result=headline(report), seeds=report.seeds,
-                     items_hash=report.items_hash, prompts_hash=report.prompts_hash, data_hash=report.data_hash)
-    print(table(CompareResult(models=[args.model], tasks=[str(task)], seeds=args.seeds, limit=None, rows=[row])))
+    from culturepark.benchmarks.results import CompareResult
+    print(table(CompareResult(models=[args.model], tasks=[str(task)], seeds=args.seeds, limit=None,
+                              rows=[row_for(args.model, task, report)])))
     print(f"→ {out}")
     return 0
 

@@ -26,6 +26,7 @@ from culturepark.benchmarks import moderation
 from culturepark.benchmarks.compare import EvalTask, run_task
 from culturepark.benchmarks.eval_run import EvalSettings, slug
 from culturepark.benchmarks.results import (
+    BaseTuned,
     ChainEcho,
     ConversationStep,
     EvalStep,
@@ -210,15 +211,15 @@ def table(chain: PaperChain, evals: dict[str, dict[str, HofstedeResult | Moderat
     hof = f"hofstede:{','.join(chain.cultures)}"
     for c in chain.cultures:
         hofstede: dict[str, HofstedeCulture | None] = {}
-        moderation_sets: dict[str, dict[str, ModerationPair]] = {}
+        moderation_sets: dict[str, BaseTuned] = {}
         for who, res in (("base", evals["base"]), ("tuned", evals.get(c, {}))):
             h = res.get(hof)
             hofstede[who] = h.cultures.get(c) if isinstance(h, HofstedeResult) else None
             for d in _datasets(c):
                 m = res.get(f"moderation:{d}")
-                moderation_sets.setdefault(d, {})[who] = (
-                    ModerationPair(macro_f1=m.macro_f1, coverage=m.coverage) if isinstance(m, ModerationResult)
-                    else ModerationPair(macro_f1=None, coverage=None))
+                pair = (ModerationPair(macro_f1=m.macro_f1, coverage=m.coverage) if isinstance(m, ModerationResult)
+                        else ModerationPair(macro_f1=None, coverage=None))
+                setattr(moderation_sets.setdefault(d, BaseTuned()), who, pair)
         base, tuned = hofstede["base"], hofstede["tuned"]
         row = PaperRow(culture=c, hofstede_c50_base=base.distance if base else None,
                        hofstede_centred_base=base.centred_distance if base else None,
