@@ -165,7 +165,7 @@ def test_pooled_scores_use_item_means_where_no_single_learner_answered_every_ite
     moved = {**first, 7: 5}  # a Chinese learner's post-test: item 7 at 5 → PDI = 35 × (5 − 3) = 70
     learners = [_learner("Chinese", "a", first, moved), _learner("Chinese", "a", second, second),
                 _learner("German", "a", first, first), _learner("German", "a", second, second)]
-    res = pooled_scores(learners, PUBLISHED, ["Chinese", "German"], ["a"], reps=200, seed=1)
+    res = pooled_scores(learners, PUBLISHED, ["Chinese", "German"], ["a"], reps=200, seed=1).to_json()
     dims = ["pdi", "idv", "mas", "uai", "lto", "ivr"]
     assert res["dimensions"] == dims
     half = {d: (PUBLISHED["China"][d] - PUBLISHED["Germany"][d]) / 2 for d in dims}
@@ -181,7 +181,7 @@ def test_pooled_scores_use_item_means_where_no_single_learner_answered_every_ite
     # distance (both arms, both phases), not guessed; b's indices stay 0, so its gain is 0
     full = dict.fromkeys(range(1, 25), 3)
     arm_b = [_learner(c, "b", {**full, 1: None}, full) for c in ("Chinese", "German") for _ in range(2)]
-    res = pooled_scores(learners + arm_b, PUBLISHED, ["Chinese", "German"], ["a", "b"], reps=200, seed=1)
+    res = pooled_scores(learners + arm_b, PUBLISHED, ["Chinese", "German"], ["a", "b"], reps=200, seed=1).to_json()
     five = ["pdi", "mas", "uai", "lto", "ivr"]
     assert res["dimensions"] == five
     pre5 = math.sqrt(sum(half[d] ** 2 for d in five))
