@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from culturepark.benchmarks import hofstede, moderation, wvs_items
 from culturepark.benchmarks.eval_run import EvalSettings, slug
+from culturepark.benchmarks.evaluation import headline
+from culturepark.benchmarks.results import (
+    CompareResult,
+    CompareRow,
+    Headline,
+    HofstedeResult,
+    MeanStd,
+    ModerationHeadline,
+    ModerationResult,
+    WvsHeadline,
+    WvsResult,
+)
 from culturepark.engine.errors import InputError
-from culturepark.engine.files import atomic_write_json as write_json
 
 
 @dataclass(frozen=True)
@@ -36,7 +47,7 @@ def parse_task(task: str) -> EvalTask:
 
 async def run_task(settings: EvalSettings, task: EvalTask, data_dir: Path, out: Path, seeds: int,
                    limit: int | None, samples: int, say: Callable[[str], None] | None = None,
-                   constant: float = 0.0) -> dict[str, Any]:
+                   constant: float = 0.0) -> HofstedeResult | ModerationResult | WvsResult:
     if task.kind == "hofstede":
         return await hofstede.evaluate(settings, list(task.args), data_dir, out, seeds=seeds, samples=samples,
                                        constant=constant, say=say)
@@ -45,61 +56,55 @@ async def run_task(settings: EvalSettings, task: EvalTask, data_dir: Path, out: 
     return await moderation.evaluate(settings, task.args[0], data_dir, out, seeds=seeds, limit=limit, say=say)
 
 
-def headline(report: dict[str, Any]) -> dict[str, Any]:
-    """The numbers a comparison table shows (mean ± std over seeds)."""
-    if report["task"] == "wvs":
-        return {c: {"agreement": v["all"]["agreement"], "mean_share": v["all"]["mean_share"],
-                    "unparseable": v["all"]["unparseable"], "chance": v["all"]["chance_agreement"]}
-                for c, v in report["cultures"].items()}
-    if report["task"] == "hofstede":
-        constant = report.get("constant", 0.0)  # absent before 0.4
-        return {c: {"distance_c0": v["distance_c0"], "constant": constant,
-                    "distance": v.get("distance", v["distance_c0"]), "centred_distance": v["centred_distance"],
-                    "invalid": v["invalid_answers"]}
-                for c, v in report["cultures"].items()}
-    return {"macro_f1": report["macro_f1"], "macro_f1_scored": report.get("macro_f1_scored"),  # absent before 0.4
-            "accuracy": report["accuracy"], "unparseable": report["unparseable"],
-            "majority_macro_f1": report["majority_baseline"]["macro_f1"]}
-
-
 async def compare(models: list[str], tasks: list[str], settings: EvalSettings, data_dir: Path, out: Path,
                   seeds: int, limit: int | None, samples: int,
-                  say: Callable[[str], None] | None = None, constant: float = 0.0) -> dict[str, Any]:
+                  say: Callable[[str], None] | None = None, constant: float = 0.0) -> CompareResult:
     parsed = [parse_task(t) for t in tasks]
     rows = []
     for model in models:
-        s = EvalSettings(**{**settings.__dict__, "model": model})
+        s = replace(settings, model=model)
         for task in parsed:
             report = await run_task(s, task, data_dir, out / slug(model) / slug(str(task)), seeds, limit, samples, say,
                                     constant)
-            rows.append({"model": model, "task": str(task), "result": headline(report), "seeds": report["seeds"],
-                         "prompt_style": report.get("prompt_style"),
-                         "items_hash": report["items_hash"], "prompts_hash": report["prompts_hash"],
-                         "data_hash": report["data_hash"]})
-    result = {"task": "compare", "models": models, "tasks": tasks, "seeds": seeds, "limit": limit, "rows": rows}
-    write_json(out / "compare.json", result)
+            rows.append(row_for(model, task, report))
+    result = CompareResult(models=models, tasks=tasks, seeds=seeds, limit=limit, rows=rows)
+    result.write(out / "compare.json")
     return result
 
 
-def table(result: dict[str, Any]) -> str:
-    def fmt(ms: dict) -> str:
-        return "n/a" if ms.get("mean") is None else f"{ms['mean']:.3f} ± {ms['std']:.3f}"
-    lines = [f"{'model':32s} {'task':32s} result"]
-    for r in result["rows"]:
-        res = r["result"]
-        if "macro_f1" in res:
-            scored = res.get("macro_f1_scored") or {}
-            text = (f"macro-F1 {fmt(res['macro_f1'])} (parseable only {fmt(scored)}, "
-                    f"majority {res['majority_macro_f1']:.3f}, unparseable {res['unparseable']})")
-        elif r["task"].startswith("wvs:"):
-            text = "; ".join(f"{c}: agreement {fmt(v['agreement'])} (chance {v['chance']:.2f}), "
-                             f"share {fmt(v['mean_share'])}, unparseable {v['unparseable']}" for c, v in res.items())
+def row_for(model: str, task: EvalTask, report: HofstedeResult | ModerationResult | WvsResult) -> CompareRow:
+    """A result's row of a comparison: its headline and the hashes that show what was compared."""
+    return CompareRow(model=model, task=str(task), result=headline(report), seeds=report.seeds,
+                      prompt_style=report.prompt_style, items_hash=report.items_hash,
+                      prompts_hash=report.prompts_hash, data_hash=report.data_hash)
+
+
+def _fmt(ms: MeanStd | None) -> str:
+    return "n/a" if ms is None or ms.mean is None or ms.std is None else f"{ms.mean:.3f} ± {ms.std:.3f}"
+
+
+def row_text(task: str, res: Headline) -> str:
+    """One comparison cell: a task's headline for one model."""
+    if isinstance(res, ModerationHeadline):
+        return (f"macro-F1 {_fmt(res.macro_f1)} (parseable only {_fmt(res.macro_f1_scored)}, "
+                f"majority {res.majority_macro_f1:.3f}, unparseable {res.unparseable})")
+    parts = []
+    for c, v in res.items():
+        if isinstance(v, WvsHeadline):
+            chance = "n/a" if v.chance is None else f"{v.chance:.2f}"
+            parts.append(f"{c}: agreement {_fmt(v.agreement)} (chance {chance}), share {_fmt(v.mean_share)}, "
+                         f"unparseable {v.unparseable}")
         else:
-            text = "; ".join(f"{c}: d0 {fmt(v['distance_c0'])}"
-                             + (f", d(C={v['constant']:g}) {fmt(v['distance'])}" if v.get("constant") else "")
-                             + f", centred {fmt(v['centred_distance'])}" for c, v in res.items())
-        lines.append(f"{r['model'][:32]:32s} {r['task'][:32]:32s} {text}")
+            parts.append(f"{c}: d0 {_fmt(v.distance_c0)}"
+                         + (f", d(C={v.constant:g}) {_fmt(v.distance)}" if v.constant else "")
+                         + f", centred {_fmt(v.centred_distance)}")
+    return "; ".join(parts)
+
+
+def table(result: CompareResult) -> str:
+    lines = [f"{'model':32s} {'task':32s} result"]
+    lines += [f"{r.model[:32]:32s} {r.task[:32]:32s} {row_text(r.task, r.result)}" for r in result.rows]
     return "\n".join(lines)
 
 
-__all__ = ["EvalTask", "compare", "headline", "parse_task", "run_task", "table", "write_json"]
+__all__ = ["EvalTask", "compare", "headline", "parse_task", "row_for", "row_text", "run_task", "table"]

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from culturepark.benchmarks import fidelity, phenomena
 from culturepark.benchmarks.diversity import gains_both_ways
 from culturepark.benchmarks.eval_run import EvalSettings
-from culturepark.engine.files import atomic_write_json, atomic_write_jsonl
+from culturepark.benchmarks.results import CompareRunsResult, FidelitySide
+from culturepark.engine.files import atomic_write_jsonl
 
 
 def _delegate_texts(run_dir: Path, out: Path) -> Path:
@@ -24,21 +24,21 @@ def _delegate_texts(run_dir: Path, out: Path) -> Path:
 
 
 async def compare_runs(a: Path, b: Path, out: Path, model: str | None = None, base_url: str | None = None,
-                       judge: str | None = None, say: Callable[[str], None] | None = None) -> dict[str, Any]:
+                       judge: str | None = None, say: Callable[[str], None] | None = None) -> CompareRunsResult:
     from culturepark.scenarios.endpoints import make_embedder
 
-    result: dict[str, Any] = {"task": "compare-runs", "runs": {"A": str(a), "B": str(b)}}
+    result = CompareRunsResult(runs={"A": str(a), "B": str(b)}, fidelity={})
     for name, run in (("A", a), ("B", b)):
         f = await fidelity.evaluate(run, out / name / "fidelity", model, base_url, resume=(out / name / "fidelity"
                                                                                            / "log.jsonl").exists(),
                                     say=say)
-        result.setdefault("fidelity", {})[name] = {"overall": f["overall"], "by_culture": f["by_culture"]}
+        result.fidelity[name] = FidelitySide(overall=f.overall, by_culture=f.by_culture)
         if judge:
             settings = EvalSettings(model=judge, base_url=base_url,
                                     resume=(out / name / "phenomena" / "log.jsonl").exists())
             p = await phenomena.evaluate(run, out / name / "phenomena", settings, say)
-            result.setdefault("phenomena", {})[name] = p["by_culture"]
+            result.phenomena = {**(result.phenomena or {}), name: p.by_culture}
     texts = {name: _delegate_texts(run, out / name) for name, run in (("A", a), ("B", b))}
-    result["diversity"] = await gains_both_ways(texts["A"], texts["B"], make_embedder("local"))
-    atomic_write_json(out / "compare_runs.json", result)
+    result.diversity = await gains_both_ways(texts["A"], texts["B"], make_embedder("local"))
+    result.write(out / "compare_runs.json")
     return result

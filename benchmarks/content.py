@@ -11,9 +11,9 @@ import orjson
 
 from culturepark.benchmarks import judge
 from culturepark.benchmarks.eval_run import EvalSettings, digest, run_items
+from culturepark.benchmarks.results import ContentResult
 from culturepark.engine.batch import BatchItem
 from culturepark.engine.errors import InputError
-from culturepark.engine.files import atomic_write_json
 
 KINDS = ("belief", "norm", "custom")
 SYSTEM = "You classify statements about culture."
@@ -37,7 +37,7 @@ def kept_opinions(refine_dir: Path) -> list[dict[str, Any]]:
 
 
 async def evaluate(refine_dir: Path, out: Path, settings: EvalSettings,
-                   say: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   say: Callable[[str], None] | None = None) -> ContentResult:
     rendering = settings.backend().rendering  # a bad spec fails before any data is read
     opinions = kept_opinions(refine_dir)
     if not opinions:
@@ -53,7 +53,7 @@ async def evaluate(refine_dir: Path, out: Path, settings: EvalSettings,
         label = judge.label_of(res.text, KINDS) if res and res.text is not None else None
         labels[o["culture"]].append(label)
         labels["all"].append(label)
-    report = {"task": "content", **info, "source": str(refine_dir),
-              "by_culture": {c: judge.shares(v, KINDS) for c, v in sorted(labels.items())}}
-    atomic_write_json(out / "content.json", report)
+    report = ContentResult(**info.model_dump(), source=str(refine_dir),
+                           by_culture={c: judge.shares(v, KINDS) for c, v in sorted(labels.items())})
+    report.write(out / "content.json")
     return report

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
 
+from culturepark.benchmarks.results import CompareRunsDiversity, DiversityRow
 from culturepark.engine.embeddings import Embedder, embed_unique
 from culturepark.engine.errors import InputError
 
@@ -65,14 +65,14 @@ def nearest_distances(new: np.ndarray, ref: np.ndarray, block: int = 4096) -> tu
 
 
 def _row(new: np.ndarray, ref: np.ndarray, new_texts: list[str], ref_texts: list[str], embedder_name: str,
-         new_file: Path, ref_file: Path) -> dict[str, Any]:
+         new_file: Path, ref_file: Path) -> DiversityRow:
     d, cos = nearest_distances(new, ref)
-    return {"task": "diversity", "distance": "euclidean (the paper's); cosine beside it",
-            "diversity_gain": round(float(d.mean()), 4), "std": round(float(d.std()), 4),
-            "median": round(float(np.median(d)), 4), "diversity_gain_cosine": round(float(cos.mean()), 4),
-            "std_cosine": round(float(cos.std()), 4), "new": len(new_texts), "reference": len(ref_texts),
-            "distinct_texts_embedded": len(set(new_texts + ref_texts)), "embeddings": embedder_name,
-            "new_file": str(new_file), "reference_file": str(ref_file)}
+    return DiversityRow(task="diversity", distance="euclidean (the paper's); cosine beside it",
+                        diversity_gain=round(float(d.mean()), 4), std=round(float(d.std()), 4),
+                        median=round(float(np.median(d)), 4), diversity_gain_cosine=round(float(cos.mean()), 4),
+                        std_cosine=round(float(cos.std()), 4), new=len(new_texts), reference=len(ref_texts),
+                        distinct_texts_embedded=len(set(new_texts + ref_texts)), embeddings=embedder_name,
+                        new_file=str(new_file), reference_file=str(ref_file))
 
 
 async def _embed(embedder: Embedder, groups: list[list[str]]) -> list[np.ndarray]:
@@ -88,7 +88,7 @@ async def _embed(embedder: Embedder, groups: list[list[str]]) -> list[np.ndarray
 
 
 async def diversity_gains(new_paths: list[Path], ref_path: Path, embedder: Embedder,
-                          field: str | None = None) -> list[dict[str, Any]]:
+                          field: str | None = None) -> list[DiversityRow]:
     """One row per new file against the same reference (e.g. CulturePark data and the direct-generation
     baseline against the seed data): every distinct text of all files is embedded once."""
     news = [texts_of(p, field) for p in new_paths]
@@ -98,9 +98,9 @@ async def diversity_gains(new_paths: list[Path], ref_path: Path, embedder: Embed
             for path, texts, v in zip(new_paths, news, new_vecs)]
 
 
-async def gains_both_ways(a_path: Path, b_path: Path, embedder: Embedder) -> dict[str, dict[str, Any]]:
+async def gains_both_ways(a_path: Path, b_path: Path, embedder: Embedder) -> CompareRunsDiversity:
     """B's diversity over A and A's over B, from one embedding of both (`eval compare-runs`)."""
     a, b = texts_of(a_path), texts_of(b_path)
     va, vb = await _embed(embedder, [a, b])
-    return {"B_over_A": _row(vb, va, b, a, embedder.name, b_path, a_path),
-            "A_over_B": _row(va, vb, a, b, embedder.name, a_path, b_path)}
+    return CompareRunsDiversity(B_over_A=_row(vb, va, b, a, embedder.name, b_path, a_path),
+                                A_over_B=_row(va, vb, a, b, embedder.name, a_path, b_path))

@@ -26,7 +26,6 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -34,10 +33,23 @@ from culturepark.agents.learners import parse_item_answer, walk
 from culturepark.agents.meta import LearnerMeta, read_meta
 from culturepark.agents.wvs import WVSData
 from culturepark.benchmarks.hofstede import DIMENSIONS, centred_distances, indices, load_scores
+from culturepark.benchmarks.results import (
+    ArmDifference,
+    BootstrapDiff,
+    EducationGroup,
+    EducationResult,
+    InvalidAnswers,
+    LearnerRecord,
+    MeanStd,
+    PhaseMeans,
+    PooledArm,
+    PooledGroup,
+    PooledScores,
+    ValidAnswers,
+)
 from culturepark.benchmarks.stats import mean_std
 from culturepark.engine.errors import InputError
 from culturepark.engine.export import assemble
-from culturepark.engine.files import atomic_write_json
 from culturepark.engine.log import LOG_NAME, read_header
 from culturepark.engine.records import RunHeader
 from culturepark.scenarios.data_dir import resolve_data_dir
@@ -211,7 +223,7 @@ def _mean_gain(per_culture: dict[str, dict[str, float | None]]) -> float | None:
 
 
 def pooled_scores(learners: list[Learner], published: dict[str, dict[str, float | None]], cultures: list[str],
-                  arms: list[str], reps: int, seed: int) -> dict[str, Any]:
+                  arms: list[str], reps: int, seed: int) -> PooledScores:
     """Group-level scores from item means (see the module docstring), with bootstrapped arm differences."""
     members = {(c, arm): [l for l in learners if l.culture == c and l.arm == arm] for c in cultures for arm in arms}
     groups = {arm: {c: _Group.of(members[c, arm][0].hofstede, members[c, arm])
@@ -223,24 +235,26 @@ def pooled_scores(learners: list[Learner], published: dict[str, dict[str, float 
         for arm in complete for g in groups[arm].values() for phase in ("pre", "post"))]
     scores = {arm: _pooled_gains(groups[arm], published, dims) if arm in complete else {} for arm in arms}
     empty = {"pre_distance": None, "post_distance": None, "gain": None}
-    out: dict[str, Any] = {
-        "method": "VSM13 item means over each culture x arm group's valid answers, then the C-free distance",
-        "dimensions": dims,
-        "by_culture": {c: {arm: {**scores[arm].get(c, empty), "learners": len(members[c, arm]),
-                                 "valid_answers": {p: groups[arm][c].valid_answers(p) if c in groups[arm] else 0
-                                                   for p in ("pre", "post")}}
-                           for arm in arms} for c in cultures},
-        "by_arm": {arm: {"gain": None if (g := _mean_gain(scores[arm])) is None else round(g, 4)} for arm in arms},
-        "arm_differences": {},
-    }
+
+    def valid(c: str, arm: str, phase: str) -> int:
+        return groups[arm][c].valid_answers(phase) if c in groups[arm] else 0
+    out = PooledScores(
+        method="VSM13 item means over each culture x arm group's valid answers, then the C-free distance",
+        dimensions=dims,
+        by_culture={c: {arm: PooledGroup(**scores[arm].get(c, empty), learners=len(members[c, arm]),
+                                         valid_answers=ValidAnswers(pre=valid(c, arm, "pre"),
+                                                                    post=valid(c, arm, "post")))
+                        for arm in arms} for c in cultures},
+        by_arm={arm: PooledArm(gain=None if (g := _mean_gain(scores[arm])) is None else round(g, 4)) for arm in arms},
+        arm_differences={})
     rng = np.random.default_rng(seed)
     for arm in arms[1:]:
         ref = arms[0]
         a, b = _mean_gain(scores[ref]), _mean_gain(scores[arm])
-        diff: dict[str, Any] = {"diff": None if a is None or b is None else round(b - a, 4), "ci95": None,
-                                "resamples": reps, "undefined_resamples": None, "n": [
-                                    sum(len(members[c, x]) for c in cultures) for x in (ref, arm)]}
-        if diff["diff"] is not None:
+        diff = BootstrapDiff(diff=None if a is None or b is None else round(b - a, 4), ci95=None, resamples=reps,
+                             undefined_resamples=None,
+                             n=[sum(len(members[c, x]) for c in cultures) for x in (ref, arm)])
+        if diff.diff is not None:
             diffs, undefined = [], 0
             for _ in range(reps):  # learners resampled within each culture x arm group
                 pair = [_mean_gain(_pooled_gains(groups[x], published, dims, {
@@ -253,41 +267,42 @@ def pooled_scores(learners: list[Learner], published: dict[str, dict[str, float 
             diffs.sort()
             if diffs:
                 k = len(diffs) - 1
-                diff["ci95"] = [round(diffs[int(0.025 * k)], 4), round(diffs[int(0.975 * k)], 4)]
-            diff["undefined_resamples"] = undefined
-        out["arm_differences"][f"{arm} - {ref}"] = {"gain": diff}
+                diff.ci95 = [round(diffs[int(0.025 * k)], 4), round(diffs[int(0.975 * k)], 4)]
+            diff.undefined_resamples = undefined
+        out.arm_differences[f"{arm} - {ref}"] = ArmDifference(gain=diff)
     return out
 
 
-def bootstrap_diff(a: list[float], b: list[float], reps: int, rng: random.Random) -> dict[str, Any]:
+def bootstrap_diff(a: list[float], b: list[float], reps: int, rng: random.Random) -> BootstrapDiff:
     """mean(b) − mean(a) with a percentile bootstrap 95 % interval (learners resampled per arm)."""
     if not a or not b:
-        return {"diff": None, "ci95": None, "n": [len(a), len(b)]}
+        return BootstrapDiff(diff=None, ci95=None, n=[len(a), len(b)])
     diffs = sorted(statistics.fmean(rng.choices(b, k=len(b))) - statistics.fmean(rng.choices(a, k=len(a)))
                    for _ in range(reps))
     lo, hi = diffs[int(0.025 * (reps - 1))], diffs[int(0.975 * (reps - 1))]
-    return {"diff": round(statistics.fmean(b) - statistics.fmean(a), 4), "ci95": [round(lo, 4), round(hi, 4)],
-            "n": [len(a), len(b)]}
+    return BootstrapDiff(diff=round(statistics.fmean(b) - statistics.fmean(a), 4), ci95=[round(lo, 4), round(hi, 4)],
+                         n=[len(a), len(b)])
 
 
 def _group_summary(group: list[Learner], wvs_means: dict[tuple[str, str], tuple[float, int, int]],
-                   likert: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "learners": len(group),
-        "pre_distance": mean_std(l.distance.get("pre") for l in group),
-        "post_distance": mean_std(l.distance.get("post") for l in group),
-        "gain": mean_std(l.gain for l in group),
-        "invalid_answers": {p: sum(l.invalid.get(p, 0) for l in group) for p in ("pre", "post", "exp")},
-        "experience": mean_std(l.experience for l in group),
-        "experience_items": {q: mean_std(l.answers.get("exp", {}).get(f"likert:{i}") for l in group)
-                             for i, q in enumerate(likert)},
-        "free_text_answers": sum(bool(l.free_text) for l in group),
-    }
+                   likert: list[str]) -> EducationGroup:
+    def invalid(phase: str) -> int:
+        return sum(l.invalid.get(phase, 0) for l in group)
+    out = EducationGroup(
+        learners=len(group),
+        pre_distance=mean_std(l.distance.get("pre") for l in group),
+        post_distance=mean_std(l.distance.get("post") for l in group),
+        gain=mean_std(l.gain for l in group),
+        invalid_answers=InvalidAnswers(pre=invalid("pre"), post=invalid("post"), exp=invalid("exp")),
+        experience=mean_std(l.experience for l in group),
+        experience_items={q: mean_std(l.answers.get("exp", {}).get(f"likert:{i}") for l in group)
+                          for i, q in enumerate(likert)},
+        free_text_answers=sum(bool(l.free_text) for l in group))
     wvs_keys = sorted({k for l in group for k in l.answers.get("pre", {}) if k.startswith("wvs:")})
     if wvs_keys:
-        out["wvs_distance"] = {}
+        out.wvs_distance = {}
         for key in wvs_keys:
-            per = {}
+            per: dict[str, MeanStd] = {}
             for phase in ("pre", "post"):
                 vals = []
                 for l in group:
@@ -297,7 +312,7 @@ def _group_summary(group: list[Learner], wvs_means: dict[tuple[str, str], tuple[
                         mean, lo, hi = ref
                         vals.append(abs(v - mean) / (hi - lo))
                 per[phase] = mean_std(vals)
-            out["wvs_distance"][key] = per
+            out.wvs_distance[key] = PhaseMeans(pre=per["pre"], post=per["post"])
     return out
 
 
@@ -320,18 +335,18 @@ def _wvs_means(learners: list[Learner], wvs_items: list[str],
 
 
 def _arm_differences(learners: list[Learner], arms: list[str], bootstrap: int,
-                     rng: random.Random) -> dict[str, Any]:
+                     rng: random.Random) -> dict[str, ArmDifference]:
     """Each arm against the first: gain and experience differences with bootstrap intervals."""
     def vals(name: str, attr: str) -> list[float]:
         return [v for l in learners if l.arm == name if (v := getattr(l, attr)) is not None]
     ref = arms[0]
-    return {f"{arm} - {ref}": {
-        "gain": bootstrap_diff(vals(ref, "gain"), vals(arm, "gain"), bootstrap, rng),
-        "experience": bootstrap_diff(vals(ref, "experience"), vals(arm, "experience"), bootstrap, rng),
-    } for arm in arms[1:]}
+    return {f"{arm} - {ref}": ArmDifference(
+        gain=bootstrap_diff(vals(ref, "gain"), vals(arm, "gain"), bootstrap, rng),
+        experience=bootstrap_diff(vals(ref, "experience"), vals(arm, "experience"), bootstrap, rng),
+    ) for arm in arms[1:]}
 
 
-def score(run_dir: Path, data_dir: Path | None = None, bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
+def score(run_dir: Path, data_dir: Path | None = None, bootstrap: int = 2000, seed: int = 0) -> EducationResult:
     run_dir = Path(run_dir)
     header = read_header(run_dir) or RunHeader()
     scenario = scenario_of(header, str(run_dir / LOG_NAME))
@@ -353,72 +368,73 @@ def score(run_dir: Path, data_dir: Path | None = None, bootstrap: int = 2000, se
     kinds = sorted({l.kind for l in learners}) or ["simulated"]
     kind = kinds[0] if len(kinds) == 1 else "mixed"
     cultures = sorted({l.culture for l in learners})
-    result: dict[str, Any] = {
-        "run_dir": str(run_dir), "run_name": header.run_name, "scenario_hash": header.scenario_hash,
-        "learners": kind,
-        "note": SIMULATED_NOTE if kind != "human" else "human participants",
-        "cultures": cultures, "arms": arms, "learners_scored": len(learners),
-        "withdrawn_excluded": withdrawn,
-        "learners_planned": header.planned_conversations,
-        "distance": "C-free (each dimension centred over the study's cultures, per arm and phase)",
-        "dimensions": dimensions,
-        "by_culture": {c: {arm: _group_summary([l for l in learners if l.culture == c and l.arm == arm],
-                                               wvs_means, likert) for arm in arms} for c in cultures},
-        "by_arm": {arm: _group_summary([l for l in learners if l.arm == arm], wvs_means, likert) for arm in arms},
-    }
+    result = EducationResult(
+        run_dir=str(run_dir), run_name=header.run_name, scenario_hash=header.scenario_hash, learners=kind,
+        note=SIMULATED_NOTE if kind != "human" else "human participants",
+        cultures=cultures, arms=arms, learners_scored=len(learners), withdrawn_excluded=withdrawn,
+        learners_planned=header.planned_conversations,
+        distance="C-free (each dimension centred over the study's cultures, per arm and phase)",
+        dimensions=dimensions,
+        by_culture={c: {arm: _group_summary([l for l in learners if l.culture == c and l.arm == arm],
+                                            wvs_means, likert) for arm in arms} for c in cultures},
+        by_arm={arm: _group_summary([l for l in learners if l.arm == arm], wvs_means, likert) for arm in arms})
     if len(cultures) < 2:
-        result["warning"] = "one culture only: the C-free distance needs two or more, so distances are null"
+        result.warning = "one culture only: the C-free distance needs two or more, so distances are null"
     if len(arms) >= 2:
-        result["arm_differences"] = _arm_differences(learners, arms, bootstrap, random.Random(seed))
-    result["pooled"] = pooled_scores(learners, published, cultures, arms, bootstrap, seed)
-    result["per_learner"] = [{"id": l.id, "culture": l.culture, "arm": l.arm, "learners": l.kind,
-                              "pre_distance": l.distance.get("pre"), "post_distance": l.distance.get("post"),
-                              "gain": l.gain, "experience": l.experience, "invalid": dict(l.invalid)}
-                             for l in learners]
-    atomic_write_json(run_dir / RESULT_NAME, result)
+        result.arm_differences = _arm_differences(learners, arms, bootstrap, random.Random(seed))
+    result.pooled = pooled_scores(learners, published, cultures, arms, bootstrap, seed)
+    result.per_learner = [LearnerRecord(id=l.id, culture=l.culture, arm=l.arm, learners=l.kind,
+                                        pre_distance=l.distance.get("pre"), post_distance=l.distance.get("post"),
+                                        gain=l.gain, experience=l.experience, invalid=dict(l.invalid))
+                          for l in learners]
+    result.write(run_dir / RESULT_NAME)
     return result
 
 
-def table(result: dict[str, Any]) -> str:
+def _ms(ms: MeanStd) -> str:
+    return "n/a" if ms.mean is None else f"{ms.mean:.1f} ± {ms.std or 0:.1f}"
+
+
+def _ci(d: BootstrapDiff) -> str:
+    return "n/a" if d.ci95 is None else f"[{d.ci95[0]:.3f}, {d.ci95[1]:.3f}]"
+
+
+def table(result: EducationResult) -> str:
     """The per-culture-and-arm table a reader checks first, labelled with who the learners were."""
-    def f(ms: dict[str, Any]) -> str:
-        return "n/a" if ms["mean"] is None else f"{ms['mean']:.1f} ± {ms['std']:.1f}"
-    lines = [f"education study ({result['note']})",
+    lines = [f"education study ({result.note})",
              f"{'culture':<12} {'arm':<14} {'n':>3} {'pre dist':>14} {'post dist':>14} {'gain':>14} "
              f"{'experience':>12} {'invalid pre/post':>17}"]
-    for c, arms in result["by_culture"].items():
+    for c, arms in result.by_culture.items():
         for arm, s in arms.items():
-            inv = s["invalid_answers"]
-            exp = "n/a" if s["experience"]["mean"] is None else f"{s['experience']['mean']:.2f}"
-            lines.append(f"{c:<12} {arm:<14} {s['learners']:>3} {f(s['pre_distance']):>14} "
-                         f"{f(s['post_distance']):>14} {f(s['gain']):>14} {exp:>12} "
-                         f"{inv['pre']:>8}/{inv['post']:<8}")
-    for name, d in result.get("arm_differences", {}).items():
-        for what in ("gain", "experience"):
-            g = d[what]
-            if g["diff"] is None:
+            inv = s.invalid_answers
+            exp = "n/a" if s.experience.mean is None else f"{s.experience.mean:.2f}"
+            lines.append(f"{c:<12} {arm:<14} {s.learners:>3} {_ms(s.pre_distance):>14} "
+                         f"{_ms(s.post_distance):>14} {_ms(s.gain):>14} {exp:>12} "
+                         f"{inv.pre:>8}/{inv.post:<8}")
+    for name, d in (result.arm_differences or {}).items():
+        for what, g in (("gain", d.gain), ("experience", d.experience)):
+            if g is None or g.diff is None:
                 lines.append(f"{what} {name}: n/a (no learner with a value in one of the arms)")
             else:
-                lines.append(f"{what} {name}: {g['diff']:.3f} (bootstrap 95% CI [{g['ci95'][0]:.3f}, "
-                             f"{g['ci95'][1]:.3f}], learners {g['n'][0]} vs {g['n'][1]})")
-    pooled = result.get("pooled")
+                lines.append(f"{what} {name}: {g.diff:.3f} (bootstrap 95% CI {_ci(g)}, "
+                             f"learners {g.n[0]} vs {g.n[1]})")
+    pooled = result.pooled
     if pooled:
         def v(x: float | None) -> str:
             return "n/a" if x is None else f"{x:.1f}"
         lines.append("pooled per group (VSM13 item means over valid answers), dimensions: "
-                     f"{', '.join(pooled['dimensions']) or 'none defined'}")
+                     f"{', '.join(pooled.dimensions) or 'none defined'}")
         lines.append(f"{'culture':<12} {'arm':<14} {'pre dist':>9} {'post dist':>9} {'gain':>7} {'valid pre/post':>15}")
-        for c, by_arm in pooled["by_culture"].items():
-            for arm, s in by_arm.items():
-                va = s["valid_answers"]
-                lines.append(f"{c:<12} {arm:<14} {v(s['pre_distance']):>9} {v(s['post_distance']):>9} "
-                             f"{v(s['gain']):>7} {va['pre']:>7}/{va['post']:<7}")
-        for name, d in pooled["arm_differences"].items():
-            g = d["gain"]
-            if g["diff"] is None:
+        for c, by_arm in pooled.by_culture.items():
+            for arm, p in by_arm.items():
+                va = p.valid_answers
+                lines.append(f"{c:<12} {arm:<14} {v(p.pre_distance):>9} {v(p.post_distance):>9} "
+                             f"{v(p.gain):>7} {va.pre:>7}/{va.post:<7}")
+        for name, d in pooled.arm_differences.items():
+            g = d.gain
+            if g.diff is None:
                 lines.append(f"pooled gain {name}: n/a (a group has no pooled distance)")
             else:
-                ci = "n/a" if g["ci95"] is None else f"[{g['ci95'][0]:.3f}, {g['ci95'][1]:.3f}]"
-                lines.append(f"pooled gain {name}: {g['diff']:.3f} (bootstrap 95% CI {ci}, "
-                             f"{g['undefined_resamples']} of {g['resamples']} resamples undefined)")
+                lines.append(f"pooled gain {name}: {g.diff:.3f} (bootstrap 95% CI {_ci(g)}, "
+                             f"{g.undefined_resamples} of {g.resamples} resamples undefined)")
     return "\n".join(lines)

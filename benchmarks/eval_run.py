@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from culturepark.agents.paper_format import PROMPT_STYLES, PromptStyle
+from culturepark.benchmarks.results import RunInfo
 from culturepark.engine.batch import BatchItem, BatchResult, batch_results, run_batch
 from culturepark.engine.chat_templates import read_prompt_card
 from culturepark.engine.errors import InputError
@@ -76,7 +77,7 @@ def file_digest(path: Path) -> str:
 
 
 async def run_items(out: Path, items: list[BatchItem], settings: EvalSettings, header: dict[str, Any],
-                    say: Callable[[str], None] | None = None) -> tuple[dict[str, BatchResult], dict[str, Any]]:
+                    say: Callable[[str], None] | None = None) -> tuple[dict[str, BatchResult], RunInfo]:
     """Send every item through the engine into `out/log.jsonl`; return the results by id.
 
     The directory's hash covers the model, the prompts and the task, so `--resume` continues
@@ -98,8 +99,8 @@ async def run_items(out: Path, items: list[BatchItem], settings: EvalSettings, h
             await run_batch(items, endpoints["model"], log, stage.resume_state, settings.concurrency)
         finally:
             log.close()
-    info = {"model_spec": settings.model, "prompts_hash": prompts_hash, "prompt_style": header.get("prompt_style"),
-            "template": backend.template if isinstance(backend, EmbeddedBackendConfig) else None,
-            "items_hash": digest([(it.id, it.request.key("")) for it in items]),  # the same for every model
-            "requests": endpoints["model"].stats.requests, "elapsed_s": round(time.monotonic() - t0, 2)}
+    info = RunInfo(model_spec=settings.model, prompts_hash=prompts_hash, prompt_style=header.get("prompt_style"),
+                   template=backend.template if isinstance(backend, EmbeddedBackendConfig) else None,
+                   items_hash=digest([(it.id, it.request.key("")) for it in items]),  # the same for every model
+                   requests=endpoints["model"].stats.requests, elapsed_s=round(time.monotonic() - t0, 2))
     return batch_results(out), info

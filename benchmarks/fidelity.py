@@ -20,10 +20,10 @@ from culturepark.agents.meta import ConversationMeta, read_meta
 from culturepark.agents.protocol import CultureParkPolicy
 from culturepark.agents.views import SpokenTurn
 from culturepark.benchmarks.eval_run import EvalSettings, digest, run_items
+from culturepark.benchmarks.results import FidelityRates, FidelityRecord, FidelityResult
 from culturepark.engine.batch import BatchItem
 from culturepark.engine.errors import InputError
 from culturepark.engine.export import conversation_rows, ordered_conversations
-from culturepark.engine.files import atomic_write_json
 from culturepark.engine.log import LOG_NAME, read_header
 from culturepark.scenarios.loader import scenario_of
 from culturepark.scenarios.model_spec import parse_model_spec, to_model_spec
@@ -78,24 +78,24 @@ def _spoken(run: Finished) -> list[SpokenTurn]:
     return [SpokenTurn("delegate" if t["speaker"] == delegate else "main_contact", t["text"]) for t in row["turns"]]
 
 
-def _rates(recs: list[dict[str, Any]]) -> dict[str, Any]:
+def _rates(recs: list[FidelityRecord], before_after: bool) -> FidelityRates:
     n = len(recs)
-    read = [r for r in recs if r["after"] is not None]
-    out: dict[str, Any] = {
-        "conversations": n, "unparseable": n - len(read),
-        "exact": round(sum(r["after"] == r["stance"] for r in read) / n, 4) if n else None,
-        "within_one": round(sum(abs(r["after"] - r["stance"]) <= 1 for r in read) / n, 4) if n else None}
-    both = [r for r in recs if r.get("before") is not None and r["after"] is not None]
-    if any("before" in r for r in recs):
-        out["exact_before"] = round(sum(r["before"] == r["stance"] for r in recs if r["before"] is not None) / n, 4)
-        out["changed_after_conversation"] = round(sum(r["before"] != r["after"] for r in both) / len(both), 4) \
+    read = [(r, r.after) for r in recs if r.after is not None]
+    out = FidelityRates(
+        conversations=n, unparseable=n - len(read),
+        exact=round(sum(a == r.stance for r, a in read) / n, 4) if n else None,
+        within_one=round(sum(abs(a - r.stance) <= 1 for r, a in read) / n, 4) if n else None)
+    if before_after and recs:
+        both = [r for r in recs if r.before is not None and r.after is not None]
+        out.exact_before = round(sum(r.before == r.stance for r in recs if r.before is not None) / n, 4)
+        out.changed_after_conversation = round(sum(r.before != r.after for r in both) / len(both), 4) \
             if both else None
     return out
 
 
 async def evaluate(run_dir: Path, out: Path, model: str | None = None, base_url: str | None = None,
                    before_after: bool = False, temperature: float = 0.0, resume: bool = False,
-                   say: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   say: Callable[[str], None] | None = None) -> FidelityResult:
     if model:
         parse_model_spec(model, base_url)  # a bad spec fails before any data is read
     scenario, rows = load_run(Path(run_dir))
@@ -118,17 +118,20 @@ async def evaluate(run_dir: Path, out: Path, model: str | None = None, base_url:
     recs = []
     for row, meta in rows:
         item = paper_format.item_from_meta(meta)
-        rec = {"id": row["id"], "culture": meta.culture, "item": meta.item_id, "stance": meta.stance_code}
+        codes = {}
         for w in ("after", "before") if before_after else ("after",):
             res = results.get(f"{row['id']}|{w}")
-            rec[w] = paper_format.parse_code(res.text, item) if res and res.text is not None else None
-        recs.append(rec)
-    by: dict[str, dict[str, list[dict[str, Any]]]] = {"culture": defaultdict(list), "item": defaultdict(list)}
+            codes[w] = paper_format.parse_code(res.text, item) if res and res.text is not None else None
+        recs.append(FidelityRecord(id=row["id"], culture=meta.culture, item=str(meta.item_id),
+                                   stance=int(meta.stance_code), **codes))
+    by: dict[str, dict[str, list[FidelityRecord]]] = {"culture": defaultdict(list), "item": defaultdict(list)}
     for r in recs:
-        by["culture"][r["culture"]].append(r)
-        by["item"][r["item"]].append(r)
-    report = {"task": "fidelity", **info, "source": str(run_dir), "stance_policy": scenario.stance_policy,
-              "overall": _rates(recs), "by_culture": {k: _rates(v) for k, v in sorted(by["culture"].items())},
-              "by_item": {k: _rates(v) for k, v in sorted(by["item"].items())}, "per_conversation": recs}
-    atomic_write_json(out / "fidelity.json", report)
+        by["culture"][r.culture].append(r)
+        by["item"][r.item].append(r)
+    report = FidelityResult(
+        **info.model_dump(), source=str(run_dir), stance_policy=scenario.stance_policy,
+        overall=_rates(recs, before_after),
+        by_culture={k: _rates(v, before_after) for k, v in sorted(by["culture"].items())},
+        by_item={k: _rates(v, before_after) for k, v in sorted(by["item"].items())}, per_conversation=recs)
+    report.write(out / "fidelity.json")
     return report

@@ -23,10 +23,10 @@ from culturepark.agents.cultures import Culture, cultures_by_name
 from culturepark.agents.paper_format import PromptStyle
 from culturepark.agents.vsm13 import load_vsm13_items
 from culturepark.benchmarks.eval_run import EvalSettings, digest, file_digest, run_items
+from culturepark.benchmarks.results import HofstedeCulture, HofstedeResult, HofstedeSeed
 from culturepark.benchmarks.stats import mean_std
 from culturepark.engine.backends.base import Request
 from culturepark.engine.batch import BatchItem
-from culturepark.engine.files import atomic_write_json as write_json
 
 DIMENSIONS = ("pdi", "idv", "mas", "uai", "lto", "ivr")
 CSV_COLUMNS = {"pdi": "pdi", "idv": "idv", "mas": "mas", "uai": "uai", "lto": "ltowvs", "ivr": "ivr"}
@@ -154,7 +154,7 @@ def _add_distances(per_seed: dict[str, list[dict[str, Any]]], published: dict[st
 
 async def evaluate(settings: EvalSettings, cultures: list[str], data_dir: Path, out: Path, seeds: int = 3,
                    samples: int = 1, temperature: float = 0.7, constant: float = 0.0,
-                   say: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   say: Callable[[str], None] | None = None) -> HofstedeResult:
     rendering = settings.backend().rendering  # a bad model spec fails before any data is read
     style = settings.style()
     chosen = cultures_by_name(cultures, "hofstede")
@@ -177,20 +177,24 @@ async def evaluate(settings: EvalSettings, cultures: list[str], data_dir: Path, 
     published = {c.name: scores.get(c.hofstede or "", {}) for c in chosen}
     per_seed, invalid = _per_seed_means(results, chosen, items, seeds, samples)
     _add_distances(per_seed, published, seeds, constant)
-    report = {"task": "hofstede", **info, "data_hash": data_hash, "seeds": seeds, "samples": samples,
-              "temperature": temperature, "constant": constant, "cultures": {}}
-    for c in chosen:
-        runs = per_seed[c.name]
-        dims = [d for d in DIMENSIONS if published[c.name].get(d) is not None]
-        report["cultures"][c.name] = {
-            "hofstede_country": c.hofstede, "published": published[c.name], "dimensions_compared": dims,
-            "indices": {d: mean_std(r["indices"][d] for r in runs) for d in DIMENSIONS},
-            "distance_c0": mean_std(r["distance_c0"] for r in runs),
-            "distance": mean_std(r["distance"] for r in runs),  # with the constant
-            "centred_distance": mean_std(r["centred_distance"] for r in runs),
-            "diffs": {d: mean_std(r["diffs"].get(d) for r in runs) for d in dims},
-            "invalid_answers": sum(invalid[c.name].values()), "invalid_by_item": invalid[c.name],
-            "answers": seeds * samples * len(items), "per_seed": runs,
-        }
-    write_json(out / "hofstede.json", report)
+    report = HofstedeResult(**info.model_dump(), data_hash=data_hash, seeds=seeds, samples=samples,
+                            temperature=temperature, constant=constant,
+                            cultures={c.name: _culture(c, per_seed[c.name], published[c.name], invalid[c.name],
+                                                       seeds * samples * len(items)) for c in chosen})
+    report.write(out / "hofstede.json")
     return report
+
+
+def _culture(c: Culture, runs: list[dict[str, Any]], published: dict[str, float | None], invalid: dict[str, int],
+             answers: int) -> HofstedeCulture:
+    """One culture's figures, mean ± std over its seeds."""
+    dims = [d for d in DIMENSIONS if published.get(d) is not None]
+    return HofstedeCulture(
+        hofstede_country=c.hofstede, published=published, dimensions_compared=dims,
+        indices={d: mean_std(r["indices"][d] for r in runs) for d in DIMENSIONS},
+        distance_c0=mean_std(r["distance_c0"] for r in runs),
+        distance=mean_std(r["distance"] for r in runs),  # with the constant
+        centred_distance=mean_std(r["centred_distance"] for r in runs),
+        diffs={d: mean_std(r["diffs"].get(d) for r in runs) for d in dims},
+        invalid_answers=sum(invalid.values()), invalid_by_item=invalid, answers=answers,
+        per_seed=[HofstedeSeed.model_validate(r) for r in runs])

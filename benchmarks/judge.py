@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
 
+from culturepark.benchmarks.results import LabelCount, LabelShares
 from culturepark.engine.backends.base import Request
 
 
@@ -30,9 +30,10 @@ def ask(system: str, user: str, labels: Sequence[str], rendering: str) -> Reques
                                8, 0.0, stop=["\n"])
 
 
-def shares(labels: list[str | None], names: Sequence[str]) -> dict[str, Any]:
+def shares(labels: list[str | None], names: Sequence[str]) -> LabelShares:
     """Counts and shares of each label over the judged records; unparseable ones are counted apart."""
     counts = Counter(labels)
     judged = sum(counts[n] for n in names)
-    return {"records": len(labels), "judged": judged, "unparseable": counts[None],
-            **{n: {"count": counts[n], "share": round(counts[n] / judged, 4) if judged else None} for n in names}}
+    return LabelShares(records=len(labels), judged=judged, unparseable=counts[None],
+                       labels={n: LabelCount(count=counts[n], share=round(counts[n] / judged, 4) if judged else None)
+                               for n in names})

@@ -18,33 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
 
 from culturepark.agents import paper_format
 from culturepark.agents.cultures import load_table
 from culturepark.agents.paper_format import PromptStyle
 from culturepark.benchmarks.eval_run import EvalSettings, digest, file_digest, run_items
+from culturepark.benchmarks.results import DatasetSpec, MajorityBaseline, ModerationResult, ModerationSeed
 from culturepark.benchmarks.stats import mean_std
 from culturepark.engine.backends.base import Request
 from culturepark.engine.batch import BatchItem, BatchResult
 from culturepark.engine.errors import InputError
-from culturepark.engine.files import atomic_write_json as write_json
 from culturepark.scenarios.loader import load_config
 
 _YES = re.compile(r"\b(yes|no)\b", re.I)
-
-
-class DatasetSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    path: str  # relative to the data directory, or absolute
-    text_field: str
-    label_field: str = "label"
-    positive_labels: list[str] = Field(min_length=1)
-    negative_labels: list[str] = Field(min_length=1)
-    language: str
-    culture: str | None = None
-    task: str  # what a positive row contains, e.g. "offensive language"
 
 
 def bundled_specs() -> dict[str, Path]:
@@ -157,7 +143,7 @@ def f1_scores(gold: list[int], pred: list[int]) -> dict[str, float]:
     return {k: round(v, 4) for k, v in out.items()}
 
 
-def _seed_scores(seed: int, rows: list[dict[str, Any]], results: dict[str, BatchResult]) -> dict[str, Any]:
+def _seed_scores(seed: int, rows: list[dict[str, Any]], results: dict[str, BatchResult]) -> ModerationSeed:
     """One seed's scores both ways: over every row (unparseable = wrong) and over parseable rows."""
     gold = [r["label"] for r in rows]
     pred = []
@@ -167,15 +153,15 @@ def _seed_scores(seed: int, rows: list[dict[str, Any]], results: dict[str, Batch
         pred.append(UNPARSEABLE if p is None else p)
     read = [(g, p) for g, p in zip(gold, pred) if p != UNPARSEABLE]
     scored = f1_scores([g for g, _ in read], [p for _, p in read])
-    return {"seed": seed, **f1_scores(gold, pred), "macro_f1_scored": scored["macro_f1"],
-            "accuracy_scored": scored["accuracy"], "unparseable": len(rows) - len(read),
-            "coverage": round(len(read) / len(rows), 4),
-            "predicted_positive_rate": round(sum(p for _, p in read) / len(read), 4) if read else None}
+    return ModerationSeed(seed=seed, **f1_scores(gold, pred), macro_f1_scored=scored["macro_f1"],
+                          accuracy_scored=scored["accuracy"], unparseable=len(rows) - len(read),
+                          coverage=round(len(read) / len(rows), 4),
+                          predicted_positive_rate=round(sum(p for _, p in read) / len(read), 4) if read else None)
 
 
 async def evaluate(settings: EvalSettings, dataset: str, data_dir: Path, out: Path, seeds: int = 3,
                    limit: int | None = None, temperature: float = 0.7,
-                   say: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   say: Callable[[str], None] | None = None) -> ModerationResult:
     rendering = settings.backend().rendering  # a bad model spec fails before any data is read
     spec = load_spec(dataset)
     rows, skipped, path = load_rows(spec, data_dir, limit)
@@ -192,15 +178,16 @@ async def evaluate(settings: EvalSettings, dataset: str, data_dir: Path, out: Pa
     gold_all = [r["label"] for r in rows]
     majority = int(sum(gold_all) * 2 > len(gold_all))
     per_seed = [_seed_scores(s, rows, results) for s in range(seeds)]
-    report = {"task": "moderation", **info, "dataset": spec.name, "spec": spec.model_dump(mode="json"),
-              "data_hash": data_hash, "seeds": seeds, "rows": len(rows), "positives": sum(gold_all),
-              "skipped_unknown_labels": skipped, "temperature": temperature,
-              "scoring": "macro_f1/accuracy count unparseable answers as wrong (the paper's); *_scored leave them out",
-              **{k: mean_std(p[k] for p in per_seed) for k in ("macro_f1", "f1_positive", "f1_negative", "accuracy",
-                                                                "macro_f1_scored", "accuracy_scored", "coverage")},
-              "unparseable": sum(p["unparseable"] for p in per_seed),
-              "majority_baseline": {"predicts": "positive" if majority else "negative",
-                                    **f1_scores(gold_all, [majority] * len(gold_all))},
-              "per_seed": per_seed}
-    write_json(out / "moderation.json", report)
+    mean = {k: mean_std(getattr(p, k) for p in per_seed) for k in ("macro_f1", "f1_positive", "f1_negative",
+                                                                    "accuracy", "macro_f1_scored", "accuracy_scored",
+                                                                    "coverage")}
+    report = ModerationResult(
+        **info.model_dump(), dataset=spec.name, spec=spec, data_hash=data_hash, seeds=seeds, rows=len(rows),
+        positives=sum(gold_all), skipped_unknown_labels=skipped, temperature=temperature,
+        scoring="macro_f1/accuracy count unparseable answers as wrong (the paper's); *_scored leave them out",
+        **mean, unparseable=sum(p.unparseable for p in per_seed),
+        majority_baseline=MajorityBaseline(predicts="positive" if majority else "negative",
+                                           **f1_scores(gold_all, [majority] * len(gold_all))),
+        per_seed=per_seed)
+    report.write(out / "moderation.json")
     return report

@@ -10,17 +10,17 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from culturepark.agents.meta import ConversationMeta
 from culturepark.benchmarks import judge
 from culturepark.benchmarks.eval_run import EvalSettings, digest, run_items
 from culturepark.benchmarks.fidelity import load_run
+from culturepark.benchmarks.results import PhenomenaResult
 from culturepark.engine.batch import BatchItem
 from culturepark.engine.errors import InputError
-from culturepark.engine.files import atomic_write_json
 
 YES_NO = ("yes", "no")
+SHIFT, UNDERSTANDING = "stance_shift", "understanding"  # the two questions, as the result names them
 SYSTEM = "You analyse conversations between people of different cultures. You answer strictly."
 
 
@@ -28,13 +28,13 @@ def questions(meta: ConversationMeta, transcript: str) -> dict[str, str]:
     d, c = meta.participants.delegate, meta.participants.main_contact
     head = (f"Conversation between {d.name} ({d.person}) and {c.name} ({c.person}) about: "
             f"{meta.item_text}\n\n{transcript}\n\n")
-    return {"stance_shift": head + f"Did {d.name} change their opinion on the topic during this conversation?",
-            "understanding": head + ("Do the speakers show understanding of each other's culture — explaining, "
+    return {SHIFT: head + f"Did {d.name} change their opinion on the topic during this conversation?",
+            UNDERSTANDING: head + ("Do the speakers show understanding of each other's culture — explaining, "
                                      "asking about or acknowledging cultural differences?")}
 
 
 async def evaluate(run_dir: Path, out: Path, settings: EvalSettings,
-                   say: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   say: Callable[[str], None] | None = None) -> PhenomenaResult:
     rendering = settings.backend().rendering  # a bad spec fails before any data is read
     _, rows = load_run(Path(run_dir))
     if not rows:
@@ -49,13 +49,13 @@ async def evaluate(run_dir: Path, out: Path, settings: EvalSettings,
     results, info = await run_items(out, items, settings, header, say)
     verdicts: dict[str, dict[str, list[str | None]]] = defaultdict(lambda: defaultdict(list))
     for row, meta in rows:
-        for name in ("stance_shift", "understanding"):
+        for name in (SHIFT, UNDERSTANDING):
             res = results.get(f"{row['id']}|{name}")
             label = judge.label_of(res.text, YES_NO) if res and res.text is not None else None
             verdicts[meta.culture][name].append(label)
             verdicts["all"][name].append(label)
-    report = {"task": "phenomena", **info, "source": str(run_dir), "conversations": len(rows),
-              "by_culture": {c: {q: judge.shares(v, YES_NO) for q, v in qs.items()}
-                             for c, qs in sorted(verdicts.items())}}
-    atomic_write_json(out / "phenomena.json", report)
+    report = PhenomenaResult(**info.model_dump(), source=str(run_dir), conversations=len(rows),
+                             by_culture={c: {q: judge.shares(v, YES_NO) for q, v in qs.items()}
+                                         for c, qs in sorted(verdicts.items())})
+    report.write(out / "phenomena.json")
     return report

@@ -6,13 +6,34 @@ from __future__ import annotations
 import html
 from array import array
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from culturepark.engine.export import Tally, header_prices, ordered_conversations
+from culturepark.benchmarks.content import KINDS
+from culturepark.benchmarks.evaluation import CONTENT, DIVERSITY, EDUCATION, FIDELITY, HOFSTEDE, MODERATION, PHENOMENA
+from culturepark.benchmarks.phenomena import SHIFT, UNDERSTANDING
+from culturepark.benchmarks.results import (
+    BaseTuned,
+    BootstrapDiff,
+    ContentResult,
+    DiversityResult,
+    EducationGroup,
+    EducationResult,
+    FidelityResult,
+    HofstedeCulture,
+    HofstedeResult,
+    MeanStd,
+    ModerationResult,
+    PaperResult,
+    PaperRow,
+    PhenomenaResult,
+    PooledGroup,
+)
+from culturepark.engine.export import CostSplitUSD, RunSummary, Tally, header_prices, ordered_conversations
 from culturepark.engine.log import LOG_NAME, read_header
+from culturepark.engine.records import RunHeader
+from culturepark.engine.summaries import REFINE_SUMMARY, RefineSummary
 
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
          "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px}"
@@ -20,23 +41,34 @@ STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#22
 DIM_LABELS = {"pdi": "PDI", "idv": "IDV", "mas": "MAS", "uai": "UAI", "lto": "LTO", "ivr": "IVR"}
 
 
-def _load(path: Path) -> dict[str, Any]:
-    return orjson.loads(path.read_bytes())
+REPORTED = (HOFSTEDE, MODERATION, DIVERSITY, EDUCATION, FIDELITY, PHENOMENA, CONTENT)
 
 
-def collect(dirs: list[Path]) -> dict[str, list[tuple[Path, dict]]]:
-    found: dict[str, list[tuple[Path, dict]]] = defaultdict(list)
+@dataclass
+class Found:
+    """Every result under the report's directories, read through its model."""
+
+    hofstede: list[tuple[Path, HofstedeResult]] = field(default_factory=list)
+    moderation: list[tuple[Path, ModerationResult]] = field(default_factory=list)
+    diversity: list[tuple[Path, DiversityResult]] = field(default_factory=list)
+    education: list[tuple[Path, EducationResult]] = field(default_factory=list)
+    fidelity: list[tuple[Path, FidelityResult]] = field(default_factory=list)
+    phenomena: list[tuple[Path, PhenomenaResult]] = field(default_factory=list)
+    content: list[tuple[Path, ContentResult]] = field(default_factory=list)
+    refine: list[tuple[Path, RefineSummary]] = field(default_factory=list)
+    runs: list[tuple[Path, RunHeader]] = field(default_factory=list)
+
+
+def collect(dirs: list[Path]) -> Found:
+    found = Found()
     for d in dirs:
-        for name, kind in (("hofstede.json", "hofstede"), ("moderation.json", "moderation"),
-                           ("diversity.json", "diversity"), ("refine_summary.json", "refine"),
-                           ("education.json", "education"), ("fidelity.json", "fidelity"),
-                           ("phenomena.json", "phenomena"), ("content.json", "content")):
-            for p in sorted(Path(d).rglob(name)):
-                found[kind].append((p.parent, _load(p)))
+        for evaluation in REPORTED:
+            getattr(found, evaluation.name).extend(evaluation.find(Path(d)))
+        found.refine += [(p.parent, RefineSummary.read(p)) for p in sorted(Path(d).rglob(REFINE_SUMMARY))]
         for log in sorted(Path(d).rglob(LOG_NAME)):
             header = read_header(log)
             if header is not None and header.scenario is not None:  # a conversation run or study
-                found["runs"].append((log.parent, header.model_dump()))
+                found.runs.append((log.parent, header))
     return found
 
 
@@ -55,14 +87,14 @@ def _save(fig: Any, out: Path, name: str) -> str:
     return name
 
 
-def plot_hofstede(items: list[tuple[Path, dict]], out: Path) -> list[str]:
+def plot_hofstede(items: list[tuple[Path, HofstedeResult]], out: Path) -> list[str]:
     plt = _plt()
-    by_culture: dict[str, list[tuple[str, dict]]] = defaultdict(list)
-    published: dict[str, dict] = {}
+    by_culture: dict[str, list[tuple[str, int, HofstedeCulture]]] = defaultdict(list)
+    published: dict[str, dict[str, float | None]] = {}
     for _, rep in items:
-        for culture, v in rep["cultures"].items():
-            by_culture[culture].append((rep["model_spec"], {**v, "_seeds": rep["seeds"]}))
-            published[culture] = v["published"]
+        for culture, v in rep.cultures.items():
+            by_culture[culture].append((rep.model_spec, rep.seeds, v))
+            published[culture] = v.published
     files = []
     for culture, models in sorted(by_culture.items()):
         dims = list(DIM_LABELS)
@@ -71,12 +103,12 @@ def plot_hofstede(items: list[tuple[Path, dict]], out: Path) -> list[str]:
         xs = range(len(dims))
         ax.bar([x - 0.4 + width / 2 for x in xs], [published[culture].get(d) or 0 for d in dims], width,
                label="published (human)", color="#444444")
-        for k, (model, v) in enumerate(models, 1):
-            means = [v["indices"][d]["mean"] if v["indices"][d]["mean"] is not None else float("nan") for d in dims]
-            stds = [v["indices"][d]["std"] or 0 for d in dims]
+        for k, (model, seeds, v) in enumerate(models, 1):
+            means = [_mean(v.indices[d]) for d in dims]
+            stds = [v.indices[d].std or 0 for d in dims]
             pos = [x - 0.4 + width / 2 + k * width for x in xs]
             ax.bar(pos, means, width, yerr=stds, capsize=3,
-                   label=f"{model} (C = 0, mean ± std over {v['_seeds']} seeds)")
+                   label=f"{model} (C = 0, mean ± std over {seeds} seeds)")
             for x, m in zip(pos, means):
                 if m != m:  # NaN: an item the index needs was never answered validly
                     ax.text(x, 0, "n/a", rotation=90, ha="center", va="bottom", fontsize=7, color="#666666")
@@ -89,22 +121,27 @@ def plot_hofstede(items: list[tuple[Path, dict]], out: Path) -> list[str]:
     return files
 
 
-def plot_moderation(items: list[tuple[Path, dict]], out: Path) -> list[str]:
+def _mean(ms: MeanStd) -> float:
+    """A mean for a plot: NaN where undefined (drawn as n/a)."""
+    return ms.mean if ms.mean is not None else float("nan")
+
+
+def plot_moderation(items: list[tuple[Path, ModerationResult]], out: Path) -> list[str]:
     plt = _plt()
-    datasets = sorted({rep["dataset"] for _, rep in items})
-    models = sorted({rep["model_spec"] for _, rep in items})
+    datasets = sorted({rep.dataset for _, rep in items})
+    models = sorted({rep.model_spec for _, rep in items})
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(datasets)), 4))
     width = 0.8 / len(models)
     for k, model in enumerate(models):
         means, stds = [], []
         for ds in datasets:
-            rep = next((r for _, r in items if r["dataset"] == ds and r["model_spec"] == model), None)
-            means.append(rep["macro_f1"]["mean"] if rep and rep["macro_f1"]["mean"] is not None else 0)
-            stds.append(rep["macro_f1"]["std"] if rep else 0)
+            rep = next((r for _, r in items if r.dataset == ds and r.model_spec == model), None)
+            means.append(rep.macro_f1.mean if rep and rep.macro_f1.mean is not None else 0)
+            stds.append(rep.macro_f1.std if rep else 0)
         ax.bar([i - 0.4 + width / 2 + k * width for i in range(len(datasets))], means, width, yerr=stds,
                capsize=3, label=model)
     for i, ds in enumerate(datasets):
-        base = next(r for _, r in items if r["dataset"] == ds)["majority_baseline"]["macro_f1"]
+        base = next(r for _, r in items if r.dataset == ds).majority_baseline.macro_f1
         ax.hlines(base, i - 0.45, i + 0.45, colors="red", linestyles="dashed",
                   label="majority-class baseline" if i == 0 else None)
     ax.set_xticks(range(len(datasets)), datasets, rotation=20, ha="right", fontsize=8)
@@ -115,51 +152,66 @@ def plot_moderation(items: list[tuple[Path, dict]], out: Path) -> list[str]:
     return [_save(fig, out, "moderation_f1.png")]
 
 
-def plot_education(items: list[tuple[Path, dict]], out: Path) -> list[str]:
+def _pooled(res: EducationResult, c: str, arm: str) -> PooledGroup | None:
+    return res.pooled.by_culture.get(c, {}).get(arm) if res.pooled else None
+
+
+def _phase(group: EducationGroup, phase: str) -> MeanStd:
+    """A learner group's pre_distance or post_distance."""
+    return group.pre_distance if phase == "pre_distance" else group.post_distance
+
+
+def _pooled_phase(group: PooledGroup | None, phase: str) -> float | None:
+    """A pooled group's pre_distance or post_distance (None: no such group, or undefined)."""
+    if group is None:
+        return None
+    return group.pre_distance if phase == "pre_distance" else group.post_distance
+
+
+def plot_education(items: list[tuple[Path, EducationResult]], out: Path) -> list[str]:
     """Per study: pre/post C-free distance by culture and arm, and experience by arm (mean ± std)."""
     plt = _plt()
     files = []
     for k, (_, res) in enumerate(items):
-        groups = [(c, arm) for c in res["by_culture"] for arm in res["arms"]]
+        groups = [(c, arm) for c in res.by_culture for arm in res.arms]
         fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
         xs = range(len(groups))
-        pooled = (res.get("pooled") or {}).get("by_culture", {})
-        nothing = all(res["by_culture"][c][arm][ph]["mean"] is None and pooled.get(c, {}).get(arm, {}).get(ph) is None
+        nothing = all(_phase(res.by_culture[c][arm], ph).mean is None
+                      and _pooled_phase(_pooled(res, c, arm), ph) is None
                       for c, arm in groups for ph in ("pre_distance", "post_distance"))
         for offset, phase, color in ((-0.2, "pre_distance", "#9aa5b1"), (0.2, "post_distance", "#2563eb")):
-            vals = [res["by_culture"][c][arm][phase] for c, arm in groups]
-            means = [v["mean"] if v["mean"] is not None else float("nan") for v in vals]
-            ax.bar([x + offset for x in xs], means, 0.4, yerr=[v["std"] or 0 for v in vals], capsize=3,
+            vals = [_phase(res.by_culture[c][arm], phase) for c, arm in groups]
+            means = [_mean(v) for v in vals]
+            ax.bar([x + offset for x in xs], means, 0.4, yerr=[v.std or 0 for v in vals], capsize=3,
                    color=color, label=phase.replace("_", " ") + ", learner mean (C-free)")
             for x, m in zip(xs, means):
                 if m != m and not nothing:
                     ax.text(x + offset, 0, "n/a", rotation=90, ha="center", va="bottom", fontsize=7, color="#666")
             pts = [(x + offset, g) for x, (c, arm) in zip(xs, groups)
-                   if (g := pooled.get(c, {}).get(arm, {}).get(phase)) is not None]
+                   if (g := _pooled_phase(_pooled(res, c, arm), phase)) is not None]
             if pts:
                 ax.plot([x for x, _ in pts], [g for _, g in pts], "D", color="#111827", markersize=5,
                         markerfacecolor=color, label=f"{phase.split('_')[0]} pooled (item means)")
         ax.set_xlim(-0.6, len(groups) - 0.4)
         if nothing:
-            ax.text(0.5, 0.5, "no C-free distance: no Hofstede dimension had valid answers\n"
+            ax.text(0.5, 0.5, "no C-free distance: no Hofstede dimension had valid answers\\n"
                     "from every culture before and after learning (see invalid answers)",
                     transform=ax.transAxes, ha="center", va="center", fontsize=9, color="#666")
             ax.set_yticks([])
-        ax.set_xticks(list(xs), [f"{c}\n{arm}" for c, arm in groups], fontsize=8)
+        ax.set_xticks(list(xs), [f"{c}\\n{arm}" for c, arm in groups], fontsize=8)
         ax.set_ylabel("distance to published scores")
-        ax.set_title(f"{res['run_name']}: before and after learning ({res['note']})", fontsize=9)
+        ax.set_title(f"{res.run_name}: before and after learning ({res.note})", fontsize=9)
         ax.legend(fontsize=7)
-        exp = [res["by_arm"][arm]["experience"] for arm in res["arms"]]
-        ax2.bar(range(len(exp)), [e["mean"] if e["mean"] is not None else float("nan") for e in exp],
-                yerr=[e["std"] or 0 for e in exp], capsize=3, color="#16a34a")
-        ax2.set_xticks(range(len(exp)), res["arms"], fontsize=8)
+        exp = [res.by_arm[arm].experience for arm in res.arms]
+        ax2.bar(range(len(exp)), [_mean(e) for e in exp], yerr=[e.std or 0 for e in exp], capsize=3, color="#16a34a")
+        ax2.set_xticks(range(len(exp)), res.arms, fontsize=8)
         ax2.set_ylim(0, 5)
         ax2.set_title("experience (1-5, mean ± std)", fontsize=9)
         files.append(_save(fig, out, f"education_{k}.png"))
     return files
 
 
-def run_stats(run_dir: Path) -> tuple[dict[str, Any], list[float]]:
+def run_stats(run_dir: Path) -> tuple[RunSummary, list[float]]:
     """The run's summary and every turn's time, read in bounded memory (a float per turn)."""
     times = array("d")
     with ordered_conversations(run_dir) as run:
@@ -168,25 +220,38 @@ def run_stats(run_dir: Path) -> tuple[dict[str, Any], list[float]]:
             tally.add(conv)
             times.extend(t.t for t in conv.turns.values() if t.t)
     summary = tally.summary(run.header, run.duplicate_turns, run.stop_reasons, run.last_t)
-    return summary.to_json(), sorted(times)
+    return summary, sorted(times)
 
 
-def plot_runs(runs: list[tuple[Path, dict]], out: Path) -> tuple[list[str], list[dict]]:
+@dataclass
+class RunRow:
+    """One conversation run's row of the report's table."""
+
+    run: str
+    name: str | None
+    summary: RunSummary
+    duration_s: float | None
+
+    def cells(self) -> list[object]:
+        s = self.summary
+        return [self.run, self.name, s.conversations, s.done, s.failed, s.turns, s.tokens.total,
+                _num100(s.cache.hit_rate) + " %", s.cost_usd, _split(s.cost_split_usd),
+                ", ".join(f"{k} {v}" for k, v in s.turns_by_tier.items()), self.duration_s]
+
+
+def plot_runs(runs: list[tuple[Path, RunHeader]], out: Path) -> tuple[list[str], list[RunRow]]:
     plt = _plt()
     rows = []
     fig, ax = plt.subplots(figsize=(8, 3.5))
     fig_cache, ax_cache = plt.subplots(figsize=(8, 3.0))
     for run_dir, header in runs:
         s, times = run_stats(run_dir)
-        label = f"{header.get('run_name')} ({run_dir.name})"
-        by_turn = s["cache"]["hit_rate_by_turn"]
+        label = f"{header.run_name} ({run_dir.name})"
+        by_turn = s.cache.hit_rate_by_turn
         ax_cache.plot([int(i) for i in by_turn], [100 * v for v in by_turn.values()], marker="o", markersize=3,
                       label=label)
-        rows.append({"run": str(run_dir), "name": header.get("run_name"), **{k: s.get(k) for k in
-                     ("conversations", "done", "failed", "turns", "cost_usd")}, "tokens": s["tokens"]["total"],
-                     "cached": _num100(s["cache"]["hit_rate"]) + " %", "split": _split(s.get("cost_split_usd")),
-                     "tiers": ", ".join(f"{k} {v}" for k, v in s["turns_by_tier"].items()),
-                     "duration_s": round(times[-1] - times[0], 1) if len(times) > 1 else None})
+        rows.append(RunRow(str(run_dir), header.run_name, s,
+                           round(times[-1] - times[0], 1) if len(times) > 1 else None))
         if len(times) > 1:
             t0 = times[0]
             ax.plot([t - t0 for t in times], range(1, len(times) + 1), label=label)
@@ -203,16 +268,16 @@ def plot_runs(runs: list[tuple[Path, dict]], out: Path) -> tuple[list[str], list
     return [_save(fig, out, "runs_progress.png"), _save(fig_cache, out, "runs_cache.png")], rows
 
 
-def _split(split: dict[str, float] | None) -> str:
+def _split(split: CostSplitUSD | None) -> str:
     if not split:
         return "n/a (rates not in the log)"
-    return " / ".join(f"{split[k]:.4f}" for k in ("uncached_input", "cached_input", "output"))
+    return " / ".join(f"{v:.4f}" for v in (split.uncached_input, split.cached_input, split.output))
 
 
-def _fmt(ms: dict | None) -> str:
-    if not ms or ms.get("mean") is None:
+def _fmt(ms: MeanStd | None) -> str:
+    if not ms or ms.mean is None:
         return "n/a"
-    return f"{ms['mean']:.3f} ± {ms['std']:.3f} (n={ms['n']})"
+    return f"{ms.mean:.3f} ± {ms.std:.3f} (n={ms.n})"
 
 
 def _num(x: float | None) -> str:
@@ -225,24 +290,24 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _hofstede_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
+def _hofstede_section(items: list[tuple[Path, HofstedeResult]], out: Path) -> list[str]:
     parts: list[str] = []
     parts.append("<h2>Hofstede VSM13</h2>")
-    rows = [[rep["model_spec"], c, _fmt(v["distance_c0"]), f"{rep.get('constant', 0.0):g}",
-             _fmt(v.get("distance", v["distance_c0"])), _fmt(v["centred_distance"]), v["invalid_answers"],
-             rep["seeds"]] for _, rep in items for c, v in rep["cultures"].items()]
+    rows = [[rep.model_spec, c, _fmt(v.distance_c0), f"{rep.constant:g}", _fmt(v.distance_with_constant),
+             _fmt(v.centred_distance), v.invalid_answers, rep.seeds]
+            for _, rep in items for c, v in rep.cultures.items()]
     parts.append(_table(["model", "culture", "distance (C = 0)", "C", "distance (C)", "centred distance (C-free)",
                          "invalid answers", "seeds"], rows))
     parts += [f'<img src="{f}" alt="{f}">' for f in plot_hofstede(items, out)]
     return parts
 
 
-def _moderation_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
+def _moderation_section(items: list[tuple[Path, ModerationResult]], out: Path) -> list[str]:
     parts: list[str] = []
     parts.append("<h2>Content moderation</h2>")
-    rows = [[rep["model_spec"], rep["dataset"], rep["rows"], _fmt(rep["macro_f1"]),
-             _fmt(rep["macro_f1_scored"]) if "macro_f1_scored" in rep else "n/a", _fmt(rep["accuracy"]),
-             f"{rep['majority_baseline']['macro_f1']:.3f}", rep["unparseable"], rep["seeds"]]
+    rows = [[rep.model_spec, rep.dataset, rep.rows, _fmt(rep.macro_f1),
+             _fmt(rep.macro_f1_scored) if rep.macro_f1_scored is not None else "n/a", _fmt(rep.accuracy),
+             f"{rep.majority_baseline.macro_f1:.3f}", rep.unparseable, rep.seeds]
             for _, rep in items]
     parts.append("<p>macro-F1 counts an unparseable answer as wrong (as the paper); "
                  "“parseable only” leaves those rows out.</p>")
@@ -252,89 +317,100 @@ def _moderation_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
     return parts
 
 
-def _diversity_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
+def _diversity_section(items: list[tuple[Path, DiversityResult]], out: Path) -> list[str]:
     parts: list[str] = []
     parts.append("<h2>Diversity gain</h2>")
-    rows = [r for _, res in items for r in res.get("rows", [res])]  # one file may hold several rows
+    rows = [r for _, res in items for r in res.rows]  # one file may hold several rows
+    cosine = [float("nan") if r.diversity_gain_cosine is None else r.diversity_gain_cosine for r in rows]
     parts.append(_table(["new", "reference", "gain (Euclidean)", "gain (cosine)", "embeddings"],
-                        [[r["new_file"], r["reference_file"], f"{r['diversity_gain']:.4f} ± {r['std']:.4f}",
-                          f"{r.get('diversity_gain_cosine', float('nan')):.4f}", r["embeddings"]] for r in rows]))
+                        [[r.new_file, r.reference_file, f"{r.diversity_gain:.4f} ± {r.std:.4f}", f"{c:.4f}",
+                          r.embeddings] for r, c in zip(rows, cosine)]))
     return parts
 
 
-def _refine_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
+REFINE_COLUMNS = ["conversations", "extracted", "entail", "contradict", "irrelevant", "rewritten", "rewritten_entail",
+                  "too_short", "deduplicated_removed", "exported"]
+
+
+def _refine_section(items: list[tuple[Path, RefineSummary]], out: Path) -> list[str]:
     parts: list[str] = []
     parts.append("<h2>Refinement</h2>")
-    keys = ["conversations", "extracted", "entail", "contradict", "irrelevant", "rewritten", "rewritten_entail",
-            "too_short", "deduplicated_removed", "exported"]
-    parts.append(_table(["dir", *keys], [[str(d)] + [s.get(k) for k in keys] for d, s in items]))
+    parts.append(_table(["dir", *REFINE_COLUMNS],
+                        [[str(d)] + [getattr(s, k) for k in REFINE_COLUMNS] for d, s in items]))
     return parts
 
 
-def _education_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
+def _ci(d: BootstrapDiff) -> str:
+    return "n/a" if d.ci95 is None else f"[{d.ci95[0]:.3f}, {d.ci95[1]:.3f}]"
+
+
+def _education_study(d: Path, res: EducationResult) -> list[str]:
+    parts = [f"<p class=note><b>{html.escape(str(res.run_name))}</b> ({html.escape(str(d))}): "
+             f"learners are <b>{html.escape(res.learners)}</b> — {html.escape(res.note)}. "
+             f"{res.learners_scored} of {res.learners_planned} learners finished. "
+             "Distances are C-free; gain = pre − post (positive: closer after learning).</p>"]
+    rows = [[c, arm, s.learners, _fmt(s.pre_distance), _fmt(s.post_distance), _fmt(s.gain),
+             _fmt(s.experience), f"{s.invalid_answers.pre}/{s.invalid_answers.post}"]
+            for c, arms in res.by_culture.items() for arm, s in arms.items()]
+    parts.append(_table(["culture", "arm", "learners", "pre distance", "post distance", "gain",
+                         "experience (1-5)", "invalid answers pre/post"], rows))
+    for name, diff in (res.arm_differences or {}).items():
+        for what, g in (("Gain", diff.gain), ("Experience", diff.experience)):
+            if g is None or g.diff is None:
+                parts.append(f"<p>{what} difference {html.escape(name)}: n/a (no learner with a value "
+                             f"in one of the arms)</p>")
+                continue
+            parts.append(f"<p>{what} difference {html.escape(name)}: {g.diff:.3f} (bootstrap 95 % CI "
+                         f"{_ci(g)}, learners {g.n[0]} vs {g.n[1]})</p>")
+    pooled = res.pooled
+    if pooled:
+        parts.append("<p>Pooled per group (VSM13 item means over the group's valid answers, as "
+                     f"<code>eval hofstede</code> does), dimensions: "
+                     f"{html.escape(', '.join(pooled.dimensions) or 'none defined')}</p>")
+        prow = [[c, arm, _num(g.pre_distance), _num(g.post_distance), _num(g.gain),
+                 f"{g.valid_answers.pre}/{g.valid_answers.post}"]
+                for c, arms in pooled.by_culture.items() for arm, g in arms.items()]
+        parts.append(_table(["culture", "arm", "pooled pre", "pooled post", "pooled gain",
+                             "valid answers pre/post"], prow))
+        for name, diff in pooled.arm_differences.items():
+            b = diff.gain
+            text = ("n/a (a group has no pooled distance)" if b.diff is None else
+                    f"{b.diff:.3f} (bootstrap 95 % CI {_ci(b)}; {b.undefined_resamples} of "
+                    f"{b.resamples} resamples undefined)")
+            parts.append(f"<p>Pooled gain difference {html.escape(name)}: {text}</p>")
+    return parts
+
+
+def _education_section(items: list[tuple[Path, EducationResult]], out: Path) -> list[str]:
     parts: list[str] = []
     parts.append("<h2>Cultural education</h2>")
     for d, res in items:
-        parts.append(f"<p class=note><b>{html.escape(str(res['run_name']))}</b> ({html.escape(str(d))}): "
-                     f"learners are <b>{html.escape(res['learners'])}</b> — {html.escape(res['note'])}. "
-                     f"{res['learners_scored']} of {res['learners_planned']} learners finished. "
-                     "Distances are C-free; gain = pre − post (positive: closer after learning).</p>")
-        rows = [[c, arm, s["learners"], _fmt(s["pre_distance"]), _fmt(s["post_distance"]), _fmt(s["gain"]),
-                 _fmt(s["experience"]), f"{s['invalid_answers']['pre']}/{s['invalid_answers']['post']}"]
-                for c, arms in res["by_culture"].items() for arm, s in arms.items()]
-        parts.append(_table(["culture", "arm", "learners", "pre distance", "post distance", "gain",
-                             "experience (1-5)", "invalid answers pre/post"], rows))
-        for name, diff in res.get("arm_differences", {}).items():
-            g = diff["gain"]
-            for what, d in (("Gain", diff["gain"]), ("Experience", diff["experience"])):
-                if d["diff"] is None:
-                    parts.append(f"<p>{what} difference {html.escape(name)}: n/a (no learner with a value "
-                                 f"in one of the arms)</p>")
-                    continue
-                parts.append(f"<p>{what} difference {html.escape(name)}: {d['diff']:.3f} (bootstrap 95 % CI "
-                             f"[{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}], learners {d['n'][0]} vs {d['n'][1]})</p>")
-        pooled = res.get("pooled")
-        if pooled:
-            parts.append("<p>Pooled per group (VSM13 item means over the group's valid answers, as "
-                         f"<code>eval hofstede</code> does), dimensions: "
-                         f"{html.escape(', '.join(pooled['dimensions']) or 'none defined')}</p>")
-            prow = [[c, arm, _num(g["pre_distance"]), _num(g["post_distance"]), _num(g["gain"]),
-                     f"{g['valid_answers']['pre']}/{g['valid_answers']['post']}"]
-                    for c, arms in pooled["by_culture"].items() for arm, g in arms.items()]
-            parts.append(_table(["culture", "arm", "pooled pre", "pooled post", "pooled gain",
-                                 "valid answers pre/post"], prow))
-            for name, diff in pooled["arm_differences"].items():
-                g = diff["gain"]
-                ci = ("n/a" if g["ci95"] is None else f"[{g['ci95'][0]:.3f}, {g['ci95'][1]:.3f}]")
-                text = ("n/a (a group has no pooled distance)" if g["diff"] is None else
-                        f"{g['diff']:.3f} (bootstrap 95 % CI {ci}; {g['undefined_resamples']} of "
-                        f"{g['resamples']} resamples undefined)")
-                parts.append(f"<p>Pooled gain difference {html.escape(name)}: {text}</p>")
+        parts += _education_study(d, res)
     parts += [f'<img src="{f}" alt="{f}">' for f in plot_education(items, out)]
     return parts
 
 
-def _quality_section(found: dict[str, list[tuple[Path, dict]]]) -> list[str]:
+def _quality_section(found: Found) -> list[str]:
     """Data quality: did the delegates hold their stance (fidelity), did stances shift and was there
     cross-cultural understanding (phenomena), what the kept opinions are (content)."""
     parts = ["<h2>Data quality</h2>"]
-    rows = [[rep["source"], c, r["conversations"], _num100(r["exact"]), _num100(r["within_one"]), r["unparseable"],
-             _num100(r.get("changed_after_conversation"))]
-            for _, rep in found.get("fidelity", []) for c, r in [("all", rep["overall"]), *rep["by_culture"].items()]]
+    rows = [[rep.source, c, r.conversations, _num100(r.exact), _num100(r.within_one), r.unparseable,
+             _num100(r.changed_after_conversation)]
+            for _, rep in found.fidelity for c, r in [("all", rep.overall), *rep.by_culture.items()]]
     if rows:
         parts += ["<p class=note>Fidelity: each delegate asked its seed item again after the conversation, against "
                   "the real respondent's answer it was given (shares of all conversations; unparseable = miss).</p>",
                   _table(["run", "culture", "conversations", "exact %", "within one step %", "unparseable",
                           "changed after the conversation %"], rows)]
-    rows = [[rep["source"], c, _share(q["stance_shift"], "yes"), _share(q["understanding"], "yes"),
-             q["stance_shift"]["judged"], q["stance_shift"]["unparseable"] + q["understanding"]["unparseable"]]
-            for _, rep in found.get("phenomena", []) for c, q in rep["by_culture"].items()]
+    rows = [[rep.source, c, _num100(q[SHIFT].share("yes")), _num100(q[UNDERSTANDING].share("yes")),
+             q[SHIFT].judged, q[SHIFT].unparseable + q[UNDERSTANDING].unparseable]
+            for _, rep in found.phenomena for c, q in rep.by_culture.items()]
     if rows:
         parts += ["<p class=note>Phenomena: a judge model on each conversation (judged conversations only).</p>",
                   _table(["run", "culture", "stance shifted %", "cross-cultural understanding %", "judged",
                           "unparseable verdicts"], rows)]
-    rows = [[rep["source"], c, *(_share(r, k) for k in ("belief", "norm", "custom")), r["judged"], r["unparseable"]]
-            for _, rep in found.get("content", []) for c, r in rep["by_culture"].items()]
+    rows = [[rep.source, c, *(_num100(r.share(k)) for k in KINDS), r.judged, r.unparseable]
+            for _, rep in found.content for c, r in rep.by_culture.items()]
     if rows:
         parts += ["<p class=note>Content: a judge model on each kept opinion (judged opinions only).</p>",
                   _table(["refinement", "culture", "belief %", "norm %", "custom %", "judged", "unparseable"], rows)]
@@ -345,19 +421,13 @@ def _num100(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}"
 
 
-def _share(r: dict[str, Any], label: str) -> str:
-    return _num100(r[label]["share"])
-
-
-def _runs_section(items: list[tuple[Path, dict]], out: Path) -> list[str]:
+def _runs_section(items: list[tuple[Path, RunHeader]], out: Path) -> list[str]:
     parts: list[str] = []
     parts.append("<h2>Conversation runs</h2>")
     files, rows = plot_runs(items, out)
-    keys = ["run", "name", "conversations", "done", "failed", "turns", "tokens", "cached", "cost_usd", "split",
-            "tiers", "duration_s"]
     parts.append(_table(["run", "name", "conversations", "done", "failed", "turns", "tokens",
                          "prompt tokens cached", "cost (USD)", "uncached in / cached in / out (USD)", "turns by tier",
-                         "duration (s)"], [[r[k] for k in keys] for r in rows]))
+                         "duration (s)"], [r.cells() for r in rows]))
     parts += [f'<img src="{f}" alt="{f}">' for f in files]
     return parts
 
@@ -368,11 +438,18 @@ def build(dirs: list[Path], out: Path) -> Path:
     parts = ["<h1>culturepark report</h1>",
              f"<p class=note>Sources: {html.escape(', '.join(str(d) for d in dirs))}. Every number is a mean ± std "
              "over the seeds stated; nothing was selected.</p>"]
-    sections = {"hofstede": _hofstede_section, "moderation": _moderation_section, "diversity": _diversity_section,
-                "refine": _refine_section, "education": _education_section, "runs": _runs_section}
-    for kind, section in sections.items():
-        if found[kind]:
-            parts += section(found[kind], out)
+    if found.hofstede:
+        parts += _hofstede_section(found.hofstede, out)
+    if found.moderation:
+        parts += _moderation_section(found.moderation, out)
+    if found.diversity:
+        parts += _diversity_section(found.diversity, out)
+    if found.refine:
+        parts += _refine_section(found.refine, out)
+    if found.education:
+        parts += _education_section(found.education, out)
+    if found.runs:
+        parts += _runs_section(found.runs, out)
     parts += _quality_section(found)
     if len(parts) == 2:
         parts.append("<p>No eval results or runs were found under these directories.</p>")
@@ -405,34 +482,40 @@ def screenshot(index: Path, png: Path, width: int = 1200) -> Path:
     return png
 
 
-def _paper_rows(result: dict[str, Any]) -> list[list[Any]]:
+def _paper_rows(result: PaperResult) -> list[list[Any]]:
     rows = []
-    for r in result["table"]:
-        hof = [_fmt(r.get(k)) for k in ("hofstede_c50_base", "hofstede_c50_tuned", "hofstede_centred_base",
-                                        "hofstede_centred_tuned")]
-        for d, m in (r.get("moderation") or {"(none bundled)": {}}).items():
-            rows.append([r["culture"], d, _fmt((m.get("base") or {}).get("macro_f1")),
-                         _fmt((m.get("tuned") or {}).get("macro_f1")), *hof])
+    for r in result.table:
+        hof = [_fmt(r.hofstede(metric, who)) for metric in ("c50", "centred") for who in ("base", "tuned")]
+        for d, m in (r.moderation or {"(none bundled)": BaseTuned()}).items():
+            base, tuned = m.base, m.tuned
+            rows.append([r.culture, d, _fmt(base.macro_f1 if base else None),
+                         _fmt(tuned.macro_f1 if tuned else None), *hof])
     return rows
 
 
-def plot_paper(result: dict[str, Any], out: Path) -> str:
+def _mean_f1(row: PaperRow, who: str) -> float:
+    """A culture's moderation macro-F1 averaged over its sets (0 where none has a mean)."""
+    pairs = [sets.base if who == "base" else sets.tuned for sets in (row.moderation or {}).values()]
+    f1s = [p.macro_f1.mean for p in pairs if p is not None and p.macro_f1 is not None and p.macro_f1.mean is not None]
+    return sum(f1s) / len(f1s) if f1s else 0.0
+
+
+def plot_paper(result: PaperResult, out: Path) -> str:
     plt = _plt()
-    rows = result["table"]
-    cultures = [r["culture"] for r in rows]
+    rows = result.table
+    cultures = [r.culture for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     x = list(range(len(cultures)))
     for ax, metric, title in ((a, "f1", "moderation macro-F1 (mean over sets)"),
-                              (b, "hofstede_c50", f"Hofstede distance (C = {result['hofstede_constant']:g})")):
+                              (b, "c50", f"Hofstede distance (C = {result.hofstede_constant:g})")):
         for k, who in enumerate(("base", "tuned")):
             vals = []
             for r in rows:
                 if metric == "f1":
-                    sets = (r.get("moderation") or {}).values()
-                    f1s = [f for m in sets if (f := ((m.get(who) or {}).get("macro_f1") or {}).get("mean")) is not None]
-                    vals.append(sum(f1s) / len(f1s) if f1s else 0.0)
+                    vals.append(_mean_f1(r, who))
                 else:
-                    vals.append((r.get(f"{metric}_{who}") or {}).get("mean") or 0.0)
+                    ms = r.hofstede("c50", "base" if who == "base" else "tuned")
+                    vals.append((ms.mean if ms else None) or 0.0)
             ax.bar([i + (k - 0.5) * 0.38 for i in x], vals, width=0.38, label=who)
         ax.set_xticks(x, cultures)
         ax.set_title(title, fontsize=10)
@@ -440,30 +523,31 @@ def plot_paper(result: dict[str, Any], out: Path) -> str:
     return _save(fig, out, "paper.png")
 
 
-def build_paper(result: dict[str, Any], out: Path) -> Path:
+def build_paper(result: PaperResult, out: Path) -> Path:
     """The `culturepark paper` report: every step's counts, then the paper's table (per culture,
     base vs tuned), every figure mean ± std over the seeds."""
     out.mkdir(parents=True, exist_ok=True)
-    s = result["steps"]
+    s = result.steps
+    c50 = f"{result.hofstede_constant:g}"
     parts = ["<h1>CulturePark chain: base vs tuned</h1>",
-             f"<p class=note>Cultures {html.escape(', '.join(result['chain']['cultures']))}; every figure is a mean ± "
-             f"std over {result['seeds']} seeds; prompts in the paper's style (culture chatbot, multiple choice); "
-             f"Hofstede distances with C = {result['hofstede_constant']:g} (the paper) and C-free (centred over "
+             f"<p class=note>Cultures {html.escape(', '.join(result.chain.cultures))}; every figure is a mean ± "
+             f"std over {result.seeds} seeds; prompts in the paper's style (culture chatbot, multiple choice); "
+             f"Hofstede distances with C = {c50} (the paper) and C-free (centred over "
              "the cultures). Each tuned model is its own culture's.</p>", "<h2>Steps</h2>",
              _table(["conversations of", "conversations", "done", "failed", "turns", "cost (USD)"],
-                    [[v, c["conversations"], c["done"], c["failed"], c["turns"],
-                      "n/a (price unknown)" if c["cost_usd"] is None else f"{c['cost_usd']:.4f}"]
-                     for v, c in s["conversations"].items()]),
+                    [[v, c.conversations, c.done, c.failed, c.turns,
+                      "n/a (price unknown)" if c.cost_usd is None else f"{c.cost_usd:.4f}"]
+                     for v, c in s.conversations.items()]),
              _table(["refinement of", "conversations", "extracted", "kept", "exported", "failed calls"],
-                    [[v, r["conversations"], r["extracted"], r["kept"], r["exported"],
-                      (r["extract_failed"] or 0) + (r["call_failed"] or 0)] for v, r in s["refine"].items()]),
+                    [[v, r.conversations, r.extracted, r.kept, r.exported,
+                      (r.extract_failed or 0) + (r.call_failed or 0)] for v, r in s.refine.items()]),
              _table(["culture", "SFT examples", "training", "tuned model"],
-                    [[c, s["sft"][c]["examples"], t["status"], t["model_spec"]] for c, t in s["train"].items()]),
+                    [[c, s.sft[c].examples, t.status, t.model_spec] for c, t in s.train.items()]),
              "<h2>Results (the paper's layout)</h2>",
              "<p class=note>macro-F1: higher is better, an unparseable answer counts as wrong. Hofstede: distance "
              "to the published scores, lower is better.</p>",
              _table(["culture", "moderation set", "macro-F1 base", "macro-F1 tuned",
-                     f"Hofstede C={result['hofstede_constant']:g} base", "tuned", "Hofstede C-free base", "tuned"],
+                     f"Hofstede C={c50} base", "tuned", "Hofstede C-free base", "tuned"],
                     _paper_rows(result)),
              f'<img src="{plot_paper(result, out)}" alt="base vs tuned">']
     index = out / "index.html"

@@ -4,10 +4,12 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable
 
+from culturepark.benchmarks.results import MeanStd
 
-def mean_std(values: Iterable[float | None]) -> dict[str, float | int | None]:
+
+def mean_std(values: Iterable[float | None]) -> MeanStd:
     vals = [v for v in values if v is not None]
     if not vals:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": round(statistics.fmean(vals), 4),
-            "std": round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0, "n": len(vals)}
+        return MeanStd(mean=None, std=None, n=0)
+    return MeanStd(mean=round(statistics.fmean(vals), 4),
+                   std=round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0, n=len(vals))

@@ -13,18 +13,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from culturepark.agents import paper_format
 from culturepark.agents.cultures import Culture, cultures_by_name
 from culturepark.agents.paper_format import PromptStyle
 from culturepark.agents.wvs import WVSData, WVSItem
 from culturepark.benchmarks.eval_run import EvalSettings, digest, file_digest, run_items
+from culturepark.benchmarks.results import WvsCulture, WvsItemRow, WvsResult, WvsSummary
 from culturepark.benchmarks.stats import mean_std
 from culturepark.engine.backends.base import Request
 from culturepark.engine.batch import BatchItem, BatchResult
 from culturepark.engine.errors import InputError
-from culturepark.engine.files import atomic_write_json as write_json
 
 
 def item_request(culture: Culture, item: WVSItem, rendering: str, temperature: float, seed: int,
@@ -48,32 +47,30 @@ def _items(data: WVSData, ids: list[str] | None) -> list[WVSItem]:
     return [data.item(q.removeprefix("Q")) for q in ids] if ids else data.items()
 
 
-def _item_row(item: WVSItem, answers: list[int], codes: list[int | None]) -> dict[str, Any]:
+def _item_row(item: WVSItem, answers: list[int], codes: list[int | None]) -> WvsItemRow:
     counts = Counter(answers)
     top = max(counts.values()) if counts else 0
     modal = sorted(c for c, n in counts.items() if n == top)
-    return {"item": item.q_id, "options": len(item.scale), "respondents": len(answers), "modal": modal,
-            "distribution": {str(c): round(n / len(answers), 4) for c, n in sorted(counts.items())},
-            "codes": codes,  # per seed; None: unparseable
-            "share": [None if c is None else round(counts.get(c, 0) / len(answers), 4) for c in codes],
-            "is_modal": [c is not None and c in modal for c in codes]}
+    return WvsItemRow(item=item.q_id, options=len(item.scale), respondents=len(answers), modal=modal,
+                      distribution={str(c): round(n / len(answers), 4) for c, n in sorted(counts.items())},
+                      codes=codes,  # per seed; None: unparseable
+                      share=[None if c is None else round(counts.get(c, 0) / len(answers), 4) for c in codes],
+                      is_modal=[c is not None and c in modal for c in codes])
 
 
-def _summary(rows: list[dict[str, Any]], seeds: int) -> dict[str, Any]:
+def _summary(rows: list[WvsItemRow], seeds: int) -> WvsSummary:
     if not rows:
-        return {"items": 0}
-    per_seed = [{"agreement": sum(r["is_modal"][s] for r in rows) / len(rows),
-                 "mean_share": sum(r["share"][s] or 0.0 for r in rows) / len(rows),
-                 "unparseable": sum(r["codes"][s] is None for r in rows)} for s in range(seeds)]
-    return {"items": len(rows), "agreement": mean_std(p["agreement"] for p in per_seed),
-            "mean_share": mean_std(p["mean_share"] for p in per_seed),
-            "unparseable": sum(p["unparseable"] for p in per_seed),
-            "chance_agreement": round(sum(len(r["modal"]) / max(1, r["options"]) for r in rows) / len(rows), 4)}
+        return WvsSummary(items=0)
+    return WvsSummary(
+        items=len(rows), agreement=mean_std(sum(r.is_modal[s] for r in rows) / len(rows) for s in range(seeds)),
+        mean_share=mean_std(sum(r.share[s] or 0.0 for r in rows) / len(rows) for s in range(seeds)),
+        unparseable=sum(r.codes[s] is None for r in rows for s in range(seeds)),
+        chance_agreement=round(sum(len(r.modal) / max(1, r.options) for r in rows) / len(rows), 4))
 
 
 async def evaluate(settings: EvalSettings, cultures: list[str], data_dir: Path, out: Path, seeds: int = 3,
                    items: list[str] | None = None, trained_items: list[str] | None = None,
-                   temperature: float = 0.7, say: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   temperature: float = 0.7, say: Callable[[str], None] | None = None) -> WvsResult:
     rendering = settings.backend().rendering  # a bad model spec fails before any data is read
     style = settings.style()
     data = WVSData(Path(data_dir))
@@ -91,18 +88,19 @@ async def evaluate(settings: EvalSettings, cultures: list[str], data_dir: Path, 
     header = {"task": "wvs", "cultures": [c.name for c in chosen], "items": [it.q_id for it in asked],
               "seeds": seeds, "temperature": temperature, "data_hash": data_hash, "prompt_style": style}
     results, info = await run_items(out, batch, settings, header, say)
-    report: dict[str, Any] = {"task": "wvs", **info, "data_hash": data_hash, "seeds": seeds,
-                              "temperature": temperature, "trained_items": sorted(trained), "cultures": {}}
+    by_culture = {}
     for c in chosen:
         rows = [_item_row(it, data.answers(c.country_file, it.q_id),
                           [_code(results.get(f"{c.name}|s{s}|Q{it.q_id}"), it) for s in range(seeds)])
                 for it in asked if data.answers(c.country_file, it.q_id)]
-        report["cultures"][c.name] = {
-            "country_file": c.country_file, "all": _summary(rows, seeds),
-            "held_out": _summary([r for r in rows if r["item"] not in trained], seeds),
-            "trained": _summary([r for r in rows if r["item"] in trained], seeds),
-            "never_asked": [q for q in by_id if not data.answers(c.country_file, q)], "per_item": rows}
-    write_json(out / "wvs.json", report)
+        by_culture[c.name] = WvsCulture(
+            country_file=c.country_file, all=_summary(rows, seeds),
+            held_out=_summary([r for r in rows if r.item not in trained], seeds),
+            trained=_summary([r for r in rows if r.item in trained], seeds),
+            never_asked=[q for q in by_id if not data.answers(c.country_file, q)], per_item=rows)
+    report = WvsResult(**info.model_dump(), data_hash=data_hash, seeds=seeds, temperature=temperature,
+                       trained_items=sorted(trained), cultures=by_culture)
+    report.write(out / "wvs.json")
     return report
 
 

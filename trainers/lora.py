@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from culturepark.engine.chat_templates import PromptCard, Template, render_chat, write_prompt_card
 from culturepark.engine.errors import InputError
+from culturepark.engine.summaries import LoraSummary
 from culturepark.scenarios.loader import format_validation_error
 
 EMBEDDED = "local:gemma3-270m"
@@ -196,7 +197,7 @@ def _prompt_style(sft_file: Path, settings: LoraSettings) -> str | None:
 
 def train_lora(sft_file: Path, out: Path, settings: LoraSettings,
                progress: Callable[[int, int, float], None] | None = None,
-               say: Callable[[str], None] | None = None) -> dict[str, Any]:
+               say: Callable[[str], None] | None = None) -> LoraSummary:
     """Load the base, wrap it with LoRA, train for `total` steps, save the adapter and a summary."""
     say = say or (lambda _m: None)
     examples = load_examples(sft_file)
@@ -224,25 +225,24 @@ def train_lora(sft_file: Path, out: Path, settings: LoraSettings,
     model.save_pretrained(out)
     card = PromptCard(template=template, prompt_style=_prompt_style(sft_file, settings))
     write_prompt_card(out, card)
-    summary = {"base": settings.base, "sft_file": str(sft_file), "examples": len(rows), "steps": total,
-               "trainable_params": trainable, "first_loss": round(losses[0], 4),
-               "last_loss": round(sum(losses[-5:]) / len(losses[-5:]), 4),
-               "seconds_per_step": round(elapsed / total, 3),
-               "device": device, "schedule": f"linear warm-up then {settings.schedule}",
-               "target_modules": sorted(model.peft_config["default"].target_modules or []),
-               "compute_dtype_used": settings.compute_dtype if device.startswith("cuda") else "fp32",
-               "prompt_card": card.model_dump(), "settings": settings.model_dump(mode="json")}
+    summary = LoraSummary(
+        base=settings.base, sft_file=str(sft_file), examples=len(rows), steps=total, trainable_params=trainable,
+        first_loss=round(losses[0], 4), last_loss=round(sum(losses[-5:]) / len(losses[-5:]), 4),
+        seconds_per_step=round(elapsed / total, 3), device=device, schedule=f"linear warm-up then {settings.schedule}",
+        target_modules=sorted(model.peft_config["default"].target_modules or []),
+        compute_dtype_used=settings.compute_dtype if device.startswith("cuda") else "fp32",
+        prompt_card=card, settings=settings.model_dump(mode="json"))
     if device == "cpu":
         import psutil
-        summary["peak_rss_mb"] = round(psutil.Process().memory_info().rss / 2**20, 1)
+        summary.peak_rss_mb = round(psutil.Process().memory_info().rss / 2**20, 1)
     else:
-        summary["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        summary.peak_gpu_mb = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     if settings.merge:
         merged = model.merge_and_unload()
         merged.save_pretrained(out / "merged")
         tok.save_pretrained(out / "merged")
-        summary["merged"] = str(out / "merged")
-    (out / "train_summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        summary.merged = str(out / "merged")
+    (out / "train_summary.json").write_bytes(orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2))
     plot_loss(out / "metrics.jsonl", out / "loss.png")
     return summary
 

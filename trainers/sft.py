@@ -6,12 +6,12 @@ exported `text.jsonl`, the LoRA trainer's loss mask and the local backend agree 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import orjson
 
 from culturepark.engine.chat_templates import TextTemplate, render_chat
 from culturepark.engine.files import atomic_write_jsonl
+from culturepark.engine.summaries import FormatCheck
 from culturepark.engine.tokens import approx_tokens
 
 OPENAI_MAX_EXAMPLE_TOKENS = 65536  # per-example context limit of current fine-tunable models
@@ -33,7 +33,7 @@ def write_sft(out_dir: Path, examples: list[list[dict[str, str]]], template: Tex
     return {"openai_chat": chat, "text": text}
 
 
-def check_openai_chat(path: Path) -> dict[str, Any]:
+def check_openai_chat(path: Path) -> FormatCheck:
     """OpenAI's chat fine-tuning data checks: JSON per line, `messages` list, known roles,
     non-empty string content, an assistant message to learn from, size within limits.
     Token counts are approximate (4 characters a token) unless tiktoken is installed."""
@@ -86,6 +86,6 @@ def check_openai_chat(path: Path) -> dict[str, Any]:
                 tokens.append(total)
     if n < 10:
         errors.setdefault("fewer_than_10_examples", []).append(0)
-    return {"file": str(path), "examples": n, "valid": not errors, "errors": {k: v[:10] for k, v in errors.items()},
-            "error_counts": {k: len(v) for k, v in errors.items()}, "tokens_total": sum(tokens),
-            "tokens_max_example": max(tokens, default=0), "token_counter": counter}
+    return FormatCheck(file=str(path), examples=n, valid=not errors, errors={k: v[:10] for k, v in errors.items()},
+                       error_counts={k: len(v) for k, v in errors.items()}, tokens_total=sum(tokens),
+                       tokens_max_example=max(tokens, default=0), token_counter=counter)

@@ -105,8 +105,21 @@ def _settings(args: argparse.Namespace, model: str) -> Any:
                         prompt_style=args.prompt_style)
 
 
+def _show(args: argparse.Namespace, name: str, result: Any, out: Path | None) -> int:
+    """A result as JSON (--json) or as its evaluation's summary lines, then where it was written."""
+    from culturepark.benchmarks.evaluation import EVALUATIONS
+
+    if args.json:
+        print_json(result.to_json())
+        return 0
+    print("\n".join(EVALUATIONS[name].summary(result)))
+    if out is not None:
+        print(f"→ {out}")
+    return 0
+
+
 def single_task(args: argparse.Namespace) -> int:
-    from culturepark.benchmarks.compare import EvalTask, headline, run_task, table
+    from culturepark.benchmarks.compare import EvalTask, row_for, run_task, table
     from culturepark.benchmarks.eval_run import slug
     from culturepark.scenarios.data_dir import resolve_data_dir
 
@@ -124,9 +137,11 @@ def single_task(args: argparse.Namespace) -> int:
                                       args.seeds, getattr(args, "limit", None), getattr(args, "samples", 1),
                                       lambda m: log.info(m), getattr(args, "constant", 0.0)))
     if args.json:
-        print_json(report)
+        print_json(report.to_json())
         return 0
-    print(table({"rows": [{"model": args.model, "task": str(task), "result": headline(report)}]}))
+    from culturepark.benchmarks.results import CompareResult
+    print(table(CompareResult(models=[args.model], tasks=[str(task)], seeds=args.seeds, limit=None,
+                              rows=[row_for(args.model, task, report)])))
     print(f"→ {out}")
     return 0
 
@@ -141,7 +156,7 @@ def compare(args: argparse.Namespace) -> int:
     result = asyncio.run(compare_models(args.models, args.tasks, _settings(args, "compare"),
                                         resolve_data_dir(args.data_dir, None), out, args.seeds, args.limit,
                                         args.samples, lambda m: log.info(m), args.constant))
-    print_json(result) if args.json else print(table(result))
+    print_json(result.to_json()) if args.json else print(table(result))
     return 0
 
 
@@ -153,15 +168,7 @@ def fidelity(args: argparse.Namespace) -> int:
     out = args.out or Path("evals") / "fidelity" / slug(args.run_dir.resolve().name)
     report = asyncio.run(evaluate(args.run_dir, out, args.model, args.base_url, args.before_after, args.temperature,
                                   args.resume, lambda m: log.info(m)))
-    if args.json:
-        print_json(report)
-        return 0
-    o = report["overall"]
-    print(f"fidelity: exact {o['exact']}, within one step {o['within_one']}, unparseable {o['unparseable']} "
-          f"of {o['conversations']} conversations → {out}")
-    for culture, r in report["by_culture"].items():
-        print(f"  {culture}: exact {r['exact']}, within one {r['within_one']} ({r['conversations']})")
-    return 0
+    return _show(args, "fidelity", report, out)
 
 
 def judged(args: argparse.Namespace) -> int:
@@ -175,16 +182,7 @@ def judged(args: argparse.Namespace) -> int:
                             concurrency=args.concurrency, resume=args.resume)
     module = phenomena if args.task == "phenomena" else content
     report = asyncio.run(module.evaluate(source, out, settings, lambda m: log.info(m)))
-    if args.json:
-        print_json(report)
-        return 0
-    for culture, r in report["by_culture"].items():
-        parts = r.items() if args.task == "phenomena" else [("kind", r)]
-        text = "; ".join(f"{q}: " + ", ".join(f"{k} {v['share']}" for k, v in res.items() if isinstance(v, dict))
-                         + f" ({res['judged']} judged, {res['unparseable']} unparseable)" for q, res in parts)
-        print(f"{culture}: {text}")
-    print(f"→ {out}")
-    return 0
+    return _show(args, args.task, report, out)
 
 
 def compare_runs(args: argparse.Namespace) -> int:
@@ -196,38 +194,21 @@ def compare_runs(args: argparse.Namespace) -> int:
         f"{slug(args.run_b.resolve().name)}"
     r = asyncio.run(run_both(args.run_a, args.run_b, out, args.model, args.base_url, args.judge,
                              lambda m: log.info(m)))
-    if args.json:
-        print_json(r)
-        return 0
-    for name in ("A", "B"):
-        f = r["fidelity"][name]["overall"]
-        shift = r.get("phenomena", {}).get(name, {}).get("all", {}).get("stance_shift", {}).get("yes", {})
-        print(f"{name} {r['runs'][name]}: fidelity exact {f['exact']}, within one {f['within_one']}, "
-              f"unparseable {f['unparseable']}" + (f"; stance shifted {shift.get('share')}" if shift else ""))
-    d = r["diversity"]
-    print(f"diversity: B over A {d['B_over_A']['diversity_gain']}, A over B {d['A_over_B']['diversity_gain']} → {out}")
-    return 0
+    return _show(args, "compare-runs", r, out)
 
 
 def diversity(args: argparse.Namespace) -> int:
-    from culturepark.benchmarks.compare import write_json
     from culturepark.benchmarks.diversity import diversity_gains
+    from culturepark.benchmarks.results import DiversityResult
     from culturepark.scenarios.endpoints import make_embedder
 
     embedder = make_embedder("openai" if args.base_url else "local", args.base_url, args.embeddings_model,
                              args.api_key_env)
     rows = asyncio.run(diversity_gains(args.new, args.reference, embedder, args.field))  # closes the embedder
-    result: dict[str, Any] = rows[0] if len(rows) == 1 else {"task": "diversity", "rows": rows}
+    result = DiversityResult(rows=rows)  # one row is written as that row alone, as before
     if args.out:
-        write_json(args.out / "diversity.json", result)
-    if args.json:
-        print_json(result)
-        return 0
-    for r in rows:
-        print(f"{r['new_file']}: diversity gain {r['diversity_gain']:.4f} ± {r['std']:.4f} Euclidean, "
-              f"{r['diversity_gain_cosine']:.4f} ± {r['std_cosine']:.4f} cosine "
-              f"({r['new']} new vs {r['reference']} reference texts, {r['embeddings']})")
-    return 0
+        result.write(args.out / "diversity.json")
+    return _show(args, "diversity", result, None)
 
 
 def education(args: argparse.Namespace) -> int:
@@ -237,5 +218,8 @@ def education(args: argparse.Namespace) -> int:
     if not (args.run_dir / LOG_NAME).exists():
         raise InputError(f"{args.run_dir}: no {LOG_NAME} (give the run directory of an education study)")
     result = score(args.run_dir, args.data_dir, args.bootstrap)
-    print_json({k: v for k, v in result.items() if k != "per_learner"}) if args.json else print(table(result))
+    if args.json:
+        print_json({k: v for k, v in result.to_json().items() if k != "per_learner"})
+    else:
+        print(table(result))
     return 0

@@ -44,9 +44,9 @@ def paper(args: argparse.Namespace) -> int:
         except (ImportError, RuntimeError) as exc:
             print(f"culturepark: screenshot not taken: {exc}", file=sys.stderr)
     if args.json:
-        print_json({"report": str(index), **result})
+        print_json({"report": str(index), **result.to_json()})
         return 0
-    for row in result["table"]:
-        print(row["culture"], {k: v for k, v in row.items() if k != "culture"})
+    for row in result.table:
+        print(row.culture, {k: v for k, v in row.to_json().items() if k != "culture"})
     print(f"report → {index}")
     return 0

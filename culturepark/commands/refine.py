@@ -52,10 +52,12 @@ def refine(args: argparse.Namespace) -> int:
     if result.error:
         log.error("refine stopped", error=result.error, next_step="fix the cause, then run again with --resume")
     if args.json:
-        print_json({"out": str(out), **s})
+        print_json({"out": str(out), **result.to_json()})
         return result.exit_code
-    print(", ".join(f"{k} {s.get(k)}" for k in SUMMARY_KEYS) + f" → {out}")
-    check = s.get("openai_format_check") or {}
-    if check and not check.get("valid"):
-        print(f"  openai format check: {check.get('error_counts')}")
+    if s is None:
+        return result.exit_code
+    print(", ".join(f"{k} {getattr(s, k)}" for k in SUMMARY_KEYS) + f" → {out}")
+    check = s.openai_format_check
+    if check and not check.valid:
+        print(f"  openai format check: {check.error_counts}")
     return result.exit_code

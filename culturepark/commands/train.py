@@ -48,23 +48,24 @@ def _lora_flags(tl: argparse.ArgumentParser) -> None:
 
 
 def train_openai(args: argparse.Namespace) -> int:
+    from culturepark.engine.summaries import OpenAIJobState
     from culturepark.trainers.openai_jobs import train_openai as run_job
 
     log = make_logger()
 
-    def show(state: dict[str, Any], new_events: list[str]) -> None:
+    def show(state: OpenAIJobState, new_events: list[str]) -> None:
         for e in new_events:
-            log.info(e, job=state["job_id"])
+            log.info(e, job=state.job_id)
         if not args.json:
-            print(f"  status {state['status']}, trained tokens {state['trained_tokens']}", file=sys.stderr)
+            print(f"  status {state.status}, trained tokens {state.trained_tokens}", file=sys.stderr)
 
     out = args.out or Path("train") / args.sft_file.stem
     state = run_job(args.sft_file, args.model, out, suffix=args.suffix, epochs=args.epochs, base_url=args.base_url,
                     api_key_env=args.api_key_env, poll_s=args.poll_s, on_update=show)
-    public = {k: v for k, v in state.items() if k != "events_seen"}
+    public = {k: v for k, v in state.to_json().items() if k != "events_seen"}
     print_json(public) if args.json else print(
-        f"job {state['job_id']}: {state['status']} → model {state['fine_tuned_model']} ({out / 'train.json'})")
-    return 0 if state["status"] == "succeeded" else 1
+        f"job {state.job_id}: {state.status} → model {state.fine_tuned_model} ({out / 'train.json'})")
+    return 0 if state.status == "succeeded" else 1
 
 
 def train_lora(args: argparse.Namespace) -> int:
@@ -90,7 +91,7 @@ def train_lora(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.stop()
-    print_json(summary) if args.json else print(
-        f"{summary['steps']} steps, loss {summary['first_loss']} → {summary['last_loss']}, "
-        f"{summary['seconds_per_step']} s/step → {args.out} (use local:gemma3-270m+lora:{args.out})")
+    print_json(summary.to_json()) if args.json else print(
+        f"{summary.steps} steps, loss {summary.first_loss} → {summary.last_loss}, "
+        f"{summary.seconds_per_step} s/step → {args.out} (use local:gemma3-270m+lora:{args.out})")
     return 0

@@ -24,9 +24,27 @@ from culturepark.agents import paper_format
 from culturepark.benchmarks import moderation
 from culturepark.benchmarks.compare import EvalTask, run_task
 from culturepark.benchmarks.eval_run import EvalSettings, slug
+from culturepark.benchmarks.results import (
+    BaseTuned,
+    ChainEcho,
+    ConversationStep,
+    EvalStep,
+    HofstedeCulture,
+    HofstedeResult,
+    ModerationPair,
+    ModerationResult,
+    PaperResult,
+    PaperRow,
+    PaperSteps,
+    RefineStep,
+    SftStep,
+    TrainStep,
+    WvsResult,
+)
 from culturepark.engine.errors import InputError
 from culturepark.engine.files import atomic_write_json, atomic_write_jsonl
 from culturepark.engine.log import LOG_NAME
+from culturepark.engine.summaries import LoraSummary
 from culturepark.runs.in_process import run_async
 from culturepark.runs.paper_settings import PaperChain
 from culturepark.runs.prepare import RunOptions
@@ -65,34 +83,35 @@ def preflight(chain: PaperChain) -> None:
     parse_model_spec(chain.base_spec(), chain.base_url)
 
 
-async def conversations(chain: PaperChain, say: Callable[[str], None]) -> dict[str, Any]:
-    steps = {}
+async def conversations(chain: PaperChain, say: Callable[[str], None]) -> dict[str, ConversationStep]:
+    steps: dict[str, ConversationStep] = {}
     for v in chain.versions:
         out = chain.out / f"conversations-{v}"
         result = await run_async(_scenario(chain, v), _run_options(chain, v), say=say)
         s = result.summary
-        steps[v] = {"dir": str(out), "conversations": s.conversations, "done": s.done, "failed": s.failed,
-                    "turns": s.turns, "cost_usd": s.cost_usd}
+        steps[v] = ConversationStep(dir=str(out), conversations=s.conversations, done=s.done, failed=s.failed,
+                                    turns=s.turns, cost_usd=s.cost_usd)
         say(f"conversations {v}: {s.done} done, {s.failed} failed → {out}")
     return steps
 
 
-async def refine(chain: PaperChain, say: Callable[[str], None]) -> dict[str, Any]:
-    steps = {}
+async def refine(chain: PaperChain, say: Callable[[str], None]) -> dict[str, RefineStep]:
+    steps: dict[str, RefineStep] = {}
     for v in chain.versions:
         out = chain.out / f"refined-{v}"
         config = RefineConfig().with_preset("paper").with_flags(None, chain.base_url, chain.refiner)
         result = await refine_async(chain.out / f"conversations-{v}", out, config, resume=(out / LOG_NAME).exists(),
                                     say=say)
-        if result.error:
+        s = result.summary
+        if result.error or s is None:
             raise InputError(f"paper: refine {v} stopped: {result.error} (run again to resume)")
-        keys = ("conversations", "extracted", "kept", "exported", "extract_failed", "call_failed")
-        steps[v] = {"dir": str(out), **{k: result.summary.get(k) for k in keys}}
-        say(f"refine {v}: {result.summary.get('kept')} opinions kept, {result.summary.get('exported')} examples")
+        steps[v] = RefineStep(dir=str(out), conversations=s.conversations, extracted=s.extracted, kept=s.kept,
+                              exported=s.exported, extract_failed=s.extract_failed, call_failed=s.call_failed)
+        say(f"refine {v}: {s.kept} opinions kept, {s.exported} examples")
     return steps
 
 
-def split_sft(chain: PaperChain) -> dict[str, dict[str, Any]]:
+def split_sft(chain: PaperChain) -> dict[str, SftStep]:
     """One paper-format SFT file per culture, from every version's export (matched on the system line)."""
     by_system = {paper_format.chatbot_system(c): c for c in chain.cultures}
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -109,42 +128,42 @@ def split_sft(chain: PaperChain) -> dict[str, dict[str, Any]]:
         atomic_write_jsonl(d / "openai_chat.jsonl", rows[c])
         atomic_write_json(d / "format.json", {"format": "paper", "prompt_style": "paper", "template": "gemma",
                                               "examples": len(rows[c])})
-        out[c] = {"file": str(d / "openai_chat.jsonl"), "examples": len(rows[c])}
+        out[c] = SftStep(file=str(d / "openai_chat.jsonl"), examples=len(rows[c]))
     return out
 
 
-def train(chain: PaperChain, sft: dict[str, dict[str, Any]], say: Callable[[str], None]) -> dict[str, Any]:
+def train(chain: PaperChain, sft: dict[str, SftStep], say: Callable[[str], None]) -> dict[str, TrainStep]:
     """One tuned model per culture; returns each one's model spec (and how it was trained)."""
     steps = {}
     for c in chain.cultures:
         out = chain.out / "train" / slug(c)
-        if sft[c]["examples"] == 0:
-            steps[c] = {"status": "no_examples", "model_spec": None}
+        if sft[c].examples == 0:
+            steps[c] = TrainStep(status="no_examples", model_spec=None)
             continue
         if chain.trainer == "openai":
             from culturepark.trainers.openai_jobs import train_openai
-            state = train_openai(Path(sft[c]["file"]), chain.tune_model, out, suffix=f"cp-{slug(c).lower()}",
+            state = train_openai(Path(sft[c].file), chain.tune_model, out, suffix=f"cp-{slug(c).lower()}",
                                  epochs=chain.epochs, base_url=chain.base_url, poll_s=chain.poll_s)
-            spec = f"openai:{state['fine_tuned_model']}" if state["status"] == "succeeded" else None
-            steps[c] = {"status": state["status"], "job_id": state["job_id"], "model_spec": spec,
-                        "trained_tokens": state.get("trained_tokens")}
+            spec = f"openai:{state.fine_tuned_model}" if state.status == "succeeded" else None
+            steps[c] = TrainStep(status=state.status or "unknown", job_id=state.job_id, model_spec=spec,
+                                 trained_tokens=state.trained_tokens)
         else:
             from culturepark.trainers.lora import resolve_settings, train_lora
             if not (out / "train_summary.json").exists():
-                train_lora(Path(sft[c]["file"]), out, resolve_settings("paper", epochs=float(chain.epochs),
-                                                                       max_steps=chain.lora_max_steps), say=say)
-            summary = orjson.loads((out / "train_summary.json").read_bytes())
-            steps[c] = {"status": "succeeded", "steps": summary["steps"], "last_loss": summary["last_loss"],
-                        "model_spec": f"local:gemma3-270m+lora:{out}"}
-        say(f"train {c}: {steps[c]['status']} → {steps[c]['model_spec']}")
+                train_lora(Path(sft[c].file), out, resolve_settings("paper", epochs=float(chain.epochs),
+                                                                    max_steps=chain.lora_max_steps), say=say)
+            summary = LoraSummary.read(out / "train_summary.json")
+            steps[c] = TrainStep(status="succeeded", steps=summary.steps, last_loss=summary.last_loss,
+                                 model_spec=f"local:gemma3-270m+lora:{out}")
+        say(f"train {c}: {steps[c].status} → {steps[c].model_spec}")
     return steps
 
 
-async def evaluate(chain: PaperChain, trained: dict[str, Any], data_dir: Path,
-                   say: Callable[[str], None]) -> dict[str, Any]:
+async def evaluate(chain: PaperChain, trained: dict[str, TrainStep], data_dir: Path,
+                   say: Callable[[str], None]) -> dict[str, dict[str, HofstedeResult | ModerationResult | WvsResult]]:
     """Base and each culture's tuned model, in the paper's prompt style, on the same tasks and seeds."""
-    models = {"base": chain.base_spec(), **{c: t["model_spec"] for c, t in trained.items() if t["model_spec"]}}
-    results: dict[str, dict[str, Any]] = {}
+    models = {"base": chain.base_spec(), **{c: t.model_spec for c, t in trained.items() if t.model_spec}}
+    results: dict[str, dict[str, HofstedeResult | ModerationResult | WvsResult]] = {}
     for who, spec in models.items():
         mine = chain.cultures if who == "base" else [who]
         tasks = [EvalTask("hofstede", tuple(chain.cultures))] + [EvalTask("moderation", (d,)) for c in mine
@@ -159,38 +178,49 @@ async def evaluate(chain: PaperChain, trained: dict[str, Any], data_dir: Path,
     return results
 
 
-def table(chain: PaperChain, evals: dict[str, Any]) -> list[dict[str, Any]]:
+def table(chain: PaperChain, evals: dict[str, dict[str, HofstedeResult | ModerationResult | WvsResult]]
+          ) -> list[PaperRow]:
     """The paper's layout: per culture, moderation F1 and Hofstede distance, base vs tuned (mean ± std)."""
     rows = []
     hof = f"hofstede:{','.join(chain.cultures)}"
     for c in chain.cultures:
-        tuned = evals.get(c, {})
-        row: dict[str, Any] = {"culture": c}
-        for who, res in (("base", evals["base"]), ("tuned", tuned)):
-            h = res.get(hof, {}).get("cultures", {}).get(c, {})
-            row[f"hofstede_c50_{who}"] = h.get("distance")
-            row[f"hofstede_centred_{who}"] = h.get("centred_distance")
+        hofstede: dict[str, HofstedeCulture | None] = {}
+        moderation_sets: dict[str, BaseTuned] = {}
+        for who, res in (("base", evals["base"]), ("tuned", evals.get(c, {}))):
+            h = res.get(hof)
+            hofstede[who] = h.cultures.get(c) if isinstance(h, HofstedeResult) else None
             for d in _datasets(c):
-                m = res.get(f"moderation:{d}", {})
-                row.setdefault("moderation", {}).setdefault(d, {})[who] = {
-                    "macro_f1": m.get("macro_f1"), "coverage": m.get("coverage")}
+                m = res.get(f"moderation:{d}")
+                pair = (ModerationPair(macro_f1=m.macro_f1, coverage=m.coverage) if isinstance(m, ModerationResult)
+                        else ModerationPair(macro_f1=None, coverage=None))
+                setattr(moderation_sets.setdefault(d, BaseTuned()), who, pair)
+        base, tuned = hofstede["base"], hofstede["tuned"]
+        row = PaperRow(culture=c, hofstede_c50_base=base.distance if base else None,
+                       hofstede_centred_base=base.centred_distance if base else None,
+                       hofstede_c50_tuned=tuned.distance if tuned else None,
+                       hofstede_centred_tuned=tuned.centred_distance if tuned else None)
+        if moderation_sets:
+            row.moderation = moderation_sets
         rows.append(row)
     return rows
 
 
-async def run_chain(chain: PaperChain, data_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:
+async def run_chain(chain: PaperChain, data_dir: Path, say: Callable[[str], None]) -> PaperResult:
     preflight(chain)
-    steps: dict[str, Any] = {"conversations": await conversations(chain, say)}  # refuses an unreachable server
+    convs = await conversations(chain, say)  # refuses an unreachable server
     atomic_write_json(chain.out / "chain.json", chain.model_dump(mode="json"))
-    steps["refine"] = await refine(chain, say)
-    steps["sft"] = split_sft(chain)
-    steps["train"] = await asyncio.to_thread(train, chain, steps["sft"], say)
-    evals = await evaluate(chain, steps["train"], data_dir, say)
-    steps["eval"] = {who: {task: {"dir": str(chain.out / "eval" / slug(who) / slug(task)),
-                                  "requests": r["requests"]} for task, r in res.items()} for who, res in evals.items()}
-    result = {"chain": chain.model_dump(mode="json"), "steps": steps, "table": table(chain, evals),
-              "hofstede_constant": HOFSTEDE_C, "seeds": chain.seeds, "prompt_style": "paper"}
-    atomic_write_json(chain.out / "paper.json", result)
+    refined = await refine(chain, say)
+    sft = split_sft(chain)
+    trained = await asyncio.to_thread(train, chain, sft, say)
+    evals = await evaluate(chain, trained, data_dir, say)
+    steps = PaperSteps(conversations=convs, refine=refined, sft=sft, train=trained,
+                       eval={who: {task: EvalStep(dir=str(chain.out / "eval" / slug(who) / slug(task)),
+                                                  requests=r.requests) for task, r in res.items()}
+                             for who, res in evals.items()})
+    result = PaperResult(chain=ChainEcho.model_validate(chain.model_dump(mode="json")), steps=steps,
+                         table=table(chain, evals), hofstede_constant=HOFSTEDE_C, seeds=chain.seeds,
+                         prompt_style="paper")
+    result.write(chain.out / "paper.json")
     return result
 
 

@@ -59,7 +59,9 @@ def test_scripted_learners_give_the_hand_computed_distances_gain_and_counts(tmp_
     log = (out / "log.jsonl").read_text()
     assert "tutor-a" not in log.split('"type":"turn"', 1)[1].split('"request_hash"')[0]
 
-    res = score(out, tiny_data, bootstrap=500)
+    typed = score(out, tiny_data, bootstrap=500)
+    assert typed.by_culture["Chinese"]["a"].learners == 2 and typed.pooled is not None
+    res = typed.to_json()  # the file's shape, as education.json holds it
     assert res["learners"] == "simulated" and res["note"] == "simulated learners, not a human study"
     # idv is undefined for German learners before learning (item 1 never got a valid answer), so the
     # C-free distance uses the five dimensions every culture has in both phases
@@ -171,7 +173,7 @@ def test_pooled_scores_use_item_means_where_no_single_learner_answered_every_ite
     moved = {**first, 7: 5}  # a Chinese learner's post-test: item 7 at 5 → PDI = 35 × (5 − 3) = 70
     learners = [_learner("Chinese", "a", first, moved), _learner("Chinese", "a", second, second),
                 _learner("German", "a", first, first), _learner("German", "a", second, second)]
-    res = pooled_scores(learners, PUBLISHED, ["Chinese", "German"], ["a"], reps=200, seed=1)
+    res = pooled_scores(learners, PUBLISHED, ["Chinese", "German"], ["a"], reps=200, seed=1).to_json()
     dims = ["pdi", "idv", "mas", "uai", "lto", "ivr"]
     assert res["dimensions"] == dims
     half = {d: (PUBLISHED["China"][d] - PUBLISHED["Germany"][d]) / 2 for d in dims}
@@ -187,7 +189,7 @@ def test_pooled_scores_use_item_means_where_no_single_learner_answered_every_ite
     # distance (both arms, both phases), not guessed; b's indices stay 0, so its gain is 0
     full = dict.fromkeys(range(1, 25), 3)
     arm_b = [_learner(c, "b", {**full, 1: None}, full) for c in ("Chinese", "German") for _ in range(2)]
-    res = pooled_scores(learners + arm_b, PUBLISHED, ["Chinese", "German"], ["a", "b"], reps=200, seed=1)
+    res = pooled_scores(learners + arm_b, PUBLISHED, ["Chinese", "German"], ["a", "b"], reps=200, seed=1).to_json()
     five = ["pdi", "mas", "uai", "lto", "ivr"]
     assert res["dimensions"] == five
     pre5 = math.sqrt(sum(half[d] ** 2 for d in five))

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, JsonValue
 
 from culturepark.agents import paper_format
 from culturepark.agents.meta import ConversationMeta, read_meta
@@ -34,6 +34,7 @@ from culturepark.engine.log import LOG_NAME, RunLog, read_header
 from culturepark.engine.records import EndRecord, RunHeader, TurnRecord
 from culturepark.engine.scheduler import ConversationSpec, ResumeState, Scheduler, SchedulerConfig, Turn, TurnRequest
 from culturepark.engine.stage import Stage
+from culturepark.engine.summaries import REFINE_SUMMARY, RefineSummary
 from culturepark.scenarios.endpoints import make_embedder, make_endpoints
 from culturepark.scenarios.loader import scenario_of
 from culturepark.scenarios.schema import BackendConfig, DirectScenario, RemoteBackendConfig, Scenario
@@ -195,13 +196,17 @@ def _embedder(config: RefineConfig, backend: BackendConfig, out: Path) -> Embedd
 @dataclass
 class RefineResult:
     out: Path
-    summary: dict[str, Any]
+    summary: RefineSummary | None  # None when the refinement stopped (`error` says why)
     error: str | None = None
 
     @property
     def exit_code(self) -> int:
         s = self.summary
-        return 0 if not self.error and s.get("extract_failed", 0) == 0 and s.get("call_failed", 0) == 0 else 1
+        return 0 if not self.error and s is not None and s.extract_failed == 0 and s.call_failed == 0 else 1
+
+    def to_json(self) -> dict[str, JsonValue]:
+        """What `refine --json` prints: the summary, or the error that stopped it."""
+        return self.summary.to_json() if self.summary is not None else {"error": self.error}
 
 
 def source_backend(run_dir: Path) -> BackendConfig | None:
@@ -238,22 +243,23 @@ async def refine_async(run_dir: Path, out: Path, config: RefineConfig, resume: b
         try:
             opinions, extract_failed = await _calls(policy, endpoints, log, stage.resume_state, out, retry_failed)
         except LogWriteError as exc:
-            return RefineResult(out, {"error": str(exc)}, str(exc))
+            return RefineResult(out, None, str(exc))
         finally:
             log.close()
         try:
             summary = await _finish(out, config, sources, opinions, extract_failed)  # still holding the lock
         except RequestFailed as exc:  # embeddings gave up: the calls so far are kept, --resume goes on
             error = f"de-duplication: embeddings failed: {exc}"
-            return RefineResult(out, {"error": error}, error)
-    summary.update({"requests": endpoints[ROLE].stats.requests, "elapsed_s": round(time.monotonic() - t0, 2),
-                    "refiner_is_generator": self_refined})
-    atomic_write_json(out / "refine_summary.json", summary)
+            return RefineResult(out, None, error)
+    summary.requests = endpoints[ROLE].stats.requests
+    summary.elapsed_s = round(time.monotonic() - t0, 2)
+    summary.refiner_is_generator = self_refined
+    summary.write(out / REFINE_SUMMARY)
     return RefineResult(out, summary)
 
 
 async def _finish(out: Path, config: RefineConfig, sources: list[Source], opinions: list[Opinion],
-                  extract_failed: Counter) -> dict[str, Any]:
+                  extract_failed: Counter) -> RefineSummary:
     """The local steps after the calls: verdicts, post-processing, de-duplication, SFT export."""
     turns, ends = _collect(out)
     _verdicts(opinions, turns, ends, config)
@@ -268,12 +274,11 @@ async def _finish(out: Path, config: RefineConfig, sources: list[Source], opinio
     atomic_write_json(out / "sft" / "format.json", {
         "format": config.export.format, "prompt_style": "paper" if config.export.format == "paper" else "persona",
         "template": config.export.template, "examples": len(examples)})
-    summary = _summary(sources, opinions, extract_failed, len(examples))
-    summary.update({"export_format": config.export.format, "opinions_beyond_paper_passes": beyond,
-                    "extract_speakers": config.extract_speakers})
-    summary.update({"embeddings": embedder_name, "dedup": config.dedup.model_dump(mode="json"),
-                    "openai_format_check": check_openai_chat(paths["openai_chat"]),
-                    "first_person": config.first_person, "texts_embedded_now": embedded})
+    summary = RefineSummary(
+        **_summary(sources, opinions, extract_failed, len(examples)), export_format=config.export.format,
+        opinions_beyond_paper_passes=beyond, extract_speakers=config.extract_speakers, embeddings=embedder_name,
+        dedup=config.dedup.model_dump(mode="json"), openai_format_check=check_openai_chat(paths["openai_chat"]),
+        first_person=config.first_person, texts_embedded_now=embedded)
     atomic_write_jsonl(out / "opinions.jsonl", (o.record() for o in opinions))
     return summary
 
@@ -443,7 +448,9 @@ def _paper_examples(sources: list[Source], opinions: list[Opinion], passes: int
     return out, sum(max(0, len(kept) - passes) for _, _, kept in groups.values())
 
 
-def _summary(sources, opinions: list[Opinion], extract_failed: Counter, exported: int) -> dict[str, Any]:
+def _summary(sources: list[Source], opinions: list[Opinion], extract_failed: Counter,
+             exported: int) -> dict[str, Any]:
+    """The counts of a refinement, every extracted opinion accounted for (the head of `RefineSummary`)."""
     drops = Counter(o.drop_reason for o in opinions if o.drop_reason)
     call_failed = sum(v for k, v in drops.items() if "_failed:" in k)
     s = {

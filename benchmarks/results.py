@@ -1,0 +1,663 @@
+"""The result of every evaluation as a model: written from it, read back through it.
+
+Each `culturepark eval` task returns one of these, writes its JSON file with `to_json()` and every
+reader (`eval compare`, `paper`, `report`) reads the file with `read_result`, so a renamed or
+missing field fails where the file is read, not silently in a report. The JSON is the same as the
+dicts written before these models (tests/fixtures/results_v1 holds one file of each, written by
+that code, and each must read and write back unchanged).
+
+Keys that a file may lack are written only when set (`to_json` leaves unset fields out), which is
+how one model reads both the older and the newer shape of a file: a field added in a later
+version (`constant`, `macro_f1_scored`, ...) has a default and stays absent when read from an old
+file. Files of one shape are told apart by their `task`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
+
+from culturepark.engine.errors import InputError
+from culturepark.engine.files import atomic_write_json
+
+
+class ResultModel(BaseModel):
+    """A record of a result file: unknown keys refused (a renamed field is an error, not a gap)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def model_post_init(self, _context: object) -> None:
+        if "task" in type(self).model_fields:  # the discriminator is always written, even as a default
+            self.__pydantic_fields_set__.add("task")
+
+    def to_json(self) -> dict[str, JsonValue]:
+        """The file's content: every field that was set, in declaration order (the old dicts' order)."""
+        data: dict[str, JsonValue] = self.model_dump(mode="json", exclude_unset=True)
+        return data
+
+    def write(self, path: Path) -> Path:
+        atomic_write_json(path, self.to_json())
+        return path
+
+
+class MeanStd(ResultModel):
+    """mean ± std over the stated seeds (`stats.mean_std`); n values were defined."""
+
+    mean: float | None
+    std: float | None
+    n: int
+
+
+# ---- the fields every model-calling evaluation adds from its run (`eval_run.run_items`)
+
+
+class RunInfo(ResultModel):
+    model_spec: str
+    prompts_hash: str
+    prompt_style: str | None
+    template: str | None
+    items_hash: str
+    requests: int
+    elapsed_s: float
+
+
+class EvalResult(ResultModel):
+    """The head of every model-calling evaluation's file: its task, then how its model was called."""
+
+    task: str
+    model_spec: str
+    prompts_hash: str
+    prompt_style: str | None
+    template: str | None
+    items_hash: str
+    requests: int
+    elapsed_s: float
+
+
+# ---- hofstede
+
+
+class HofstedeSeed(ResultModel):
+    seed: int
+    item_means: dict[str, float | None]
+    indices: dict[str, float | None]
+    distance_c0: float | None = None
+    distance: float | None = None
+    diffs: dict[str, float | None] = {}
+    centred_distance: float | None = None
+
+
+class HofstedeCulture(ResultModel):
+    hofstede_country: str | None
+    published: dict[str, float | None]
+    dimensions_compared: list[str]
+    indices: dict[str, MeanStd]
+    distance_c0: MeanStd
+    distance: MeanStd | None = None  # with the constant; absent before 0.4
+    centred_distance: MeanStd
+    diffs: dict[str, MeanStd]
+    invalid_answers: int
+    invalid_by_item: dict[str, int]
+    answers: int
+    per_seed: list[HofstedeSeed]
+
+    @property
+    def distance_with_constant(self) -> MeanStd:
+        """The distance with the file's constant (before 0.4 only C = 0 was computed)."""
+        return self.distance if self.distance is not None else self.distance_c0
+
+
+class HofstedeResult(EvalResult):
+    task: Literal["hofstede"] = "hofstede"
+    data_hash: str
+    seeds: int
+    samples: int
+    temperature: float
+    constant: float = 0.0  # absent before 0.4: C = 0
+    cultures: dict[str, HofstedeCulture]
+
+
+# ---- moderation
+
+
+class DatasetSpec(ResultModel):
+    """A moderation data set (a small YAML file; nine are bundled)."""
+
+    name: str
+    path: str  # relative to the data directory, or absolute
+    text_field: str
+    label_field: str = "label"
+    positive_labels: list[str] = Field(min_length=1)
+    negative_labels: list[str] = Field(min_length=1)
+    language: str
+    culture: str | None = None
+    task: str  # what a positive row contains, e.g. "offensive language"
+
+    def model_post_init(self, _context: object) -> None:
+        self.__pydantic_fields_set__.update(type(self).model_fields)  # a spec is written whole
+
+
+class F1Scores(ResultModel):
+    f1_positive: float
+    f1_negative: float
+    macro_f1: float
+    accuracy: float
+
+
+class MajorityBaseline(F1Scores):
+    predicts: Literal["positive", "negative"]
+
+    @model_serializer(mode="wrap")
+    def _predicts_first(self, handler: SerializerFunctionWrapHandler) -> dict[str, JsonValue]:
+        data: dict[str, JsonValue] = handler(self)
+        return {"predicts": data.pop("predicts"), **data}
+
+
+class ModerationSeed(F1Scores):
+    seed: int
+    macro_f1_scored: float | None = None
+    accuracy_scored: float | None = None
+    unparseable: int
+    coverage: float | None = None
+    predicted_positive_rate: float | None
+
+    @model_serializer(mode="wrap")
+    def _seed_first(self, handler: SerializerFunctionWrapHandler) -> dict[str, JsonValue]:
+        data: dict[str, JsonValue] = handler(self)
+        return {"seed": data.pop("seed"), **data}
+
+
+class ModerationResult(EvalResult):
+    task: Literal["moderation"] = "moderation"
+    dataset: str
+    spec: DatasetSpec
+    data_hash: str
+    seeds: int
+    rows: int
+    positives: int
+    skipped_unknown_labels: dict[str, int]
+    temperature: float
+    scoring: str | None = None
+    macro_f1: MeanStd
+    f1_positive: MeanStd
+    f1_negative: MeanStd
+    accuracy: MeanStd
+    macro_f1_scored: MeanStd | None = None  # absent before 0.4
+    accuracy_scored: MeanStd | None = None
+    coverage: MeanStd | None = None
+    unparseable: int
+    majority_baseline: MajorityBaseline
+    per_seed: list[ModerationSeed]
+
+
+# ---- wvs
+
+
+class WvsItemRow(ResultModel):
+    item: str
+    options: int
+    respondents: int
+    modal: list[int]
+    distribution: dict[str, float]
+    codes: list[int | None]  # per seed; None: unparseable
+    share: list[float | None]
+    is_modal: list[bool]
+
+
+class WvsSummary(ResultModel):
+    """Agreement over a set of items; only `items` when the set is empty."""
+
+    items: int
+    agreement: MeanStd | None = None
+    mean_share: MeanStd | None = None
+    unparseable: int | None = None
+    chance_agreement: float | None = None
+
+
+class WvsCulture(ResultModel):
+    country_file: str
+    all: WvsSummary
+    held_out: WvsSummary
+    trained: WvsSummary
+    never_asked: list[str]
+    per_item: list[WvsItemRow]
+
+
+class WvsResult(EvalResult):
+    task: Literal["wvs"] = "wvs"
+    data_hash: str
+    seeds: int
+    temperature: float
+    trained_items: list[str]
+    cultures: dict[str, WvsCulture]
+
+
+# ---- fidelity
+
+
+class FidelityRates(ResultModel):
+    conversations: int
+    unparseable: int
+    exact: float | None
+    within_one: float | None
+    exact_before: float | None = None  # with --before-after only
+    changed_after_conversation: float | None = None
+
+
+class FidelityRecord(ResultModel):
+    id: str
+    culture: str
+    item: str
+    stance: int
+    after: int | None
+    before: int | None = None  # with --before-after only
+
+
+class FidelityResult(EvalResult):
+    task: Literal["fidelity"] = "fidelity"
+    source: str
+    stance_policy: str
+    overall: FidelityRates
+    by_culture: dict[str, FidelityRates]
+    by_item: dict[str, FidelityRates]
+    per_conversation: list[FidelityRecord]
+
+
+# ---- judged: phenomena, content
+
+
+class LabelCount(ResultModel):
+    count: int
+    share: float | None
+
+
+class LabelShares(ResultModel):
+    """A judge's labels over some records: counts, then each label's count and share of the judged.
+
+    On disk the labels sit beside the counts (`{"records", "judged", "unparseable", "yes": {...}}`).
+    """
+
+    records: int
+    judged: int
+    unparseable: int
+    labels: dict[str, LabelCount]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_labels(cls, data: object) -> object:
+        if isinstance(data, dict) and "labels" not in data:
+            fixed = {"records", "judged", "unparseable"}
+            return {**{k: v for k, v in data.items() if k in fixed},
+                    "labels": {k: v for k, v in data.items() if k not in fixed}}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: SerializerFunctionWrapHandler) -> dict[str, JsonValue]:
+        data: dict[str, JsonValue] = handler(self)
+        labels = data.pop("labels")
+        assert isinstance(labels, dict)
+        return {**data, **labels}
+
+    def share(self, label: str) -> float | None:
+        return self.labels[label].share
+
+
+class PhenomenaResult(EvalResult):
+    task: Literal["phenomena"] = "phenomena"
+    source: str
+    conversations: int
+    by_culture: dict[str, dict[str, LabelShares]]  # culture ("all" too) → question → verdicts
+
+
+class ContentResult(EvalResult):
+    task: Literal["content"] = "content"
+    source: str
+    by_culture: dict[str, LabelShares]  # culture ("all" too) → belief/norm/custom
+
+
+# ---- diversity
+
+
+class DiversityRow(ResultModel):
+    task: Literal["diversity"] = "diversity"
+    distance: str | None = None
+    diversity_gain: float
+    std: float
+    median: float | None = None
+    diversity_gain_cosine: float | None = None
+    std_cosine: float | None = None
+    new: int
+    reference: int
+    distinct_texts_embedded: int | None = None
+    embeddings: str
+    new_file: str
+    reference_file: str
+
+
+class DiversityResult(ResultModel):
+    """Several new files against one reference; a single row is written as that row alone."""
+
+    task: Literal["diversity"] = "diversity"
+    rows: list[DiversityRow]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_row(cls, data: object) -> object:
+        if isinstance(data, dict) and "rows" not in data:
+            return {"task": "diversity", "rows": [data]}
+        return data
+
+    def to_json(self) -> dict[str, JsonValue]:
+        return self.rows[0].to_json() if len(self.rows) == 1 else super().to_json()
+
+
+# ---- compare: several models, the same tasks
+
+
+class ModerationHeadline(ResultModel):
+    macro_f1: MeanStd
+    macro_f1_scored: MeanStd | None
+    accuracy: MeanStd
+    unparseable: int
+    majority_macro_f1: float
+
+
+class HofstedeHeadline(ResultModel):
+    distance_c0: MeanStd
+    constant: float
+    distance: MeanStd
+    centred_distance: MeanStd
+    invalid: int
+
+
+class WvsHeadline(ResultModel):
+    agreement: MeanStd | None
+    mean_share: MeanStd | None
+    unparseable: int | None
+    chance: float | None
+
+
+Headline = ModerationHeadline | dict[str, HofstedeHeadline] | dict[str, WvsHeadline]
+
+
+class CompareRow(ResultModel):
+    model: str
+    task: str
+    result: Headline
+    seeds: int
+    prompt_style: str | None = None
+    items_hash: str
+    prompts_hash: str
+    data_hash: str
+
+
+class CompareResult(ResultModel):
+    task: Literal["compare"] = "compare"
+    models: list[str]
+    tasks: list[str]
+    seeds: int
+    limit: int | None
+    rows: list[CompareRow]
+
+
+class FidelitySide(ResultModel):
+    overall: FidelityRates
+    by_culture: dict[str, FidelityRates]
+
+
+class CompareRunsDiversity(ResultModel):
+    B_over_A: DiversityRow
+    A_over_B: DiversityRow
+
+
+class CompareRunsResult(ResultModel):
+    task: Literal["compare-runs"] = "compare-runs"
+    runs: dict[str, str]  # "A", "B" → run directory
+    fidelity: dict[str, FidelitySide] = {}
+    phenomena: dict[str, dict[str, dict[str, LabelShares]]] | None = None  # with --judge only
+    diversity: CompareRunsDiversity | None = None
+
+
+# ---- education
+
+
+class BootstrapDiff(ResultModel):
+    diff: float | None
+    ci95: list[float] | None
+    resamples: int | None = None  # pooled differences only
+    undefined_resamples: int | None = None
+    n: list[int]
+
+    @model_serializer(mode="wrap")
+    def _n_last(self, handler: SerializerFunctionWrapHandler) -> dict[str, JsonValue]:
+        data: dict[str, JsonValue] = handler(self)
+        return {**{k: v for k, v in data.items() if k != "n"}, "n": data["n"]}
+
+
+class ArmDifference(ResultModel):
+    gain: BootstrapDiff
+    experience: BootstrapDiff | None = None  # learner-level differences only
+
+
+class InvalidAnswers(ResultModel):
+    """Unparseable answers left after the re-asks, per phase of the study."""
+
+    pre: int
+    post: int
+    exp: int
+
+
+class ValidAnswers(ResultModel):
+    pre: int
+    post: int
+
+
+class PhaseMeans(ResultModel):
+    pre: MeanStd
+    post: MeanStd
+
+
+class EducationGroup(ResultModel):
+    learners: int
+    pre_distance: MeanStd
+    post_distance: MeanStd
+    gain: MeanStd
+    invalid_answers: InvalidAnswers
+    experience: MeanStd
+    experience_items: dict[str, MeanStd]
+    free_text_answers: int
+    wvs_distance: dict[str, PhaseMeans] | None = None
+
+
+class PooledGroup(ResultModel):
+    pre_distance: float | None
+    post_distance: float | None
+    gain: float | None
+    learners: int
+    valid_answers: ValidAnswers
+
+
+class PooledArm(ResultModel):
+    gain: float | None
+
+
+class PooledScores(ResultModel):
+    method: str
+    dimensions: list[str]
+    by_culture: dict[str, dict[str, PooledGroup]]
+    by_arm: dict[str, PooledArm]
+    arm_differences: dict[str, ArmDifference]
+
+
+class LearnerRecord(ResultModel):
+    id: str
+    culture: str
+    arm: str
+    learners: str
+    pre_distance: float | None
+    post_distance: float | None
+    gain: float | None
+    experience: float | None
+    invalid: dict[str, int]
+
+
+class EducationResult(ResultModel):
+    task: Literal["education"] = "education"  # not written: the file is known by its name
+    run_dir: str
+    run_name: str | None
+    scenario_hash: str | None
+    learners: str  # simulated, human or mixed
+    note: str
+    cultures: list[str]
+    arms: list[str]
+    learners_scored: int
+    withdrawn_excluded: int
+    learners_planned: int | None
+    distance: str
+    dimensions: dict[str, list[str]]
+    by_culture: dict[str, dict[str, EducationGroup]]
+    by_arm: dict[str, EducationGroup]
+    warning: str | None = None
+    arm_differences: dict[str, ArmDifference] | None = None
+    pooled: PooledScores | None = None
+    per_learner: list[LearnerRecord] = []
+
+    def model_post_init(self, _context: object) -> None:
+        pass  # education.json never carried its task
+
+    def to_json(self) -> dict[str, JsonValue]:
+        return self.model_dump(mode="json", exclude_unset=True, exclude={"task"})
+
+
+# ---- the paper chain (`culturepark paper`)
+
+
+class ConversationStep(ResultModel):
+    dir: str
+    conversations: int
+    done: int
+    failed: int
+    turns: int
+    cost_usd: float | None
+
+
+class RefineStep(ResultModel):
+    dir: str
+    conversations: int | None
+    extracted: int | None
+    kept: int | None
+    exported: int | None
+    extract_failed: int | None
+    call_failed: int | None
+
+
+class SftStep(ResultModel):
+    file: str
+    examples: int
+
+
+class TrainStep(ResultModel):
+    status: str
+    job_id: str | None = None  # openai
+    steps: int | None = None  # lora
+    last_loss: float | None = None
+    model_spec: str | None
+    trained_tokens: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _spec_after_run(self, handler: SerializerFunctionWrapHandler) -> dict[str, JsonValue]:
+        """The orders the chain wrote: status, job_id, model_spec, trained_tokens (openai);
+        status, steps, last_loss, model_spec (lora)."""
+        data: dict[str, JsonValue] = handler(self)
+        spec = data.pop("model_spec")
+        tokens = {"trained_tokens": data.pop("trained_tokens")} if "trained_tokens" in data else {}
+        return {**data, "model_spec": spec, **tokens}
+
+
+class EvalStep(ResultModel):
+    dir: str
+    requests: int
+
+
+class PaperSteps(ResultModel):
+    conversations: dict[str, ConversationStep]
+    refine: dict[str, RefineStep]
+    sft: dict[str, SftStep]
+    train: dict[str, TrainStep]
+    eval: dict[str, dict[str, EvalStep]]
+
+
+class ModerationPair(ResultModel):
+    macro_f1: MeanStd | None
+    coverage: MeanStd | None
+
+
+class BaseTuned(ResultModel):
+    """One moderation set's scores for the base model and the culture's tuned one."""
+
+    base: ModerationPair | None = None
+    tuned: ModerationPair | None = None
+
+
+class PaperRow(ResultModel):
+    """One culture in the paper's layout: base vs its own tuned model."""
+
+    culture: str
+    hofstede_c50_base: MeanStd | None
+    hofstede_centred_base: MeanStd | None
+    moderation: dict[str, BaseTuned] | None = None  # per moderation set
+    hofstede_c50_tuned: MeanStd | None
+    hofstede_centred_tuned: MeanStd | None
+
+    def hofstede(self, metric: Literal["c50", "centred"], who: Literal["base", "tuned"]) -> MeanStd | None:
+        value: MeanStd | None = getattr(self, f"hofstede_{metric}_{who}")
+        return value
+
+
+class ChainEcho(BaseModel):
+    """The chain's settings as it ran (`PaperChain`, a face-level model, written whole)."""
+
+    model_config = ConfigDict(extra="allow")
+    cultures: list[str]
+
+
+class PaperResult(ResultModel):
+    task: Literal["paper"] = "paper"  # not written: the file is known by its name
+    chain: ChainEcho
+    steps: PaperSteps
+    table: list[PaperRow]
+    hofstede_constant: float
+    seeds: int
+    prompt_style: str
+
+    def model_post_init(self, _context: object) -> None:
+        pass
+
+    def to_json(self) -> dict[str, JsonValue]:
+        return self.model_dump(mode="json", exclude_unset=True, exclude={"task"})
+
+
+AnyResult = (HofstedeResult | ModerationResult | WvsResult | FidelityResult | PhenomenaResult | ContentResult
+             | DiversityResult | CompareResult | CompareRunsResult | EducationResult | PaperResult)
+R = TypeVar("R", bound=ResultModel)
+
+
+def read_result(path: Path, model: type[R]) -> R:
+    """A result file read through its model; a file that is not of that shape is bad input, named."""
+    try:
+        return model.model_validate(orjson.loads(Path(path).read_bytes()))
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"{path}: not JSON ({exc})") from exc
+    except ValueError as exc:  # pydantic's ValidationError
+        first = str(exc).splitlines()
+        raise InputError(f"{path}: not a {model.__name__} file: {' '.join(first[1:3]).strip()}") from exc
