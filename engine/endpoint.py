@@ -12,9 +12,9 @@ import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, cast
 
-from culturepark.engine.backends.base import Backend, Completion, Request
+from culturepark.engine.backends.base import Backend, Completion, Request, Streams
 from culturepark.engine.backends.cached import ResponseCache
 from culturepark.engine.errors import (
     AccountError,
@@ -24,7 +24,7 @@ from culturepark.engine.errors import (
     RequestFailed,
     TierUnavailable,
 )
-from culturepark.engine.limiter import RateLimiter
+from culturepark.engine.limiter import Grant, RateLimiter
 from culturepark.engine.prompt_cache import CacheKeyShards
 from culturepark.engine.retry import RetryPolicy
 
@@ -42,6 +42,14 @@ class EndpointStats:
     tier_unavailable: int = 0  # flex refusals for lack of capacity
     tier_fallbacks: int = 0  # requests then sent at the standard tier
     errors: Counter = field(default_factory=Counter)
+
+
+@dataclass(slots=True)
+class _Ask:
+    """One `complete` call's request as its attempts change it (hotter re-asks, a tier fallback)."""
+
+    request: Request
+    unavailable: int = 0  # flex refusals for lack of capacity so far
 
 
 def default_validate(completion: Completion) -> str | None:
@@ -75,54 +83,90 @@ class Endpoint:
         `on_text` (for a person watching): where the backend streams, it gets the text so far
         as it arrives; each retry starts again from the beginning. Limits and retries are the same.
         """
-        stream = getattr(self.backend, "stream", None) if on_text is not None else None
+        streams = on_text is not None and self.backend.can_stream
         if self.cache is not None:
             hit = self.cache.get(request_hash or request.key(self.backend.model))
             if hit is not None and not self._invalid(hit, validate):
                 self.stats.cache_hits += 1
                 return hit
-        reason = "no_attempt"
+        ask = _Ask(request)
+
+        async def once(grant: Grant) -> Completion:
+            if streams:
+                assert on_text is not None
+                completion = await cast(Streams, self.backend).stream(ask.request, on_text)
+            else:
+                completion = await self.backend.complete(ask.request)
+            usage = completion.usage
+            self.limiter.settle(grant, usage.prompt_tokens if completion.usage_reported else None,
+                                usage.completion_tokens, ask.request.max_tokens)
+            if completion.rate is not None:
+                self.limiter.observe_headers(completion.rate.remaining_requests,
+                                             completion.rate.remaining_tokens)
+            return completion
+
+        def rejected(completion: Completion) -> str | None:
+            reason = self._invalid(completion, validate)
+            if reason is not None:
+                ask.request = self._hotter(ask.request)
+            return reason
+
+        def refused(exc: BackendError) -> None:
+            if isinstance(exc, TierUnavailable):
+                ask.unavailable += 1
+                ask.request = self._maybe_fall_back(ask.request, ask.unavailable)
+
         estimate = request.estimated_prompt_tokens() + request.max_tokens
-        unavailable = 0
-        asked_at = request.temperature
-        for attempt in range(1, self.retry.max_attempts + 1):
-            grant = await self.limiter.acquire(estimate)
+        completion, attempts = await self._attempts(estimate, once, rejected, refused)
+        completion.attempts = attempts
+        if ask.request.temperature != request.temperature:
+            completion.temperature = ask.request.temperature
+        return completion
+
+    async def call(self, send: Callable[[], Awaitable[T]], tokens: int) -> T:
+        """Any other request to this provider (a batch of embeddings): the same limiter, retries
+        and failure kinds as `complete`. `send` makes one attempt and raises `BackendError`s."""
+
+        async def once(grant: Grant) -> T:
+            result = await send()
+            self.limiter.settle(grant, None, None, 0)
+            return result
+
+        result, _ = await self._attempts(tokens, once)
+        return result
+
+    async def _attempts(self, tokens: int, once: Callable[[Grant], Awaitable[T]],
+                        rejected: Callable[[T], str | None] | None = None,
+                        refused: Callable[[BackendError], None] | None = None) -> tuple[T, int]:
+        """The one retry loop: each attempt waits for the limiter, then `once` sends it. A failure
+        (`BackendError`) waits its backoff; a result `rejected` names a reason for is asked again
+        at once (a rejected reply is no sign of an overloaded server). Returns the accepted
+        result and the attempts it took, or raises `RequestFailed` with the last reason."""
+        reason = "no_attempt"
+        last = self.retry.max_attempts
+        for attempt in range(1, last + 1):
+            grant = await self.limiter.acquire(tokens)
             self.stats.requests += 1
-            retry_after: float | None = None
             try:
-                if stream is not None:
-                    completion = await stream(request, on_text)
-                else:
-                    completion = await self.backend.complete(request)
+                result = await once(grant)
             except BackendError as exc:
                 reason, retry_after = exc.reason, self._failed_attempt(exc, attempt)
-                if isinstance(exc, TierUnavailable):
-                    unavailable += 1
-                    request = self._maybe_fall_back(request, unavailable)
+                if refused is not None:
+                    refused(exc)
             else:
-                usage = completion.usage
-                self.limiter.settle(grant, usage.prompt_tokens if completion.usage_reported else None,
-                                    usage.completion_tokens, request.max_tokens)
-                if completion.rate is not None:
-                    self.limiter.observe_headers(completion.rate.remaining_requests,
-                                                 completion.rate.remaining_tokens)
-                invalid = self._invalid(completion, validate)
-                if invalid is None:
+                verdict = rejected(result) if rejected is not None else None
+                if verdict is None:
                     self.stats.ok += 1
-                    completion.attempts = attempt
-                    if request.temperature != asked_at:
-                        completion.temperature = request.temperature
-                    return completion
-                reason = invalid
+                    return result, attempt
+                reason = verdict
                 self.stats.errors[reason] += 1
-                if attempt < self.retry.max_attempts:
+                if attempt < last:
                     self.stats.retries += 1
-                    request = self._hotter(request)
                 continue
-            if attempt < self.retry.max_attempts:
+            if attempt < last:
                 self.stats.retries += 1
                 await asyncio.sleep(self.retry.delay(attempt, self._rng, retry_after))
-        raise RequestFailed(reason, self.retry.max_attempts)
+        raise RequestFailed(reason, last)
 
     def _hotter(self, request: Request) -> Request:
         step, cap = self.retry.reask_temperature_step, self.retry.reask_temperature_max
@@ -152,26 +196,6 @@ class Endpoint:
         if not exc.retryable:
             raise RequestFailed(exc.reason, attempt) from exc
         return retry_after
-
-    async def call(self, send: Callable[[], Awaitable[T]], tokens: int) -> T:
-        """Any other request to this provider (a batch of embeddings): the same limiter, retries
-        and failure kinds as `complete`. `send` makes one attempt and raises `BackendError`s."""
-        reason = "no_attempt"
-        for attempt in range(1, self.retry.max_attempts + 1):
-            grant = await self.limiter.acquire(tokens)
-            self.stats.requests += 1
-            try:
-                result = await send()
-            except BackendError as exc:
-                reason, retry_after = exc.reason, self._failed_attempt(exc, attempt)
-            else:
-                self.limiter.settle(grant, None, None, 0)
-                self.stats.ok += 1
-                return result
-            if attempt < self.retry.max_attempts:
-                self.stats.retries += 1
-                await asyncio.sleep(self.retry.delay(attempt, self._rng, retry_after))
-        raise RequestFailed(reason, self.retry.max_attempts)
 
     @staticmethod
     def _invalid(completion: Completion, validate: Validator | None) -> str | None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -83,9 +84,15 @@ class Completion:
 
 @runtime_checkable
 class Backend(Protocol):
+    """What every backend is and declares. The two capabilities are stated, not probed: a backend
+    with `can_stream` also has `Streams.stream`; one with `checks_reachable` has
+    `ChecksReachable.check_reachable` (a remote server asked once at a stage's start)."""
+
     name: str
     model: str
     price: Price | None
+    can_stream: bool
+    checks_reachable: bool
 
     async def start(self) -> None: ...
 
@@ -96,6 +103,18 @@ class Backend(Protocol):
     def describe(self) -> dict[str, Any]:
         """What goes into the run header: never a key."""
         ...
+
+
+class Streams(Protocol):
+    """A backend with `can_stream`: the same completion, with the text so far given to `on_text`."""
+
+    async def stream(self, request: Request, on_text: Callable[[str], None]) -> Completion: ...
+
+
+class ChecksReachable(Protocol):
+    """A backend with `checks_reachable`: raises an `InputError` when its server does not answer."""
+
+    async def check_reachable(self) -> None: ...
 
 
 @dataclass

@@ -115,6 +115,9 @@ def _float_header(headers: Any, name: str) -> float | None:
 
 
 class OpenAIHTTPBackend:
+    can_stream = True  # `stream`: server-sent events
+    checks_reachable = True  # `check_reachable`: GET /models at a stage's start
+
     def __init__(
         self,
         base_url: str,

@@ -141,6 +141,7 @@ class _Replies:
     """A backend that gives the same reply and notes the temperature it was asked at."""
 
     name, model, price = "stub", "stub", None
+    can_stream = checks_reachable = False
 
     def __init__(self) -> None:
         self.temperatures: list[float] = []
