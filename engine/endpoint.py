@@ -138,35 +138,53 @@ class Endpoint:
     async def _attempts(self, tokens: int, once: Callable[[Grant], Awaitable[T]],
                         rejected: Callable[[T], str | None] | None = None,
                         refused: Callable[[BackendError], None] | None = None) -> tuple[T, int]:
-        """The one retry loop: each attempt waits for the limiter, then `once` sends it. A failure
-        (`BackendError`) waits its backoff; a result `rejected` names a reason for is asked again
-        at once (a rejected reply is no sign of an overloaded server). Returns the accepted
-        result and the attempts it took, or raises `RequestFailed` with the last reason."""
-        reason = "no_attempt"
-        last = self.retry.max_attempts
-        for attempt in range(1, last + 1):
+        """The one retry loop: each attempt waits for the limiter, then `once` sends it.
+
+        A failure (`BackendError`) waits its backoff; a result `rejected` names a reason for is
+        asked again at once (a rejected reply is no sign of an overloaded server). Both count
+        toward `max_attempts`. A 429 does not: it is a pacing signal, so the request pauses the
+        endpoint and tries again for as long as `rate_limit_budget_s` (counted from its first
+        429) allows; only that budget, an `AccountError` or a cancellation (a stop) ends it.
+        Returns the accepted result and the attempts it took, or raises `RequestFailed`."""
+        last, budget = self.retry.max_attempts, self.retry.rate_limit_budget_s
+        tries = failures = limited = 0
+        refused_since: float | None = None
+        while True:
+            tries += 1
             grant = await self.limiter.acquire(tokens)
             self.stats.requests += 1
             try:
                 result = await once(grant)
             except BackendError as exc:
-                reason, retry_after = exc.reason, self._failed_attempt(exc, attempt)
+                reason = exc.reason
+                self._count_failure(exc, tries)
                 if refused is not None:
                     refused(exc)
+                if isinstance(exc, RateLimited):
+                    limited += 1
+                    wait = self._pace(exc, limited)
+                    now = asyncio.get_running_loop().time()
+                    refused_since = now if refused_since is None else refused_since
+                    if now + wait - refused_since > budget:
+                        raise RequestFailed(reason, tries) from exc
+                else:
+                    failures += 1
+                    if failures >= last:
+                        raise RequestFailed(reason, tries) from exc
+                    wait = self.retry.delay(failures, self._rng, exc.retry_after)
             else:
                 verdict = rejected(result) if rejected is not None else None
                 if verdict is None:
                     self.stats.ok += 1
-                    return result, attempt
-                reason = verdict
-                self.stats.errors[reason] += 1
-                if attempt < last:
-                    self.stats.retries += 1
-                continue
-            if attempt < last:
+                    return result, tries
+                self.stats.errors[verdict] += 1
+                failures += 1
+                if failures >= last:
+                    raise RequestFailed(verdict, tries)
                 self.stats.retries += 1
-                await asyncio.sleep(self.retry.delay(attempt, self._rng, retry_after))
-        raise RequestFailed(reason, last)
+                continue
+            self.stats.retries += 1
+            await asyncio.sleep(wait)
 
     def _hotter(self, request: Request) -> Request:
         step, cap = self.retry.reask_temperature_step, self.retry.reask_temperature_max
@@ -182,20 +200,22 @@ class Endpoint:
         self.stats.tier_fallbacks += 1
         return dataclasses.replace(request, service_tier="standard")
 
-    def _failed_attempt(self, exc: BackendError, attempt: int) -> float | None:
-        """Count a failed attempt; a 429 pauses the whole endpoint. Returns the server's wait, if
-        any; raises when another attempt cannot help (`AccountError` as is, else `RequestFailed`)."""
+    def _count_failure(self, exc: BackendError, tries: int) -> None:
+        """Count a failed attempt; raise when another attempt cannot help (`AccountError` as is,
+        else `RequestFailed`)."""
         self.stats.errors[exc.reason.split(":")[0]] += 1
-        retry_after = exc.retry_after
-        if isinstance(exc, RateLimited):
-            self.stats.rate_limited += 1
-            retry_after = retry_after if retry_after is not None else self.retry.delay(attempt, self._rng)
-            self.limiter.pause(retry_after)
         if isinstance(exc, AccountError):
             raise exc
         if not exc.retryable:
-            raise RequestFailed(exc.reason, attempt) from exc
-        return retry_after
+            raise RequestFailed(exc.reason, tries) from exc
+
+    def _pace(self, exc: RateLimited, limited: int) -> float:
+        """A 429 pauses the whole endpoint (the server's Retry-After, else a backoff that grows
+        with this request's 429s); returns how long this request waits before its next try."""
+        self.stats.rate_limited += 1
+        pause = exc.retry_after if exc.retry_after is not None else self.retry.delay(limited, self._rng)
+        self.limiter.pause(pause)
+        return self.retry.delay(limited, self._rng, exc.retry_after)
 
     @staticmethod
     def _invalid(completion: Completion, validate: Validator | None) -> str | None:

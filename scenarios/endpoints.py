@@ -54,7 +54,8 @@ def _rates(cfg: TierRates | None) -> Rates | None:
 def retry_policy(cfg: RetryConfig) -> RetryPolicy:
     return RetryPolicy(cfg.max_attempts, cfg.base_delay_s, cfg.max_delay_s,
                        reask_temperature_step=cfg.reask_temperature_step,
-                       reask_temperature_max=cfg.reask_temperature_max)
+                       reask_temperature_max=cfg.reask_temperature_max,
+                       rate_limit_budget_s=cfg.rate_limit_budget_s)
 
 
 def price_for(cfg: BackendConfig) -> Price | None:
