@@ -26,6 +26,7 @@ from culturepark.engine.errors import (
 )
 from culturepark.engine.limiter import Grant, RateLimiter
 from culturepark.engine.prompt_cache import CacheKeyShards
+from culturepark.engine.records import Usage
 from culturepark.engine.retry import RetryPolicy
 
 Validator = Callable[[str], "str | None"]
@@ -41,6 +42,7 @@ class EndpointStats:
     cache_hits: int = 0
     tier_unavailable: int = 0  # flex refusals for lack of capacity
     tier_fallbacks: int = 0  # requests then sent at the standard tier
+    rejected_replies: int = 0  # answered (and billed) but rejected by validation, then re-asked
     errors: Counter = field(default_factory=Counter)
 
 
@@ -50,6 +52,7 @@ class _Ask:
 
     request: Request
     unavailable: int = 0  # flex refusals for lack of capacity so far
+    rejected: Usage | None = None  # summed usage of the replies rejected so far (each one was billed)
 
 
 def default_validate(completion: Completion) -> str | None:
@@ -109,6 +112,9 @@ class Endpoint:
             reason = self._invalid(completion, validate)
             if reason is not None:
                 ask.request = self._hotter(ask.request)
+                if not completion.cached:
+                    ask.rejected = completion.usage if ask.rejected is None else ask.rejected.plus(completion.usage)
+                    self.stats.rejected_replies += 1
             return reason
 
         def refused(exc: BackendError) -> None:
@@ -117,8 +123,13 @@ class Endpoint:
                 ask.request = self._maybe_fall_back(ask.request, ask.unavailable)
 
         estimate = request.estimated_prompt_tokens() + request.max_tokens
-        completion, attempts = await self._attempts(estimate, once, rejected, refused)
+        try:
+            completion, attempts = await self._attempts(estimate, once, rejected, refused)
+        except RequestFailed as exc:
+            exc.rejected = ask.rejected
+            raise
         completion.attempts = attempts
+        completion.rejected = ask.rejected
         if ask.request.temperature != request.temperature:
             completion.temperature = ask.request.temperature
         return completion

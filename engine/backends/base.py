@@ -80,6 +80,7 @@ class Completion:
     cached: bool = False
     tier: str | None = None  # the service tier that served it, as the provider reports it (None: standard)
     temperature: float | None = None  # sampled at, when a re-ask raised it above the request's (else None)
+    rejected: Usage | None = None  # replies rejected (and re-asked) before this one: billed all the same
 
 
 @runtime_checkable
