@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
-from culturepark.engine.backends.base import Backend, Completion, Request, Streams
+from culturepark.engine.backends.base import Backend, Completion, RateHeaders, Request, Streams
 from culturepark.engine.backends.cached import ResponseCache
 from culturepark.engine.errors import (
     AccountError,
@@ -65,8 +65,9 @@ class Endpoint:
     def __init__(self, backend: Backend, limiter: RateLimiter | None = None,
                  retry: RetryPolicy | None = None, cache: ResponseCache | None = None,
                  rng: random.Random | None = None, tier_fallback_after: int | None = None,
-                 cache_keys: CacheKeyShards | None = None) -> None:
+                 cache_keys: CacheKeyShards | None = None, say: Callable[[str], None] | None = None) -> None:
         self.backend = backend
+        self.say = say  # told once what limits were learned from the provider's headers
         self.cache_keys = cache_keys  # shards each conversation's prompt_cache_key (None: keys as given)
         # A flex request refused this many times for lack of capacity goes out at the standard
         # tier (and is priced so); None: it keeps waiting for flex until its attempts run out.
@@ -76,6 +77,7 @@ class Endpoint:
         self.cache = cache
         self.stats = EndpointStats()
         self._rng = rng or random.Random(0)
+        self._told = False
 
     async def complete(self, request: Request, validate: Validator | None = None,
                        request_hash: str | None = None,
@@ -104,8 +106,7 @@ class Endpoint:
             self.limiter.settle(grant, usage.prompt_tokens if completion.usage_reported else None,
                                 usage.completion_tokens, ask.request.max_tokens)
             if completion.rate is not None:
-                self.limiter.observe_headers(completion.rate.remaining_requests,
-                                             completion.rate.remaining_tokens)
+                self._read_limits(completion.rate)
             return completion
 
         def rejected(completion: Completion) -> str | None:
@@ -196,6 +197,18 @@ class Endpoint:
                 continue
             self.stats.retries += 1
             await asyncio.sleep(wait)
+
+    def _read_limits(self, rate: RateHeaders) -> None:
+        """The provider's headers size the limits nobody stated (and follow them as they change);
+        what is left in its window lowers the local credit. The first limits learned are told once."""
+        if self.limiter.learn(rate.limit_requests, rate.limit_tokens) and not self._told:
+            self._told = True
+            if self.say is not None:
+                learned = ", ".join(f"{v:,.0f} {'requests' if k == 'rpm' else 'tokens'}/min"
+                                    for k, v in sorted(self.limiter.learned.items()))
+                self.say(f"{self.backend.model}: limits from the provider's headers: {learned} "
+                         "(limits.rpm/tpm in the scenario or --rpm/--tpm win over them)")
+        self.limiter.observe_headers(rate.remaining_requests, rate.remaining_tokens)
 
     def _hotter(self, request: Request) -> Request:
         step, cap = self.retry.reask_temperature_step, self.retry.reask_temperature_max

@@ -232,6 +232,8 @@ class EndpointCounts(BaseModel):
     retries: int
     cache_hits: int
     errors: dict[str, int]
+    # limits nobody stated, as the provider's headers gave them ("rpm"/"tpm" per minute; last seen)
+    learned_limits: dict[str, float] = Field(default_factory=dict)
 
 
 class RunSummary(BaseModel):

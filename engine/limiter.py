@@ -79,6 +79,9 @@ class RateLimiter:
         self._paused_until = 0.0
         self._last: float | None = None
         self.unlimited = self._requests is None and self._tokens is None
+        # limits stated by the scenario or a flag always win; the others may be learned from the provider
+        self._stated = (self.rpm is not None, self.tpm is not None)
+        self.learned: dict[str, float] = {}  # "rpm"/"tpm" → per minute, as the provider's headers said
 
     def _make_bucket(self, per_minute: float | None) -> _Bucket | None:
         if per_minute is None:
@@ -180,7 +183,7 @@ class RateLimiter:
         Levels keep their credit, capped at the new capacity; waiters are re-timed at once.
         A limit can change but not appear or disappear (that would change what is counted).
         """
-        if (rpm is None) != (self._requests is None) or (tpm is None) != (self._tokens is None):
+        if (rpm is None) == self._stated[0] or (tpm is None) == self._stated[1]:
             raise ValueError("set_rates can change limits, not add or remove them")
         for bucket, per_minute in ((self._requests, rpm), (self._tokens, tpm)):
             if bucket is None or per_minute is None:
@@ -195,6 +198,37 @@ class RateLimiter:
             now = self._now()
             self._refill(now)
             self._arm(now)
+
+    def learn(self, limit_requests: float | None, limit_tokens: float | None) -> bool:
+        """Size the limits nobody stated from what the provider says they are (per minute), and
+        follow them when they change; a stated limit is never touched. True when anything changed.
+
+        A new bucket starts with one burst of credit, like a stated one; a changed one keeps its
+        credit, capped at the new capacity. Waiters are re-timed at once."""
+        changed = False
+        for i, (name, limit) in enumerate((("rpm", limit_requests), ("tpm", limit_tokens))):
+            if self._stated[i] or limit is None or limit <= 0 or self.learned.get(name) == limit:
+                continue
+            bucket = self._requests if i == 0 else self._tokens
+            if bucket is None:
+                bucket = self._make_bucket(limit)
+                if i == 0:
+                    self._requests = bucket
+                else:
+                    self._tokens = bucket
+            else:
+                bucket.rate = limit / 60.0
+                bucket.capacity = max(1.0, bucket.rate * self.burst_s)
+                bucket.level = min(bucket.level, bucket.capacity)
+            self.learned[name] = limit
+            changed = True
+        if changed:
+            self.unlimited = False
+            if self._waiters:
+                now = self._now()
+                self._refill(now)
+                self._arm(now)
+        return changed
 
     def observe_headers(self, remaining_requests: float | None, remaining_tokens: float | None) -> None:
         """Lower local credit to what the provider says is left; never raise it (conservative)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from ipaddress import ip_address
 from pathlib import Path
 from urllib.parse import urlparse
@@ -99,7 +100,8 @@ def batch_backend(cfg: BackendConfig, run_dir: Path, role: str) -> Backend:
 
 def make_endpoints(configs: dict[str, BackendConfig], limits: Limits, retry: RetryConfig,
                    seed: int = 0, cache_from: list[Path] | None = None,
-                   batch_dir: Path | None = None) -> dict[str, Endpoint]:
+                   batch_dir: Path | None = None, say: Callable[[str], None] | None = None
+                   ) -> dict[str, Endpoint]:
     """Roles with identical backend settings share one endpoint, so they share its budget.
     With `batch_dir` (`run --batch-api`) requests go through the provider's Batch API, which
     queues them under its own limits: the scenario's RPM/TPM do not apply."""
@@ -116,7 +118,7 @@ def make_endpoints(configs: dict[str, BackendConfig], limits: Limits, retry: Ret
                 backend, limiter = make_backend(cfg), RateLimiter(limits.rpm, limits.tpm, limits.burst_s, cfg.settle)
             shards = CacheKeyShards(cfg.prompt_cache.key_rpm) if cfg.prompt_cache.key else None
             shared[key] = Endpoint(backend, limiter, policy, cache, rng=random.Random(f"{seed}:{role}"),
-                                   tier_fallback_after=cfg.flex_fallback_after, cache_keys=shards)
+                                   tier_fallback_after=cfg.flex_fallback_after, cache_keys=shards, say=say)
         out[role] = shared[key]
     return out
 

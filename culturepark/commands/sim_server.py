@@ -17,7 +17,11 @@ def register(sub: Any) -> None:
     s.add_argument("--port", type=count, default=0, help="0 picks a free port (printed)")
     s.add_argument("--rpm", type=positive_float)
     s.add_argument("--tpm", type=positive_float)
-    s.add_argument("--window-s", type=positive_float, default=1.0)
+    s.add_argument("--window-s", type=positive_float, default=1.0,
+                   help="the limits' window: 1 (as providers enforce), 60 for per-minute buckets")
+    s.add_argument("--start-empty", action="store_true", help="the windows start with no credit")
+    s.add_argument("--no-limit-headers", action="store_true",
+                   help="send no x-ratelimit-* headers (a server that keeps its limits to itself)")
     s.add_argument("--charge", choices=["admission", "usage"], default="admission")
     s.add_argument("--latency-ms", type=non_negative_float, default=0.0)
     s.add_argument("--jitter-ms", type=non_negative_float, default=0.0)
@@ -52,6 +56,7 @@ def sim_server(args: argparse.Namespace) -> int:
         script = load_script(Path(args.script)) if args.script else []
         faults = [Fault.model_validate(f) for f in (orjson.loads(args.faults) if args.faults else [])]
         config = SimConfig(seed=args.seed, rpm=args.rpm, tpm=args.tpm, window_s=args.window_s,
+                           start_empty=args.start_empty, rate_limit_headers=not args.no_limit_headers,
                            charge=args.charge, latency_ms=args.latency_ms, jitter_ms=args.jitter_ms,
                            fail_rate=args.fail_rate, script=script, faults=faults,
                            finetune_polls=args.finetune_polls, finetune_fail=args.finetune_fail,

@@ -64,8 +64,15 @@ class Request:
 
 @dataclass(slots=True)
 class RateHeaders:
+    """A provider's limits as its response headers state them (`backends.rate_headers`): left in
+    the current window, the limit per minute, and seconds until the window is full again."""
+
     remaining_requests: float | None = None
     remaining_tokens: float | None = None
+    limit_requests: float | None = None
+    limit_tokens: float | None = None
+    reset_requests_s: float | None = None
+    reset_tokens_s: float | None = None
 
 
 @dataclass(slots=True)
