@@ -24,7 +24,7 @@ from culturepark.engine.errors import (
     RequestFailed,
     TierUnavailable,
 )
-from culturepark.engine.limiter import Grant, RateLimiter
+from culturepark.engine.limiter import AdaptiveCeiling, Grant, RateLimiter
 from culturepark.engine.prompt_cache import CacheKeyShards
 from culturepark.engine.records import Usage
 from culturepark.engine.retry import RetryPolicy
@@ -65,8 +65,12 @@ class Endpoint:
     def __init__(self, backend: Backend, limiter: RateLimiter | None = None,
                  retry: RetryPolicy | None = None, cache: ResponseCache | None = None,
                  rng: random.Random | None = None, tier_fallback_after: int | None = None,
-                 cache_keys: CacheKeyShards | None = None, say: Callable[[str], None] | None = None) -> None:
+                 cache_keys: CacheKeyShards | None = None, say: Callable[[str], None] | None = None,
+                 ceiling: AdaptiveCeiling | None = None) -> None:
         self.backend = backend
+        # requests in flight, learned from 429s (None: only the scheduler's concurrency bounds them);
+        # endpoints to the same provider and model share one
+        self.ceiling = ceiling
         self.say = say  # told once what limits were learned from the provider's headers
         self.cache_keys = cache_keys  # shards each conversation's prompt_cache_key (None: keys as given)
         # A flex request refused this many times for lack of capacity goes out at the standard
@@ -163,10 +167,8 @@ class Endpoint:
         refused_since: float | None = None
         while True:
             tries += 1
-            grant = await self.limiter.acquire(tokens)
-            self.stats.requests += 1
             try:
-                result = await once(grant)
+                result = await self._one(tokens, once)
             except BackendError as exc:
                 reason = exc.reason
                 self._count_failure(exc, tries)
@@ -223,6 +225,26 @@ class Endpoint:
             return request
         self.stats.tier_fallbacks += 1
         return dataclasses.replace(request, service_tier="standard")
+
+    async def _one(self, tokens: int, once: Callable[[Grant], Awaitable[T]]) -> T:
+        """One attempt: a slot under the ceiling (if any), a grant from the buckets, then `once`."""
+        ceiling = self.ceiling
+        if ceiling is None:
+            grant = await self.limiter.acquire(tokens)
+            self.stats.requests += 1
+            return await once(grant)
+        epoch = await ceiling.acquire()
+        try:
+            grant = await self.limiter.acquire(tokens)
+            self.stats.requests += 1
+            result = await once(grant)
+        except RateLimited:
+            ceiling.rate_limited(epoch)
+            raise
+        finally:
+            ceiling.release()
+        ceiling.succeeded()
+        return result
 
     def _count_failure(self, exc: BackendError, tries: int) -> None:
         """Count a failed attempt; raise when another attempt cannot help (`AccountError` as is,

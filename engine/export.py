@@ -234,6 +234,8 @@ class EndpointCounts(BaseModel):
     errors: dict[str, int]
     # limits nobody stated, as the provider's headers gave them ("rpm"/"tpm" per minute; last seen)
     learned_limits: dict[str, float] = Field(default_factory=dict)
+    # the adaptive ceiling on requests in flight (maximum, final, lowest, decreases); None: none
+    concurrency_ceiling: dict[str, float] | None = None
 
 
 class RunSummary(BaseModel):

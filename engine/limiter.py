@@ -325,3 +325,91 @@ class WindowCounter:
             return False
         self.add(now)
         return True
+
+
+@dataclass
+class AdaptiveCeiling:
+    """How many requests to one (provider, model) may be in flight, learned under load: AIMD.
+
+    Where no limit is stated and none is sent in headers, only 429s say where the limit is. A
+    burst of 429s lowers the ceiling once (`backoff`, multiplicative): the 429s of requests that
+    were sent before that decrease are the same burst and lower nothing more, as TCP reduces once
+    per window. A run of successes as long as the ceiling (about one round trip) raises it by
+    one (additive), up to `maximum` (the run's `concurrency`). The endpoint holds a slot around
+    each attempt, its token-bucket grant included, so the ceiling composes with the buckets:
+    whichever is tighter paces. A 429's Retry-After is honoured by `RateLimiter.pause`; the
+    ceiling decides how many go once it is over.
+    """
+
+    maximum: int
+    minimum: int = 1
+    backoff: float = 0.5
+    limit: float = 0.0  # 0: start at `maximum`
+    in_flight: int = 0
+    epoch: int = 0  # decreases so far: a 429 from an earlier epoch belongs to a burst already counted
+    decreases: int = 0
+    lowest: float = 0.0
+    _run: int = 0
+    _waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        if self.maximum < 1 or not 1 <= self.minimum <= self.maximum or not 0 < self.backoff < 1:
+            raise ValueError("need 1 <= minimum <= maximum and 0 < backoff < 1")
+        self.limit = float(self.maximum) if self.limit <= 0 else min(float(self.maximum), self.limit)
+        self.lowest = self.limit
+
+    @property
+    def slots(self) -> int:
+        return max(self.minimum, int(self.limit))
+
+    async def acquire(self) -> int:
+        """Wait (FIFO) for a slot; returns the epoch the request is sent in (for `rate_limited`)."""
+        if self.in_flight < self.slots and not self._waiters:
+            self.in_flight += 1
+            return self.epoch
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # granted and cancelled in the same tick
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(fut)
+            raise
+        return self.epoch
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def succeeded(self) -> None:
+        """One answer: after as many in a row as the ceiling, one more slot."""
+        self._run += 1
+        if self._run >= self.slots and self.limit < self.maximum:
+            self._run = 0
+            self.limit = min(float(self.maximum), self.limit + 1.0)
+            self._wake()
+
+    def rate_limited(self, epoch: int) -> bool:
+        """A 429 for a request sent in `epoch`: the first of a burst lowers the ceiling (True)."""
+        if epoch != self.epoch:
+            return False
+        self.epoch += 1
+        self.decreases += 1
+        self._run = 0
+        self.limit = max(float(self.minimum), self.limit * self.backoff)
+        self.lowest = min(self.lowest, self.limit)
+        return True
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < self.slots:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.in_flight += 1
+                fut.set_result(None)
+
+    def describe(self) -> dict[str, float]:
+        return {"maximum": self.maximum, "final": round(self.limit, 2), "lowest": round(self.lowest, 2),
+                "decreases": self.decreases}

@@ -18,7 +18,7 @@ from culturepark.engine.backends.openai_http import OpenAIHTTPBackend
 from culturepark.engine.embeddings import Embedder
 from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.errors import InputError
-from culturepark.engine.limiter import RateLimiter
+from culturepark.engine.limiter import AdaptiveCeiling, RateLimiter
 from culturepark.engine.pricing import Price, Rates, lookup_price
 from culturepark.engine.prompt_cache import CacheKeyShards
 from culturepark.engine.retry import RetryPolicy
@@ -100,14 +100,17 @@ def batch_backend(cfg: BackendConfig, run_dir: Path, role: str) -> Backend:
 
 def make_endpoints(configs: dict[str, BackendConfig], limits: Limits, retry: RetryConfig,
                    seed: int = 0, cache_from: list[Path] | None = None,
-                   batch_dir: Path | None = None, say: Callable[[str], None] | None = None
-                   ) -> dict[str, Endpoint]:
+                   batch_dir: Path | None = None, say: Callable[[str], None] | None = None,
+                   concurrency: int | None = None) -> dict[str, Endpoint]:
     """Roles with identical backend settings share one endpoint, so they share its budget.
     With `batch_dir` (`run --batch-api`) requests go through the provider's Batch API, which
-    queues them under its own limits: the scenario's RPM/TPM do not apply."""
+    queues them under its own limits: the scenario's RPM/TPM do not apply. With `concurrency`,
+    remote endpoints to the same provider and model share an adaptive ceiling on requests in
+    flight (`AdaptiveCeiling`), bounded by it."""
     policy = retry_policy(retry)
     cache = ResponseCache.from_runs(cache_from) if cache_from else None
     shared: dict[str, Endpoint] = {}
+    ceilings: dict[tuple[str, str | None, str], AdaptiveCeiling] = {}
     out: dict[str, Endpoint] = {}
     for role, cfg in configs.items():
         key = cfg.model_dump_json()
@@ -117,8 +120,12 @@ def make_endpoints(configs: dict[str, BackendConfig], limits: Limits, retry: Ret
             else:
                 backend, limiter = make_backend(cfg), RateLimiter(limits.rpm, limits.tpm, limits.burst_s, cfg.settle)
             shards = CacheKeyShards(cfg.prompt_cache.key_rpm) if cfg.prompt_cache.key else None
+            ceiling = None
+            if concurrency is not None and batch_dir is None and cfg.provider != "local":
+                ceiling = ceilings.setdefault((cfg.provider, cfg.base_url, cfg.model), AdaptiveCeiling(concurrency))
             shared[key] = Endpoint(backend, limiter, policy, cache, rng=random.Random(f"{seed}:{role}"),
-                                   tier_fallback_after=cfg.flex_fallback_after, cache_keys=shards, say=say)
+                                   tier_fallback_after=cfg.flex_fallback_after, cache_keys=shards, say=say,
+                                   ceiling=ceiling)
         out[role] = shared[key]
     return out
 

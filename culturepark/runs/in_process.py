@@ -59,7 +59,8 @@ async def run_async(scenario_ref: str | Path | AnyScenario, opts: RunOptions | N
         if not (d / LOG_NAME).exists():
             raise InputError(f"cache_from: no {LOG_NAME} in {d}")
     endpoints = make_endpoints(prepared.experiment.backends(), scenario.limits, scenario.retry, scenario.seed,
-                               cache_dirs, batch_dir=out if opts.batch_api else None, say=say)
+                               cache_dirs, batch_dir=out if opts.batch_api else None, say=say,
+                               concurrency=scenario.concurrency)
     async with Stage.in_dir(endpoints, out, opts.resume, scenario.content_hash(), fsync=scenario.output.fsync,
                             say=say, check=opts.check_reachable) as stage:
         extra = {"details": {"every": opts.every}} if opts.every > 1 else {}
