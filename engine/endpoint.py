@@ -203,7 +203,10 @@ class Endpoint:
     def _read_limits(self, rate: RateHeaders) -> None:
         """The provider's headers size the limits nobody stated (and follow them as they change);
         what is left in its window lowers the local credit. The first limits learned are told once."""
-        if self.limiter.learn(rate.limit_requests, rate.limit_tokens) and not self._told:
+        learned = self.limiter.learn(rate.limit_requests, rate.limit_tokens)
+        if learned and self.ceiling is not None:
+            self.ceiling.step_aside()  # the buckets know the limit now: no need to guess it from 429s
+        if learned and not self._told:
             self._told = True
             if self.say is not None:
                 learned = ", ".join(f"{v:,.0f} {'requests' if k == 'rpm' else 'tokens'}/min"

@@ -403,6 +403,15 @@ class AdaptiveCeiling:
         self.lowest = min(self.lowest, self.limit)
         return True
 
+    def step_aside(self) -> None:
+        """The provider told its limits (headers): the token buckets pace from now on, so the
+        ceiling goes back to `maximum`, and 429s of requests sent before (the first unpaced wave)
+        lower nothing."""
+        self.epoch += 1
+        self._run = 0
+        self.limit = float(self.maximum)
+        self._wake()
+
     def _wake(self) -> None:
         while self._waiters and self.in_flight < self.slots:
             fut = self._waiters.popleft()

@@ -93,3 +93,20 @@ async def test_with_nothing_stated_or_sent_it_finds_the_servers_limit(sim):
     assert rate >= 0.85 * 50  # granted rate after the start, against the server's 50/s
     assert ep.stats.rate_limited - after_first_second[0] <= 0.06 * 400  # 429s after the first second
     assert ep.ceiling is not None and ep.ceiling.decreases >= 1 and ep.ceiling.limit < 64
+
+
+async def test_once_the_provider_tells_its_limits_the_ceiling_steps_aside(sim):
+    """The first wave goes out unpaced and meets 429s; the first answer's headers size the buckets,
+    so the ceiling returns to its maximum and the first wave's late 429s lower nothing."""
+    c = AdaptiveCeiling(32)
+    first_wave = [await c.acquire() for _ in range(4)]
+    assert c.rate_limited(first_wave[0]) and c.limit == 16
+    c.step_aside()
+    assert c.limit == 32 and not c.rate_limited(first_wave[1])
+    url = await sim(rpm=6000)
+    ep = Endpoint(OpenAIHTTPBackend(url, "m"), ceiling=AdaptiveCeiling(32, limit=4))
+    try:
+        await ep.complete(Request(messages=[{"role": "user", "content": "hi"}], max_tokens=20))
+    finally:
+        await ep.aclose()
+    assert ep.limiter.learned == {"rpm": 6000} and ep.ceiling is not None and ep.ceiling.limit == 32
