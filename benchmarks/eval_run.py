@@ -85,7 +85,8 @@ async def run_items(out: Path, items: list[BatchItem], settings: EvalSettings, h
     """
     backend = settings.backend()
     endpoints = make_endpoints({"model": backend}, Limits(rpm=settings.rpm, tpm=settings.tpm),
-                               RetryConfig(max_attempts=settings.max_attempts, base_delay_s=0.2, max_delay_s=5.0))
+                               RetryConfig(max_attempts=settings.max_attempts, base_delay_s=0.2, max_delay_s=5.0),
+                               say=say, concurrency=settings.concurrency)
     prompts_hash = digest([(it.id, it.request.key(backend.model)) for it in items])
     t0 = time.monotonic()
     hashed = without_added_defaults(dict(header), {"prompt_style": "persona"})  # evals made before styles resume

@@ -28,6 +28,15 @@ def cache_share(stats: Any, suffix: str = "cached  ") -> str:
     return f"{stats.cached_prompt_tokens / stats.prompt_tokens:.0%} {suffix}"
 
 
+def rejected_share(stats: Any, suffix: str = "  ") -> str:
+    """What replies billed but rejected (an echo, an unparseable answer) cost so far, and their share
+    of the spend ("rejected $0.0123 (4%)"); nothing while none was rejected."""
+    spent = stats.rejected_cost_usd
+    if not spent:
+        return ""
+    return f"rejected ${spent:.4f} ({spent / stats.cost_usd:.0%}){suffix}" if stats.cost_usd else ""
+
+
 async def progress_bar(scheduler: Any, total: int, already: int, stream: TextIO | None = None) -> None:
     """Refresh twice a second from the scheduler's counters; nothing on the hot path."""
     from rich.console import Console
@@ -45,7 +54,7 @@ async def progress_bar(scheduler: Any, total: int, already: int, stream: TextIO 
             rate = s.turns / s.elapsed_s if s.elapsed_s > 0 else 0.0
             cost = f"${s.cost_usd:.4f}" if s.cost_unknown_turns == 0 else f"≥${s.cost_usd:.4f}"
             info = (f"{rate:6.1f} turns/s  {s.prompt_tokens + s.completion_tokens:,} tok  "
-                    f"{cache_share(s)}429s {limited}  {cost}  failed {s.failed}")
+                    f"{cache_share(s)}429s {limited}  {cost}  {rejected_share(s)}failed {s.failed}")
             bar.update(task, completed=already + s.done + s.failed, info=info)
             try:
                 await asyncio.sleep(0.5)
@@ -69,6 +78,7 @@ async def progress_lines(scheduler: Any, total: int, already: int, stream: TextI
         eta = f"{left / rate:.0f}s" if rate > 0 and left > 0 else ("0s" if left <= 0 else "?")
         out.write(f"progress: {already + finished}/{total} conversations ({s.done} done, {s.failed} failed "
                   f"this session), {s.turns} turns, {cache_share(s, 'of prompt tokens cached, ')}"
+                  f"{rejected_share(s, ', ')}"
                   f"{s.elapsed_s:.0f}s elapsed, ETA {eta}\n")
         out.flush()
     while True:

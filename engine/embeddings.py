@@ -80,6 +80,7 @@ class HTTPEmbeddings:
     `Endpoint` that `RemoteEmbedder` sends each batch through."""
 
     price = None  # embeddings are not priced here
+    can_stream = checks_reachable = False  # batches of vectors, sent through `Endpoint.call`
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None,
                  dimensions: int | None = None, timeout_s: float = 60.0) -> None:

@@ -12,9 +12,9 @@ import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, cast
 
-from culturepark.engine.backends.base import Backend, Completion, Request
+from culturepark.engine.backends.base import Backend, Completion, RateHeaders, Request, Streams
 from culturepark.engine.backends.cached import ResponseCache
 from culturepark.engine.errors import (
     AccountError,
@@ -24,8 +24,9 @@ from culturepark.engine.errors import (
     RequestFailed,
     TierUnavailable,
 )
-from culturepark.engine.limiter import RateLimiter
+from culturepark.engine.limiter import AdaptiveCeiling, Grant, RateLimiter
 from culturepark.engine.prompt_cache import CacheKeyShards
+from culturepark.engine.records import Usage
 from culturepark.engine.retry import RetryPolicy
 
 Validator = Callable[[str], "str | None"]
@@ -41,7 +42,17 @@ class EndpointStats:
     cache_hits: int = 0
     tier_unavailable: int = 0  # flex refusals for lack of capacity
     tier_fallbacks: int = 0  # requests then sent at the standard tier
+    rejected_replies: int = 0  # answered (and billed) but rejected by validation, then re-asked
     errors: Counter = field(default_factory=Counter)
+
+
+@dataclass(slots=True)
+class _Ask:
+    """One `complete` call's request as its attempts change it (hotter re-asks, a tier fallback)."""
+
+    request: Request
+    unavailable: int = 0  # flex refusals for lack of capacity so far
+    rejected: Usage | None = None  # summed usage of the replies rejected so far (each one was billed)
 
 
 def default_validate(completion: Completion) -> str | None:
@@ -54,8 +65,13 @@ class Endpoint:
     def __init__(self, backend: Backend, limiter: RateLimiter | None = None,
                  retry: RetryPolicy | None = None, cache: ResponseCache | None = None,
                  rng: random.Random | None = None, tier_fallback_after: int | None = None,
-                 cache_keys: CacheKeyShards | None = None) -> None:
+                 cache_keys: CacheKeyShards | None = None, say: Callable[[str], None] | None = None,
+                 ceiling: AdaptiveCeiling | None = None) -> None:
         self.backend = backend
+        # requests in flight, learned from 429s (None: only the scheduler's concurrency bounds them);
+        # endpoints to the same provider and model share one
+        self.ceiling = ceiling
+        self.say = say  # told once what limits were learned from the provider's headers
         self.cache_keys = cache_keys  # shards each conversation's prompt_cache_key (None: keys as given)
         # A flex request refused this many times for lack of capacity goes out at the standard
         # tier (and is priced so); None: it keeps waiting for flex until its attempts run out.
@@ -65,6 +81,7 @@ class Endpoint:
         self.cache = cache
         self.stats = EndpointStats()
         self._rng = rng or random.Random(0)
+        self._told = False
 
     async def complete(self, request: Request, validate: Validator | None = None,
                        request_hash: str | None = None,
@@ -75,54 +92,128 @@ class Endpoint:
         `on_text` (for a person watching): where the backend streams, it gets the text so far
         as it arrives; each retry starts again from the beginning. Limits and retries are the same.
         """
-        stream = getattr(self.backend, "stream", None) if on_text is not None else None
+        streams = on_text is not None and self.backend.can_stream
         if self.cache is not None:
             hit = self.cache.get(request_hash or request.key(self.backend.model))
             if hit is not None and not self._invalid(hit, validate):
                 self.stats.cache_hits += 1
                 return hit
-        reason = "no_attempt"
-        estimate = request.estimated_prompt_tokens() + request.max_tokens
-        unavailable = 0
-        asked_at = request.temperature
-        for attempt in range(1, self.retry.max_attempts + 1):
-            grant = await self.limiter.acquire(estimate)
-            self.stats.requests += 1
-            retry_after: float | None = None
-            try:
-                if stream is not None:
-                    completion = await stream(request, on_text)
-                else:
-                    completion = await self.backend.complete(request)
-            except BackendError as exc:
-                reason, retry_after = exc.reason, self._failed_attempt(exc, attempt)
-                if isinstance(exc, TierUnavailable):
-                    unavailable += 1
-                    request = self._maybe_fall_back(request, unavailable)
+        ask = _Ask(request)
+
+        async def once(grant: Grant) -> Completion:
+            if streams:
+                assert on_text is not None
+                completion = await cast(Streams, self.backend).stream(ask.request, on_text)
             else:
-                usage = completion.usage
-                self.limiter.settle(grant, usage.prompt_tokens if completion.usage_reported else None,
-                                    usage.completion_tokens, request.max_tokens)
-                if completion.rate is not None:
-                    self.limiter.observe_headers(completion.rate.remaining_requests,
-                                                 completion.rate.remaining_tokens)
-                invalid = self._invalid(completion, validate)
-                if invalid is None:
+                completion = await self.backend.complete(ask.request)
+            usage = completion.usage
+            self.limiter.settle(grant, usage.prompt_tokens if completion.usage_reported else None,
+                                usage.completion_tokens, ask.request.max_tokens)
+            if completion.rate is not None:
+                self._read_limits(completion.rate)
+            return completion
+
+        def rejected(completion: Completion) -> str | None:
+            reason = self._invalid(completion, validate)
+            if reason is not None:
+                ask.request = self._hotter(ask.request)
+                if not completion.cached:
+                    ask.rejected = completion.usage if ask.rejected is None else ask.rejected.plus(completion.usage)
+                    self.stats.rejected_replies += 1
+            return reason
+
+        def refused(exc: BackendError) -> None:
+            if isinstance(exc, TierUnavailable):
+                ask.unavailable += 1
+                ask.request = self._maybe_fall_back(ask.request, ask.unavailable)
+
+        estimate = request.estimated_prompt_tokens() + request.max_tokens
+        try:
+            completion, attempts = await self._attempts(estimate, once, rejected, refused)
+        except RequestFailed as exc:
+            exc.rejected = ask.rejected
+            raise
+        completion.attempts = attempts
+        completion.rejected = ask.rejected
+        if ask.request.temperature != request.temperature:
+            completion.temperature = ask.request.temperature
+        return completion
+
+    async def call(self, send: Callable[[], Awaitable[T]], tokens: int) -> T:
+        """Any other request to this provider (a batch of embeddings): the same limiter, retries
+        and failure kinds as `complete`. `send` makes one attempt and raises `BackendError`s."""
+
+        async def once(grant: Grant) -> T:
+            result = await send()
+            self.limiter.settle(grant, None, None, 0)
+            return result
+
+        result, _ = await self._attempts(tokens, once)
+        return result
+
+    async def _attempts(self, tokens: int, once: Callable[[Grant], Awaitable[T]],
+                        rejected: Callable[[T], str | None] | None = None,
+                        refused: Callable[[BackendError], None] | None = None) -> tuple[T, int]:
+        """The one retry loop: each attempt waits for the limiter, then `once` sends it.
+
+        A failure (`BackendError`) waits its backoff; a result `rejected` names a reason for is
+        asked again at once (a rejected reply is no sign of an overloaded server). Both count
+        toward `max_attempts`. A 429 does not: it is a pacing signal, so the request pauses the
+        endpoint and tries again for as long as `rate_limit_budget_s` (counted from its first
+        429) allows; only that budget, an `AccountError` or a cancellation (a stop) ends it.
+        Returns the accepted result and the attempts it took, or raises `RequestFailed`."""
+        last, budget = self.retry.max_attempts, self.retry.rate_limit_budget_s
+        tries = failures = limited = 0
+        refused_since: float | None = None
+        while True:
+            tries += 1
+            try:
+                result = await self._one(tokens, once)
+            except BackendError as exc:
+                reason = exc.reason
+                self._count_failure(exc, tries)
+                if refused is not None:
+                    refused(exc)
+                if isinstance(exc, RateLimited):
+                    limited += 1
+                    wait = self._pace(exc, limited)
+                    now = asyncio.get_running_loop().time()
+                    refused_since = now if refused_since is None else refused_since
+                    if now + wait - refused_since > budget:
+                        raise RequestFailed(reason, tries) from exc
+                else:
+                    failures += 1
+                    if failures >= last:
+                        raise RequestFailed(reason, tries) from exc
+                    wait = self.retry.delay(failures, self._rng, exc.retry_after)
+            else:
+                verdict = rejected(result) if rejected is not None else None
+                if verdict is None:
                     self.stats.ok += 1
-                    completion.attempts = attempt
-                    if request.temperature != asked_at:
-                        completion.temperature = request.temperature
-                    return completion
-                reason = invalid
-                self.stats.errors[reason] += 1
-                if attempt < self.retry.max_attempts:
-                    self.stats.retries += 1
-                    request = self._hotter(request)
-                continue
-            if attempt < self.retry.max_attempts:
+                    return result, tries
+                self.stats.errors[verdict] += 1
+                failures += 1
+                if failures >= last:
+                    raise RequestFailed(verdict, tries)
                 self.stats.retries += 1
-                await asyncio.sleep(self.retry.delay(attempt, self._rng, retry_after))
-        raise RequestFailed(reason, self.retry.max_attempts)
+                continue
+            self.stats.retries += 1
+            await asyncio.sleep(wait)
+
+    def _read_limits(self, rate: RateHeaders) -> None:
+        """The provider's headers size the limits nobody stated (and follow them as they change);
+        what is left in its window lowers the local credit. The first limits learned are told once."""
+        learned = self.limiter.learn(rate.limit_requests, rate.limit_tokens)
+        if learned and self.ceiling is not None:
+            self.ceiling.step_aside()  # the buckets know the limit now: no need to guess it from 429s
+        if learned and not self._told:
+            self._told = True
+            if self.say is not None:
+                learned = ", ".join(f"{v:,.0f} {'requests' if k == 'rpm' else 'tokens'}/min"
+                                    for k, v in sorted(self.limiter.learned.items()))
+                self.say(f"{self.backend.model}: limits from the provider's headers: {learned} "
+                         "(limits.rpm/tpm in the scenario or --rpm/--tpm win over them)")
+        self.limiter.observe_headers(rate.remaining_requests, rate.remaining_tokens)
 
     def _hotter(self, request: Request) -> Request:
         step, cap = self.retry.reask_temperature_step, self.retry.reask_temperature_max
@@ -138,40 +229,42 @@ class Endpoint:
         self.stats.tier_fallbacks += 1
         return dataclasses.replace(request, service_tier="standard")
 
-    def _failed_attempt(self, exc: BackendError, attempt: int) -> float | None:
-        """Count a failed attempt; a 429 pauses the whole endpoint. Returns the server's wait, if
-        any; raises when another attempt cannot help (`AccountError` as is, else `RequestFailed`)."""
+    async def _one(self, tokens: int, once: Callable[[Grant], Awaitable[T]]) -> T:
+        """One attempt: a slot under the ceiling (if any), a grant from the buckets, then `once`."""
+        ceiling = self.ceiling
+        if ceiling is None:
+            grant = await self.limiter.acquire(tokens)
+            self.stats.requests += 1
+            return await once(grant)
+        epoch = await ceiling.acquire()
+        try:
+            grant = await self.limiter.acquire(tokens)
+            self.stats.requests += 1
+            result = await once(grant)
+        except RateLimited:
+            ceiling.rate_limited(epoch)
+            raise
+        finally:
+            ceiling.release()
+        ceiling.succeeded()
+        return result
+
+    def _count_failure(self, exc: BackendError, tries: int) -> None:
+        """Count a failed attempt; raise when another attempt cannot help (`AccountError` as is,
+        else `RequestFailed`)."""
         self.stats.errors[exc.reason.split(":")[0]] += 1
-        retry_after = exc.retry_after
-        if isinstance(exc, RateLimited):
-            self.stats.rate_limited += 1
-            retry_after = retry_after if retry_after is not None else self.retry.delay(attempt, self._rng)
-            self.limiter.pause(retry_after)
         if isinstance(exc, AccountError):
             raise exc
         if not exc.retryable:
-            raise RequestFailed(exc.reason, attempt) from exc
-        return retry_after
+            raise RequestFailed(exc.reason, tries) from exc
 
-    async def call(self, send: Callable[[], Awaitable[T]], tokens: int) -> T:
-        """Any other request to this provider (a batch of embeddings): the same limiter, retries
-        and failure kinds as `complete`. `send` makes one attempt and raises `BackendError`s."""
-        reason = "no_attempt"
-        for attempt in range(1, self.retry.max_attempts + 1):
-            grant = await self.limiter.acquire(tokens)
-            self.stats.requests += 1
-            try:
-                result = await send()
-            except BackendError as exc:
-                reason, retry_after = exc.reason, self._failed_attempt(exc, attempt)
-            else:
-                self.limiter.settle(grant, None, None, 0)
-                self.stats.ok += 1
-                return result
-            if attempt < self.retry.max_attempts:
-                self.stats.retries += 1
-                await asyncio.sleep(self.retry.delay(attempt, self._rng, retry_after))
-        raise RequestFailed(reason, self.retry.max_attempts)
+    def _pace(self, exc: RateLimited, limited: int) -> float:
+        """A 429 pauses the whole endpoint (the server's Retry-After, else a backoff that grows
+        with this request's 429s); returns how long this request waits before its next try."""
+        self.stats.rate_limited += 1
+        pause = exc.retry_after if exc.retry_after is not None else self.retry.delay(limited, self._rng)
+        self.limiter.pause(pause)
+        return self.retry.delay(limited, self._rng, exc.retry_after)
 
     @staticmethod
     def _invalid(completion: Completion, validate: Validator | None) -> str | None:

@@ -30,6 +30,8 @@ place, `culturepark.exit_codes.exit_code`. Wrapping keeps the cause: `raise X(..
 """
 from __future__ import annotations
 
+from typing import Any
+
 
 class CultureparkError(Exception):
     """Root of every error culturepark raises on purpose."""
@@ -107,6 +109,8 @@ class RequestFailed(CultureparkError):
         super().__init__(f"{reason} (after {attempts} attempt{'s' if attempts != 1 else ''})")
         self.reason = reason
         self.attempts = attempts
+        # the usage (an `engine.records.Usage`) of replies rejected on the way: billed, though not kept
+        self.rejected: Any = None
 
 
 __all__ = ["AccountError", "BackendError", "CorruptLogError", "CultureparkError", "FatalBackendError", "InputError",

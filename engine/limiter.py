@@ -79,6 +79,9 @@ class RateLimiter:
         self._paused_until = 0.0
         self._last: float | None = None
         self.unlimited = self._requests is None and self._tokens is None
+        # limits stated by the scenario or a flag always win; the others may be learned from the provider
+        self._stated = (self.rpm is not None, self.tpm is not None)
+        self.learned: dict[str, float] = {}  # "rpm"/"tpm" → per minute, as the provider's headers said
 
     def _make_bucket(self, per_minute: float | None) -> _Bucket | None:
         if per_minute is None:
@@ -180,7 +183,7 @@ class RateLimiter:
         Levels keep their credit, capped at the new capacity; waiters are re-timed at once.
         A limit can change but not appear or disappear (that would change what is counted).
         """
-        if (rpm is None) != (self._requests is None) or (tpm is None) != (self._tokens is None):
+        if (rpm is None) == self._stated[0] or (tpm is None) == self._stated[1]:
             raise ValueError("set_rates can change limits, not add or remove them")
         for bucket, per_minute in ((self._requests, rpm), (self._tokens, tpm)):
             if bucket is None or per_minute is None:
@@ -195,6 +198,37 @@ class RateLimiter:
             now = self._now()
             self._refill(now)
             self._arm(now)
+
+    def learn(self, limit_requests: float | None, limit_tokens: float | None) -> bool:
+        """Size the limits nobody stated from what the provider says they are (per minute), and
+        follow them when they change; a stated limit is never touched. True when anything changed.
+
+        A new bucket starts with one burst of credit, like a stated one; a changed one keeps its
+        credit, capped at the new capacity. Waiters are re-timed at once."""
+        changed = False
+        for i, (name, limit) in enumerate((("rpm", limit_requests), ("tpm", limit_tokens))):
+            if self._stated[i] or limit is None or limit <= 0 or self.learned.get(name) == limit:
+                continue
+            bucket = self._requests if i == 0 else self._tokens
+            if bucket is None:
+                bucket = self._make_bucket(limit)
+                if i == 0:
+                    self._requests = bucket
+                else:
+                    self._tokens = bucket
+            else:
+                bucket.rate = limit / 60.0
+                bucket.capacity = max(1.0, bucket.rate * self.burst_s)
+                bucket.level = min(bucket.level, bucket.capacity)
+            self.learned[name] = limit
+            changed = True
+        if changed:
+            self.unlimited = False
+            if self._waiters:
+                now = self._now()
+                self._refill(now)
+                self._arm(now)
+        return changed
 
     def observe_headers(self, remaining_requests: float | None, remaining_tokens: float | None) -> None:
         """Lower local credit to what the provider says is left; never raise it (conservative)."""
@@ -291,3 +325,100 @@ class WindowCounter:
             return False
         self.add(now)
         return True
+
+
+@dataclass
+class AdaptiveCeiling:
+    """How many requests to one (provider, model) may be in flight, learned under load: AIMD.
+
+    Where no limit is stated and none is sent in headers, only 429s say where the limit is. A
+    burst of 429s lowers the ceiling once (`backoff`, multiplicative): the 429s of requests that
+    were sent before that decrease are the same burst and lower nothing more, as TCP reduces once
+    per window. A run of successes as long as the ceiling (about one round trip) raises it by
+    one (additive), up to `maximum` (the run's `concurrency`). The endpoint holds a slot around
+    each attempt, its token-bucket grant included, so the ceiling composes with the buckets:
+    whichever is tighter paces. A 429's Retry-After is honoured by `RateLimiter.pause`; the
+    ceiling decides how many go once it is over.
+    """
+
+    maximum: int
+    minimum: int = 1
+    backoff: float = 0.5
+    limit: float = 0.0  # 0: start at `maximum`
+    in_flight: int = 0
+    epoch: int = 0  # decreases so far: a 429 from an earlier epoch belongs to a burst already counted
+    decreases: int = 0
+    lowest: float = 0.0
+    _run: int = 0
+    _waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        if self.maximum < 1 or not 1 <= self.minimum <= self.maximum or not 0 < self.backoff < 1:
+            raise ValueError("need 1 <= minimum <= maximum and 0 < backoff < 1")
+        self.limit = float(self.maximum) if self.limit <= 0 else min(float(self.maximum), self.limit)
+        self.lowest = self.limit
+
+    @property
+    def slots(self) -> int:
+        return max(self.minimum, int(self.limit))
+
+    async def acquire(self) -> int:
+        """Wait (FIFO) for a slot; returns the epoch the request is sent in (for `rate_limited`)."""
+        if self.in_flight < self.slots and not self._waiters:
+            self.in_flight += 1
+            return self.epoch
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # granted and cancelled in the same tick
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(fut)
+            raise
+        return self.epoch
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def succeeded(self) -> None:
+        """One answer: after as many in a row as the ceiling, one more slot."""
+        self._run += 1
+        if self._run >= self.slots and self.limit < self.maximum:
+            self._run = 0
+            self.limit = min(float(self.maximum), self.limit + 1.0)
+            self._wake()
+
+    def rate_limited(self, epoch: int) -> bool:
+        """A 429 for a request sent in `epoch`: the first of a burst lowers the ceiling (True)."""
+        if epoch != self.epoch:
+            return False
+        self.epoch += 1
+        self.decreases += 1
+        self._run = 0
+        self.limit = max(float(self.minimum), self.limit * self.backoff)
+        self.lowest = min(self.lowest, self.limit)
+        return True
+
+    def step_aside(self) -> None:
+        """The provider told its limits (headers): the token buckets pace from now on, so the
+        ceiling goes back to `maximum`, and 429s of requests sent before (the first unpaced wave)
+        lower nothing."""
+        self.epoch += 1
+        self._run = 0
+        self.limit = float(self.maximum)
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < self.slots:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.in_flight += 1
+                fut.set_result(None)
+
+    def describe(self) -> dict[str, float]:
+        return {"maximum": self.maximum, "final": round(self.limit, 2), "lowest": round(self.lowest, 2),
+                "decreases": self.decreases}

@@ -36,6 +36,10 @@ class Usage:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    def plus(self, other: Usage) -> Usage:
+        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens,
+                     self.cached_tokens + other.cached_tokens)
+
 
 @dataclass(slots=True)
 class TurnRecord:
@@ -60,6 +64,10 @@ class TurnRecord:
     t: float = 0.0
     tier: str | None = None
     temperature: float | None = None  # when a re-ask of a rejected reply sampled hotter than asked
+    # replies before this one that the caller rejected (an echo, an unparseable answer) and re-asked:
+    # the provider billed them all the same (None: there were none)
+    rejected: Usage | None = None
+    rejected_cost_usd: float | None = None
 
 
 @dataclass(slots=True)
@@ -112,6 +120,11 @@ class EndRecord:
     meta: dict[str, Any] = field(default_factory=dict)
     attempts: int | None = None
     t: float = 0.0
+    # a conversation that failed after replies were rejected: those replies were billed (see TurnRecord),
+    # asked by this role
+    rejected: Usage | None = None
+    rejected_cost_usd: float | None = None
+    role: str | None = None
 
 
 @dataclass(slots=True)

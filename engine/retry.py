@@ -2,6 +2,9 @@
 
 A failed or empty generation is never a turn: after the last attempt the caller
 gets `RequestFailed` with the last reason and ends the conversation `failed`.
+A 429 is not a failure but a pacing signal: it is retried, without counting
+toward `max_attempts`, until `rate_limit_budget_s` has passed since the
+request's first 429 (see `Endpoint._attempts`).
 """
 from __future__ import annotations
 
@@ -20,10 +23,14 @@ class RetryPolicy:
     # the same short reply again, and a rejected reply is no sign of an overloaded server.
     reask_temperature_step: float = 0.2
     reask_temperature_max: float = 1.2
+    # How long one request keeps trying through 429s, from its first: a provider that refuses for
+    # rate is saying "later", so only a refusal that outlasts this (tens of minutes) fails it.
+    rate_limit_budget_s: float = 1800.0
 
     def delay(self, attempt: int, rng: random.Random, retry_after: float | None = None) -> float:
         """Full-jitter exponential backoff; a server's Retry-After is a floor, not a suggestion."""
-        cap = min(self.max_delay_s, self.base_delay_s * self.multiplier ** (attempt - 1))
+        # the exponent is capped: a request riding out 429s for half an hour counts many attempts
+        cap = min(self.max_delay_s, self.base_delay_s * self.multiplier ** min(attempt - 1, 60))
         backoff = rng.uniform(0, cap)
         if retry_after is not None:
             return retry_after + rng.uniform(0, min(1.0, self.base_delay_s))

@@ -91,8 +91,9 @@ class RunStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0  # served from the provider's prompt cache
-    cost_usd: float = 0.0
+    cost_usd: float = 0.0  # everything billed, the rejected replies' part included
     cost_unknown_turns: int = 0
+    rejected_cost_usd: float = 0.0  # replies billed but rejected by validation and re-asked
     failures: Counter = field(default_factory=Counter)
     latencies_ms: LatencySample = field(default_factory=LatencySample)
     stop_reason: str | None = None
@@ -164,6 +165,15 @@ def turn_cost(completion: Completion, price: Price | None) -> float | None:
     return price.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens, completion.tier or "standard")
 
 
+def rejected_cost(completion: Completion, price: Price | None) -> float | None:
+    """What the replies rejected before this completion cost (None: none, or no price): each was
+    billed like a turn, at the tier that served the completion."""
+    u = completion.rejected
+    if u is None or price is None:
+        return None
+    return price.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens, completion.tier or "standard")
+
+
 def turn_record(conv: ConversationSpec, index: int, nxt: TurnRequest, completion: Completion,
                 endpoint: Endpoint, request_hash: str, t: float) -> TurnRecord:
     """The log record of one generated turn (the scheduler's and the study server's).
@@ -180,7 +190,8 @@ def turn_record(conv: ConversationSpec, index: int, nxt: TurnRequest, completion
         cost_usd=turn_cost(completion, endpoint.backend.price),
         latency_ms=round(completion.latency_ms, 3), attempts=completion.attempts,
         request_hash=request_hash, finish_reason=completion.finish_reason, cached=completion.cached, t=t,
-        tier=completion.tier, temperature=completion.temperature)
+        tier=completion.tier, temperature=completion.temperature, rejected=completion.rejected,
+        rejected_cost_usd=rejected_cost(completion, endpoint.backend.price))
 
 
 class Scheduler:
@@ -198,6 +209,31 @@ class Scheduler:
         self._account_error: AccountError | None = None
         self._key_shards = list({id(e.cache_keys): e.cache_keys for e in endpoints.values()
                                  if e.cache_keys is not None}.values())
+
+    def _spent(self, kept: Completion | None, cost: float | None, rejected: Usage | None,
+               rejected_cost: float | None) -> None:
+        """Count what a request billed: its kept reply (`kept`, priced `cost`; None for a request that
+        failed) and the replies rejected on the way (`rejected`), which the provider billed too. The
+        budget stops the run on their sum."""
+        stats = self.stats
+        if kept is not None:
+            usage = kept.usage
+            stats.prompt_tokens += usage.prompt_tokens
+            stats.completion_tokens += usage.completion_tokens
+            stats.cached_prompt_tokens += usage.cached_tokens
+            if cost is None:
+                stats.cost_unknown_turns += 1
+            else:
+                stats.cost_usd += cost
+        if rejected is not None:
+            if rejected_cost is None:
+                stats.cost_unknown_turns += 1
+            else:
+                stats.rejected_cost_usd += rejected_cost
+                stats.cost_usd += rejected_cost
+        budget = self.config.budget_usd
+        if budget is not None and stats.cost_usd >= budget:
+            self.stop("budget_reached")
 
     def stop(self, reason: str) -> None:
         """Finish in-flight requests' bookkeeping and start nothing new; the run stays resumable."""
@@ -271,28 +307,22 @@ class Scheduler:
                     self.stop(f"account_error:{exc.reason}")
                 return
             except RequestFailed as exc:
+                lost_cost = rejected_cost(Completion("", None, Usage(), rejected=exc.rejected),
+                                          endpoint.backend.price)
                 if self._append(EndRecord(conv.id, conv.seq, "failed", exc.reason, conv.meta, exc.attempts,
-                                          self._clock())):
+                                          self._clock(), exc.rejected, lost_cost,
+                                          nxt.role if exc.rejected is not None else None)):
                     stats.failed += 1
                     stats.failures[exc.reason] += 1
+                    self._spent(None, None, exc.rejected, lost_cost)
                 return
             if self._stopping and stats.stop_reason == "write_error":
                 return
             record = turn_record(conv, len(turns), nxt, completion, endpoint, request_hash, self._clock())
             if not self._append(record):
                 return
-            usage, cost = completion.usage, record.cost_usd
             turns.append(Turn(record.index, nxt.speaker, nxt.role, record.text))
             stats.turns += 1
-            stats.prompt_tokens += usage.prompt_tokens
-            stats.completion_tokens += usage.completion_tokens
-            stats.cached_prompt_tokens += usage.cached_tokens
             if self.config.record_latencies and not completion.cached:
                 stats.latencies_ms.add(completion.latency_ms)
-            if cost is None:
-                stats.cost_unknown_turns += 1
-            else:
-                stats.cost_usd += cost
-                budget = self.config.budget_usd
-                if budget is not None and stats.cost_usd >= budget:
-                    self.stop("budget_reached")
+            self._spent(completion, record.cost_usd, record.rejected, record.rejected_cost_usd)

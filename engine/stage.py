@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
+from culturepark.engine.backends.base import ChecksReachable
 from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.log import RunLog
 from culturepark.engine.records import RunHeader
@@ -30,9 +31,8 @@ def distinct(endpoints: Mapping[str, Endpoint]) -> list[Endpoint]:
 async def check_reachable(endpoints: Mapping[str, Endpoint]) -> None:
     """Fail fast (exit 2, with a hint) when a remote endpoint does not answer at start."""
     for ep in distinct(endpoints):
-        check = getattr(ep.backend, "check_reachable", None)
-        if check is not None:
-            await check()
+        if ep.backend.checks_reachable:
+            await cast(ChecksReachable, ep.backend).check_reachable()
 
 
 async def start_backends(endpoints: Mapping[str, Endpoint]) -> None:

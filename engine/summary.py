@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from culturepark.engine.assembly import Assembled, AssembledConversation
 from culturepark.engine.pricing import CostSplit, Price
-from culturepark.engine.records import RunHeader, TurnRecord
+from culturepark.engine.records import RunHeader, TurnRecord, Usage
 
 SUMMARY_NAME = "summary.json"
 
@@ -52,6 +52,10 @@ class EndpointCounts(BaseModel):
     retries: int
     cache_hits: int
     errors: dict[str, int]
+    # limits nobody stated, as the provider's headers gave them ("rpm"/"tpm" per minute; last seen)
+    learned_limits: dict[str, float] = Field(default_factory=dict)
+    # the adaptive ceiling on requests in flight (maximum, final, lowest, decreases); None: none
+    concurrency_ceiling: dict[str, float] | None = None
 
 
 class RunSummary(BaseModel):
@@ -70,6 +74,11 @@ class RunSummary(BaseModel):
     tokens: TokenCounts = TokenCounts()
     cost_usd: float | None = None  # None when some turn's price is unknown (never a silent 0)
     cost_usd_known_part: float = 0.0
+    # replies billed but rejected by validation (an echo, an unparseable answer) and re-asked: part of
+    # cost_usd; the share is of cost_usd (None: unknown)
+    rejected_tokens: int = 0
+    rejected_cost_usd: float | None = 0.0
+    rejected_cost_share: float | None = 0.0
     # cost_usd split by what was billed, at the rates the run header records (None: some rates unknown)
     cost_split_usd: CostSplitUSD | None = None
     cache: CacheCounts = CacheCounts()
@@ -109,13 +118,31 @@ class Tally:
         self.billed: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])  # (role, tier) → p, c, cached
         self.by_turn: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # index → [prompt, cached]
         self.tiers: Counter = Counter()
+        self.rejected_tokens = 0
+        self.rejected_cost = 0.0
 
     def add(self, conv: AssembledConversation) -> None:
         self.statuses[conv.status] += 1
         if conv.end and conv.end.status == "failed":
             self.failures[conv.end.reason or "unknown"] += 1
+            if conv.end.rejected is not None:
+                self.add_rejected(conv.end.rejected, conv.end.rejected_cost_usd, conv.end.role or "", "standard")
         for t in conv.turns.values():
             self.add_turn(t)
+
+    def add_rejected(self, u: Usage, cost: float | None, role: str, tier: str) -> None:
+        """Replies billed but rejected and re-asked: in the bill (cost, split), not in the turns' tokens."""
+        self.rejected_tokens += u.total_tokens
+        if cost is None:
+            self.cost_known = False
+        else:
+            self.cost += cost
+            self.rejected_cost += cost
+            self.costed_roles.add(role)
+        billed = self.billed[(role, tier)]
+        billed[0] += u.prompt_tokens
+        billed[1] += u.completion_tokens
+        billed[2] += u.cached_tokens
 
     def add_turn(self, t: TurnRecord) -> None:
         u = t.usage
@@ -130,6 +157,8 @@ class Tally:
         at[1] += u.cached_tokens
         tier = t.tier or "standard"
         self.tiers[tier] += 1
+        if t.rejected is not None:
+            self.add_rejected(t.rejected, t.rejected_cost_usd, t.role, tier)
         if t.cost_usd is None:
             self.cost_known = False
         else:
@@ -169,6 +198,10 @@ class Tally:
             tokens=TokenCounts(prompt=self.prompt, completion=self.completion, total=self.prompt + self.completion,
                                cached_prompt=self.cached_prompt),
             cost_usd=round(self.cost, 6) if self.cost_known else None, cost_usd_known_part=round(self.cost, 6),
+            rejected_tokens=self.rejected_tokens,
+            rejected_cost_usd=round(self.rejected_cost, 6) if self.cost_known else None,
+            rejected_cost_share=(round(self.rejected_cost / self.cost, 4) if self.cost else 0.0)
+            if self.cost_known else None,
             cost_split_usd=self.cost_split(),
             cache=self.cache_counts(), turns_by_tier=dict(self.tiers),
             duration_s=round(last_t - started, 3) if (last_t and started) else None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from ipaddress import ip_address
 from pathlib import Path
 from urllib.parse import urlparse
@@ -17,7 +18,7 @@ from culturepark.engine.backends.openai_http import OpenAIHTTPBackend
 from culturepark.engine.embeddings import Embedder
 from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.errors import InputError
-from culturepark.engine.limiter import RateLimiter
+from culturepark.engine.limiter import AdaptiveCeiling, RateLimiter
 from culturepark.engine.pricing import Price, Rates, lookup_price
 from culturepark.engine.prompt_cache import CacheKeyShards
 from culturepark.engine.retry import RetryPolicy
@@ -61,7 +62,8 @@ def _rates(cfg: TierRates | None) -> Rates | None:
 def retry_policy(cfg: RetryConfig) -> RetryPolicy:
     return RetryPolicy(cfg.max_attempts, cfg.base_delay_s, cfg.max_delay_s,
                        reask_temperature_step=cfg.reask_temperature_step,
-                       reask_temperature_max=cfg.reask_temperature_max)
+                       reask_temperature_max=cfg.reask_temperature_max,
+                       rate_limit_budget_s=cfg.rate_limit_budget_s)
 
 
 def price_for(cfg: BackendConfig) -> Price | None:
@@ -105,13 +107,17 @@ def batch_backend(cfg: BackendConfig, run_dir: Path, role: str) -> Backend:
 
 def make_endpoints(configs: dict[str, BackendConfig], limits: Limits, retry: RetryConfig,
                    seed: int = 0, cache_from: list[Path] | None = None,
-                   batch_dir: Path | None = None) -> dict[str, Endpoint]:
+                   batch_dir: Path | None = None, say: Callable[[str], None] | None = None,
+                   concurrency: int | None = None) -> dict[str, Endpoint]:
     """Roles with identical backend settings share one endpoint, so they share its budget.
     With `batch_dir` (`run --batch-api`) requests go through the provider's Batch API, which
-    queues them under its own limits: the scenario's RPM/TPM do not apply."""
+    queues them under its own limits: the scenario's RPM/TPM do not apply. With `concurrency`,
+    remote endpoints to the same provider and model share an adaptive ceiling on requests in
+    flight (`AdaptiveCeiling`), bounded by it."""
     policy = retry_policy(retry)
     cache = ResponseCache.from_runs(cache_from) if cache_from else None
     shared: dict[str, Endpoint] = {}
+    ceilings: dict[tuple[str, str | None, str], AdaptiveCeiling] = {}
     out: dict[str, Endpoint] = {}
     for role, cfg in configs.items():
         key = cfg.model_dump_json()
@@ -122,9 +128,13 @@ def make_endpoints(configs: dict[str, BackendConfig], limits: Limits, retry: Ret
                 backend, limiter = make_backend(cfg), RateLimiter(limits.rpm, limits.tpm, limits.burst_s, cfg.settle)
             remote = cfg if isinstance(cfg, RemoteBackendConfig) else None
             shards = CacheKeyShards(remote.prompt_cache.key_rpm) if remote and remote.prompt_cache.key else None
+            ceiling = None
+            if concurrency is not None and batch_dir is None and remote is not None:
+                ceiling = ceilings.setdefault((remote.provider, remote.base_url, remote.model),
+                                              AdaptiveCeiling(concurrency))
             shared[key] = Endpoint(backend, limiter, policy, cache, rng=random.Random(f"{seed}:{role}"),
                                    tier_fallback_after=remote.flex_fallback_after if remote else None,
-                                   cache_keys=shards)
+                                   cache_keys=shards, say=say, ceiling=ceiling)
         out[role] = shared[key]
     return out
 

@@ -195,6 +195,8 @@ class RetryConfig(_Strict):
     # a rejected reply (echo, unparseable) is re-asked at once, this much hotter each time, up to the cap
     reask_temperature_step: float = Field(0.2, ge=0)
     reask_temperature_max: float = Field(1.2, ge=0)
+    # a 429 is retried (without counting toward max_attempts) until this long after a request's first
+    rate_limit_budget_s: float = Field(1800.0, gt=0)
 
 
 class ModeratorRound(_Strict):

@@ -6,11 +6,18 @@ aiohttp backend → scheduler → log in a temp dir — driven by a synthetic
 two-speaker `TurnPolicy` (the CulturePark policy would only add prompt
 building, which is not what this bench measures). Baselines fire the same
 number of requests at the same concurrency with no limiter and no log.
+
+`--unstated-limits`: the sim server enforces `--rpm`/`--tpm` but the engine is told neither; it
+learns them from the server's headers, or (`--no-limit-headers`) finds them with its adaptive
+ceiling. `--halve-after-s` halves the server's limits mid-run; the server's grants are sampled
+each second, so the result says how close to the limit the engine ran after `--warmup-s`, its
+429s after it, and how long it took to get back to 0.9 of the halved limit.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import resource
 import subprocess
 import sys
@@ -25,7 +32,7 @@ import orjson
 from culturepark.engine.backends.base import Request
 from culturepark.engine.backends.openai_http import OpenAIHTTPBackend
 from culturepark.engine.endpoint import Endpoint
-from culturepark.engine.limiter import RateLimiter
+from culturepark.engine.limiter import AdaptiveCeiling, RateLimiter
 from culturepark.engine.log import RunLog
 from culturepark.engine.retry import RetryPolicy
 from culturepark.engine.scheduler import ConversationSpec, Scheduler, SchedulerConfig, TurnRequest
@@ -51,7 +58,12 @@ class BenchPolicy:
 
 
 def start_sim_process(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
-    extra = ["--charge", "admission", "--window-s", "1", "--latency-ms", str(args.latency_ms), "--seed", "0"]
+    extra = ["--charge", "admission", "--window-s", str(args.window_s), "--latency-ms", str(args.latency_ms),
+             "--seed", "0"]
+    if args.start_empty:
+        extra.append("--start-empty")
+    if args.no_limit_headers:
+        extra.append("--no-limit-headers")
     if args.rpm:
         extra += ["--rpm", str(args.rpm)]
     if args.tpm:
@@ -93,10 +105,28 @@ def _timeline(times: list[float], t0: float) -> list[int]:
     return buckets
 
 
+async def sample_server(url: str, t0: float, into: list[tuple[float, int, int, int]]) -> None:
+    """(seconds since t0, requests, ok, rate_limited) from the server, once a second."""
+    while True:
+        s = await server_stats(url)
+        into.append((time.perf_counter() - t0, s["requests"], s["ok"], s["rate_limited"]))
+        await asyncio.sleep(1.0)
+
+
+async def halve_limits(url: str, args: argparse.Namespace, after_s: float) -> None:
+    await asyncio.sleep(after_s)
+    halved = {"rpm": args.rpm / 2 if args.rpm else None, "tpm": args.tpm / 2 if args.tpm else None}
+    async with aiohttp.ClientSession() as s, s.post(url.removesuffix("/v1") + "/limits", json=halved) as r:
+        r.raise_for_status()
+
+
 async def run_engine(url: str, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     backend = OpenAIHTTPBackend(url, MODEL, timeout_s=120.0)
-    limiter = RateLimiter(args.rpm, args.tpm, burst_s=0.5, settle_mode="admission")
-    endpoint = Endpoint(backend, limiter, RetryPolicy(max_attempts=6, base_delay_s=0.2, max_delay_s=5))
+    unstated = args.unstated_limits
+    limiter = RateLimiter(None if unstated else args.rpm, None if unstated else args.tpm, burst_s=0.5,
+                          settle_mode="admission")
+    endpoint = Endpoint(backend, limiter, RetryPolicy(max_attempts=6, base_delay_s=0.2, max_delay_s=5),
+                        ceiling=AdaptiveCeiling(args.concurrency) if unstated else None)
     log = RunLog(log_dir / "log.jsonl", fsync="interval").open()
     log.append({"type": "run", "run_name": "bench-throughput"})
     scheduler = Scheduler(BenchPolicy(args.turns, args.max_tokens), {"x": endpoint}, log,
@@ -105,7 +135,15 @@ async def run_engine(url: str, args: argparse.Namespace, log_dir: Path) -> dict[
     before = await server_stats(url)
     await backend.start()
     cpu0, t0 = time.process_time(), time.perf_counter()
-    stats = await scheduler.run(convs)
+    samples: list[tuple[float, int, int, int]] = []
+    helpers = [asyncio.create_task(sample_server(url, t0, samples))]
+    if args.halve_after_s:
+        helpers.append(asyncio.create_task(halve_limits(url, args, args.halve_after_s)))
+    try:
+        stats = await scheduler.run(convs)
+    finally:
+        for task in helpers:
+            task.cancel()
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     after = await server_stats(url)
     log.close()
@@ -122,7 +160,48 @@ async def run_engine(url: str, args: argparse.Namespace, log_dir: Path) -> dict[
         "requests": requests, "rate_limited": after["rate_limited"] - before["rate_limited"],
         "avg_charge": charged / ok if ok else None, "latencies": list(stats.latencies_ms),
         "timeline": _timeline(times, min(times)) if times else [], "peak_rss_mb": peak_rss_mb,
+        "samples": samples, "learned_limits": dict(limiter.learned),
+        "ceiling": endpoint.ceiling.describe() if endpoint.ceiling else None,
     }
+
+
+def over_time(samples: list[tuple[float, int, int, int]], limit_at: Any, args: argparse.Namespace
+              ) -> dict[str, Any]:
+    """From the server's per-second samples: utilization and 429 share after the warm-up, and
+    after a halving how long until the granted rate (10 s average) was back to 0.9 of the limit."""
+    def window(a: float, b: float) -> tuple[float, int, int, float]:
+        inside = [s for s in samples if a <= s[0] <= b]
+        if len(inside) < 2:
+            return 0.0, 0, 0, 0.0
+        first, last = inside[0], inside[-1]
+        span = last[0] - first[0]
+        return span, last[1] - first[1], last[3] - first[3], (last[2] - first[2]) / span if span else 0.0
+
+    # the run's tail (its last conversations, too few to fill the limit) is not the engine's pacing:
+    # measure up to where the server had answered 95 % of what it answered in the run
+    total = samples[-1][2] - samples[0][2] if samples else 0
+    end = next((s[0] for s in samples if s[2] - samples[0][2] >= 0.95 * total), 0.0)
+    halve = args.halve_after_s
+    warm_end = min(halve, end) if halve else end
+    span, requests, limited, granted = window(args.warmup_s, warm_end)
+    out: dict[str, Any] = {
+        "utilization_after_warmup": round(granted / limit_at(args.warmup_s), 4) if span else None,
+        "rate_limited_fraction_after_warmup": round(limited / requests, 5) if requests else None,
+    }
+    if halve:
+        recovered = None
+        for s in samples:
+            if s[0] >= halve + 10 and window(s[0] - 10, s[0])[3] >= 0.9 * limit_at(s[0]):
+                recovered = round(s[0] - halve, 1)
+                break
+        out["halved_at_s"] = halve
+        out["recovery_s"] = recovered
+        span, requests, limited, granted = window(halve + 120, end)
+        out["utilization_2min_after_halving"] = round(granted / limit_at(end), 4) if span else None
+        out["rate_limited_fraction_after_halving"] = round(limited / requests, 5) if requests else None
+    out["granted_per_s"] = [round((b[2] - a[2]) / (b[0] - a[0]), 2) for a, b in itertools.pairwise(samples)
+                            if b[0] > a[0]]
+    return out
 
 
 def _bodies(args: argparse.Namespace) -> list[bytes]:
@@ -209,6 +288,11 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any
         if args.tpm and engine["avg_charge"]:
             limits.append(args.tpm / 60.0 / engine["avg_charge"])
         ceiling = min(limits) if limits else None
+    if ceiling and args.halve_after_s:  # the limit over the whole run: full, then half
+        at_halving = args.halve_after_s
+        full = (at_halving + (engine["wall_s"] - at_halving) / 2) / engine["wall_s"] * ceiling
+    else:
+        full = ceiling
     lat = engine["latencies"]
     result = {
         "requests": engine["requests"], "turns": engine["turns"],
@@ -221,7 +305,7 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any
         "sdk_requests_per_s": round(sdk_rps, 1) if sdk_rps else None,
         "ratio_vs_sdk": round(rps / sdk_rps, 2) if sdk_rps else None,
         "ceiling_requests_per_s": round(ceiling, 2) if ceiling else None,
-        "utilization": round(rps / ceiling, 4) if ceiling else None,
+        "utilization": round(rps / full, 4) if full else None,
         "rate_limited_fraction": round(engine["rate_limited"] / engine["requests"], 5) if engine["requests"] else None,
         "p50_ms": round(_percentile(lat, 0.5) or 0, 2), "p99_ms": round(_percentile(lat, 0.99) or 0, 2),
         "cpu_ms_per_turn": round(engine["cpu_s"] * 1000 / engine["turns"], 4) if engine["turns"] else None,
@@ -230,8 +314,45 @@ async def bench(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any
         "config": {"conversations": args.conversations, "turns": args.turns, "concurrency": args.concurrency,
                    "latency_ms": args.latency_ms, "rpm": args.rpm, "tpm": args.tpm, "max_tokens": args.max_tokens},
     }
+    if args.rpm or args.tpm:
+        result["limits"] = ("headers" if not args.no_limit_headers else "none") if args.unstated_limits \
+            else "stated"
+        result["config"].update(window_s=args.window_s, start_empty=args.start_empty,
+                                limit_headers=not args.no_limit_headers, warmup_s=args.warmup_s)
+        result["learned_limits"] = engine["learned_limits"]
+        result["concurrency_ceiling"] = engine["ceiling"]
+        if ceiling:
+            halve = args.halve_after_s
+            result.update(over_time(engine["samples"],
+                                    lambda t: ceiling / 2 if halve and t >= halve else ceiling, args))
     timelines = {"engine": engine["timeline"], "raw": raw["timeline"] if raw else []}
     return result, timelines
+
+
+def plot_granted(result: dict[str, Any], path: Path) -> None:
+    """The server's grants per second against its limit (halved mid-run with --halve-after-s)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    granted = result["granted_per_s"]
+    limit = result["ceiling_requests_per_s"]
+    halve = result["config"].get("halve_after_s") or result.get("halved_at_s")
+    fig, ax = plt.subplots(figsize=(8, 3.5), dpi=110)
+    xs = list(range(len(granted)))
+    ax.plot(xs, granted, lw=0.5, alpha=0.35, label="granted by the server, each second")
+    smooth = [sum(granted[max(0, x - 9):x + 1]) / len(granted[max(0, x - 9):x + 1]) for x in xs]
+    ax.plot(xs, smooth, lw=2, label="granted, 10 s average")
+    ax.plot(xs, [limit / 2 if halve and x >= halve else limit for x in xs], "k--", lw=1, label="server's limit")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("second of the run")
+    ax.set_ylabel("requests / s")
+    ax.set_title(f"bench throughput, limits {result.get('limits')}: granted rate over time")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def plot(timelines: dict[str, list[int]], path: Path) -> None:
@@ -260,7 +381,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(orjson.dumps(result).decode(), flush=True)
         if args.plot:
-            plot(timelines, args.plot)
+            (plot_granted(result, args.plot) if "granted_per_s" in result else plot(timelines, args.plot))
         return 0
     width = max(len(k) for k in result)
     for key, value in result.items():

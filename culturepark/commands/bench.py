@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from culturepark.commands import non_negative_float, positive_int
+from culturepark.commands import non_negative_float, positive_float, positive_int
 from culturepark.commands.options import shared
 
 ALWAYS_JSON = "(output is always JSON lines)"
@@ -24,6 +24,14 @@ def register(sub: Any) -> None:
     bt.add_argument("--max-tokens", type=positive_int, default=32)
     bt.add_argument("--baselines", default="raw", help="comma list of raw,sdk")
     bt.add_argument("--plot", type=Path, help="PNG path for requests/s over time")
+    bt.add_argument("--unstated-limits", action="store_true",
+                    help="the server enforces --rpm/--tpm, the engine is not told them (headers or AIMD)")
+    bt.add_argument("--no-limit-headers", action="store_true", help="the server sends no x-ratelimit-* headers")
+    bt.add_argument("--window-s", type=positive_float, default=1.0, help="the server's limit window (60: per minute)")
+    bt.add_argument("--start-empty", action="store_true", help="the server's windows start with no credit")
+    bt.add_argument("--halve-after-s", type=positive_float, help="the server halves its limits this far in")
+    bt.add_argument("--warmup-s", type=non_negative_float, default=60.0,
+                    help="429s and utilization are measured after this")
     bt.set_defaults(func=bench)
     bl = bsub.add_parser("local")
     shared(bl, "--json")

@@ -12,9 +12,9 @@ from culturepark.commands.options import add_model_flags, model_values
 from culturepark.engine.errors import InputError
 
 # SimConfig's fields that are flags (the others: --faults, --script, --reply-tokens, or not on the CLI)
-SIM_FLAGS = ["rpm", "tpm", "window_s", "charge", "latency_ms", "jitter_ms", "fail_rate", "stream_chunk_ms",
-             "finetune_polls", "finetune_fail", "prompt_cache", "flex_unavailable_rate", "flex_latency_factor",
-             "batch_delay_s", "batch_line_fail_rate", "batch_expire_rate", "seed"]
+SIM_FLAGS = ["rpm", "tpm", "window_s", "start_empty", "charge", "latency_ms", "jitter_ms", "fail_rate",
+             "stream_chunk_ms", "finetune_polls", "finetune_fail", "prompt_cache", "flex_unavailable_rate",
+             "flex_latency_factor", "batch_delay_s", "batch_line_fail_rate", "batch_expire_rate", "seed"]
 
 
 def register(sub: Any) -> None:
@@ -28,6 +28,8 @@ def _flags(s: argparse.ArgumentParser) -> None:
     s.add_argument("--host", default="127.0.0.1", help="the address to listen on")
     s.add_argument("--port", type=count, default=0, help="0 picks a free port (printed)")
     add_model_flags(s, SimConfig, SIM_FLAGS)
+    s.add_argument("--no-limit-headers", action="store_true",
+                   help="send no x-ratelimit-* headers (a server that keeps its limits to itself)")
     s.add_argument("--faults", help='JSON list, e.g. \'[{"kind": "status", "status": 503, "rate": 0.1}]\'')
     s.add_argument("--script", help="YAML list of {pattern, reply} rules")
     s.add_argument("--reply-tokens", type=positive_int, nargs=2, metavar=("MIN", "MAX"), default=(12, 60),
@@ -44,6 +46,7 @@ def sim_server(args: argparse.Namespace) -> int:
         script = load_script(Path(args.script)) if args.script else []
         faults = [Fault.model_validate(f) for f in (orjson.loads(args.faults) if args.faults else [])]
         config = SimConfig(**model_values(SimConfig, args, SIM_FLAGS), script=script, faults=faults,
+                           rate_limit_headers=not args.no_limit_headers,
                            min_reply_tokens=min(args.reply_tokens), max_reply_tokens=max(args.reply_tokens))
     except (OSError, ValidationError, orjson.JSONDecodeError, TypeError, AttributeError) as exc:
         raise InputError(f"sim-server: {str(exc).splitlines()[0]}") from exc

@@ -56,7 +56,7 @@ async def run_async(scenario_ref: str | Path | AnyScenario | Fork, opts: RunOpti
     total = -(-(plan.size if ids is None else len(ids)) // opts.every)
     total = total if opts.limit is None else min(total, opts.limit)
     async with run_session(prepared, opts, say, cache_dirs=cache_dirs,
-                           batch_dir=out if opts.batch_api else None) as session:
+                           batch_dir=out if opts.batch_api else None, adaptive=True) as session:
         details = {**({"every": opts.every} if opts.every > 1 else {}), **(made.details if made else {})}
         session.start_run(**({"details": details} if details else {}))
         if made:

@@ -100,7 +100,9 @@ def endpoint_summary(endpoints: dict[str, Endpoint]) -> list[EndpointCounts]:
         s = ep.stats
         out.append(EndpointCounts(roles=[r for r, e in endpoints.items() if e is ep], model=ep.backend.model,
                                   requests=s.requests, rate_limited=s.rate_limited, retries=s.retries,
-                                  cache_hits=s.cache_hits, errors=dict(s.errors)))
+                                  cache_hits=s.cache_hits, errors=dict(s.errors),
+                                  learned_limits=dict(ep.limiter.learned),
+                                  concurrency_ceiling=ep.ceiling.describe() if ep.ceiling else None))
     return out
 
 

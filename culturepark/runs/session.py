@@ -106,11 +106,15 @@ class RunSession(Session):
 
 
 def endpoints_for(scenario: AnyScenario, backends: dict[str, BackendConfig], *, limits: Limits | None = None,
-                  seed: int | None = None, cache_dirs: list[Path] | None = None,
-                  batch_dir: Path | None = None) -> dict[str, Endpoint]:
-    """A session's endpoints: the scenario's limits, retries and seed unless given (a Ray worker's share)."""
+                  seed: int | None = None, cache_dirs: list[Path] | None = None, batch_dir: Path | None = None,
+                  say: Callable[[str], None] | None = None, adaptive: bool = False) -> dict[str, Endpoint]:
+    """A session's endpoints: the scenario's limits, retries and seed unless given (a Ray worker's share).
+    `adaptive`: an adaptive concurrency ceiling per provider and model, up to the scenario's
+    concurrency, where no limit is stated or sent. Not for Ray workers: each would learn the
+    provider's whole limit for itself."""
     return make_endpoints(backends, scenario.limits if limits is None else limits, scenario.retry,
-                          scenario.seed if seed is None else seed, cache_dirs, batch_dir=batch_dir)
+                          scenario.seed if seed is None else seed, cache_dirs, batch_dir=batch_dir, say=say,
+                          concurrency=scenario.concurrency if adaptive else None)
 
 
 @asynccontextmanager
@@ -125,12 +129,12 @@ async def open_session(endpoints: dict[str, Endpoint], place: LogPlace, *, check
 async def run_session(prepared: Prepared, opts: RunOptions, say: Callable[[str], None], *,
                       backends: dict[str, BackendConfig] | None = None, cache_dirs: list[Path] | None = None,
                       batch_dir: Path | None = None, resume: bool | None = None, fsync: FsyncPolicy | None = None,
-                      start_backends: bool = True) -> AsyncIterator[RunSession]:
+                      start_backends: bool = True, adaptive: bool = False) -> AsyncIterator[RunSession]:
     """plan → endpoints (every role's unless `backends`) → the run directory's stage, checked,
     locked and read back. The caller writes the header (`start_run`) once its own checks passed."""
     sc = prepared.scenario
     endpoints = endpoints_for(sc, prepared.experiment.backends() if backends is None else backends,
-                              cache_dirs=cache_dirs, batch_dir=batch_dir)
+                              cache_dirs=cache_dirs, batch_dir=batch_dir, say=say, adaptive=adaptive)
     place = RunDir(prepared.out, opts.resume if resume is None else resume, sc.content_hash(),
                    fsync=fsync or sc.output.fsync, say=say)
     async with Stage(endpoints, place, check=opts.check_reachable, start_backends=start_backends) as stage:

@@ -41,7 +41,10 @@ class SimConfig(BaseModel):
     seed: int = Field(0, description="random seed (replies, latency, faults)")
     rpm: float | None = Field(None, gt=0, description="the simulated provider's requests per minute (429 past it)")
     tpm: float | None = Field(None, gt=0, description="the simulated provider's tokens per minute (429 past it)")
-    window_s: float = Field(1.0, gt=0, description="the rate limits' sliding window in seconds")
+    window_s: float = Field(1.0, gt=0, description="the rate limits' window in seconds: 1 (as providers enforce), "
+                                                   "60 for per-minute buckets")
+    start_empty: bool = Field(False, description="the windows start with no credit (some servers' per-minute "
+                                                 "buckets)")
     charge: Literal["admission", "usage"] = Field(
         "admission", description="tokens counted against tpm: the request's estimate, or the reply's usage")
     latency_ms: float = Field(0.0, ge=0, description="latency of every reply")

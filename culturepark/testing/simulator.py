@@ -121,7 +121,7 @@ class SimServer:
             return None
         rate = per_minute / 60.0
         cap = max(1.0, rate * self.config.window_s)
-        return _Bucket(rate, cap, cap, now)
+        return _Bucket(rate, cap, 0.0 if self.config.start_empty else cap, now)
 
     # -- limits -------------------------------------------------------------
     def _admit(self, tokens: int) -> float | None:
@@ -144,16 +144,30 @@ class SimServer:
         return None
 
     def _limit_headers(self) -> dict[str, str]:
+        """OpenAI's limit headers: the limit per minute, what is left in the window, and how long
+        until the window is full again in OpenAI's duration format ("1s", "20ms", "6m0s")."""
         if not self.config.rate_limit_headers:
             return {}
         h: dict[str, str] = {}
-        if self._req_bucket is not None:
-            h["x-ratelimit-limit-requests"] = str(int(self.config.rpm or 0))
-            h["x-ratelimit-remaining-requests"] = str(max(0, int(self._req_bucket.level)))
-        if self._tok_bucket is not None:
-            h["x-ratelimit-limit-tokens"] = str(int(self.config.tpm or 0))
-            h["x-ratelimit-remaining-tokens"] = str(max(0, int(self._tok_bucket.level)))
+        for name, bucket, limit in (("requests", self._req_bucket, self.config.rpm),
+                                    ("tokens", self._tok_bucket, self.config.tpm)):
+            if bucket is not None:
+                h[f"x-ratelimit-limit-{name}"] = str(int(limit or 0))
+                h[f"x-ratelimit-remaining-{name}"] = str(max(0, int(bucket.level)))
+                h[f"x-ratelimit-reset-{name}"] = openai_duration((bucket.capacity - bucket.level) / bucket.rate)
         return h
+
+    def set_limits(self, rpm: float | None, tpm: float | None) -> None:
+        """Change the limits while serving (a provider halving its capacity mid-run); each window
+        keeps what is left of its credit, capped at its new size."""
+        self.config = self.config.model_copy(update={"rpm": rpm, "tpm": tpm})
+        now = time.monotonic()
+        for old, per_minute, attr in ((self._req_bucket, rpm, "_req_bucket"), (self._tok_bucket, tpm, "_tok_bucket")):
+            new = self._bucket(per_minute, now)
+            if old is not None and new is not None:
+                old.refill(now)
+                new.level = min(new.capacity, old.level)
+            setattr(self, attr, new)
 
     # -- replies ------------------------------------------------------------
     def _reply(self, model: str, messages: list[dict] | None, prompt: str | None,
@@ -190,6 +204,16 @@ class SimServer:
     async def models(self, request: web.Request) -> web.Response:
         data = [{"id": m, "object": "model", "owned_by": "culturepark-sim"} for m in self.config.models]
         return web.json_response({"object": "list", "data": data})
+
+    async def limits_handler(self, request: web.Request) -> web.Response:
+        """`POST /limits {"rpm": .., "tpm": ..}`: new limits from now on (absent: no limit)."""
+        try:
+            body = orjson.loads(await request.read())
+            rpm, tpm = body.get("rpm"), body.get("tpm")
+            self.set_limits(float(rpm) if rpm else None, float(tpm) if tpm else None)
+        except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError):
+            return _error(400, "expected {\"rpm\": number|null, \"tpm\": number|null}")
+        return web.json_response({"rpm": self.config.rpm, "tpm": self.config.tpm})
 
     async def stats_handler(self, request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(self.stats.__dict__), content_type="application/json")
@@ -400,6 +424,20 @@ def parse_request(body: Any, chat: bool) -> Asked:
                  prompt_tokens(messages, prompt))
 
 
+def openai_duration(seconds: float) -> str:
+    """OpenAI's reset format: "20ms" under a second, else "1s", "6m0s", "1h2m3.5s"."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{round(secs, 3):g}s"
+    if minutes or hours:
+        text = f"{int(minutes)}m{text}"
+    if hours:
+        text = f"{int(hours)}h{text}"
+    return text
+
+
 def _last_user(messages: list[dict] | None) -> str:
     for m in reversed(messages or []):
         if m.get("role") == "user":
@@ -438,6 +476,7 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     app.router.add_post("/v1/completions", sim.generate)
     app.router.add_post("/v1/embeddings", sim.embeddings)
     app.router.add_get("/stats", sim.stats_handler)
+    app.router.add_post("/limits", sim.limits_handler)
     files = FineTuneSim(sim.config, sim.stats)
     files.routes(app)
     BatchSim(sim, files).routes(app)

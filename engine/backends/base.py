@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -63,8 +64,15 @@ class Request:
 
 @dataclass(slots=True)
 class RateHeaders:
+    """A provider's limits as its response headers state them (`backends.rate_headers`): left in
+    the current window, the limit per minute, and seconds until the window is full again."""
+
     remaining_requests: float | None = None
     remaining_tokens: float | None = None
+    limit_requests: float | None = None
+    limit_tokens: float | None = None
+    reset_requests_s: float | None = None
+    reset_tokens_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -79,13 +87,20 @@ class Completion:
     cached: bool = False
     tier: str | None = None  # the service tier that served it, as the provider reports it (None: standard)
     temperature: float | None = None  # sampled at, when a re-ask raised it above the request's (else None)
+    rejected: Usage | None = None  # replies rejected (and re-asked) before this one: billed all the same
 
 
 @runtime_checkable
 class Backend(Protocol):
+    """What every backend is and declares. The two capabilities are stated, not probed: a backend
+    with `can_stream` also has `Streams.stream`; one with `checks_reachable` has
+    `ChecksReachable.check_reachable` (a remote server asked once at a stage's start)."""
+
     name: str
     model: str
     price: Price | None
+    can_stream: bool
+    checks_reachable: bool
 
     async def start(self) -> None: ...
 
@@ -96,6 +111,18 @@ class Backend(Protocol):
     def describe(self) -> dict[str, Any]:
         """What goes into the run header: never a key."""
         ...
+
+
+class Streams(Protocol):
+    """A backend with `can_stream`: the same completion, with the text so far given to `on_text`."""
+
+    async def stream(self, request: Request, on_text: Callable[[str], None]) -> Completion: ...
+
+
+class ChecksReachable(Protocol):
+    """A backend with `checks_reachable`: raises an `InputError` when its server does not answer."""
+
+    async def check_reachable(self) -> None: ...
 
 
 @dataclass

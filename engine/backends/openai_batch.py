@@ -124,6 +124,9 @@ class _Answers:
 class OpenAIBatchBackend:
     """The `Backend` of `run --batch-api`: the HTTP backend's bodies and parsing, sent in batches."""
 
+    can_stream = False  # answers arrive with their batch
+    checks_reachable = False  # as before: the start's recovery is the first call to the server
+
     def __init__(self, http: OpenAIHTTPBackend, ledger_path: Path, limits: BatchLimits | None = None) -> None:
         self.http = http
         self.name = http.name

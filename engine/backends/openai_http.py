@@ -15,7 +15,8 @@ from typing import Any, Literal
 import aiohttp
 import orjson
 
-from culturepark.engine.backends.base import Completion, RateHeaders, Request
+from culturepark.engine.backends.base import Completion, Request
+from culturepark.engine.backends.rate_headers import read_rate_headers
 from culturepark.engine.errors import (
     AccountError,
     BackendError,
@@ -104,17 +105,10 @@ def parse_retry_after(headers: Any) -> float | None:
     return None
 
 
-def _float_header(headers: Any, name: str) -> float | None:
-    value = headers.get(name)
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None
-
-
 class OpenAIHTTPBackend:
+    can_stream = True  # `stream`: server-sent events
+    checks_reachable = True  # `check_reachable`: GET /models at a stage's start
+
     def __init__(
         self,
         base_url: str,
@@ -265,9 +259,7 @@ class OpenAIHTTPBackend:
             except orjson.JSONDecodeError as exc:
                 raise TransientError("malformed_body") from exc
         completion.latency_ms = latency_ms
-        if "x-ratelimit-remaining-tokens" in headers or "x-ratelimit-remaining-requests" in headers:
-            completion.rate = RateHeaders(_float_header(headers, "x-ratelimit-remaining-requests"),
-                                          _float_header(headers, "x-ratelimit-remaining-tokens"))
+        completion.rate = read_rate_headers(headers)
         return completion
 
     def completion_from(self, payload: Any, req: Request) -> Completion:

@@ -4,6 +4,9 @@ Each case: the first conversation's request fails on every attempt (the fault fi
 `max_attempts` times), so that conversation ends `failed` with the fault's reason, the other
 conversations finish, the run exits 1, no broken reply became a turn, and `--resume
 --retry-failed` later completes the failed one once the fault has stopped.
+
+A 429 is not such a fault: it is retried past `max_attempts`, and fails a conversation only once
+`retry.rate_limit_budget_s` is spent (its own table below).
 """
 import json
 
@@ -17,8 +20,6 @@ ATTEMPTS = 3
 
 # case -> (fault, expected failure reason prefix)
 FAULTS = {
-    "429 storm with Retry-After": ({"kind": "status", "status": 429, "retry_after": 0.2}, "http_429"),
-    "429 storm without Retry-After": ({"kind": "status", "status": 429}, "http_429"),
     "500": ({"kind": "status", "status": 500}, "http_500"),
     "502": ({"kind": "status", "status": 502}, "http_502"),
     "503 with Retry-After": ({"kind": "status", "status": 503, "retry_after": 0.1}, "http_503"),
@@ -31,10 +32,10 @@ FAULTS = {
 }
 
 
-def _scenario(tmp_path, url):
+def _scenario(tmp_path, url, **retry):
     data = scenario_dict(concurrency=1, items=["27"])  # 2 conversations, one request at a time
     data["backend"].update(base_url=url, timeout_s=0.5)
-    data["retry"] = {"max_attempts": ATTEMPTS, "base_delay_s": 0.02, "max_delay_s": 0.05}
+    data["retry"] = {"max_attempts": ATTEMPTS, "base_delay_s": 0.02, "max_delay_s": 0.05, **retry}
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -53,8 +54,6 @@ def test_fault_fails_one_conversation_then_retry_failed_completes_it(tmp_path, t
     assert list(summary["failures_by_reason"]) == [reason]
     endpoint = summary["endpoints"][0]
     assert endpoint["retries"] == ATTEMPTS - 1  # backoff between attempts, then given up
-    if fault.get("status") == 429:
-        assert endpoint["rate_limited"] == ATTEMPTS  # each 429 paused the whole endpoint
 
     records = [orjson.loads(x) for x in (out / "log.jsonl").read_bytes().splitlines()]
     turns = [r for r in records if r["type"] == "turn"]
@@ -70,6 +69,43 @@ def test_fault_fails_one_conversation_then_retry_failed_completes_it(tmp_path, t
     assert json.loads(again.stdout)["done"] == 2
     rows = [orjson.loads(x) for x in (out / "conversations.jsonl").read_bytes().splitlines()]
     assert [r["status"] for r in rows] == ["done", "done"] and all(len(r["turns"]) == 4 for r in rows)
+
+
+# 429 storms, with and without the server saying when to come back
+STORMS = {
+    "with Retry-After": {"kind": "status", "status": 429, "retry_after": 0.05},
+    "without Retry-After": {"kind": "status", "status": 429},
+}
+
+
+@pytest.mark.parametrize("case", list(STORMS), ids=list(STORMS))
+def test_a_429_storm_longer_than_max_attempts_is_ridden_out(tmp_path, tiny_data, sim_process, case):
+    storm = 4 * ATTEMPTS
+    url = sim_process("--seed", "4", "--faults", json.dumps([{**STORMS[case], "times": storm}]))
+    res = run_cli("run", str(_scenario(tmp_path, url)), "--out", str(tmp_path / "out"),
+                  "--data-dir", str(tiny_data), "--json")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["done"] == 2 and summary["failed"] == 0
+    endpoint = summary["endpoints"][0]
+    assert endpoint["rate_limited"] == storm and endpoint["retries"] == storm  # each paused the endpoint
+
+
+@pytest.mark.parametrize("case", list(STORMS), ids=list(STORMS))
+def test_a_429_storm_past_the_budget_fails_then_retry_failed_completes(tmp_path, tiny_data, sim_process, case):
+    url = sim_process("--seed", "4", "--faults", json.dumps([STORMS[case]]))  # refuses everything
+    sc = _scenario(tmp_path, url, rate_limit_budget_s=0.4)
+    out = tmp_path / "out"
+    first = run_cli("run", str(sc), "--out", str(out), "--data-dir", str(tiny_data), "--json")
+    assert first.returncode == 1, first.stderr
+    summary = json.loads(first.stdout)
+    assert summary["done"] == 0 and summary["failed"] == 2
+    assert list(summary["failures_by_reason"]) == ["http_429"]
+    assert summary["endpoints"][0]["rate_limited"] > 2 * ATTEMPTS  # each request went past max_attempts
+    again = run_cli("run", str(sc), "--out", str(out), "--data-dir", str(tiny_data), "--json",
+                    "--resume", "--retry-failed", "--base-url", sim_process("--seed", "4"))
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["done"] == 2
 
 
 def test_wrong_usage_is_estimated_not_trusted(tmp_path, tiny_data, sim_process):

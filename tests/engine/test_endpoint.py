@@ -141,6 +141,7 @@ class _Replies:
     """A backend that gives the same reply and notes the temperature it was asked at."""
 
     name, model, price = "stub", "stub", None
+    can_stream = checks_reachable = False
 
     def __init__(self) -> None:
         self.temperatures: list[float] = []
@@ -177,3 +178,66 @@ async def test_a_rejected_reply_is_asked_again_at_once_and_hotter_and_says_so():
     assert backend.temperatures == [0.7, 0.9, 1.1, 1.2, 1.2]
     first_try = await ep.complete(Request(prompt="Anna:", temperature=0.7))
     assert first_try.temperature is None  # asked at the request's own temperature
+
+
+# -- a 429 is a pacing signal: retried past max_attempts, until the wall-clock budget ------------------
+
+async def test_a_429_storm_longer_than_max_attempts_is_ridden_out(sim):
+    url = await sim(faults=[Fault(kind="status", status=429, retry_after=0.01, times=3 * FAST.max_attempts)])
+    ep = await _endpoint(url)
+    completion = await ep.complete(REQ)
+    await ep.aclose()
+    assert completion.text and completion.attempts == 3 * FAST.max_attempts + 1
+    assert ep.stats.rate_limited == 3 * FAST.max_attempts and ep.stats.ok == 1
+
+
+async def test_a_429_after_transient_failures_does_not_use_up_their_attempts(sim):
+    """max_attempts - 1 server errors, then 429s, then an answer: the 429s are not failures."""
+    faults = [Fault(kind="status", status=503, times=FAST.max_attempts - 1),
+              Fault(kind="status", status=429, retry_after=0.01, times=5)]
+    ep = await _endpoint(await sim(faults=faults))
+    completion = await ep.complete(REQ)
+    await ep.aclose()
+    assert completion.attempts == FAST.max_attempts - 1 + 5 + 1
+
+
+@pytest.mark.parametrize("retry_after", [0.05, None], ids=["Retry-After", "backoff"])
+async def test_429s_end_only_when_the_wall_clock_budget_is_spent(sim, retry_after):
+    import asyncio
+
+    budget = 0.6
+    url = await sim(faults=[Fault(kind="status", status=429, retry_after=retry_after)])  # never stops
+    ep = Endpoint(OpenAIHTTPBackend(url, "m"), retry=RetryPolicy(max_attempts=2, base_delay_s=0.02,
+                                                                 max_delay_s=0.1, rate_limit_budget_s=budget))
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    with pytest.raises(RequestFailed) as exc:
+        await ep.complete(REQ)
+    elapsed = loop.time() - t0
+    await ep.aclose()
+    assert exc.value.reason == "http_429" and exc.value.attempts > 2 * 2  # far past max_attempts
+    assert ep.stats.rate_limited == exc.value.attempts
+    # given up before the budget ran out, but not earlier than one more wait would have taken
+    assert budget - 0.2 <= elapsed <= budget + 0.2
+
+
+async def test_an_account_error_ends_a_429_storm_at_once(sim):
+    from culturepark.engine.errors import AccountError
+
+    faults = [Fault(kind="status", status=429, retry_after=0.01, times=6), Fault(kind="quota_exhausted")]
+    ep = await _endpoint(await sim(faults=faults))
+    with pytest.raises(AccountError):
+        await ep.complete(REQ)
+    await ep.aclose()
+    assert ep.stats.requests == 7 and ep.stats.rate_limited == 6
+
+
+async def test_a_stop_ends_a_429_storm_without_failing_the_request(sim):
+    import asyncio
+
+    url = await sim(faults=[Fault(kind="status", status=429, retry_after=0.02)])
+    ep = await _endpoint(url)  # the default budget: half an hour
+    with pytest.raises(TimeoutError):  # the caller's cancellation, not RequestFailed
+        await asyncio.wait_for(ep.complete(REQ), timeout=0.5)
+    await ep.aclose()
+    assert ep.stats.rate_limited > FAST.max_attempts

@@ -231,7 +231,8 @@ async def refine_async(run_dir: Path, out: Path, config: RefineConfig, resume: b
         say(f"notice: the refiner is the model that generated the conversations ({backend.provider}:{backend.model}); "
             "the paper refined with a GPT-4-class model (--model or the refine config's backend)")
     config = config.model_copy(update={"backend": backend})
-    endpoints = make_endpoints({ROLE: backend}, config.limits, config.retry, config.seed)
+    endpoints = make_endpoints({ROLE: backend}, config.limits, config.retry, config.seed, say=say,
+                               concurrency=config.concurrency)
     by_id = {s.id: s for s in sources}
     policy = RefinePolicy(config, backend.rendering, by_id)
     t0 = time.monotonic()

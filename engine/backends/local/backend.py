@@ -42,6 +42,7 @@ class LocalBackend:
     """`Backend` for the embedded model; `model` is 'gemma3-270m' or a local HF directory."""
 
     name = "local"
+    can_stream = checks_reachable = False  # in-process: nothing to reach, replies come whole
 
     def __init__(self, model: str = EMBEDDED_MODEL, *, device: str = "auto", max_batch: int = 16,
                  batch_wait_ms: float = 5.0, price: Price | None = Price(0.0, 0.0),

@@ -6,7 +6,9 @@ from culturepark.benchmarks.perf.throughput import bench, plot
 
 def _args(**kw):
     base = {"conversations": 40, "turns": 2, "concurrency": 10, "latency_ms": 0.0, "rpm": None, "tpm": None,
-                "max_tokens": 16, "baselines": "raw,sdk", "json": True, "plot": None}
+                "max_tokens": 16, "baselines": "raw,sdk", "json": True, "plot": None, "unstated_limits": False,
+                "no_limit_headers": False, "window_s": 1.0, "start_empty": False, "halve_after_s": None,
+                "warmup_s": 60.0}
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -37,3 +39,18 @@ def test_plot_writes_a_png(tmp_path):
     path = tmp_path / "t.png"
     plot({"engine": [10, 20, 15], "raw": [12, 22, 14]}, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+async def test_unstated_limits_are_learned_or_found_and_a_halving_is_reported(tmp_path):
+    from culturepark.benchmarks.perf.throughput import plot_granted
+
+    headers, _ = await bench(_args(conversations=30, rpm=1200, baselines="", unstated_limits=True, warmup_s=0.5))
+    assert headers["limits"] == "headers" and headers["learned_limits"] == {"rpm": 1200.0}
+    assert headers["errors"] == 0 and headers["turns"] == 60
+    found, _ = await bench(_args(conversations=40, rpm=1200, baselines="", unstated_limits=True, no_limit_headers=True,
+                                 latency_ms=100.0, warmup_s=0.5, halve_after_s=2.0))
+    assert found["limits"] == "none" and found["learned_limits"] == {} and found["errors"] == 0
+    assert found["concurrency_ceiling"]["maximum"] == 10 and found["halved_at_s"] == 2.0
+    assert "recovery_s" in found and len(found["granted_per_s"]) >= 2
+    plot_granted(found, tmp_path / "granted.png")
+    assert (tmp_path / "granted.png").stat().st_size > 0
