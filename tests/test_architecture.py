@@ -82,7 +82,7 @@ def test_dependencies_point_one_way():
     ("culturepark.agents.experiment", "culturepark.runs.prepare"),          # upward into the face
     ("culturepark.trainers.refine.pipeline", "culturepark.benchmarks.stats"),  # peers stay apart
     ("culturepark.testing.simulator", "culturepark.agents.cultures"),  # the simulator: engine only
-    ("culturepark.benchmarks.report_page", "culturepark.testing.simulator"),
+    ("culturepark.benchmarks.moderation", "culturepark.testing.simulator"),  # measures: no simulator
 ])
 def test_the_checker_reports_each_kind_of_wrong_edge(edge):
     assert len(violations([edge])) == 1 and violations([(edge[1], edge[1])]) == []

@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from culturepark.engine.chat_templates import PromptCard, Template, render_chat, write_prompt_card
 from culturepark.engine.errors import InputError
-from culturepark.engine.summaries import LoraSummary
 from culturepark.scenarios.loader import format_validation_error
+from culturepark.trainers.summaries import LoraSummary
 
 EMBEDDED = "local:gemma3-270m"
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from culturepark.engine.errors import InputError
-from culturepark.engine.summaries import OpenAIJobState
 from culturepark.trainers.sft import check_openai_chat
+from culturepark.trainers.summaries import OpenAIJobState
 
 FINAL = ("succeeded", "failed", "cancelled")
 

@@ -11,8 +11,8 @@ import orjson
 
 from culturepark.engine.chat_templates import TextTemplate, render_chat
 from culturepark.engine.files import atomic_write_jsonl
-from culturepark.engine.summaries import FormatCheck
 from culturepark.engine.tokens import approx_tokens
+from culturepark.trainers.summaries import FormatCheck
 
 OPENAI_MAX_EXAMPLE_TOKENS = 65536  # per-example context limit of current fine-tunable models
 ROLES = {"system", "user", "assistant"}

@@ -23,7 +23,7 @@ def register(sub: Any) -> None:
 
 
 def paper(args: argparse.Namespace) -> int:
-    from culturepark.benchmarks.report_page import build_paper, screenshot
+    from culturepark.report_page import build_paper, screenshot
     from culturepark.runs.paper_chain import PaperChain, estimate_chain, run_chain
     from culturepark.scenarios.data_dir import resolve_data_dir
 

@@ -19,7 +19,7 @@ def register(sub: Any) -> None:
 
 
 def report(args: argparse.Namespace) -> int:
-    from culturepark.benchmarks.report_page import build, screenshot
+    from culturepark.report_page import build, screenshot
 
     missing = [d for d in args.dirs if not d.is_dir()]
     if missing:

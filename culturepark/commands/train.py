@@ -48,8 +48,8 @@ def _lora_flags(tl: argparse.ArgumentParser) -> None:
 
 
 def train_openai(args: argparse.Namespace) -> int:
-    from culturepark.engine.summaries import OpenAIJobState
     from culturepark.trainers.openai_jobs import train_openai as run_job
+    from culturepark.trainers.summaries import OpenAIJobState
 
     log = make_logger()
 

@@ -44,12 +44,12 @@ from culturepark.benchmarks.results import (
 from culturepark.engine.errors import InputError
 from culturepark.engine.files import atomic_write_json, atomic_write_jsonl
 from culturepark.engine.log import LOG_NAME
-from culturepark.engine.summaries import LoraSummary
 from culturepark.runs.in_process import run_async
 from culturepark.runs.paper_settings import PaperChain
 from culturepark.runs.prepare import RunOptions
 from culturepark.scenarios.loader import load_scenario
 from culturepark.trainers.refine import RefineConfig, refine_async
+from culturepark.trainers.summaries import LoraSummary
 
 HOFSTEDE_C = 50.0  # the paper's constant
 

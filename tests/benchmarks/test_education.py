@@ -110,7 +110,7 @@ def test_scripted_learners_give_the_hand_computed_distances_gain_and_counts(tmp_
     per_session = len(base_sequence(learner_meta(metas[0])))
     assert len(turns) == per_session + 2
 
-    from culturepark.benchmarks.report_page import build
+    from culturepark.report_page import build
     page = build([out], tmp_path / "report").read_text()
     assert "Cultural education" in page and "simulated learners, not a human study" in page
     assert "Pooled per group" in page and "Pooled gain difference b - a: 0.000" in page

@@ -9,7 +9,7 @@ import pytest
 from culturepark.benchmarks import results as R
 from culturepark.benchmarks.evaluation import EVALUATIONS
 from culturepark.engine.errors import InputError
-from culturepark.engine.summaries import FormatCheck, LoraSummary, OpenAIJobState, RefineSummary, Summary
+from culturepark.trainers.summaries import FormatCheck, LoraSummary, OpenAIJobState, RefineSummary, Summary
 from tests.conftest import REPO, run_cli
 
 FIXTURES = REPO / "tests" / "fixtures" / "results_v1"
@@ -98,7 +98,7 @@ def _layout(root: Path) -> Path:
 
 
 def test_report_renders_the_v1_files_into_the_page_the_old_code_rendered(tmp_path, monkeypatch):
-    from culturepark.benchmarks.report_page import build, build_paper
+    from culturepark.report_page import build, build_paper
 
     _layout(tmp_path)
     monkeypatch.chdir(tmp_path)  # the page names the directories as given: relative, as when it was rendered

@@ -34,7 +34,6 @@ from culturepark.engine.log import LOG_NAME, RunLog, read_header
 from culturepark.engine.records import EndRecord, RunHeader, TurnRecord
 from culturepark.engine.scheduler import ConversationSpec, ResumeState, Scheduler, SchedulerConfig, Turn, TurnRequest
 from culturepark.engine.stage import Stage
-from culturepark.engine.summaries import REFINE_SUMMARY, RefineSummary
 from culturepark.scenarios.endpoints import make_embedder, make_endpoints
 from culturepark.scenarios.loader import scenario_of
 from culturepark.scenarios.schema import BackendConfig, DirectScenario, RemoteBackendConfig, Scenario
@@ -43,6 +42,7 @@ from culturepark.trainers.refine.config import RefineConfig
 from culturepark.trainers.refine.dedup import cluster, representatives
 from culturepark.trainers.refine.postprocess import first_person, word_count
 from culturepark.trainers.sft import check_openai_chat, write_sft
+from culturepark.trainers.summaries import REFINE_SUMMARY, RefineSummary
 
 ROLE = "refiner"
 QUESTION_VARIANTS = [

@@ -1,10 +1,9 @@
 """Typed summaries of the stages after a run: refinement (`refine_summary.json`), SFT data checks,
 LoRA training (`train_summary.json`) and OpenAI fine-tuning jobs (`train.json`).
 
-They live on the engine's floor because two peers meet on them: the trainers write them and the
-report (benchmarks) reads them, and peers may not import each other. They name no culture. Keys a
-file may lack are written only when set (`to_json`), so each model reads the older shape of its
-file and writes back what it read.
+The trainers write them; the report (`culturepark/report_page.py`, in the face, which may read
+every stage) and the paper chain read them. Keys a file may lack are written only when set
+(`to_json`), so each model reads the older shape of its file and writes back what it read.
 """
 from __future__ import annotations
 

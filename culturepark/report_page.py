@@ -33,7 +33,7 @@ from culturepark.benchmarks.results import (
 from culturepark.engine.export import CostSplitUSD, RunSummary, Tally, header_prices, ordered_conversations
 from culturepark.engine.log import LOG_NAME, read_header
 from culturepark.engine.records import RunHeader
-from culturepark.engine.summaries import REFINE_SUMMARY, RefineSummary
+from culturepark.trainers.summaries import REFINE_SUMMARY, RefineSummary
 
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
          "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px}"
