@@ -166,22 +166,39 @@ def write_hofstede(data_dir: Path) -> None:
     (folder / "6-dimensions-for-website-2015-08-16.csv").write_text("\n".join(rows) + "\n")
 
 
+def debian_program(package: str, *names: str) -> str | None:
+    """A program from Debian's packages, installed here (apt, as root) when missing; None if it
+    cannot be. CI runs on a fresh machine, so tests that need a real browser or proxy bring it."""
+    found = next((exe for n in names if (exe := shutil.which(n))), None)
+    if found is None and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "--no-install-recommends", package]
+        if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
+            subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
+            subprocess.run(install, env=env, capture_output=True, timeout=900)
+        found = next((exe for n in names if (exe := shutil.which(n))), None)
+    return found
+
+
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """Debian's chromium for browser tests; installed here (apt, as root) when missing.
+    """Debian's chromium for browser tests.
 
     `playwright install` cannot download on these machines, so playwright drives the system
     browser through `executable_path`.
     """
     pytest.importorskip("playwright.sync_api")
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
-        if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
-            subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
-            subprocess.run(install, env=env, capture_output=True, timeout=900)
-        exe = shutil.which("chromium")
+    exe = debian_program("chromium", "chromium", "chromium-browser")
     if exe is None:
         pytest.skip("no chromium on PATH and it could not be installed (apt install chromium)")
+    return exe
+
+
+@pytest.fixture(scope="session")
+def nginx() -> str:
+    """Debian's nginx (and openssl for a self-signed certificate): the study app behind a real
+    TLS-terminating reverse proxy."""
+    exe = debian_program("nginx", "nginx")
+    if exe is None or debian_program("openssl", "openssl") is None:
+        pytest.skip("no nginx/openssl on PATH and they could not be installed (apt install nginx openssl)")
     return exe

@@ -4,14 +4,12 @@ in a real browser (Debian's chromium): consent → chat → withdrawal (issue 35
 The nginx configuration is the one docs/study-app/README.md gives (`NGINX_SITE`), with the test's
 ports and certificate filled in."""
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 
 from culturepark.engine.log import read_log
@@ -84,9 +82,8 @@ http {{
             self.proc.wait(timeout=10)
 
 
-@pytest.mark.skipif(shutil.which("nginx") is None or shutil.which("openssl") is None,
-                    reason="needs Debian's nginx and openssl (apt-get install nginx)")
-def test_consent_chat_and_withdrawal_through_nginx_with_tls_in_chromium(tmp_path, tiny_data, sim_process, chromium):
+def test_consent_chat_and_withdrawal_through_nginx_with_tls_in_chromium(tmp_path, tiny_data, sim_process, chromium,
+                                                                       nginx):
     from playwright.sync_api import sync_playwright
 
     write_hofstede(tiny_data)
