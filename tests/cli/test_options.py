@@ -10,9 +10,11 @@ import pytest
 
 from culturepark import cli
 from culturepark.commands.options import model_from_args
+from culturepark.engine.chat_templates import PromptCard
 from culturepark.runs.paper_chain import PaperChain
 from culturepark.runs.prepare import RunOptions
 from culturepark.trainers import lora
+from culturepark.trainers.summaries import LoraSummary
 
 
 def _parse(*argv: str) -> Any:
@@ -61,9 +63,12 @@ def test_train_lora_flags_become_the_settings(flags: list[str], expected: lora.L
                                               monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     seen: list[lora.LoraSettings] = []
 
-    def fake_train(sft_file: Path, out: Path, settings: lora.LoraSettings, *rest: Any, **kw: Any) -> dict[str, Any]:
+    def fake_train(sft_file: Path, out: Path, settings: lora.LoraSettings, *rest: Any, **kw: Any) -> LoraSummary:
         seen.append(settings)
-        return {"steps": 1, "first_loss": 1.0, "last_loss": 0.5, "seconds_per_step": 0.1}
+        return LoraSummary(base=settings.base, sft_file=str(sft_file), examples=1, steps=1, trainable_params=1,
+                           first_loss=1.0, last_loss=0.5, seconds_per_step=0.1, device="cpu", schedule="constant",
+                           target_modules=[], compute_dtype_used="fp32", prompt_card=PromptCard(template="chatml"),
+                           settings=settings.model_dump(mode="json"))
 
     monkeypatch.setattr(lora, "train_lora", fake_train)
     assert cli.main(["train", "lora", str(tmp_path / "sft.jsonl"), "--out", str(tmp_path / "o"), *flags]) == 0
