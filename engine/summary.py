@@ -90,11 +90,24 @@ class RunSummary(BaseModel):
     duplicate_turns_dropped: int = 0
     stops: list[str] = Field(default_factory=list)
     endpoints: list[EndpointCounts] | None = None  # known to the process that ran it, not to the log
+    # limits nobody stated that the provider's headers gave (model → "rpm"/"tpm" per minute, last seen): also
+    # known only to the process that ran, so a later export from the log keeps the previous summary's
+    learned_limits: dict[str, dict[str, float]] = Field(default_factory=dict)
     ray: dict[str, Any] | None = None  # `run --ray`: workers, restarts, counts per shard
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object, without the parts this summary does not have (a plain export has no endpoints)."""
         return self.model_dump(mode="json", exclude={k for k in ("endpoints", "ray") if getattr(self, k) is None})
+
+
+def learned_by_model(endpoints: list[EndpointCounts]) -> dict[str, dict[str, float]]:
+    """The limits each model's endpoints learned from the provider's headers (endpoints of one model
+    share the provider's limits; the last one read wins)."""
+    out: dict[str, dict[str, float]] = {}
+    for ep in endpoints:
+        if ep.learned_limits:
+            out.setdefault(ep.model, {}).update(ep.learned_limits)
+    return out
 
 
 def header_prices(header: RunHeader | None) -> dict[str, Price]:
@@ -223,4 +236,4 @@ def summarize(assembled: Assembled) -> RunSummary:
 
 
 __all__ = ["SUMMARY_NAME", "CacheCounts", "CostSplitUSD", "EndpointCounts", "RunSummary", "Tally", "TokenCounts",
-           "header_prices", "summarize"]
+           "header_prices", "learned_by_model", "summarize"]
