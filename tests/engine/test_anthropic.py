@@ -197,3 +197,12 @@ def test_a_summary_splits_cache_writes_out_and_adds_up_to_the_cost():
     assert split is not None and split.cache_write_input == pytest.approx(200 * 3.75 / 1e6, abs=1e-6)
     assert split.uncached_input + split.cached_input + split.output + split.cache_write_input == \
         pytest.approx(s.cost_usd, abs=1e-6)
+
+
+def test_batch_api_is_refused_for_anthropic_in_one_line(tmp_path):
+    from culturepark.engine.errors import InputError
+    from culturepark.scenarios.endpoints import batch_backend
+
+    with pytest.raises(InputError, match="Anthropic's API"):
+        batch_backend(parse_model_spec("anthropic:sim-model", "http://127.0.0.1:9/v1"), tmp_path, "delegate")
+    assert not list(tmp_path.iterdir())  # nothing written
