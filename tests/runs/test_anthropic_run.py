@@ -38,3 +38,22 @@ def test_a_run_on_anthropics_api_completes_reads_its_cache_more_each_turn_and_co
     assert s["cost_usd"] == pytest.approx(stats["bill_usd"], rel=0.01)
     split = s["cost_split_usd"]
     assert sum(split.values()) == pytest.approx(s["cost_usd"], rel=1e-4) and split["cache_write_input"] > 0
+
+
+@pytest.mark.parametrize("model,base_url,expected", [
+    ("anthropic:claude-haiku-4-5", None, ("anthropic", "claude-haiku-4-5", "https://api.anthropic.com/v1",
+                                          "ANTHROPIC_API_KEY")),
+    ("anthropic:sim-model", "http://127.0.0.1:9/v1", ("anthropic", "sim-model", "http://127.0.0.1:9/v1",
+                                                      "ANTHROPIC_API_KEY")),
+    ("gpt-4o", None, ("openai", "gpt-4o", "https://api.openai.com/v1", "OPENAI_API_KEY")),  # a plain name
+    ("some:name", None, ("openai", "some:name", "https://api.openai.com/v1", "OPENAI_API_KEY")),  # no provider
+])
+def test_model_flag_with_a_provider_moves_the_backend_there(model, base_url, expected):
+    from culturepark.runs.prepare import RunOptions, apply_overrides
+    from culturepark.scenarios.loader import parse_scenario
+
+    data = scenario_dict()
+    del data["backend"]["base_url"]
+    scenario = apply_overrides(parse_scenario(data), RunOptions(model=model, base_url=base_url), "t")
+    b = scenario.backend
+    assert (b.provider, b.model, b.base_url, b.api_key_env) == expected  # type: ignore[union-attr]
