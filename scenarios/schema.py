@@ -245,7 +245,8 @@ class CultureEntry(_Strict):
 ADDED_LATER: dict[str, object] = {"delegate_answers_intro": False}
 BACKEND_ADDED_LATER: dict[str, object] = {
     "template": None, "service_tier": "standard", "flex_fallback_after": None, "flex_timeout_s": 900.0,
-    "prompt_cache": REMOTE_ONLY["prompt_cache"], "batch": REMOTE_ONLY["batch"], "weights": "fp16"}
+    "prompt_cache": REMOTE_ONLY["prompt_cache"], "batch": REMOTE_ONLY["batch"], "weights": "fp16",
+    "price.cache_write_per_1m": None, "price.flex.cache_write_per_1m": None, "price.batch.cache_write_per_1m": None}
 
 
 def without_added_defaults(data: dict[str, Any], added: Mapping[str, object]) -> dict[str, Any]:
