@@ -69,7 +69,7 @@ class ExportConfig(_Strict):
 # Fields added after refinements were first written, at their defaults: older directories still resume.
 REFINE_ADDED_LATER: dict[str, object] = {"extract_speakers": "delegate", "export.format": "open",
                                          "export.paper_passes": 20, "retry.reask_temperature_step": 0.2,
-                                         "retry.reask_temperature_max": 1.2,
+                                         "retry.reask_temperature_max": 1.2, "retry.rate_limit_budget_s": 1800.0,
                                          **{f"backend.{k}": v for k, v in BACKEND_ADDED_LATER.items()}}
 REFINE_PRESETS: dict[str, dict] = {
     "paper": {"backend": {"provider": "openai", "model": "gpt-4"}, "extract_speakers": "both",
