@@ -20,6 +20,8 @@ from culturepark.agents.wvs import WVSData
 from culturepark.engine.errors import InputError
 from culturepark.engine.scheduler import ConversationSpec, TurnPolicy
 from culturepark.scenarios.schema import (
+    DEFAULT_BASE_URLS,
+    DEFAULT_KEY_ENVS,
     EMBEDDED_ONLY,
     AnyScenario,
     BackendConfig,
@@ -74,9 +76,27 @@ def _point_at(backends: list[dict[str, Any]], flags: Overrides) -> None:
                 b["api"] = "completions"
             b["base_url"] = flags.base_url
         if flags.model:
-            b["model"] = flags.model
+            provider, sep, name = flags.model.partition(":")
+            if sep and name and provider in DEFAULT_KEY_ENVS and b["provider"] != "local":
+                _switch_provider(b, provider)  # `--model anthropic:MODEL`: another provider's API
+                b["model"] = name
+            else:
+                b["model"] = flags.model
         if flags.service_tier and b["provider"] != "local":  # a tier is a remote API's
             b["service_tier"] = flags.service_tier
+
+
+def _switch_provider(b: dict[str, Any], provider: str) -> None:
+    """A remote backend moved to another provider: the old provider's default URL and key variable go
+    with it (the new one's defaults apply; a `--base-url` given beside it still wins)."""
+    old = b["provider"]
+    if old == provider:
+        return
+    if b.get("base_url") == DEFAULT_BASE_URLS.get(old):
+        b.pop("base_url", None)
+    if b.get("api_key_env") == DEFAULT_KEY_ENVS.get(old):
+        b.pop("api_key_env", None)
+    b["provider"] = provider
 
 
 class CultureParkExperiment:

@@ -235,7 +235,7 @@ class RunRow:
     def cells(self) -> list[object]:
         s = self.summary
         return [self.run, self.name, s.conversations, s.done, s.failed, s.turns, s.tokens.total,
-                _num100(s.cache.hit_rate) + " %", s.cost_usd, _split(s.cost_split_usd),
+                _num100(s.cache.hit_rate) + " %", s.cost_usd, _rejected(s), _split(s.cost_split_usd),
                 ", ".join(f"{k} {v}" for k, v in s.turns_by_tier.items()), self.duration_s]
 
 
@@ -271,7 +271,15 @@ def plot_runs(runs: list[tuple[Path, RunHeader]], out: Path) -> tuple[list[str],
 def _split(split: CostSplitUSD | None) -> str:
     if not split:
         return "n/a (rates not in the log)"
-    return " / ".join(f"{v:.4f}" for v in (split.uncached_input, split.cached_input, split.output))
+    text = " / ".join(f"{v:.4f}" for v in (split.uncached_input, split.cached_input, split.output))
+    return text + (f" + cache writes {split.cache_write_input:.4f}" if split.cache_write_input else "")
+
+
+def _rejected(s: RunSummary) -> str:
+    """Replies billed but rejected by validation and re-asked: part of the cost, and its share."""
+    if s.rejected_cost_usd is None or s.rejected_cost_share is None:
+        return "n/a (price unknown)"
+    return f"{s.rejected_cost_usd:.4f} ({100 * s.rejected_cost_share:.1f} %)"
 
 
 def _fmt(ms: MeanStd | None) -> str:
@@ -426,7 +434,8 @@ def _runs_section(items: list[tuple[Path, RunHeader]], out: Path) -> list[str]:
     parts.append("<h2>Conversation runs</h2>")
     files, rows = plot_runs(items, out)
     parts.append(_table(["run", "name", "conversations", "done", "failed", "turns", "tokens",
-                         "prompt tokens cached", "cost (USD)", "uncached in / cached in / out (USD)", "turns by tier",
+                         "prompt tokens cached", "cost (USD)", "rejected (USD, share of cost)",
+                         "uncached in / cached in / out (USD)", "turns by tier",
                          "duration (s)"], [r.cells() for r in rows]))
     parts += [f'<img src="{f}" alt="{f}">' for f in files]
     return parts

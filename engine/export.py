@@ -101,10 +101,21 @@ class _ParquetRows:
         self.writer.close()
 
 
-def export_run(run_dir: Path, fmt: str = "jsonl") -> RunSummary:
+def previous_learned_limits(run_dir: Path) -> dict[str, dict[str, float]]:
+    """The learned limits an earlier summary.json recorded (none if it is missing or unreadable)."""
+    try:
+        learned = orjson.loads((run_dir / SUMMARY_NAME).read_bytes()).get("learned_limits")
+        return {str(m): {str(k): float(v) for k, v in limits.items()} for m, limits in learned.items()}
+    except (OSError, orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return {}
+
+
+def export_run(run_dir: Path, fmt: str = "jsonl", learned: dict[str, dict[str, float]] | None = None) -> RunSummary:
     """Write conversations.jsonl (or `.parquet`) and summary.json for a (possibly partial) run of
     any size, in bounded memory; return the summary. The temporary buckets go to the system's temporary
-    directory (`TMPDIR`), about the size of the log."""
+    directory (`TMPDIR`), about the size of the log. `learned`: the limits the run's process learned
+    from the provider's headers; the log does not hold them, so those of an earlier summary.json are
+    kept (a re-export, or a resumed session that learned nothing new)."""
     run_dir = Path(run_dir)
     tally: Tally | None = None
     name = PARQUET_NAME if fmt == "parquet" else CONVERSATIONS_NAME
@@ -122,6 +133,7 @@ def export_run(run_dir: Path, fmt: str = "jsonl") -> RunSummary:
             parquet.close()
     assert tally is not None
     summary = tally.summary(run.header, run.duplicate_turns, run.stop_reasons, run.last_t)
+    summary.learned_limits = {**previous_learned_limits(run_dir), **(learned or {})}
     atomic_write(run_dir / SUMMARY_NAME, orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
     return summary
 

@@ -26,11 +26,14 @@ Stage = Literal["run", "study", "refine", "eval"]
 @dataclass(slots=True)
 class Usage:
     """Tokens of one request. `cached_tokens` is the part of `prompt_tokens` the provider served
-    from its prompt cache (billed at the cached-input rate); 0 where it reports none."""
+    from its prompt cache (billed at the cached-input rate); `cache_write_tokens` the part it wrote
+    to the cache (Anthropic bills it at 1.25 times input); 0 where it reports none (and in logs
+    written before writes were counted)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -38,7 +41,7 @@ class Usage:
 
     def plus(self, other: Usage) -> Usage:
         return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens,
-                     self.cached_tokens + other.cached_tokens)
+                     self.cached_tokens + other.cached_tokens, self.cache_write_tokens + other.cache_write_tokens)
 
 
 @dataclass(slots=True)

@@ -162,7 +162,8 @@ def turn_cost(completion: Completion, price: Price | None) -> float | None:
     if price is None:
         return None
     u = completion.usage
-    return price.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens, completion.tier or "standard")
+    return price.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens, completion.tier or "standard",
+                      u.cache_write_tokens)
 
 
 def rejected_cost(completion: Completion, price: Price | None) -> float | None:
@@ -171,7 +172,8 @@ def rejected_cost(completion: Completion, price: Price | None) -> float | None:
     u = completion.rejected
     if u is None or price is None:
         return None
-    return price.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens, completion.tier or "standard")
+    return price.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens, completion.tier or "standard",
+                      u.cache_write_tokens)
 
 
 def turn_record(conv: ConversationSpec, index: int, nxt: TurnRequest, completion: Completion,
@@ -186,7 +188,7 @@ def turn_record(conv: ConversationSpec, index: int, nxt: TurnRequest, completion
     return TurnRecord(
         conversation_id=conv.id, seq=conv.seq, index=index, speaker=nxt.speaker, role=nxt.role,
         text=completion.text.strip(),
-        usage=Usage(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens),
+        usage=Usage(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_write_tokens),
         cost_usd=turn_cost(completion, endpoint.backend.price),
         latency_ms=round(completion.latency_ms, 3), attempts=completion.attempts,
         request_hash=request_hash, finish_reason=completion.finish_reason, cached=completion.cached, t=t,

@@ -24,6 +24,7 @@ class TokenCounts(BaseModel):
     completion: int = 0
     total: int = 0
     cached_prompt: int = 0  # the part of `prompt` served from the provider's prompt cache
+    cache_write_prompt: int = 0  # the part of `prompt` written to it (Anthropic: billed above input)
 
 
 class CacheCounts(BaseModel):
@@ -40,6 +41,7 @@ class CostSplitUSD(BaseModel):
     uncached_input: float = 0.0
     cached_input: float = 0.0
     output: float = 0.0
+    cache_write_input: float = 0.0
 
 
 class EndpointCounts(BaseModel):
@@ -88,11 +90,24 @@ class RunSummary(BaseModel):
     duplicate_turns_dropped: int = 0
     stops: list[str] = Field(default_factory=list)
     endpoints: list[EndpointCounts] | None = None  # known to the process that ran it, not to the log
+    # limits nobody stated that the provider's headers gave (model → "rpm"/"tpm" per minute, last seen): also
+    # known only to the process that ran, so a later export from the log keeps the previous summary's
+    learned_limits: dict[str, dict[str, float]] = Field(default_factory=dict)
     ray: dict[str, Any] | None = None  # `run --ray`: workers, restarts, counts per shard
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object, without the parts this summary does not have (a plain export has no endpoints)."""
         return self.model_dump(mode="json", exclude={k for k in ("endpoints", "ray") if getattr(self, k) is None})
+
+
+def learned_by_model(endpoints: list[EndpointCounts]) -> dict[str, dict[str, float]]:
+    """The limits each model's endpoints learned from the provider's headers (endpoints of one model
+    share the provider's limits; the last one read wins)."""
+    out: dict[str, dict[str, float]] = {}
+    for ep in endpoints:
+        if ep.learned_limits:
+            out.setdefault(ep.model, {}).update(ep.learned_limits)
+    return out
 
 
 def header_prices(header: RunHeader | None) -> dict[str, Price]:
@@ -111,11 +126,13 @@ class Tally:
         self.statuses: Counter = Counter()
         self.failures: Counter = Counter()
         self.prompt = self.completion = self.turns = self.cached = self.cached_prompt = self.turns_hit = 0
+        self.written_prompt = 0
         self.cost = 0.0
         self.cost_known = True
         self.prices = prices or {}
         self.costed_roles: set[str] = set()  # roles with a known cost: the split needs their rates
-        self.billed: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])  # (role, tier) → p, c, cached
+        # (role, tier) → prompt, completion, cached, written
+        self.billed: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
         self.by_turn: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # index → [prompt, cached]
         self.tiers: Counter = Counter()
         self.rejected_tokens = 0
@@ -143,6 +160,7 @@ class Tally:
         billed[0] += u.prompt_tokens
         billed[1] += u.completion_tokens
         billed[2] += u.cached_tokens
+        billed[3] += u.cache_write_tokens
 
     def add_turn(self, t: TurnRecord) -> None:
         u = t.usage
@@ -151,6 +169,7 @@ class Tally:
         self.completion += u.completion_tokens
         self.cached += t.cached
         self.cached_prompt += u.cached_tokens
+        self.written_prompt += u.cache_write_tokens
         self.turns_hit += u.cached_tokens > 0
         at = self.by_turn[t.index]
         at[0] += u.prompt_tokens
@@ -169,6 +188,7 @@ class Tally:
             billed[0] += u.prompt_tokens
             billed[1] += u.completion_tokens
             billed[2] += u.cached_tokens
+            billed[3] += u.cache_write_tokens
 
     def cost_split(self) -> CostSplitUSD | None:
         """`cost_usd` split by what was billed, from the tokens per role and tier at the header's rates
@@ -176,11 +196,11 @@ class Tally:
         if not self.cost_known or any(role not in self.prices for role in self.costed_roles):
             return None
         total = CostSplit()
-        for (role, tier), (prompt, completion, cached) in self.billed.items():
+        for (role, tier), (prompt, completion, cached, written) in self.billed.items():
             if role in self.prices:
-                total = total + self.prices[role].split(prompt, completion, cached, tier)
+                total = total + self.prices[role].split(prompt, completion, cached, tier, written)
         return CostSplitUSD(uncached_input=round(total.uncached_input, 6), cached_input=round(total.cached_input, 6),
-                            output=round(total.output, 6))
+                            output=round(total.output, 6), cache_write_input=round(total.cache_write, 6))
 
     def cache_counts(self) -> CacheCounts:
         return CacheCounts(
@@ -196,7 +216,7 @@ class Tally:
             incomplete=self.statuses["incomplete"], withdrawn=self.statuses["withdrawn"], turns=self.turns,
             cached_turns=self.cached,
             tokens=TokenCounts(prompt=self.prompt, completion=self.completion, total=self.prompt + self.completion,
-                               cached_prompt=self.cached_prompt),
+                               cached_prompt=self.cached_prompt, cache_write_prompt=self.written_prompt),
             cost_usd=round(self.cost, 6) if self.cost_known else None, cost_usd_known_part=round(self.cost, 6),
             rejected_tokens=self.rejected_tokens,
             rejected_cost_usd=round(self.rejected_cost, 6) if self.cost_known else None,
@@ -216,4 +236,4 @@ def summarize(assembled: Assembled) -> RunSummary:
 
 
 __all__ = ["SUMMARY_NAME", "CacheCounts", "CostSplitUSD", "EndpointCounts", "RunSummary", "Tally", "TokenCounts",
-           "header_prices", "summarize"]
+           "header_prices", "learned_by_model", "summarize"]

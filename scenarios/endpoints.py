@@ -19,7 +19,7 @@ from culturepark.engine.embeddings import Embedder
 from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.errors import InputError
 from culturepark.engine.limiter import AdaptiveCeiling, RateLimiter
-from culturepark.engine.pricing import Price, Rates, lookup_price
+from culturepark.engine.pricing import Price, Rates, anthropic_price, lookup_price
 from culturepark.engine.prompt_cache import CacheKeyShards
 from culturepark.engine.retry import RetryPolicy
 from culturepark.scenarios.schema import (
@@ -56,7 +56,8 @@ def api_key_for(cfg: BackendConfig) -> str | None:
 
 
 def _rates(cfg: TierRates | None) -> Rates | None:
-    return None if cfg is None else Rates(cfg.input_per_1m, cfg.output_per_1m, cfg.cached_input_per_1m)
+    return None if cfg is None else Rates(cfg.input_per_1m, cfg.output_per_1m, cfg.cached_input_per_1m,
+                                          cfg.cache_write_per_1m)
 
 
 def retry_policy(cfg: RetryConfig) -> RetryPolicy:
@@ -67,10 +68,13 @@ def retry_policy(cfg: RetryConfig) -> RetryPolicy:
 
 
 def price_for(cfg: BackendConfig) -> Price | None:
-    """The scenario's own price wins; the embedded model is free; unknown models have no price."""
+    """The scenario's own price wins (for Anthropic with its cache rates filled in where left out);
+    the embedded model is free; unknown models have no price."""
     if cfg.price:
         p = cfg.price
-        return Price(p.input_per_1m, p.output_per_1m, p.cached_input_per_1m, _rates(p.flex), _rates(p.batch))
+        price = Price(p.input_per_1m, p.output_per_1m, p.cached_input_per_1m, _rates(p.flex), _rates(p.batch),
+                      p.cache_write_per_1m)
+        return anthropic_price(price) if cfg.provider == "anthropic" else price
     if isinstance(cfg, EmbeddedBackendConfig):
         return Price(0.0, 0.0)
     return lookup_price(cfg.model)
@@ -84,6 +88,10 @@ def make_backend(cfg: BackendConfig) -> Backend:
                             batch_wait_ms=cfg.batch_wait_ms, price=price, adapter=cfg.adapter,
                             template=cfg.template, weights=cfg.weights)
     assert cfg.base_url is not None
+    if cfg.provider == "anthropic":
+        from culturepark.engine.backends.anthropic_http import AnthropicHTTPBackend
+        return AnthropicHTTPBackend(cfg.base_url, cfg.model, api_key=api_key_for(cfg), timeout_s=cfg.timeout_s,
+                                    max_connections=cfg.max_connections, price=price)
     return OpenAIHTTPBackend(cfg.base_url, cfg.model, api_key=api_key_for(cfg), api=cfg.api,
                              timeout_s=cfg.timeout_s, max_connections=cfg.max_connections,
                              price=price, name=cfg.provider, service_tier=cfg.service_tier,
@@ -95,9 +103,10 @@ def batch_backend(cfg: BackendConfig, run_dir: Path, role: str) -> Backend:
     ledger of paid batches in the run directory (one per distinct endpoint)."""
     from culturepark.engine.backends.openai_batch import BatchLimits, OpenAIBatchBackend, ledger_name
 
-    if isinstance(cfg, EmbeddedBackendConfig):
+    if isinstance(cfg, EmbeddedBackendConfig) or cfg.provider == "anthropic":
+        uses = "the embedded model" if isinstance(cfg, EmbeddedBackendConfig) else "Anthropic's API"
         raise InputError(f"--batch-api needs an OpenAI-compatible server with /v1/files and /v1/batches; "
-                         f"the {role} uses the embedded model")
+                         f"the {role} uses {uses}")
     http = make_backend(cfg)
     assert isinstance(http, OpenAIHTTPBackend)
     b = cfg.batch

@@ -1,5 +1,5 @@
 """Model specs as the CLI and configs write them: `local:gemma3-270m[+lora:DIR]`, `openai:MODEL`,
-`gemini:MODEL` → a `BackendConfig`. A LoRA adapter's prompt card sets the chat template it was
+`gemini:MODEL`, `anthropic:MODEL` → a `BackendConfig`. A LoRA adapter's prompt card sets the chat template it was
 tuned with, so the model is prompted the way it was trained."""
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ from culturepark.scenarios.schema import BackendConfig, EmbeddedBackendConfig, b
 
 
 def parse_model_spec(spec: str, base_url: str | None = None, api_key_env: str | None = None) -> BackendConfig:
-    """`local:gemma3-270m`, `local:gemma3-270m+lora:DIR`, `openai:MODEL`, `gemini:MODEL`.
+    """`local:gemma3-270m`, `local:gemma3-270m+lora:DIR`, `openai:MODEL`, `gemini:MODEL`, `anthropic:MODEL`.
 
-    `--base-url` points `openai:` at any OpenAI-compatible server (vLLM, Ollama, the sim server).
+    `--base-url` points `openai:` at any OpenAI-compatible server (vLLM, Ollama, the sim server), and
+    `anthropic:` at a server speaking Anthropic's Messages API (the sim server does); the key of
+    `anthropic:` is read from ANTHROPIC_API_KEY.
     """
     provider, sep, rest = spec.partition(":")
-    if not sep or not rest or provider not in ("local", "openai", "gemini"):
-        raise InputError(f"model spec {spec!r}: expected local:gemma3-270m[+lora:DIR], openai:MODEL or gemini:MODEL")
+    if not sep or not rest or provider not in ("local", "openai", "gemini", "anthropic"):
+        raise InputError(f"model spec {spec!r}: expected local:gemma3-270m[+lora:DIR], openai:MODEL, gemini:MODEL "
+                         "or anthropic:MODEL")
     if provider == "local":
         model, plus, adapter = rest.partition("+lora:")
         if plus and not adapter:

@@ -22,6 +22,8 @@ class TierRates(_Strict):
     input_per_1m: float = Field(ge=0)
     output_per_1m: float = Field(ge=0)
     cached_input_per_1m: float | None = Field(None, ge=0)
+    # input written to the prompt cache; unset: billed as input (provider anthropic: 1.25 times input)
+    cache_write_per_1m: float | None = Field(None, ge=0)
 
 
 class PriceConfig(TierRates):
@@ -53,8 +55,9 @@ class PromptCacheConfig(_Strict):
 DEFAULT_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
     "gemini": "https://generativelanguage.googleapis.com/v1beta/openai",
+    "anthropic": "https://api.anthropic.com/v1",
 }
-DEFAULT_KEY_ENVS = {"openai": "OPENAI_API_KEY", "gemini": "GEMINI_API_KEY"}
+DEFAULT_KEY_ENVS = {"openai": "OPENAI_API_KEY", "gemini": "GEMINI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
 
 class _BackendCommon(_Strict):
@@ -77,10 +80,11 @@ class _BackendCommon(_Strict):
 
 
 class RemoteBackendConfig(_BackendCommon):
-    """A model behind an OpenAI-compatible HTTP API: `openai` means any such server (OpenAI, vLLM,
-    Ollama, the sim server), `gemini` Google's. `run --batch-api` sends it through /v1/batches."""
+    """A model behind an HTTP API: `openai` means any OpenAI-compatible server (OpenAI, vLLM, Ollama,
+    the sim server), `gemini` Google's OpenAI endpoint, `anthropic` Anthropic's Messages API (chat
+    only). `run --batch-api` sends an OpenAI-compatible one through /v1/batches."""
 
-    provider: Literal["openai", "gemini"] = "openai"
+    provider: Literal["openai", "gemini", "anthropic"] = "openai"
     base_url: str | None = None
     api: Literal["chat", "completions"] = "chat"
     api_key_env: str | None = None
@@ -100,6 +104,8 @@ class RemoteBackendConfig(_BackendCommon):
             self.base_url = DEFAULT_BASE_URLS[self.provider]
         if self.api_key_env is None and "api_key_env" not in self.model_fields_set:
             self.api_key_env = DEFAULT_KEY_ENVS[self.provider]
+        if self.provider == "anthropic" and self.api != "chat":
+            raise ValueError("provider anthropic speaks the Messages API: api must be chat")
         return self
 
     @field_validator("api_key_env")
@@ -239,7 +245,8 @@ class CultureEntry(_Strict):
 ADDED_LATER: dict[str, object] = {"delegate_answers_intro": False}
 BACKEND_ADDED_LATER: dict[str, object] = {
     "template": None, "service_tier": "standard", "flex_fallback_after": None, "flex_timeout_s": 900.0,
-    "prompt_cache": REMOTE_ONLY["prompt_cache"], "batch": REMOTE_ONLY["batch"], "weights": "fp16"}
+    "prompt_cache": REMOTE_ONLY["prompt_cache"], "batch": REMOTE_ONLY["batch"], "weights": "fp16",
+    "price.cache_write_per_1m": None, "price.flex.cache_write_per_1m": None, "price.batch.cache_write_per_1m": None}
 
 
 def without_added_defaults(data: dict[str, Any], added: Mapping[str, object]) -> dict[str, Any]:

@@ -73,7 +73,8 @@ SHARED: dict[str, dict[str, Any]] = {
     "--retry-failed": {"action": "store_true", "help": "with --resume: run failed items again"},
     "--data-dir": {"type": Path, "help": "the research data directory (default: the scenario's data_dir, "
                                          "$CULTUREPARK_DATA_DIR, or ../shared/data)"},
-    "--model": {"help": "the model: a name, or a spec local:gemma3-270m[+lora:DIR], openai:MODEL, gemini:MODEL"},
+    "--model": {"help": "the model: a name, or a spec local:gemma3-270m[+lora:DIR], openai:MODEL, gemini:MODEL, "
+                       "anthropic:MODEL"},
     "--base-url": {"help": "an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"},
     "--api-key-env": {"help": "name of the environment variable holding the key"},
     "--rpm": {"type": positive_float, "help": "requests per minute allowed"},

@@ -18,7 +18,8 @@ def register(sub: Any) -> None:
     r.add_argument("scenario", nargs="?", help="a YAML path or bundled name (not with --fork)")
     shared(r, "--out", help="the run directory (default: runs/NAME-TIME)")
     shared(r, "--resume", "--retry-failed", "--base-url")
-    shared(r, "--model", help="the model every backend asks for (a name at the backend's provider)")
+    shared(r, "--model", help="the model every backend asks for: a name at the backend's provider, or "
+                              "PROVIDER:NAME (openai, gemini, anthropic) to send remote backends to that provider")
     shared(r, "--rpm", "--tpm", "--concurrency")
     shared(r, "--limit", help="run at most N conversations")
     shared(r, "--data-dir")

@@ -16,7 +16,7 @@ from culturepark.agents.experiment import ExperimentPlan
 from culturepark.engine.errors import InputError
 from culturepark.engine.log import LOG_NAME
 from culturepark.engine.scheduler import ConversationSpec, RunStats, SchedulerConfig
-from culturepark.engine.summary import RunSummary
+from culturepark.engine.summary import RunSummary, learned_by_model
 from culturepark.runs.fork import Fork, resumed_fork_ids
 from culturepark.runs.prepare import RunOptions, endpoint_summary, prepare
 from culturepark.runs.session import Progress, export_after, run_session
@@ -67,8 +67,9 @@ async def run_async(scenario_ref: str | Path | AnyScenario | Fork, opts: RunOpti
         held = await session.hold(prepared.experiment.policy(), _selection(plan, opts, ids),
                                   SchedulerConfig(concurrency=concurrency, budget_usd=scenario.budget_usd),
                                   retry_failed=opts.retry_failed, progress=progress, total=total)
-        summary, error = export_after(out, held.error)
-    summary.endpoints = endpoint_summary(session.endpoints)
+        endpoints = endpoint_summary(session.endpoints)
+        summary, error = export_after(out, held.error, learned_by_model(endpoints))
+    summary.endpoints = endpoints
     return RunResult(out, summary, held.stats, plan.notices, error)
 
 

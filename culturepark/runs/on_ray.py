@@ -49,7 +49,7 @@ from culturepark.engine.records import RayInfo, TurnRecord
 from culturepark.engine.resume import ResumeState, still_to_hold
 from culturepark.engine.scheduler import ConversationSpec, RunStats, SchedulerConfig, SpecFeed
 from culturepark.engine.stage import ShardLog, distinct
-from culturepark.engine.summary import EndpointCounts
+from culturepark.engine.summary import EndpointCounts, learned_by_model
 from culturepark.runs.in_process import RunResult
 from culturepark.runs.prepare import RunOptions, endpoint_summary, prepare
 from culturepark.runs.session import Progress, Session, endpoints_for, export_after, open_session, run_session, ticking
@@ -234,9 +234,10 @@ async def run_ray_async(scenario_ref: str | Path | AnyScenario, opts: RunOptions
         driver = _Driver(ray, scenario, out, ray_opts, opts.retry_failed, say)
         with ticking(progress, driver.progress, total, session.already):
             error = await driver.run(walk)
-        summary, error = export_after(out, error)
-    summary.endpoints = [EndpointCounts.model_validate(ep) for slot in driver.slots.values() if slot.result
-                         for ep in slot.result["endpoints"]]
+        endpoints = [EndpointCounts.model_validate(ep) for slot in driver.slots.values() if slot.result
+                     for ep in slot.result["endpoints"]]
+        summary, error = export_after(out, error, learned_by_model(endpoints))
+    summary.endpoints = endpoints
     summary.ray = {"workers": ray_opts.workers, "restarts": sum(s.restarts for s in driver.slots.values()),
                       "shards": {str(k): s.result and {x: s.result[x] for x in ("done", "failed", "turns")}
                                  for k, s in sorted(driver.slots.items())}}

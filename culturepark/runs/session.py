@@ -152,10 +152,12 @@ def ticking(progress: Progress | None, source: Any, total: int, already: int) ->
             ticker.cancel()
 
 
-def export_after(out: Path, error: str | None) -> tuple[RunSummary, str | None]:
-    """Export a run's log; a failed export (e.g. disk full) leaves the log as the truth."""
+def export_after(out: Path, error: str | None, learned: dict[str, dict[str, float]] | None = None
+                 ) -> tuple[RunSummary, str | None]:
+    """Export a run's log (with the limits its endpoints learned); a failed export (e.g. disk full)
+    leaves the log as the truth."""
     try:
-        return export_run(out), error
+        return export_run(out, learned=learned), error
     except OSError as exc:
         return summarize(assemble(out)), f"{error + '; ' if error else ''}export failed: {exc}"
 

@@ -159,7 +159,8 @@ def ai_provider(server: StudyServer) -> str:
         elif host:
             places.append(f"the AI service at {host}")
         else:
-            places.append({"openai": "OpenAI (USA)", "gemini": "Google's Gemini service"}.get(provider, provider))
+            places.append({"openai": "OpenAI (USA)", "gemini": "Google's Gemini service",
+                           "anthropic": "Anthropic (USA)"}.get(provider, provider))
     external = sorted({p for p in places if p})
     if not external:
         return ("The AI runs on computers of this study: your chat messages are not sent to an outside AI "

@@ -89,4 +89,65 @@ class PromptCacheSim:
         return not self._routes.setdefault(digest, WindowCounter(self.key_rpm)).admit(now)
 
 
-__all__ = ["PromptCacheSim", "canonical_text"]
+
+
+
+@dataclass
+class BreakpointCacheSim:
+    """Anthropic's prompt cache, by its published rules: nothing is cached unless the request marks
+    it. A request's blocks (the system prompt's, then each message's, in order) are a prefix chain;
+    a block carrying `cache_control` is a breakpoint. The provider reads the longest prefix that an
+    earlier request wrote, looking back from each breakpoint up to `lookback` blocks, and writes
+    the prefix up to the last breakpoint when it has `min_tokens` (1,024) or more. The read part is
+    `cache_read_input_tokens`, the rest up to the last breakpoint `cache_creation_input_tokens`;
+    an entry lives `ttl_s` (5 minutes) from its last use. Tokens are 4 characters of the prefix's
+    canonical text, as everywhere in the simulator."""
+
+    min_tokens: int = 1024
+    lookback: int = 20
+    ttl_s: float = 300.0
+    max_entries: int = 2_000_000
+    clock: Callable[[], float] = time.monotonic
+    _entries: OrderedDict[bytes, float] = field(default_factory=OrderedDict)
+    reads: int = 0
+    writes: int = 0
+
+    def read_and_write(self, namespace: str, blocks: list[tuple[bytes, bool]]) -> tuple[int, int]:
+        """(tokens read, tokens written) for a request whose blocks are (canonical text, breakpoint)."""
+        hasher = hashlib.blake2b(namespace.encode(), digest_size=16)
+        ends: list[tuple[int, bytes]] = []  # (tokens up to this block's end, prefix digest)
+        length = 0
+        for text, _ in blocks:
+            hasher.update(text)
+            length += len(text)
+            ends.append((length // CHARS_PER_TOKEN, hasher.copy().digest()))
+        marks = [i for i, (_, mark) in enumerate(blocks) if mark]
+        if not marks:
+            return 0, 0
+        now = self.clock()
+        read = 0
+        for i in marks:
+            for j in range(i, max(-1, i - self.lookback), -1):
+                tokens, digest = ends[j]
+                last = self._entries.get(digest)
+                if tokens >= self.min_tokens and last is not None and now - last <= self.ttl_s:
+                    if tokens > read:
+                        read = tokens
+                        self._entries[digest] = now
+                        self._entries.move_to_end(digest)
+                    break
+        written = 0
+        last_tokens = ends[marks[-1]][0]
+        if last_tokens >= self.min_tokens and last_tokens > read:
+            written = last_tokens - read
+            for i in marks:
+                tokens, digest = ends[i]
+                if tokens >= self.min_tokens:
+                    self._entries[digest] = now
+                    self._entries.move_to_end(digest)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        self.reads += read > 0
+        self.writes += written > 0
+        return read, written
+__all__ = ["BreakpointCacheSim", "PromptCacheSim", "canonical_text"]

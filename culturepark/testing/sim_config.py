@@ -7,7 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 FaultKind = Literal["status", "slow", "reset", "truncated", "malformed", "empty",
-                    "length_empty", "bad_usage", "revoked_key", "unknown_model", "quota_exhausted"]
+                    "length_empty", "bad_usage", "revoked_key", "unknown_model", "quota_exhausted",
+                    "overloaded"]  # overloaded: Anthropic's 529 (on /v1/messages; elsewhere no fault)
 
 
 class Fault(BaseModel):
@@ -71,3 +72,7 @@ class SimConfig(BaseModel):
     batch_delay_s: float = Field(1.0, ge=0, description="a batch is done this long after creation")
     batch_line_fail_rate: float = Field(0.0, ge=0, le=1, description="share of a batch's lines that fail")
     batch_expire_rate: float = Field(0.0, ge=0, le=1, description="share of batches that expire")
+    # /v1/messages (Anthropic's mode) keeps a bill in dollars at these rates, with Anthropic's cache rates
+    # (reads 0.1, writes 1.25 times input): the figure a client's recorded cost is checked against
+    price_input_per_1m: float = Field(3.0, ge=0)
+    price_output_per_1m: float = Field(15.0, ge=0)

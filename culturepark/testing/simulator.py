@@ -1,4 +1,5 @@
-"""An OpenAI-compatible simulator: a real aiohttp server with limits, latency and faults.
+"""An OpenAI-compatible simulator: a real aiohttp server with limits, latency and faults (and
+Anthropic's Messages API at /v1/messages: testing/messages.py).
 
 Tests, benches and dry runs point the real HTTP backend at it instead of a mock:
 replies are deterministic from (seed, model, messages); `usage` is counted with
@@ -28,6 +29,7 @@ from culturepark.engine.tokens import approx_tokens, prompt_tokens
 from culturepark.testing.batches import BatchSim
 from culturepark.testing.cache_rules import PromptCacheSim
 from culturepark.testing.jobs import FineTuneSim
+from culturepark.testing.messages import MessagesSim, anthropic_error
 from culturepark.testing.responses import error_response as _error
 from culturepark.testing.sim_config import Fault, ScriptRule, SimConfig
 
@@ -92,14 +94,17 @@ class SimStats:
     batches_created: int = 0
     batch_lines: int = 0
     batch_lines_repeated: int = 0  # a request body already sent in an earlier batch: paid twice
+    # what /v1/messages requests cost in dollars at Anthropic's rates (testing/messages.py)
+    bill_usd: float = 0.0
 
-    def bill(self, tier: str, prompt: int, cached: int, completion: int) -> None:
+    def bill(self, tier: str, prompt: int, cached: int, completion: int, written: int = 0) -> None:
         t = self.usage_by_tier.setdefault(tier, {"requests": 0, "prompt_tokens": 0, "cached_tokens": 0,
-                                                 "completion_tokens": 0})
+                                                 "completion_tokens": 0, "cache_write_tokens": 0})
         t["requests"] += 1
         t["prompt_tokens"] += prompt
         t["cached_tokens"] += cached
         t["completion_tokens"] += completion
+        t["cache_write_tokens"] += written
 
 
 class SimServer:
@@ -170,7 +175,7 @@ class SimServer:
             setattr(self, attr, new)
 
     # -- replies ------------------------------------------------------------
-    def _reply(self, model: str, messages: list[dict] | None, prompt: str | None,
+    def reply(self, model: str, messages: list[dict] | None, prompt: str | None,
                max_tokens: int) -> tuple[str, str]:
         last = prompt if prompt is not None else _last_user(messages)
         for pattern, reply, only in self._script:
@@ -218,15 +223,20 @@ class SimServer:
     async def stats_handler(self, request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(self.stats.__dict__), content_type="application/json")
 
-    async def _gate(self, request: web.Request, charge: int, slower: float = 1.0
+    async def _gate(self, request: web.Request, charge: int, slower: float = 1.0,
+                    anthropic: MessagesSim | None = None, model: str = "sim-model"
                     ) -> tuple[web.StreamResponse | None, Fault | None]:
         """What every model request passes: the RPM/TPM windows (429 with Retry-After), latency,
-        then an injected fault. Returns a response to send instead, and the fault drawn."""
+        then an injected fault. Returns a response to send instead, and the fault drawn. With
+        `anthropic` (its /v1/messages), refusals take Anthropic's shapes and headers."""
         st = self.stats
         wait = self._admit(charge)
         if wait is not None:
             st.rate_limited += 1
             secs = max(1, math.ceil(wait))
+            if anthropic is not None:
+                return anthropic_error(429, "Number of request tokens has exceeded your per-minute rate limit",
+                                       {"retry-after": str(secs), **anthropic.limit_headers()}), None
             return _error(429, "Rate limit reached", {"Retry-After": str(secs),
                                                       "retry-after-ms": str(int(wait * 1000) + 1)}), None
         st.charged_tokens += charge
@@ -236,7 +246,8 @@ class SimServer:
         if delay > 0:
             await asyncio.sleep(delay / 1000.0)
         if fault is not None:
-            response = await self._fault_response(request, fault)
+            response = (anthropic.fault_response(fault, model) if anthropic is not None and fault.kind not in
+                        ("slow", "reset", "truncated", "malformed") else await self._fault_response(request, fault))
             if response is not None:
                 st.failed += 1
                 return response, fault
@@ -313,7 +324,7 @@ class SimServer:
         """The reply to an admitted request, its usage (with cached tokens when the prompt cache is
         on) and the bill for it: the one path of synchronous and batched requests."""
         body, messages, prompt = asked.body, asked.messages, asked.prompt
-        text, finish = self._reply(asked.model, messages, prompt, asked.max_tokens)
+        text, finish = self.reply(asked.model, messages, prompt, asked.max_tokens)
         if not chat and body.get("stop"):
             stops = body["stop"] if isinstance(body["stop"], list) else [body["stop"]]
             text, finish = _apply_stop(text, finish, stops)
@@ -480,6 +491,7 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     files = FineTuneSim(sim.config, sim.stats)
     files.routes(app)
     BatchSim(sim, files).routes(app)
+    MessagesSim(sim).routes(app)
     return app
 
 

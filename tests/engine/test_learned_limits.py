@@ -109,3 +109,27 @@ def test_a_run_with_unstated_limits_prints_what_it_learned_once_and_records_it(t
     assert res.returncode == 0, res.stderr
     assert res.stderr.count("limits from the provider's headers: 3,000 requests/min, 900,000 tokens/min") == 1
     assert json.loads(res.stdout)["endpoints"][0]["learned_limits"] == {"rpm": 3000.0, "tpm": 900000.0}
+
+
+async def test_learned_limits_are_in_summary_json_and_a_re_export_keeps_them(sim, tmp_path, tiny_data):
+    import orjson
+    import yaml
+
+    from culturepark.engine.export import export_run
+    from culturepark.runs.in_process import run_async
+    from culturepark.runs.prepare import RunOptions
+    from tests.conftest import scenario_dict
+
+    url = await sim(rpm=6000, tpm=600_000)
+    data = scenario_dict()
+    data["backend"]["base_url"] = url
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    result = await run_async(path, RunOptions(out=out, data_dir=tiny_data))
+    learned = {"sim-model": {"rpm": 6000.0, "tpm": 600_000.0}}
+    assert result.summary.learned_limits == learned
+    assert result.summary.endpoints and result.summary.endpoints[0].learned_limits == learned["sim-model"]
+    assert orjson.loads((out / "summary.json").read_bytes())["learned_limits"] == learned
+    assert export_run(out).learned_limits == learned  # the log does not hold them; the summary keeps them
+    assert orjson.loads((out / "summary.json").read_bytes())["learned_limits"] == learned

@@ -46,9 +46,9 @@ async def _bill(url: str) -> tuple[float, dict]:
     return PRICE.cost(stats["prompt_tokens"], stats["completion_tokens"]), stats
 
 
-async def _run(tmp_path, url, policy, convs):
+async def _run(tmp_path, url, policy, convs, scenario=None):
     log = RunLog(tmp_path / "log.jsonl", fsync="never").open()
-    log.append(RunHeader(run_name="r", backends={"x": {"price": PRICE.describe()}}))
+    log.append(RunHeader(run_name="r", backends={"x": {"price": PRICE.describe()}}, scenario=scenario))
     ep = Endpoint(OpenAIHTTPBackend(url, "m", price=PRICE), retry=RetryPolicy(3, 0.01, 0.02))
     sched = Scheduler(policy, {"x": ep}, log, SchedulerConfig(concurrency=3))
     stats = await sched.run(convs)
@@ -85,3 +85,18 @@ async def test_rejected_replies_are_in_the_bill_the_summary_and_the_progress(sim
         assert ends[0].rejected.completion_tokens > 0 and ends[0].rejected_cost_usd > 0
     else:
         assert stats.failed == 0 and not ends
+
+
+async def test_the_report_shows_the_rejected_cost_and_its_share_of_the_run(sim, tmp_path):
+    from culturepark.report_page import build
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    await _run(run_dir, await sim(seed=3), Rejecting(4, 3), [ConversationSpec(f"c{i}", i, {}) for i in range(6)],
+               scenario={"name": "r"})  # a conversation run, as the report finds them
+    summary = export_run(run_dir)
+    assert summary.rejected_cost_usd and summary.rejected_cost_share
+    page = build([run_dir], tmp_path / "report").read_text()
+    assert "rejected (USD, share of cost)" in page
+    shown = f"<td>{summary.rejected_cost_usd:.4f} ({100 * summary.rejected_cost_share:.1f} %)</td>"
+    assert shown in page
