@@ -108,7 +108,8 @@ class CultureParkExperiment:
         self.scenario = scenario
 
     def plan(self, data_dir: Path, base_dir: Path | None = None) -> ExperimentPlan:
-        return build_plan(self.scenario, data_dir, base_dir)
+        plan: ExperimentPlan = build_plan(self.scenario, data_dir, base_dir)
+        return plan
 
     def policy(self) -> TurnPolicy:
         return CultureParkPolicy(self.scenario)
@@ -138,7 +139,8 @@ class EducationExperiment:
         self.scenario = scenario
 
     def plan(self, data_dir: Path, base_dir: Path | None = None) -> ExperimentPlan:
-        return build_education_plan(self.scenario, data_dir, base_dir)
+        plan: ExperimentPlan = build_education_plan(self.scenario, data_dir, base_dir)
+        return plan
 
     def policy(self) -> TurnPolicy:
         return EducationPolicy(self.scenario, tutor_configs(self.scenario))

@@ -62,7 +62,8 @@ def base_sequence(meta: LearnerMeta) -> list[EduStep]:
 
 
 def parse_item_answer(item: SurveyItem, text: str) -> int | None:
-    return parse_scale_answer(text, item.lo, item.hi)
+    code: int | None = parse_scale_answer(text, item.lo, item.hi)
+    return code
 
 
 def walk(meta: LearnerMeta, texts: Sequence[str], answer_tries: int
@@ -195,12 +196,13 @@ class EducationPlan:
     items: list[SurveyItem]  # the test
     data: WVSData
     notices: list[str] = field(default_factory=list)
-    skipped: set = field(default_factory=set)  # nothing is skipped; the runner reports the count
+    skipped: set[tuple[str, str]] = field(default_factory=set)  # nothing is skipped; the runner reports the count
 
     @property
     def size(self) -> int:
         sc = self.scenario
-        return len(self.cultures) * len(sc.arms) * sc.learners_per_arm
+        size: int = len(self.cultures) * len(sc.arms) * sc.learners_per_arm
+        return size
 
     def participant_meta(self, culture: Culture, arm: str, number: int,
                          learners: Literal["simulated", "human"]) -> LearnerMeta:

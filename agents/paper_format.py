@@ -61,7 +61,7 @@ def parse_code(text: str, item: WVSItem) -> int | None:
     words the reply's first sentence states ("I agree with this" → agree; "Strongly disagree" →
     that, not "disagree" or "agree", which it contains); None when no option or several are stated."""
     lo, hi = code_range(item)
-    code = parse_scale_answer(text, lo, hi)
+    code: int | None = parse_scale_answer(text, lo, hi)
     if code is not None or not item.scale:
         return code
     first = re.split(r"(?<=[.!?])\s|\n", text.strip(), maxsplit=1)[0].lower()

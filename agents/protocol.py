@@ -63,7 +63,7 @@ V1_IN_ROUNDS: tuple[ModeratorRound, ...] = (
 INTRO_ANSWER = "What do you think of what {contact} introduced?"
 
 
-class PlanError(InputError):
+class PlanError(InputError):  # type: ignore[misc]  # culturepark.* is Any to mypy: it cannot follow the package-dir mapping
     """A scenario that is valid YAML but names something the data does not have."""
 
 
@@ -220,7 +220,8 @@ class Plan:
     @property
     def size(self) -> int:
         per = self.scenario.conversations_per_item
-        return per * (len(self.cultures) * len(self.items) - len(self.skipped))
+        size: int = per * (len(self.cultures) * len(self.items) - len(self.skipped))
+        return size
 
     def conversations(self, keep: Callable[[str], bool] | None = None) -> Iterator[ConversationSpec]:
         """Deterministic order: for each repeat k, item, culture — so `--limit` spreads over cultures.
@@ -260,7 +261,7 @@ class Plan:
             contact = self._participant(self.main_contact, _second_name(culture), "main_contact")
         else:
             contact = self._participant(self.main_contact, self.main_contact.names[0], "main_contact")
-        return ConversationMeta(
+        meta: dict[str, Any] = ConversationMeta(
             culture=culture.name, country=culture.country, country_file=culture.country_file,
             mode=sc.mode, version="direct" if sc.kind == "direct" else (
                 sc.version if isinstance(sc.version, str) else "custom"),
@@ -271,10 +272,12 @@ class Plan:
             participants=Participants(delegate=self._participant(culture, culture.names[0], "delegate"),
                                       main_contact=contact),
         ).model_dump()
+        return meta
 
 
 def _second_name(culture: Culture) -> str:
-    return culture.names[1] if len(culture.names) > 1 else culture.names[0] + " II"
+    name: str = culture.names[1] if len(culture.names) > 1 else culture.names[0] + " II"
+    return name
 
 
 def build_plan(scenario: Scenario, data_dir: Path, base_dir: Path | None = None) -> Plan:

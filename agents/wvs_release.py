@@ -38,7 +38,7 @@ COUNTRY_NAMES = {
 ID_COLUMNS = ("B_COUNTRY", "B_COUNTRY_ALPHA")
 
 
-def _reader(fh: TextIO, path: Path) -> csv.DictReader:
+def _reader(fh: TextIO, path: Path) -> csv.DictReader[str]:
     first = fh.readline()
     fh.seek(0)
     delimiter = ";" if first.count(";") > first.count(",") else ","

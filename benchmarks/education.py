@@ -26,6 +26,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -69,7 +70,7 @@ class Learner:
     arm: str
     kind: str
     answers: dict[str, dict[str, int | None]] = field(default_factory=dict)  # phase -> item key -> value
-    invalid: Counter = field(default_factory=Counter)  # phase -> unparseable answers
+    invalid: Counter[str] = field(default_factory=Counter)  # phase -> unparseable answers
     free_text: str | None = None
     indices: dict[str, dict[str, float | None]] = field(default_factory=dict)  # phase -> dimension -> index
     distance: dict[str, float | None] = field(default_factory=dict)  # phase -> C-free distance
@@ -123,7 +124,7 @@ def _culture_means(learners: list[Learner]) -> dict[str, dict[str, dict[str, flo
         for c in cultures:
             group = [l.indices[phase] for l in learners if l.hofstede == c and phase in l.indices]
             means[phase][c] = {d: statistics.fmean(vals) for d in DIMENSIONS
-                               if (vals := [i[d] for i in group if i.get(d) is not None])}
+                               if (vals := [v for i in group if (v := i.get(d)) is not None])}
     return means
 
 
@@ -163,7 +164,9 @@ def centred_learner_distances(learners: list[Learner], published: dict[str, dict
             if idx is None or any(idx.get(d) is None for d in dims):
                 continue
             l.distance[phase] = round(math.sqrt(sum(
-                ((idx[d] - model_centre[d]) - (published[l.hofstede][d] - human_centre[d])) ** 2  # type: ignore[operator]
+                # neither is None: `idx` was checked above, `published` when `dims` was chosen
+                ((cast(float, idx[d]) - model_centre[d])
+                 - (cast(float, published[l.hofstede][d]) - human_centre[d])) ** 2
                 for d in dims)), 4)
 
 VSM13_ITEMS = 24
@@ -195,7 +198,9 @@ class _Group:
         if rows is not None:
             vals, valid = vals[rows], valid[rows]
         n, total = valid.sum(axis=0), vals.sum(axis=0)
-        return indices({i + 1: (float(total[i] / n[i]) if n[i] else None) for i in range(VSM13_ITEMS)})
+        out: dict[str, float | None] = indices({i + 1: (float(total[i] / n[i]) if n[i] else None)
+                                                for i in range(VSM13_ITEMS)})
+        return out
 
     def valid_answers(self, phase: str) -> int:
         return int(self.answers[phase][1].sum())

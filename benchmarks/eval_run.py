@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -54,10 +54,10 @@ class EvalSettings:
         if self.prompt_style is not None:
             if self.prompt_style not in PROMPT_STYLES:
                 raise InputError(f"--prompt-style {self.prompt_style!r}: expected one of {', '.join(PROMPT_STYLES)}")
-            return self.prompt_style  # type: ignore[return-value]
+            return cast(PromptStyle, self.prompt_style)  # checked against PROMPT_STYLES just above
         backend = self.backend()
         card = read_prompt_card(backend.adapter if isinstance(backend, EmbeddedBackendConfig) else None)
-        return card.prompt_style if card and card.prompt_style in PROMPT_STYLES else "persona"  # type: ignore[return-value]
+        return cast(PromptStyle, card.prompt_style) if card and card.prompt_style in PROMPT_STYLES else "persona"
 
 
 def slug(text: str) -> str:

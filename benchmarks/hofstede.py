@@ -56,7 +56,8 @@ def load_scores(data_dir: Path) -> dict[str, dict[str, float | None]]:
 
 
 def parse_answer(text: str) -> int | None:
-    return parse_scale_answer(text, 1, 5)
+    code: int | None = parse_scale_answer(text, 1, 5)
+    return code
 
 
 def _valid(text: str) -> str | None:
@@ -81,10 +82,11 @@ def item_request(culture: Culture, item: dict[str, Any], rendering: str, tempera
 def distance(a: dict[str, float | None], b: dict[str, float | None], dims: list[str]) -> float | None:
     if not dims or any(a.get(d) is None or b.get(d) is None for d in dims):
         return None
-    return round(math.sqrt(sum((a[d] - b[d]) ** 2 for d in dims)), 4)  # type: ignore[operator]
+    # no value is None here (checked above); the walrus filter only tells the type checker so
+    return round(math.sqrt(sum((x - y) ** 2 for d in dims if (x := a[d]) is not None and (y := b[d]) is not None)), 4)
 
 
-def centred_distances(model: dict[str, dict], human: dict[str, dict],
+def centred_distances(model: dict[str, dict[str, Any]], human: dict[str, dict[str, Any]],
                       dims: list[str] | None = None) -> dict[str, float | None]:
     """C-free: centre each dimension over the compared cultures, then take distances.
 

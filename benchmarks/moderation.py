@@ -77,13 +77,15 @@ def _check_fields(spec: DatasetSpec, path: Path, records: list[tuple[int, dict[s
                          f"{', '.join(sorted(labels)[:10])}; spec: {spec.positive_labels + spec.negative_labels})")
 
 
-def load_rows(spec: DatasetSpec, data_dir: Path, limit: int | None) -> tuple[list[dict], dict[str, int], Path]:
+def load_rows(spec: DatasetSpec, data_dir: Path,
+              limit: int | None) -> tuple[list[dict[str, Any]], dict[str, int], Path]:
     path = Path(spec.path) if Path(spec.path).is_absolute() else data_dir / spec.path
     if not path.exists():
         raise InputError(f"moderation {spec.name}: {path} not found (set --data-dir)")
     records = _records(path)
     _check_fields(spec, path, records)
-    rows, skipped = [], {}
+    rows: list[dict[str, Any]] = []
+    skipped: dict[str, int] = {}
     for lineno, rec in records:
         i = lineno - 1
         label = str(rec.get(spec.label_field))
@@ -112,7 +114,8 @@ def moderator_persona(spec: DatasetSpec, style: PromptStyle = "persona") -> str:
     style, the original's culture chatbot."""
     culture = load_table().get((spec.culture or "").lower())
     if style == "paper":
-        return paper_format.chatbot_system(culture.name if culture else spec.language)
+        system: str = paper_format.chatbot_system(culture.name if culture else spec.language)
+        return system
     who = f"{culture.person} who moderates {spec.language} social media" if culture else \
         f"a moderator of {spec.language} social media"
     return f"You are {who}. You judge posts the way people of that culture would."

@@ -40,7 +40,8 @@ def _cultures(names: list[str], data: WVSData) -> list[Culture]:
         if c.country_file not in available:
             raise InputError(f"wvs: culture {c.name!r}: no WVS file {c.country_file}.csv in "
                              f"{data.wvs_dir / 'countries'}")
-    return chosen
+    cultures: list[Culture] = chosen
+    return cultures
 
 
 def _items(data: WVSData, ids: list[str] | None) -> list[WVSItem]:

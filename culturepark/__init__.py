@@ -31,7 +31,8 @@ def replay(run_dir: str | Path) -> list[dict[str, Any]]:
 
 def export(run_dir: str | Path) -> dict[str, Any]:
     from culturepark.engine.export import export_run
-    return export_run(Path(run_dir)).to_json()
+    exported: dict[str, Any] = export_run(Path(run_dir)).to_json()
+    return exported
 
 
 __all__ = ["export", "load_scenario", "replay", "run"]

@@ -8,6 +8,7 @@ from array import array
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from culturepark.benchmarks.content import KINDS
@@ -72,7 +73,7 @@ def collect(dirs: list[Path]) -> Found:
     return found
 
 
-def _plt():
+def _plt() -> ModuleType:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -165,7 +166,8 @@ def _pooled_phase(group: PooledGroup | None, phase: str) -> float | None:
     """A pooled group's pre_distance or post_distance (None: no such group, or undefined)."""
     if group is None:
         return None
-    return group.pre_distance if phase == "pre_distance" else group.post_distance
+    distance: float | None = group.pre_distance if phase == "pre_distance" else group.post_distance
+    return distance
 
 
 def plot_education(items: list[tuple[Path, EducationResult]], out: Path) -> list[str]:

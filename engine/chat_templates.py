@@ -55,7 +55,8 @@ def render_prompt(messages: list[dict[str, str]], template: Template, tokenizer:
     if template == "tokenizer":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise ValueError("template 'tokenizer' needs a tokenizer with a chat template")
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text: str = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return text
     if template == "gemma":
         return _gemma(messages)
     if template == "llama2":

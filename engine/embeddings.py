@@ -66,8 +66,9 @@ class LocalMiniLM:
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         def run() -> np.ndarray:
             model = self._load()
-            return model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                convert_to_numpy=True, show_progress_bar=False)
+            vectors: np.ndarray = model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                               convert_to_numpy=True, show_progress_bar=False)
+            return vectors
         return np.asarray(await asyncio.to_thread(run), dtype=np.float32)
 
     async def aclose(self) -> None:

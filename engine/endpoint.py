@@ -43,7 +43,7 @@ class EndpointStats:
     tier_unavailable: int = 0  # flex refusals for lack of capacity
     tier_fallbacks: int = 0  # requests then sent at the standard tier
     rejected_replies: int = 0  # answered (and billed) but rejected by validation, then re-asked
-    errors: Counter = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(slots=True)
@@ -264,7 +264,8 @@ class Endpoint:
         self.stats.rate_limited += 1
         pause = exc.retry_after if exc.retry_after is not None else self.retry.delay(limited, self._rng)
         self.limiter.pause(pause)
-        return self.retry.delay(limited, self._rng, exc.retry_after)
+        wait: float = self.retry.delay(limited, self._rng, exc.retry_after)
+        return wait
 
     @staticmethod
     def _invalid(completion: Completion, validate: Validator | None) -> str | None:

@@ -42,7 +42,7 @@ class _Bucket:
 @dataclass(slots=True)
 class _Waiter:
     tokens: int
-    future: asyncio.Future
+    future: asyncio.Future[None]
 
 
 @dataclass(slots=True)

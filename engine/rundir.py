@@ -61,7 +61,8 @@ class RunDir:
 
     @property
     def log_path(self) -> Path:
-        return self.out / LOG_NAME
+        path: Path = self.out / LOG_NAME
+        return path
 
     def __enter__(self) -> RunDir:
         if self.resume and not self.log_path.exists():

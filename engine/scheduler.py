@@ -61,7 +61,7 @@ class LatencySample:
     and its percentiles are those of a 200k-value uniform sample."""
 
     capacity: int = 200_000
-    values: array = field(default_factory=lambda: array("d"))
+    values: array[float] = field(default_factory=lambda: array("d"))
     seen: int = 0
     _rng: random.Random = field(default_factory=lambda: random.Random(0))
 
@@ -94,7 +94,7 @@ class RunStats:
     cost_usd: float = 0.0  # everything billed, the rejected replies' part included
     cost_unknown_turns: int = 0
     rejected_cost_usd: float = 0.0  # replies billed but rejected by validation and re-asked
-    failures: Counter = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
     latencies_ms: LatencySample = field(default_factory=LatencySample)
     stop_reason: str | None = None
 
@@ -162,8 +162,9 @@ def turn_cost(completion: Completion, price: Price | None) -> float | None:
     if price is None:
         return None
     u = completion.usage
-    return price.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens, completion.tier or "standard",
-                      u.cache_write_tokens)
+    cost: float | None = price.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens,
+                                    completion.tier or "standard", u.cache_write_tokens)
+    return cost
 
 
 def rejected_cost(completion: Completion, price: Price | None) -> float | None:
@@ -172,8 +173,9 @@ def rejected_cost(completion: Completion, price: Price | None) -> float | None:
     u = completion.rejected
     if u is None or price is None:
         return None
-    return price.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens, completion.tier or "standard",
-                      u.cache_write_tokens)
+    cost: float | None = price.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens,
+                                    completion.tier or "standard", u.cache_write_tokens)
+    return cost
 
 
 def turn_record(conv: ConversationSpec, index: int, nxt: TurnRequest, completion: Completion,

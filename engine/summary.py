@@ -123,8 +123,8 @@ class Tally:
     """Counts for `summary.json`, added up one conversation at a time (any size of run)."""
 
     def __init__(self, prices: dict[str, Price] | None = None) -> None:
-        self.statuses: Counter = Counter()
-        self.failures: Counter = Counter()
+        self.statuses: Counter[str] = Counter()
+        self.failures: Counter[str] = Counter()
         self.prompt = self.completion = self.turns = self.cached = self.cached_prompt = self.turns_hit = 0
         self.written_prompt = 0
         self.cost = 0.0
@@ -134,7 +134,7 @@ class Tally:
         # (role, tier) → prompt, completion, cached, written
         self.billed: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
         self.by_turn: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # index → [prompt, cached]
-        self.tiers: Counter = Counter()
+        self.tiers: Counter[str] = Counter()
         self.rejected_tokens = 0
         self.rejected_cost = 0.0
 

@@ -10,6 +10,7 @@ import random
 from collections.abc import Callable
 from ipaddress import ip_address
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlparse
 
 from culturepark.engine.backends.base import Backend
@@ -163,7 +164,8 @@ def make_embedder(kind: str, base_url: str | None = None, model: str = "text-emb
     key = api_key_for(RemoteBackendConfig(provider="openai", model=model, base_url=base_url, api_key_env=api_key_env))
     client = HTTPEmbeddings(base_url, model, api_key=key, dimensions=dimensions)
     limits, retry = limits or Limits(), retry or RetryConfig()
-    endpoint = Endpoint(client, RateLimiter(limits.rpm, limits.tpm, limits.burst_s, "admission"),  # type: ignore[arg-type]
+    # HTTPEmbeddings is no chat Backend (no `complete`): the Endpoint only paces and retries its calls
+    endpoint = Endpoint(cast(Backend, client), RateLimiter(limits.rpm, limits.tpm, limits.burst_s, "admission"),
                         retry_policy(retry))
     cache = EmbeddingCache(cache_path, f"{base_url}|{model}|{dimensions}") if cache_path else None
     return RemoteEmbedder(endpoint, batch_size=batch_size, cache=cache)

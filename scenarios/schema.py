@@ -288,7 +288,7 @@ class RunSettings(_Strict):
     _UNHASHED: ClassVar[set[str]] = {"limits", "concurrency", "output", "retry", "description", "budget_usd",
                                      "cache_from", "data_dir"}
 
-    def _hash_of(self, exclude: set[str], backends: Callable[[dict], list[dict]]) -> str:
+    def _hash_of(self, exclude: set[str], backends: Callable[[dict[str, Any]], list[dict[str, Any]]]) -> str:
         """sha256 of the model without `exclude`; each backend dict from `backends` loses its TRANSPORT_KEYS."""
         data = without_added_defaults(self.model_dump(mode="json", exclude=self._UNHASHED | exclude), ADDED_LATER)
         for b in backends(data):

@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -24,6 +24,9 @@ from culturepark.engine.chat_templates import PromptCard, Template, render_chat,
 from culturepark.engine.errors import InputError
 from culturepark.scenarios.loader import format_validation_error
 from culturepark.trainers.summaries import LoraSummary
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 EMBEDDED = "local:gemma3-270m"
 
@@ -149,7 +152,7 @@ def _spread(settings: LoraSettings) -> bool:
     return settings.device_map == "auto" and torch.cuda.is_available() and torch.cuda.device_count() > 1
 
 
-def _base_model(settings: LoraSettings, say: Callable[[str], None]):
+def _base_model(settings: LoraSettings, say: Callable[[str], None]) -> tuple[Any, Any, str]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -161,12 +164,13 @@ def _base_model(settings: LoraSettings, say: Callable[[str], None]):
         from transformers import BitsAndBytesConfig
 
         path = _base_path(settings, say)
-        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+        quant = BitsAndBytesConfig(load_in_4bit=True,  # type: ignore[no-untyped-call]  # unannotated __init__
+                                   bnb_4bit_quant_type="nf4",
                                    bnb_4bit_use_double_quant=settings.double_quant,
                                    bnb_4bit_compute_dtype=_torch_dtype(settings.compute_dtype))
         model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quant,
                                                      device_map="auto" if _spread(settings) else {"": 0})
-        model = prepare_model_for_kbit_training(model)
+        model = prepare_model_for_kbit_training(model)  # type: ignore[no-untyped-call]  # unannotated in peft
         tok = AutoTokenizer.from_pretrained(path)
         return model, tok, "cuda"
     from culturepark.engine.backends.local.model import load_model
@@ -222,14 +226,14 @@ def train_lora(sft_file: Path, out: Path, settings: LoraSettings,
     t0 = time.perf_counter()
     losses = _train_steps(model, tok.pad_token_id, rows, device, settings, total, out / "metrics.jsonl", progress)
     elapsed = time.perf_counter() - t0
-    model.save_pretrained(out)
+    model.save_pretrained(str(out))
     card = PromptCard(template=template, prompt_style=_prompt_style(sft_file, settings))
     write_prompt_card(out, card)
     summary = LoraSummary(
         base=settings.base, sft_file=str(sft_file), examples=len(rows), steps=total, trainable_params=trainable,
         first_loss=round(losses[0], 4), last_loss=round(sum(losses[-5:]) / len(losses[-5:]), 4),
         seconds_per_step=round(elapsed / total, 3), device=device, schedule=f"linear warm-up then {settings.schedule}",
-        target_modules=sorted(model.peft_config["default"].target_modules or []),
+        target_modules=sorted(cast(LoraConfig, model.peft_config["default"]).target_modules or []),
         compute_dtype_used=settings.compute_dtype if device.startswith("cuda") else "fp32",
         prompt_card=card, settings=settings.model_dump(mode="json"))
     if device == "cpu":
@@ -238,7 +242,8 @@ def train_lora(sft_file: Path, out: Path, settings: LoraSettings,
     else:
         summary.peak_gpu_mb = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     if settings.merge:
-        merged = model.merge_and_unload()
+        # a transformers model again; peft types what it returns as a bare torch Module
+        merged = cast("PreTrainedModel", model.merge_and_unload())
         merged.save_pretrained(out / "merged")
         tok.save_pretrained(out / "merged")
         summary.merged = str(out / "merged")

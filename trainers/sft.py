@@ -5,6 +5,7 @@ exported `text.jsonl`, the LoRA trainer's loss mask and the local backend agree 
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -25,7 +26,7 @@ def write_sft(out_dir: Path, examples: list[list[dict[str, str]]], template: Tex
     text = out_dir / "text.jsonl"
     atomic_write_jsonl(chat, ({"messages": m} for m in examples))
 
-    def rows():
+    def rows() -> Iterator[dict[str, str]]:
         for m in examples:
             prompt, completion = render_chat(m, template)
             yield {"text": prompt + completion, "prompt": prompt, "completion": completion}
@@ -40,7 +41,7 @@ def check_openai_chat(path: Path) -> FormatCheck:
     try:
         import tiktoken
         enc = tiktoken.get_encoding("o200k_base")
-        count = lambda s: len(enc.encode(s))  # noqa: E731
+        count: Callable[[str], int] = lambda s: len(enc.encode(s))  # noqa: E731
         counter = "tiktoken:o200k_base"
     except Exception:
         count, counter = approx_tokens, "approx(len/4)"

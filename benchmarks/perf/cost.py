@@ -48,8 +48,9 @@ def _stats(url: str) -> dict[str, Any]:
 
 
 def _billed(stats: dict[str, Any], price: Price) -> float:
-    return sum(price.cost(t["prompt_tokens"], t["completion_tokens"], t["cached_tokens"], tier)
-               for tier, t in stats["usage_by_tier"].items())
+    billed: float = sum(price.cost(t["prompt_tokens"], t["completion_tokens"], t["cached_tokens"], tier)
+                        for tier, t in stats["usage_by_tier"].items())
+    return billed
 
 
 def _long_prefix_hits(log: Path) -> tuple[int, int]:
@@ -176,7 +177,8 @@ def main(args: argparse.Namespace) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="cp-cost-") as tmp_name:
         tmp = Path(tmp_name)
-        ways = [("standard", [], [], {}), ("standard+cache_key", [], [], {"prompt_cache": {"key": True}}),
+        ways: list[tuple[str, list[str], list[str], dict[str, Any]]] = [
+                ("standard", [], [], {}), ("standard+cache_key", [], [], {"prompt_cache": {"key": True}}),
                 ("flex+cache_key", ["--flex-unavailable-rate", str(args.flex_unavailable_rate)],
                  ["--service-tier", "flex"], {"prompt_cache": {"key": True}, "flex_fallback_after": 4}),
                 ("batch-api+cache_key", ["--batch-delay-s", "2"], ["--batch-api"],

@@ -29,7 +29,7 @@ import yaml
 from culturepark.benchmarks.perf.throughput import launch_sim_server
 from culturepark.scenarios.data_dir import resolve_data_dir
 
-SCENARIO = {
+SCENARIO: dict[str, Any] = {
     "name": "crash-resume", "cultures": ["Chinese", "German"], "version": "v2", "turns": 6,
     "items": ["27", "31", "158"], "conversations_per_item": 3, "seed": 7, "concurrency": 4,
     "backend": {"provider": "openai", "model": "sim-model"},
@@ -93,6 +93,7 @@ def trial(index: int, rng: random.Random, scenario: Path, data_dir: Path, ref_di
             continue
         rc = proc.wait()
         if rc != 0:
+            assert proc.stderr is not None  # stderr=PIPE above
             raise RuntimeError(f"trial {index}: run exited {rc}: {proc.stderr.read().decode()[-500:]}")
         break
     ref_keys = set(_turn_keys(ref_dir / "log.jsonl"))
@@ -104,7 +105,8 @@ def trial(index: int, rng: random.Random, scenario: Path, data_dir: Path, ref_di
     return result
 
 
-def bench(trials: int, seed: int, data_dir: Path, latency_ms: float, work: Path) -> tuple[list[dict], dict]:
+def bench(trials: int, seed: int, data_dir: Path, latency_ms: float,
+          work: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     rng = random.Random(seed)
     sim, url = launch_sim_server(["--seed", "3", "--latency-ms", str(latency_ms)])
     try:

@@ -30,7 +30,8 @@ from culturepark.scenarios.data_dir import resolve_data_dir
 def _stats(url: str) -> dict[str, Any]:
     import urllib.request
     with urllib.request.urlopen(url.removesuffix("/v1") + "/stats", timeout=5) as r:  # loopback only
-        return orjson.loads(r.read())
+        stats: dict[str, Any] = orjson.loads(r.read())
+        return stats
 
 
 def turn_keys(run_dir: Path) -> list[tuple[str, int]]:
@@ -44,7 +45,7 @@ def turn_keys(run_dir: Path) -> list[tuple[str, int]]:
     return keys
 
 
-def _kill_worker_when_busy(proc: subprocess.Popen, run_dir: Path, min_lines: int, deadline_s: float) -> str:
+def _kill_worker_when_busy(proc: subprocess.Popen[str], run_dir: Path, min_lines: int, deadline_s: float) -> str:
     """Kill worker 0 once its shard has `min_lines` records; bounded by `deadline_s`."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end and proc.poll() is None:

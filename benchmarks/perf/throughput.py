@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
 import orjson
@@ -36,6 +36,9 @@ from culturepark.engine.limiter import AdaptiveCeiling, RateLimiter
 from culturepark.engine.log import RunLog
 from culturepark.engine.retry import RetryPolicy
 from culturepark.engine.scheduler import ConversationSpec, Scheduler, SchedulerConfig, TurnRequest
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 MODEL = "sim-model"
 
@@ -57,7 +60,7 @@ class BenchPolicy:
                            Request(messages=msgs, max_tokens=self.max_tokens, temperature=0.7))
 
 
-def start_sim_process(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+def start_sim_process(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
     extra = ["--charge", "admission", "--window-s", str(args.window_s), "--latency-ms", str(args.latency_ms),
              "--seed", "0"]
     if args.start_empty:
@@ -71,7 +74,7 @@ def start_sim_process(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     return launch_sim_server(extra)
 
 
-def launch_sim_server(extra: list[str]) -> tuple[subprocess.Popen, str]:
+def launch_sim_server(extra: list[str]) -> tuple[subprocess.Popen[str], str]:
     """A sim server in its own process (so its CPU is not the engine's); returns (process, base URL)."""
     proc = subprocess.Popen([sys.executable, "-m", "culturepark.cli", "sim-server", "--port", "0", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -85,7 +88,8 @@ def launch_sim_server(extra: list[str]) -> tuple[subprocess.Popen, str]:
 
 async def server_stats(url: str) -> dict[str, Any]:
     async with aiohttp.ClientSession() as s, s.get(url.removesuffix("/v1") + "/stats") as r:
-        return orjson.loads(await r.read())
+        stats: dict[str, Any] = orjson.loads(await r.read())
+        return stats
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -252,7 +256,9 @@ async def run_sdk(url: str, args: argparse.Namespace) -> dict[str, Any]:
         req = policy.next_turn(ConversationSpec(f"c{i}", i, {}), [None] * t).request  # type: ignore[union-attr]
         async with sem:
             try:
-                r = await client.chat.completions.create(model=MODEL, messages=req.messages,  # type: ignore[arg-type]
+                # role/content dicts, which the SDK types as its message TypedDicts
+                messages = cast("list[ChatCompletionMessageParam]", req.messages)
+                r = await client.chat.completions.create(model=MODEL, messages=messages,
                                                          max_tokens=req.max_tokens, temperature=req.temperature)
                 if not r.choices[0].message.content:
                     errors += 1

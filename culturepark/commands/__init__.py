@@ -6,12 +6,13 @@ stage ever starts with `--limit -5` or `--seeds 0`.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 
-def _number(kind: type, low: float, strict: bool) -> object:
+def _number(kind: type, low: float, strict: bool) -> Callable[[str], int | float]:
     def parse(text: str) -> int | float:
         try:
-            value = kind(text)
+            value: int | float = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
                                              f"got {text!r}") from None

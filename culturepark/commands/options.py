@@ -124,13 +124,13 @@ def _number_type(kind: type, field: FieldInfo) -> Callable[[str], Any]:
     """int/float with the field's lower bound checked while parsing (one line, exit 2)."""
     bound = _bound(field)
     if kind is int and bound in (("gt", 0.0), ("ge", 1.0)):
-        return positive_int  # type: ignore[return-value]
+        return positive_int
     if kind is int and bound == ("ge", 0.0):
-        return count  # type: ignore[return-value]
+        return count
     if kind is float and bound == ("gt", 0.0):
-        return positive_float  # type: ignore[return-value]
+        return positive_float
     if kind is float and bound == ("ge", 0.0):
-        return non_negative_float  # type: ignore[return-value]
+        return non_negative_float
     return kind
 
 

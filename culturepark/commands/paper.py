@@ -24,7 +24,8 @@ def register(sub: Any) -> None:
 
 def paper(args: argparse.Namespace) -> int:
     from culturepark.report_page import build_paper, screenshot
-    from culturepark.runs.paper_chain import PaperChain, estimate_chain, run_chain
+    from culturepark.runs.paper_chain import estimate_chain, run_chain
+    from culturepark.runs.paper_settings import PaperChain
     from culturepark.scenarios.data_dir import resolve_data_dir
 
     chain = model_from_args(PaperChain, args)

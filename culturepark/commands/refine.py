@@ -49,15 +49,16 @@ def refine(args: argparse.Namespace) -> int:
     result = asyncio.run(refine_async(args.run_dir, out, config, resume=args.resume,
                                       retry_failed=args.retry_failed, say=lambda m: log.info(m)))
     s = result.summary
+    exit_code: int = result.exit_code
     if result.error:
         log.error("refine stopped", error=result.error, next_step="fix the cause, then run again with --resume")
     if args.json:
         print_json({"out": str(out), **result.to_json()})
-        return result.exit_code
+        return exit_code
     if s is None:
-        return result.exit_code
+        return exit_code
     print(", ".join(f"{k} {getattr(s, k)}" for k in SUMMARY_KEYS) + f" → {out}")
     check = s.openai_format_check
     if check and not check.valid:
         print(f"  openai format check: {check.error_counts}")
-    return result.exit_code
+    return exit_code

@@ -40,7 +40,8 @@ def _flags(s: argparse.ArgumentParser) -> None:
 def sim_server(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from culturepark.testing.simulator import Fault, SimConfig, load_script, serve_forever
+    from culturepark.testing.sim_config import Fault, SimConfig
+    from culturepark.testing.simulator import load_script, serve_forever
 
     try:
         script = load_script(Path(args.script)) if args.script else []

@@ -58,7 +58,8 @@ async def run_async(scenario_ref: str | Path | AnyScenario | Fork, opts: RunOpti
     async with run_session(prepared, opts, say, cache_dirs=cache_dirs,
                            batch_dir=out if opts.batch_api else None, adaptive=True) as session:
         details = {**({"every": opts.every} if opts.every > 1 else {}), **(made.details if made else {})}
-        session.start_run(**({"details": details} if details else {}))
+        extra: dict[str, Any] = {"details": details} if details else {}
+        session.start_run(**extra)
         if made:
             made.carry_into(session, _selection(plan, opts, ids))
         # a batch round holds the next turn of every live conversation: as many as one batch file takes
@@ -75,7 +76,7 @@ async def run_async(scenario_ref: str | Path | AnyScenario | Fork, opts: RunOpti
 
 def _selection(plan: ExperimentPlan, opts: RunOptions, ids: frozenset[str] | None) -> Iterator[ConversationSpec]:
     """The plan's conversations this run holds: a fork's source's only, every k-th, at most `limit`."""
-    convs = plan.conversations(None if ids is None else ids.__contains__)
+    convs: Iterator[ConversationSpec] = plan.conversations(None if ids is None else ids.__contains__)
     if opts.every > 1:
         convs = itertools.islice(convs, 0, None, opts.every)
     if opts.limit is not None:

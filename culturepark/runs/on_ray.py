@@ -292,7 +292,8 @@ class _Driver:
         share = budget / max(1, len(self.slots))
         spent = sum(rec.cost_usd or 0.0 for path in slot.logs
                     for rec in LogReader(path, has_header=False).records() if isinstance(rec, TurnRecord))
-        return max(share - spent, 1e-9)
+        left: float = max(share - spent, 1e-9)
+        return left
 
     def _launch(self, slot: _Slot, walk: ShardWalk, chunks: Iterator[list[ConversationSpec]]) -> None:
         limits, concurrency = self._share()

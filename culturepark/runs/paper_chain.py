@@ -61,7 +61,7 @@ def _datasets(culture: str) -> list[str]:
 
 
 def _scenario(chain: PaperChain, version: str) -> Any:
-    return load_scenario(f"paper-{version}").model_copy(update={"cultures": chain.cultures})  # type: ignore[union-attr]
+    return load_scenario(f"paper-{version}").model_copy(update={"cultures": chain.cultures})
 
 
 def _run_options(chain: PaperChain, version: str) -> RunOptions:

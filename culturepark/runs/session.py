@@ -112,9 +112,11 @@ def endpoints_for(scenario: AnyScenario, backends: dict[str, BackendConfig], *, 
     `adaptive`: an adaptive concurrency ceiling per provider and model, up to the scenario's
     concurrency, where no limit is stated or sent. Not for Ray workers: each would learn the
     provider's whole limit for itself."""
-    return make_endpoints(backends, scenario.limits if limits is None else limits, scenario.retry,
-                          scenario.seed if seed is None else seed, cache_dirs, batch_dir=batch_dir, say=say,
-                          concurrency=scenario.concurrency if adaptive else None)
+    endpoints: dict[str, Endpoint] = make_endpoints(
+        backends, scenario.limits if limits is None else limits, scenario.retry,
+        scenario.seed if seed is None else seed, cache_dirs, batch_dir=batch_dir, say=say,
+        concurrency=scenario.concurrency if adaptive else None)
+    return endpoints
 
 
 @asynccontextmanager

@@ -60,7 +60,8 @@ class ClientBuckets:
         self._buckets[key] = bucket  # most recently used last
         while len(self._buckets) > MAX_CLIENTS:
             self._buckets.popitem(last=False)
-        return bucket.admit(now)
+        admitted: bool = bucket.admit(now)
+        return admitted
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -139,7 +140,8 @@ class _Guarded(asyncio.Protocol):
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
+        keep_open: bool | None = self.inner.eof_received()
+        return keep_open
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:

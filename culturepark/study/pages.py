@@ -386,7 +386,7 @@ def admin_login_page(token: str, error: str | None = None, status: int = 200) ->
 
 
 def admin_page(server: StudyServer) -> web.Response:
-    counts: Counter = Counter()
+    counts: Counter[tuple[str, str, str]] = Counter()
     for p in server.participants.values():
         counts[(p.meta.culture, p.meta.arm, stage_of(server, p))] += 1
     rows = []

@@ -222,7 +222,8 @@ class StudyServer:
     def texts_json(self) -> str:
         """The texts participants read and agree to, in full: logged once per version (`texts_hash`),
         so an audit can show what a later participant agreed to, not only a hash."""
-        return self.human.model_dump_json(exclude={"signups_per_minute", "invitation_codes"})
+        texts: str = self.human.model_dump_json(exclude={"signups_per_minute", "invitation_codes"})
+        return texts
 
     @property
     def minutes(self) -> int:
@@ -230,10 +231,12 @@ class StudyServer:
         ~15 s per test answer (twice), ~90 s per chat message and reply, ~10 s per Likert item,
         3 min for the texts; to 5 minutes."""
         if self.human.duration_minutes:
-            return self.human.duration_minutes
+            stated: int = self.human.duration_minutes
+            return stated
         sc = self.scenario
         seconds = 2 * 15 * len(self.plan.items) + 90 * sc.learning_turns + 10 * len(sc.questionnaire.likert) + 180
-        return max(5, 5 * round(seconds / 300))
+        minutes: int = max(5, 5 * round(seconds / 300))
+        return minutes
 
     @property
     def session_lifetime_s(self) -> int:
@@ -357,7 +360,9 @@ class StudyServer:
             p.withdrawn = True
 
     def step_of(self, p: Participant) -> tuple[list[EduStep], EduStep | None]:
-        return walk(p.meta, [t.text for t in p.turns], self.scenario.answer_tries)
+        steps: tuple[list[EduStep], EduStep | None] = walk(p.meta, [t.text for t in p.turns],
+                                                           self.scenario.answer_tries)
+        return steps
 
     # -- writing --------------------------------------------------------------------------
     def _append_learner(self, p: Participant, text: str) -> None:

@@ -3,16 +3,17 @@ batches (`testing/batches.py`) keep their input and output files here too."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from culturepark.engine.tokens import approx_tokens
 from culturepark.testing.responses import error_response as _error
 
 if TYPE_CHECKING:  # the simulator owns these; the job routes only read them
-    from culturepark.testing.simulator import SimConfig, SimStats
+    from culturepark.testing.sim_config import SimConfig
+    from culturepark.testing.simulator import SimStats
 
 class FineTuneSim:
     """Minimal `/v1/files` and `/v1/fine_tuning/jobs`: enough for the openai SDK to upload a
@@ -23,9 +24,9 @@ class FineTuneSim:
     def __init__(self, config: SimConfig, stats: SimStats) -> None:
         self.config = config
         self.stats = stats
-        self.files: dict[str, dict] = {}
-        self.jobs: dict[str, dict] = {}
-        self.events: dict[str, list[dict]] = {}
+        self.files: dict[str, dict[str, Any]] = {}
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.events: dict[str, list[dict[str, Any]]] = {}
 
     def _event(self, job_id: str, message: str, level: str = "info") -> None:
         evs = self.events.setdefault(job_id, [])
@@ -36,6 +37,7 @@ class FineTuneSim:
         reader = await request.multipart()
         purpose, content, filename = "fine-tune", b"", "file.jsonl"
         async for part in reader:
+            assert isinstance(part, BodyPartReader)  # the SDK's upload is flat form fields
             if part.name == "purpose":
                 purpose = (await part.read()).decode()
             elif part.name == "file":
@@ -87,7 +89,7 @@ class FineTuneSim:
             return _error(404, f"file {fid} not found")
         return web.json_response({k: v for k, v in self.files[fid].items() if not k.startswith("_")})
 
-    def _public(self, jid: str) -> dict:
+    def _public(self, jid: str) -> dict[str, Any]:
         return {k: v for k, v in self.jobs[jid].items() if not k.startswith("_")}
 
     def _advance(self, jid: str) -> None:

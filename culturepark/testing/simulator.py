@@ -175,7 +175,7 @@ class SimServer:
             setattr(self, attr, new)
 
     # -- replies ------------------------------------------------------------
-    def reply(self, model: str, messages: list[dict] | None, prompt: str | None,
+    def reply(self, model: str, messages: list[dict[str, Any]] | None, prompt: str | None,
                max_tokens: int) -> tuple[str, str]:
         last = prompt if prompt is not None else _last_user(messages)
         for pattern, reply, only in self._script:
@@ -449,7 +449,7 @@ def openai_duration(seconds: float) -> str:
     return text
 
 
-def _last_user(messages: list[dict] | None) -> str:
+def _last_user(messages: list[dict[str, Any]] | None) -> str:
     for m in reversed(messages or []):
         if m.get("role") == "user":
             return str(m.get("content") or "")

@@ -47,7 +47,8 @@ class Request:
         return hashlib.blake2b(payload, digest_size=12).hexdigest()
 
     def estimated_prompt_tokens(self) -> int:
-        return prompt_tokens(self.messages, self.prompt)
+        n: int = prompt_tokens(self.messages, self.prompt)
+        return n
 
     @classmethod
     def instruction(cls, system: str, user: str, cue: str, rendering: str, max_tokens: int,

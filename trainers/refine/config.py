@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -71,7 +71,7 @@ REFINE_ADDED_LATER: dict[str, object] = {"extract_speakers": "delegate", "export
                                          "export.paper_passes": 20, "retry.reask_temperature_step": 0.2,
                                          "retry.reask_temperature_max": 1.2, "retry.rate_limit_budget_s": 1800.0,
                                          **{f"backend.{k}": v for k, v in BACKEND_ADDED_LATER.items()}}
-REFINE_PRESETS: dict[str, dict] = {
+REFINE_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"backend": {"provider": "openai", "model": "gpt-4"}, "extract_speakers": "both",
               "export": {"format": "paper"}},
 }

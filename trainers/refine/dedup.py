@@ -14,11 +14,13 @@ def cluster(vecs: np.ndarray, config: DedupConfig, seed: int = 0) -> np.ndarray:
     if config.method == "kmeans":
         from sklearn.cluster import KMeans
         k = min(config.k, n)
-        return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(vecs)
+        labels: np.ndarray = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(vecs)
+        return labels
     from sklearn.cluster import AgglomerativeClustering
     model = AgglomerativeClustering(n_clusters=None, distance_threshold=config.threshold,
                                     metric="cosine", linkage="complete")
-    return model.fit_predict(vecs)
+    merged: np.ndarray = model.fit_predict(vecs)
+    return merged
 
 
 def representatives(vecs: np.ndarray, labels: np.ndarray) -> dict[int, int]:

@@ -260,7 +260,7 @@ async def refine_async(run_dir: Path, out: Path, config: RefineConfig, resume: b
 
 
 async def _finish(out: Path, config: RefineConfig, sources: list[Source], opinions: list[Opinion],
-                  extract_failed: Counter) -> RefineSummary:
+                  extract_failed: Counter[str]) -> RefineSummary:
     """The local steps after the calls: verdicts, post-processing, de-duplication, SFT export."""
     turns, ends = _collect(out)
     _verdicts(opinions, turns, ends, config)
@@ -285,7 +285,7 @@ async def _finish(out: Path, config: RefineConfig, sources: list[Source], opinio
 
 
 async def _calls(policy: RefinePolicy, endpoints: dict[str, Endpoint], log: RunLog, resume: ResumeState | None,
-                 out: Path, retry_failed: bool) -> tuple[list[Opinion], Counter]:
+                 out: Path, retry_failed: bool) -> tuple[list[Opinion], Counter[str]]:
     """The two engine passes: extract per source conversation, then verify/rewrite per opinion."""
     sched_cfg = SchedulerConfig(concurrency=policy.config.concurrency)
     sources = list(policy.sources.values())
@@ -315,8 +315,9 @@ def _extract_id(source_id: str, role: str) -> str:
 
 
 def _opinions(extractions: list[tuple[Source, str]], turns: Turns, ends: Ends,
-              rendering: prompts.Rendering) -> tuple[list[Opinion], Counter]:
-    opinions, failed = [], Counter()
+              rendering: prompts.Rendering) -> tuple[list[Opinion], Counter[str]]:
+    opinions: list[Opinion] = []
+    failed: Counter[str] = Counter()
     for s, role in extractions:
         cid = _extract_id(s.id, role)
         end = ends.get(cid)
@@ -384,7 +385,7 @@ async def _dedup(opinions: list[Opinion], config: RefineConfig, backend: Backend
         vecs = await embed_unique(embedder, [o.text for o in live])
     finally:
         await embedder.aclose()
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[tuple[str, ...], list[int]] = {}
     for i, o in enumerate(live):
         m = o.source.meta
         key = (m.culture,) + ((m.item_id,) if config.dedup.scope == "culture_item" else ())
@@ -430,7 +431,7 @@ def _paper_examples(sources: list[Source], opinions: list[Opinion], passes: int
     ("<code>. <opinion>", the code of that opinion's conversation); an item none of whose opinions
     was kept is answered with its bare code (the most common stance code among its conversations)
     in every pass. Returns the examples and how many kept opinions fell beyond the last pass."""
-    groups: dict[tuple[str, str], tuple[ConversationMeta, Counter, list[Opinion]]] = {}
+    groups: dict[tuple[str, str], tuple[ConversationMeta, Counter[int], list[Opinion]]] = {}
     for s in sources:
         groups.setdefault((s.meta.culture, s.meta.item_id), (s.meta, Counter(), []))[1][s.meta.stance_code] += 1
     for o in opinions:
@@ -449,12 +450,12 @@ def _paper_examples(sources: list[Source], opinions: list[Opinion], passes: int
     return out, sum(max(0, len(kept) - passes) for _, _, kept in groups.values())
 
 
-def _summary(sources: list[Source], opinions: list[Opinion], extract_failed: Counter,
+def _summary(sources: list[Source], opinions: list[Opinion], extract_failed: Counter[str],
              exported: int) -> dict[str, Any]:
     """The counts of a refinement, every extracted opinion accounted for (the head of `RefineSummary`)."""
     drops = Counter(o.drop_reason for o in opinions if o.drop_reason)
     call_failed = sum(v for k, v in drops.items() if "_failed:" in k)
-    s = {
+    s: dict[str, Any] = {
         "conversations": len(sources),
         "extract_failed": sum(extract_failed.values()),
         "extract_failures_by_reason": dict(extract_failed),

