@@ -303,13 +303,11 @@ def build_plan(scenario: Scenario, data_dir: Path, base_dir: Path | None = None)
     elif scenario.mode == "cross" and scenario.version == "v1-in":
         plan.notices.append("cross-cultural run with the in-cultural v1 prompts "
                             "(version: v1 is the cross-cultural script)")
-    for item in items:
-        if item.scale_note:
-            plan.notices.append(f"Q{item.q_id}: {item.scale_note}")
     for culture in cultures:
         if culture.country_file not in available:
             raise PlanError(f"culture {culture.name!r}: no WVS file {culture.country_file}.csv "
                             f"in {data.wvs_dir / 'countries'}")
+        plan.notices.extend(data.unlisted(culture.country_file, items))
         for item in items:
             if not data.answers(culture.country_file, item.q_id):
                 plan.skipped.add((culture.name, item.q_id))

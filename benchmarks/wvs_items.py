@@ -76,6 +76,9 @@ async def evaluate(settings: EvalSettings, cultures: list[str], data_dir: Path, 
     data = WVSData(Path(data_dir))
     chosen = _cultures(cultures, data)
     asked = _items(data, items)
+    for line in (w for c in chosen for w in data.unlisted(c.country_file, asked)):
+        if say:
+            say(line)
     trained = {q.removeprefix("Q") for q in trained_items or []}
     by_id = {it.q_id: it for it in asked}
 
