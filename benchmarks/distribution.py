@@ -25,6 +25,8 @@ import statistics
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
+from culturepark.benchmarks.results import DistributionFidelity, Estimate
+
 W1_THRESHOLD = 0.2  # WorldValuesBench's cut-off on the normalised W1
 BOOTSTRAP = 1000
 
@@ -112,3 +114,35 @@ def mean(values: Sequence[float]) -> float:
 def share_below(values: Sequence[float], threshold: float = W1_THRESHOLD) -> float:
     """WorldValuesBench (Zhao et al. 2024): the share of items whose normalised W1 is below the threshold."""
     return sum(v < threshold for v in values) / len(values)
+
+
+def _estimate(values: Sequence[float], stat: Callable[[Sequence[float]], float], seed: int) -> Estimate:
+    lo, hi = bootstrap(values, stat, seed)
+    return Estimate(value=round(stat(values), 4), interval=[round(lo, 4), round(hi, 4)])
+
+
+def over_items(per_item: Sequence[tuple[float, float, float]], source: str, seed: int = 0
+               ) -> DistributionFidelity | None:
+    """The figures over items from each item's (normalised W1, representativeness, JS similarity); None
+    when no item had an answer distribution."""
+    if not per_item:
+        return None
+    w1s, reps, jss = ([row[k] for row in per_item] for k in range(3))
+    return DistributionFidelity(items=len(per_item), source=source, w1=_estimate(w1s, mean, seed),
+                                representativeness=_estimate(reps, mean, seed),
+                                js_similarity=_estimate(jss, mean, seed),
+                                share_w1_below_0_2=_estimate(w1s, share_below, seed))
+
+
+def item_figures(model: Sequence[int], people: Sequence[int], codes: Sequence[int], seed: int = 0
+                 ) -> dict[str, object]:
+    """One item's distribution figures (the fields of a result row) from the model's parsed answers and the
+    respondents' valid answers; empty when the model gave no parsed answer."""
+    if not model or not people:
+        return {}
+    p, q = distribution(model, codes), distribution(people, codes)
+    lo, hi = item_interval(model, people, codes, seed)
+    w1 = normalised_w1(p, q)
+    return {"model_distribution": {str(c): round(x, 4) for c, x in zip(codes, p) if x},
+            "answers": len(model), "w1": round(w1, 4), "w1_interval": [round(lo, 4), round(hi, 4)],
+            "representativeness": round(1 - w1, 4), "js_similarity": round(js_similarity(p, q), 4)}

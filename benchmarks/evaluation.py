@@ -60,7 +60,9 @@ def hofstede_headline(r: HofstedeResult) -> dict[str, HofstedeHeadline]:
 
 def wvs_headline(r: WvsResult) -> dict[str, WvsHeadline]:
     return {c: WvsHeadline(agreement=v.all.agreement, mean_share=v.all.mean_share, unparseable=v.all.unparseable,
-                           chance=v.all.chance_agreement) for c, v in r.cultures.items()}
+                           chance=v.all.chance_agreement,
+                           **({"distribution": v.all.distribution} if v.all.distribution else {}))
+            for c, v in r.cultures.items()}
 
 
 def moderation_headline(r: ModerationResult) -> ModerationHeadline:

@@ -212,6 +212,32 @@ class WvsItemRow(ResultModel):
     codes: list[int | None]  # per seed; None: unparseable
     share: list[float | None]
     is_modal: list[bool]
+    # distribution fidelity (files from before it lack these): the model's answers as a distribution over
+    # the options against the respondents' (benchmarks/distribution.py)
+    model_distribution: dict[str, float] | None = None
+    answers: int | None = None  # parsed model answers the distribution is made of
+    w1: float | None = None  # normalised Wasserstein-1, W1 / (N − 1)
+    w1_interval: list[float] | None = None  # 95 % bootstrap (respondents and answers resampled)
+    representativeness: float | None = None  # OpinionQA: 1 − W1/(N − 1)
+    js_similarity: float | None = None  # GlobalOpinionQA: 1 − Jensen–Shannon distance
+
+
+class Estimate(ResultModel):
+    """A figure over items with its 95 % percentile-bootstrap interval (items resampled)."""
+
+    value: float
+    interval: list[float]
+
+
+class DistributionFidelity(ResultModel):
+    """Answer distributions vs the respondents' over a set of items (OpinionQA, GlobalOpinionQA, WorldValuesBench)."""
+
+    items: int  # items with at least one parsed answer
+    source: str  # "samples": N answers at the temperature; "stances": a run's assigned stances
+    w1: Estimate  # mean normalised W1
+    representativeness: Estimate
+    js_similarity: Estimate
+    share_w1_below_0_2: Estimate  # WorldValuesBench's figure
 
 
 class WvsSummary(ResultModel):
@@ -222,6 +248,7 @@ class WvsSummary(ResultModel):
     mean_share: MeanStd | None = None
     unparseable: int | None = None
     chance_agreement: float | None = None
+    distribution: DistributionFidelity | None = None  # absent in files from before distribution fidelity
 
 
 class WvsCulture(ResultModel):
@@ -240,6 +267,7 @@ class WvsResult(EvalResult):
     temperature: float
     trained_items: list[str]
     cultures: dict[str, WvsCulture]
+    samples: int | None = None  # answers per item × culture the distributions are made of (absent: old files)
 
 
 # ---- fidelity
@@ -385,6 +413,7 @@ class WvsHeadline(ResultModel):
     mean_share: MeanStd | None
     unparseable: int | None
     chance: float | None
+    distribution: DistributionFidelity | None = None  # absent from comparisons made before it
 
 
 Headline = ModerationHeadline | dict[str, HofstedeHeadline] | dict[str, WvsHeadline]

@@ -45,6 +45,9 @@ def register(sub: Any) -> None:
     ew.add_argument("--items", nargs="+", help="WVS item ids (default: all 50)")
     ew.add_argument("--trained-items", nargs="+", default=[], help="items used in training: reported apart")
     ew.add_argument("--temperature", type=float, default=0.7)
+    ew.add_argument("--samples", type=positive_int,
+                    help="answers per item and culture whose distribution is set against the respondents' "
+                         "(default: one per seed)")
     _model_flags(ew)
     ew.set_defaults(func=single_task)
     ef = esub.add_parser("fidelity", help="ask each delegate its seed item again: did it hold its stance?")
@@ -131,7 +134,8 @@ def single_task(args: argparse.Namespace) -> int:
         from culturepark.benchmarks import wvs_items
         report = asyncio.run(wvs_items.evaluate(_settings(args, args.model), list(args.culture),
                                                 resolve_data_dir(args.data_dir, None), out, args.seeds, args.items,
-                                                args.trained_items, args.temperature, lambda m: log.info(m)))
+                                                args.trained_items, args.temperature, lambda m: log.info(m),
+                                                args.samples))
     else:
         report = asyncio.run(run_task(_settings(args, args.model), task, resolve_data_dir(args.data_dir, None), out,
                                       args.seeds, getattr(args, "limit", None), getattr(args, "samples", 1),

@@ -243,6 +243,22 @@ def test_eval_wvs_scores_answer_codes_against_real_respondents_with_trained_item
     assert china["trained"]["items"] == 1 and china["trained"]["agreement"]["mean"] == 1.0
     assert china["held_out"]["items"] == 2 and china["held_out"]["agreement"]["mean"] == 0.5
     assert china["all"]["chance_agreement"] == round((1 / 4 + 4 / 4 + 4 / 10) / 3, 4)
+    # distributions: Q27 all "1" vs China's 1,1,1,2: CDF gap .25 over 3 steps; Q31 all "2" vs 1,2,3,4 uniform:
+    # gaps .25 + .5 + .25 = 1 over 3; Q158 never readable: no distribution (counted above, not guessed)
+    assert rows["27"]["model_distribution"] == {"1": 1.0} and rows["27"]["answers"] == 2
+    assert rows["27"]["w1"] == round(0.25 / 3, 4) and rows["27"]["representativeness"] == round(1 - 0.25 / 3, 4)
+    assert rows["27"]["js_similarity"] == 0.6908  # by hand: sqrt((ln(8/7) + .75 ln(6/7) + .25 ln 2) / 2)
+    assert rows["31"]["w1"] == round(1 / 3, 4) and "w1" not in rows["158"]
+    dist = china["all"]["distribution"]
+    assert dist["items"] == 2 and dist["source"] == "samples"
+    assert dist["w1"]["value"] == round((0.25 / 3 + 1 / 3) / 2, 4) and dist["share_w1_below_0_2"]["value"] == 0.5
+    assert dist["w1"]["interval"][0] <= dist["w1"]["value"] <= dist["w1"]["interval"][1]
+    assert china["trained"]["distribution"]["items"] == 1 and china["held_out"]["distribution"]["items"] == 1
+    more = json.loads(run_cli(*args, "--samples", "5", "--out", str(tmp_path / "m")).stdout)
+    rows5 = {x["item"]: x for x in more["cultures"]["Chinese"]["per_item"]}
+    assert more["samples"] == 5 and rows5["27"]["answers"] == 5 and rows5["27"]["codes"] == [1, 1]  # seeds unchanged
+    text = run_cli(*[a for a in args if a != "--json"], "--out", str(out), "--resume").stdout  # the same answers
+    assert f"W1 {dist['w1']['value']:.3f} [" in text and "W1<0.2 0.500 [" in text and "(2 items, samples)" in text
     from culturepark.agents.cultures import cultures_by_name
     from culturepark.agents.wvs import WVSData
     from culturepark.benchmarks.wvs_items import item_request
