@@ -85,6 +85,10 @@ def _fidelity_lines(r: FidelityResult) -> list[str]:
              f"of {o.conversations} conversations"]
     lines += [f"  {culture}: exact {c.exact}, within one {c.within_one} ({c.conversations})"
               for culture, c in r.by_culture.items()]
+    if r.population:
+        from culturepark.benchmarks.compare import distribution_text
+        lines.append("assigned stances vs the respondents (is the sampling faithful?):")
+        lines += [f"  {culture}{distribution_text(d)[1:]}" for culture, d in r.population.by_culture.items()]
     return lines
 
 

@@ -19,8 +19,15 @@ from culturepark.agents import paper_format
 from culturepark.agents.meta import ConversationMeta, read_meta
 from culturepark.agents.protocol import CultureParkPolicy
 from culturepark.agents.views import SpokenTurn
+from culturepark.benchmarks import distribution
 from culturepark.benchmarks.eval_run import EvalSettings, digest, run_items
-from culturepark.benchmarks.results import FidelityRates, FidelityRecord, FidelityResult
+from culturepark.benchmarks.results import (
+    FidelityRates,
+    FidelityRecord,
+    FidelityResult,
+    Population,
+    PopulationItem,
+)
 from culturepark.engine.batch import BatchItem
 from culturepark.engine.errors import InputError
 from culturepark.engine.export import conversation_rows, ordered_conversations
@@ -93,6 +100,38 @@ def _rates(recs: list[FidelityRecord], before_after: bool) -> FidelityRates:
     return out
 
 
+def population(rows: list[Finished], data_dir: Path) -> Population | None:
+    """The assigned stances of each culture × item as a distribution against the country's valid respondents
+    (benchmarks/distribution.py): a run whose stances were drawn faithfully scores near 0 W1 given enough
+    conversations; `mode` and `mean` policies do not, by design. None when the run's data is not at hand."""
+    from culturepark.agents.wvs import WVSData, WVSError
+
+    data = WVSData(data_dir)
+    groups: dict[tuple[str, str], list[Finished]] = defaultdict(list)
+    for r in rows:
+        groups[(r.meta.culture, str(r.meta.item_id))].append(r)
+    per_item: list[PopulationItem] = []
+    try:
+        for (culture, item_id), runs in sorted(groups.items()):
+            meta = runs[0].meta
+            people = data.answers(meta.country_file, item_id)
+            figures = distribution.item_figures([r.meta.stance_code for r in runs], people,
+                                                sorted(paper_format.item_from_meta(meta).scale))
+            if figures:
+                per_item.append(PopulationItem(
+                    culture=culture, item=item_id, conversations=len(runs), respondents=len(people),
+                    stance_distribution=figures["model_distribution"], w1=figures["w1"],
+                    w1_interval=figures["w1_interval"], representativeness=figures["representativeness"],
+                    js_similarity=figures["js_similarity"]))
+    except WVSError:
+        return None
+    by_culture = {c: distribution.over_items([(x.w1, x.representativeness, x.js_similarity) for x in per_item
+                                              if x.culture == c], "stances")
+                  for c in sorted({x.culture for x in per_item})}
+    return Population(data_dir=str(data_dir), by_culture={c: d for c, d in by_culture.items() if d},
+                      per_item=per_item)
+
+
 async def evaluate(run_dir: Path, out: Path, model: str | None = None, base_url: str | None = None,
                    before_after: bool = False, temperature: float = 0.0, resume: bool = False,
                    say: Callable[[str], None] | None = None) -> FidelityResult:
@@ -133,5 +172,10 @@ async def evaluate(run_dir: Path, out: Path, model: str | None = None, base_url:
         overall=_rates(recs, before_after),
         by_culture={k: _rates(v, before_after) for k, v in sorted(by["culture"].items())},
         by_item={k: _rates(v, before_after) for k, v in sorted(by["item"].items())}, per_conversation=recs)
+    header_data = read_header(Path(run_dir) / LOG_NAME)
+    data_dir = Path(header_data.data_dir) if header_data and header_data.data_dir else None
+    found = population(rows, data_dir) if data_dir else None
+    if found is not None:
+        report.population = found
     report.write(out / "fidelity.json")
     return report

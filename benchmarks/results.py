@@ -291,6 +291,28 @@ class FidelityRecord(ResultModel):
     before: int | None = None  # with --before-after only
 
 
+class PopulationItem(ResultModel):
+    """One culture × item: the stances a run assigned, as a distribution, against the country's respondents."""
+
+    culture: str
+    item: str
+    conversations: int
+    respondents: int
+    stance_distribution: dict[str, float]
+    w1: float
+    w1_interval: list[float]
+    representativeness: float
+    js_similarity: float
+
+
+class Population(ResultModel):
+    """The run's delegates as a population: is the stance sampling faithful to the respondents?"""
+
+    data_dir: str
+    by_culture: dict[str, DistributionFidelity]
+    per_item: list[PopulationItem]
+
+
 class FidelityResult(EvalResult):
     task: Literal["fidelity"] = "fidelity"
     source: str
@@ -299,6 +321,7 @@ class FidelityResult(EvalResult):
     by_culture: dict[str, FidelityRates]
     by_item: dict[str, FidelityRates]
     per_conversation: list[FidelityRecord]
+    population: Population | None = None  # absent in files from before it, or when the run's data is not at hand
 
 
 # ---- judged: phenomena, content

@@ -326,6 +326,20 @@ def test_eval_fidelity_recovers_the_scripted_share_of_delegates_who_kept_their_s
     assert r["by_item"]["27"]["within_one"] == round(near, 4)
     assert r["overall"]["changed_after_conversation"] == 0.0  # the script answers the same before and after
     assert r["model_spec"] == "openai:sim-model" and r["requests"] >= 2 * len(rows)
+    # the delegates as a population: each culture × item's assigned stances against its country's respondents
+    from culturepark.agents.wvs import WVSData
+    from culturepark.benchmarks.distribution import distribution, normalised_w1
+    pop = r["population"]
+    assert {(x["culture"], x["item"]) for x in pop["per_item"]} == {(c, q) for c in scripted for q in ("27", "158")}
+    for x in pop["per_item"]:
+        stances = [y["meta"]["stance_code"] for y in rows if (y["meta"]["culture"], y["meta"]["item_id"]) ==
+                   (x["culture"], x["item"])]
+        codes = [1, 2, 3, 4] if x["item"] == "27" else list(range(1, 11))
+        people = WVSData(tiny_data).answers("China" if x["culture"] == "Chinese" else "Germany", x["item"])
+        assert x["conversations"] == len(stances) == 3 and x["respondents"] == len(people)
+        assert x["stance_distribution"] == {str(c): round(stances.count(c) / 3, 4) for c in sorted(set(stances))}
+        assert x["w1"] == round(normalised_w1(distribution(stances, codes), distribution(people, codes)), 4)
+    assert pop["by_culture"]["Chinese"]["items"] == 2 and pop["by_culture"]["German"]["source"] == "stances"
 
 
 def test_phenomena_and_content_give_the_scripted_rates(tmp_path, tiny_data, sim_process):
