@@ -26,6 +26,7 @@ from culturepark.benchmarks.results import (
     ModerationResult,
     PhenomenaResult,
     ResultModel,
+    StanceJudge,
     WvsHeadline,
     WvsResult,
     read_result,
@@ -81,14 +82,34 @@ def headline(r: HofstedeResult | ModerationResult | WvsResult) -> Headline:
 
 def _fidelity_lines(r: FidelityResult) -> list[str]:
     o = r.overall
-    lines = [f"fidelity: exact {o.exact}, within one step {o.within_one}, unparseable {o.unparseable} "
-             f"of {o.conversations} conversations"]
+    lines = []
+    if r.judge:
+        lines += _judge_lines("blind judge", r.judge)
+        if r.control:
+            lines += _judge_lines("control run, same judge (the culture prior)", r.control)
+        if r.lift:
+            lines.append(f"lift over the control: exact {r.lift.exact}, within one {r.lift.within_one}")
+    lines += [f"self_report (the delegate re-asked with its prompt in place: not evidence of adherence): "
+              f"exact {o.exact}, within one step {o.within_one}, unparseable {o.unparseable} "
+              f"of {o.conversations} conversations"]
     lines += [f"  {culture}: exact {c.exact}, within one {c.within_one} ({c.conversations})"
               for culture, c in r.by_culture.items()]
     if r.population:
         from culturepark.benchmarks.compare import distribution_text
         lines.append("assigned stances vs the respondents (is the sampling faithful?):")
         lines += [f"  {culture}{distribution_text(d)[1:]}" for culture, d in r.population.by_culture.items()]
+    return lines
+
+
+def _judge_lines(what: str, j: StanceJudge) -> list[str]:
+    o = j.overall
+    lines = [f"{what} {j.model_spec}: exact {o.exact}, within one {o.within_one}, unclear {o.unclear_rate}, "
+             f"unparseable {o.unparseable} of {o.conversations} conversations"]
+    lines += [f"  {culture}: exact {c.exact}, within one {c.within_one}, unclear {c.unclear_rate} "
+              f"({c.conversations})" for culture, c in j.by_culture.items()]
+    if j.drift:
+        lines.append("  drift (judge on the delegate's turns up to k): " +
+                     ", ".join(f"k={p.k} exact {p.exact}" for p in j.drift))
     return lines
 
 

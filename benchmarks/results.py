@@ -313,6 +313,49 @@ class Population(ResultModel):
     per_item: list[PopulationItem]
 
 
+class JudgeRates(ResultModel):
+    """The blind judge's verdicts against the assigned codes (unclear and unparseable count as misses)."""
+
+    conversations: int
+    unclear: int
+    unparseable: int
+    exact: float | None
+    within_one: float | None
+    unclear_rate: float | None
+
+
+class DriftPoint(JudgeRates):
+    k: int  # the judge read the conversation up to the delegate's k-th turn
+
+
+class JudgeRecord(ResultModel):
+    id: str
+    culture: str
+    item: str
+    stance: int
+    verdict: int | Literal["unclear"] | None  # None: unparseable
+
+
+class StanceJudge(ResultModel):
+    """`eval fidelity --judge`: a judge that never sees the persona, stance or system prompt."""
+
+    model_spec: str
+    source: str
+    requests: int
+    overall: JudgeRates
+    by_culture: dict[str, JudgeRates]
+    by_item: dict[str, JudgeRates]
+    drift: list[DriftPoint] | None = None  # with --per-turn only
+    per_conversation: list[JudgeRecord]
+
+
+class Lift(ResultModel):
+    """The judge's agreement on this run minus on the control run (what the stance added over culture priors)."""
+
+    exact: float | None
+    within_one: float | None
+
+
 class FidelityResult(EvalResult):
     task: Literal["fidelity"] = "fidelity"
     source: str
@@ -322,6 +365,9 @@ class FidelityResult(EvalResult):
     by_item: dict[str, FidelityRates]
     per_conversation: list[FidelityRecord]
     population: Population | None = None  # absent in files from before it, or when the run's data is not at hand
+    judge: StanceJudge | None = None  # with --judge only
+    control: StanceJudge | None = None  # with --judge --control RUN only: the same judge on the control run
+    lift: Lift | None = None
 
 
 # ---- judged: phenomena, content
