@@ -138,7 +138,7 @@ def _compare_runs_lines(r: CompareRunsResult) -> list[str]:
     for name in ("A", "B"):
         f = r.fidelity[name].overall
         shift = (r.phenomena or {}).get(name, {}).get("all", {}).get("stance_shift")
-        lines.append(f"{name} {r.runs[name]}: fidelity exact {f.exact}, within one {f.within_one}, "
+        lines.append(f"{name} {r.runs[name]}: self_report exact {f.exact}, within one {f.within_one}, "
                      f"unparseable {f.unparseable}" + (f"; stance shifted {shift.share('yes')}" if shift else ""))
     if r.diversity is not None:
         lines.append(f"diversity: B over A {r.diversity.B_over_A.diversity_gain}, "

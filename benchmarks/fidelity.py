@@ -198,7 +198,7 @@ async def evaluate(run_dir: Path, out: Path, model: str | None = None, base_url:
     for r in recs:
         by["culture"][r.culture].append(r)
         by["item"][r.item].append(r)
-    report = FidelityResult(
+    report = FidelityResult.new(
         **info.model_dump(), source=str(run_dir), stance_policy=scenario.stance_policy,
         overall=_rates(recs, before_after),
         by_culture={k: _rates(v, before_after) for k, v in sorted(by["culture"].items())},

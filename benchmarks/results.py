@@ -14,7 +14,7 @@ file. Files of one shape are told apart by their `task`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 from pydantic import (
@@ -22,7 +22,9 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
+    ValidatorFunctionWrapHandler,
     model_serializer,
     model_validator,
 )
@@ -356,18 +358,47 @@ class Lift(ResultModel):
     within_one: float | None
 
 
+_SELF_REPORT = {"overall": "self_report", "by_culture": "self_report_by_culture", "by_item": "self_report_by_item"}
+
+
 class FidelityResult(EvalResult):
+    """`overall`, `by_culture`, `by_item`: the re-ask, written as `self_report…` (it reads the delegate's prompt
+    back: no evidence of adherence; `judge` is). Files written before the rename keep their names when read and
+    written back."""
+
     task: Literal["fidelity"] = "fidelity"
     source: str
     stance_policy: str
     overall: FidelityRates
     by_culture: dict[str, FidelityRates]
     by_item: dict[str, FidelityRates]
-    per_conversation: list[FidelityRecord]
+    per_conversation: list[FidelityRecord]  # `after`/`before`: the self-reported codes
     population: Population | None = None  # absent in files from before it, or when the run's data is not at hand
     judge: StanceJudge | None = None  # with --judge only
     control: StanceJudge | None = None  # with --judge --control RUN only: the same judge on the control run
     lift: Lift | None = None
+    _legacy_names: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _self_report_names(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> FidelityResult:
+        legacy = isinstance(data, dict) and "overall" in data
+        if isinstance(data, dict) and "self_report" in data:
+            old = {v: k for k, v in _SELF_REPORT.items()}
+            data = {old.get(k, k): v for k, v in data.items()}
+        model: FidelityResult = handler(data)
+        model._legacy_names = legacy
+        return model
+
+    @model_serializer(mode="wrap")
+    def _written_as_self_report(self, handler: SerializerFunctionWrapHandler) -> dict[str, JsonValue]:
+        data: dict[str, JsonValue] = handler(self)
+        return data if self._legacy_names else {_SELF_REPORT.get(k, k): v for k, v in data.items()}
+
+    @classmethod
+    def new(cls, **fields: Any) -> FidelityResult:
+        """A result made now: its re-ask is written under the `self_report` names."""
+        return cls.model_validate({_SELF_REPORT.get(k, k): v for k, v in fields.items()})
 
 
 # ---- judged: phenomena, content

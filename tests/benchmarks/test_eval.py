@@ -320,11 +320,11 @@ def test_eval_fidelity_recovers_the_scripted_share_of_delegates_who_kept_their_s
     scripted = {"Chinese": 1, "German": 3}
     q27 = [x for x in rows if x["meta"]["item_id"] == "27"]
     expected = sum(x["meta"]["stance_code"] == scripted[x["meta"]["culture"]] for x in q27) / len(rows)
-    assert r["overall"]["conversations"] == len(rows) == 12 and r["overall"]["exact"] == round(expected, 4)
-    assert r["overall"]["unparseable"] == 6 and r["by_item"]["158"]["exact"] == 0.0
+    assert r["self_report"]["conversations"] == len(rows) == 12 and r["self_report"]["exact"] == round(expected, 4)
+    assert r["self_report"]["unparseable"] == 6 and r["self_report_by_item"]["158"]["exact"] == 0.0
     near = sum(abs(x["meta"]["stance_code"] - scripted[x["meta"]["culture"]]) <= 1 for x in q27) / len(q27)
-    assert r["by_item"]["27"]["within_one"] == round(near, 4)
-    assert r["overall"]["changed_after_conversation"] == 0.0  # the script answers the same before and after
+    assert r["self_report_by_item"]["27"]["within_one"] == round(near, 4)
+    assert r["self_report"]["changed_after_conversation"] == 0.0  # the script answers the same before and after
     assert r["model_spec"] == "openai:sim-model" and r["requests"] >= 2 * len(rows)
     # the delegates as a population: each culture × item's assigned stances against its country's respondents
     from culturepark.agents.wvs import WVSData

@@ -49,7 +49,7 @@ def test_the_blind_judge_recovers_the_share_that_said_it_and_the_control_gives_t
     judge = r["judge"]["overall"]
     # said it → judged 1; the rest → the judge's guess 2, right only where the stance was 2
     assert judge["exact"] == round(said + stances.count(2) / len(stances), 4) and judge["unclear"] == 0
-    assert r["overall"]["exact"] == 1.0  # self-report: the re-ask parrots the prompt
+    assert r["self_report"]["exact"] == 1.0 and "overall" not in r  # self-report: the re-ask parrots the prompt
     assert r["control"]["overall"]["exact"] == round(prior.count(2) / len(prior), 4)  # the prior alone
     assert r["lift"]["exact"] == round(judge["exact"] - r["control"]["overall"]["exact"], 4)
     assert [p["k"] for p in r["judge"]["drift"]] == [1, 2]
