@@ -359,9 +359,39 @@ class Lift(ResultModel):
 
 
 _SELF_REPORT = {"overall": "self_report", "by_culture": "self_report_by_culture", "by_item": "self_report_by_item"}
+S = TypeVar("S", bound="SelfReportNames")
 
 
-class FidelityResult(EvalResult):
+class SelfReportNames(ResultModel):
+    """The re-ask's rates (`overall`, `by_culture`, `by_item`) are written as `self_report…`: it reads the
+    delegate's prompt back and is no evidence of adherence (the blind judge is). A file written before the
+    rename keeps its names when read and written back."""
+
+    _legacy_names: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _self_report_names(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        legacy = isinstance(data, dict) and "overall" in data
+        if isinstance(data, dict) and "self_report" in data:
+            old = {v: k for k, v in _SELF_REPORT.items()}
+            data = {old.get(k, k): v for k, v in data.items()}
+        model = handler(data)
+        model._legacy_names = legacy
+        return model
+
+    @model_serializer(mode="wrap")
+    def _written_as_self_report(self, handler: SerializerFunctionWrapHandler) -> dict[str, JsonValue]:
+        data: dict[str, JsonValue] = handler(self)
+        return data if self._legacy_names else {_SELF_REPORT.get(k, k): v for k, v in data.items()}
+
+    @classmethod
+    def new(cls: type[S], **fields: Any) -> S:
+        """A result made now: its re-ask is written under the `self_report` names."""
+        return cls.model_validate({_SELF_REPORT.get(k, k): v for k, v in fields.items()})
+
+
+class FidelityResult(EvalResult, SelfReportNames):
     """`overall`, `by_culture`, `by_item`: the re-ask, written as `self_report…` (it reads the delegate's prompt
     back: no evidence of adherence; `judge` is). Files written before the rename keep their names when read and
     written back."""
@@ -377,28 +407,6 @@ class FidelityResult(EvalResult):
     judge: StanceJudge | None = None  # with --judge only
     control: StanceJudge | None = None  # with --judge --control RUN only: the same judge on the control run
     lift: Lift | None = None
-    _legacy_names: bool = PrivateAttr(default=False)
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _self_report_names(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> FidelityResult:
-        legacy = isinstance(data, dict) and "overall" in data
-        if isinstance(data, dict) and "self_report" in data:
-            old = {v: k for k, v in _SELF_REPORT.items()}
-            data = {old.get(k, k): v for k, v in data.items()}
-        model: FidelityResult = handler(data)
-        model._legacy_names = legacy
-        return model
-
-    @model_serializer(mode="wrap")
-    def _written_as_self_report(self, handler: SerializerFunctionWrapHandler) -> dict[str, JsonValue]:
-        data: dict[str, JsonValue] = handler(self)
-        return data if self._legacy_names else {_SELF_REPORT.get(k, k): v for k, v in data.items()}
-
-    @classmethod
-    def new(cls, **fields: Any) -> FidelityResult:
-        """A result made now: its re-ask is written under the `self_report` names."""
-        return cls.model_validate({_SELF_REPORT.get(k, k): v for k, v in fields.items()})
 
 
 # ---- judged: phenomena, content
@@ -539,7 +547,7 @@ class CompareResult(ResultModel):
     rows: list[CompareRow]
 
 
-class FidelitySide(ResultModel):
+class FidelitySide(SelfReportNames):
     overall: FidelityRates
     by_culture: dict[str, FidelityRates]
 
