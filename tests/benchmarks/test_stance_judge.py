@@ -58,6 +58,12 @@ def test_the_blind_judge_recovers_the_share_that_said_it_and_the_control_gives_t
     text = run_cli("eval", "fidelity", str(run), "--base-url", url, "--judge", "openai:judge", "--per-turn",
                    "--control", str(control), "--out", str(tmp_path / "f"), "--resume").stdout
     assert "self_report" in text and "blind judge" in text and "lift" in text
+    page = tmp_path / "report" / "index.html"
+    assert run_cli("report", str(tmp_path / "f"), "--out", str(tmp_path / "report")).returncode == 0
+    html = page.read_text()
+    assert "Stance fidelity: the blind judge" in html and "Self-report (not evidence of adherence" in html
+    assert f"<td>{100 * r['lift']['exact']:.1f}</td>" in html
+    assert (tmp_path / "report" / "fidelity_drift.png").read_bytes()[:4] == b"\x89PNG"
     bad = run_cli("eval", "fidelity", str(run), "--control", str(control), "--out", str(tmp_path / "g"))
     assert bad.returncode == 2 and "need --judge" in bad.stderr
     wrong = run_cli("eval", "fidelity", str(run), "--base-url", url, "--judge", "openai:judge", "--control", str(run),
