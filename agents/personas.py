@@ -9,7 +9,7 @@ from typing import Literal
 
 from culturepark.agents.wvs import WVSItem
 
-StancePolicy = Literal["sample", "mode", "mean"]
+StancePolicy = Literal["sample", "mode", "mean", "control"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,10 +24,12 @@ def choose_stance(policy: StancePolicy, item: WVSItem, answers: Sequence[int],
                   rng: random.Random) -> Stance:
     """`sample` draws one real respondent (stances across conversations follow the country's
     distribution); `mode` is the most common answer (ties → lowest code); `mean` is the rounded
-    mean of valid answers, labelled as such. `answers` must already exclude missing codes."""
+    mean of valid answers, labelled as such. `control` draws as `sample` does (the same plan, the same
+    respondents), but the delegate is told none of it (`protocol.background`): a run whose judged
+    agreement says what the culture alone gives. `answers` must already exclude missing codes."""
     if not answers:
         raise ValueError(f"no valid answers for item {item.q_id}")
-    if policy == "sample":
+    if policy in ("sample", "control"):
         code = answers[rng.randrange(len(answers))]
         text = item.label(code)
     elif policy == "mode":

@@ -100,6 +100,8 @@ def background(meta: ConversationMeta) -> str:
     opts = f" (options: {meta.item_options})" if meta.item_options else ""
     stance = (f'When asked "{meta.item_text}"{opts}, {d.name} answered "{meta.stance_text}". '
               f"All of {d.name}'s statements must be consistent with this answer.")
+    if meta.stance_policy == "control":  # told no respondent's answer: the persona and culture only
+        stance = f'{d.name} has a view on "{meta.item_text}"{opts}, as {d.person} might.'
     if meta.mode == "in":
         rest = (f"{c.name} is also {c.person} and shares this view; "
                 f"{c.name}'s statements must be consistent with it too.")
@@ -121,6 +123,8 @@ def interview_opening(meta: ConversationMeta) -> str:
     else:
         rest = f"{c.name} speaks from {c.possessive} own {c.culture_phrase} and perspective."
     question = meta.question
+    if meta.stance_policy == "control":  # told no respondent's answer
+        return f"An interview. {d.name} is {d.person} and {c.name} is {c.person}. {rest}"
     return (f"An interview. {d.name} is {d.person} and {c.name} is {c.person}. {rest}\n\n"
             f"Moderator: {d.name}, {question[:1].lower()}{question[1:]}\n"
             f'{d.name}: My answer is "{meta.stance_text}".')
@@ -306,13 +310,11 @@ def build_plan(scenario: Scenario, data_dir: Path, base_dir: Path | None = None)
     elif scenario.mode == "cross" and scenario.version == "v1-in":
         plan.notices.append("cross-cultural run with the in-cultural v1 prompts "
                             "(version: v1 is the cross-cultural script)")
-    for item in items:
-        if item.scale_note:
-            plan.notices.append(f"Q{item.q_id}: {item.scale_note}")
     for culture in cultures:
         if culture.country_file not in available:
             raise PlanError(f"culture {culture.name!r}: no WVS file {culture.country_file}.csv "
                             f"in {data.wvs_dir / 'countries'}")
+        plan.notices.extend(data.unlisted(culture.country_file, items))
         for item in items:
             if not data.answers(culture.country_file, item.q_id):
                 plan.skipped.add((culture.name, item.q_id))

@@ -48,16 +48,33 @@ class WVSItem:
         return text if text.endswith("?") else f'What do you think about the statement "{text}"?'
 
 
-def parse_scale(option: str) -> tuple[dict[int, str], str | None]:
-    """'1. Strongly agree 2. agree ...' → {1: 'Strongly agree', 2: 'agree', ...}.
-
-    One item's scale in the data repeats a number ('1. .. 2. .. 4. Disagree 4. Strongly
-    disagree'); when the numbers are not strictly increasing they are renumbered by
-    position from the first number, and a note says so.
-    """
+def _numbered(option: str) -> tuple[list[int], list[str]]:
     parts = _OPTION.split(option.strip())
-    codes = [int(c) for c in parts[1::2]]
-    labels = [lab.strip() for lab in parts[2::2]]
+    return [int(c) for c in parts[1::2]], [lab.strip() for lab in parts[2::2]]
+
+
+def check_scale(q_id: str, option: str) -> dict[int, str]:
+    """An item table's option list → {code: label}, refused (one line naming the item) unless its codes are
+    distinct and increasing. Why refuse rather than repair: the original table gave Q31 two options numbered 4
+    ("… 2. agree 4. Disagree 4. Strongly disagree") while the country files code Disagree as 3, so a delegate
+    holding 3 was shown a list where Disagree is 4; any guess at the intended numbering is a silent re-coding."""
+    codes, labels = _numbered(option)
+    if not codes:
+        raise WVSError(f"item Q{q_id}: option list has no numbered options ({option.strip()[:60]!r})")
+    if any(b <= a for a, b in itertools.pairwise(codes)):
+        raise WVSError(f"item Q{q_id}: option codes {', '.join(map(str, codes))} are not distinct and increasing "
+                       f"({option.strip()!r}); correct the item table")
+    return dict(zip(codes, labels))
+
+
+def parse_scale(option: str) -> tuple[dict[int, str], str | None]:
+    """'1. Strongly agree 2. agree ...' → {1: 'Strongly agree', 2: 'agree', ...}, leniently.
+
+    Only for option text already stored in a run's conversation metadata (old runs were made from the
+    unchecked table): numbers that are not strictly increasing are renumbered by position from the
+    first number, and a note says so. The item table itself goes through `check_scale`, which refuses.
+    """
+    codes, labels = _numbered(option)
     if not codes:
         return {}, "scale has no labelled options"
     note = None
@@ -65,6 +82,16 @@ def parse_scale(option: str) -> tuple[dict[int, str], str | None]:
         note = f"scale numbers {codes} renumbered by position"
         codes = list(range(codes[0], codes[0] + len(codes)))
     return dict(zip(codes, labels)), note
+
+
+def unlisted_codes(item: WVSItem, answers: list[int]) -> list[int]:
+    """Valid (non-negative) answer codes respondents gave that the item's options do not list."""
+    return sorted({a for a in answers if a >= 0} - set(item.scale))
+
+
+def unlisted_warning(item: WVSItem, where: str, codes: list[int]) -> str:
+    return (f"warning: {where}: Q{item.q_id} has valid answer codes {', '.join(map(str, codes))} that its options "
+            f"({', '.join(map(str, item.scale))}) do not list")
 
 
 def cell_code(value: str) -> int | None:
@@ -98,9 +125,9 @@ class WVSData:
             for line in path.read_bytes().splitlines():
                 if line.strip():
                     d = orjson.loads(line)
-                    scale, note = parse_scale(d["option"])
-                    items.append(WVSItem(str(d["q_id"]), d.get("topic", ""), d["q_content"],
-                                         d["option"], scale, note))
+                    q_id = str(d["q_id"])
+                    items.append(WVSItem(q_id, d.get("topic", ""), d["q_content"], d["option"],
+                                         check_scale(q_id, d["option"])))
             self._items = items
         return self._items
 
@@ -116,6 +143,13 @@ class WVSData:
     def answers(self, country_file: str, q_id: str) -> list[int]:
         """Valid (non-negative) answer codes of the country's respondents to one item."""
         return self._country(country_file).get(f"Q{q_id}", [])
+
+    def unlisted(self, country_file: str, items: list[WVSItem] | None = None) -> list[str]:
+        """One warning line per item whose valid answers in this country include codes its options do not
+        list (a respondent's stance the option list cannot show)."""
+        where = f"{country_file}.csv"
+        return [unlisted_warning(it, where, codes) for it in items or self.items()
+                if (codes := unlisted_codes(it, self.answers(country_file, it.q_id)))]
 
     def _country(self, country_file: str) -> dict[str, list[int]]:
         if country_file not in self._answers:

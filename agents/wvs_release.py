@@ -15,7 +15,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TextIO
 
-from culturepark.agents.wvs import WVSData, cell_code
+from culturepark.agents.wvs import WVSData, cell_code, unlisted_codes, unlisted_warning
 from culturepark.engine.errors import InputError
 from culturepark.engine.files import atomic_write_json
 
@@ -53,7 +53,7 @@ def _reader(fh: TextIO, path: Path) -> csv.DictReader[str]:
 def convert(release: Path, out: Path, items_from: Path) -> dict[str, Any]:
     """Stream the release into OUT/wvs/countries/<Country>.csv and copy the item table; a summary per
     country (respondents, items never asked). Nothing is written when the input is bad."""
-    items = WVSData(items_from).items()  # the seed items this project asks (their text is not in the release)
+    items = WVSData(items_from).items()  # the seed items (their text is not in the release); refused if inconsistent
     columns = [it.column for it in items]
     if not release.is_file():
         raise InputError(f"data wvs: {release} not found")
@@ -75,7 +75,8 @@ def convert(release: Path, out: Path, items_from: Path) -> dict[str, Any]:
                 writers[name] = csv.writer(files.enter_context(open(countries / f"{name}.csv", "w", newline="",
                                                                     encoding="utf-8")))
                 writers[name].writerow([*ID_COLUMNS, *columns])
-                stats[name] = {"alpha3": alpha, "respondents": 0, "valid": dict.fromkeys(columns, 0)}
+                stats[name] = {"alpha3": alpha, "respondents": 0, "valid": dict.fromkeys(columns, 0),
+                               "codes": {c: set() for c in columns}}
             codes = [cell_code(row.get(c) or "") for c in columns]
             writers[name].writerow([row["B_COUNTRY"], alpha, *["" if c is None else c for c in codes]])
             s = stats[name]
@@ -83,8 +84,12 @@ def convert(release: Path, out: Path, items_from: Path) -> dict[str, Any]:
             for c, v in zip(columns, codes):
                 if v is not None and v >= 0:
                     s["valid"][c] += 1
+                    s["codes"][c].add(v)
     (out / "wvs" / "questions.jsonl").write_bytes((items_from / "wvs" / "questions.jsonl").read_bytes())
+    warnings = [unlisted_warning(it, f"{n}.csv", codes) for n, s in sorted(stats.items()) for it in items
+                if (codes := unlisted_codes(it, sorted(s["codes"][it.column])))]
     summary = {"release": str(release), "items": len(columns), "columns_absent_from_release": absent,
+               "warnings": warnings,
                "countries": {n: {"alpha3": s["alpha3"], "respondents": s["respondents"],
                                  "never_asked": [c for c, v in s["valid"].items() if v == 0]}
                              for n, s in sorted(stats.items())}}

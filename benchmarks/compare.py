@@ -13,6 +13,8 @@ from culturepark.benchmarks.evaluation import headline
 from culturepark.benchmarks.results import (
     CompareResult,
     CompareRow,
+    DistributionFidelity,
+    Estimate,
     Headline,
     HofstedeResult,
     MeanStd,
@@ -83,6 +85,14 @@ def _fmt(ms: MeanStd | None) -> str:
     return "n/a" if ms is None or ms.mean is None or ms.std is None else f"{ms.mean:.3f} ± {ms.std:.3f}"
 
 
+def distribution_text(d: DistributionFidelity) -> str:
+    """The distribution figures with their 95 % intervals (benchmarks/distribution.py names their sources)."""
+    def est(e: Estimate) -> str:
+        return f"{e.value:.3f} [{e.interval[0]:.3f}, {e.interval[1]:.3f}]"
+    return (f", W1 {est(d.w1)}, W1<0.2 {est(d.share_w1_below_0_2)}, representativeness {est(d.representativeness)}, "
+            f"1-JSD {est(d.js_similarity)} ({d.items} items, {d.source})")
+
+
 def row_text(task: str, res: Headline) -> str:
     """One comparison cell: a task's headline for one model."""
     if isinstance(res, ModerationHeadline):
@@ -93,7 +103,7 @@ def row_text(task: str, res: Headline) -> str:
         if isinstance(v, WvsHeadline):
             chance = "n/a" if v.chance is None else f"{v.chance:.2f}"
             parts.append(f"{c}: agreement {_fmt(v.agreement)} (chance {chance}), share {_fmt(v.mean_share)}, "
-                         f"unparseable {v.unparseable}")
+                         f"unparseable {v.unparseable}" + (distribution_text(v.distribution) if v.distribution else ""))
         else:
             parts.append(f"{c}: d0 {_fmt(v.distance_c0)}"
                          + (f", d(C={v.constant:g}) {_fmt(v.distance)}" if v.constant else "")

@@ -32,7 +32,7 @@ async def compare_runs(a: Path, b: Path, out: Path, model: str | None = None, ba
         f = await fidelity.evaluate(run, out / name / "fidelity", model, base_url, resume=(out / name / "fidelity"
                                                                                            / "log.jsonl").exists(),
                                     say=say)
-        result.fidelity[name] = FidelitySide(overall=f.overall, by_culture=f.by_culture)
+        result.fidelity[name] = FidelitySide.new(overall=f.overall, by_culture=f.by_culture)
         if judge:
             settings = EvalSettings(model=judge, base_url=base_url,
                                     resume=(out / name / "phenomena" / "log.jsonl").exists())

@@ -25,6 +25,7 @@ from culturepark.scenarios.schema import (
     BackendConfig,
     EmbeddedBackendConfig,
     Limits,
+    RemoteBackendConfig,
     RetryConfig,
     without_added_defaults,
 )
@@ -44,9 +45,13 @@ class EvalSettings:
     resume: bool = False
     check_reachability: bool = True
     prompt_style: str | None = None  # None: the style the adapter was trained in, else persona
+    api: str | None = None  # a remote model's API as the run used it ("completions": a base model's transcript)
 
     def backend(self) -> BackendConfig:
-        return parse_model_spec(self.model, self.base_url, self.api_key_env)
+        cfg = parse_model_spec(self.model, self.base_url, self.api_key_env)
+        if self.api and isinstance(cfg, RemoteBackendConfig):
+            return RemoteBackendConfig.model_validate({**cfg.model_dump(exclude_unset=True), "api": self.api})
+        return cfg
 
     def style(self) -> PromptStyle:
         """The prompt style to evaluate in: the one asked for; else, for a tuned local model, the

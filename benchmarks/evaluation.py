@@ -26,6 +26,7 @@ from culturepark.benchmarks.results import (
     ModerationResult,
     PhenomenaResult,
     ResultModel,
+    StanceJudge,
     WvsHeadline,
     WvsResult,
     read_result,
@@ -60,7 +61,9 @@ def hofstede_headline(r: HofstedeResult) -> dict[str, HofstedeHeadline]:
 
 def wvs_headline(r: WvsResult) -> dict[str, WvsHeadline]:
     return {c: WvsHeadline(agreement=v.all.agreement, mean_share=v.all.mean_share, unparseable=v.all.unparseable,
-                           chance=v.all.chance_agreement) for c, v in r.cultures.items()}
+                           chance=v.all.chance_agreement,
+                           **({"distribution": v.all.distribution} if v.all.distribution else {}))
+            for c, v in r.cultures.items()}
 
 
 def moderation_headline(r: ModerationResult) -> ModerationHeadline:
@@ -79,10 +82,34 @@ def headline(r: HofstedeResult | ModerationResult | WvsResult) -> Headline:
 
 def _fidelity_lines(r: FidelityResult) -> list[str]:
     o = r.overall
-    lines = [f"fidelity: exact {o.exact}, within one step {o.within_one}, unparseable {o.unparseable} "
-             f"of {o.conversations} conversations"]
+    lines = []
+    if r.judge:
+        lines += _judge_lines("blind judge", r.judge)
+        if r.control:
+            lines += _judge_lines("control run, same judge (the culture prior)", r.control)
+        if r.lift:
+            lines.append(f"lift over the control: exact {r.lift.exact}, within one {r.lift.within_one}")
+    lines += [f"self_report (the delegate re-asked with its prompt in place: not evidence of adherence): "
+              f"exact {o.exact}, within one step {o.within_one}, unparseable {o.unparseable} "
+              f"of {o.conversations} conversations"]
     lines += [f"  {culture}: exact {c.exact}, within one {c.within_one} ({c.conversations})"
               for culture, c in r.by_culture.items()]
+    if r.population:
+        from culturepark.benchmarks.compare import distribution_text
+        lines.append("assigned stances vs the respondents (is the sampling faithful?):")
+        lines += [f"  {culture}{distribution_text(d)[1:]}" for culture, d in r.population.by_culture.items()]
+    return lines
+
+
+def _judge_lines(what: str, j: StanceJudge) -> list[str]:
+    o = j.overall
+    lines = [f"{what} {j.model_spec}: exact {o.exact}, within one {o.within_one}, unclear {o.unclear_rate}, "
+             f"unparseable {o.unparseable} of {o.conversations} conversations"]
+    lines += [f"  {culture}: exact {c.exact}, within one {c.within_one}, unclear {c.unclear_rate} "
+              f"({c.conversations})" for culture, c in j.by_culture.items()]
+    if j.drift:
+        lines.append("  drift (judge on the delegate's turns up to k): " +
+                     ", ".join(f"k={p.k} exact {p.exact}" for p in j.drift))
     return lines
 
 
@@ -111,7 +138,7 @@ def _compare_runs_lines(r: CompareRunsResult) -> list[str]:
     for name in ("A", "B"):
         f = r.fidelity[name].overall
         shift = (r.phenomena or {}).get(name, {}).get("all", {}).get("stance_shift")
-        lines.append(f"{name} {r.runs[name]}: fidelity exact {f.exact}, within one {f.within_one}, "
+        lines.append(f"{name} {r.runs[name]}: self_report exact {f.exact}, within one {f.within_one}, "
                      f"unparseable {f.unparseable}" + (f"; stance shifted {shift.share('yes')}" if shift else ""))
     if r.diversity is not None:
         lines.append(f"diversity: B over A {r.diversity.B_over_A.diversity_gain}, "

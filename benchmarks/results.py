@@ -14,7 +14,7 @@ file. Files of one shape are told apart by their `task`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 from pydantic import (
@@ -22,7 +22,9 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
+    ValidatorFunctionWrapHandler,
     model_serializer,
     model_validator,
 )
@@ -212,6 +214,32 @@ class WvsItemRow(ResultModel):
     codes: list[int | None]  # per seed; None: unparseable
     share: list[float | None]
     is_modal: list[bool]
+    # distribution fidelity (files from before it lack these): the model's answers as a distribution over
+    # the options against the respondents' (benchmarks/distribution.py)
+    model_distribution: dict[str, float] | None = None
+    answers: int | None = None  # parsed model answers the distribution is made of
+    w1: float | None = None  # normalised Wasserstein-1, W1 / (N − 1)
+    w1_interval: list[float] | None = None  # 95 % bootstrap (respondents and answers resampled)
+    representativeness: float | None = None  # OpinionQA: 1 − W1/(N − 1)
+    js_similarity: float | None = None  # GlobalOpinionQA: 1 − Jensen–Shannon distance
+
+
+class Estimate(ResultModel):
+    """A figure over items with its 95 % percentile-bootstrap interval (items resampled)."""
+
+    value: float
+    interval: list[float]
+
+
+class DistributionFidelity(ResultModel):
+    """Answer distributions vs the respondents' over a set of items (OpinionQA, GlobalOpinionQA, WorldValuesBench)."""
+
+    items: int  # items with at least one parsed answer
+    source: str  # "samples": N answers at the temperature; "stances": a run's assigned stances
+    w1: Estimate  # mean normalised W1
+    representativeness: Estimate
+    js_similarity: Estimate
+    share_w1_below_0_2: Estimate  # WorldValuesBench's figure
 
 
 class WvsSummary(ResultModel):
@@ -222,6 +250,7 @@ class WvsSummary(ResultModel):
     mean_share: MeanStd | None = None
     unparseable: int | None = None
     chance_agreement: float | None = None
+    distribution: DistributionFidelity | None = None  # absent in files from before distribution fidelity
 
 
 class WvsCulture(ResultModel):
@@ -240,6 +269,7 @@ class WvsResult(EvalResult):
     temperature: float
     trained_items: list[str]
     cultures: dict[str, WvsCulture]
+    samples: int | None = None  # answers per item × culture the distributions are made of (absent: old files)
 
 
 # ---- fidelity
@@ -263,14 +293,120 @@ class FidelityRecord(ResultModel):
     before: int | None = None  # with --before-after only
 
 
-class FidelityResult(EvalResult):
+class PopulationItem(ResultModel):
+    """One culture × item: the stances a run assigned, as a distribution, against the country's respondents."""
+
+    culture: str
+    item: str
+    conversations: int
+    respondents: int
+    stance_distribution: dict[str, float]
+    w1: float
+    w1_interval: list[float]
+    representativeness: float
+    js_similarity: float
+
+
+class Population(ResultModel):
+    """The run's delegates as a population: is the stance sampling faithful to the respondents?"""
+
+    data_dir: str
+    by_culture: dict[str, DistributionFidelity]
+    per_item: list[PopulationItem]
+
+
+class JudgeRates(ResultModel):
+    """The blind judge's verdicts against the assigned codes (unclear and unparseable count as misses)."""
+
+    conversations: int
+    unclear: int
+    unparseable: int
+    exact: float | None
+    within_one: float | None
+    unclear_rate: float | None
+
+
+class DriftPoint(JudgeRates):
+    k: int  # the judge read the conversation up to the delegate's k-th turn
+
+
+class JudgeRecord(ResultModel):
+    id: str
+    culture: str
+    item: str
+    stance: int
+    verdict: int | Literal["unclear"] | None  # None: unparseable
+
+
+class StanceJudge(ResultModel):
+    """`eval fidelity --judge`: a judge that never sees the persona, stance or system prompt."""
+
+    model_spec: str
+    source: str
+    requests: int
+    overall: JudgeRates
+    by_culture: dict[str, JudgeRates]
+    by_item: dict[str, JudgeRates]
+    drift: list[DriftPoint] | None = None  # with --per-turn only
+    per_conversation: list[JudgeRecord]
+
+
+class Lift(ResultModel):
+    """The judge's agreement on this run minus on the control run (what the stance added over culture priors)."""
+
+    exact: float | None
+    within_one: float | None
+
+
+_SELF_REPORT = {"overall": "self_report", "by_culture": "self_report_by_culture", "by_item": "self_report_by_item"}
+S = TypeVar("S", bound="SelfReportNames")
+
+
+class SelfReportNames(ResultModel):
+    """The re-ask's rates (`overall`, `by_culture`, `by_item`) are written as `self_report…`: it reads the
+    delegate's prompt back and is no evidence of adherence (the blind judge is). A file written before the
+    rename keeps its names when read and written back."""
+
+    _legacy_names: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _self_report_names(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        legacy = isinstance(data, dict) and "overall" in data
+        if isinstance(data, dict) and "self_report" in data:
+            old = {v: k for k, v in _SELF_REPORT.items()}
+            data = {old.get(k, k): v for k, v in data.items()}
+        model = handler(data)
+        model._legacy_names = legacy
+        return model
+
+    @model_serializer(mode="wrap")
+    def _written_as_self_report(self, handler: SerializerFunctionWrapHandler) -> dict[str, JsonValue]:
+        data: dict[str, JsonValue] = handler(self)
+        return data if self._legacy_names else {_SELF_REPORT.get(k, k): v for k, v in data.items()}
+
+    @classmethod
+    def new(cls: type[S], **fields: Any) -> S:
+        """A result made now: its re-ask is written under the `self_report` names."""
+        return cls.model_validate({_SELF_REPORT.get(k, k): v for k, v in fields.items()})
+
+
+class FidelityResult(EvalResult, SelfReportNames):
+    """`overall`, `by_culture`, `by_item`: the re-ask, written as `self_report…` (it reads the delegate's prompt
+    back: no evidence of adherence; `judge` is). Files written before the rename keep their names when read and
+    written back."""
+
     task: Literal["fidelity"] = "fidelity"
     source: str
     stance_policy: str
     overall: FidelityRates
     by_culture: dict[str, FidelityRates]
     by_item: dict[str, FidelityRates]
-    per_conversation: list[FidelityRecord]
+    per_conversation: list[FidelityRecord]  # `after`/`before`: the self-reported codes
+    population: Population | None = None  # absent in files from before it, or when the run's data is not at hand
+    judge: StanceJudge | None = None  # with --judge only
+    control: StanceJudge | None = None  # with --judge --control RUN only: the same judge on the control run
+    lift: Lift | None = None
 
 
 # ---- judged: phenomena, content
@@ -385,6 +521,7 @@ class WvsHeadline(ResultModel):
     mean_share: MeanStd | None
     unparseable: int | None
     chance: float | None
+    distribution: DistributionFidelity | None = None  # absent from comparisons made before it
 
 
 Headline = ModerationHeadline | dict[str, HofstedeHeadline] | dict[str, WvsHeadline]
@@ -410,7 +547,7 @@ class CompareResult(ResultModel):
     rows: list[CompareRow]
 
 
-class FidelitySide(ResultModel):
+class FidelitySide(SelfReportNames):
     overall: FidelityRates
     by_culture: dict[str, FidelityRates]
 

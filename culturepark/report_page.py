@@ -12,7 +12,16 @@ from types import ModuleType
 from typing import Any
 
 from culturepark.benchmarks.content import KINDS
-from culturepark.benchmarks.evaluation import CONTENT, DIVERSITY, EDUCATION, FIDELITY, HOFSTEDE, MODERATION, PHENOMENA
+from culturepark.benchmarks.evaluation import (
+    CONTENT,
+    DIVERSITY,
+    EDUCATION,
+    FIDELITY,
+    HOFSTEDE,
+    MODERATION,
+    PHENOMENA,
+    WVS,
+)
 from culturepark.benchmarks.phenomena import SHIFT, UNDERSTANDING
 from culturepark.benchmarks.results import (
     BaseTuned,
@@ -21,6 +30,7 @@ from culturepark.benchmarks.results import (
     DiversityResult,
     EducationGroup,
     EducationResult,
+    Estimate,
     FidelityResult,
     HofstedeCulture,
     HofstedeResult,
@@ -30,6 +40,7 @@ from culturepark.benchmarks.results import (
     PaperRow,
     PhenomenaResult,
     PooledGroup,
+    WvsResult,
 )
 from culturepark.engine.export import CostSplitUSD, RunSummary, Tally, header_prices, ordered_conversations
 from culturepark.engine.log import LOG_NAME, read_header
@@ -42,7 +53,7 @@ STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#22
 DIM_LABELS = {"pdi": "PDI", "idv": "IDV", "mas": "MAS", "uai": "UAI", "lto": "LTO", "ivr": "IVR"}
 
 
-REPORTED = (HOFSTEDE, MODERATION, DIVERSITY, EDUCATION, FIDELITY, PHENOMENA, CONTENT)
+REPORTED = (HOFSTEDE, MODERATION, DIVERSITY, EDUCATION, FIDELITY, PHENOMENA, CONTENT, WVS)
 
 
 @dataclass
@@ -56,6 +67,7 @@ class Found:
     fidelity: list[tuple[Path, FidelityResult]] = field(default_factory=list)
     phenomena: list[tuple[Path, PhenomenaResult]] = field(default_factory=list)
     content: list[tuple[Path, ContentResult]] = field(default_factory=list)
+    wvs: list[tuple[Path, WvsResult]] = field(default_factory=list)
     refine: list[tuple[Path, RefineSummary]] = field(default_factory=list)
     runs: list[tuple[Path, RunHeader]] = field(default_factory=list)
 
@@ -407,8 +419,12 @@ def _quality_section(found: Found) -> list[str]:
     rows = [[rep.source, c, r.conversations, _num100(r.exact), _num100(r.within_one), r.unparseable,
              _num100(r.changed_after_conversation)]
             for _, rep in found.fidelity for c, r in [("all", rep.overall), *rep.by_culture.items()]]
+    judged = any(rep.judge for _, rep in found.fidelity)
     if rows:
-        parts += ["<p class=note>Fidelity: each delegate asked its seed item again after the conversation, against "
+        parts += [("<p class=note>Self-report (not evidence of adherence: the delegate is re-asked with its prompt, "
+                   "which states its answer, in place; the blind judge below is the evidence): " if judged else
+                   "<p class=note>Fidelity: ") +
+                  "each delegate asked its seed item again after the conversation, against "
                   "the real respondent's answer it was given (shares of all conversations; unparseable = miss).</p>",
                   _table(["run", "culture", "conversations", "exact %", "within one step %", "unparseable",
                           "changed after the conversation %"], rows)]
@@ -425,6 +441,74 @@ def _quality_section(found: Found) -> list[str]:
         parts += ["<p class=note>Content: a judge model on each kept opinion (judged opinions only).</p>",
                   _table(["refinement", "culture", "belief %", "norm %", "custom %", "judged", "unparseable"], rows)]
     return parts if len(parts) > 1 else []
+
+
+def _est(e: Estimate) -> str:
+    return f"{e.value:.3f} [{e.interval[0]:.3f}, {e.interval[1]:.3f}]"
+
+
+def _distribution_section(items: list[tuple[Path, WvsResult]], out: Path) -> list[str]:
+    """WVS answer distributions against the respondents' (benchmarks/distribution.py), per culture, trained and
+    held-out items apart, and a histogram of the per-item normalised W1; only results that carry them."""
+    items = [(d, r) for d, r in items if any(c.all.distribution for c in r.cultures.values())]
+    if not items:
+        return []
+    rows = [[rep.model_spec, c, part, d.items, _est(d.w1), _est(d.share_w1_below_0_2), _est(d.representativeness),
+             _est(d.js_similarity)]
+            for _, rep in items for c, v in rep.cultures.items()
+            for part, summary in (("all", v.all), ("held out", v.held_out), ("trained", v.trained))
+            if (d := summary.distribution) is not None]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for _, rep in items:
+        for c, v in rep.cultures.items():
+            w1 = [r.w1 for r in v.per_item if r.w1 is not None]
+            ax.hist(w1, bins=[i / 20 for i in range(21)], alpha=0.5, label=f"{rep.model_spec} {c}")
+    ax.axvline(0.2, color="red", linestyle="dashed", label="W1 = 0.2 (WorldValuesBench)")
+    ax.set_xlabel("normalised W1 to the respondents' distribution, per item")
+    ax.set_ylabel("items")
+    ax.legend(fontsize=7)
+    return ["<h2>WVS answer distributions</h2>",
+            "<p class=note>The model's answer distribution per item against the culture's valid respondents: mean "
+            "normalised W1, the share of items with W1 &lt; 0.2 (WorldValuesBench), representativeness 1 − W1/(N−1) "
+            "(OpinionQA), 1 − Jensen–Shannon distance (GlobalOpinionQA); 95 % bootstrap intervals over items.</p>",
+            _table(["model", "culture", "item set", "items", "W1", "W1 < 0.2", "representativeness", "1 − JSD"], rows),
+            f'<img src="{_save(fig, out, "wvs_w1.png")}" alt="W1 histogram">']
+
+
+def _judge_section(items: list[tuple[Path, FidelityResult]], out: Path) -> list[str]:
+    """The blind judge, its control and the lift; the drift curve as a plot."""
+    items = [(d, r) for d, r in items if r.judge]
+    if not items:
+        return []
+    rows = []
+    for _, rep in items:
+        assert rep.judge is not None
+        ctl = rep.control.by_culture if rep.control else {}
+        for c, r in [("all", rep.judge.overall), *rep.judge.by_culture.items()]:
+            base = rep.control.overall if rep.control and c == "all" else ctl.get(c)
+            lift = None if base is None or base.exact is None or r.exact is None else r.exact - base.exact
+            rows.append([rep.source, c, r.conversations, _num100(r.exact), _num100(r.within_one),
+                         _num100(r.unclear_rate), _num100(base.exact if base else None), _num100(lift)])
+    parts = ["<h2>Stance fidelity: the blind judge</h2>",
+             "<p class=note>A judge that sees only the speakers' turns with the item and its options (never the "
+             "persona, the stance or a system prompt) names the option the delegate's turns express; control: the "
+             "same judge on a run whose delegates were told no answer (what the culture alone gives); lift: the "
+             "difference in exact agreement.</p>",
+             _table(["run", "culture", "conversations", "exact %", "within one %", "unclear %", "control exact %",
+                     "lift (points)"], rows)]
+    drifts = [(rep.source, rep.judge.drift) for _, rep in items if rep.judge and rep.judge.drift]
+    if drifts:
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for source, drift in drifts:
+            ax.plot([p.k for p in drift], [p.exact or 0 for p in drift], marker="o", label=source)
+        ax.set_xlabel("the delegate's turns read (k)")
+        ax.set_ylabel("judge's exact agreement")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+        parts.append(f'<img src="{_save(fig, out, "fidelity_drift.png")}" alt="drift">')
+    return parts
 
 
 def _num100(x: float | None) -> str:
@@ -461,7 +545,9 @@ def build(dirs: list[Path], out: Path) -> Path:
         parts += _education_section(found.education, out)
     if found.runs:
         parts += _runs_section(found.runs, out)
+    parts += _distribution_section(found.wvs, out)
     parts += _quality_section(found)
+    parts += _judge_section(found.fidelity, out)
     if len(parts) == 2:
         parts.append("<p>No eval results or runs were found under these directories.</p>")
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>culturepark report</title>"

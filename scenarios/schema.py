@@ -316,7 +316,8 @@ class Scenario(RunSettings):
     turns: int = Field(14, ge=1, le=200)
     items: Literal["all"] | list[str] | ItemsByTopic = "all"
     conversations_per_item: int = Field(1, ge=1)
-    stance_policy: Literal["sample", "mode", "mean"] = "sample"
+    # control: a respondent is drawn as in sample, but the delegate is not told the answer (eval fidelity --control)
+    stance_policy: Literal["sample", "mode", "mean", "control"] = "sample"
     loop_detection: bool = False
 
     @field_validator("items", mode="before")

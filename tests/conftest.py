@@ -66,7 +66,7 @@ ITEMS = [
     {"topic": "SOCIAL VALUES", "q_id": "27", "q_content": "One of my main goals in life has been to make my parents proud",
      "option": "1. Strongly agree 2. agree 3. Disagree 4. Strongly disagree"},
     {"topic": "SOCIAL VALUES", "q_id": "31", "q_content": "University is more important for a boy than for a girl",
-     "option": "1. Strongly agree 2. agree 4. Disagree 4. Strongly disagree"},
+     "option": "1. Strongly agree 2. agree 3. Disagree 4. Strongly disagree"},
     {"topic": "SCIENCE & TECHNOLOGY", "q_id": "158", "q_content": "Science and technology are making our lives healthier",
      "option": "1. completely Disagree 2. Strongly Disagree 3. Disagree 4. Somewhat Disagree 5. Neither Agree nor Disagree 6. Somewhat Agree 7. Agree 8. Strongly Agree 9. Almost Completely Agree 10. Completely Agree"},
     {"topic": "SECURITY", "q_id": "132", "q_content": "How frequently do robberies occur in your neighborhood?",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ def wvs(args: argparse.Namespace) -> int:
     from culturepark.scenarios.data_dir import resolve_data_dir
 
     summary = convert(args.release, args.out, args.items_from or resolve_data_dir(None, None))
+    for line in summary["warnings"]:
+        print(line, file=sys.stderr)
     if args.json:
         print_json(summary)
         return 0

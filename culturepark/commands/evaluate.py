@@ -45,6 +45,9 @@ def register(sub: Any) -> None:
     ew.add_argument("--items", nargs="+", help="WVS item ids (default: all 50)")
     ew.add_argument("--trained-items", nargs="+", default=[], help="items used in training: reported apart")
     ew.add_argument("--temperature", type=float, default=0.7)
+    ew.add_argument("--samples", type=positive_int,
+                    help="answers per item and culture whose distribution is set against the respondents' "
+                         "(default: one per seed)")
     _model_flags(ew)
     ew.set_defaults(func=single_task)
     ef = esub.add_parser("fidelity", help="ask each delegate its seed item again: did it hold its stance?")
@@ -53,6 +56,14 @@ def register(sub: Any) -> None:
     shared(ef, "--base-url", help="OpenAI-compatible server (default: the run's)")
     ef.add_argument("--before-after", action="store_true", help="also ask before the conversation: the drift")
     ef.add_argument("--temperature", type=float, default=0.0)
+    ef.add_argument("--judge", metavar="SPEC", help="a blind judge model: reads only the turns (speaker names) with "
+                                                    "the item, names the code the delegate's turns express")
+    ef.add_argument("--judge-base-url", help="the judge's OpenAI-compatible server (default: --base-url)")
+    ef.add_argument("--judge-api-key-env", help="env var holding the judge's API key")
+    ef.add_argument("--per-turn", action="store_true", help="with --judge: the drift curve (the judge on the "
+                                                            "delegate's turns up to k, for each k)")
+    ef.add_argument("--control", type=Path, metavar="RUN", help="with --judge: a run of the same plan with "
+                                                                "stance_policy: control; reports the lift over it")
     shared(ef, "--out", "--resume", "--json")
     ef.set_defaults(func=fidelity)
     for name, source, helptext in (("phenomena", "run_dir", "a judge on stance shift and cross-cultural understanding"),
@@ -131,7 +142,8 @@ def single_task(args: argparse.Namespace) -> int:
         from culturepark.benchmarks import wvs_items
         report = asyncio.run(wvs_items.evaluate(_settings(args, args.model), list(args.culture),
                                                 resolve_data_dir(args.data_dir, None), out, args.seeds, args.items,
-                                                args.trained_items, args.temperature, lambda m: log.info(m)))
+                                                args.trained_items, args.temperature, lambda m: log.info(m),
+                                                args.samples))
     else:
         report = asyncio.run(run_task(_settings(args, args.model), task, resolve_data_dir(args.data_dir, None), out,
                                       args.seeds, getattr(args, "limit", None), getattr(args, "samples", 1),
@@ -162,12 +174,16 @@ def compare(args: argparse.Namespace) -> int:
 
 def fidelity(args: argparse.Namespace) -> int:
     from culturepark.benchmarks.eval_run import slug
-    from culturepark.benchmarks.fidelity import evaluate
+    from culturepark.benchmarks.fidelity import StanceJudgeSpec, evaluate
 
     log = make_logger()
     out = args.out or Path("evals") / "fidelity" / slug(args.run_dir.resolve().name)
+    if (args.per_turn or args.control) and not args.judge:
+        raise InputError("eval fidelity: --per-turn and --control need --judge SPEC")
+    judge = StanceJudgeSpec(args.judge, args.judge_base_url or args.base_url, args.judge_api_key_env, args.per_turn,
+                            args.control) if args.judge else None
     report = asyncio.run(evaluate(args.run_dir, out, args.model, args.base_url, args.before_after, args.temperature,
-                                  args.resume, lambda m: log.info(m)))
+                                  args.resume, lambda m: log.info(m), judge))
     return _show(args, "fidelity", report, out)
 
 

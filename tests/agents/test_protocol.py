@@ -208,3 +208,20 @@ def test_a_base_model_transcript_opens_with_the_delegate_giving_its_seeded_answe
     chat = CultureParkPolicy(parse_scenario(data)).next_turn(conv, [])
     assert chat is not None and chat.request.messages is not None
     assert f'answered "{meta["stance_text"]}"' in chat.request.messages[0]["content"]
+
+
+@pytest.mark.parametrize("backend", [None, {"provider": "openai", "model": "base", "api": "completions",
+                                            "base_url": "http://127.0.0.1:9/v1"}])
+def test_a_control_run_draws_the_same_respondents_but_tells_the_delegate_no_answer(tiny_data, backend):
+    kw = {"backend": backend} if backend else {}
+    sample, control = (_plan(tiny_data, stance_policy=p, conversations_per_item=3, **kw) for p in ("sample", "control"))
+    convs = list(control.conversations())
+    assert [c.meta["stance_code"] for c in sample.conversations()] == [c.meta["stance_code"] for c in convs]
+    for conv in convs:
+        meta = conversation_meta(conv.meta)
+        assert meta.stance_policy == "control"
+        _turns, requests = _play(CultureParkPolicy(control.scenario), conv)
+        delegate = [r.request for r in requests if r.role == "delegate"]
+        seen = " ".join(r.prompt or " ".join(m["content"] for m in r.messages) for r in delegate)
+        assert meta.participants.delegate.person in seen  # persona and culture stay
+        assert "answered" not in seen and "My answer is" not in seen and "consistent with this answer" not in seen

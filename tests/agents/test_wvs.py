@@ -1,22 +1,61 @@
+import json
 import random
 from collections import Counter
 
 import pytest
 
 from culturepark.agents.personas import choose_stance
-from culturepark.agents.wvs import WVSData, parse_scale
+from culturepark.agents.wvs import WVSData, WVSError, check_scale, parse_scale
+
+ORIGINAL_Q31 = "1. Strongly agree 2. agree 4. Disagree 4. Strongly disagree"  # the original table's line
 
 
-def test_parse_scale_labels_and_renumbers_the_duplicate_code():
-    scale, note = parse_scale("1. Strongly agree 2. agree 3. Disagree 4. Strongly disagree")
-    assert scale == {1: "Strongly agree", 2: "agree", 3: "Disagree", 4: "Strongly disagree"} and note is None
-    scale, note = parse_scale("1. Strongly agree 2. agree 4. Disagree 4. Strongly disagree")
-    assert scale == {1: "Strongly agree", 2: "agree", 3: "Disagree", 4: "Strongly disagree"}
-    assert "renumbered" in note
-    scale, _ = parse_scale("0. Disagree 1. Hard to say 2. Agree")
-    assert scale[0] == "Disagree" and scale[2] == "Agree"
-    ten, _ = parse_scale("1. completely Disagree 2. a 3. b 4. c 5. d 6. e 7. f 8. g 9. h 10. Completely Agree")
+def test_check_scale_labels_a_consistent_option_list():
+    assert check_scale("27", "1. Strongly agree 2. agree 3. Disagree 4. Strongly disagree") == {
+        1: "Strongly agree", 2: "agree", 3: "Disagree", 4: "Strongly disagree"}
+    assert check_scale("122", "0. Disagree 1. Hard to say 2. Agree") == {0: "Disagree", 1: "Hard to say", 2: "Agree"}
+    ten = check_scale("158", "1. completely Disagree 2. a 3. b 4. c 5. d 6. e 7. f 8. g 9. h 10. Completely Agree")
     assert len(ten) == 10 and ten[10] == "Completely Agree"
+
+
+@pytest.mark.parametrize("option", [ORIGINAL_Q31, "1. a 3. b 2. c", "2. a 2. b", "no numbers here", ""])
+def test_check_scale_refuses_codes_not_distinct_and_increasing_in_one_line_naming_the_item(option):
+    with pytest.raises(WVSError) as err:
+        check_scale("31", option)
+    assert "Q31" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_item_table_loader_refuses_the_original_q31(tmp_path):
+    wvs = tmp_path / "wvs"
+    (wvs / "countries").mkdir(parents=True)
+    (wvs / "questions.jsonl").write_text(json.dumps({"topic": "SOCIAL VALUES", "q_id": "31", "option": ORIGINAL_Q31,
+                                                     "q_content": "On the whole, men make better business "
+                                                                  "executives than women do"}) + "\n")
+    with pytest.raises(WVSError, match=r"item Q31: option codes 1, 2, 4, 4 are not distinct and increasing"):
+        WVSData(tmp_path).items()
+
+
+def test_old_run_metadata_is_still_read_leniently():
+    """Conversations made from the unchecked table carry its option text; they still load, renumbered, noted."""
+    scale, note = parse_scale(ORIGINAL_Q31)
+    assert scale == {1: "Strongly agree", 2: "agree", 3: "Disagree", 4: "Strongly disagree"}
+    assert note is not None and "renumbered" in note
+
+
+def test_valid_codes_the_options_do_not_list_are_warned_about(tiny_data):
+    path = tiny_data / "wvs" / "countries" / "Germany.csv"
+    path.write_text(path.read_text() + "276,DEU,7,4,5,3\n")  # Q27 offers 1-4; a respondent coded 7
+    data = WVSData(tiny_data)
+    warnings = data.unlisted("Germany")
+    assert len(warnings) == 1 and "Germany.csv: Q27 has valid answer codes 7" in warnings[0]
+    assert data.unlisted("China") == []
+
+
+def test_the_full_shared_item_table_passes_and_lists_every_valid_code(shared_data):
+    data = WVSData(shared_data)
+    assert len(data.items()) == 50
+    assert data.item("31").scale == {1: "Strongly agree", 2: "agree", 3: "Disagree", 4: "Strongly disagree"}
+    assert [w for c in data.countries() for w in data.unlisted(c)] == []
 
 
 def test_unlabelled_code_is_stated_as_a_number_not_invented(tiny_data):

@@ -42,3 +42,20 @@ def test_the_release_becomes_per_country_files_that_run_accepts(tmp_path, tiny_d
     assert summary["done"] == 4  # 2 cultures × 2 items; Korea's -1 is not a stance
     again = run_cli("data", "wvs", str(release), "--out", str(out), "--items-from", str(tiny_data))
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_data_wvs_refuses_an_inconsistent_item_table_and_warns_of_unlisted_codes(tmp_path, tiny_data):
+    release = _release(tmp_path / "release.csv")
+    table = tiny_data / "wvs" / "questions.jsonl"
+    good = table.read_text()
+    table.write_text(good.replace("1. Strongly agree 2. agree 3. Disagree 4. Strongly disagree",
+                                  "1. Strongly agree 2. agree 4. Disagree 4. Strongly disagree"))
+    bad = run_cli("data", "wvs", str(release), "--out", str(tmp_path / "a"), "--items-from", str(tiny_data))
+    assert bad.returncode == 2 and "item Q27: option codes 1, 2, 4, 4" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "a").exists()
+    table.write_text(good)
+    with open(release, "a", newline="") as fh:
+        csv.writer(fh).writerow(["v6", 2019, 410, "KOR", 1, 9, 2, 2, 5, 2])  # Q27 offers 1-4
+    res = run_cli("data", "wvs", str(release), "--out", str(tmp_path / "b"), "--items-from", str(tiny_data))
+    assert res.returncode == 0, res.stderr
+    assert "South_Korea.csv: Q27 has valid answer codes 9 that its options (1, 2, 3, 4) do not list" in res.stderr

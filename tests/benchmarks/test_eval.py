@@ -243,6 +243,25 @@ def test_eval_wvs_scores_answer_codes_against_real_respondents_with_trained_item
     assert china["trained"]["items"] == 1 and china["trained"]["agreement"]["mean"] == 1.0
     assert china["held_out"]["items"] == 2 and china["held_out"]["agreement"]["mean"] == 0.5
     assert china["all"]["chance_agreement"] == round((1 / 4 + 4 / 4 + 4 / 10) / 3, 4)
+    # distributions: Q27 all "1" vs China's 1,1,1,2: CDF gap .25 over 3 steps; Q31 all "2" vs 1,2,3,4 uniform:
+    # gaps .25 + .5 + .25 = 1 over 3; Q158 never readable: no distribution (counted above, not guessed)
+    assert rows["27"]["model_distribution"] == {"1": 1.0} and rows["27"]["answers"] == 2
+    assert rows["27"]["w1"] == round(0.25 / 3, 4) and rows["27"]["representativeness"] == round(1 - 0.25 / 3, 4)
+    assert rows["27"]["js_similarity"] == 0.6908  # by hand: sqrt((ln(8/7) + .75 ln(6/7) + .25 ln 2) / 2)
+    assert rows["31"]["w1"] == round(1 / 3, 4) and "w1" not in rows["158"]
+    dist = china["all"]["distribution"]
+    assert dist["items"] == 2 and dist["source"] == "samples"
+    assert dist["w1"]["value"] == round((0.25 / 3 + 1 / 3) / 2, 4) and dist["share_w1_below_0_2"]["value"] == 0.5
+    assert dist["w1"]["interval"][0] <= dist["w1"]["value"] <= dist["w1"]["interval"][1]
+    assert china["trained"]["distribution"]["items"] == 1 and china["held_out"]["distribution"]["items"] == 1
+    more = json.loads(run_cli(*args, "--samples", "5", "--out", str(tmp_path / "m")).stdout)
+    rows5 = {x["item"]: x for x in more["cultures"]["Chinese"]["per_item"]}
+    assert more["samples"] == 5 and rows5["27"]["answers"] == 5 and rows5["27"]["codes"] == [1, 1]  # seeds unchanged
+    text = run_cli(*[a for a in args if a != "--json"], "--out", str(out), "--resume").stdout  # the same answers
+    assert f"W1 {dist['w1']['value']:.3f} [" in text and "W1<0.2 0.500 [" in text and "(2 items, samples)" in text
+    assert run_cli("report", str(out), "--out", str(tmp_path / "report")).returncode == 0
+    assert "WVS answer distributions" in (tmp_path / "report" / "index.html").read_text()
+    assert (tmp_path / "report" / "wvs_w1.png").read_bytes()[:4] == b"\x89PNG"
     from culturepark.agents.cultures import cultures_by_name
     from culturepark.agents.wvs import WVSData
     from culturepark.benchmarks.wvs_items import item_request
@@ -304,12 +323,26 @@ def test_eval_fidelity_recovers_the_scripted_share_of_delegates_who_kept_their_s
     scripted = {"Chinese": 1, "German": 3}
     q27 = [x for x in rows if x["meta"]["item_id"] == "27"]
     expected = sum(x["meta"]["stance_code"] == scripted[x["meta"]["culture"]] for x in q27) / len(rows)
-    assert r["overall"]["conversations"] == len(rows) == 12 and r["overall"]["exact"] == round(expected, 4)
-    assert r["overall"]["unparseable"] == 6 and r["by_item"]["158"]["exact"] == 0.0
+    assert r["self_report"]["conversations"] == len(rows) == 12 and r["self_report"]["exact"] == round(expected, 4)
+    assert r["self_report"]["unparseable"] == 6 and r["self_report_by_item"]["158"]["exact"] == 0.0
     near = sum(abs(x["meta"]["stance_code"] - scripted[x["meta"]["culture"]]) <= 1 for x in q27) / len(q27)
-    assert r["by_item"]["27"]["within_one"] == round(near, 4)
-    assert r["overall"]["changed_after_conversation"] == 0.0  # the script answers the same before and after
+    assert r["self_report_by_item"]["27"]["within_one"] == round(near, 4)
+    assert r["self_report"]["changed_after_conversation"] == 0.0  # the script answers the same before and after
     assert r["model_spec"] == "openai:sim-model" and r["requests"] >= 2 * len(rows)
+    # the delegates as a population: each culture × item's assigned stances against its country's respondents
+    from culturepark.agents.wvs import WVSData
+    from culturepark.benchmarks.distribution import distribution, normalised_w1
+    pop = r["population"]
+    assert {(x["culture"], x["item"]) for x in pop["per_item"]} == {(c, q) for c in scripted for q in ("27", "158")}
+    for x in pop["per_item"]:
+        stances = [y["meta"]["stance_code"] for y in rows if (y["meta"]["culture"], y["meta"]["item_id"]) ==
+                   (x["culture"], x["item"])]
+        codes = [1, 2, 3, 4] if x["item"] == "27" else list(range(1, 11))
+        people = WVSData(tiny_data).answers("China" if x["culture"] == "Chinese" else "Germany", x["item"])
+        assert x["conversations"] == len(stances) == 3 and x["respondents"] == len(people)
+        assert x["stance_distribution"] == {str(c): round(stances.count(c) / 3, 4) for c in sorted(set(stances))}
+        assert x["w1"] == round(normalised_w1(distribution(stances, codes), distribution(people, codes)), 4)
+    assert pop["by_culture"]["Chinese"]["items"] == 2 and pop["by_culture"]["German"]["source"] == "stances"
 
 
 def test_phenomena_and_content_give_the_scripted_rates(tmp_path, tiny_data, sim_process):

@@ -359,5 +359,5 @@ def test_a_fork_keeps_the_first_k_turns_and_continues_under_the_changed_scenario
     both = run_cli("eval", "compare-runs", str(src), str(out), "--out", str(tmp_path / "cmp"), "--json")
     assert both.returncode == 0, both.stderr
     r = json.loads(both.stdout)
-    assert r["fidelity"]["A"]["overall"]["conversations"] == r["fidelity"]["B"]["overall"]["conversations"] == 4
+    assert r["fidelity"]["A"]["self_report"]["conversations"] == r["fidelity"]["B"]["self_report"]["conversations"] == 4
     assert r["diversity"]["B_over_A"]["new"] == 4 * 7 and r["diversity"]["A_over_B"]["reference"] == 4 * 7
