@@ -57,7 +57,8 @@ def parse_verdict(text: str, item: WVSItem) -> int | str | None:
     """A code, "unclear", or None (unparseable)."""
     if _UNCLEAR.match(text.strip()):
         return UNCLEAR
-    return paper_format.parse_code(text, item)
+    code: int | None = paper_format.parse_code(text, item)
+    return code
 
 
 def delegate_prefixes(meta: ConversationMeta, turns: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
