@@ -64,8 +64,9 @@ def wvs_headline(r: WvsResult) -> dict[str, WvsHeadline]:
 
 
 def moderation_headline(r: ModerationResult) -> ModerationHeadline:
+    paper = {"parse": r.parse, "macro_f1_strict": r.macro_f1_strict} if r.parse == "paper" else {}
     return ModerationHeadline(macro_f1=r.macro_f1, macro_f1_scored=r.macro_f1_scored, accuracy=r.accuracy,
-                              unparseable=r.unparseable, majority_macro_f1=r.majority_baseline.macro_f1)
+                              unparseable=r.unparseable, majority_macro_f1=r.majority_baseline.macro_f1, **paper)
 
 
 def headline(r: HofstedeResult | ModerationResult | WvsResult) -> Headline:
