@@ -110,6 +110,7 @@ class LoraSummary(Summary):
     peak_rss_mb: float | None = None  # CPU runs
     peak_gpu_mb: float | None = None  # CUDA runs
     merged: str | None = None  # with --merge
+    padded_with_eos: bool | None = None  # the tokenizer had no pad token (Llama-2): EOS pads; absent before
 
 
 class OpenAIJobState(Summary):
