@@ -85,6 +85,8 @@ class RefineSummary(Summary):
     openai_format_check: FormatCheck | None = None
     first_person: str | None = None
     texts_embedded_now: int | None = None
+    verify: bool | None = None  # False: no verification calls (the "Generate" ablation); absent before
+    extract_per: str | None = None  # conversation or utterance; absent before
     requests: int | None = None
     elapsed_s: float | None = None
     refiner_is_generator: bool | None = None

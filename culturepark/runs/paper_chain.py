@@ -242,7 +242,7 @@ def estimate_chain(chain: PaperChain) -> dict[str, Any]:
     from culturepark.runs.estimate import estimate
 
     steps: dict[str, Any] = {}
-    convs = 0
+    convs = turns = 0
     conv_completion = 0
     rpm = 3500.0
     for v in chain.versions:
@@ -253,14 +253,17 @@ def estimate_chain(chain: PaperChain) -> dict[str, Any]:
         steps[f"conversations-{v}"] = {k: e[k] for k in ("conversations", "requests", "prompt_tokens_est",
                                                           "completion_tokens_max", "cost_usd_max")}
         convs += e["conversations"]
+        turns += e["requests"]
         conv_completion += e["completion_tokens_max"]
     opinions = convs * OPINIONS_PER_CONVERSATION
-    extract_prompt = conv_completion + convs * 150
+    # the paper preset extracts per utterance: at most one call per turn, each turn read once
+    extract_calls = turns
+    extract_prompt = conv_completion + extract_calls * 150
     verify_calls = opinions * (1 + 2 * REWRITE_SHARE)
     refine_prompt = int(extract_prompt + verify_calls * 130)
-    refine_completion = int(convs * 256 + verify_calls * 8 + opinions * REWRITE_SHARE * 96)
+    refine_completion = int(extract_calls * 256 + verify_calls * 8 + opinions * REWRITE_SHARE * 96)
     price = lookup_price(chain.refiner)
-    steps["refine"] = {"requests": int(convs + verify_calls), "prompt_tokens_est": refine_prompt,
+    steps["refine"] = {"requests": int(extract_calls + verify_calls), "prompt_tokens_est": refine_prompt,
                        "completion_tokens_est": refine_completion,
                        "cost_usd_est": round(price.cost(refine_prompt, refine_completion), 2) if price else None}
     examples = int(opinions * KEPT_SHARE)
