@@ -93,8 +93,10 @@ def _judged_line(question: str, shares: LabelShares) -> str:
 
 
 def _phenomena_lines(r: PhenomenaResult) -> list[str]:
-    return [f"{culture}: " + "; ".join(_judged_line(q, s) for q, s in qs.items())
-            for culture, qs in r.by_culture.items()]
+    head = (["construct paper (the original's): extend rate and understanding ratio per delegate turn"]
+            if r.mode == "paper" else [])
+    return head + [f"{culture}: " + "; ".join(_judged_line(q, s) for q, s in qs.items())
+                   for culture, qs in r.by_culture.items()]
 
 
 def _content_lines(r: ContentResult) -> list[str]:

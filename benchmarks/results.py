@@ -346,6 +346,10 @@ class LabelShares(ResultModel):
 
 class PhenomenaResult(EvalResult):
     task: Literal["phenomena"] = "phenomena"
+    # which construct (`eval phenomena --construct`): ours, per conversation, stance_shift and
+    # understanding; paper, per delegate turn, the original's extend and understanding_ratio. Absent in
+    # files made before the paper construct: ours. (`construct` itself is a pydantic method's name.)
+    mode: Literal["ours", "paper"] = "ours"
     source: str
     conversations: int
     by_culture: dict[str, dict[str, LabelShares]]  # culture ("all" too) → question → verdicts

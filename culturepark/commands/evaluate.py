@@ -70,6 +70,10 @@ def register(sub: Any) -> None:
         shared(ej, "--base-url", "--api-key-env")
         shared(ej, "--concurrency", default=32)
         shared(ej, "--out", "--resume", "--json")
+        if name == "phenomena":
+            ej.add_argument("--construct", choices=["ours", "paper"], default="ours",
+                            help="ours (default): per conversation, did the stance shift; paper: the original's "
+                                 "extend rate and understanding ratio per delegate turn")
         ej.set_defaults(func=judged)
     er = esub.add_parser("compare-runs", help="two runs side by side: fidelity, phenomena, diversity")
     er.add_argument("run_a", type=Path)
@@ -189,8 +193,10 @@ def judged(args: argparse.Namespace) -> int:
     out = args.out or Path("evals") / args.task / slug(source.resolve().name)
     settings = EvalSettings(model=args.model, base_url=args.base_url, api_key_env=args.api_key_env,
                             concurrency=args.concurrency, resume=args.resume)
-    module = phenomena if args.task == "phenomena" else content
-    report = asyncio.run(module.evaluate(source, out, settings, lambda m: log.info(m)))
+    if args.task == "phenomena":
+        report = asyncio.run(phenomena.evaluate(source, out, settings, lambda m: log.info(m), args.construct))
+    else:
+        report = asyncio.run(content.evaluate(source, out, settings, lambda m: log.info(m)))
     return _show(args, args.task, report, out)
 
 
