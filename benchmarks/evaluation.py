@@ -100,7 +100,10 @@ def _phenomena_lines(r: PhenomenaResult) -> list[str]:
 
 
 def _content_lines(r: ContentResult) -> list[str]:
-    return [f"{culture}: {_judged_line('kind', s)}" for culture, s in r.by_culture.items()]
+    lines = [f"{culture}: {_judged_line('kind', s)}" for culture, s in r.by_culture.items()]
+    for culture, kinds in (r.second_level or {}).items():
+        lines += [f"{culture} {kind}: {_judged_line('sub-category', s)}" for kind, s in kinds.items()]
+    return lines
 
 
 def _diversity_lines(r: DiversityResult) -> list[str]:

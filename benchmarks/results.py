@@ -359,6 +359,8 @@ class ContentResult(EvalResult):
     task: Literal["content"] = "content"
     source: str
     by_culture: dict[str, LabelShares]  # culture ("all" too) → belief/norm/custom
+    # --second-level: culture ("all" too) → kind → the original's sub-categories of that kind
+    second_level: dict[str, dict[str, LabelShares]] | None = None
 
 
 # ---- diversity

@@ -70,6 +70,9 @@ def register(sub: Any) -> None:
         shared(ej, "--base-url", "--api-key-env")
         shared(ej, "--concurrency", default=32)
         shared(ej, "--out", "--resume", "--json")
+        if name == "content":
+            ej.add_argument("--second-level", action="store_true",
+                            help="also the original's sub-categories of each kind (religious belief, legal norm, …)")
         if name == "phenomena":
             ej.add_argument("--construct", choices=["ours", "paper"], default="ours",
                             help="ours (default): per conversation, did the stance shift; paper: the original's "
@@ -196,7 +199,7 @@ def judged(args: argparse.Namespace) -> int:
     if args.task == "phenomena":
         report = asyncio.run(phenomena.evaluate(source, out, settings, lambda m: log.info(m), args.construct))
     else:
-        report = asyncio.run(content.evaluate(source, out, settings, lambda m: log.info(m)))
+        report = asyncio.run(content.evaluate(source, out, settings, lambda m: log.info(m), args.second_level))
     return _show(args, args.task, report, out)
 
 
