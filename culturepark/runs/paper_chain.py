@@ -77,6 +77,7 @@ def preflight(chain: PaperChain) -> None:
     from culturepark.runs.prepare import prepare
     from culturepark.scenarios.model_spec import parse_model_spec
 
+    chain.check_tune_model()
     cultures_by_name(chain.cultures, "paper")
     for v in chain.versions:
         prepare(_scenario(chain, v), _run_options(chain, v))
@@ -143,14 +144,14 @@ def train(chain: PaperChain, sft: dict[str, SftStep], say: Callable[[str], None]
         if chain.trainer == "openai":
             from culturepark.trainers.openai_jobs import train_openai
             state = train_openai(Path(sft[c].file), chain.tune_model, out, suffix=f"cp-{slug(c).lower()}",
-                                 epochs=chain.epochs, base_url=chain.base_url, poll_s=chain.poll_s)
+                                 epochs=chain.train_epochs(), base_url=chain.base_url, poll_s=chain.poll_s)
             spec = f"openai:{state.fine_tuned_model}" if state.status == "succeeded" else None
             steps[c] = TrainStep(status=state.status or "unknown", job_id=state.job_id, model_spec=spec,
                                  trained_tokens=state.trained_tokens)
         else:
             from culturepark.trainers.lora import resolve_settings, train_lora
             if not (out / "train_summary.json").exists():
-                train_lora(Path(sft[c].file), out, resolve_settings("paper", epochs=float(chain.epochs),
+                train_lora(Path(sft[c].file), out, resolve_settings("paper", epochs=float(chain.train_epochs()),
                                                                     max_steps=chain.lora_max_steps), say=say)
             summary = LoraSummary.read(out / "train_summary.json")
             steps[c] = TrainStep(status="succeeded", steps=summary.steps, last_loss=summary.last_loss,
@@ -241,6 +242,8 @@ def estimate_chain(chain: PaperChain) -> dict[str, Any]:
     from culturepark.engine.pricing import lookup_price
     from culturepark.runs.estimate import estimate
 
+    chain.check_tune_model()
+
     steps: dict[str, Any] = {}
     convs = turns = 0
     conv_completion = 0
@@ -267,7 +270,7 @@ def estimate_chain(chain: PaperChain) -> dict[str, Any]:
                        "completion_tokens_est": refine_completion,
                        "cost_usd_est": round(price.cost(refine_prompt, refine_completion), 2) if price else None}
     examples = int(opinions * KEPT_SHARE)
-    trained_tokens = examples * TOKENS_PER_EXAMPLE * chain.epochs
+    trained_tokens = examples * TOKENS_PER_EXAMPLE * chain.train_epochs()
     train_price = TRAINING_PRICES.get(chain.tune_model) if chain.trainer == "openai" else 0.0
     steps["train"] = {"models": len(chain.cultures), "examples_est": examples, "trained_tokens_est": trained_tokens,
                       "cost_usd_est": None if train_price is None else round(trained_tokens * train_price / 1e6, 2)}

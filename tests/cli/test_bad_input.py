@@ -169,6 +169,13 @@ CASES: dict[str, list[tuple[str, Args, str]]] = {  # command -> (case, argv, wha
         ("negative limit", lambda w: ["paper", "--culture", "Chinese", "--out", str(w / "o"), "--limit", "-2"],
          "--limit"),
         ("no --out", lambda w: ["paper", "--culture", "Chinese"], "required"),
+        ("a model no longer fine-tuned", lambda w: ["paper", "--culture", "Chinese", "--out", str(w / "o"),
+                                                    "--base-url", DEAD, "--tune-model", "gpt-3.5-turbo-0613",
+                                                    "--data-dir", str(w / "data")],
+         "no longer fine-tunes"),
+        ("a model no longer fine-tuned, dry run", lambda w: ["paper", "--culture", "Chinese", "--out", str(w / "o"),
+                                                             "--tune-model", "gpt-3.5-turbo-0613", "--dry-run"],
+         "gpt-4o-mini-2024-07-18"),
     ],
     "eval moderation": [
         ("unknown dataset", lambda w: ["eval", "moderation", *M, "--dataset", "klingon", "--out", str(w / "o")],

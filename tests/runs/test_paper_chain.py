@@ -78,3 +78,21 @@ def test_the_chains_dry_run_estimates_every_step_and_sends_nothing(tmp_path, sha
     assert set(e["steps"]) == {"conversations-v1", "conversations-v2", "refine", "train", "eval"}
     assert e["steps"]["conversations-v1"]["conversations"] == 10 and e["requests"] > 0
     assert e["steps"]["refine"]["cost_usd_est"] > 0 and e["not_estimated"] and not (tmp_path / "c").exists()
+
+
+def test_the_chain_tunes_a_model_fine_tunable_today_and_each_trainer_its_own_epochs(tmp_path):
+    """The default tune model is one providers fine-tune today; the retired one is refused before
+    anything is spent; LoRA keeps its preset's 6 epochs (the original's) unless --epochs says otherwise."""
+    from culturepark.engine.errors import InputError
+    from culturepark.runs.paper_chain import TRAINING_PRICES, preflight
+    from culturepark.runs.paper_settings import PaperChain
+
+    chain = PaperChain(cultures=["Chinese"], out=tmp_path / "c")
+    assert chain.tune_model == "gpt-4o-mini-2024-07-18" in TRAINING_PRICES and chain.train_epochs() == 3
+    assert PaperChain(cultures=["Chinese"], out=tmp_path, trainer="lora").train_epochs() == 6
+    assert PaperChain(cultures=["Chinese"], out=tmp_path, trainer="lora", epochs=2).train_epochs() == 2
+    retired = PaperChain(cultures=["Chinese"], out=tmp_path / "c", tune_model="gpt-3.5-turbo-0613")
+    with pytest.raises(InputError, match="no longer fine-tunes"):
+        preflight(retired)
+    assert not (tmp_path / "c").exists()  # nothing written
+    PaperChain(cultures=["Chinese"], out=tmp_path, tune_model="gpt-3.5-turbo-0613", trainer="lora").check_tune_model()
