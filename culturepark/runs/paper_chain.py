@@ -18,8 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from culturepark.agents import paper_format
 from culturepark.benchmarks import moderation
 from culturepark.benchmarks.compare import EvalTask, run_task
@@ -113,22 +111,28 @@ async def refine(chain: PaperChain, say: Callable[[str], None]) -> dict[str, Ref
 
 
 def split_sft(chain: PaperChain) -> dict[str, SftStep]:
-    """One paper-format SFT file per culture, from every version's export (matched on the system line)."""
+    """One paper-format SFT file per culture (matched on the system line). As the original did, the
+    kept opinions of every version are merged per item first and the augmentation passes run over
+    the merged lists: an item gets at most `paper_passes` examples, not that many per version."""
+    from culturepark.trainers.refine.pipeline import merged_paper_examples
+
     by_system = {paper_format.chatbot_system(c): c for c in chain.cultures}
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for v in chain.versions:
-        for line in (chain.out / f"refined-{v}" / "sft" / "openai_chat.jsonl").read_bytes().splitlines():
-            example = orjson.loads(line)
-            culture = by_system.get(example["messages"][0]["content"])
-            if culture:
-                rows[culture].append(example)
+    passes = RefineConfig().with_preset("paper").export.paper_passes
+    merged = merged_paper_examples([(chain.out / f"conversations-{v}", chain.out / f"refined-{v}")
+                                    for v in chain.versions], passes)
+    for messages in merged:
+        culture = by_system.get(messages[0]["content"])
+        if culture:
+            rows[culture].append({"messages": messages})
     out = {}
     for c in chain.cultures:
         d = chain.out / "sft" / slug(c)
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_jsonl(d / "openai_chat.jsonl", rows[c])
         atomic_write_json(d / "format.json", {"format": "paper", "prompt_style": "paper", "template": "gemma",
-                                              "examples": len(rows[c])})
+                                              "examples": len(rows[c]), "merged_versions": list(chain.versions),
+                                              "passes": passes})
         out[c] = SftStep(file=str(d / "openai_chat.jsonl"), examples=len(rows[c]))
     return out
 

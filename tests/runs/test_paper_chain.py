@@ -47,7 +47,26 @@ def test_the_papers_chain_runs_every_step_and_resumes_for_free(tmp_path, chain_u
         assert said >= 8 and s["refine"][v]["extracted"] == 2 * said and s["refine"][v]["kept"] >= 8
     assert json.loads((out / "refined-v1" / "log.jsonl").read_text().splitlines()[0])[
         "backends"]["refiner"]["model"] == "gpt-4"  # the preset's GPT-4-class refiner
-    assert sum(x["examples"] for x in s["sft"].values()) == sum(s["refine"][v]["exported"] for v in ("v1", "v2"))
+    # v1's and v2's kept opinions are merged per item before the 20 passes: an item gets at most 20
+    # examples in all (not 20 per version), one per merged kept opinion
+    kept: dict[tuple, int] = {}
+    for v in ("v1", "v2"):
+        for o in (orjson.loads(x) for x in (out / f"refined-{v}" / "opinions.jsonl").read_bytes().splitlines()):
+            if o["kept"]:
+                kept[(o["culture"], o["item_id"])] = kept.get((o["culture"], o["item_id"]), 0) + 1
+    assert sum(kept.values()) > 20  # enough that per-version passes would have given more
+    per_question: dict[tuple, int] = {}
+    for culture in ("Chinese", "German"):
+        for x in (orjson.loads(x) for x in (out / "sft" / culture / "openai_chat.jsonl").read_bytes().splitlines()):
+            key = (culture, x["messages"][1]["content"])
+            per_question[key] = per_question.get(key, 0) + 1
+    for culture in ("Chinese", "German"):
+        counts = sorted(n for (c, _), n in per_question.items() if c == culture)
+        with_opinions = [min(n, 20) for (c, _), n in kept.items() if c == culture]
+        # items with kept opinions: one example each, 20 at most; items without: 20 bare codes
+        assert counts == sorted(with_opinions + [20] * (len(counts) - len(with_opinions)))
+    assert sum(x["examples"] for x in s["sft"].values()) == sum(per_question.values())
+    assert json.loads((out / "sft" / "Chinese" / "format.json").read_text())["merged_versions"] == ["v1", "v2"]
     for culture in ("Chinese", "German"):
         rows = [orjson.loads(x) for x in (out / "sft" / culture / "openai_chat.jsonl").read_bytes().splitlines()]
         assert rows and all(culture in x["messages"][0]["content"] for x in rows)  # one culture per model

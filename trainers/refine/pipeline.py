@@ -471,6 +471,24 @@ def _paper_examples(sources: list[Source], opinions: list[Opinion], passes: int
     return out, sum(max(0, len(kept) - passes) for _, _, kept in groups.values())
 
 
+def merged_paper_examples(refinements: list[tuple[Path, Path]], passes: int) -> list[list[dict[str, str]]]:
+    """The original's training set over several refinements at once (the chain's v1 and v2): their
+    kept opinions merged per (culture, item) first, then `passes` passes over the merged lists, so an
+    item gets at most `passes` examples (not `passes` per version). `refinements`: (run_dir, refine_dir)."""
+    sources: list[Source] = []
+    kept: list[Opinion] = []
+    for run_dir, refine_dir in refinements:
+        found, _hash = load_sources(Path(run_dir))
+        by_id = {s.id: s for s in found}  # conversation ids repeat across runs: matched within each
+        sources += found
+        for line in (Path(refine_dir) / "opinions.jsonl").read_bytes().splitlines():
+            rec = orjson.loads(line)
+            if rec.get("kept") and rec["conversation_id"] in by_id:
+                kept.append(Opinion(rec["opinion_id"], by_id[rec["conversation_id"]], rec["extracted_text"],
+                                    text=rec["text"], kept=True))
+    return _paper_examples(sources, kept, passes)[0]
+
+
 def _summary(sources: list[Source], opinions: list[Opinion], extract_failed: Counter,
              exported: int) -> dict[str, Any]:
     """The counts of a refinement, every extracted opinion accounted for (the head of `RefineSummary`)."""
