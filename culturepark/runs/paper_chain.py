@@ -58,8 +58,11 @@ def _datasets(culture: str) -> list[str]:
                   if (moderation.load_spec(name).culture or "").lower() == culture.lower())
 
 
-def _scenario(chain: PaperChain, version: str) -> Any:
-    return load_scenario(f"paper-{version}").model_copy(update={"cultures": chain.cultures})  # type: ignore[union-attr]
+def _scenario(chain: PaperChain, key: str) -> Any:
+    """The paper scenario of a run key (`v1`, `v1-in`): its version, in its mode, over the chain's cultures."""
+    version, _, mode = key.partition("-")
+    update = {"cultures": chain.cultures, **({"mode": mode} if mode else {})}
+    return load_scenario(f"paper-{version}").model_copy(update=update)  # type: ignore[union-attr]
 
 
 def _run_options(chain: PaperChain, version: str) -> RunOptions:
@@ -77,14 +80,14 @@ def preflight(chain: PaperChain) -> None:
 
     chain.check_tune_model()
     cultures_by_name(chain.cultures, "paper")
-    for v in chain.versions:
+    for v in chain.run_keys():
         prepare(_scenario(chain, v), _run_options(chain, v))
     parse_model_spec(chain.base_spec(), chain.base_url)
 
 
 async def conversations(chain: PaperChain, say: Callable[[str], None]) -> dict[str, ConversationStep]:
     steps: dict[str, ConversationStep] = {}
-    for v in chain.versions:
+    for v in chain.run_keys():
         out = chain.out / f"conversations-{v}"
         result = await run_async(_scenario(chain, v), _run_options(chain, v), say=say)
         s = result.summary
@@ -96,7 +99,7 @@ async def conversations(chain: PaperChain, say: Callable[[str], None]) -> dict[s
 
 async def refine(chain: PaperChain, say: Callable[[str], None]) -> dict[str, RefineStep]:
     steps: dict[str, RefineStep] = {}
-    for v in chain.versions:
+    for v in chain.run_keys():
         out = chain.out / f"refined-{v}"
         config = RefineConfig().with_preset("paper").with_flags(None, chain.base_url, chain.refiner)
         result = await refine_async(chain.out / f"conversations-{v}", out, config, resume=(out / LOG_NAME).exists(),
@@ -120,7 +123,7 @@ def split_sft(chain: PaperChain) -> dict[str, SftStep]:
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
     passes = RefineConfig().with_preset("paper").export.paper_passes
     merged = merged_paper_examples([(chain.out / f"conversations-{v}", chain.out / f"refined-{v}")
-                                    for v in chain.versions], passes)
+                                    for v in chain.run_keys()], passes)
     for messages in merged:
         culture = by_system.get(messages[0]["content"])
         if culture:
@@ -131,7 +134,7 @@ def split_sft(chain: PaperChain) -> dict[str, SftStep]:
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_jsonl(d / "openai_chat.jsonl", rows[c])
         atomic_write_json(d / "format.json", {"format": "paper", "prompt_style": "paper", "template": "gemma",
-                                              "examples": len(rows[c]), "merged_versions": list(chain.versions),
+                                              "examples": len(rows[c]), "merged_versions": chain.run_keys(),
                                               "passes": passes})
         out[c] = SftStep(file=str(d / "openai_chat.jsonl"), examples=len(rows[c]))
     return out
@@ -252,7 +255,7 @@ def estimate_chain(chain: PaperChain) -> dict[str, Any]:
     convs = turns = 0
     conv_completion = 0
     rpm = 3500.0
-    for v in chain.versions:
+    for v in chain.run_keys():
         scenario = _scenario(chain, v)
         rpm = scenario.limits.rpm or rpm
         e = estimate(scenario, RunOptions(limit=chain.limit, base_url=chain.base_url, model=chain.model,

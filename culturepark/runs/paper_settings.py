@@ -27,6 +27,9 @@ class PaperChain(BaseModel):
     refiner: str = Field("gpt-4", description="GPT-4-class refiner")
     base_url: str | None = Field(None, description="one OpenAI-compatible server for every call")
     versions: list[Literal["v1", "v2"]] = Field(["v1", "v2"], description="the protocol versions to run")
+    modes: list[Literal["cross", "in"]] = Field(
+        ["cross"], description="cross: cross-cultural conversations; in: in-cultural ones too (the original ran "
+                               "both; their opinions are merged before the export)")
     limit: int | None = Field(None, ge=1, description="conversations per version")
     rpm: float | None = Field(None, gt=0, description="the conversations' RPM limit (default: the paper scenarios')")
     tpm: float | None = Field(None, gt=0, description="the conversations' TPM limit")
@@ -47,6 +50,10 @@ class PaperChain(BaseModel):
     @classmethod
     def _zero_is_all(cls, v: int | None) -> int | None:
         return v or None
+
+    def run_keys(self) -> list[str]:
+        """One conversation run per version and mode: `v1` (cross, the directory it always had), `v1-in`."""
+        return [v if m == "cross" else f"{v}-{m}" for v in self.versions for m in dict.fromkeys(self.modes)]
 
     def train_epochs(self) -> int:
         """The epochs the training step runs: given, else 3 for an OpenAI job, the preset's 6 for LoRA."""

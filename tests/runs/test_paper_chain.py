@@ -115,3 +115,21 @@ def test_the_chain_tunes_a_model_fine_tunable_today_and_each_trainer_its_own_epo
         preflight(retired)
     assert not (tmp_path / "c").exists()  # nothing written
     PaperChain(cultures=["Chinese"], out=tmp_path, tune_model="gpt-3.5-turbo-0613", trainer="lora").check_tune_model()
+
+
+def test_the_chain_runs_cross_and_in_cultural_conversations_and_merges_their_opinions(tmp_path, chain_url,
+                                                                                        shared_data):
+    out = tmp_path / "chain"
+    res = run_cli(*_args(chain_url, out, shared_data), "--versions", "v1", "--modes", "cross", "in", "--json", timeout=600)
+    assert res.returncode == 0, res.stderr
+    s = json.loads(res.stdout)["steps"]
+    assert set(s["conversations"]) == set(s["refine"]) == {"v1", "v1-in"}
+    for key, mode in (("v1", "cross"), ("v1-in", "in")):
+        rows = [orjson.loads(x) for x in (out / f"conversations-{key}" / "conversations.jsonl").read_bytes()
+                .splitlines()]
+        assert rows and {r["meta"]["mode"] for r in rows} == {mode}
+    speakers = {o["speaker"] for o in (orjson.loads(x) for x in (out / "refined-v1-in" / "opinions.jsonl")
+                                       .read_bytes().splitlines())}
+    assert speakers == {"delegate", "main_contact"}  # both compatriots of an in-cultural run
+    fmt = json.loads((out / "sft" / "Chinese" / "format.json").read_text())
+    assert fmt["merged_versions"] == ["v1", "v1-in"] and fmt["examples"] > 0
