@@ -4,6 +4,7 @@ models' bounds and choices are checked while parsing (exit 2, one line)."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -56,14 +57,17 @@ def test_run_flags_fill_run_options() -> None:
      lora.LoraSettings(lr=1e-3, target_modules=["q_proj", "v_proj"], qlora=True, merge=True, seed=4,
                        template="chatml", base="/hf", device="cpu")),
     (["--target-modules", "default"], lora.LoraSettings(target_modules="default")),
+    (["--loss-on", "all", "--group-by-length", "--template", "paper"],
+     lora.LoraSettings(loss_on="all", group_by_length=True, template="paper")),
 ])
 def test_train_lora_flags_become_the_settings(flags: list[str], expected: lora.LoraSettings,
                                               monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     seen: list[lora.LoraSettings] = []
 
-    def fake_train(sft_file: Path, out: Path, settings: lora.LoraSettings, *rest: Any, **kw: Any) -> dict[str, Any]:
+    def fake_train(sft_file: Path, out: Path, settings: lora.LoraSettings, *rest: Any, **kw: Any) -> Any:
         seen.append(settings)
-        return {"steps": 1, "first_loss": 1.0, "last_loss": 0.5, "seconds_per_step": 0.1}
+        # what the command prints from the summary (a typed LoraSummary since summaries were typed)
+        return SimpleNamespace(steps=1, first_loss=1.0, last_loss=0.5, seconds_per_step=0.1)
 
     monkeypatch.setattr(lora, "train_lora", fake_train)
     assert cli.main(["train", "lora", str(tmp_path / "sft.jsonl"), "--out", str(tmp_path / "o"), *flags]) == 0
