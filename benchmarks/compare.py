@@ -20,6 +20,7 @@ from culturepark.benchmarks.results import (
     MeanStd,
     ModerationHeadline,
     ModerationResult,
+    Parse,
     WvsHeadline,
     WvsResult,
 )
@@ -49,25 +50,27 @@ def parse_task(task: str) -> EvalTask:
 
 async def run_task(settings: EvalSettings, task: EvalTask, data_dir: Path, out: Path, seeds: int,
                    limit: int | None, samples: int, say: Callable[[str], None] | None = None,
-                   constant: float = 0.0) -> HofstedeResult | ModerationResult | WvsResult:
+                   constant: float = 0.0, parse: Parse = "strict") -> HofstedeResult | ModerationResult | WvsResult:
     if task.kind == "hofstede":
         return await hofstede.evaluate(settings, list(task.args), data_dir, out, seeds=seeds, samples=samples,
                                        constant=constant, say=say)
     if task.kind == "wvs":
         return await wvs_items.evaluate(settings, list(task.args), data_dir, out, seeds=seeds, say=say)
-    return await moderation.evaluate(settings, task.args[0], data_dir, out, seeds=seeds, limit=limit, say=say)
+    return await moderation.evaluate(settings, task.args[0], data_dir, out, seeds=seeds, limit=limit, say=say,
+                                     parse=parse)
 
 
 async def compare(models: list[str], tasks: list[str], settings: EvalSettings, data_dir: Path, out: Path,
                   seeds: int, limit: int | None, samples: int,
-                  say: Callable[[str], None] | None = None, constant: float = 0.0) -> CompareResult:
+                  say: Callable[[str], None] | None = None, constant: float = 0.0,
+                  parse: Parse = "strict") -> CompareResult:
     parsed = [parse_task(t) for t in tasks]
     rows = []
     for model in models:
         s = replace(settings, model=model)
         for task in parsed:
             report = await run_task(s, task, data_dir, out / slug(model) / slug(str(task)), seeds, limit, samples, say,
-                                    constant)
+                                    constant, parse)
             rows.append(row_for(model, task, report))
     result = CompareResult(models=models, tasks=tasks, seeds=seeds, limit=limit, rows=rows)
     result.write(out / "compare.json")
@@ -96,6 +99,9 @@ def distribution_text(d: DistributionFidelity) -> str:
 def row_text(task: str, res: Headline) -> str:
     """One comparison cell: a task's headline for one model."""
     if isinstance(res, ModerationHeadline):
+        if res.parse == "paper":  # the paper's reading and the strict one of the same answers, side by side
+            return (f"parse paper: macro-F1 {_fmt(res.macro_f1)} lenient | {_fmt(res.macro_f1_strict)} strict "
+                    f"(majority {res.majority_macro_f1:.3f}, unparseable {res.unparseable})")
         return (f"macro-F1 {_fmt(res.macro_f1)} (parseable only {_fmt(res.macro_f1_scored)}, "
                 f"majority {res.majority_macro_f1:.3f}, unparseable {res.unparseable})")
     parts = []

@@ -94,7 +94,8 @@ async def run_items(out: Path, items: list[BatchItem], settings: EvalSettings, h
                                say=say, concurrency=settings.concurrency)
     prompts_hash = digest([(it.id, it.request.key(backend.model)) for it in items])
     t0 = time.monotonic()
-    hashed = without_added_defaults(dict(header), {"prompt_style": "persona"})  # evals made before styles resume
+    # evals made before prompt styles and the paper parse resume
+    hashed = without_added_defaults(dict(header), {"prompt_style": "persona", "parse": "strict"})
     async with Stage.in_dir(endpoints, out, settings.resume, digest(hashed, prompts_hash), say=say, what="eval",
                             check=settings.check_reachability) as stage:
         log = stage.start(RunHeader(

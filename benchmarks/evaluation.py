@@ -67,8 +67,9 @@ def wvs_headline(r: WvsResult) -> dict[str, WvsHeadline]:
 
 
 def moderation_headline(r: ModerationResult) -> ModerationHeadline:
+    paper = {"parse": r.parse, "macro_f1_strict": r.macro_f1_strict} if r.parse == "paper" else {}
     return ModerationHeadline(macro_f1=r.macro_f1, macro_f1_scored=r.macro_f1_scored, accuracy=r.accuracy,
-                              unparseable=r.unparseable, majority_macro_f1=r.majority_baseline.macro_f1)
+                              unparseable=r.unparseable, majority_macro_f1=r.majority_baseline.macro_f1, **paper)
 
 
 def headline(r: HofstedeResult | ModerationResult | WvsResult) -> Headline:
@@ -119,12 +120,17 @@ def _judged_line(question: str, shares: LabelShares) -> str:
 
 
 def _phenomena_lines(r: PhenomenaResult) -> list[str]:
-    return [f"{culture}: " + "; ".join(_judged_line(q, s) for q, s in qs.items())
-            for culture, qs in r.by_culture.items()]
+    head = (["construct paper (the original's): extend rate and understanding ratio per delegate turn"]
+            if r.mode == "paper" else [])
+    return head + [f"{culture}: " + "; ".join(_judged_line(q, s) for q, s in qs.items())
+                   for culture, qs in r.by_culture.items()]
 
 
 def _content_lines(r: ContentResult) -> list[str]:
-    return [f"{culture}: {_judged_line('kind', s)}" for culture, s in r.by_culture.items()]
+    lines = [f"{culture}: {_judged_line('kind', s)}" for culture, s in r.by_culture.items()]
+    for culture, kinds in (r.second_level or {}).items():
+        lines += [f"{culture} {kind}: {_judged_line('sub-category', s)}" for kind, s in kinds.items()]
+    return lines
 
 
 def _diversity_lines(r: DiversityResult) -> list[str]:

@@ -132,8 +132,16 @@ class HofstedeResult(EvalResult):
 # ---- moderation
 
 
+class PaperLabels(ResultModel):
+    """The label words the original (CultureLLM) asked a model to answer with, e.g. OFF / NOT_OFF."""
+
+    positive: str = Field(min_length=1)
+    negative: str = Field(min_length=1)
+
+
 class DatasetSpec(ResultModel):
-    """A moderation data set (a small YAML file; nine are bundled)."""
+    """A moderation data set (a small YAML file; nine are bundled). `paper_prompt` and `paper_labels`
+    are the original's per-task question and label words, used only by `--parse paper`."""
 
     name: str
     path: str  # relative to the data directory, or absolute
@@ -144,9 +152,25 @@ class DatasetSpec(ResultModel):
     language: str
     culture: str | None = None
     task: str  # what a positive row contains, e.g. "offensive language"
+    paper_prompt: str | None = None  # the original's instruction; the post follows it after a space
+    paper_labels: PaperLabels | None = None
+
+    @model_validator(mode="after")
+    def _paper_pair(self) -> DatasetSpec:
+        if (self.paper_prompt is None) != (self.paper_labels is None):
+            raise ValueError("paper_prompt and paper_labels come together (the question names the label words)")
+        return self
 
     def model_post_init(self, _context: object) -> None:
-        self.__pydantic_fields_set__.update(type(self).model_fields)  # a spec is written whole
+        # a spec is written whole; the paper fields only where it has them (older files stay the same)
+        self.__pydantic_fields_set__.update(k for k in type(self).model_fields
+                                            if not (k.startswith("paper_") and getattr(self, k) is None))
+
+    def strict_view(self) -> dict[str, JsonValue]:
+        """The spec as the strict (yes/no) mode reads it: without the paper fields, so hashes made
+        before they existed stay the same."""
+        data: dict[str, JsonValue] = self.model_dump(mode="json", exclude={"paper_prompt", "paper_labels"})
+        return data
 
 
 class F1Scores(ResultModel):
@@ -167,6 +191,7 @@ class MajorityBaseline(F1Scores):
 
 class ModerationSeed(F1Scores):
     seed: int
+    macro_f1_strict: float | None = None  # paper parse: the same answers read strictly (one label word)
     macro_f1_scored: float | None = None
     accuracy_scored: float | None = None
     unparseable: int
@@ -179,8 +204,14 @@ class ModerationSeed(F1Scores):
         return {"seed": data.pop("seed"), **data}
 
 
+Parse = Literal["strict", "paper"]
+
+
 class ModerationResult(EvalResult):
     task: Literal["moderation"] = "moderation"
+    # strict: our yes/no question, re-asked until readable; paper: the original's question and label
+    # words, one attempt, read leniently. Absent in files made before the paper mode: strict.
+    parse: Parse = "strict"
     dataset: str
     spec: DatasetSpec
     data_hash: str
@@ -197,6 +228,7 @@ class ModerationResult(EvalResult):
     macro_f1_scored: MeanStd | None = None  # absent before 0.4
     accuracy_scored: MeanStd | None = None
     coverage: MeanStd | None = None
+    macro_f1_strict: MeanStd | None = None  # paper parse only: the same answers read strictly
     unparseable: int
     majority_baseline: MajorityBaseline
     per_seed: list[ModerationSeed]
@@ -450,6 +482,10 @@ class LabelShares(ResultModel):
 
 class PhenomenaResult(EvalResult):
     task: Literal["phenomena"] = "phenomena"
+    # which construct (`eval phenomena --construct`): ours, per conversation, stance_shift and
+    # understanding; paper, per delegate turn, the original's extend and understanding_ratio. Absent in
+    # files made before the paper construct: ours. (`construct` itself is a pydantic method's name.)
+    mode: Literal["ours", "paper"] = "ours"
     source: str
     conversations: int
     by_culture: dict[str, dict[str, LabelShares]]  # culture ("all" too) → question → verdicts
@@ -459,6 +495,8 @@ class ContentResult(EvalResult):
     task: Literal["content"] = "content"
     source: str
     by_culture: dict[str, LabelShares]  # culture ("all" too) → belief/norm/custom
+    # --second-level: culture ("all" too) → kind → the original's sub-categories of that kind
+    second_level: dict[str, dict[str, LabelShares]] | None = None
 
 
 # ---- diversity
@@ -506,6 +544,8 @@ class ModerationHeadline(ResultModel):
     accuracy: MeanStd
     unparseable: int
     majority_macro_f1: float
+    parse: Parse = "strict"  # absent before the paper mode
+    macro_f1_strict: MeanStd | None = None
 
 
 class HofstedeHeadline(ResultModel):

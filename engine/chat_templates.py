@@ -15,7 +15,9 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 TextTemplate = Literal["gemma", "chatml", "llama2"]  # rendered without a tokenizer (SFT text export)
-Template = Literal["gemma", "chatml", "llama2", "tokenizer"]  # "tokenizer": the base tokenizer's own template
+# "tokenizer": the base tokenizer's own template; "paper": the original's plain training text
+# (`### System: … Question: …\n ### Answer: …`), no chat markup and no end-of-answer marker
+Template = Literal["gemma", "chatml", "llama2", "tokenizer", "paper"]
 PROMPT_CARD = "culturepark_prompt.json"
 
 # What closes an answer in each fixed template: generation stops there, training learns to emit it.
@@ -50,6 +52,20 @@ def _llama2(context: list[dict[str, str]]) -> str:
     return out
 
 
+def _paper(context: list[dict[str, str]]) -> str:
+    """The original CulturePark's training text (its data_process.py): the system text and the
+    question on one line, then ` ### Answer:`; later turns repeat the Question/Answer frame."""
+    system = " ".join(m["content"] for m in context if m["role"] == "system")
+    out = ""
+    for m in context:
+        if m["role"] == "user":
+            head = f"### System: {system} Question: " if system and not out else "### Question: "
+            out += f"{head}{m['content']}\n ### Answer:"
+        elif m["role"] == "assistant":
+            out += f" {m['content']}\n"
+    return out
+
+
 def render_prompt(messages: list[dict[str, str]], template: Template, tokenizer: Any = None) -> str:
     """The text a model sees before it answers: every message, then the opening of its turn."""
     if template == "tokenizer":
@@ -61,6 +77,8 @@ def render_prompt(messages: list[dict[str, str]], template: Template, tokenizer:
         return _gemma(messages)
     if template == "llama2":
         return _llama2(messages)
+    if template == "paper":
+        return _paper(messages)
     return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + "<|im_start|>assistant\n"
 
 
@@ -75,6 +93,8 @@ def render_chat(messages: list[dict[str, str]], template: Template, tokenizer: A
         if not whole.startswith(prompt):
             raise ValueError("the tokenizer's chat template renders the answer's context differently from the prompt")
         return prompt, whole[len(prompt):]
+    if template == "paper":  # the original's text ends with the answer: no marker was learned
+        return render_prompt(context, template), f" {last['content']}"
     sep = " " if template == "llama2" else ""
     suffix = "\n" if template != "llama2" else ""
     return render_prompt(context, template), f"{sep}{last['content']}{END_OF_ANSWER[template]}{suffix}"

@@ -2,8 +2,10 @@
 
 Read top to bottom: data → model → adapter → optimiser → loop → save. Defaults: the paper's
 adapter (r 64, alpha 16, dropout 0.1, lr 2e-4) with a cosine schedule after a short linear
-warm-up; `--preset paper` sets every value of the original QLoRA run instead (`PRESETS`). The
-loss covers the assistant's tokens only (prompt tokens are masked with -100), rendered with the
+warm-up; `--preset paper` sets every value of the original QLoRA run instead (`PRESETS`: its
+constant schedule without warm-up, the loss on the whole text, batches grouped by length). A
+tokenizer without a pad token pads with EOS on every path, as the original set it. By default
+the loss covers the assistant's tokens only (prompt tokens are masked with -100), rendered with the
 same chat template as `text.jsonl` (`engine.chat_templates.render_chat`); the adapter directory
 gets a prompt card naming that template and the data's prompt style, so the local backend and
 `eval` prompt the tuned model the way it was trained.
@@ -53,6 +55,10 @@ class LoraSettings(BaseModel):
     merge: bool = Field(False, description="also save the merged model in OUT/merged")
     device: str = Field("auto", description="auto, cpu, cuda, mps")
     schedule: Literal["cosine", "constant"] = Field("cosine", description="the learning rate after warm-up")
+    loss_on: Literal["answer", "all"] = Field(
+        "answer", description="answer: the assistant's tokens only; all: the whole text (the original's SFTTrainer)")
+    group_by_length: bool = Field(
+        False, description="batches of similar length (transformers' grouping: sorted within shuffled groups)")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")  # 0.01: torch's
     compute_dtype: Literal["bf16", "fp16"] = Field(
@@ -75,13 +81,17 @@ class LoraSettings(BaseModel):
         return v
 
 
-# The original QLoRA run (Llama-2 70B): constant LR after 3 % warm-up, clip 0.3, weight decay
-# 0.001, 6 epochs, batch 4, fp16 compute, nf4 without double quantisation, peft's default
-# target modules, device_map="auto".
+# The original QLoRA run (Llama-2 70B, CulturePark's llama_finetune.py): a constant LR with no
+# warm-up (it passed warmup_ratio=0.03, but transformers' "constant" schedule ignores it), clip 0.3,
+# weight decay 0.001, 6 epochs, batch 4, fp16 compute, nf4 without double quantisation, peft's
+# default target modules, device_map="auto", group_by_length, and SFTTrainer's loss on the whole
+# text. Its `### System … ### Answer:` text is `--template paper`, left to the user: an adapter
+# trained on it has no end-of-answer marker to stop at.
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"lr": 2e-4, "r": 64, "alpha": 16, "dropout": 0.1, "schedule": "constant", "warmup_ratio": 0.03,
+    "paper": {"lr": 2e-4, "r": 64, "alpha": 16, "dropout": 0.1, "schedule": "constant", "warmup_ratio": 0.0,
               "max_grad_norm": 0.3, "weight_decay": 0.001, "epochs": 6.0, "batch_size": 4,
-              "compute_dtype": "fp16", "double_quant": False, "target_modules": "default", "device_map": "auto"},
+              "compute_dtype": "fp16", "double_quant": False, "target_modules": "default", "device_map": "auto",
+              "loss_on": "all", "group_by_length": True},
 }
 
 
@@ -125,9 +135,10 @@ def resolve_template(settings: LoraSettings, tokenizer: Any) -> Template:
     return "gemma"
 
 
-def encode(examples: list[list[dict[str, str]]], tokenizer: Any, template: Template, max_length: int
-           ) -> list[tuple[list[int], list[int]]]:
-    """(input_ids, labels) per example; labels are -100 on the prompt so only answers are learned."""
+def encode(examples: list[list[dict[str, str]]], tokenizer: Any, template: Template, max_length: int,
+           loss_on: Literal["answer", "all"] = "answer") -> list[tuple[list[int], list[int]]]:
+    """(input_ids, labels) per example; labels are -100 on the prompt so only answers are learned,
+    unless `loss_on` is "all" (the whole text, as the original's SFTTrainer learned it)."""
     rows = []
     for msgs in examples:
         prompt, completion = render_chat(msgs, template, tokenizer)
@@ -135,10 +146,19 @@ def encode(examples: list[list[dict[str, str]]], tokenizer: Any, template: Templ
         p = tokenizer(prompt.removeprefix(tokenizer.bos_token or "\0"), add_special_tokens=True)["input_ids"]
         c = tokenizer(completion, add_special_tokens=False)["input_ids"]
         ids = (p + c)[:max_length]
-        labels = ([-100] * len(p) + c)[:max_length]
+        labels = ((p if loss_on == "all" else [-100] * len(p)) + c)[:max_length]
         if any(x != -100 for x in labels):
             rows.append((ids, labels))
     return rows
+
+
+def pad_as_eos(tokenizer: Any) -> bool:
+    """Pad with EOS where the tokenizer has no pad token (Llama-2), as the original did; padded
+    positions are masked from the loss. True when it was set here."""
+    if tokenizer.pad_token is not None:
+        return False
+    tokenizer.pad_token = tokenizer.eos_token
+    return True
 
 
 def _base_path(settings: LoraSettings, say: Callable[[str], None]) -> Path:
@@ -213,9 +233,11 @@ def train_lora(sft_file: Path, out: Path, settings: LoraSettings,
     torch.manual_seed(settings.seed)
     random.seed(settings.seed)
     model, tok, device = _base_model(settings, say)
+    if pad_as_eos(tok):  # every path: the QLoRA and multi-GPU loaders leave a missing pad token unset
+        say("the tokenizer has no pad token: padding with EOS")
     tok.padding_side = "right"
     template = resolve_template(settings, tok)
-    rows = encode(examples, tok, template, settings.max_length)
+    rows = encode(examples, tok, template, settings.max_length, settings.loss_on)
     targets = None if settings.target_modules == "default" else settings.target_modules
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=targets, task_type="CAUSAL_LM")
@@ -232,10 +254,11 @@ def train_lora(sft_file: Path, out: Path, settings: LoraSettings,
     summary = LoraSummary(
         base=settings.base, sft_file=str(sft_file), examples=len(rows), steps=total, trainable_params=trainable,
         first_loss=round(losses[0], 4), last_loss=round(sum(losses[-5:]) / len(losses[-5:]), 4),
-        seconds_per_step=round(elapsed / total, 3), device=device, schedule=f"linear warm-up then {settings.schedule}",
+        seconds_per_step=round(elapsed / total, 3), device=device, schedule=schedule_text(settings, total),
         target_modules=sorted(cast(LoraConfig, model.peft_config["default"]).target_modules or []),
         compute_dtype_used=settings.compute_dtype if device.startswith("cuda") else "fp32",
-        prompt_card=card, settings=settings.model_dump(mode="json"))
+        prompt_card=card, settings=settings.model_dump(mode="json"),
+        padded_with_eos=tok.pad_token_id == tok.eos_token_id)
     if device == "cpu":
         import psutil
         summary.peak_rss_mb = round(psutil.Process().memory_info().rss / 2**20, 1)
@@ -252,9 +275,20 @@ def train_lora(sft_file: Path, out: Path, settings: LoraSettings,
     return summary
 
 
+def _warmup_steps(settings: LoraSettings, total: int) -> int:
+    """Steps of linear warm-up: at least one when a ratio is set, none when it is 0 (the paper preset)."""
+    return max(1, int(settings.warmup_ratio * total)) if settings.warmup_ratio > 0 else 0
+
+
+def schedule_text(settings: LoraSettings, total: int) -> str:
+    """The schedule as run, for the summary: `constant` alone means no warm-up."""
+    warmup = _warmup_steps(settings, total)
+    return f"linear warm-up ({warmup} steps) then {settings.schedule}" if warmup else settings.schedule
+
+
 def lr_schedule(settings: LoraSettings, total: int) -> Callable[[int], float]:
-    """Linear warm-up over `warmup_ratio` of the steps, then constant or cosine decay to zero."""
-    warmup = max(1, int(settings.warmup_ratio * total))
+    """Linear warm-up over `warmup_ratio` of the steps (none at 0), then constant or cosine decay to zero."""
+    warmup = _warmup_steps(settings, total)
 
     def lr_at(step: int) -> float:
         if step < warmup:
@@ -285,6 +319,20 @@ def answer_loss(model: Any, ids: Any, mask: Any, labels: Any) -> Any:
     return torch.nn.functional.cross_entropy(logits, targets[keep])
 
 
+def batch_order(lengths: list[int], batch_size: int, group: bool, rng: random.Random) -> list[int]:
+    """One epoch's row order: shuffled; with `group`, as transformers' LengthGroupedSampler groups it
+    (shuffled groups of 50 batches, each sorted longest first, so a batch holds similar lengths and
+    pads little; the longest batch goes first, so running out of memory shows at once)."""
+    order = rng.sample(range(len(lengths)), len(lengths))
+    if not group:
+        return order
+    size = 50 * batch_size
+    groups = [sorted(order[i:i + size], key=lambda j: -lengths[j]) for i in range(0, len(order), size)]
+    longest = max(range(len(groups)), key=lambda g: lengths[groups[g][0]])
+    groups[0], groups[longest] = groups[longest], groups[0]
+    return [j for g in groups for j in g]
+
+
 def _train_steps(model: Any, pad: int, rows: list[tuple[list[int], list[int]]], device: str,
                  settings: LoraSettings, total: int, metrics_path: Path,
                  progress: Callable[[int, int, float], None] | None) -> list[float]:
@@ -302,6 +350,7 @@ def _train_steps(model: Any, pad: int, rows: list[tuple[list[int], list[int]]], 
     scaler = torch.amp.GradScaler("cuda", enabled=mixed and settings.compute_dtype == "fp16")
     lr_at = lr_schedule(settings, total)
     rng = random.Random(settings.seed)
+    lengths = [len(ids) for ids, _ in rows]
     order: list[int] = []
     losses: list[float] = []
     model.train()
@@ -309,7 +358,7 @@ def _train_steps(model: Any, pad: int, rows: list[tuple[list[int], list[int]]], 
     with open(metrics_path, "wb") as metrics:
         for step in range(total):
             if len(order) < settings.batch_size:
-                order += rng.sample(range(len(rows)), len(rows))
+                order += batch_order(lengths, settings.batch_size, settings.group_by_length, rng)
             batch = [rows[order.pop(0)] for _ in range(min(settings.batch_size, len(rows)))]
             width = max(len(ids) for ids, _ in batch)
             ids = torch.tensor([i + [pad] * (width - len(i)) for i, _ in batch], device=device)
@@ -318,7 +367,7 @@ def _train_steps(model: Any, pad: int, rows: list[tuple[list[int], list[int]]], 
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
             with autocast:
-                loss = answer_loss(model, ids, mask, labels)
+                loss = answer_loss(model, ids, mask, labels)  # on every labelled token (see `loss_on`)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
@@ -344,7 +393,7 @@ def plot_loss(metrics_path: Path, png: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot([r["step"] for r in recs], [r["loss"] for r in recs], marker=".", linewidth=1)
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss (assistant tokens)")
+    ax.set_ylabel("training loss")
     ax.set_title("LoRA training loss")
     fig.tight_layout()
     fig.savefig(png, dpi=110)

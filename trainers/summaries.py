@@ -85,6 +85,8 @@ class RefineSummary(Summary):
     openai_format_check: FormatCheck | None = None
     first_person: str | None = None
     texts_embedded_now: int | None = None
+    verify: bool | None = None  # False: no verification calls (the "Generate" ablation); absent before
+    extract_per: str | None = None  # conversation or utterance; absent before
     requests: int | None = None
     elapsed_s: float | None = None
     refiner_is_generator: bool | None = None
@@ -110,6 +112,7 @@ class LoraSummary(Summary):
     peak_rss_mb: float | None = None  # CPU runs
     peak_gpu_mb: float | None = None  # CUDA runs
     merged: str | None = None  # with --merge
+    padded_with_eos: bool | None = None  # the tokenizer had no pad token (Llama-2): EOS pads; absent before
 
 
 class OpenAIJobState(Summary):

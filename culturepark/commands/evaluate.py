@@ -24,6 +24,12 @@ def _model_flags(p: argparse.ArgumentParser, single: bool = True) -> None:
     shared(p, "--json")
 
 
+def _parse_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--parse", choices=["strict", "paper"], default="strict",
+                   help="moderation: strict (default): yes/no, re-asked until readable; paper: the original's "
+                        "question and label words from the spec, one attempt, read leniently (both F1s shown)")
+
+
 def register(sub: Any) -> None:
     ev = sub.add_parser("eval", help="benchmarks: hofstede, moderation, wvs, fidelity, phenomena, content, "
                                          "diversity, compare, compare-runs, education")
@@ -38,6 +44,7 @@ def register(sub: Any) -> None:
     em = esub.add_parser("moderation", help="yes/no moderation, macro-F1")
     em.add_argument("--dataset", required=True, help="bundled name or a spec YAML")
     shared(em, "--limit", help="the first N rows of the dataset")
+    _parse_flag(em)
     _model_flags(em)
     em.set_defaults(func=single_task)
     ew = esub.add_parser("wvs", help="WVS items as multiple choice vs the culture's real respondents")
@@ -74,6 +81,13 @@ def register(sub: Any) -> None:
         shared(ej, "--base-url", "--api-key-env")
         shared(ej, "--concurrency", default=32)
         shared(ej, "--out", "--resume", "--json")
+        if name == "content":
+            ej.add_argument("--second-level", action="store_true",
+                            help="also the original's sub-categories of each kind (religious belief, legal norm, …)")
+        if name == "phenomena":
+            ej.add_argument("--construct", choices=["ours", "paper"], default="ours",
+                            help="ours (default): per conversation, did the stance shift; paper: the original's "
+                                 "extend rate and understanding ratio per delegate turn")
         ej.set_defaults(func=judged)
     er = esub.add_parser("compare-runs", help="two runs side by side: fidelity, phenomena, diversity")
     er.add_argument("run_a", type=Path)
@@ -89,6 +103,7 @@ def register(sub: Any) -> None:
     shared(ec, "--limit", help="moderation: the first N rows of each dataset")
     ec.add_argument("--samples", type=positive_int, default=1)
     ec.add_argument("--constant", type=float, default=0.0, metavar="C", help="Hofstede's C (the paper: 50)")
+    _parse_flag(ec)
     _model_flags(ec, single=False)
     ec.set_defaults(func=compare)
     ed = esub.add_parser("diversity", help="diversity gain of NEW over a reference")
@@ -147,7 +162,8 @@ def single_task(args: argparse.Namespace) -> int:
     else:
         report = asyncio.run(run_task(_settings(args, args.model), task, resolve_data_dir(args.data_dir, None), out,
                                       args.seeds, getattr(args, "limit", None), getattr(args, "samples", 1),
-                                      lambda m: log.info(m), getattr(args, "constant", 0.0)))
+                                      lambda m: log.info(m), getattr(args, "constant", 0.0),
+                                      getattr(args, "parse", "strict")))
     if args.json:
         print_json(report.to_json())
         return 0
@@ -167,7 +183,7 @@ def compare(args: argparse.Namespace) -> int:
     out = args.out or Path("evals") / "compare"
     result = asyncio.run(compare_models(args.models, args.tasks, _settings(args, "compare"),
                                         resolve_data_dir(args.data_dir, None), out, args.seeds, args.limit,
-                                        args.samples, lambda m: log.info(m), args.constant))
+                                        args.samples, lambda m: log.info(m), args.constant, args.parse))
     print_json(result.to_json()) if args.json else print(table(result))
     return 0
 
@@ -196,8 +212,10 @@ def judged(args: argparse.Namespace) -> int:
     out = args.out or Path("evals") / args.task / slug(source.resolve().name)
     settings = EvalSettings(model=args.model, base_url=args.base_url, api_key_env=args.api_key_env,
                             concurrency=args.concurrency, resume=args.resume)
-    module = phenomena if args.task == "phenomena" else content
-    report = asyncio.run(module.evaluate(source, out, settings, lambda m: log.info(m)))
+    if args.task == "phenomena":
+        report = asyncio.run(phenomena.evaluate(source, out, settings, lambda m: log.info(m), args.construct))
+    else:
+        report = asyncio.run(content.evaluate(source, out, settings, lambda m: log.info(m), args.second_level))
     return _show(args, args.task, report, out)
 
 

@@ -30,6 +30,11 @@ def _flags(rf: argparse.ArgumentParser) -> None:
     shared(rf, "--base-url", help="OpenAI-compatible server for the refinement calls")
     shared(rf, "--model", help="the refiner's model (default: the config's, else the source run's)")
     add_model_flags(rf, DedupConfig, ["embeddings"], unset=True)
+    rf.add_argument("--extract-per", choices=["conversation", "utterance"],
+                    help="one extraction per conversation (ours) or per utterance (the original's; the paper preset)")
+    rf.add_argument("--no-verify", action="store_true",
+                    help="no verification calls: opinions go on as extracted (the paper's Generate ablation)")
+    rf.add_argument("--no-dedup", action="store_true", help="keep near-duplicates (the ablation before +Diversify)")
     shared(rf, "--resume", "--retry-failed", "--json")
     rf.set_defaults(func=refine)
 
@@ -45,6 +50,7 @@ def refine(args: argparse.Namespace) -> int:
     if args.format:
         config = config.model_copy(update={"export": config.export.model_copy(update={"format": args.format})})
     config = config.with_flags(source_backend(args.run_dir), args.base_url, args.model, args.embeddings)
+    config = config.with_switches(args.extract_per, verify=not args.no_verify, dedup=not args.no_dedup)
     out = args.out or args.run_dir / "refined"
     result = asyncio.run(refine_async(args.run_dir, out, config, resume=args.resume,
                                       retry_failed=args.retry_failed, say=lambda m: log.info(m)))

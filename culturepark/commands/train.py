@@ -13,7 +13,7 @@ from culturepark.console import make_logger, print_json
 # Flags a preset may set: left out, they are None, so the preset (or the default) decides.
 LORA_PRESET_FLAGS = ["epochs", "max_steps", "lr", "r", "alpha", "dropout", "batch_size", "warmup_ratio", "schedule",
                      "max_grad_norm", "weight_decay", "compute_dtype", "double_quant", "target_modules", "device_map",
-                     "template", "prompt_style", "qlora", "merge"]
+                     "template", "prompt_style", "qlora", "merge", "loss_on", "group_by_length"]
 
 
 def register(sub: Any) -> None:

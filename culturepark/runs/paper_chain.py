@@ -18,8 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from culturepark.agents import paper_format
 from culturepark.benchmarks import moderation
 from culturepark.benchmarks.compare import EvalTask, run_task
@@ -60,8 +58,11 @@ def _datasets(culture: str) -> list[str]:
                   if (moderation.load_spec(name).culture or "").lower() == culture.lower())
 
 
-def _scenario(chain: PaperChain, version: str) -> Any:
-    return load_scenario(f"paper-{version}").model_copy(update={"cultures": chain.cultures})
+def _scenario(chain: PaperChain, key: str) -> Any:
+    """The paper scenario of a run key (`v1`, `v1-in`): its version, in its mode, over the chain's cultures."""
+    version, _, mode = key.partition("-")
+    update = {"cultures": chain.cultures, **({"mode": mode} if mode else {})}
+    return load_scenario(f"paper-{version}").model_copy(update=update)
 
 
 def _run_options(chain: PaperChain, version: str) -> RunOptions:
@@ -77,15 +78,16 @@ def preflight(chain: PaperChain) -> None:
     from culturepark.runs.prepare import prepare
     from culturepark.scenarios.model_spec import parse_model_spec
 
+    chain.check_tune_model()
     cultures_by_name(chain.cultures, "paper")
-    for v in chain.versions:
+    for v in chain.run_keys():
         prepare(_scenario(chain, v), _run_options(chain, v))
     parse_model_spec(chain.base_spec(), chain.base_url)
 
 
 async def conversations(chain: PaperChain, say: Callable[[str], None]) -> dict[str, ConversationStep]:
     steps: dict[str, ConversationStep] = {}
-    for v in chain.versions:
+    for v in chain.run_keys():
         out = chain.out / f"conversations-{v}"
         result = await run_async(_scenario(chain, v), _run_options(chain, v), say=say)
         s = result.summary
@@ -97,7 +99,7 @@ async def conversations(chain: PaperChain, say: Callable[[str], None]) -> dict[s
 
 async def refine(chain: PaperChain, say: Callable[[str], None]) -> dict[str, RefineStep]:
     steps: dict[str, RefineStep] = {}
-    for v in chain.versions:
+    for v in chain.run_keys():
         out = chain.out / f"refined-{v}"
         config = RefineConfig().with_preset("paper").with_flags(None, chain.base_url, chain.refiner)
         result = await refine_async(chain.out / f"conversations-{v}", out, config, resume=(out / LOG_NAME).exists(),
@@ -112,22 +114,28 @@ async def refine(chain: PaperChain, say: Callable[[str], None]) -> dict[str, Ref
 
 
 def split_sft(chain: PaperChain) -> dict[str, SftStep]:
-    """One paper-format SFT file per culture, from every version's export (matched on the system line)."""
+    """One paper-format SFT file per culture (matched on the system line). As the original did, the
+    kept opinions of every version are merged per item first and the augmentation passes run over
+    the merged lists: an item gets at most `paper_passes` examples, not that many per version."""
+    from culturepark.trainers.refine.pipeline import merged_paper_examples
+
     by_system = {paper_format.chatbot_system(c): c for c in chain.cultures}
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for v in chain.versions:
-        for line in (chain.out / f"refined-{v}" / "sft" / "openai_chat.jsonl").read_bytes().splitlines():
-            example = orjson.loads(line)
-            culture = by_system.get(example["messages"][0]["content"])
-            if culture:
-                rows[culture].append(example)
+    passes = RefineConfig().with_preset("paper").export.paper_passes
+    merged = merged_paper_examples([(chain.out / f"conversations-{v}", chain.out / f"refined-{v}")
+                                    for v in chain.run_keys()], passes)
+    for messages in merged:
+        culture = by_system.get(messages[0]["content"])
+        if culture:
+            rows[culture].append({"messages": messages})
     out = {}
     for c in chain.cultures:
         d = chain.out / "sft" / slug(c)
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_jsonl(d / "openai_chat.jsonl", rows[c])
         atomic_write_json(d / "format.json", {"format": "paper", "prompt_style": "paper", "template": "gemma",
-                                              "examples": len(rows[c])})
+                                              "examples": len(rows[c]), "merged_versions": chain.run_keys(),
+                                              "passes": passes})
         out[c] = SftStep(file=str(d / "openai_chat.jsonl"), examples=len(rows[c]))
     return out
 
@@ -143,14 +151,14 @@ def train(chain: PaperChain, sft: dict[str, SftStep], say: Callable[[str], None]
         if chain.trainer == "openai":
             from culturepark.trainers.openai_jobs import train_openai
             state = train_openai(Path(sft[c].file), chain.tune_model, out, suffix=f"cp-{slug(c).lower()}",
-                                 epochs=chain.epochs, base_url=chain.base_url, poll_s=chain.poll_s)
+                                 epochs=chain.train_epochs(), base_url=chain.base_url, poll_s=chain.poll_s)
             spec = f"openai:{state.fine_tuned_model}" if state.status == "succeeded" else None
             steps[c] = TrainStep(status=state.status or "unknown", job_id=state.job_id, model_spec=spec,
                                  trained_tokens=state.trained_tokens)
         else:
             from culturepark.trainers.lora import resolve_settings, train_lora
             if not (out / "train_summary.json").exists():
-                train_lora(Path(sft[c].file), out, resolve_settings("paper", epochs=float(chain.epochs),
+                train_lora(Path(sft[c].file), out, resolve_settings("paper", epochs=float(chain.train_epochs()),
                                                                     max_steps=chain.lora_max_steps), say=say)
             summary = LoraSummary.read(out / "train_summary.json")
             steps[c] = TrainStep(status="succeeded", steps=summary.steps, last_loss=summary.last_loss,
@@ -241,11 +249,13 @@ def estimate_chain(chain: PaperChain) -> dict[str, Any]:
     from culturepark.engine.pricing import lookup_price
     from culturepark.runs.estimate import estimate
 
+    chain.check_tune_model()
+
     steps: dict[str, Any] = {}
-    convs = 0
+    convs = turns = 0
     conv_completion = 0
     rpm = 3500.0
-    for v in chain.versions:
+    for v in chain.run_keys():
         scenario = _scenario(chain, v)
         rpm = scenario.limits.rpm or rpm
         e = estimate(scenario, RunOptions(limit=chain.limit, base_url=chain.base_url, model=chain.model,
@@ -253,18 +263,21 @@ def estimate_chain(chain: PaperChain) -> dict[str, Any]:
         steps[f"conversations-{v}"] = {k: e[k] for k in ("conversations", "requests", "prompt_tokens_est",
                                                           "completion_tokens_max", "cost_usd_max")}
         convs += e["conversations"]
+        turns += e["requests"]
         conv_completion += e["completion_tokens_max"]
     opinions = convs * OPINIONS_PER_CONVERSATION
-    extract_prompt = conv_completion + convs * 150
+    # the paper preset extracts per utterance: at most one call per turn, each turn read once
+    extract_calls = turns
+    extract_prompt = conv_completion + extract_calls * 150
     verify_calls = opinions * (1 + 2 * REWRITE_SHARE)
     refine_prompt = int(extract_prompt + verify_calls * 130)
-    refine_completion = int(convs * 256 + verify_calls * 8 + opinions * REWRITE_SHARE * 96)
+    refine_completion = int(extract_calls * 256 + verify_calls * 8 + opinions * REWRITE_SHARE * 96)
     price = lookup_price(chain.refiner)
-    steps["refine"] = {"requests": int(convs + verify_calls), "prompt_tokens_est": refine_prompt,
+    steps["refine"] = {"requests": int(extract_calls + verify_calls), "prompt_tokens_est": refine_prompt,
                        "completion_tokens_est": refine_completion,
                        "cost_usd_est": round(price.cost(refine_prompt, refine_completion), 2) if price else None}
     examples = int(opinions * KEPT_SHARE)
-    trained_tokens = examples * TOKENS_PER_EXAMPLE * chain.epochs
+    trained_tokens = examples * TOKENS_PER_EXAMPLE * chain.train_epochs()
     train_price = TRAINING_PRICES.get(chain.tune_model) if chain.trainer == "openai" else 0.0
     steps["train"] = {"models": len(chain.cultures), "examples_est": examples, "trained_tokens_est": trained_tokens,
                       "cost_usd_est": None if train_price is None else round(trained_tokens * train_price / 1e6, 2)}

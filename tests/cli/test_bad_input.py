@@ -68,6 +68,7 @@ def ws(tmp_path: Path) -> Path:
     _yaml(tmp_path / "spec_corrupt_data.yaml", {**spec, "path": str(tmp_path / "mod_corrupt.jsonl")})
     _yaml(tmp_path / "spec_labels.yaml", {**spec, "positive_labels": ["offensive"], "negative_labels": ["fine"]})
     _yaml(tmp_path / "spec_unknown.yaml", {**spec, "colour": "red"})
+    _yaml(tmp_path / "spec_paper_half.yaml", {**spec, "paper_prompt": "if spam, just say \"1\":"})
     _yaml(tmp_path / "refine_unknown.yaml", {"colour": "red"})
     _yaml(tmp_path / "refine_type.yaml", {"concurrency": "lots"})
     (tmp_path / "texts.jsonl").write_text(json.dumps({"text": "Family comes first."}) + "\n")
@@ -168,6 +169,13 @@ CASES: dict[str, list[tuple[str, Args, str]]] = {  # command -> (case, argv, wha
         ("negative limit", lambda w: ["paper", "--culture", "Chinese", "--out", str(w / "o"), "--limit", "-2"],
          "--limit"),
         ("no --out", lambda w: ["paper", "--culture", "Chinese"], "required"),
+        ("a model no longer fine-tuned", lambda w: ["paper", "--culture", "Chinese", "--out", str(w / "o"),
+                                                    "--base-url", DEAD, "--tune-model", "gpt-3.5-turbo-0613",
+                                                    "--data-dir", str(w / "data")],
+         "no longer fine-tunes"),
+        ("a model no longer fine-tuned, dry run", lambda w: ["paper", "--culture", "Chinese", "--out", str(w / "o"),
+                                                             "--tune-model", "gpt-3.5-turbo-0613", "--dry-run"],
+         "gpt-4o-mini-2024-07-18"),
     ],
     "eval moderation": [
         ("unknown dataset", lambda w: ["eval", "moderation", *M, "--dataset", "klingon", "--out", str(w / "o")],
@@ -183,6 +191,15 @@ CASES: dict[str, list[tuple[str, Args, str]]] = {  # command -> (case, argv, wha
                                           "--out", str(w / "o")], "colour: unknown field"),
         ("negative limit", lambda w: ["eval", "moderation", *M, "--dataset", "english_offensive", "--limit", "-1"],
          "--limit"),
+        ("paper parse, spec without the paper's question", lambda w: ["eval", "moderation", *M, "--dataset",
+                                                                      str(w / "spec_labels.yaml"), "--parse", "paper",
+                                                                      "--out", str(w / "o")],
+         "--parse paper needs paper_prompt"),
+        ("paper prompt without label words", lambda w: ["eval", "moderation", *M, "--dataset",
+                                                        str(w / "spec_paper_half.yaml"), "--out", str(w / "o")],
+         "paper_prompt and paper_labels come together"),
+        ("unknown parse", lambda w: ["eval", "moderation", *M, "--dataset", "english_offensive", "--parse", "loose"],
+         "invalid choice"),
     ],
     "eval compare": [
         ("bad task", lambda w: ["eval", "compare", "--models", "openai:m", "--tasks", "trivia:x", "--base-url", DEAD,

@@ -29,12 +29,12 @@ def test_paper_flags_build_the_chain_with_its_defaults() -> None:
 def test_paper_flags_reach_every_field() -> None:
     chain = model_from_args(PaperChain, _parse(
         "paper", "--culture", "Arabic", "--out", "o", "--model", "m", "--refiner", "r", "--base-url", "u",
-        "--versions", "v2", "--limit", "4", "--rpm", "60", "--tpm", "1000", "--trainer", "lora", "--tune-model", "t",
+        "--versions", "v2", "--modes", "cross", "in", "--limit", "4", "--rpm", "60", "--tpm", "1000", "--trainer", "lora", "--tune-model", "t",
         "--epochs", "2", "--lora-max-steps", "5", "--seeds", "1", "--moderation-limit", "0", "--data-dir", "d",
         "--poll-s", "0.5"))
     assert chain.model_dump() == {
         "cultures": ["Arabic"], "out": Path("o"), "model": "m", "refiner": "r", "base_url": "u", "versions": ["v2"],
-        "limit": 4, "rpm": 60.0, "tpm": 1000.0, "trainer": "lora", "tune_model": "t", "epochs": 2,
+        "modes": ["cross", "in"], "limit": 4, "rpm": 60.0, "tpm": 1000.0, "trainer": "lora", "tune_model": "t", "epochs": 2,
         "lora_max_steps": 5, "seeds": 1, "moderation_limit": None, "data_dir": Path("d"), "poll_s": 0.5}
 
 
@@ -58,6 +58,8 @@ def test_run_flags_fill_run_options() -> None:
      lora.LoraSettings(lr=1e-3, target_modules=["q_proj", "v_proj"], qlora=True, merge=True, seed=4,
                        template="chatml", base="/hf", device="cpu")),
     (["--target-modules", "default"], lora.LoraSettings(target_modules="default")),
+    (["--loss-on", "all", "--group-by-length", "--template", "paper"],
+     lora.LoraSettings(loss_on="all", group_by_length=True, template="paper")),
 ])
 def test_train_lora_flags_become_the_settings(flags: list[str], expected: lora.LoraSettings,
                                               monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -191,7 +191,12 @@ def test_paper_preset_extracts_both_compatriots_and_exports_the_original_format(
     assert res.returncode == 0, res.stderr
     s = json.loads(res.stdout)
     n = 4
-    assert s["extract_speakers"] == "both" and s["extracted"] == 2 * 6 * n and s["accounted"]
+    # one extraction per utterance of either compatriot (the original's), six opinions each
+    said = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    utterances = sum(r.get("type") == "turn" and r.get("role") in ("delegate", "main_contact") for r in said)
+    assert utterances > 2 * n and s["extract_per"] == "utterance" and s["verify"] is True
+    assert s["extract_speakers"] == "both" and s["extracted"] == 6 * utterances and s["accounted"]
+    assert s["dedup"]["method"] == "kmeans" and s["dedup"]["keep"] == "longest"
     assert not s["refiner_is_generator"]  # the preset's GPT-4-class refiner, not the generator
     assert json.loads((out / "log.jsonl").read_text().splitlines()[0])["backends"]["refiner"]["model"] == "gpt-4"
     ops = _jsonl(out / "opinions.jsonl")
@@ -206,3 +211,19 @@ def test_paper_preset_extracts_both_compatriots_and_exports_the_original_format(
         assert user.startswith("Answer with a number from ") and "Options: " in user and "exactly one" in user
         item = "27" if "parents proud" in user else "158"
         assert answer.startswith(f"{codes[(culture, item)]}. ") and len(answer) > 10
+
+
+def test_the_ablation_switches_generate_then_verify_then_diversify(tmp_path, source_run, refine_url):
+    """The paper's Generate / +Verify / +Diversify rows from one set of conversations: --no-verify
+    asks nothing but the extractions, --no-dedup keeps near-duplicates; each summary says which."""
+    args = ["refine", str(source_run), "--base-url", refine_url, "--model", "sim-model", "--json"]
+    n = 4
+    gen = json.loads(run_cli(*args, "--no-verify", "--no-dedup", "--out", str(tmp_path / "g")).stdout)
+    assert gen["verify"] is False and gen["dedup"]["enabled"] is False and gen["requests"] == n  # extractions only
+    assert gen["extracted"] == 6 * n and gen["entail"] == gen["contradict"] == gen["rewritten"] == 0
+    assert gen["too_short"] == n and gen["deduplicated_removed"] == 0 and gen["kept"] == 5 * n and gen["accounted"]
+    assert '"speaker":"verify"' not in (tmp_path / "g" / "log.jsonl").read_text()
+    ver = json.loads(run_cli(*args, "--no-dedup", "--out", str(tmp_path / "v")).stdout)
+    assert ver["verify"] is True and ver["entail"] == 4 * n and ver["deduplicated_removed"] == 0 and ver["kept"] == 4 * n
+    div = json.loads(run_cli(*args, "--out", str(tmp_path / "d")).stdout)
+    assert div["deduplicated_removed"] == n and div["kept"] == 3 * n  # the default: every step on

@@ -50,6 +50,10 @@ def test_agglomerative_threshold_merges_only_close_vectors_and_keeps_the_central
     reps = representatives(vecs, labels)
     assert reps[int(labels[0])] == 1  # the middle one is nearest the centroid
     assert len(set(cluster(vecs, DedupConfig(method="kmeans", k=10)))) == 5  # the original's k=min(k, n)
+    # keep: longest (the original's): the longest member of each cluster, the first of equals
+    longest = representatives(vecs, labels, [30, 12, 45, 7, 7])
+    assert longest[int(labels[0])] == 2 and longest[int(labels[3])] == 3
+    assert representatives(vecs, labels, [50, 50, 10, 1, 1])[int(labels[0])] == 0
 
 
 def test_paper_export_uses_one_opinion_a_pass_and_bare_codes_for_items_without_opinions():

@@ -95,14 +95,16 @@ def test_the_paper_preset_sets_the_original_qlora_values_and_flags_still_overrid
     from culturepark.trainers.lora import LoraSettings, lr_schedule, resolve_settings
 
     s = resolve_settings("paper", epochs=None, lr=None, max_grad_norm=0.5)
-    assert (s.schedule, s.warmup_ratio, s.weight_decay, s.epochs, s.batch_size) == ("constant", 0.03, 0.001, 6.0, 4)
+    assert (s.schedule, s.warmup_ratio, s.weight_decay, s.epochs, s.batch_size) == ("constant", 0.0, 0.001, 6.0, 4)
     assert (s.compute_dtype, s.double_quant, s.target_modules, s.device_map) == ("fp16", False, "default", "auto")
     assert s.max_grad_norm == 0.5 and s.preset == "paper"  # the explicit flag wins over the preset
     assert resolve_settings(None) == LoraSettings()
     with pytest.raises(InputError):
         resolve_settings("nope")
     constant = lr_schedule(s, 100)
-    assert constant(0) == pytest.approx(2e-4 / 3) and constant(3) == constant(99) == 2e-4  # 3 % warm-up, then flat
+    assert constant(0) == constant(99) == 2e-4  # flat from the first step: transformers' "constant" has no warm-up
+    warm = lr_schedule(resolve_settings("paper", warmup_ratio=0.03), 100)
+    assert warm(0) == pytest.approx(2e-4 / 3) and warm(3) == warm(99) == 2e-4  # a warm-up asked for: 3 % of steps
     cosine = lr_schedule(LoraSettings(), 100)
     assert cosine(99) < 1e-6 < cosine(50) < 2e-4
 

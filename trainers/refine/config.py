@@ -42,6 +42,9 @@ class DedupConfig(_Strict):
     method: Literal["agglomerative", "kmeans"] = "agglomerative"
     threshold: float = Field(0.25, gt=0, lt=2)  # cosine distance; 0.25 ≈ similarity 0.75
     k: int = Field(10, ge=1)
+    keep: Literal["central", "longest"] = Field(
+        default="central", description="which member of a cluster stays: the one nearest its centroid, or the longest "
+                               "text (the original's)")
     embeddings: Literal["local", "openai"] = Field("local", description="sentence embeddings for de-duplication: "
                                                                       "the packaged MiniLM or an OpenAI-compatible API")
     embeddings_base_url: str | None = None
@@ -68,11 +71,13 @@ class ExportConfig(_Strict):
 
 # Fields added after refinements were first written, at their defaults: older directories still resume.
 REFINE_ADDED_LATER: dict[str, object] = {"extract_speakers": "delegate", "export.format": "open",
+                                         "verify": True, "extract_per": "conversation", "dedup.keep": "central",
                                          "export.paper_passes": 20, "retry.reask_temperature_step": 0.2,
                                          "retry.reask_temperature_max": 1.2, "retry.rate_limit_budget_s": 1800.0,
                                          **{f"backend.{k}": v for k, v in BACKEND_ADDED_LATER.items()}}
 REFINE_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"backend": {"provider": "openai", "model": "gpt-4"}, "extract_speakers": "both",
+              "extract_per": "utterance", "dedup": {"method": "kmeans", "keep": "longest"},
               "export": {"format": "paper"}},
 }
 
@@ -87,7 +92,13 @@ class RefineConfig(_Strict):
     rewrite_max_tokens: int = Field(96, ge=8)
     rewrite_temperature: float = Field(0.7, ge=0, le=2)
     rewrite: bool = True
+    # False: no verification (nor rewriting) calls; every extracted opinion goes on as extracted
+    # (the paper's "Generate" ablation row; +Verify turns it on, +Diversify de-duplication)
+    verify: bool = True
     extract_speakers: Literal["delegate", "both"] = "delegate"  # both: in-cultural runs, as the original
+    # utterance: one extraction request per utterance of the speaker, as the original; conversation: one per
+    # conversation (ours: the opinion is read in its context, and the calls are fewer)
+    extract_per: Literal["conversation", "utterance"] = "conversation"
     keep_rewritten_only_if_entail: bool = True
     min_words: int = Field(5, ge=0)
     first_person: Literal["rule", "none"] = "rule"
@@ -106,15 +117,31 @@ class RefineConfig(_Strict):
 
     def with_preset(self, preset: str | None) -> RefineConfig:
         """`refine --preset paper`: a GPT-4-class refiner (OpenAI's gpt-4 unless --model/--base-url say
-        otherwise), both speakers of in-cultural runs, and the paper's SFT format."""
+        otherwise), both speakers of in-cultural runs, one extraction per utterance, k-means keeping
+        each cluster's longest member, and the paper's SFT format."""
         if preset is None:
             return self
         if preset not in REFINE_PRESETS:
             raise ScenarioError(f"refine --preset {preset!r}: known presets: {', '.join(REFINE_PRESETS)}")
         values = REFINE_PRESETS[preset]
         export = self.export.model_copy(update=values["export"])
+        dedup = self.dedup.model_copy(update=values["dedup"])
         return self.model_copy(update={"backend": self.backend or backend_config(values["backend"]),
-                                       "extract_speakers": values["extract_speakers"], "export": export})
+                                       "extract_speakers": values["extract_speakers"],
+                                       "extract_per": values["extract_per"], "dedup": dedup, "export": export})
+
+    def with_switches(self, extract_per: Literal["conversation", "utterance"] | None = None, verify: bool = True,
+                      dedup: bool = True) -> RefineConfig:
+        """`refine --extract-per/--no-verify/--no-dedup`: a flag turns a step off (or the extraction's
+        unit over) on top of the file and the preset; left out, they change nothing."""
+        update: dict[str, object] = {}
+        if extract_per:
+            update["extract_per"] = extract_per
+        if not verify:
+            update["verify"] = False
+        if not dedup:
+            update["dedup"] = self.dedup.model_copy(update={"enabled": False})
+        return self.model_copy(update=update) if update else self
 
     def with_flags(self, source_backend: BackendConfig | None, base_url: str | None = None,
                    model: str | None = None, embeddings: str | None = None) -> RefineConfig:

@@ -23,11 +23,15 @@ def cluster(vecs: np.ndarray, config: DedupConfig, seed: int = 0) -> np.ndarray:
     return merged
 
 
-def representatives(vecs: np.ndarray, labels: np.ndarray) -> dict[int, int]:
-    """Per cluster, the index of the member nearest the cluster's (normalised) centroid."""
+def representatives(vecs: np.ndarray, labels: np.ndarray, lengths: list[int] | None = None) -> dict[int, int]:
+    """Per cluster, the index of the member nearest the cluster's (normalised) centroid; with
+    `lengths` (keep: longest, the original's), the longest member (the first of equals)."""
     reps: dict[int, int] = {}
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
+        if lengths is not None:
+            reps[int(label)] = int(max(members, key=lambda i: (lengths[i], -i)))
+            continue
         centroid = vecs[members].mean(axis=0)
         reps[int(label)] = int(members[np.argmax(vecs[members] @ centroid)])
     return reps

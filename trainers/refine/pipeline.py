@@ -15,7 +15,7 @@ import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,6 +60,8 @@ class Source:
     meta: ConversationMeta
     transcript: str
     names: list[str]
+    # (speaker name, text) in order: what per-utterance extraction reads
+    utterances: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -99,7 +101,8 @@ def load_sources(run_dir: Path) -> tuple[list[Source], str]:
                 continue
             names = [meta.participants.delegate.name, meta.participants.main_contact.name, "Moderator"]
             transcript = "\n".join(f"{t['speaker']}: {t['text']}" for t in row["turns"])
-            sources.append(Source(row["id"], meta, transcript, names))
+            sources.append(Source(row["id"], meta, transcript, names,
+                                  [(str(t["speaker"]), str(t["text"])) for t in row["turns"]]))
             digest.update(orjson.dumps(row, option=orjson.OPT_SORT_KEYS))
     return sources, digest.hexdigest()[:16]
 
@@ -111,6 +114,7 @@ class RefineCall(BaseModel):
     stage: Literal["extract", "verify"]
     source: str  # the source conversation's id
     speaker: str | None = None  # extract: whose opinions (delegate, or main_contact of an in-cultural run)
+    utterance: int | None = None  # extract per utterance: which turn of the conversation
 
     def meta(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -132,8 +136,10 @@ class RefinePolicy:
         if call.stage == "extract":
             if turns:
                 return None
-            req = prompts.extract_request(src.meta, src.transcript, r, c.extract_max_tokens,
-                                          call.speaker or "delegate")
+            transcript = src.transcript if call.utterance is None else \
+                "{}: {}".format(*src.utterances[call.utterance])
+            req = prompts.extract_request(src.meta, transcript, r, c.extract_max_tokens, call.speaker or "delegate",
+                                          utterance=call.utterance is not None)
             return TurnRequest("extract", ROLE, req, self._valid_opinions(src))
         opinion = self.opinions[conv.id]
         if not turns:
@@ -279,7 +285,8 @@ async def _finish(out: Path, config: RefineConfig, sources: list[Source], opinio
         **_summary(sources, opinions, extract_failed, len(examples)), export_format=config.export.format,
         opinions_beyond_paper_passes=beyond, extract_speakers=config.extract_speakers, embeddings=embedder_name,
         dedup=config.dedup.model_dump(mode="json"), openai_format_check=check_openai_chat(paths["openai_chat"]),
-        first_person=config.first_person, texts_embedded_now=embedded)
+        first_person=config.first_person, texts_embedded_now=embedded,
+        verify=config.verify, extract_per=config.extract_per)
     atomic_write_jsonl(out / "opinions.jsonl", (o.record() for o in opinions))
     return summary
 
@@ -289,37 +296,48 @@ async def _calls(policy: RefinePolicy, endpoints: dict[str, Endpoint], log: RunL
     """The two engine passes: extract per source conversation, then verify/rewrite per opinion."""
     sched_cfg = SchedulerConfig(concurrency=policy.config.concurrency)
     sources = list(policy.sources.values())
-    extract_specs = [ConversationSpec(_extract_id(s.id, role), i,
-                                      RefineCall(stage="extract", source=s.id, speaker=role).meta())
-                     for i, (s, role) in enumerate(_extractions(sources, policy.config))]
+    extract_specs = [ConversationSpec(_extract_id(s.id, role, u), i,
+                                      RefineCall(stage="extract", source=s.id, speaker=role, utterance=u).meta())
+                     for i, (s, role, u) in enumerate(_extractions(sources, policy.config))]
     await Scheduler(policy, endpoints, log, sched_cfg).run(extract_specs, resume, retry_failed)
     turns, ends = _collect(out)
     opinions, extract_failed = _opinions(_extractions(sources, policy.config), turns, ends, policy.rendering)
     policy.opinions = {o.id: o.extracted_text for o in opinions}
+    if not policy.config.verify:  # the "Generate" ablation: no verification calls at all
+        return opinions, extract_failed
     verify_specs = [ConversationSpec(o.id, i, RefineCall(stage="verify", source=o.source.id).meta())
                     for i, o in enumerate(opinions) if not o.drop_reason]
     await Scheduler(policy, endpoints, log, sched_cfg).run(verify_specs, resume, retry_failed)
     return opinions, extract_failed
 
 
-def _extractions(sources: list[Source], config: RefineConfig) -> list[tuple[Source, str]]:
-    """(source, speaker) pairs to extract: the delegate, and with `extract_speakers: both` the
-    compatriot of an in-cultural run too (who shares the stance, so their opinions are data)."""
+def _extractions(sources: list[Source], config: RefineConfig) -> list[tuple[Source, str, int | None]]:
+    """(source, speaker, utterance) to extract: the delegate, and with `extract_speakers: both` the
+    compatriot of an in-cultural run too (who shares the stance, so their opinions are data); per
+    conversation (utterance None) or, with `extract_per: utterance`, per turn that speaker said."""
     both = config.extract_speakers == "both"
-    return [(s, role) for s in sources
-            for role in (("delegate", "main_contact") if both and s.meta.mode == "in" else ("delegate",))]
+    out: list[tuple[Source, str, int | None]] = []
+    for s in sources:
+        for role in (("delegate", "main_contact") if both and s.meta.mode == "in" else ("delegate",)):
+            if config.extract_per == "conversation":
+                out.append((s, role, None))
+                continue
+            name = s.meta.participant(role).name
+            out += [(s, role, k) for k, (who, _) in enumerate(s.utterances) if who == name]
+    return out
 
 
-def _extract_id(source_id: str, role: str) -> str:
-    return f"extract|{source_id}" if role == "delegate" else f"extract|{source_id}|{role}"
+def _extract_id(source_id: str, role: str, utterance: int | None = None) -> str:
+    base = f"extract|{source_id}" if role == "delegate" else f"extract|{source_id}|{role}"
+    return base if utterance is None else f"{base}|u{utterance}"
 
 
-def _opinions(extractions: list[tuple[Source, str]], turns: Turns, ends: Ends,
+def _opinions(extractions: list[tuple[Source, str, int | None]], turns: Turns, ends: Ends,
               rendering: prompts.Rendering) -> tuple[list[Opinion], Counter[str]]:
     opinions: list[Opinion] = []
     failed: Counter[str] = Counter()
-    for s, role in extractions:
-        cid = _extract_id(s.id, role)
+    for s, role, u in extractions:
+        cid = _extract_id(s.id, role, u)
         end = ends.get(cid)
         if end is None or end.status != "done":
             failed[(end.reason if end else None) or "not_run"] += 1
@@ -328,7 +346,8 @@ def _opinions(extractions: list[tuple[Source, str]], turns: Turns, ends: Ends,
         texts = prompts.parse_opinions(answer.text, rendering, s.names) or []
         # an answer stopped by max_tokens ends in a line cut short: it is dropped, counted, never verified
         cut = len(texts) - 1 if answer.finish_reason == "length" else None
-        prefix = f"verify|{s.id}|" if role == "delegate" else f"verify|{s.id}|{role}|"
+        prefix = (f"verify|{s.id}|" if role == "delegate" else f"verify|{s.id}|{role}|") + \
+            ("" if u is None else f"u{u}|")
         opinions += [Opinion(f"{prefix}{j}", s, t, text=t, speaker=role,
                              drop_reason="cut_by_max_tokens" if j == cut else None)
                      for j, t in enumerate(texts)]
@@ -336,6 +355,8 @@ def _opinions(extractions: list[tuple[Source, str]], turns: Turns, ends: Ends,
 
 
 def _verdicts(opinions: list[Opinion], turns: Turns, ends: Ends, config: RefineConfig) -> None:
+    if not config.verify:  # nothing was asked: every extracted opinion goes on as extracted
+        return
     for o in opinions:
         if o.drop_reason:  # dropped before any verification call
             continue
@@ -393,7 +414,8 @@ async def _dedup(opinions: list[Opinion], config: RefineConfig, backend: Backend
     for key, idx in groups.items():
         sub = vecs[np.asarray(idx)]
         labels = cluster(sub, config.dedup, config.seed)
-        reps = representatives(sub, labels)
+        reps = representatives(sub, labels, [len(live[i].text) for i in idx] if config.dedup.keep == "longest"
+                               else None)
         for j, i in enumerate(idx):
             o = live[i]
             o.cluster = f"{'/'.join(str(k) for k in key)}#{int(labels[j])}"
@@ -448,6 +470,24 @@ def _paper_examples(sources: list[Source], opinions: list[Opinion], passes: int
                         {"role": "user", "content": paper_format.multiple_choice(paper_format.item_from_meta(meta))},
                         {"role": "assistant", "content": reply}])
     return out, sum(max(0, len(kept) - passes) for _, _, kept in groups.values())
+
+
+def merged_paper_examples(refinements: list[tuple[Path, Path]], passes: int) -> list[list[dict[str, str]]]:
+    """The original's training set over several refinements at once (the chain's v1 and v2): their
+    kept opinions merged per (culture, item) first, then `passes` passes over the merged lists, so an
+    item gets at most `passes` examples (not `passes` per version). `refinements`: (run_dir, refine_dir)."""
+    sources: list[Source] = []
+    kept: list[Opinion] = []
+    for run_dir, refine_dir in refinements:
+        found, _hash = load_sources(Path(run_dir))
+        by_id = {s.id: s for s in found}  # conversation ids repeat across runs: matched within each
+        sources += found
+        for line in (Path(refine_dir) / "opinions.jsonl").read_bytes().splitlines():
+            rec = orjson.loads(line)
+            if rec.get("kept") and rec["conversation_id"] in by_id:
+                kept.append(Opinion(rec["opinion_id"], by_id[rec["conversation_id"]], rec["extracted_text"],
+                                    text=rec["text"], kept=True))
+    return _paper_examples(sources, kept, passes)[0]
 
 
 def _summary(sources: list[Source], opinions: list[Opinion], extract_failed: Counter[str],

@@ -25,14 +25,19 @@ def stance_sentence(meta: ConversationMeta) -> str:
 
 
 def extract_request(meta: ConversationMeta, transcript: str, rendering: Rendering, max_tokens: int,
-                    role: str = "delegate") -> Request:
-    """The opinions of one speaker (`role`): the delegate, or in an in-cultural run also the compatriot."""
+                    role: str = "delegate", utterance: bool = False) -> Request:
+    """The opinions of one speaker (`role`): the delegate, or in an in-cultural run also the compatriot;
+    `utterance`: `transcript` is one thing they said (the original extracted per utterance)."""
     d, other = meta.participant(role), meta.other(role)
-    user = (f"Below is a conversation between {d.name} ({d.person}) and "
-            f"{other.name}.\n\n{transcript}\n\n"
-            f"List every distinct opinion that {d.name} expresses in this conversation, one per line, "
-            "each line starting with '- ' and written as a complete sentence. "
-            f"If {d.name} expresses no opinion, answer NONE.")
+    if utterance:
+        user = (f"Below is what {d.name} ({d.person}) said in a conversation with {other.name}.\n\n{transcript}\n\n"
+                f"List every distinct opinion that {d.name} expresses here, one per line, ")
+    else:
+        user = (f"Below is a conversation between {d.name} ({d.person}) and "
+                f"{other.name}.\n\n{transcript}\n\n"
+                f"List every distinct opinion that {d.name} expresses in this conversation, one per line, ")
+    user += ("each line starting with '- ' and written as a complete sentence. "
+             f"If {d.name} expresses no opinion, answer NONE.")
     return Request.instruction("You extract opinions from conversations.", user, f"Opinions of {d.name}:\n-",
                     rendering, max_tokens, 0.0, stop=["\n\n"])
 
