@@ -127,15 +127,15 @@ def single_task(args: argparse.Namespace) -> int:
     task = (EvalTask(args.task, tuple(args.culture)) if args.task in ("hofstede", "wvs")
             else EvalTask("moderation", (args.dataset,)))
     out = args.out or Path("evals") / slug(args.model) / slug(str(task))
-    if args.task == "wvs":
+    if args.task != "wvs":
+        report = asyncio.run(run_task(_settings(args, args.model), task, resolve_data_dir(args.data_dir, None), out,
+                                      args.seeds, getattr(args, "limit", None), getattr(args, "samples", 1),
+                                      lambda m: log.info(m), getattr(args, "constant", 0.0)))
+    else:
         from culturepark.benchmarks import wvs_items
         report = asyncio.run(wvs_items.evaluate(_settings(args, args.model), list(args.culture),
                                                 resolve_data_dir(args.data_dir, None), out, args.seeds, args.items,
                                                 args.trained_items, args.temperature, lambda m: log.info(m)))
-    else:
-        report = asyncio.run(run_task(_settings(args, args.model), task, resolve_data_dir(args.data_dir, None), out,
-                                      args.seeds, getattr(args, "limit", None), getattr(args, "samples", 1),
-                                      lambda m: log.info(m), getattr(args, "constant", 0.0)))
     if args.json:
         print_json(report.to_json())
         return 0
