@@ -13,7 +13,7 @@ from culturepark.scenarios.loader import load_yaml_text
 from culturepark.scenarios.schema import CultureEntry
 
 
-class CultureError(InputError):  # type: ignore[misc]  # culturepark.* is Any to mypy: it cannot follow the package-dir mapping
+class CultureError(InputError):
     pass
 
 

@@ -37,8 +37,9 @@ class ExperimentPlan(Protocol):
     cultures: list[Culture]
     notices: list[str]
     skipped: set[Any]
-    data: WVSData | None
 
+    @property
+    def data(self) -> WVSData | None: ...  # read-only: a plan that always has data satisfies it too
     @property
     def size(self) -> int: ...
     def conversations(self, keep: Callable[[str], bool] | None = None) -> Iterator[ConversationSpec]: ...

@@ -24,7 +24,7 @@ from culturepark.agents.wvs import WVSData, WVSItem
 from culturepark.engine.backends.base import Request
 from culturepark.engine.errors import InputError
 from culturepark.engine.scheduler import ConversationSpec, Turn, TurnRequest
-from culturepark.scenarios.schema import ModeratorRound, ModeratorScript, Scenario
+from culturepark.scenarios.schema import ModeratorRound, ModeratorScript, Role, Scenario
 
 OPENING = "{question}\nPlease provide your opinions and reasons."
 
@@ -63,7 +63,7 @@ V1_IN_ROUNDS: tuple[ModeratorRound, ...] = (
 INTRO_ANSWER = "What do you think of what {contact} introduced?"
 
 
-class PlanError(InputError):  # type: ignore[misc]  # culturepark.* is Any to mypy: it cannot follow the package-dir mapping
+class PlanError(InputError):
     """A scenario that is valid YAML but names something the data does not have."""
 
 
@@ -252,7 +252,7 @@ class Plan:
                     yield ConversationSpec(conv_id, seq, self._meta(culture, item, stance))
                     seq += 1
 
-    def _participant(self, culture: Culture, name: str, role: str) -> Participant:
+    def _participant(self, culture: Culture, name: str, role: Role) -> Participant:
         return Participant(name=name, culture=culture.name, person=culture.person,
                            culture_phrase=culture.culture_phrase, possessive=culture.possessive,
                            model=self.scenario.backend_for(role).model)

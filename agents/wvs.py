@@ -18,7 +18,7 @@ _OPTION = re.compile(r"(\d+)\.\s*")
 AGGREGATE_ROWS = {"Avg", "Avg_First", "Avg_Last"}
 
 
-class WVSError(InputError):  # type: ignore[misc]  # culturepark.* is Any to mypy: it cannot follow the package-dir mapping
+class WVSError(InputError):
     pass
 
 

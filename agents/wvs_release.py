@@ -86,8 +86,8 @@ def convert(release: Path, out: Path, items_from: Path) -> dict[str, Any]:
                     s["valid"][c] += 1
                     s["codes"][c].add(v)
     (out / "wvs" / "questions.jsonl").write_bytes((items_from / "wvs" / "questions.jsonl").read_bytes())
-    warnings = [unlisted_warning(it, f"{n}.csv", codes) for n, s in sorted(stats.items()) for it in items
-                if (codes := unlisted_codes(it, sorted(s["codes"][it.column])))]
+    warnings = [unlisted_warning(it, f"{n}.csv", unlisted) for n, s in sorted(stats.items()) for it in items
+                if (unlisted := unlisted_codes(it, sorted(s["codes"][it.column])))]
     summary = {"release": str(release), "items": len(columns), "columns_absent_from_release": absent,
                "warnings": warnings,
                "countries": {n: {"alpha3": s["alpha3"], "respondents": s["respondents"],

@@ -356,8 +356,8 @@ def score(run_dir: Path, data_dir: Path | None = None, bootstrap: int = 2000, se
     header = read_header(run_dir) or RunHeader()
     scenario = scenario_of(header, str(run_dir / LOG_NAME))
     if not isinstance(scenario, EducationScenario):
-        kind = scenario.kind if scenario else "culturepark"
-        raise InputError(f"{run_dir}: not an education study (its scenario kind is {kind!r})")
+        found = scenario.kind if scenario else "culturepark"
+        raise InputError(f"{run_dir}: not an education study (its scenario kind is {found!r})")
     data_dir = resolve_data_dir(data_dir, header.data_dir, None)
     learners, withdrawn = read_learners(run_dir, scenario.answer_tries)
     published = load_scores(data_dir)

@@ -8,11 +8,12 @@ directory, through a cache on disk, so a killed stage never pays twice for a vec
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -189,7 +190,7 @@ class RemoteEmbedder:
 
     def __init__(self, endpoint: Endpoint, batch_size: int = 256, cache: EmbeddingCache | None = None) -> None:
         self.endpoint = endpoint
-        self.client: HTTPEmbeddings = endpoint.backend
+        self.client = cast(HTTPEmbeddings, endpoint.backend)  # the Endpoint was made around one
         self.name = self.client.name
         self.batch_size = batch_size
         self.cache = cache
@@ -202,7 +203,7 @@ class RemoteEmbedder:
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start:start + self.batch_size]
             tokens = sum(approx_tokens(t) for t in batch)
-            vecs = await self.endpoint.call(lambda b=batch: self.client.embed_batch(b), tokens)
+            vecs = await self.endpoint.call(functools.partial(self.client.embed_batch, batch), tokens)
             self.embedded_texts += len(batch)
             if cache is not None:
                 cache.add(batch, vecs)

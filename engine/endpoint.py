@@ -209,9 +209,9 @@ class Endpoint:
         if learned and not self._told:
             self._told = True
             if self.say is not None:
-                learned = ", ".join(f"{v:,.0f} {'requests' if k == 'rpm' else 'tokens'}/min"
-                                    for k, v in sorted(self.limiter.learned.items()))
-                self.say(f"{self.backend.model}: limits from the provider's headers: {learned} "
+                limits = ", ".join(f"{v:,.0f} {'requests' if k == 'rpm' else 'tokens'}/min"
+                                   for k, v in sorted(self.limiter.learned.items()))
+                self.say(f"{self.backend.model}: limits from the provider's headers: {limits} "
                          "(limits.rpm/tpm in the scenario or --rpm/--tpm win over them)")
         self.limiter.observe_headers(rate.remaining_requests, rate.remaining_tokens)
 

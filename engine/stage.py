@@ -17,10 +17,10 @@ from typing import Any, Protocol, cast
 
 from culturepark.engine.backends.base import ChecksReachable
 from culturepark.engine.endpoint import Endpoint
-from culturepark.engine.log import RunLog
+from culturepark.engine.log import FsyncPolicy, RunLog
 from culturepark.engine.records import RunHeader
 from culturepark.engine.resume import ResumeState
-from culturepark.engine.rundir import FsyncPolicy, RunDir
+from culturepark.engine.rundir import RunDir
 
 
 def distinct(endpoints: Mapping[str, Endpoint]) -> list[Endpoint]:

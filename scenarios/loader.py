@@ -15,7 +15,7 @@ from culturepark.scenarios.schema import BACKEND_KIND_TAGS, AnyScenario, DirectS
 M = TypeVar("M", bound=BaseModel)
 
 
-class ScenarioError(InputError):  # type: ignore[misc]  # culturepark.* is Any to mypy: it cannot follow the package-dir mapping
+class ScenarioError(InputError):
     """Bad scenario input; the CLI prints it on one line and exits 2."""
 
 
@@ -99,7 +99,7 @@ def scenario_of(header: RunHeader | None, source: str) -> AnyScenario | None:
     return parse_scenario(header.scenario, f"{source} header")
 
 
-class TextScalarLoader(yaml.SafeLoader):  # type: ignore[misc]  # no PyYAML stubs (types-PyYAML) installed
+class TextScalarLoader(yaml.SafeLoader):
     """`safe_load`, except that a plain scalar stays the text the user typed when YAML 1.1 would
     turn it into a boolean, a number or a date (`OFF` → False, `1` → 1, `2024-01-01` → a date).
 

@@ -184,13 +184,13 @@ def _base_model(settings: LoraSettings, say: Callable[[str], None]) -> tuple[Any
         from transformers import BitsAndBytesConfig
 
         path = _base_path(settings, say)
-        quant = BitsAndBytesConfig(load_in_4bit=True,  # type: ignore[no-untyped-call]  # unannotated __init__
+        quant = BitsAndBytesConfig(load_in_4bit=True,
                                    bnb_4bit_quant_type="nf4",
                                    bnb_4bit_use_double_quant=settings.double_quant,
                                    bnb_4bit_compute_dtype=_torch_dtype(settings.compute_dtype))
         model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quant,
                                                      device_map="auto" if _spread(settings) else {"": 0})
-        model = prepare_model_for_kbit_training(model)  # type: ignore[no-untyped-call]  # unannotated in peft
+        model = prepare_model_for_kbit_training(model)
         tok = AutoTokenizer.from_pretrained(path)
         return model, tok, "cuda"
     from culturepark.engine.backends.local.model import load_model

@@ -44,7 +44,7 @@ def _scenario(tmp: Path, url: str, name: str, **backend: Any) -> Path:
 
 def _stats(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url.removesuffix("/v1") + "/stats", timeout=30) as r:
-        return orjson.loads(r.read())  # type: ignore[no-any-return]
+        return orjson.loads(r.read())
 
 
 def _billed(stats: dict[str, Any], price: Price) -> float:
@@ -87,7 +87,7 @@ def _run(cmd: list[str], timeout: float = 1800) -> dict[str, Any]:
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if res.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[3:6])} failed: {res.stderr[-2000:]}")
-    return orjson.loads(res.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return orjson.loads(res.stdout.strip().splitlines()[-1])
 
 
 def _cmd(scenario: Path, out: Path, data_dir: Path, n: int, *extra: str) -> list[str]:

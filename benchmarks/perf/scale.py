@@ -28,7 +28,8 @@ from culturepark.agents.protocol import build_plan
 from culturepark.benchmarks.eval_run import file_digest
 from culturepark.benchmarks.perf.throughput import launch_sim_server
 from culturepark.scenarios.data_dir import resolve_data_dir
-from culturepark.scenarios.loader import parse_scenario
+from culturepark.scenarios.loader import parse_model
+from culturepark.scenarios.schema import Scenario
 
 CULTURES = ["Chinese", "German"]
 
@@ -43,7 +44,7 @@ def scenario(url: str, per_item: int, turns: int) -> dict[str, Any]:
 
 def sized_scenario(url: str, conversations: int, turns: int, data_dir: Path) -> dict[str, Any]:
     """At least `conversations`: repeats per (culture, item) pair the data actually asked."""
-    pairs = build_plan(parse_scenario(scenario(url, 1, turns), "<bench scale>"), data_dir).size
+    pairs = build_plan(parse_model(Scenario, scenario(url, 1, turns), "<bench scale>"), data_dir).size
     return scenario(url, math.ceil(conversations / pairs), turns)
 
 
@@ -78,7 +79,7 @@ def bench(conversations: int, turns: int, data_dir: Path, work: Path, ray_worker
         path.write_text(yaml.safe_dump(spec))
         out = work / "run"
         run = [sys.executable, "-m", "culturepark.cli", "run", str(path), "--data-dir", str(data_dir), "--json"]
-        planned = build_plan(parse_scenario(spec, str(path)), data_dir).size
+        planned = build_plan(parse_model(Scenario, spec, str(path)), data_dir).size
         log = out / "log.jsonl"
 
         def halfway() -> bool:

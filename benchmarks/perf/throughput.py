@@ -34,6 +34,7 @@ from culturepark.engine.backends.openai_http import OpenAIHTTPBackend
 from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.limiter import AdaptiveCeiling, RateLimiter
 from culturepark.engine.log import RunLog
+from culturepark.engine.records import RunHeader
 from culturepark.engine.retry import RetryPolicy
 from culturepark.engine.scheduler import ConversationSpec, Scheduler, SchedulerConfig, TurnRequest
 
@@ -132,7 +133,7 @@ async def run_engine(url: str, args: argparse.Namespace, log_dir: Path) -> dict[
     endpoint = Endpoint(backend, limiter, RetryPolicy(max_attempts=6, base_delay_s=0.2, max_delay_s=5),
                         ceiling=AdaptiveCeiling(args.concurrency) if unstated else None)
     log = RunLog(log_dir / "log.jsonl", fsync="interval").open()
-    log.append({"type": "run", "run_name": "bench-throughput"})
+    log.append(RunHeader(run_name="bench-throughput"))
     scheduler = Scheduler(BenchPolicy(args.turns, args.max_tokens), {"x": endpoint}, log,
                           SchedulerConfig(concurrency=args.concurrency))
     convs = (ConversationSpec(f"c{i}", i, {}) for i in range(args.conversations))

@@ -153,17 +153,17 @@ def single_task(args: argparse.Namespace) -> int:
     task = (EvalTask(args.task, tuple(args.culture)) if args.task in ("hofstede", "wvs")
             else EvalTask("moderation", (args.dataset,)))
     out = args.out or Path("evals") / slug(args.model) / slug(str(task))
-    if args.task == "wvs":
+    if args.task != "wvs":
+        report = asyncio.run(run_task(_settings(args, args.model), task, resolve_data_dir(args.data_dir, None), out,
+                                      args.seeds, getattr(args, "limit", None), getattr(args, "samples", 1),
+                                      lambda m: log.info(m), getattr(args, "constant", 0.0),
+                                      getattr(args, "parse", "strict")))
+    else:
         from culturepark.benchmarks import wvs_items
         report = asyncio.run(wvs_items.evaluate(_settings(args, args.model), list(args.culture),
                                                 resolve_data_dir(args.data_dir, None), out, args.seeds, args.items,
                                                 args.trained_items, args.temperature, lambda m: log.info(m),
                                                 args.samples))
-    else:
-        report = asyncio.run(run_task(_settings(args, args.model), task, resolve_data_dir(args.data_dir, None), out,
-                                      args.seeds, getattr(args, "limit", None), getattr(args, "samples", 1),
-                                      lambda m: log.info(m), getattr(args, "constant", 0.0),
-                                      getattr(args, "parse", "strict")))
     if args.json:
         print_json(report.to_json())
         return 0
@@ -213,10 +213,10 @@ def judged(args: argparse.Namespace) -> int:
     settings = EvalSettings(model=args.model, base_url=args.base_url, api_key_env=args.api_key_env,
                             concurrency=args.concurrency, resume=args.resume)
     if args.task == "phenomena":
-        report = asyncio.run(phenomena.evaluate(source, out, settings, lambda m: log.info(m), args.construct))
-    else:
-        report = asyncio.run(content.evaluate(source, out, settings, lambda m: log.info(m), args.second_level))
-    return _show(args, args.task, report, out)
+        found = asyncio.run(phenomena.evaluate(source, out, settings, lambda m: log.info(m), args.construct))
+        return _show(args, args.task, found, out)
+    kept = asyncio.run(content.evaluate(source, out, settings, lambda m: log.info(m), args.second_level))
+    return _show(args, args.task, kept, out)
 
 
 def compare_runs(args: argparse.Namespace) -> int:

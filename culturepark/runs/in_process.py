@@ -46,7 +46,7 @@ async def run_async(scenario_ref: str | Path | AnyScenario | Fork, opts: RunOpti
     opts = opts or RunOptions()
     say = say or (lambda _m: None)
     made = scenario_ref if isinstance(scenario_ref, Fork) else None
-    prepared = made.prepared if made else prepare(scenario_ref, opts)
+    prepared = scenario_ref.prepared if isinstance(scenario_ref, Fork) else prepare(scenario_ref, opts)
     scenario, plan, out = prepared.scenario, prepared.plan, prepared.out
     cache_dirs = [Path(p) for p in scenario.cache_from]
     for d in cache_dirs:

@@ -24,10 +24,10 @@ from culturepark.engine.assembly import assemble
 from culturepark.engine.endpoint import Endpoint
 from culturepark.engine.errors import AccountError, LogWriteError
 from culturepark.engine.export import export_run
-from culturepark.engine.log import RunLog
+from culturepark.engine.log import FsyncPolicy, RunLog
 from culturepark.engine.records import RunHeader
 from culturepark.engine.resume import ResumeState
-from culturepark.engine.rundir import FsyncPolicy, RunDir
+from culturepark.engine.rundir import RunDir
 from culturepark.engine.scheduler import ConversationSpec, RunStats, Scheduler, SchedulerConfig, TurnPolicy
 from culturepark.engine.stage import LogPlace, Stage
 from culturepark.engine.summary import RunSummary, summarize

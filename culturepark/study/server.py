@@ -373,6 +373,7 @@ class StudyServer:
 
     async def _tutor_reply(self, p: Participant, on_text: Callable[[str], None] | None = None) -> None:
         nxt = self.policy.next_turn(p.spec, p.turns)
+        assert nxt is not None, "called only while the conversation waits for its tutor"
         endpoint = self.endpoints[nxt.role]
         request_hash = nxt.request.key(endpoint.backend.model)
         completion = await endpoint.complete(nxt.request, nxt.validate, request_hash, on_text)

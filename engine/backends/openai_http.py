@@ -30,7 +30,7 @@ from culturepark.engine.pricing import Price
 from culturepark.engine.records import Usage
 
 
-class Unreachable(InputError, ConnectionError):  # type: ignore[misc]  # culturepark.* is Any to mypy: it cannot follow the package-dir mapping
+class Unreachable(InputError, ConnectionError):
     """The base URL does not answer at start: a wrong URL or a server that is not running."""
 
 _JSON = {"Content-Type": "application/json"}

@@ -66,8 +66,8 @@ class LocalBackend:
         self._model_lock = threading.Lock()  # the decoder's thread and the label scorer's share the model
 
     def describe(self) -> dict[str, Any]:
-        out = {"kind": "local", "model": self.model, "adapter": self.adapter, "template": self.template,
-               "device": self.device, "max_batch": self.batcher.max_batch, "weights": self.weights}
+        out: dict[str, Any] = {"kind": "local", "model": self.model, "adapter": self.adapter, "template": self.template,
+                               "device": self.device, "max_batch": self.batcher.max_batch, "weights": self.weights}
         if self.price is not None:
             out["price"] = self.price.describe()
         return out

@@ -38,7 +38,7 @@ class MicroBatcher:
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._task = asyncio.create_task(self._loop())
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(request, fut))
         return await fut
 

