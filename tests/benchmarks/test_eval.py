@@ -201,6 +201,7 @@ def test_bad_model_spec_exits_2(tmp_path):
 
 
 @pytest.mark.skipif(not DATA.exists(), reason="needs ../shared/data")
+@pytest.mark.slow  # a whole stage end to end: CI only, not the fast lane
 def test_report_collects_evals_and_runs_into_one_page(tmp_path, scripted):
     evals = tmp_path / "evals"
     assert run_cli("eval", "hofstede", "--model", "openai:sim-model", "--base-url", scripted, "--culture", "Chinese",

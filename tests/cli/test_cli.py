@@ -140,6 +140,7 @@ def test_corrupt_log_line_is_refused_with_its_position(tmp_path, tiny_data, url)
     assert res.returncode == 2 and "log.jsonl:4: corrupt record" in res.stderr
 
 
+@pytest.mark.slow  # a whole stage end to end: CI only, not the fast lane
 def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_data, sim_process):
     slow = sim_process("--seed", "4", "--latency-ms", "30")
     sc = _scenario(tmp_path, slow, items=["27", "31", "158"], conversations_per_item=3, turns=6, concurrency=4)
