@@ -1,7 +1,9 @@
 """Shared fixtures: a real sim server on a free loopback port, tiny generated WVS data."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import os
 import shutil
@@ -9,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -128,7 +131,7 @@ def sim_run(tmp_path: Path, data_dir: Path, base_url: str, name: str = "run", **
     sc = tmp_path / f"{name}.yaml"
     sc.write_text(yaml.safe_dump(data))
     out = tmp_path / name
-    res = run_cli("run", str(sc), "--out", str(out), "--data-dir", str(data_dir))
+    res = run_cli_here("run", str(sc), "--out", str(out), "--data-dir", str(data_dir))  # a fixture, not the CLI
     assert res.returncode == 0, res.stderr
     return out
 
@@ -137,6 +140,25 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "culturepark.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env)
+
+
+def run_cli_here(*args: str) -> subprocess.CompletedProcess:
+    """`run_cli` in this process, for tests whose point is a stage's result rather than the process
+    (no kill, no environment, no timeout): the libraries a stage loads (sentence-transformers for the
+    MiniLM, ~10 s of imports on 2 cores) are then imported once per test session, not once per call.
+    The exit code, stdout and stderr come back as from `run_cli`; a crash is exit 1 with its traceback."""
+    from culturepark.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code if isinstance(exc.code, int) else 2
+        except Exception:
+            traceback.print_exc()
+            code = 1
+    return subprocess.CompletedProcess(["culturepark", *args], code, out.getvalue(), err.getvalue())
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02) -> None:

@@ -177,9 +177,6 @@ def _base_model(settings: LoraSettings, say: Callable[[str], None]) -> tuple[Any
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if settings.qlora:
-        if not torch.cuda.is_available():
-            raise InputError("train lora --qlora: QLoRA loads the base in 4-bit with bitsandbytes, which needs a "
-                             "CUDA GPU; none is available here. Drop --qlora to train a full-precision LoRA.")
         from peft import prepare_model_for_kbit_training
         from transformers import BitsAndBytesConfig
 
@@ -228,6 +225,10 @@ def train_lora(sft_file: Path, out: Path, settings: LoraSettings,
     if out.exists() and any(out.iterdir()):
         raise InputError(f"train lora: --out {out} is not empty")
     import torch
+
+    if settings.qlora and not torch.cuda.is_available():  # before peft and transformers load (~10 s): at once
+        raise InputError("train lora --qlora: QLoRA loads the base in 4-bit with bitsandbytes, which needs a "
+                         "CUDA GPU; none is available here. Drop --qlora to train a full-precision LoRA.")
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(settings.seed)

@@ -40,6 +40,7 @@ def study(url, **kw):
     return spec
 
 
+@pytest.mark.slow  # a whole stage end to end: CI only, not the fast lane
 def test_scripted_learners_give_the_hand_computed_distances_gain_and_counts(tmp_path, tiny_data, sim_process):
     """Also: the report's education section is built from education.json, labelled simulated."""
     write_hofstede(tiny_data)

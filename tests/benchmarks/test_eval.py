@@ -6,7 +6,7 @@ import yaml
 
 from culturepark.benchmarks.hofstede import centred_distances, indices, parse_answer
 from culturepark.benchmarks.moderation import f1_scores, parse_yes_no
-from tests.conftest import REPO, run_cli, sim_run
+from tests.conftest import REPO, run_cli, run_cli_here, sim_run
 
 DATA = REPO.parent / "shared" / "data"
 PUBLISHED_CHINA = {"pdi": 80, "idv": 20, "mas": 66, "uai": 30, "lto": 87, "ivr": 24}
@@ -180,14 +180,14 @@ def test_diversity_gain(tmp_path):
     pytest.importorskip("sentence_transformers")
     ref = tmp_path / "ref.jsonl"
     ref.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["Family comes first.", "I respect my elders."]))
-    same = run_cli("eval", "diversity", str(ref), "--reference", str(ref), "--json")
+    same = run_cli_here("eval", "diversity", str(ref), "--reference", str(ref), "--json")
     assert same.returncode == 0, same.stderr
     assert json.loads(same.stdout)["diversity_gain"] == 0.0
     new = tmp_path / "new.jsonl"
     new.write_text(json.dumps({"messages": [{"role": "user", "content": "q"},
                                             {"role": "assistant", "content": "Quantum computers factor numbers."}]}) + "\n")
-    both = run_cli("eval", "diversity", str(new), str(ref), "--reference", str(ref), "--json",
-                   "--out", str(tmp_path / "d"))
+    both = run_cli_here("eval", "diversity", str(new), str(ref), "--reference", str(ref), "--json",
+                        "--out", str(tmp_path / "d"))
     far, again = json.loads(both.stdout)["rows"]  # one table: each new file against the same reference
     assert far["diversity_gain"] > 0.5 and far["new"] == 1 and far["distinct_texts_embedded"] == 3
     assert again["diversity_gain"] == 0.0
@@ -201,6 +201,7 @@ def test_bad_model_spec_exits_2(tmp_path):
 
 
 @pytest.mark.skipif(not DATA.exists(), reason="needs ../shared/data")
+@pytest.mark.slow  # a whole stage end to end: CI only, not the fast lane
 def test_report_collects_evals_and_runs_into_one_page(tmp_path, scripted):
     evals = tmp_path / "evals"
     assert run_cli("eval", "hofstede", "--model", "openai:sim-model", "--base-url", scripted, "--culture", "Chinese",
@@ -399,13 +400,13 @@ def test_a_direct_generation_run_is_refined_and_compared_like_a_conversation_run
         {"pattern": r"Opinion: ", "reply": "Entail"}])))
     no_dedup = _script(tmp_path, "refine.yaml", {"dedup": {"enabled": False}})  # the embeddings come once, below
     for d in runs.values():
-        res = run_cli("refine", str(d), "--out", str(d / "refined"), "--base-url", refiner, "--model", "gpt-4",
-                      "--scenario", str(no_dedup))
+        res = run_cli_here("refine", str(d), "--out", str(d / "refined"), "--base-url", refiner, "--model", "gpt-4",
+                           "--scenario", str(no_dedup))
         assert res.returncode == 0, res.stderr
     seed = tmp_path / "seed.jsonl"
     seed.write_text("".join(json.dumps({"text": it["q_content"]}) + "\n" for it in
                             map(json.loads, (tiny_data / "wvs" / "questions.jsonl").read_text().splitlines())))
-    res = run_cli("eval", "diversity", *(str(d / "refined" / "sft" / "openai_chat.jsonl") for d in runs.values()),
+    res = run_cli_here("eval", "diversity", *(str(d / "refined" / "sft" / "openai_chat.jsonl") for d in runs.values()),
                   str(runs["direct"] / "conversations.jsonl"), "--reference", str(seed), "--json")
     assert res.returncode == 0, res.stderr
     table = json.loads(res.stdout)["rows"]

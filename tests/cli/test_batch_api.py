@@ -6,6 +6,7 @@ import sys
 import urllib.request
 
 import orjson
+import pytest
 import yaml
 
 from culturepark.engine.backends.openai_batch import BatchLedger
@@ -25,6 +26,7 @@ def _stats(url):
         return orjson.loads(r.read())
 
 
+@pytest.mark.slow  # a whole stage end to end: CI only, not the fast lane
 def test_kill_9_with_batches_in_flight_then_resume_pays_nothing_twice(tmp_path, tiny_data, sim_process):
     ref = tmp_path / "ref"
     direct = sim_process("--seed", "4")

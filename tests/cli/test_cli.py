@@ -9,7 +9,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.conftest import run_cli, scenario_dict, wait_for
+from tests.conftest import run_cli, run_cli_here, scenario_dict, wait_for
 
 
 def _scenario(tmp_path, url, **kw):
@@ -140,6 +140,7 @@ def test_corrupt_log_line_is_refused_with_its_position(tmp_path, tiny_data, url)
     assert res.returncode == 2 and "log.jsonl:4: corrupt record" in res.stderr
 
 
+@pytest.mark.slow  # a whole stage end to end: CI only, not the fast lane
 def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_data, sim_process):
     slow = sim_process("--seed", "4", "--latency-ms", "30")
     sc = _scenario(tmp_path, slow, items=["27", "31", "158"], conversations_per_item=3, turns=6, concurrency=4)
@@ -249,14 +250,15 @@ def test_the_local_quickstart_pointed_at_a_server_has_the_same_shape(tmp_path, t
 
 def test_cache_from_an_earlier_run_answers_identical_requests_without_the_network(tmp_path, tiny_data, url):
     first = tmp_path / "first"
-    assert run_cli("run", str(_scenario(tmp_path, url)), "--out", str(first), "--data-dir", str(tiny_data)).returncode == 0
+    assert run_cli_here("run", str(_scenario(tmp_path, url)), "--out", str(first), "--data-dir",
+                        str(tiny_data)).returncode == 0
     sc = _scenario(tmp_path, "http://127.0.0.1:9/v1", cache_from=[str(first)])  # nothing listens on port 9
-    res = run_cli("run", str(sc), "--out", str(tmp_path / "second"), "--data-dir", str(tiny_data), "--json",
-                  "--base-url", "http://127.0.0.1:9/v1")
+    res = run_cli_here("run", str(sc), "--out", str(tmp_path / "second"), "--data-dir", str(tiny_data), "--json",
+                       "--base-url", "http://127.0.0.1:9/v1")
     # the preflight refuses an unreachable server even when a cache could answer: point it at the live one
     assert res.returncode == 2
     sc = _scenario(tmp_path, url, cache_from=[str(first)])
-    res = run_cli("run", str(sc), "--out", str(tmp_path / "second"), "--data-dir", str(tiny_data), "--json")
+    res = run_cli_here("run", str(sc), "--out", str(tmp_path / "second"), "--data-dir", str(tiny_data), "--json")
     summary = json.loads(res.stdout)
     assert res.returncode == 0 and summary["cached_turns"] == summary["turns"] == 16
     assert summary["endpoints"][0]["requests"] == 0 and summary["endpoints"][0]["cache_hits"] == 16
@@ -335,10 +337,10 @@ def test_a_fork_to_a_server_that_does_not_answer_writes_nothing(tmp_path, tiny_d
 def test_a_fork_keeps_the_first_k_turns_and_continues_under_the_changed_scenario(tmp_path, tiny_data, url):
     sc = _scenario(tmp_path, url, version="v1")
     src = tmp_path / "src"
-    assert run_cli("run", str(sc), "--out", str(src), "--data-dir", str(tiny_data)).returncode == 0
+    assert run_cli_here("run", str(sc), "--out", str(src), "--data-dir", str(tiny_data)).returncode == 0
     out = tmp_path / "fork"
-    res = run_cli("run", "--fork", str(src), "--at", "4", "--set", "main_contact=German", "--set",
-                  "sampling.temperature=0.9", "--out", str(out), "--json")
+    res = run_cli_here("run", "--fork", str(src), "--at", "4", "--set", "main_contact=German", "--set",
+                       "sampling.temperature=0.9", "--out", str(out), "--json")
     assert res.returncode == 0, res.stderr
     s = json.loads(res.stdout)
     assert s["done"] == 4 and s["cached_turns"] == 16  # 4 conversations × 4 kept turns
@@ -354,9 +356,9 @@ def test_a_fork_keeps_the_first_k_turns_and_continues_under_the_changed_scenario
         assert row["turns"][4:] != old["turns"][4:]  # the rest new
         assert row["meta"]["participants"]["main_contact"]["culture"] == "German"
         assert row["meta"]["stance_code"] == old["meta"]["stance_code"]  # same respondents
-    bad = run_cli("run", "--fork", str(src), "--at", "4", "--set", "colour=red", "--out", str(tmp_path / "b"))
+    bad = run_cli_here("run", "--fork", str(src), "--at", "4", "--set", "colour=red", "--out", str(tmp_path / "b"))
     assert bad.returncode == 2 and "colour" in bad.stderr and not (tmp_path / "b").exists()
-    both = run_cli("eval", "compare-runs", str(src), str(out), "--out", str(tmp_path / "cmp"), "--json")
+    both = run_cli_here("eval", "compare-runs", str(src), str(out), "--out", str(tmp_path / "cmp"), "--json")
     assert both.returncode == 0, both.stderr
     r = json.loads(both.stdout)
     assert r["fidelity"]["A"]["self_report"]["conversations"] == r["fidelity"]["B"]["self_report"]["conversations"] == 4

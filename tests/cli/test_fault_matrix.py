@@ -14,7 +14,8 @@ import orjson
 import pytest
 import yaml
 
-from tests.conftest import run_cli, scenario_dict
+from tests.conftest import run_cli_here as run_cli  # in this process: ~1 s of start-up saved per call
+from tests.conftest import scenario_dict
 
 ATTEMPTS = 3
 

@@ -65,6 +65,7 @@ def test_shard_walks_cover_the_pending_plan_once_in_chunks_without_making_other_
     assert all(spec == by_id[spec.id] for spec in got)  # the very specs a single process makes
 
 
+@pytest.mark.slow  # a whole stage end to end: CI only, not the fast lane
 def test_ray_runs_match_a_single_process_run_keep_the_budget_and_survive_a_killed_worker(tmp_path, tiny_data):
     from culturepark.benchmarks.perf.ray_workers import compare
 
@@ -88,6 +89,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow  # a whole stage end to end: CI only, not the fast lane
 def test_resume_with_another_worker_count_and_without_ray_gives_each_conversation_once(
         tmp_path, tiny_data, sim_process, local_ray):
     url = sim_process("--seed", "5")
@@ -133,6 +135,7 @@ def test_without_ray_installed_the_flag_gives_an_install_hint_and_writes_nothing
     assert parsed.value.code == 2 and "--workers: must be > 0" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a whole stage end to end: CI only, not the fast lane
 def test_the_dollar_budget_is_split_over_workers_not_multiplied(tmp_path, tiny_data, sim_process, local_ray):
     url = sim_process("--seed", "6")
     spec = scenario_dict(conversations_per_item=3, budget_usd=2.0, concurrency=2)  # one in flight per worker
@@ -149,6 +152,7 @@ def test_the_dollar_budget_is_split_over_workers_not_multiplied(tmp_path, tiny_d
     assert result.summary.stops == ["budget_reached", "budget_reached"] and result.exit_code == 1
 
 
+@pytest.mark.slow  # a whole stage end to end: CI only, not the fast lane
 def test_bench_scale_runs_every_phase_and_the_ray_export_equals_the_single_process_one(tmp_path, tiny_data):
     r = run_cli("bench", "scale", "--conversations", "300", "--ray-workers", "2", "--data-dir", str(tiny_data),
                 "--work", str(tmp_path), timeout=300)

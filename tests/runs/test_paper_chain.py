@@ -33,6 +33,7 @@ def _args(url, out, data):
             "--limit", "8", "--tpm", "10000000", "--seeds", "2", "--moderation-limit", "8", "--poll-s", "0.01", "--data-dir", str(data)]
 
 
+@pytest.mark.slow  # a whole stage end to end: CI only, not the fast lane
 def test_the_papers_chain_runs_every_step_and_resumes_for_free(tmp_path, chain_url, shared_data):
     out = tmp_path / "chain"
     res = run_cli(*_args(chain_url, out, shared_data), "--json", timeout=600)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from culturepark.engine.log import read_log
@@ -35,6 +36,7 @@ class Tutor:
         self.proc.wait(timeout=10)
 
 
+@pytest.mark.slow  # a whole stage end to end: CI only, not the fast lane
 def test_a_participant_goes_through_every_page_with_an_outage_and_withdraws(tmp_path, tiny_data, chromium):
     from playwright.sync_api import sync_playwright
 

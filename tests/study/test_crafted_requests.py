@@ -10,6 +10,7 @@ import functools
 import re
 import signal
 
+import pytest
 import yaml
 from yarl import URL
 
@@ -325,6 +326,7 @@ def test_crafted_requests_are_refused_with_a_page_and_write_nothing(tmp_path, ti
     assert "malformed HTTP request refused (BadHttpMessage; client address not logged)" in server.stderr
 
 
+@pytest.mark.slow  # a whole stage end to end: CI only, not the fast lane
 def test_two_hundred_signups_in_a_minute_admit_the_limit_and_invitation_codes_admit_one_each(
         tmp_path, tiny_data, sim_process):
     write_hofstede(tiny_data)

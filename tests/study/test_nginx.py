@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from culturepark.engine.log import read_log
@@ -82,6 +83,7 @@ http {{
             self.proc.wait(timeout=10)
 
 
+@pytest.mark.slow  # a whole stage end to end: CI only, not the fast lane
 def test_consent_chat_and_withdrawal_through_nginx_with_tls_in_chromium(tmp_path, tiny_data, sim_process, chromium,
                                                                        nginx):
     from playwright.sync_api import sync_playwright

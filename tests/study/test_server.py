@@ -116,6 +116,7 @@ async def take_part(session, base, answer="3", questions=("What do people eat?",
     raise AssertionError("the study did not end")
 
 
+@pytest.mark.slow  # a whole stage end to end: CI only, not the fast lane
 def test_thirty_participants_at_once_then_scored_like_simulated_learners(setup):
     scenario, out, data_dir = setup
     server = Server(scenario, out, data_dir)

@@ -5,7 +5,8 @@ import orjson
 import pytest
 import yaml
 
-from tests.conftest import run_cli, sim_run
+from tests.conftest import run_cli_here as run_cli  # in this process: the MiniLM loads once a session
+from tests.conftest import sim_run
 
 # Each extraction returns six opinions designed to exercise one path each.
 SCRIPT = [

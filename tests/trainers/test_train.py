@@ -7,7 +7,7 @@ import sys
 import orjson
 import pytest
 
-from tests.conftest import run_cli, wait_for
+from tests.conftest import run_cli, run_cli_here, wait_for
 
 QA = [("What is your favourite colour?", "Ultramarine, like the sea near my grandmother's village."),
       ("What do you eat for breakfast?", "Steamed buns with red bean paste, every single morning."),
@@ -84,7 +84,7 @@ def test_qlora_without_cuda_stops_at_once_with_a_clear_message(tmp_path):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    res = run_cli("train", "lora", str(_sft(tmp_path / "sft.jsonl")), "--out", str(tmp_path / "a"), "--qlora")
+    res = run_cli_here("train", "lora", str(_sft(tmp_path / "sft.jsonl")), "--out", str(tmp_path / "a"), "--qlora")
     assert res.returncode == 2 and "needs a CUDA GPU" in res.stderr and "Drop --qlora" in res.stderr
 
 

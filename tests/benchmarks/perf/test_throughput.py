@@ -1,6 +1,8 @@
 """The bench's mechanics on a small run (no timing thresholds: those belong to the bench itself)."""
 import argparse
 
+import pytest
+
 from culturepark.benchmarks.perf.throughput import bench, plot
 
 
@@ -41,6 +43,7 @@ def test_plot_writes_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # a whole stage end to end: CI only, not the fast lane
 async def test_unstated_limits_are_learned_or_found_and_a_halving_is_reported(tmp_path):
     from culturepark.benchmarks.perf.throughput import plot_granted
 
