@@ -30,7 +30,7 @@ import aiohttp
 import orjson
 
 from culturepark.engine.backends.base import Completion, Request
-from culturepark.engine.backends.openai_http import Unreachable, parse_retry_after, transport_error
+from culturepark.engine.backends.openai_http import parse_retry_after, probe_models, transport_error
 from culturepark.engine.backends.rate_headers import read_rate_headers
 from culturepark.engine.errors import (
     AccountError,
@@ -146,13 +146,7 @@ class AnthropicHTTPBackend:
         """Fail fast on a wrong base URL: any HTTP answer counts as reachable (`Unreachable`: bad input)."""
         await self.start()
         assert self._session is not None
-        try:
-            async with self._session.get(f"{self.base_url}/models",
-                                         timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-                await resp.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise Unreachable(f"cannot reach {self.base_url} ({type(exc).__name__}); is the server running "
-                              "and does the URL end in /v1?") from exc
+        await probe_models(self._session, self.base_url, timeout_s)
 
     def body(self, req: Request) -> dict[str, Any]:
         """The Messages API request body, with cache breakpoints at the stable prefix."""

@@ -105,6 +105,17 @@ def parse_retry_after(headers: Any) -> float | None:
     return None
 
 
+async def probe_models(session: aiohttp.ClientSession, base_url: str, timeout_s: float) -> None:
+    """GET `base_url/models`: any HTTP answer counts as reachable; no answer is `Unreachable` (bad
+    input). The one reachability check of the HTTP backends (OpenAI-compatible and Anthropic)."""
+    try:
+        async with session.get(f"{base_url}/models", timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            await resp.read()
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise Unreachable(f"cannot reach {base_url} ({type(exc).__name__}); is the server running "
+                          "and does the URL end in /v1?") from exc
+
+
 class OpenAIHTTPBackend:
     can_stream = True  # `stream`: server-sent events
     checks_reachable = True  # `check_reachable`: GET /models at a stage's start
@@ -181,14 +192,7 @@ class OpenAIHTTPBackend:
         """Fail fast on a wrong base URL: any HTTP answer counts as reachable (`Unreachable`: bad input)."""
         await self.start()
         assert self._session is not None
-        try:
-            async with self._session.get(f"{self.base_url}/models",
-                                         timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-                await resp.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise Unreachable(
-                f"cannot reach {self.base_url} ({type(exc).__name__}); is the server running "
-                "and does the URL end in /v1?") from exc
+        await probe_models(self._session, self.base_url, timeout_s)
 
     def tier_for(self, req: Request) -> str:
         return req.service_tier or self.service_tier
