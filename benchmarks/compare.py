@@ -16,6 +16,8 @@ from culturepark.benchmarks.results import (
     DistributionFidelity,
     Estimate,
     Headline,
+    HofstedeHeadline,
+    HofstedePaperCompat,
     HofstedeResult,
     MeanStd,
     ModerationHeadline,
@@ -50,10 +52,11 @@ def parse_task(task: str) -> EvalTask:
 
 async def run_task(settings: EvalSettings, task: EvalTask, data_dir: Path, out: Path, seeds: int,
                    limit: int | None, samples: int, say: Callable[[str], None] | None = None,
-                   constant: float = 0.0, parse: Parse = "strict") -> HofstedeResult | ModerationResult | WvsResult:
+                   constant: float = 0.0, parse: Parse = "strict", hofstede_compat: HofstedePaperCompat | None = None
+                   ) -> HofstedeResult | ModerationResult | WvsResult:
     if task.kind == "hofstede":
         return await hofstede.evaluate(settings, list(task.args), data_dir, out, seeds=seeds, samples=samples,
-                                       constant=constant, say=say)
+                                       constant=constant, say=say, compat=hofstede_compat)
     if task.kind == "wvs":
         return await wvs_items.evaluate(settings, list(task.args), data_dir, out, seeds=seeds, say=say)
     return await moderation.evaluate(settings, task.args[0], data_dir, out, seeds=seeds, limit=limit, say=say,
@@ -63,14 +66,14 @@ async def run_task(settings: EvalSettings, task: EvalTask, data_dir: Path, out: 
 async def compare(models: list[str], tasks: list[str], settings: EvalSettings, data_dir: Path, out: Path,
                   seeds: int, limit: int | None, samples: int,
                   say: Callable[[str], None] | None = None, constant: float = 0.0,
-                  parse: Parse = "strict") -> CompareResult:
+                  parse: Parse = "strict", hofstede_compat: HofstedePaperCompat | None = None) -> CompareResult:
     parsed = [parse_task(t) for t in tasks]
     rows = []
     for model in models:
         s = replace(settings, model=model)
         for task in parsed:
             report = await run_task(s, task, data_dir, out / slug(model) / slug(str(task)), seeds, limit, samples, say,
-                                    constant, parse)
+                                    constant, parse, hofstede_compat)
             rows.append(row_for(model, task, report))
     result = CompareResult(models=models, tasks=tasks, seeds=seeds, limit=limit, rows=rows)
     result.write(out / "compare.json")
@@ -105,6 +108,9 @@ def row_text(task: str, res: Headline) -> str:
         return (f"macro-F1 {_fmt(res.macro_f1)} (parseable only {_fmt(res.macro_f1_scored)}, "
                 f"majority {res.majority_macro_f1:.3f}, unparseable {res.unparseable})")
     parts = []
+    compat = next((v.paper_compat for v in res.values() if isinstance(v, HofstedeHeadline) and v.paper_compat), None)
+    if compat is not None:  # the original's scoring, never silently mixed with the manual's
+        parts.append("paper-compat: " + ", ".join(compat.labels()))
     for c, v in res.items():
         if isinstance(v, WvsHeadline):
             chance = "n/a" if v.chance is None else f"{v.chance:.2f}"

@@ -54,8 +54,9 @@ class Evaluation(Generic[R]):
 
 
 def hofstede_headline(r: HofstedeResult) -> dict[str, HofstedeHeadline]:
+    compat = {"paper_compat": r.paper_compat} if r.paper_compat else {}
     return {c: HofstedeHeadline(distance_c0=v.distance_c0, constant=r.constant, distance=v.distance_with_constant,
-                                centred_distance=v.centred_distance, invalid=v.invalid_answers)
+                                centred_distance=v.centred_distance, invalid=v.invalid_answers, **compat)
             for c, v in r.cultures.items()}
 
 

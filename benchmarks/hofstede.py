@@ -8,6 +8,11 @@ and a C-free centred distance (each dimension centred over the compared cultures
 or more cultures). C changes the scoring only, never the requests, so re-scoring a finished
 eval with another C costs nothing. Items answered invalidly after retries are counted, never
 guessed.
+
+Paper-compat scoring (`HofstedePaperCompat`, off by default, recorded in the result when on):
+`--mas-weight 25` uses the original's second MAS weight and `--paper-arabic` compares Arabic
+with Jordan on the two dimensions published for it, as Scarelette/CulturePark's
+`hofstede_test.py` did. Like C they change the scoring only.
 """
 from __future__ import annotations
 
@@ -23,16 +28,22 @@ from culturepark.agents.cultures import Culture, cultures_by_name
 from culturepark.agents.paper_format import PromptStyle
 from culturepark.agents.vsm13 import load_vsm13_items
 from culturepark.benchmarks.eval_run import EvalSettings, digest, file_digest, run_items
-from culturepark.benchmarks.results import HofstedeCulture, HofstedeResult, HofstedeSeed
+from culturepark.benchmarks.results import HofstedeCulture, HofstedePaperCompat, HofstedeResult, HofstedeSeed
 from culturepark.benchmarks.stats import mean_std
 from culturepark.engine.backends.base import Request
 from culturepark.engine.batch import BatchItem
+from culturepark.engine.errors import InputError
 
 DIMENSIONS = ("pdi", "idv", "mas", "uai", "lto", "ivr")
 CSV_COLUMNS = {"pdi": "pdi", "idv": "idv", "mas": "mas", "uai": "uai", "lto": "ltowvs", "ivr": "ivr"}
 
-def indices(m: dict[int, float | None]) -> dict[str, float | None]:
-    """The VSM13 formulas with C = 0 (m[i] is the mean answer to item i)."""
+MAS_WEIGHT = 35  # the VSM13 manual's second MAS weight; the original's code used 25 (HofstedePaperCompat)
+PAPER_ARABIC_COUNTRY = "Jordan"  # the original's published row for Arabic (LTO and IVR only)
+
+
+def indices(m: dict[int, float | None], mas_weight: int = MAS_WEIGHT) -> dict[str, float | None]:
+    """The VSM13 formulas with C = 0 (m[i] is the mean answer to item i); `mas_weight` is MAS's
+    second weight (the manual's 35; 25 reproduces the original's code)."""
     def f(*terms: tuple[float, int, int]) -> float | None:
         total = 0.0
         for w, a, b in terms:
@@ -41,7 +52,7 @@ def indices(m: dict[int, float | None]) -> dict[str, float | None]:
             total += w * (m[a] - m[b])  # type: ignore[operator]
         return round(total, 4)
     return {"pdi": f((35, 7, 2), (25, 20, 23)), "idv": f((35, 4, 1), (35, 9, 6)),
-            "mas": f((35, 5, 3), (35, 8, 10)), "uai": f((40, 18, 15), (25, 21, 24)),
+            "mas": f((35, 5, 3), (mas_weight, 8, 10)), "uai": f((40, 18, 15), (25, 21, 24)),
             "lto": f((40, 13, 14), (25, 19, 22)), "ivr": f((35, 12, 11), (40, 17, 16))}
 
 
@@ -110,7 +121,8 @@ def centred_distances(model: dict[str, dict[str, Any]], human: dict[str, dict[st
 
 
 def _per_seed_means(results: dict[str, Any], chosen: list[Culture], items: list[dict[str, Any]], seeds: int,
-                    samples: int) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, int]]]:
+                    samples: int, mas_weight: int = MAS_WEIGHT
+                    ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, int]]]:
     """Per culture and seed: each item's mean over its parseable samples, the indices, invalid counts."""
     per_seed: dict[str, list[dict[str, Any]]] = {c.name: [] for c in chosen}
     invalid: dict[str, dict[str, int]] = {}
@@ -129,7 +141,7 @@ def _per_seed_means(results: dict[str, Any], chosen: list[Culture], items: list[
                         answers.append(a)
                 means[it["item"]] = round(sum(answers) / len(answers), 4) if answers else None
             per_seed[c.name].append({"seed": s, "item_means": {str(k): v for k, v in means.items()},
-                                      "indices": indices(means)})
+                                      "indices": indices(means, mas_weight)})
         invalid[c.name] = inv
     return per_seed, invalid
 
@@ -154,12 +166,25 @@ def _add_distances(per_seed: dict[str, list[dict[str, Any]]], published: dict[st
             rec["centred_distance"] = centred[c]
 
 
+def published_country(culture: Culture, compat: HofstedePaperCompat | None) -> str:
+    """The published row a culture is compared with: the table's, or Jordan for Arabic in the
+    original's comparison."""
+    if compat is not None and compat.arabic_vs_jordan and culture.name == "Arabic":
+        return PAPER_ARABIC_COUNTRY
+    return culture.hofstede or ""
+
+
 async def evaluate(settings: EvalSettings, cultures: list[str], data_dir: Path, out: Path, seeds: int = 3,
                    samples: int = 1, temperature: float = 0.7, constant: float = 0.0,
-                   say: Callable[[str], None] | None = None) -> HofstedeResult:
+                   say: Callable[[str], None] | None = None,
+                   compat: HofstedePaperCompat | None = None) -> HofstedeResult:
+    """`compat`: the original's scoring options (None or all off: the manual's scoring)."""
     rendering = settings.backend().rendering  # a bad model spec fails before any data is read
     style = settings.style()
     chosen = cultures_by_name(cultures, "hofstede")
+    compat = None if compat is None or compat.is_default else compat
+    if compat is not None and compat.arabic_vs_jordan and not any(c.name == "Arabic" for c in chosen):
+        raise InputError("hofstede: --paper-arabic changes Arabic's comparison, and Arabic is not among the cultures")
     items = load_vsm13_items(data_dir)
     scores = load_scores(data_dir)
     batch = []
@@ -176,23 +201,27 @@ async def evaluate(settings: EvalSettings, cultures: list[str], data_dir: Path, 
               "temperature": temperature, "data_hash": data_hash, "prompt_style": style}
     results, info = await run_items(out, batch, settings, header, say)
 
-    published = {c.name: scores.get(c.hofstede or "", {}) for c in chosen}
-    per_seed, invalid = _per_seed_means(results, chosen, items, seeds, samples)
+    country = {c.name: published_country(c, compat) for c in chosen}
+    published = {c.name: scores.get(country[c.name], {}) for c in chosen}
+    per_seed, invalid = _per_seed_means(results, chosen, items, seeds, samples,
+                                        compat.mas_weight if compat else MAS_WEIGHT)
     _add_distances(per_seed, published, seeds, constant)
     report = HofstedeResult(**info.model_dump(), data_hash=data_hash, seeds=seeds, samples=samples,
                             temperature=temperature, constant=constant,
-                            cultures={c.name: _culture(c, per_seed[c.name], published[c.name], invalid[c.name],
-                                                       seeds * samples * len(items)) for c in chosen})
+                            **({"paper_compat": compat} if compat else {}),
+                            cultures={c.name: _culture(country[c.name], per_seed[c.name], published[c.name],
+                                                       invalid[c.name], seeds * samples * len(items))
+                                      for c in chosen})
     report.write(out / "hofstede.json")
     return report
 
 
-def _culture(c: Culture, runs: list[dict[str, Any]], published: dict[str, float | None], invalid: dict[str, int],
-             answers: int) -> HofstedeCulture:
+def _culture(country: str, runs: list[dict[str, Any]], published: dict[str, float | None],
+             invalid: dict[str, int], answers: int) -> HofstedeCulture:
     """One culture's figures, mean ± std over its seeds."""
     dims = [d for d in DIMENSIONS if published.get(d) is not None]
     return HofstedeCulture(
-        hofstede_country=c.hofstede, published=published, dimensions_compared=dims,
+        hofstede_country=country or None, published=published, dimensions_compared=dims,
         indices={d: mean_std(r["indices"][d] for r in runs) for d in DIMENSIONS},
         distance_c0=mean_std(r["distance_c0"] for r in runs),
         distance=mean_std(r["distance"] for r in runs),  # with the constant

@@ -119,6 +119,34 @@ class HofstedeCulture(ResultModel):
         return self.distance if self.distance is not None else self.distance_c0
 
 
+class HofstedePaperCompat(ResultModel):
+    """The original's Hofstede scoring, as named options that are off by default (Scarelette/CulturePark,
+    `hofstede_test.py`: `computeMetrics` and `run`). Scoring only: the same answers are re-scored for free.
+
+    - `mas_weight`: the second MAS term's weight. The VSM13 manual's formula is
+      MAS = 35(m05 − m03) + 35(m08 − m10) (ours, 35); the original wrote 25(m08 − m10).
+    - `arabic_vs_jordan`: the original compared Arabic with Jordan's published row
+      (`country_dict = {'Arabic': 'Jordan', …}`), where only LTO (16) and IVR (43) are published
+      (the four others are `#NULL!` and were skipped), so the distance has two dimensions; ours
+      compares Arabic with the table's "Arab countries" row on all six.
+    """
+
+    mas_weight: Literal[35, 25] = Field(35, description="MAS's second weight: 35 (the VSM13 manual's) or 25 "
+                                                        "(the original's, paper-compat); scoring only")
+    arabic_vs_jordan: bool = Field(False, description="paper-compat: compare Arabic with Jordan's published scores "
+                                                      "(LTO and IVR only) as the original did, not 'Arab countries'",
+                                   json_schema_extra={"flag": "--paper-arabic"})
+
+    @property
+    def is_default(self) -> bool:
+        return self.mas_weight == 35 and not self.arabic_vs_jordan
+
+    def labels(self) -> list[str]:
+        """What a reader is told: each option that is on, by its name."""
+        return ([f"MAS weight {self.mas_weight} (the original's; the manual's is 35)"] if self.mas_weight != 35
+                else []) + (["Arabic vs Jordan on LTO and IVR (the original's)"] if self.arabic_vs_jordan else [])
+
+
 class HofstedeResult(EvalResult):
     task: Literal["hofstede"] = "hofstede"
     data_hash: str
@@ -126,6 +154,7 @@ class HofstedeResult(EvalResult):
     samples: int
     temperature: float
     constant: float = 0.0  # absent before 0.4: C = 0
+    paper_compat: HofstedePaperCompat | None = None  # written only when an option is on: absent = the manual's
     cultures: dict[str, HofstedeCulture]
 
 
@@ -554,6 +583,7 @@ class HofstedeHeadline(ResultModel):
     distance: MeanStd
     centred_distance: MeanStd
     invalid: int
+    paper_compat: HofstedePaperCompat | None = None  # absent: the manual's scoring
 
 
 class WvsHeadline(ResultModel):

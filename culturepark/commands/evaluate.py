@@ -30,11 +30,28 @@ def _parse_flag(p: argparse.ArgumentParser) -> None:
                         "question and label words from the spec, one attempt, read leniently (both F1s shown)")
 
 
+def _hofstede_compat_flags(p: argparse.ArgumentParser) -> None:
+    """The original's Hofstede scoring options (`HofstedePaperCompat` declares them), off by default;
+    added when the subcommand is first used, so `culturepark --help` loads no benchmark module."""
+    from culturepark.benchmarks.results import HofstedePaperCompat
+    from culturepark.commands.options import add_model_flags
+
+    add_model_flags(p, HofstedePaperCompat)
+
+
+def _hofstede_compat(args: argparse.Namespace) -> Any:
+    from culturepark.benchmarks.results import HofstedePaperCompat
+    from culturepark.commands.options import model_from_args
+
+    return model_from_args(HofstedePaperCompat, args)
+
+
 def register(sub: Any) -> None:
     ev = sub.add_parser("eval", help="benchmarks: hofstede, moderation, wvs, fidelity, phenomena, content, "
                                          "diversity, compare, compare-runs, education")
     esub = ev.add_subparsers(dest="task", required=True)
-    eh = esub.add_parser("hofstede", help="VSM13 in a culture's role vs published scores")
+    eh = esub.add_parser("hofstede", help="VSM13 in a culture's role vs published scores",
+                         build=_hofstede_compat_flags)
     eh.add_argument("--culture", nargs="+", required=True)
     eh.add_argument("--samples", type=positive_int, default=1, help="answers per item and seed")
     eh.add_argument("--constant", type=float, default=0.0, metavar="C",
@@ -97,7 +114,7 @@ def register(sub: Any) -> None:
     er.add_argument("--judge", help="phenomena too, with this judge model spec")
     shared(er, "--out", "--json")
     er.set_defaults(func=compare_runs)
-    ec = esub.add_parser("compare", help="same tasks and seeds for several models")
+    ec = esub.add_parser("compare", help="same tasks and seeds for several models", build=_hofstede_compat_flags)
     ec.add_argument("--models", nargs="+", required=True)
     ec.add_argument("--tasks", nargs="+", required=True, help="hofstede:Chinese,German moderation:english_offensive")
     shared(ec, "--limit", help="moderation: the first N rows of each dataset")
@@ -157,7 +174,8 @@ def single_task(args: argparse.Namespace) -> int:
         report = asyncio.run(run_task(_settings(args, args.model), task, resolve_data_dir(args.data_dir, None), out,
                                       args.seeds, getattr(args, "limit", None), getattr(args, "samples", 1),
                                       lambda m: log.info(m), getattr(args, "constant", 0.0),
-                                      getattr(args, "parse", "strict")))
+                                      getattr(args, "parse", "strict"),
+                                      _hofstede_compat(args) if args.task == "hofstede" else None))
     else:
         from culturepark.benchmarks import wvs_items
         report = asyncio.run(wvs_items.evaluate(_settings(args, args.model), list(args.culture),
@@ -183,7 +201,8 @@ def compare(args: argparse.Namespace) -> int:
     out = args.out or Path("evals") / "compare"
     result = asyncio.run(compare_models(args.models, args.tasks, _settings(args, "compare"),
                                         resolve_data_dir(args.data_dir, None), out, args.seeds, args.limit,
-                                        args.samples, lambda m: log.info(m), args.constant, args.parse))
+                                        args.samples, lambda m: log.info(m), args.constant, args.parse,
+                                        _hofstede_compat(args)))
     print_json(result.to_json()) if args.json else print(table(result))
     return 0
 

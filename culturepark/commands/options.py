@@ -181,6 +181,8 @@ def add_model_flags(parser: argparse.ArgumentParser, model: type[BaseModel], fie
                 kind = get_args(kind)[0]
             if get_origin(kind) is Literal:
                 spec["choices"] = list(get_args(kind))
+                if all(type(v) is int for v in spec["choices"]):
+                    spec["type"] = int  # `--mas-weight 25` → 25, checked against the choices
             elif kind in (int, float):
                 spec["type"] = _number_type(kind, field)
             elif kind is Path:
