@@ -75,6 +75,8 @@ def ws(tmp_path: Path) -> Path:
     (tmp_path / "texts_corrupt.jsonl").write_text(json.dumps({"text": "ok"}) + "\n{oops\n")
     _yaml(tmp_path / "script_bad.yaml", [{"pattern": "x"}])
     (tmp_path / "release_no_items.csv").write_text("B_COUNTRY,B_COUNTRY_ALPHA,Q1\n156,CHN,1\n")
+    (tmp_path / "release.csv").write_text("B_COUNTRY,B_COUNTRY_ALPHA,Q27,Q31\n156,CHN,1,2\n276,DEU,2,-1\n"
+                                          "410,KOR,3,4\n")
     for name, text in (("ref_corrupt", '{"opinion_id": "a", "kept": true}\n{oops\n'),
                        ("ref_none", json.dumps({"opinion_id": "a", "culture": "X", "text": "t", "kept": False}))):
         (tmp_path / name).mkdir()
@@ -318,6 +320,24 @@ CASES: dict[str, list[tuple[str, Args, str]]] = {  # command -> (case, argv, wha
                                            "--items-from", str(w / "data")], "already exists"),
         ("no item table", lambda w: ["data", "wvs", str(w / "release_no_items.csv"), "--out", str(w / "d"),
                                      "--items-from", str(w / "empty")], "no WVS questions"),
+        *[(f"pool {case}", lambda w, pools=pools: ["data", "wvs", str(w / "release.csv"), "--out", str(w / "d"),
+                                                   "--items-from", str(w / "data"),
+                                                   *(x for p in pools for x in ("--pool", p))], says)
+          for case, pools, says in [
+              ("without =", ["Arabic"], "expected NAME=ALPHA3,ALPHA3"),
+              ("without a name", ["=CHN,DEU"], "expected NAME=ALPHA3,ALPHA3"),
+              ("without countries", ["Mix="], "expected NAME=ALPHA3,ALPHA3"),
+              ("name not a file name", ["../x=CHN,DEU"], "must be letters, digits and _"),
+              ("country not alpha-3", ["Mix=CHN,Germany"], "'GERMANY' is not an ISO alpha-3"),
+              ("empty country", ["Mix=CHN,,DEU"], "'an empty entry' is not an ISO alpha-3"),
+              ("one country", ["Mix=CHN"], "two or more countries"),
+              ("country twice", ["Mix=CHN,DEU,chn"], "CHN is listed twice"),
+              ("a country's own file", ["Germany=DEU,KOR"], "is country DEU's own"),
+              ("a culture whose file is a country's", ["German=DEU,KOR"], "(the file of the culture German)"),
+              ("an alpha-3 name", ["KOR=CHN,DEU"], "is country KOR's own"),
+              ("same name twice", ["Mix=CHN,DEU", "Mix=CHN,KOR"], "already written by --pool Mix"),
+              ("country not in the release", ["Mix=CHN,EGY"], "EGY not in the release"),
+          ]],
     ],
     "sim-server": [
         ("faults not JSON", lambda w: ["sim-server", "--faults", "{oops"], "sim-server"),
