@@ -4,6 +4,10 @@ gain = mean over new samples of the distance to the *nearest* reference sample: 
 distance between the embeddings, as the paper (`diversity_gain`), and cosine distance beside
 it (`diversity_gain_cosine`). Each distinct text is embedded once (the original re-embedded
 both texts for every pair), and the nearest-neighbour search is one matrix product per block.
+
+A run directory is read as the texts it generated (`run_texts`): a conversation run's delegate
+turns, a direct run's reasons one per line; a direct run's `conversations.jsonl` is read the same
+way. Each row names the unit of its texts (`new_texts`, `reference_texts`) where it is one of these.
 """
 from __future__ import annotations
 
@@ -14,16 +18,28 @@ import numpy as np
 import orjson
 
 from culturepark.benchmarks.results import CompareRunsDiversity, DiversityRow
+from culturepark.benchmarks.run_texts import UNITS, run_texts, texts_of_row
 from culturepark.engine.embeddings import Embedder, embed_unique
 from culturepark.engine.errors import InputError
 
 
 def texts_of(path: Path, field: str | None = None) -> list[str]:
     """Texts of a JSONL file: `field`, else `text`, the last assistant message of `messages`,
-    or every turn of a `conversations.jsonl` row."""
+    or every turn of a `conversations.jsonl` row (a direct row: its reasons); or of a run directory."""
+    return texts_and_unit(path, field)[0]
+
+
+def texts_and_unit(path: Path, field: str | None = None) -> tuple[list[str], str | None]:
+    """`texts_of` and the unit of the texts where it is a run's (`run_texts.UNITS`), else None."""
+    if path.is_dir():
+        if field:
+            raise InputError(f"diversity: {path} is a run directory; --field applies to JSONL files only")
+        kind, texts = run_texts(path)
+        return [t for t in texts if t.strip()], UNITS[kind]
     if not path.exists():
         raise InputError(f"diversity: {path} not found")
     out: list[str] = []
+    direct = False
     for n, line in enumerate(path.read_bytes().splitlines(), 1):
         if not line.strip():
             continue
@@ -38,12 +54,13 @@ def texts_of(path: Path, field: str | None = None) -> list[str]:
         elif "messages" in row:
             out.append(next(m["content"] for m in reversed(row["messages"]) if m["role"] == "assistant"))
         elif "turns" in row:
-            out.extend(t["text"] for t in row["turns"])
+            direct = direct or (row.get("meta") or {}).get("version") == "direct"
+            out.extend(texts_of_row(row))
         elif "text" in row:
             out.append(str(row["text"]))
         else:
             raise InputError(f"diversity: {path}:{n}: no text, messages or turns (use --field)")
-    return [t for t in out if t.strip()]
+    return [t for t in out if t.strip()], UNITS["direct"] if direct else None
 
 
 def nearest_distances(new: np.ndarray, ref: np.ndarray, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -65,9 +82,10 @@ def nearest_distances(new: np.ndarray, ref: np.ndarray, block: int = 4096) -> tu
 
 
 def _row(new: np.ndarray, ref: np.ndarray, new_texts: list[str], ref_texts: list[str], embedder_name: str,
-         new_file: Path, ref_file: Path) -> DiversityRow:
+         new_file: Path, ref_file: Path, units: tuple[str | None, str | None] = (None, None)) -> DiversityRow:
     d, cos = nearest_distances(new, ref)
-    return DiversityRow(task="diversity", distance="euclidean (the paper's); cosine beside it",
+    named = {k: u for k, u in zip(("new_texts", "reference_texts"), units) if u is not None}
+    return DiversityRow(task="diversity", distance="euclidean (the paper's); cosine beside it", **named,
                         diversity_gain=round(float(d.mean()), 4), std=round(float(d.std()), 4),
                         median=round(float(np.median(d)), 4), diversity_gain_cosine=round(float(cos.mean()), 4),
                         std_cosine=round(float(cos.std()), 4), new=len(new_texts), reference=len(ref_texts),
@@ -91,16 +109,19 @@ async def diversity_gains(new_paths: list[Path], ref_path: Path, embedder: Embed
                           field: str | None = None) -> list[DiversityRow]:
     """One row per new file against the same reference (e.g. CulturePark data and the direct-generation
     baseline against the seed data): every distinct text of all files is embedded once."""
-    news = [texts_of(p, field) for p in new_paths]
-    ref = texts_of(ref_path, field)
-    *new_vecs, ref_vecs = await _embed(embedder, [*news, ref])
-    return [_row(v, ref_vecs, texts, ref, embedder.name, path, ref_path)
-            for path, texts, v in zip(new_paths, news, new_vecs)]
+    news = [texts_and_unit(p, field) for p in new_paths]
+    ref, ref_unit = texts_and_unit(ref_path, field)
+    *new_vecs, ref_vecs = await _embed(embedder, [*(t for t, _ in news), ref])
+    return [_row(v, ref_vecs, texts, ref, embedder.name, path, ref_path, (unit, ref_unit))
+            for path, (texts, unit), v in zip(new_paths, news, new_vecs)]
 
 
-async def gains_both_ways(a_path: Path, b_path: Path, embedder: Embedder) -> CompareRunsDiversity:
-    """B's diversity over A and A's over B, from one embedding of both (`eval compare-runs`)."""
+async def gains_both_ways(a_path: Path, b_path: Path, embedder: Embedder,
+                          units: tuple[str | None, str | None] = (None, None)) -> CompareRunsDiversity:
+    """B's diversity over A and A's over B, from one embedding of both (`eval compare-runs`);
+    `units` names what A's and B's texts are (recorded in each row)."""
     a, b = texts_of(a_path), texts_of(b_path)
     va, vb = await _embed(embedder, [a, b])
-    return CompareRunsDiversity(B_over_A=_row(vb, va, b, a, embedder.name, b_path, a_path),
-                                A_over_B=_row(va, vb, a, b, embedder.name, a_path, b_path))
+    ua, ub = units
+    return CompareRunsDiversity(B_over_A=_row(vb, va, b, a, embedder.name, b_path, a_path, (ub, ua)),
+                                A_over_B=_row(va, vb, a, b, embedder.name, a_path, b_path, (ua, ub)))

@@ -137,12 +137,18 @@ def _content_lines(r: ContentResult) -> list[str]:
 def _diversity_lines(r: DiversityResult) -> list[str]:
     return [f"{x.new_file}: diversity gain {x.diversity_gain:.4f} ± {x.std:.4f} Euclidean, "
             f"{x.diversity_gain_cosine or float('nan'):.4f} ± {x.std_cosine or float('nan'):.4f} cosine "
-            f"({x.new} new vs {x.reference} reference texts, {x.embeddings})" for x in r.rows]
+            f"({x.new} new vs {x.reference} reference texts, {x.embeddings})"
+            + (f"; new texts: {x.new_texts}" if x.new_texts else "")
+            + (f"; reference texts: {x.reference_texts}" if x.reference_texts else "") for x in r.rows]
 
 
 def _compare_runs_lines(r: CompareRunsResult) -> list[str]:
     lines = []
     for name in ("A", "B"):
+        if name not in r.fidelity:  # a direct run: no conversation, so no fidelity or phenomena side
+            lines.append(f"{name} {r.runs[name]} (direct run): not measured: "
+                         + "; ".join((r.not_measured or {}).get(name, [])))
+            continue
         f = r.fidelity[name].overall
         shift = (r.phenomena or {}).get(name, {}).get("all", {}).get("stance_shift")
         lines.append(f"{name} {r.runs[name]}: self_report exact {f.exact}, within one {f.within_one}, "
@@ -150,6 +156,9 @@ def _compare_runs_lines(r: CompareRunsResult) -> list[str]:
     if r.diversity is not None:
         lines.append(f"diversity: B over A {r.diversity.B_over_A.diversity_gain}, "
                      f"A over B {r.diversity.A_over_B.diversity_gain}")
+        d = r.diversity.A_over_B
+        if d.new_texts and d.reference_texts:
+            lines.append(f"  texts: A = {d.new_texts} ({d.new}); B = {d.reference_texts} ({d.reference})")
     return lines
 
 

@@ -45,15 +45,18 @@ class Finished(NamedTuple):
     meta: ConversationMeta
 
 
-def load_run(run_dir: Path) -> tuple[Scenario, list[Finished]]:
-    """The run's scenario (from its header) and its finished conversations (from its log)."""
+def load_run(run_dir: Path, kinds: tuple[str, ...] = ("culturepark",), what: str = "fidelity"
+             ) -> tuple[Scenario, list[Finished]]:
+    """The run's scenario (from its header) and its finished conversations (from its log); a run of
+    another scenario kind than `kinds` is refused, naming `what` refused it."""
     header = read_header(run_dir / LOG_NAME) if (run_dir / LOG_NAME).exists() else None
     if header is None:
-        raise InputError(f"fidelity: no run header in {run_dir / LOG_NAME} (not a run directory)")
+        raise InputError(f"{what}: no run header in {run_dir / LOG_NAME} (not a run directory)")
     scenario = scenario_of(header, str(run_dir / LOG_NAME))
-    if not isinstance(scenario, Scenario) or scenario.kind != "culturepark":
+    if not isinstance(scenario, Scenario) or scenario.kind not in kinds:
         kind = scenario.kind if scenario else "none recorded"
-        raise InputError(f"fidelity: {run_dir} is not a conversation run (scenario kind {kind})")
+        wanted = "a conversation run" if kinds == ("culturepark",) else f"a {' or '.join(kinds)} run"
+        raise InputError(f"{what}: {run_dir} is not {wanted} (scenario kind {kind})")
     rows = []
     with ordered_conversations(run_dir) as run:
         for r in conversation_rows(run.conversations()):

@@ -545,6 +545,8 @@ class DiversityRow(ResultModel):
     embeddings: str
     new_file: str
     reference_file: str
+    new_texts: str | None = None  # the unit of a run's texts (run_texts.UNITS); absent: a file's rows as they are
+    reference_texts: str | None = None
 
 
 class DiversityResult(ResultModel):
@@ -628,11 +630,17 @@ class CompareRunsDiversity(ResultModel):
 
 
 class CompareRunsResult(ResultModel):
+    """Two runs side by side. A direct run (one request per culture and item, no conversation) has
+    no fidelity or phenomena side: `kinds` and `not_measured` say so (both absent when both runs are
+    conversation runs, as before)."""
+
     task: Literal["compare-runs"] = "compare-runs"
     runs: dict[str, str]  # "A", "B" → run directory
+    kinds: dict[str, str] | None = None  # "A", "B" → culturepark | direct; written when a side is direct
     fidelity: dict[str, FidelitySide] = {}
     phenomena: dict[str, dict[str, dict[str, LabelShares]]] | None = None  # with --judge only
     diversity: CompareRunsDiversity | None = None
+    not_measured: dict[str, list[str]] | None = None  # "A"/"B" → what was not measured on it, and why
 
 
 # ---- education

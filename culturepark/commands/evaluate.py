@@ -106,7 +106,8 @@ def register(sub: Any) -> None:
                             help="ours (default): per conversation, did the stance shift; paper: the original's "
                                  "extend rate and understanding ratio per delegate turn")
         ej.set_defaults(func=judged)
-    er = esub.add_parser("compare-runs", help="two runs side by side: fidelity, phenomena, diversity")
+    er = esub.add_parser("compare-runs", help="two runs side by side: fidelity, phenomena, diversity (a direct run: "
+                                              "diversity of its reasons only, it has no conversation)")
     er.add_argument("run_a", type=Path)
     er.add_argument("run_b", type=Path)
     shared(er, "--model", help="fidelity: ask with this model (default: each run's delegate model)")
@@ -124,9 +125,11 @@ def register(sub: Any) -> None:
     _model_flags(ec, single=False)
     ec.set_defaults(func=compare)
     ed = esub.add_parser("diversity", help="diversity gain of NEW over a reference")
-    ed.add_argument("new", type=Path, nargs="+", help="one or more files (e.g. CulturePark and direct-generation "
-                                                      "data): one row each against the same reference")
-    ed.add_argument("--reference", type=Path, required=True)
+    ed.add_argument("new", type=Path, nargs="+", help="one or more files or run directories (e.g. CulturePark and "
+                                                      "direct-generation data): one row each against the same "
+                                                      "reference; a run directory gives a conversation run's "
+                                                      "delegate turns or a direct run's reasons, one per line")
+    ed.add_argument("--reference", type=Path, required=True, help="a file or a run directory, read the same way")
     ed.add_argument("--field")
     shared(ed, "--base-url", help="OpenAI-compatible /v1/embeddings instead of the local MiniLM")
     ed.add_argument("--embeddings-model", default="text-embedding-3-small")
