@@ -3,7 +3,8 @@
 The VSM13 manual leaves each index's additive constant C to the user, so the comparison is
 given three ways: raw indices (C = 0) and their Euclidean distance to the published scores
 (`distance_c0`); the distance with a chosen constant added to every index (`distance`,
-`--constant`, default 0; the paper added 50, so `--constant 50` reproduces its distances);
+`--constant`, default 0; the paper added 50, and with the paper-compat options below
+`--constant 50` scores as its code did);
 and a C-free centred distance (each dimension centred over the compared cultures; needs two
 or more cultures). C changes the scoring only, never the requests, so re-scoring a finished
 eval with another C costs nothing. Items answered invalidly after retries are counted, never
