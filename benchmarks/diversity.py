@@ -31,9 +31,7 @@ def texts_of(path: Path, field: str | None = None) -> list[str]:
 
 def texts_and_unit(path: Path, field: str | None = None) -> tuple[list[str], str | None]:
     """`texts_of` and the unit of the texts where it is a run's (`run_texts.UNITS`), else None."""
-    if path.is_dir():
-        if field:
-            raise InputError(f"diversity: {path} is a run directory; --field applies to JSONL files only")
+    if path.is_dir():  # `field` names a JSONL file's key; a run directory is read by its kind
         kind, texts = run_texts(path)
         return [t for t in texts if t.strip()], UNITS[kind]
     if not path.exists():

@@ -130,7 +130,7 @@ def register(sub: Any) -> None:
                                                       "reference; a run directory gives a conversation run's "
                                                       "delegate turns or a direct run's reasons, one per line")
     ed.add_argument("--reference", type=Path, required=True, help="a file or a run directory, read the same way")
-    ed.add_argument("--field")
+    ed.add_argument("--field", help="the JSONL files' text field (run directories are read by their kind)")
     shared(ed, "--base-url", help="OpenAI-compatible /v1/embeddings instead of the local MiniLM")
     ed.add_argument("--embeddings-model", default="text-embedding-3-small")
     shared(ed, "--api-key-env", default="OPENAI_API_KEY", help="env var with the key (not needed on loopback)")

@@ -60,6 +60,10 @@ def test_compare_runs_and_diversity_take_a_direct_run(tmp_path, two_runs):
                                                               (8, UNITS["culturepark"])]
     assert rows[0]["diversity_gain"] == rows[1]["diversity_gain"]  # the directory and its export read alike
     assert "reference_texts" not in rows[0]  # a plain file's rows, as before
+    items = tmp_path / "items.jsonl"
+    items.write_text(json.dumps({"q_content": "Family comes first."}) + "\n")
+    res = run_cli_here("eval", "diversity", str(direct), "--reference", str(items), "--field", "q_content", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["new"] == 12, res.stderr  # --field: the JSONL file's
 
 
 def test_a_directory_that_is_not_a_run_is_refused(tmp_path, two_runs):
@@ -67,6 +71,6 @@ def test_a_directory_that_is_not_a_run_is_refused(tmp_path, two_runs):
     seed.write_text(json.dumps({"text": "Family comes first."}) + "\n")
     (tmp_path / "empty").mkdir()
     for args, says in (([str(tmp_path / "empty"), "--reference", str(seed)], "not a run directory"),
-                       ([str(two_runs["direct"]), "--reference", str(seed), "--field", "text"], "JSONL files only")):
+                       ([str(two_runs["direct"] / "log.jsonl"), "--reference", str(seed)], "no text, messages or turns")):
         res = run_cli_here("eval", "diversity", *args)
         assert res.returncode == 2 and says in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr

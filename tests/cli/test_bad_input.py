@@ -226,8 +226,6 @@ CASES: dict[str, list[tuple[str, Args, str]]] = {  # command -> (case, argv, wha
         ("no reference", lambda w: ["eval", "diversity", str(w / "texts.jsonl")], "required"),
         ("a directory that is not a run", lambda w: ["eval", "diversity", str(w / "empty"), "--reference",
                                                      str(w / "texts.jsonl")], "not a run directory"),
-        ("--field with a run directory", lambda w: ["eval", "diversity", str(w / "crun"), "--reference",
-                                                    str(w / "texts.jsonl"), "--field", "text"], "JSONL files only"),
     ],
     "eval education": [
         ("not a run directory", lambda w: ["eval", "education", str(w / "empty")], "no log.jsonl"),
