@@ -9,7 +9,7 @@ import orjson
 import pytest
 import yaml
 
-from culturepark.engine.backends.openai_batch import BatchLedger
+from culturepark.engine.backends.batch_api import BatchLedger
 from tests.conftest import run_cli, scenario_dict, wait_for
 
 
