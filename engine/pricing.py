@@ -10,11 +10,25 @@ split (uncached input, cached input, output) at the rates of the tier that serve
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 Tier = Literal["standard", "flex", "batch"]
 TIERS: tuple[Tier, ...] = ("standard", "flex", "batch")
 DISCOUNTED_TIER_FACTOR = 0.5  # flex and batch, when a price names no rates of its own for them
+
+
+class Billed(Protocol):
+    """Tokens as a provider bills them (`records.Usage` is one): the whole prompt, and the parts of it
+    read from and written to the prompt cache."""
+
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def completion_tokens(self) -> int: ...
+    @property
+    def cached_tokens(self) -> int: ...
+    @property
+    def cache_write_tokens(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +102,13 @@ class Price:
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
              tier: str = "standard", written_tokens: int = 0) -> float:
         return self.split(prompt_tokens, completion_tokens, cached_tokens, tier, written_tokens).total
+
+    def of(self, tokens: Billed, tier: str = "standard") -> CostSplit:
+        """What these tokens cost at the tier's rates, split by what was billed. The one way a cost is
+        priced from tokens — turns, rejected replies, summaries, pilot projections, the bench's bill —
+        so cache writes (Anthropic: 1.25 times input) are counted wherever cache reads are."""
+        return self.split(tokens.prompt_tokens, tokens.completion_tokens, tokens.cached_tokens, tier,
+                          tokens.cache_write_tokens)
 
     def describe(self) -> dict[str, dict[str, float | None]]:
         """Every tier's rates, for the run header: the log then says what its costs were priced at."""

@@ -161,9 +161,7 @@ def turn_cost(completion: Completion, price: Price | None) -> float | None:
         return 0.0
     if price is None:
         return None
-    u = completion.usage
-    cost: float | None = price.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens,
-                                    completion.tier or "standard", u.cache_write_tokens)
+    cost: float | None = price.of(completion.usage, completion.tier or "standard").total
     return cost
 
 
@@ -173,8 +171,7 @@ def rejected_cost(completion: Completion, price: Price | None) -> float | None:
     u = completion.rejected
     if u is None or price is None:
         return None
-    cost: float | None = price.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens,
-                                    completion.tier or "standard", u.cache_write_tokens)
+    cost: float | None = price.of(u, completion.tier or "standard").total
     return cost
 
 

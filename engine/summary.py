@@ -131,8 +131,7 @@ class Tally:
         self.cost_known = True
         self.prices = prices or {}
         self.costed_roles: set[str] = set()  # roles with a known cost: the split needs their rates
-        # (role, tier) → prompt, completion, cached, written
-        self.billed: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        self.billed: dict[tuple[str, str], Usage] = defaultdict(Usage)  # (role, tier) → tokens billed
         self.by_turn: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # index → [prompt, cached]
         self.tiers: Counter[str] = Counter()
         self.rejected_tokens = 0
@@ -156,11 +155,7 @@ class Tally:
             self.cost += cost
             self.rejected_cost += cost
             self.costed_roles.add(role)
-        billed = self.billed[(role, tier)]
-        billed[0] += u.prompt_tokens
-        billed[1] += u.completion_tokens
-        billed[2] += u.cached_tokens
-        billed[3] += u.cache_write_tokens
+        self.billed[(role, tier)] = self.billed[(role, tier)].plus(u)
 
     def add_turn(self, t: TurnRecord) -> None:
         u = t.usage
@@ -184,11 +179,7 @@ class Tally:
             self.cost += t.cost_usd
             self.costed_roles.add(t.role)
         if not t.cached:  # a turn answered from an earlier run's log was not billed
-            billed = self.billed[(t.role, tier)]
-            billed[0] += u.prompt_tokens
-            billed[1] += u.completion_tokens
-            billed[2] += u.cached_tokens
-            billed[3] += u.cache_write_tokens
+            self.billed[(t.role, tier)] = self.billed[(t.role, tier)].plus(u)
 
     def cost_split(self) -> CostSplitUSD | None:
         """`cost_usd` split by what was billed, from the tokens per role and tier at the header's rates
@@ -196,9 +187,9 @@ class Tally:
         if not self.cost_known or any(role not in self.prices for role in self.costed_roles):
             return None
         total = CostSplit()
-        for (role, tier), (prompt, completion, cached, written) in self.billed.items():
+        for (role, tier), billed in self.billed.items():
             if role in self.prices:
-                total = total + self.prices[role].split(prompt, completion, cached, tier, written)
+                total = total + self.prices[role].of(billed, tier)
         return CostSplitUSD(uncached_input=round(total.uncached_input, 6), cached_input=round(total.cached_input, 6),
                             output=round(total.output, 6), cache_write_input=round(total.cache_write, 6))
 

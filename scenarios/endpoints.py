@@ -100,19 +100,28 @@ def make_backend(cfg: BackendConfig) -> Backend:
 
 
 def batch_backend(cfg: BackendConfig, run_dir: Path, role: str) -> Backend:
-    """`run --batch-api`: the role's OpenAI-compatible backend, sent through /v1/batches, with its
-    ledger of paid batches in the run directory (one per distinct endpoint)."""
-    from culturepark.engine.backends.openai_batch import BatchLimits, OpenAIBatchBackend, ledger_name
+    """`run --batch-api`: the role's backend sent through its provider's batch API (OpenAI-compatible
+    /v1/files + /v1/batches, or Anthropic's Message Batches), with its ledger of paid batches in the
+    run directory (one per distinct endpoint)."""
+    from culturepark.engine.backends.batch_api import BatchBackend, BatchLimits, ledger_name
 
-    if isinstance(cfg, EmbeddedBackendConfig) or cfg.provider == "anthropic":
-        uses = "the embedded model" if isinstance(cfg, EmbeddedBackendConfig) else "Anthropic's API"
-        raise InputError(f"--batch-api needs an OpenAI-compatible server with /v1/files and /v1/batches; "
-                         f"the {role} uses {uses}")
+    if isinstance(cfg, EmbeddedBackendConfig):
+        raise InputError(f"--batch-api needs an OpenAI-compatible server with /v1/files and /v1/batches, or "
+                         f"Anthropic's Message Batches; the {role} uses the embedded model")
     http = make_backend(cfg)
-    assert isinstance(http, OpenAIHTTPBackend)
     b = cfg.batch
     limits = BatchLimits(b.max_requests, int(b.max_mb * 1024 * 1024), b.gather_s, b.poll_s)
-    return OpenAIBatchBackend(http, run_dir / ledger_name(role), limits)
+    ledger = run_dir / ledger_name(role)
+    if cfg.provider == "anthropic":
+        from culturepark.engine.backends.anthropic_batch import AnthropicBatches
+        from culturepark.engine.backends.anthropic_http import AnthropicHTTPBackend
+
+        assert isinstance(http, AnthropicHTTPBackend)
+        return BatchBackend(AnthropicBatches(http, limits.poll_s), ledger, limits)
+    from culturepark.engine.backends.openai_batch import OpenAIBatches
+
+    assert isinstance(http, OpenAIHTTPBackend)
+    return BatchBackend(OpenAIBatches(http), ledger, limits)
 
 
 def make_endpoints(configs: dict[str, BackendConfig], limits: Limits, retry: RetryConfig,

@@ -24,6 +24,7 @@ import yaml
 
 from culturepark.benchmarks.perf.throughput import launch_sim_server
 from culturepark.engine.pricing import Price, lookup_price
+from culturepark.engine.records import Usage
 from culturepark.scenarios.data_dir import resolve_data_dir
 
 MODEL = "gpt-4o-mini"
@@ -48,9 +49,19 @@ def _stats(url: str) -> dict[str, Any]:
 
 
 def _billed(stats: dict[str, Any], price: Price) -> float:
-    billed: float = sum(price.cost(t["prompt_tokens"], t["completion_tokens"], t["cached_tokens"], tier)
+    """What the simulator answered, per tier, at the model's rates (cache writes included)."""
+    billed: float = sum(price.of(Usage(t["prompt_tokens"], t["completion_tokens"], t["cached_tokens"],
+                                       t.get("cache_write_tokens", 0)), tier).total
                         for tier, t in stats["usage_by_tier"].items())
     return billed
+
+
+def _tokens(summary: dict[str, Any], cached: bool = True) -> Usage:
+    """A run's tokens as billed (or, with `cached` false, as if nothing were read from or written to a cache)."""
+    t = summary["tokens"]
+    if not cached:
+        return Usage(t["prompt"], t["completion"])
+    return Usage(t["prompt"], t["completion"], t["cached_prompt"], t.get("cache_write_prompt", 0))
 
 
 def _long_prefix_hits(log: Path) -> tuple[int, int]:
@@ -73,13 +84,12 @@ def _long_prefix_hits(log: Path) -> tuple[int, int]:
 
 def _ratios_by_model(summary: dict[str, Any]) -> dict[str, float]:
     """The same tokens at other models' list prices: flex with caching over standard without."""
-    t = summary["tokens"]
     out = {}
     for model in ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "gpt-3.5-turbo"):
         price = lookup_price(model)
         if price is not None:
-            flex = price.cost(t["prompt"], t["completion"], t["cached_prompt"], "flex")
-            out[model] = round(flex / price.cost(t["prompt"], t["completion"]), 4)
+            flex = price.of(_tokens(summary), "flex").total
+            out[model] = round(flex / price.of(_tokens(summary, cached=False)).total, 4)
     return out
 
 
@@ -107,8 +117,7 @@ def one_way(tmp: Path, data_dir: Path, n: int, name: str, sim_extra: list[str], 
         proc.kill()
     price = lookup_price(MODEL)
     assert price is not None
-    t = summary["tokens"]
-    uncached_standard = price.cost(t["prompt"], t["completion"])
+    uncached_standard = price.of(_tokens(summary, cached=False)).total
     eligible, hit = _long_prefix_hits(tmp / name / "log.jsonl")
     per_1000 = 1000 / max(1, summary["conversations"])
     return {"bench": "cost", "way": name, "model": MODEL, "conversations": summary["conversations"],

@@ -120,11 +120,11 @@ class RunWorker:
     async def progress(self) -> dict[str, Any]:
         s = self.session.scheduler.stats if self.session and self.session.scheduler else None
         if s is None:
-            return {"done": 0, "failed": 0, "turns": 0, "tokens": 0, "rate_limited": 0, "cost_usd": 0.0}
+            return _zero()
         eps = distinct(self.endpoints)
         return {"done": s.done, "failed": s.failed, "turns": s.turns,
                 "tokens": s.prompt_tokens + s.completion_tokens, "cost_usd": s.cost_usd,
-                "rate_limited": sum(e.stats.rate_limited for e in eps)}
+                "rejected_cost_usd": s.rejected_cost_usd, "rate_limited": sum(e.stats.rate_limited for e in eps)}
 
     async def set_limits(self, limits: dict[str, Any]) -> None:
         """Rebalance: this worker's share of the budget changed (another worker finished)."""
@@ -180,6 +180,7 @@ class _Progress:
         s.turns = sum(p["turns"] for p in parts)
         s.prompt_tokens = sum(p["tokens"] for p in parts)
         s.cost_usd = sum(p["cost_usd"] for p in parts)
+        s.rejected_cost_usd = sum(p.get("rejected_cost_usd", 0.0) for p in parts)  # the progress line's share
 
 
 @dataclass
@@ -413,7 +414,8 @@ class _Driver:
 
 
 def _zero() -> dict[str, Any]:
-    return {"done": 0, "failed": 0, "turns": 0, "tokens": 0, "cost_usd": 0.0, "rate_limited": 0}
+    return {"done": 0, "failed": 0, "turns": 0, "tokens": 0, "cost_usd": 0.0, "rejected_cost_usd": 0.0,
+            "rate_limited": 0}
 
 
 __all__ = ["INSTALL_HINT", "RayOptions", "run_ray_async", "shard_of", "split_limits"]

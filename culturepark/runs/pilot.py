@@ -5,7 +5,8 @@ Why a pilot: the static dry run (`runs.estimate`) can only bound tokens (every r
 A pilot measures both on the real model: it runs every k-th conversation of the plan (spread
 over cultures and items, k = size / N) into its own run directory, and scales its tokens,
 cached tokens and requests by size / N. Cost is projected for every tier from the rates the
-scenario prices at (`engine.pricing`); wall time is the largest of what concurrency, RPM and
+scenario prices at (`engine.pricing`: `Price.of`, cache reads and writes included, so Anthropic's 1.25x
+write surcharge is projected as the full run pays it); wall time is the largest of what concurrency, RPM and
 TPM allow. The full run's `summary.json` has the same fields, to compare estimate and outcome.
 The pilot's answers are reusable: give its directory in the scenario's `cache_from`.
 """
@@ -23,6 +24,7 @@ import orjson
 from culturepark.engine.export import assemble
 from culturepark.engine.files import atomic_write
 from culturepark.engine.pricing import Price
+from culturepark.engine.records import Usage
 from culturepark.runs.in_process import Progress, run_async
 from culturepark.runs.prepare import RunOptions, prepare
 from culturepark.scenarios.endpoints import price_for
@@ -34,28 +36,31 @@ ESTIMATE_NAME = "estimate.json"
 @dataclasses.dataclass
 class RoleTokens:
     requests: int = 0
-    prompt: int = 0
-    cached: int = 0
-    completion: int = 0
+    usage: Usage = dataclasses.field(default_factory=Usage)  # prompt, completion, cache reads and writes
 
     def scaled(self, factor: float) -> RoleTokens:
-        return RoleTokens(round(self.requests * factor), round(self.prompt * factor), round(self.cached * factor),
-                          round(self.completion * factor))
+        u = self.usage
+        return RoleTokens(round(self.requests * factor), Usage(
+            round(u.prompt_tokens * factor), round(u.completion_tokens * factor), round(u.cached_tokens * factor),
+            round(u.cache_write_tokens * factor)))
 
 
-# Projected costs shown: (name, tier, whether cached input is billed at the cached rate).
+# Projected costs shown: (name, tier, whether the prompt cache is used: reads at the cached rate, writes at
+# the write rate).
 COST_VIEWS = (("standard_uncached", "standard", False), ("standard", "standard", True), ("flex", "flex", True),
               ("batch", "batch", True))
 
 
 def _tier_costs(by_role: dict[str, RoleTokens], prices: dict[str, Price | None]) -> dict[str, float | None]:
     """The projected tokens at each tier's rates (unknown, for every tier, if a role has no price);
-    standard is also shown as if nothing were cached."""
+    standard is also shown as if nothing were cached (nothing read, nothing written)."""
     known = {role: price for role in by_role if (price := prices.get(role)) is not None}
     if len(known) < len(by_role):
         return {name: None for name, _, _ in COST_VIEWS}
-    return {name: round(sum(known[role].cost(t.prompt, t.completion, t.cached if cached else 0, tier)
-                            for role, t in by_role.items()), 6)
+
+    def tokens(t: RoleTokens, cached: bool) -> Usage:
+        return t.usage if cached else Usage(t.usage.prompt_tokens, t.usage.completion_tokens)
+    return {name: round(sum(known[role].of(tokens(t, cached), tier).total for role, t in by_role.items()), 6)
             for name, tier, cached in COST_VIEWS}
 
 
@@ -82,18 +87,17 @@ async def pilot_async(scenario_ref: str | Path | AnyScenario, opts: RunOptions, 
         for t in conv.turns.values():
             r = by_role[t.role]
             r.requests += 1
-            r.prompt += t.usage.prompt_tokens
-            r.cached += t.usage.cached_tokens
-            r.completion += t.usage.completion_tokens
+            r.usage = r.usage.plus(t.usage)
     factor = total / len(ran) if ran else 0.0
     projected = {role: t.scaled(factor) for role, t in by_role.items()}
     configs = prepared.experiment.backends()
     costs = _tier_costs(projected, {role: price_for(cfg) for role, cfg in configs.items()})
     sc = prepared.scenario
     requests = sum(t.requests for t in projected.values())
-    prompt = sum(t.prompt for t in projected.values())
-    cached = sum(t.cached for t in projected.values())
-    completion = sum(t.completion for t in projected.values())
+    prompt = sum(t.usage.prompt_tokens for t in projected.values())
+    cached = sum(t.usage.cached_tokens for t in projected.values())
+    written = sum(t.usage.cache_write_tokens for t in projected.values())
+    completion = sum(t.usage.completion_tokens for t in projected.values())
     conversation_s = sum(durations) / len(durations) if durations else 0.0
     bounds = {"concurrency": math.ceil(total / sc.concurrency) * conversation_s,
               "rpm": requests / sc.limits.rpm * 60 if sc.limits.rpm else 0.0,
@@ -106,7 +110,7 @@ async def pilot_async(scenario_ref: str | Path | AnyScenario, opts: RunOptions, 
         "projected": {
             "conversations": total, "turns": requests,
             "tokens": {"prompt": prompt, "completion": completion, "total": prompt + completion,
-                       "cached_prompt": cached},
+                       "cached_prompt": cached, "cache_write_prompt": written},
             "cache": {"hit_rate": round(cached / prompt, 4) if prompt else 0.0},
             "tier": tier, "cost_usd": costs.get(tier), "cost_usd_by_tier": costs,
             "duration_s": round(max(bounds.values()), 1) if tier != "batch" else None,

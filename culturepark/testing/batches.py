@@ -114,6 +114,7 @@ class BatchSim:
             else:
                 text, finish, usage = self.sim.answer(parse_request(line["body"], chat), chat, "batch")
                 self._billed.add(_digest(line))
+                self.sim.stats.batch_lines_billed += 1
                 model = str(line["body"].get("model", "sim-model"))
                 out.append({"id": rid, "custom_id": line["custom_id"], "error": None,
                             "response": {"status_code": 200, "request_id": rid,

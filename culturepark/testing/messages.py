@@ -119,6 +119,14 @@ def parse_messages(body: Any) -> AskedMessages:
                          math.ceil(length / CHARS_PER_TOKEN), stops)
 
 
+def message_body(message_id: str, model: str, text: str, stop_reason: str, stop_sequence: str | None,
+                 usage: dict[str, Any]) -> dict[str, Any]:
+    """A `message` object as /v1/messages answers it (and a succeeded batch result carries it)."""
+    return {"id": message_id, "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}] if text else [], "stop_reason": stop_reason,
+            "stop_sequence": stop_sequence, "usage": usage}
+
+
 class MessagesSim:
     def __init__(self, sim: SimServer) -> None:
         self.sim = sim
@@ -179,9 +187,7 @@ class MessagesSim:
         if sim.config.charge == "usage" and sim._tok_bucket is not None:
             sim._tok_bucket.level -= approx_tokens(text)
         st.ok += 1
-        body = {"id": f"msg_sim{st.requests}", "type": "message", "role": "assistant", "model": asked.model,
-                "content": [{"type": "text", "text": text}] if text else [], "stop_reason": stop_reason,
-                "stop_sequence": stop_sequence, "usage": usage}
+        body = message_body(f"msg_sim{st.requests}", asked.model, text, stop_reason, stop_sequence, usage)
         return web.Response(body=orjson.dumps(body), content_type="application/json", headers=self.limit_headers())
 
     def answer(self, asked: AskedMessages, tier: str) -> tuple[str, str, str | None, dict[str, Any]]:
@@ -211,4 +217,4 @@ class MessagesSim:
         app.router.add_post("/v1/messages", self.messages)
 
 
-__all__ = ["MessagesSim", "anthropic_error", "parse_messages"]
+__all__ = ["MessagesSim", "anthropic_error", "message_body", "parse_messages"]

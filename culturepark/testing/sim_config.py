@@ -62,7 +62,8 @@ class SimConfig(BaseModel):
     stream_chunk_ms: float = Field(0.0, ge=0, description="pause between chunks of a streamed reply")
     # OpenAI's prompt caching rules (testing/cache_rules.py): cached_tokens in usage
     prompt_cache: bool = Field(False, description="cache prompt prefixes by OpenAI's rules (cached_tokens in usage)")
-    prompt_cache_min_tokens: int = Field(1024, ge=1)
+    prompt_cache_min_tokens: int = Field(1024, ge=1, description="prompts shorter than this are not cached "
+                                                                   "(OpenAI's and Anthropic's minimum: 1,024)")
     prompt_cache_key_rpm: float = Field(15.0, gt=0)
     # `service_tier: "flex"`: slower by this factor, and refused (429 resource unavailable) at this rate
     flex_latency_factor: float = Field(3.0, ge=1, description="flex requests are this much slower")

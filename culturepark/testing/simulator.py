@@ -29,6 +29,7 @@ from culturepark.engine.tokens import approx_tokens, prompt_tokens
 from culturepark.testing.batches import BatchSim
 from culturepark.testing.cache_rules import PromptCacheSim
 from culturepark.testing.jobs import FineTuneSim
+from culturepark.testing.message_batches import MessageBatchSim
 from culturepark.testing.messages import MessagesSim, anthropic_error
 from culturepark.testing.responses import error_response as _error
 from culturepark.testing.sim_config import Fault, ScriptRule, SimConfig
@@ -93,7 +94,8 @@ class SimStats:
     cache_overflow: int = 0
     batches_created: int = 0
     batch_lines: int = 0
-    batch_lines_repeated: int = 0  # a request body already sent in an earlier batch: paid twice
+    batch_lines_repeated: int = 0  # a request already answered in an earlier batch: paid twice
+    batch_lines_billed: int = 0  # batch lines answered (and so billed)
     # what /v1/messages requests cost in dollars at Anthropic's rates (testing/messages.py)
     bill_usd: float = 0.0
 
@@ -491,7 +493,9 @@ def create_app(config: SimConfig | None = None) -> web.Application:
     files = FineTuneSim(sim.config, sim.stats)
     files.routes(app)
     BatchSim(sim, files).routes(app)
-    MessagesSim(sim).routes(app)
+    messages = MessagesSim(sim)
+    messages.routes(app)
+    MessageBatchSim(messages).routes(app)
     return app
 
 

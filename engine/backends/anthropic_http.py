@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 
 from culturepark.engine.backends.base import Completion, Request
-from culturepark.engine.backends.openai_http import parse_retry_after, probe_models, transport_error
+from culturepark.engine.backends.openai_http import api_request, parse_retry_after, probe_models, transport_error
 from culturepark.engine.backends.rate_headers import read_rate_headers
 from culturepark.engine.errors import (
     AccountError,
@@ -69,6 +70,11 @@ def anthropic_error(status: int, headers: Any, raw: bytes) -> BackendError:
         reason = "overloaded" if status == 529 or kind == "overloaded_error" else f"http_{status}"
         return TransientError(reason, retry_after=parse_retry_after(headers), status=status)
     return FatalBackendError(f"http_{status}: {kind} {message[:200]}".rstrip(), status=status)
+
+
+def same_origin(url: str, base_url: str) -> bool:
+    a, b = urlsplit(url), urlsplit(base_url)
+    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
 
 
 def _turns(messages: list[dict[str, str]]) -> tuple[str, list[dict[str, Any]]]:
@@ -147,6 +153,20 @@ class AnthropicHTTPBackend:
         await self.start()
         assert self._session is not None
         await probe_models(self._session, self.base_url, timeout_s)
+
+    async def call_api(self, method: str, path: str, *, data: bytes | None = None,
+                       timeout_s: float | None = None) -> bytes:
+        """Any other call on this API (`/messages/batches`), with the same key and session: the body
+        of a 200, else the `BackendError` Anthropic's status and error body mean (`data`: a JSON body
+        already encoded). `path` may be a whole
+        URL only on this API's own origin: the key is never sent to another host."""
+        await self.start()
+        assert self._session is not None
+        if path.startswith(("http://", "https://")) and not same_origin(path, self.base_url):
+            raise FatalBackendError("batch_results_elsewhere: the results URL is not on the API's host")
+        url = path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
+        return await api_request(self._session, method, url, anthropic_error, data=data,
+                                 timeout_s=timeout_s or self.timeout_s)
 
     def body(self, req: Request) -> dict[str, Any]:
         """The Messages API request body, with cache breakpoints at the stable prefix."""

@@ -105,6 +105,24 @@ def parse_retry_after(headers: Any) -> float | None:
     return None
 
 
+async def api_request(session: aiohttp.ClientSession, method: str, url: str,
+                      error_for: Callable[[int, Any, bytes], BackendError], *, data: Any = None, json: Any = None,
+                      timeout_s: float, content_type: str | None = None) -> bytes:
+    """One call beside the hot path (files, batches, their results) on a backend's session, with its
+    key: the body of a 200, else the `BackendError` the provider's status means (`error_for`);
+    transport failures are transient. The one such call of the HTTP backends."""
+    try:
+        headers = {"Content-Type": content_type} if content_type else None  # the session's is JSON
+        async with session.request(method, url, data=data, json=json, headers=headers,
+                                   timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            raw = await resp.read()
+            if resp.status != 200:
+                raise error_for(resp.status, resp.headers, raw)
+            return raw
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise transport_error(exc) from exc
+
+
 async def probe_models(session: aiohttp.ClientSession, base_url: str, timeout_s: float) -> None:
     """GET `base_url/models`: any HTTP answer counts as reachable; no answer is `Unreachable` (bad
     input). The one reachability check of the HTTP backends (OpenAI-compatible and Anthropic)."""
@@ -176,17 +194,9 @@ class OpenAIHTTPBackend:
         the body of a 200, else the `BackendError` the status means; transport failures are transient."""
         await self.start()
         assert self._session is not None
-        timeout = aiohttp.ClientTimeout(total=timeout_s or self.timeout_s)
-        try:
-            headers = {"Content-Type": content_type} if content_type else None  # the session's is JSON
-            async with self._session.request(method, f"{self.base_url}{path}", data=data, json=json,
-                                             timeout=timeout, headers=headers) as resp:
-                raw = await resp.read()
-                if resp.status != 200:
-                    raise error_for_status(resp.status, resp.headers, raw)
-                return raw
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise transport_error(exc) from exc
+        return await api_request(self._session, method, f"{self.base_url}{path}", error_for_status,
+                                 data=data, json=json, timeout_s=timeout_s or self.timeout_s,
+                                 content_type=content_type)
 
     async def check_reachable(self, timeout_s: float = 5.0) -> None:
         """Fail fast on a wrong base URL: any HTTP answer counts as reachable (`Unreachable`: bad input)."""

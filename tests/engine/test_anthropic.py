@@ -199,10 +199,13 @@ def test_a_summary_splits_cache_writes_out_and_adds_up_to_the_cost():
         pytest.approx(s.cost_usd, abs=1e-6)
 
 
-def test_batch_api_is_refused_for_anthropic_in_one_line(tmp_path):
-    from culturepark.engine.errors import InputError
+def test_batch_api_sends_anthropic_through_message_batches_with_its_ledger(tmp_path):
+    from culturepark.engine.backends.anthropic_batch import AnthropicBatches
+    from culturepark.engine.backends.batch_api import BatchBackend
     from culturepark.scenarios.endpoints import batch_backend
 
-    with pytest.raises(InputError, match="Anthropic's API"):
-        batch_backend(parse_model_spec("anthropic:sim-model", "http://127.0.0.1:9/v1"), tmp_path, "delegate")
-    assert not list(tmp_path.iterdir())  # nothing written
+    backend = batch_backend(parse_model_spec("anthropic:sim-model", "http://127.0.0.1:9/v1"), tmp_path, "delegate")
+    assert isinstance(backend, BatchBackend) and isinstance(backend.provider, AnthropicBatches)
+    assert backend.ledger.path == tmp_path / "batches-delegate.jsonl"
+    assert backend.describe()["kind"] == "anthropic" and backend.describe()["service_tier"] == "batch"
+    assert not list(tmp_path.iterdir())  # nothing written before the run starts

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from culturepark.engine.backends.base import Request
-from culturepark.engine.backends.openai_batch import BatchLedger, BatchLimits, OpenAIBatchBackend
+from culturepark.engine.backends.batch_api import BatchBackend, BatchLedger, BatchLimits
+from culturepark.engine.backends.openai_batch import OpenAIBatches
 from culturepark.engine.backends.openai_http import OpenAIHTTPBackend
 from culturepark.runs.in_process import run_async
 from culturepark.runs.prepare import RunOptions
@@ -56,18 +57,18 @@ async def test_a_batch_created_before_a_kill_is_found_by_its_file_and_its_answer
     url = await sim(seed=1, batch_delay_s=0.0)
     http = OpenAIHTTPBackend(url, "sim-model")
     request = Request(messages=[{"role": "user", "content": "hello there"}], max_tokens=20)
-    first = OpenAIBatchBackend(http, tmp_path / "batches.jsonl", BatchLimits(**FAST))
+    first = BatchBackend(OpenAIBatches(http), tmp_path / "batches.jsonl", BatchLimits(**FAST))
     # what a killed run left: the file uploaded, `submitting` logged, the batch created, no `submitted`
     line = orjson.dumps({"custom_id": f"{request.key('sim-model')}.0", "method": "POST",
                          "url": "/v1/chat/completions", "body": http.body(request)})
-    file_id = await first._upload(line + b"\n")
+    file_id = await first.provider.upload(line + b"\n")
     first.ledger.append("submitting", input_file_id=file_id, custom_ids=[f"{request.key('sim-model')}.0"])
     await http.call_api("POST", "/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions"})
     first.ledger.close()
     await http.aclose()
 
-    resumed = OpenAIBatchBackend(OpenAIHTTPBackend(url, "sim-model"), tmp_path / "batches.jsonl",
-                                 BatchLimits(**FAST))
+    resumed = BatchBackend(OpenAIBatches(OpenAIHTTPBackend(url, "sim-model")), tmp_path / "batches.jsonl",
+                           BatchLimits(**FAST))
     await resumed.start()
     completion = await resumed.complete(request)
     await resumed.aclose()

@@ -85,3 +85,32 @@ async def test_the_progress_line_shows_the_cached_share_once_there_is_one(sim, t
                                                                                data_dir=tiny_data),
                     progress=lambda sch, total, done: progress_lines(sch, total, done, plain, every_s=3600))
     assert "cached" not in plain.getvalue()  # no provider cache, no figure
+
+
+async def test_a_pilot_on_anthropic_projects_its_cache_writes_at_their_rate(sim, tmp_path, tiny_data):
+    """A pilot of every conversation projects exactly what it paid: cache writes at 1.25 times input, as
+    billed, not at the input rate (which under-projected by the 0.25x write surcharge)."""
+    url = await sim(**SIM)
+    sc = _scenario(tmp_path, url, "a")
+    data = yaml.safe_load(sc.read_text())
+    data["backend"] = {"provider": "anthropic", "model": "sim-model", "base_url": url,
+                       "api_key_env": "ANTHROPIC_API_KEY", "price": {"input_per_1m": 3.0, "output_per_1m": 15.0}}
+    sc.write_text(yaml.safe_dump(data))
+    estimate = await pilot_async(sc, RunOptions(out=tmp_path / "pilot", data_dir=tiny_data), 24)
+    p, pilot = estimate["projected"], estimate["pilot"]
+    assert pilot["conversations"] == 24 and pilot["every"] == 1
+    assert p["tokens"]["cache_write_prompt"] > 0 and p["tokens"]["cached_prompt"] > 0
+    async with aiohttp.ClientSession() as s, s.get(url.removesuffix("/v1") + "/stats") as r:
+        bill = orjson.loads(await r.read())["bill_usd"]
+    assert p["cost_usd"] == pytest.approx(pilot["cost_usd"], rel=1e-4) == pytest.approx(bill, rel=0.01)
+    assert p["cost_usd_by_tier"]["batch"] == pytest.approx(p["cost_usd"] / 2, rel=1e-4)
+
+
+def test_the_cost_bench_prices_the_simulators_cache_writes():
+    from culturepark.benchmarks.perf.cost import _billed
+
+    price = Price(3.0, 15.0, 0.3, cache_write_per_1m=3.75)
+    stats = {"usage_by_tier": {"standard": {"prompt_tokens": 1_000_000, "completion_tokens": 0, "cached_tokens": 0,
+                                            "cache_write_tokens": 1_000_000},
+                               "batch": {"prompt_tokens": 1_000_000, "completion_tokens": 0, "cached_tokens": 0}}}
+    assert _billed(stats, price) == pytest.approx(3.75 + 1.5)  # written at 1.25x input; an old record has none

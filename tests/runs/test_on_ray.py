@@ -10,12 +10,31 @@ import yaml
 
 from culturepark.engine.log import read_log, shard_paths
 from culturepark.runs.in_process import run_async
-from culturepark.runs.on_ray import CHUNK, RayOptions, ShardWalk, run_ray_async, shard_of, split_limits
+from culturepark.runs.on_ray import (
+    CHUNK,
+    RayOptions,
+    ShardWalk,
+    _Progress,
+    run_ray_async,
+    shard_of,
+    split_limits,
+)
 from culturepark.runs.prepare import RunOptions
 from culturepark.scenarios.schema import Limits
 from tests.conftest import run_cli, scenario_dict
 
 ray = pytest.importorskip("ray")
+
+
+def test_progress_adds_up_the_workers_rejected_cost_so_the_line_shows_its_share():
+    from culturepark.console import rejected_share
+
+    progress = _Progress()
+    progress.update([{"done": 1, "failed": 0, "turns": 4, "tokens": 100, "cost_usd": 0.30, "rejected_cost_usd": 0.06},
+                     {"done": 2, "failed": 0, "turns": 8, "tokens": 200, "cost_usd": 0.10, "rejected_cost_usd": 0.04},
+                     {"done": 0, "failed": 0, "turns": 0, "tokens": 0, "cost_usd": 0.0}])  # a worker from before
+    assert progress.stats.rejected_cost_usd == pytest.approx(0.10) and progress.stats.cost_usd == pytest.approx(0.40)
+    assert rejected_share(progress.stats) == "rejected $0.1000 (25%)  "
 
 
 def test_shards_are_a_stable_hash_of_the_conversation_id():

@@ -107,3 +107,64 @@ async def test_batches_are_answered_after_their_delay_refused_when_malformed_and
     _, listing = await _get(slow, "/batches?limit=1")
     page = orjson.loads(listing)
     assert [b["id"] for b in page["data"]] == [pending["id"]] and page["has_more"] is False
+
+
+ANTHROPIC = {"anthropic-version": "2023-06-01"}
+
+
+async def _anthropic(url, method, path, body=None):
+    async with aiohttp.ClientSession(headers=ANTHROPIC) as s, s.request(
+            method, url + path, data=orjson.dumps(body) if body is not None else None) as r:
+        raw = await r.read()
+        return r.status, [orjson.loads(x) for x in raw.splitlines()] if path.endswith("/results") and r.status == 200 \
+            else orjson.loads(raw)
+
+
+def _params(text):
+    return {"model": "m", "max_tokens": 20, "messages": [{"role": "user", "content": text}]}
+
+
+# requests → the create call's refusal, in Anthropic's words
+BAD_CREATES = {
+    "no requests": ([], "between 1 and"),
+    "a dot in a custom_id": ([{"custom_id": "abc.0", "params": _params("x")}], "custom_id"),
+    "a custom_id of 65 characters": ([{"custom_id": "a" * 65, "params": _params("x")}], "custom_id"),
+    "a custom_id used twice": ([{"custom_id": "a", "params": _params("x")}] * 2, "used twice"),
+    "no params": ([{"custom_id": "a"}], "params"),
+}
+
+
+async def test_message_batches_refuse_what_the_api_refuses_and_end_with_results_by_custom_id(sim):
+    url = await sim(seed=1, batch_delay_s=0.0)
+    for requests, words in BAD_CREATES.values():
+        status, body = await _anthropic(url, "POST", "/messages/batches", {"requests": requests})
+        assert status == 400 and body["error"]["type"] == "invalid_request_error" and words in body["error"]["message"]
+    requests = [{"custom_id": "good-0", "params": _params("hello")},
+                {"custom_id": "bad-0", "params": {**_params("x"), "temperature": 2}}]  # refused when processed
+    status, created = await _anthropic(url, "POST", "/messages/batches", {"requests": requests})
+    assert status == 200 and created["processing_status"] == "in_progress" and created["results_url"] is None
+    status, batch = await _anthropic(url, "GET", f"/messages/batches/{created['id']}")
+    assert batch["processing_status"] == "ended" and batch["request_counts"]["succeeded"] == 1
+    assert batch["request_counts"]["errored"] == 1 and batch["results_url"].endswith(f"{created['id']}/results")
+    status, rows = await _anthropic(url, "GET", f"/messages/batches/{created['id']}/results")
+    by_id = {r["custom_id"]: r["result"] for r in rows}
+    assert by_id["good-0"]["type"] == "succeeded" and by_id["good-0"]["message"]["usage"]["output_tokens"] > 0
+    assert by_id["bad-0"]["error"]["error"]["type"] == "invalid_request_error"
+
+
+async def test_message_batches_list_newest_first_in_pages_and_results_wait_for_the_end(sim):
+    url = await sim(seed=1, batch_delay_s=60.0)
+    ids = [(await _anthropic(url, "POST", "/messages/batches",
+                             {"requests": [{"custom_id": f"r{i}", "params": _params("x")}]}))[1]["id"] for i in range(5)]
+    status, page = await _anthropic(url, "GET", "/messages/batches?limit=2")
+    assert [b["id"] for b in page["data"]] == ids[::-1][:2] and page["has_more"] and page["last_id"] == ids[3]
+    status, page = await _anthropic(url, "GET", f"/messages/batches?limit=10&after_id={page['last_id']}")
+    assert [b["id"] for b in page["data"]] == ids[2::-1] and not page["has_more"]
+    status, body = await _anthropic(url, "GET", f"/messages/batches/{ids[0]}/results")
+    assert status == 400 and "still processing" in body["error"]["message"]
+    status, batch = await _anthropic(url, "POST", f"/messages/batches/{ids[0]}/cancel")
+    assert batch["processing_status"] == "ended" and batch["request_counts"]["canceled"] == 1
+    stats_url = url.removesuffix("/v1") + "/stats"
+    async with aiohttp.ClientSession() as s, s.get(stats_url) as r:
+        stats = orjson.loads(await r.read())
+    assert stats["batch_lines"] == 5 and stats["batch_lines_billed"] == 0 and stats["bill_usd"] == 0  # none answered
