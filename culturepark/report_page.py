@@ -94,9 +94,10 @@ def _plt() -> ModuleType:
     return plt
 
 
-def _save(fig: Any, out: Path, name: str) -> str:
-    """Lay out, write and release a figure; its file name, for the page."""
-    fig.tight_layout()
+def _save(fig: Any, out: Path, name: str, rect: tuple[float, float, float, float] | None = None) -> str:
+    """Lay out (within `rect`, leaving room for a legend outside it), write and release a figure; its
+    file name, for the page."""
+    fig.tight_layout(**({"rect": rect} if rect else {}))
     fig.savefig(out / name, dpi=110)
     _plt().close(fig)
     return name
@@ -331,7 +332,7 @@ def refine_mode(s: RefineSummary) -> ModeLabel | None:
     dedup = s.dedup or {}
     deduplicated = "off" if dedup.get("enabled") is False else f"{dedup.get('method')} keeping the {dedup.get('keep')}"
     paper = s.extract_per == "utterance" and dedup.get("method") == "kmeans" and dedup.get("keep") == "longest"
-    what = (f"{'preset paper' if paper else 'ours'}: extract per {s.extract_per}, verify "
+    what = (f"{'preset paper: ' if paper else ''}extract per {s.extract_per}, verify "
             f"{'on' if s.verify is not False else 'off'}, de-duplication {deduplicated}")
     return ModeLabel(mode="paper" if paper else "ours", what=what)
 
@@ -687,7 +688,7 @@ def _rows_section(result: PaperResult, out: Path) -> list[str]:
              for r in result.rows for c, sc in r.cultures.items()]
     plt = _plt()
     cultures = list(result.chain.cultures)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.4))
     width = 0.8 / len(result.rows)
     for k, r in enumerate(result.rows):
         xs = [i - 0.4 + width / 2 + k * width for i in range(len(cultures))]
@@ -697,14 +698,16 @@ def _rows_section(result: PaperResult, out: Path) -> list[str]:
     for ax, title in ((a, "moderation macro-F1 (mean over sets)"), (b, f"Hofstede distance (C = {c50})")):
         ax.set_xticks(range(len(cultures)), cultures)
         ax.set_title(title, fontsize=10)
-        ax.legend(fontsize=7)
+    handles, labels = a.get_legend_handles_labels()  # one legend below both panels, clear of the bars
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7)
+    rect = (0.0, 0.06 * (1 + (len(labels) - 1) // 4), 1.0, 1.0)
     parts = ["<h2>Every row: baselines, direct generation, ablation</h2>",
              "<p class=note>Each row evaluated on the same tasks and seeds as base and tuned. A trained row has a "
              "model per culture (trained like the tuned row on its own data); a baseline is a model as it is. "
              "+Diversify is the full refinement: the tuned row's data and model.</p>",
              _table(["row", "culture", "model", "moderation macro-F1 per set", f"Hofstede C={c50}",
                      "Hofstede C-free", "mode"], table),
-             f'<img src="{_save(fig, out, "paper_rows.png")}" alt="every row">']
+             f'<img src="{_save(fig, out, "paper_rows.png", rect)}" alt="every row">']
     if result.modes:
         parts += ["<h2>Modes of the chain's steps</h2>",
                   _table(["step", "mode", "what"], [[k, m.mode, m.what] for k, m in result.modes.items()])]

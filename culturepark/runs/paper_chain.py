@@ -59,6 +59,7 @@ from culturepark.runs.paper_settings import PaperChain
 from culturepark.runs.prepare import RunOptions
 from culturepark.scenarios.loader import load_scenario
 from culturepark.trainers.refine import RefineConfig, refine_async
+from culturepark.trainers.sft import OPENAI_MIN_EXAMPLES
 from culturepark.trainers.summaries import LoraSummary
 
 HOFSTEDE_C = 50.0  # the paper's constant
@@ -215,6 +216,11 @@ def train(chain: PaperChain, sft: dict[str, SftStep], say: Callable[[str], None]
         out = _row_dir(chain, "train", row) / slug(c)
         if sft[c].examples == 0:
             steps[c] = TrainStep(status="no_examples", model_spec=None)
+            continue
+        if chain.trainer == "openai" and sft[c].examples < OPENAI_MIN_EXAMPLES:
+            # a row with little data (a small --limit) is reported untrained; the other rows go on
+            steps[c] = TrainStep(status="too_few_examples", model_spec=None)
+            say(f"train {row} {c}: {sft[c].examples} examples, OpenAI needs {OPENAI_MIN_EXAMPLES}: not trained")
             continue
         if chain.trainer == "openai":
             from culturepark.trainers.openai_jobs import train_openai
