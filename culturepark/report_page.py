@@ -330,22 +330,30 @@ def refine_mode(s: RefineSummary) -> ModeLabel | None:
     if s.extract_per is None and s.verify is None:
         return None
     dedup = s.dedup or {}
-    deduplicated = "off" if dedup.get("enabled") is False else f"{dedup.get('method')} keeping the {dedup.get('keep')}"
+    deduplicated = "off" if dedup.get("enabled") is False else f"{dedup.get('method')}, {dedup.get('keep')}"
     paper = s.extract_per == "utterance" and dedup.get("method") == "kmeans" and dedup.get("keep") == "longest"
-    what = (f"{'preset paper: ' if paper else ''}extract per {s.extract_per}, verify "
-            f"{'on' if s.verify is not False else 'off'}, de-duplication {deduplicated}")
+    what = (f"{'preset paper: ' if paper else ''}per {s.extract_per}, verify "
+            f"{'on' if s.verify is not False else 'off'}, dedup {deduplicated}")
     return ModeLabel(mode="paper" if paper else "ours", what=what)
 
 
 def run_mode(header: RunHeader) -> ModeLabel | None:
-    """A direct-generation run's style (the other runs' protocol is in their name and scenario)."""
+    """A run's mode from its header's scenario: a CulturePark run on one of the original's protocol
+    versions is the paper's, one on a moderator script of its own ours; a direct run by its style.
+    None for other kinds (education studies)."""
     sc = header.scenario or {}
-    if sc.get("kind") != "direct":
+    kind = sc.get("kind", "culturepark")
+    if kind == "direct":
+        if sc.get("style") == "paper":
+            return ModeLabel(mode="paper", what=f"direct style paper: a chatbot's {sc.get('reasons')} reasons, "
+                                                "Question/Answer frame")
+        return ModeLabel(mode="ours", what=f"direct style ours: the persona's {sc.get('reasons')} reasons")
+    if kind != "culturepark":
         return None
-    if sc.get("style") == "paper":
-        return ModeLabel(mode="paper", what=f"direct style paper: a chatbot's {sc.get('reasons')} reasons, "
-                                            "Question/Answer frame")
-    return ModeLabel(mode="ours", what=f"direct style ours: the persona's {sc.get('reasons')} reasons")
+    version, mode = sc.get("version", "v1"), sc.get("mode", "cross")
+    if isinstance(version, str):
+        return ModeLabel(mode="paper", what=f"protocol {version}, {mode}-cultural")
+    return ModeLabel(mode="ours", what=f"a moderator script of its own, {mode}-cultural")
 
 
 def _hofstede_section(items: list[tuple[Path, HofstedeResult]], out: Path) -> list[str]:

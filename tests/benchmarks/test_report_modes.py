@@ -53,12 +53,12 @@ def test_each_result_labels_the_mode_it_recorded_and_old_files_none(name, change
     (lambda d: d, None),  # written before verify / extract_per were recorded
     (lambda d: {**d, "verify": True, "extract_per": "utterance",
                 "dedup": {"enabled": True, "method": "kmeans", "keep": "longest"}},
-     "paper: preset paper: extract per utterance, verify on, de-duplication kmeans keeping the longest"),
+     "paper: preset paper: per utterance, verify on, dedup kmeans, longest"),
     (lambda d: {**d, "verify": False, "extract_per": "utterance", "dedup": {"enabled": False}},
-     "ours: extract per utterance, verify off, de-duplication off"),
+     "ours: per utterance, verify off, dedup off"),
     (lambda d: {**d, "verify": True, "extract_per": "conversation",
                 "dedup": {"enabled": True, "method": "agglomerative", "keep": "central"}},
-     "ours: extract per conversation, verify on, de-duplication agglomerative keeping the central"),
+     "ours: per conversation, verify on, dedup agglomerative, central"),
 ])
 def test_a_refinement_is_labelled_by_what_its_summary_recorded(change, label):
     s = RefineSummary.model_validate(change(_fixture("refine_summary.json")))
@@ -67,11 +67,14 @@ def test_a_refinement_is_labelled_by_what_its_summary_recorded(change, label):
 
 
 @pytest.mark.parametrize(("scenario", "label"), [
-    ({"kind": "culturepark"}, None),
+    ({"kind": "education"}, None),
+    ({"kind": "culturepark", "version": "v1-in", "mode": "in"}, "paper: protocol v1-in, in-cultural"),
+    ({"version": "v2"}, "paper: protocol v2, cross-cultural"),  # a header written before `kind`
+    ({"kind": "culturepark", "version": {"rounds": []}}, "ours: a moderator script of its own"),
     ({"kind": "direct", "style": "paper", "reasons": 10}, "paper: direct style paper: a chatbot's 10 reasons"),
     ({"kind": "direct", "reasons": 5}, "ours: direct style ours: the persona's 5 reasons"),  # before style
 ])
-def test_a_direct_run_is_labelled_by_its_style(scenario, label):
+def test_a_run_is_labelled_by_its_protocol_and_a_direct_run_by_its_style(scenario, label):
     got = run_mode(RunHeader(run_name="r", scenario=scenario))
     assert (got.text() if got else "")[:len(label or "")] == (label or "") and (got is None) == (label is None)
 
