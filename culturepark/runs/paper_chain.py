@@ -432,24 +432,43 @@ def estimate_chain(chain: PaperChain) -> dict[str, Any]:
         turns += e["requests"]
         conv_completion += e["completion_tokens_max"]
     opinions = convs * OPINIONS_PER_CONVERSATION
-    # the paper preset extracts per utterance: at most one call per turn, each turn read once
-    extract_calls = turns
-    extract_prompt = conv_completion + extract_calls * 150
-    verify_calls = opinions * (1 + 2 * REWRITE_SHARE)
-    refine_prompt = int(extract_prompt + verify_calls * 130)
-    refine_completion = int(extract_calls * 256 + verify_calls * 8 + opinions * REWRITE_SHARE * 96)
     price = lookup_price(chain.refiner)
-    steps["refine"] = {"requests": int(extract_calls + verify_calls), "prompt_tokens_est": refine_prompt,
-                       "completion_tokens_est": refine_completion,
-                       "cost_usd_est": round(price.cost(refine_prompt, refine_completion), 2) if price else None}
+
+    def refine_step(extract_calls: float, extract_prompt: float, opinions: float, verify: bool) -> dict[str, Any]:
+        verify_calls = opinions * (1 + 2 * REWRITE_SHARE) if verify else 0
+        prompt = int(extract_prompt + verify_calls * 130)
+        completion = int(extract_calls * 256 + verify_calls * 8 + (opinions * REWRITE_SHARE * 96 if verify else 0))
+        return {"requests": int(extract_calls + verify_calls), "prompt_tokens_est": prompt,
+                "completion_tokens_est": completion,
+                "cost_usd_est": round(price.cost(prompt, completion), 2) if price else None}
+    # the paper preset extracts per utterance: at most one call per turn, each turn read once
+    extract_prompt = conv_completion + turns * 150
+    steps["refine"] = refine_step(turns, extract_prompt, opinions, True)
+    trained_rows = 1
+    if chain.ablation:  # the same conversations refined twice more: Generate (no verification), +Verify
+        generate, verify = (refine_step(turns, extract_prompt, opinions, v) for v in (False, True))
+        steps["refine-ablation"] = {k: (generate[k] or 0) + (verify[k] or 0) for k in generate}
+        trained_rows += 2
+    if chain.direct:  # one request per culture and item; its reasons are the opinions
+        scenario = direct_scenario(chain)
+        e = estimate(scenario, RunOptions(limit=chain.limit, base_url=chain.base_url, model=chain.model,
+                                          data_dir=chain.data_dir, check_reachable=False))
+        steps["conversations-direct"] = {k: e[k] for k in ("conversations", "requests", "prompt_tokens_est",
+                                                            "completion_tokens_max", "cost_usd_max")}
+        steps["refine-direct"] = refine_step(e["requests"], e["completion_tokens_max"] + e["requests"] * 150,
+                                             e["conversations"] * scenario.reasons, True)
+        trained_rows += 1
     examples = int(opinions * KEPT_SHARE)
-    trained_tokens = examples * TOKENS_PER_EXAMPLE * chain.train_epochs()
+    trained_tokens = examples * TOKENS_PER_EXAMPLE * chain.train_epochs() * trained_rows
     train_price = TRAINING_PRICES.get(chain.tune_model) if chain.trainer == "openai" else 0.0
-    steps["train"] = {"models": len(chain.cultures), "examples_est": examples, "trained_tokens_est": trained_tokens,
+    steps["train"] = {"models": len(chain.cultures) * trained_rows, "examples_est": examples * trained_rows,
+                      "trained_tokens_est": trained_tokens,
                       "cost_usd_est": None if train_price is None else round(trained_tokens * train_price / 1e6, 2)}
     per_model = 24 * len(chain.cultures) * chain.seeds
     moderation_rows = sum(len(_datasets(c)) for c in chain.cultures) * (chain.moderation_limit or 200) * chain.seeds
-    eval_requests = (1 + len(chain.cultures)) * per_model + 2 * moderation_rows  # base + each tuned model
+    # base and each baseline answer every culture's sets; each trained row's model its own culture's
+    every = 1 + len(chain.baselines)
+    eval_requests = (every + trained_rows * len(chain.cultures)) * per_model + (every + trained_rows) * moderation_rows
     steps["eval"] = {"requests": eval_requests, "prompt_tokens_est": eval_requests * 150,
                      "cost_usd_est": None}  # a fine-tuned model's price is the provider's, per model
     requests = sum(s.get("requests", 0) for s in steps.values())

@@ -168,3 +168,21 @@ def test_direct_style_paper_asks_ten_by_default_and_old_direct_files_keep_their_
     paper = parse_scenario(scenario_dict(kind="direct", style="paper"))
     assert paper.reasons == 10 and paper.content_hash() != old.content_hash()
     assert parse_scenario(scenario_dict(kind="direct", style="paper", reasons=3)).reasons == 3
+
+
+def test_the_dry_run_counts_every_row_it_would_add(tmp_path, shared_data):
+    from culturepark.runs.paper_chain import estimate_chain
+
+    def est(**flags):
+        return estimate_chain(PaperChain(cultures=["Chinese", "German"], out=tmp_path / "c", limit=10,
+                                         data_dir=shared_data, **flags))
+    plain, rows = est(), est(baselines=["openai:gpt-4", "gemini:gemini-2.0-flash"], direct=True, ablation=True)
+    assert set(rows["steps"]) - set(plain["steps"]) == {"refine-ablation", "conversations-direct", "refine-direct"}
+    assert rows["steps"]["conversations-direct"]["requests"] == 10  # one request per culture and item
+    assert rows["steps"]["train"]["models"] == 2 * 4 and plain["steps"]["train"]["models"] == 2  # tuned, direct, 2 ablations
+    per_model = 24 * 2 * 3  # Hofstede's 24 items, both cultures, 3 seeds
+    moderation = (plain["steps"]["eval"]["requests"] - 3 * per_model) // 2  # base's and the tuned models' share
+    # base + 2 baselines answer everything; tuned, direct and 2 ablation rows have a model per culture
+    assert rows["steps"]["eval"]["requests"] == (3 + 4 * 2) * per_model + (3 + 4) * moderation
+    assert rows["steps"]["refine-ablation"]["requests"] > rows["steps"]["refine"]["requests"]  # extraction twice
+    assert not (tmp_path / "c").exists()
