@@ -69,6 +69,9 @@ def paper(args: argparse.Namespace) -> int:
         return 0
     for row in result.table:
         print(row.culture, {k: v for k, v in row.to_json().items() if k != "culture"})
+    for r in result.rows or []:  # every row beside base and tuned, with its mode
+        if r.kind in ("baseline", "direct", "generate", "verify", "diversify"):
+            print(f"{r.name} [{r.mode.mode}]", {c: sc.to_json() for c, sc in r.cultures.items()})
     print(f"report → {index}")
     return 0
 
