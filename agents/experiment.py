@@ -187,8 +187,8 @@ class DirectExperiment(CultureParkExperiment):
 
     def describe(self, plan: ExperimentPlan) -> tuple[dict[str, Any], str]:
         items = len(getattr(plan, "items", []))
-        return ({"conversations": plan.size, "items": items},
-                f"{plan.size} direct generations of {self.scenario.reasons} reasons "
+        return ({"conversations": plan.size, "items": items, "style": self.scenario.style},
+                f"{plan.size} direct generations of {self.scenario.reasons} reasons, {self.scenario.style} style "
                 f"({len(plan.cultures)} cultures × {items} items)")
 
 

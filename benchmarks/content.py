@@ -104,6 +104,7 @@ async def evaluate(refine_dir: Path, out: Path, settings: EvalSettings,
     extra = {"second_level": await _second_level(opinions, kinds, out, settings, rendering, say)} if second_level \
         else {}
     report = ContentResult(**info.model_dump(), source=str(refine_dir),
-                           by_culture={c: judge.shares(v, KINDS) for c, v in sorted(labels.items())}, **extra)
+                           by_culture={c: judge.shares(v, KINDS) for c, v in sorted(labels.items())},
+                           level="second" if second_level else "top", **extra)
     report.write(out / "content.json")
     return report

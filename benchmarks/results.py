@@ -63,6 +63,19 @@ class MeanStd(ResultModel):
 # ---- the fields every model-calling evaluation adds from its run (`eval_run.run_items`)
 
 
+class ModeLabel(ResultModel):
+    """Which mode produced an output: the paper's (the original's way, for comparison with its
+    figures) or ours (the corrected default), and in a few words what that mode did. `report`
+    prints it beside the output; an output that records no mode (a file made before the modes)
+    gets none, so old files render as they did."""
+
+    mode: Literal["paper", "ours"]
+    what: str
+
+    def text(self) -> str:
+        return f"{self.mode}: {self.what}"
+
+
 class RunInfo(ResultModel):
     model_spec: str
     prompts_hash: str
@@ -261,6 +274,13 @@ class ModerationResult(EvalResult):
     unparseable: int
     majority_baseline: MajorityBaseline
     per_seed: list[ModerationSeed]
+
+    def mode_label(self) -> ModeLabel | None:
+        if "parse" not in self.model_fields_set:
+            return None
+        return (ModeLabel(mode="paper", what="parse paper: the original's label words, one attempt, read leniently")
+                if self.parse == "paper" else
+                ModeLabel(mode="ours", what="parse strict: yes/no, re-asked until readable"))
 
 
 # ---- wvs
@@ -519,6 +539,13 @@ class PhenomenaResult(EvalResult):
     conversations: int
     by_culture: dict[str, dict[str, LabelShares]]  # culture ("all" too) → question → verdicts
 
+    def mode_label(self) -> ModeLabel | None:
+        if "mode" not in self.model_fields_set:
+            return None
+        return (ModeLabel(mode="paper", what="construct paper: extend rate and understanding ratio per delegate turn")
+                if self.mode == "paper" else
+                ModeLabel(mode="ours", what="construct ours: stance shift and understanding per conversation"))
+
 
 class ContentResult(EvalResult):
     task: Literal["content"] = "content"
@@ -526,6 +553,15 @@ class ContentResult(EvalResult):
     by_culture: dict[str, LabelShares]  # culture ("all" too) → belief/norm/custom
     # --second-level: culture ("all" too) → kind → the original's sub-categories of that kind
     second_level: dict[str, dict[str, LabelShares]] | None = None
+    # top: belief / norm / custom only (ours); second: with the original's sub-categories. Absent in
+    # files made before it was recorded.
+    level: Literal["top", "second"] | None = None
+
+    def mode_label(self) -> ModeLabel | None:
+        if self.level is None:
+            return None
+        return (ModeLabel(mode="paper", what="second level: belief / norm / custom and the original's sub-categories")
+                if self.level == "second" else ModeLabel(mode="ours", what="top level: belief / norm / custom"))
 
 
 # ---- diversity
@@ -839,6 +875,30 @@ class PaperRow(ResultModel):
         return value
 
 
+class ChainScores(ResultModel):
+    """One culture's scores for one row of the chain: Hofstede (C = the paper's, and C-free) and
+    each of its moderation sets."""
+
+    hofstede_c50: MeanStd | None
+    hofstede_centred: MeanStd | None
+    moderation: dict[str, ModerationPair]
+
+
+RowKind = Literal["base", "tuned", "baseline", "direct", "generate", "verify", "diversify"]
+
+
+class ChainRow(ResultModel):
+    """One row of the chain's table beside base and tuned: a `--baseline` model (evaluated as it is),
+    the direct-generation baseline, or an ablation row (trained on data refined with less). A row
+    with a model per culture (`specs`) was trained like the tuned row on its own data."""
+
+    name: str
+    kind: RowKind
+    mode: ModeLabel
+    specs: dict[str, str | None]  # culture → the model evaluated for it
+    cultures: dict[str, ChainScores]
+
+
 class ChainEcho(BaseModel):
     """The chain's settings as it ran (`PaperChain`, a face-level model, written whole)."""
 
@@ -854,6 +914,10 @@ class PaperResult(ResultModel):
     hofstede_constant: float
     seeds: int
     prompt_style: str
+    # added with --baseline / --direct / --ablation: every row (base and tuned too) and the mode each
+    # step of the chain ran in; absent in files made before, which render as they did
+    rows: list[ChainRow] | None = None
+    modes: dict[str, ModeLabel] | None = None
 
     def model_post_init(self, _context: object) -> None:
         pass

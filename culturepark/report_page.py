@@ -22,10 +22,11 @@ from culturepark.benchmarks.evaluation import (
     PHENOMENA,
     WVS,
 )
-from culturepark.benchmarks.phenomena import SHIFT, UNDERSTANDING
+from culturepark.benchmarks.phenomena import EXTEND, SHIFT, UNDERSTANDING, UNDERSTANDING_RATIO
 from culturepark.benchmarks.results import (
     BaseTuned,
     BootstrapDiff,
+    ChainScores,
     ContentResult,
     DiversityResult,
     EducationGroup,
@@ -35,6 +36,7 @@ from culturepark.benchmarks.results import (
     HofstedeCulture,
     HofstedeResult,
     MeanStd,
+    ModeLabel,
     ModerationResult,
     PaperResult,
     PaperRow,
@@ -92,9 +94,10 @@ def _plt() -> ModuleType:
     return plt
 
 
-def _save(fig: Any, out: Path, name: str) -> str:
-    """Lay out, write and release a figure; its file name, for the page."""
-    fig.tight_layout()
+def _save(fig: Any, out: Path, name: str, rect: tuple[float, float, float, float] | None = None) -> str:
+    """Lay out (within `rect`, leaving room for a legend outside it), write and release a figure; its
+    file name, for the page."""
+    fig.tight_layout(**({"rect": rect} if rect else {}))
     fig.savefig(out / name, dpi=110)
     _plt().close(fig)
     return name
@@ -245,6 +248,7 @@ class RunRow:
     name: str | None
     summary: RunSummary
     duration_s: float | None
+    mode: ModeLabel | None = None
 
     def cells(self) -> list[object]:
         s = self.summary
@@ -265,7 +269,7 @@ def plot_runs(runs: list[tuple[Path, RunHeader]], out: Path) -> tuple[list[str],
         ax_cache.plot([int(i) for i in by_turn], [100 * v for v in by_turn.values()], marker="o", markersize=3,
                       label=label)
         rows.append(RunRow(str(run_dir), header.run_name, s,
-                           round(times[-1] - times[0], 1) if len(times) > 1 else None))
+                           round(times[-1] - times[0], 1) if len(times) > 1 else None, run_mode(header)))
         if len(times) > 1:
             t0 = times[0]
             ax.plot([t - t0 for t in times], range(1, len(times) + 1), label=label)
@@ -312,6 +316,46 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _moded(headers: list[str], rows: list[list[Any]], labels: list[ModeLabel | None]) -> str:
+    """A table with a "mode" column (paper or ours, and what it did) where any row's output recorded
+    its mode; outputs that record none (made before the modes) leave the table as it was."""
+    if not any(labels):
+        return _table(headers, rows)
+    return _table([*headers, "mode"], [[*r, lab.text() if lab else "n/a (not recorded)"]
+                                       for r, lab in zip(rows, labels)])
+
+
+def refine_mode(s: RefineSummary) -> ModeLabel | None:
+    """The mode of a refinement, from what its summary recorded (None: made before it was recorded)."""
+    if s.extract_per is None and s.verify is None:
+        return None
+    dedup = s.dedup or {}
+    deduplicated = "off" if dedup.get("enabled") is False else f"{dedup.get('method')}, {dedup.get('keep')}"
+    paper = s.extract_per == "utterance" and dedup.get("method") == "kmeans" and dedup.get("keep") == "longest"
+    what = (f"{'preset paper: ' if paper else ''}per {s.extract_per}, verify "
+            f"{'on' if s.verify is not False else 'off'}, dedup {deduplicated}")
+    return ModeLabel(mode="paper" if paper else "ours", what=what)
+
+
+def run_mode(header: RunHeader) -> ModeLabel | None:
+    """A run's mode from its header's scenario: a CulturePark run on one of the original's protocol
+    versions is the paper's, one on a moderator script of its own ours; a direct run by its style.
+    None for other kinds (education studies)."""
+    sc = header.scenario or {}
+    kind = sc.get("kind", "culturepark")
+    if kind == "direct":
+        if sc.get("style") == "paper":
+            return ModeLabel(mode="paper", what=f"direct style paper: a chatbot's {sc.get('reasons')} reasons, "
+                                                "Question/Answer frame")
+        return ModeLabel(mode="ours", what=f"direct style ours: the persona's {sc.get('reasons')} reasons")
+    if kind != "culturepark":
+        return None
+    version, mode = sc.get("version", "v1"), sc.get("mode", "cross")
+    if isinstance(version, str):
+        return ModeLabel(mode="paper", what=f"protocol {version}, {mode}-cultural")
+    return ModeLabel(mode="ours", what=f"a moderator script of its own, {mode}-cultural")
+
+
 def _hofstede_section(items: list[tuple[Path, HofstedeResult]], out: Path) -> list[str]:
     parts: list[str] = []
     parts.append("<h2>Hofstede VSM13</h2>")
@@ -333,8 +377,9 @@ def _moderation_section(items: list[tuple[Path, ModerationResult]], out: Path) -
             for _, rep in items]
     parts.append("<p>macro-F1 counts an unparseable answer as wrong (as the paper); "
                  "“parseable only” leaves those rows out.</p>")
-    parts.append(_table(["model", "dataset", "rows", "macro-F1", "macro-F1 (parseable only)", "accuracy",
-                         "majority macro-F1", "unparseable", "seeds"], rows))
+    parts.append(_moded(["model", "dataset", "rows", "macro-F1", "macro-F1 (parseable only)", "accuracy",
+                         "majority macro-F1", "unparseable", "seeds"], rows,
+                        [rep.mode_label() for _, rep in items]))
     parts += [f'<img src="{f}" alt="{f}">' for f in plot_moderation(items, out)]
     return parts
 
@@ -357,8 +402,9 @@ REFINE_COLUMNS = ["conversations", "extracted", "entail", "contradict", "irrelev
 def _refine_section(items: list[tuple[Path, RefineSummary]], out: Path) -> list[str]:
     parts: list[str] = []
     parts.append("<h2>Refinement</h2>")
-    parts.append(_table(["dir", *REFINE_COLUMNS],
-                        [[str(d)] + [getattr(s, k) for k in REFINE_COLUMNS] for d, s in items]))
+    parts.append(_moded(["dir", *REFINE_COLUMNS],
+                        [[str(d)] + [getattr(s, k) for k in REFINE_COLUMNS] for d, s in items],
+                        [refine_mode(s) for _, s in items]))
     return parts
 
 
@@ -428,18 +474,30 @@ def _quality_section(found: Found) -> list[str]:
                   "the real respondent's answer it was given (shares of all conversations; unparseable = miss).</p>",
                   _table(["run", "culture", "conversations", "exact %", "within one step %", "unparseable",
                           "changed after the conversation %"], rows)]
+    ours = [(rep, c, q) for _, rep in found.phenomena if rep.mode == "ours" for c, q in rep.by_culture.items()]
     rows = [[rep.source, c, _num100(q[SHIFT].share("yes")), _num100(q[UNDERSTANDING].share("yes")),
-             q[SHIFT].judged, q[SHIFT].unparseable + q[UNDERSTANDING].unparseable]
-            for _, rep in found.phenomena for c, q in rep.by_culture.items()]
+             q[SHIFT].judged, q[SHIFT].unparseable + q[UNDERSTANDING].unparseable] for rep, c, q in ours]
     if rows:
         parts += ["<p class=note>Phenomena: a judge model on each conversation (judged conversations only).</p>",
-                  _table(["run", "culture", "stance shifted %", "cross-cultural understanding %", "judged",
-                          "unparseable verdicts"], rows)]
-    rows = [[rep.source, c, *(_num100(r.share(k)) for k in KINDS), r.judged, r.unparseable]
-            for _, rep in found.content for c, r in rep.by_culture.items()]
+                  _moded(["run", "culture", "stance shifted %", "cross-cultural understanding %", "judged",
+                          "unparseable verdicts"], rows, [rep.mode_label() for rep, _, _ in ours])]
+    paper = [(rep, c, q) for _, rep in found.phenomena if rep.mode == "paper" for c, q in rep.by_culture.items()]
+    if paper:
+        parts += ["<p class=note>Phenomena, the paper's construct: a judge model on each delegate turn (extend: "
+                  "the same topic as the delegate's first reply; understanding: the turn reflects cross-cultural "
+                  "understanding).</p>",
+                  _moded(["run", "culture", "extend rate %", "understanding ratio %", "judged turns",
+                          "unparseable verdicts"],
+                         [[rep.source, c, _num100(q[EXTEND].share("yes")),
+                           _num100(q[UNDERSTANDING_RATIO].share("yes")), q[EXTEND].judged,
+                           q[EXTEND].unparseable + q[UNDERSTANDING_RATIO].unparseable] for rep, c, q in paper],
+                         [rep.mode_label() for rep, _, _ in paper])]
+    content = [(rep, c, r) for _, rep in found.content for c, r in rep.by_culture.items()]
+    rows = [[rep.source, c, *(_num100(r.share(k)) for k in KINDS), r.judged, r.unparseable] for rep, c, r in content]
     if rows:
         parts += ["<p class=note>Content: a judge model on each kept opinion (judged opinions only).</p>",
-                  _table(["refinement", "culture", "belief %", "norm %", "custom %", "judged", "unparseable"], rows)]
+                  _moded(["refinement", "culture", "belief %", "norm %", "custom %", "judged", "unparseable"], rows,
+                         [rep.mode_label() for rep, _, _ in content])]
     return parts if len(parts) > 1 else []
 
 
@@ -519,10 +577,10 @@ def _runs_section(items: list[tuple[Path, RunHeader]], out: Path) -> list[str]:
     parts: list[str] = []
     parts.append("<h2>Conversation runs</h2>")
     files, rows = plot_runs(items, out)
-    parts.append(_table(["run", "name", "conversations", "done", "failed", "turns", "tokens",
+    parts.append(_moded(["run", "name", "conversations", "done", "failed", "turns", "tokens",
                          "prompt tokens cached", "cost (USD)", "rejected (USD, share of cost)",
                          "uncached in / cached in / out (USD)", "turns by tier",
-                         "duration (s)"], [r.cells() for r in rows]))
+                         "duration (s)"], [r.cells() for r in rows], [r.mode for r in rows]))
     parts += [f'<img src="{f}" alt="{f}">' for f in files]
     return parts
 
@@ -620,6 +678,50 @@ def plot_paper(result: PaperResult, out: Path) -> str:
     return _save(fig, out, "paper.png")
 
 
+def _row_f1(scores: ChainScores) -> float | None:
+    """A row's moderation macro-F1 for one culture, averaged over its sets (None: no set has a mean)."""
+    f1s = [p.macro_f1.mean for p in scores.moderation.values() if p.macro_f1 and p.macro_f1.mean is not None]
+    return sum(f1s) / len(f1s) if f1s else None
+
+
+def _rows_section(result: PaperResult, out: Path) -> list[str]:
+    """Every row of the chain (base, tuned, baselines, direct, ablation), each labelled with its mode,
+    and the mode of each step; only in files made with rows."""
+    if not result.rows:
+        return []
+    c50 = f"{result.hofstede_constant:g}"
+    table = [[r.name, c, r.specs.get(c) or "n/a (not trained)",
+              "; ".join(f"{d} {_fmt(p.macro_f1)}" for d, p in sc.moderation.items()) or "n/a (none bundled)",
+              _fmt(sc.hofstede_c50), _fmt(sc.hofstede_centred), r.mode.text()]
+             for r in result.rows for c, sc in r.cultures.items()]
+    plt = _plt()
+    cultures = list(result.chain.cultures)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.4))
+    width = 0.8 / len(result.rows)
+    for k, r in enumerate(result.rows):
+        xs = [i - 0.4 + width / 2 + k * width for i in range(len(cultures))]
+        a.bar(xs, [_row_f1(r.cultures[c]) or 0.0 for c in cultures], width, label=r.name)
+        b.bar(xs, [(ms.mean if (ms := r.cultures[c].hofstede_c50) else None) or 0.0 for c in cultures], width,
+              label=r.name)
+    for ax, title in ((a, "moderation macro-F1 (mean over sets)"), (b, f"Hofstede distance (C = {c50})")):
+        ax.set_xticks(range(len(cultures)), cultures)
+        ax.set_title(title, fontsize=10)
+    handles, labels = a.get_legend_handles_labels()  # one legend below both panels, clear of the bars
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7)
+    rect = (0.0, 0.06 * (1 + (len(labels) - 1) // 4), 1.0, 1.0)
+    parts = ["<h2>Every row: baselines, direct generation, ablation</h2>",
+             "<p class=note>Each row evaluated on the same tasks and seeds as base and tuned. A trained row has a "
+             "model per culture (trained like the tuned row on its own data); a baseline is a model as it is. "
+             "+Diversify is the full refinement: the tuned row's data and model.</p>",
+             _table(["row", "culture", "model", "moderation macro-F1 per set", f"Hofstede C={c50}",
+                     "Hofstede C-free", "mode"], table),
+             f'<img src="{_save(fig, out, "paper_rows.png", rect)}" alt="every row">']
+    if result.modes:
+        parts += ["<h2>Modes of the chain's steps</h2>",
+                  _table(["step", "mode", "what"], [[k, m.mode, m.what] for k, m in result.modes.items()])]
+    return parts
+
+
 def build_paper(result: PaperResult, out: Path) -> Path:
     """The `culturepark paper` report: every step's counts, then the paper's table (per culture,
     base vs tuned), every figure mean ± std over the seeds."""
@@ -646,7 +748,7 @@ def build_paper(result: PaperResult, out: Path) -> Path:
              _table(["culture", "moderation set", "macro-F1 base", "macro-F1 tuned",
                      f"Hofstede C={c50} base", "tuned", "Hofstede C-free base", "tuned"],
                     _paper_rows(result)),
-             f'<img src="{plot_paper(result, out)}" alt="base vs tuned">']
+             f'<img src="{plot_paper(result, out)}" alt="base vs tuned">', *_rows_section(result, out)]
     index = out / "index.html"
     index.write_text(f"<!doctype html><html><head><meta charset=utf-8><title>culturepark paper</title>"
                      f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>", encoding="utf-8")

@@ -242,7 +242,7 @@ class CultureEntry(_Strict):
 # Backend settings that say how to reach a model, not what it generates: left out of content hashes.
 # Fields added after logs were first written, with their defaults (dotted paths): a run made before
 # they existed (and not using them) keeps its content hash, so it still resumes.
-ADDED_LATER: dict[str, object] = {"delegate_answers_intro": False}
+ADDED_LATER: dict[str, object] = {"delegate_answers_intro": False, "style": "ours"}
 BACKEND_ADDED_LATER: dict[str, object] = {
     "template": None, "service_tier": "standard", "flex_fallback_after": None, "flex_timeout_s": 900.0,
     "prompt_cache": REMOTE_ONLY["prompt_cache"], "batch": REMOTE_ONLY["batch"], "weights": "fp16",
@@ -513,6 +513,17 @@ class DirectScenario(Scenario):
 
     kind: Literal["direct"]  # type: ignore[assignment]
     reasons: int = Field(5, ge=1, le=50)
+    # ours: the delegate's persona gives its reasons in the first person; paper: the original's
+    # "chatbot" asked in a Question/Answer frame for 10 numbered reasons (agents/direct.py). Not in
+    # the hash at its default, so files written before the field keep theirs.
+    style: Literal["ours", "paper"] = "ours"
+
+    @model_validator(mode="after")
+    def _paper_asks_ten(self) -> DirectScenario:
+        """The paper asked for 10 reasons: the paper style's count unless `reasons` is given."""
+        if self.style == "paper" and "reasons" not in self.model_fields_set:
+            self.reasons = 10
+        return self
 
 
 AnyScenario = Scenario | EducationScenario | DirectScenario

@@ -16,6 +16,7 @@ from culturepark.engine.tokens import approx_tokens
 from culturepark.trainers.summaries import FormatCheck
 
 OPENAI_MAX_EXAMPLE_TOKENS = 65536  # per-example context limit of current fine-tunable models
+OPENAI_MIN_EXAMPLES = 10  # OpenAI refuses a fine-tuning file with fewer
 ROLES = {"system", "user", "assistant"}
 
 
@@ -85,7 +86,7 @@ def check_openai_chat(path: Path) -> FormatCheck:
                 elif total > OPENAI_MAX_EXAMPLE_TOKENS:
                     bad("too_many_tokens", line_no)
                 tokens.append(total)
-    if n < 10:
+    if n < OPENAI_MIN_EXAMPLES:
         errors.setdefault("fewer_than_10_examples", []).append(0)
     return FormatCheck(file=str(path), examples=n, valid=not errors, errors={k: v[:10] for k, v in errors.items()},
                        error_counts={k: len(v) for k, v in errors.items()}, tokens_total=sum(tokens),

@@ -5,10 +5,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
 from culturepark.commands.options import add_model_flags, model_from_args, shared
 from culturepark.console import make_logger, print_json
+
+
+class ExplainAction(argparse.Action):
+    """`--explain`: like `--help`, it needs no other flag: the chain's required flags (`--culture`,
+    `--out`) are not asked for once it is given (the table shows the defaults, or the flags given)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, True)
+        for action in parser._actions:  # argparse checks `required` after every flag is read
+            action.required = False
 
 
 def register(sub: Any) -> None:
@@ -18,6 +33,9 @@ def register(sub: Any) -> None:
     add_model_flags(p, PaperChain)
     p.add_argument("--dry-run", action="store_true", help="estimate requests, tokens, cost and time; send nothing")
     p.add_argument("--screenshot", action="store_true", help="also save OUT/report/report.png (chromium)")
+    p.add_argument("--explain", action=ExplainAction,
+                   help="print every setting the chain uses: the paper's value, ours, and why ours differs; "
+                        "run nothing (--culture and --out not needed)")
     shared(p, "--json")
     p.set_defaults(func=paper)
 
@@ -28,6 +46,8 @@ def paper(args: argparse.Namespace) -> int:
     from culturepark.runs.paper_settings import PaperChain
     from culturepark.scenarios.data_dir import resolve_data_dir
 
+    if args.explain:
+        return explain(args)
     chain = model_from_args(PaperChain, args)
     if args.dry_run:
         est = estimate_chain(chain)
@@ -49,5 +69,22 @@ def paper(args: argparse.Namespace) -> int:
         return 0
     for row in result.table:
         print(row.culture, {k: v for k, v in row.to_json().items() if k != "culture"})
+    for r in result.rows or []:  # every row beside base and tuned, with its mode
+        if r.kind in ("baseline", "direct", "generate", "verify", "diversify"):
+            print(f"{r.name} [{r.mode.mode}]", {c: sc.to_json() for c, sc in r.cultures.items()})
     print(f"report → {index}")
+    return 0
+
+
+def explain(args: argparse.Namespace) -> int:
+    """The explain table for the flags given (required ones left out are filled with placeholders:
+    no setting in the table depends on them)."""
+    from culturepark.runs.paper_explain import explain as rows_of
+    from culturepark.runs.paper_explain import explain_text
+    from culturepark.runs.paper_settings import PaperChain
+
+    chain = model_from_args(PaperChain, args, cultures=args.cultures or ["Chinese"],
+                            out=args.out or Path("paper"))
+    rows = rows_of(chain)
+    print_json({"settings": rows}) if args.json else print(explain_text(rows))
     return 0

@@ -45,6 +45,17 @@ class PaperChain(BaseModel):
     data_dir: Path | None = Field(None, description="the research data directory (default: $CULTUREPARK_DATA_DIR "
                                                     "or ../shared/data)")
     poll_s: float = Field(10.0, gt=0, description="seconds between polls of a fine-tuning job")
+    baselines: list[str] = Field([], json_schema_extra={"flag": "--baseline"},
+                                 description="more models evaluated as rows beside base and tuned, as they are "
+                                             "(any model spec: openai:gpt-4, gemini:gemini-2.0-flash, "
+                                             "local:gemma3-270m)")
+    direct: bool = Field(False, description="also the paper's direct-generation baseline as a row: a chatbot asked "
+                                            "for 10 reasons per item (kind: direct, style: paper), refined, trained "
+                                            "and evaluated like the tuned row")
+    ablation: bool = Field(False, description="also the paper's ablation rows from the same conversations: "
+                                              "Generate (no verification, no de-duplication) and +Verify (no "
+                                              "de-duplication), each trained and evaluated like the tuned row; "
+                                              "+Diversify is the full refinement (the tuned row)")
 
     @field_validator("moderation_limit")
     @classmethod

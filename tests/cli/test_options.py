@@ -31,11 +31,12 @@ def test_paper_flags_reach_every_field() -> None:
         "paper", "--culture", "Arabic", "--out", "o", "--model", "m", "--refiner", "r", "--base-url", "u",
         "--versions", "v2", "--modes", "cross", "in", "--limit", "4", "--rpm", "60", "--tpm", "1000", "--trainer", "lora", "--tune-model", "t",
         "--epochs", "2", "--lora-max-steps", "5", "--seeds", "1", "--moderation-limit", "0", "--data-dir", "d",
-        "--poll-s", "0.5"))
+        "--poll-s", "0.5", "--baseline", "openai:gpt-4", "gemini:gemini-2.0-flash", "--direct", "--ablation"))
     assert chain.model_dump() == {
         "cultures": ["Arabic"], "out": Path("o"), "model": "m", "refiner": "r", "base_url": "u", "versions": ["v2"],
         "modes": ["cross", "in"], "limit": 4, "rpm": 60.0, "tpm": 1000.0, "trainer": "lora", "tune_model": "t", "epochs": 2,
-        "lora_max_steps": 5, "seeds": 1, "moderation_limit": None, "data_dir": Path("d"), "poll_s": 0.5}
+        "lora_max_steps": 5, "seeds": 1, "moderation_limit": None, "data_dir": Path("d"), "poll_s": 0.5,
+        "baselines": ["openai:gpt-4", "gemini:gemini-2.0-flash"], "direct": True, "ablation": True}
 
 
 def test_run_flags_fill_run_options() -> None:
