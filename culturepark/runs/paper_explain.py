@@ -93,7 +93,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("eval", "prompt style", "paper", lambda c: _chain().EVAL_PROMPT_STYLE, ""),
     Setting("eval", "Hofstede constant C", "50", lambda c: f"{_chain().HOFSTEDE_C:g}", ""),
     Setting("eval", "Hofstede MAS second weight", "25", lambda c: "35",
-            "VSM13's manual gives 35; the original's 25 is a slip (ours follows the manual)"),
+            "VSM13's manual gives 35; the original's 25 is a slip (ours follows the manual); "
+            "`eval hofstede --mas-weight 25 --paper-arabic` re-scores a finished eval the original's way"),
     Setting("eval", "moderation parse", "paper", lambda c: _chain().MODERATION_PARSE,
             "strict reading with re-asks does not count an evasive answer as a label; `eval moderation --parse "
             "paper` gives the original's figure beside the strict one"),
