@@ -36,6 +36,16 @@ from culturepark.trainers.refine.pipeline import Example
 from culturepark.trainers.refine.postprocess import word_count
 
 
+@dataclass(frozen=True)
+class Kept:
+    """A conversation the gates kept (finished, so its meta is known)."""
+
+    source: Source
+    conv: Conversation
+    meta: ConversationMeta
+    seen: gates.Verdicts
+
+
 @dataclass
 class Built:
     out: Path
@@ -73,8 +83,8 @@ def _base(meta: ConversationMeta, source: Source, conv_id: str) -> dict[str, Any
             "mode": meta.mode, "model": d.model or source.entry.models.get("delegate", "")}
 
 
-def _conversation_row(conv: Conversation, source: Source, seen: gates.Verdicts) -> dict[str, Any]:
-    m = conv.meta
+def _conversation_row(k: Kept) -> dict[str, Any]:
+    conv, m, source, seen = k.conv, k.meta, k.source, k.seen
     judge = (seen.judge or {}).get(conv.id)
     return {"id": f"{source.entry.name}/{conv.id}", **_base(m, source, conv.id), "item_options": m.item_options,
             "stance_policy": m.stance_policy, "main_contact_culture": m.participants.main_contact.culture,
@@ -105,24 +115,24 @@ def build(paths: list[Path], out: Path, settings: BuildSettings, evals: list[Pat
     gates.check_gates(settings.gates, sources, evidence)
 
     conv_reasons: list[str | None] = []
-    kept: dict[str, tuple[Source, Conversation, gates.Verdicts]] = {}
+    kept: dict[str, Kept] = {}
     for s in sources:
         found = evidence.fidelity.get(s.entry.name)
         seen = gates.verdicts(found[1] if found else None)
         for c in s.conversations:
             reason = gates.conversation_reason(c, settings.gates, seen)
             conv_reasons.append(reason)
-            if reason is None:
-                kept[f"{s.entry.name}/{c.id}"] = (s, c, seen)
+            if reason is None and c.meta is not None:
+                kept[f"{s.entry.name}/{c.id}"] = Kept(s, c, c.meta, seen)
     if not kept:
         why = {k: v for k, v in gates.tally(conv_reasons, gates.CONVERSATION_REASONS).items() if v}
         raise InputError(f"dataset build: every conversation was dropped by the gates ({why})")
-    held = heldout_items(settings, (c.meta.item_id for _, c, _ in kept.values()))
-    split = assign([(uid, c.meta.culture, c.meta.item_id) for uid, (_, c, _) in kept.items()], settings, set(held))
+    held = heldout_items(settings, (k.meta.item_id for k in kept.values()))
+    split = assign([(uid, k.meta.culture, k.meta.item_id) for uid, k in kept.items()], settings, set(held))
 
     rows: dict[str, dict[str, list[dict[str, Any]]]] = {cfg: {sp: [] for sp in SPLITS} for cfg in CONFIGS}
-    for uid, (s, c, seen) in kept.items():
-        rows["conversations"][split[uid]].append(_conversation_row(c, s, seen))
+    for uid, k in kept.items():
+        rows["conversations"][split[uid]].append(_conversation_row(k))
     example_reasons: list[str | None] = []
     dropped_with_conversation = 0
     for s in sources:
@@ -139,7 +149,7 @@ def build(paths: list[Path], out: Path, settings: BuildSettings, evals: list[Pat
     configs = [cfg for cfg in CONFIGS if any(rows[cfg][sp] for sp in SPLITS)]
     main = configs[0]
     trained = sorted({r["item"] for r in rows[main]["train"]}, key=lambda q: (len(q), q))
-    everything = sorted({c.meta.item_id for _, c, _ in kept.values()}, key=lambda q: (len(q), q))
+    everything = sorted({k.meta.item_id for k in kept.values()}, key=lambda q: (len(q), q))
     drops: dict[str, dict[str, int]] = {"conversations": gates.tally(conv_reasons, gates.CONVERSATION_REASONS),
              "examples": {"of_dropped_conversations": dropped_with_conversation,
                           **gates.tally(example_reasons, gates.EXAMPLE_REASONS)}}
@@ -162,7 +172,7 @@ def _write(out: Path, configs: list[str], rows: dict[str, dict[str, list[dict[st
     try:
         files: dict[str, FileEntry] = {}
         for cfg in configs:
-            for sp in SPLITS:
+            for sp in (sp for sp in SPLITS if rows[cfg][sp]):  # an empty split has no shard (datasets refuses one)
                 for rel, n in write_split(tmp, cfg, sp, sorted(rows[cfg][sp], key=_order), settings.format,
                                           settings.shard_rows):
                     files[rel] = FileEntry(sha256=file_sha256(tmp / rel), bytes=(tmp / rel).stat().st_size, rows=n)

@@ -130,7 +130,8 @@ def front_matter(f: CardFacts) -> str:
     configs = []
     for i, cfg in enumerate(f.configs):
         entry: dict[str, Any] = {"config_name": cfg,
-                                 "data_files": [{"split": sp, "path": f"{cfg}/{sp}-*.{ext}"} for sp in SPLITS]}
+                                 "data_files": [{"split": sp, "path": f"{cfg}/{sp}-*.{ext}"} for sp in SPLITS
+                                                if m.rows[cfg][sp]]}
         if i == 0:
             entry["default"] = True
         configs.append(entry)

@@ -74,7 +74,7 @@ def find_evidence(sources: list[Source], roots: list[Path]) -> Evidence:
 
 
 def _score(code: int | None, conv: Conversation) -> float | None:
-    if code is None:
+    if code is None or conv.meta is None:
         return None
     lo, hi = code_range(item_from_meta(conv.meta))
     return 1.0 - abs(code - conv.meta.stance_code) / max(1, hi - lo)
@@ -97,7 +97,7 @@ def verdicts(result: FidelityResult | None) -> Verdicts:
 
 def conversation_reason(conv: Conversation, gates: Gates, seen: Verdicts) -> str | None:
     """Why a conversation is dropped (None: kept)."""
-    if conv.status != "done":
+    if conv.status != "done" or conv.meta is None:
         return "failed"
     if not gates.keep_looping and repeats_itself([t for _, t in conv.turns]):
         return "looping"

@@ -49,7 +49,7 @@ def shard_name(split: str, i: int, n: int, fmt: str) -> str:
 
 def write_split(folder: Path, config: str, split: str, rows: list[dict[str, Any]], fmt: str,
                 shard_rows: int) -> list[tuple[str, int]]:
-    """The shards of one split (at least one, empty if there are no rows): (path in the folder, rows)."""
+    """The shards of one split: (path in the folder, rows)."""
     n = max(1, -(-len(rows) // shard_rows))
     written = []
     for i in range(n):

@@ -35,7 +35,7 @@ class Conversation:
     id: str
     status: str
     turns: list[tuple[str, str]]  # (speaker, text)
-    meta: ConversationMeta
+    meta: ConversationMeta | None  # None: unfinished (a partial run's conversation has no meta yet)
 
 
 @dataclass
@@ -114,7 +114,10 @@ def _conversations(run_dir: Path) -> list[Conversation]:
     with ordered_conversations(run_dir) as run:
         for row in conversation_rows(run.conversations()):
             meta = read_meta(row["meta"], row["id"]) if row["meta"] else None
-            if meta is None and row["status"] == "withdrawn":
+            if row["status"] == "withdrawn":
+                continue
+            if meta is None and row["status"] != "done":  # unfinished: no end record, no meta yet
+                out.append(Conversation(row["id"], row["status"], [], None))
                 continue
             if not isinstance(meta, ConversationMeta):
                 raise InputError(f"dataset build: {run_dir}: conversation {row['id']} is no CulturePark "
@@ -161,7 +164,8 @@ def load(path: Path, name: str) -> Source:
     entry = SourceEntry(
         name=name, run_dir=str(run_dir.resolve()), run_name=header.run_name, scenario_hash=header.scenario_hash,
         run_digest=run_digest(run_dir), started_at=_iso(header.started_at),
-        protocol=sorted({c.meta.version for c in conversations}), modes=sorted({c.meta.mode for c in conversations}),
+        protocol=sorted({c.meta.version for c in conversations if c.meta}),
+        modes=sorted({c.meta.mode for c in conversations if c.meta}),
         models=models, prompts_hash=prompts, conversations=len(conversations))
     config = summary = refine_cost = None
     total = 0

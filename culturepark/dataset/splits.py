@@ -5,9 +5,11 @@ same split as it (no opinion of a test conversation is trained on). Held-out ite
 whole: every culture's conversations about them, so `eval wvs --trained-items` measures on them
 what the tuned model never saw. The other conversations are ordered stratum by stratum
 (culture x item; strata and members in an order drawn from the seed) and dealt to the splits by
-largest deficit against their shares: a large stratum is split in proportion, and strata of one
-conversation (the paper's plan) take turns, so validation and test spread over cultures and items
-instead of falling on the first ones. Everything is a pure function of the ids and the seed.
+largest deficit against their shares (a split with a share and nothing yet dealt goes first, so a
+small dataset still has a validation and a test conversation): a large stratum is split in
+proportion, and strata of one conversation (the paper's plan) take turns, so validation and test
+spread over cultures and items instead of falling on the first ones. Everything is a pure
+function of the ids and the seed.
 """
 from __future__ import annotations
 
@@ -58,8 +60,11 @@ def assign(units: list[tuple[str, str, str]], settings: BuildSettings, heldout: 
     for key in sorted(strata, key=lambda k: _rank(settings.seed, "stratum", *k)):
         for uid in sorted(strata[key], key=lambda u: _rank(settings.seed, "unit", u)):
             n += 1
-            # the split furthest below its share after this unit; ties go to the earlier in SPLITS
-            best = max(SPLITS, key=lambda s: (shares[s] * n - dealt[s], -SPLITS.index(s)))
+            # the split furthest below its share after this unit (a split with a share but nothing
+            # yet counts one unit further below, so small data still fills every split); ties go to
+            # the earlier in SPLITS
+            best = max(SPLITS, key=lambda s: (shares[s] * n - dealt[s] + (shares[s] > 0 and not dealt[s]),
+                                              -SPLITS.index(s)))
             dealt[best] += 1
             split[uid] = best
     return split
