@@ -101,10 +101,11 @@ def _example_row(e: Example, k: int, source: Source) -> dict[str, Any]:
             "messages": e.messages}
 
 
-def _order(row: dict[str, Any]) -> tuple[str, int, str, str, int]:
+def _order(row: dict[str, Any]) -> tuple[str, int, str, str, str]:
+    """Rows by culture, item, source and conversation; a conversation's examples keep the refinement's
+    order (the sort is stable and they were appended in it)."""
     item = row["item"]
-    return (row["culture"], int(item) if item.isdigit() else 1 << 30, item, row["source"],
-            int(row["id"].rsplit("/", 1)[1]) if row["id"].count("/") == 2 else 0)
+    return (row["culture"], int(item) if item.isdigit() else 1 << 30, item, row["source"], row["conversation_id"])
 
 
 def build(paths: list[Path], out: Path, settings: BuildSettings, evals: list[Path]) -> Built:
