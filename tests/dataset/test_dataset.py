@@ -55,6 +55,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         res = run_cli_here("refine", str(out), "--base-url", refine_url, "--model", "sim-model", "--no-dedup",
                            "--json")
         assert res.returncode == 0, res.stderr
+        res = run_cli_here("refine", str(out), "--out", str(root / "refined-paper"), "--base-url", refine_url,
+                           "--model", "sim-model", "--export-format", "paper", "--json")
+        assert res.returncode == 0, res.stderr
     return out
 
 
@@ -264,3 +267,25 @@ def test_self_report_scores_by_distance_on_the_items_scale():
         assert conversation_reason(conv, Gates(min_self_report=threshold), Verdicts({"c": code}, None)) == reason
     assert conversation_reason(conv, Gates(judge_fidelity=0.0), Verdicts(None, {"c": "unclear"})) == "judge_unclear"
     assert repeats_itself(["x", "y", "x", "y"]) and not repeats_itself(["x", "y", "x", "z"])
+
+
+def test_a_refine_directory_is_an_input_too_and_its_paper_examples_keep_their_conversation(run, tmp_path):
+    refined = run.parent / "refined-paper"  # its header names the run
+    out = tmp_path / "ds"
+    build(refined, out)
+    m = manifest(out)
+    exported = orjson.loads((refined / "refine_summary.json").read_bytes())["exported"]
+    assert sum(m["rows"]["sft"].values()) == exported and m["sources"][0]["refine_format"] == "paper"
+    assert m["sources"][0]["refine_dir"] == str(refined.resolve())
+    examples = [r for sp in ("train", "validation", "test") for r in rows(out, "sft", sp)]
+    taught = [r for r in examples if r["opinion_id"] is not None]
+    assert taught and all(r["messages"][-1]["content"].startswith(f"{r['stance_code']}. ") for r in taught)
+    assert all(r["messages"][0]["content"].startswith(f"You are a {r['culture']} chatbot") for r in examples)
+
+    edited = tmp_path / "edited"
+    shutil.copytree(refined, edited)
+    sft = edited / "sft" / "openai_chat.jsonl"
+    sft.write_bytes(sft.read_bytes().replace(b"chatbot", b"robot", 1))
+    res = run_cli_here("dataset", "build", str(edited), "--out", str(tmp_path / "no"))
+    assert res.returncode == 2 and "does not match the refinement's opinions.jsonl" in res.stderr
+    assert not (tmp_path / "no").exists()
