@@ -60,7 +60,7 @@ def find_evidence(sources: list[Source], roots: list[Path]) -> Evidence:
         for folder, result in fidelity.find(root):
             assert isinstance(result, FidelityResult)
             for s in sources:
-                if Path(result.source).resolve() == s.run_dir.resolve():
+                if _names(result, s):
                     old = evidence.fidelity.get(s.entry.name)
                     if old is None or (old[1].judge is None and result.judge is not None):
                         evidence.fidelity[s.entry.name] = (folder / fidelity.file_name, result)
@@ -71,6 +71,18 @@ def find_evidence(sources: list[Source], roots: list[Path]) -> Evidence:
                 if _inside(row.new_file, dirs):
                     evidence.diversity.append((folder / diversity.file_name, row))
     return evidence
+
+
+def _names(result: FidelityResult, source: Source) -> bool:
+    """Whether a fidelity result is of this run: it names the run's directory, or (written from another
+    working directory, so its relative path no longer resolves) a directory of the same name and only
+    conversations this run has."""
+    named = Path(result.source)
+    if named.resolve() == source.run_dir.resolve():
+        return True
+    ids = {c.id for c in source.conversations}
+    return (not named.is_absolute() and named.name == source.run_dir.resolve().name
+            and all(r.id in ids for r in result.per_conversation))
 
 
 def _score(code: int | None, conv: Conversation) -> float | None:

@@ -172,7 +172,7 @@ def test_verify_passes_then_names_the_changed_byte_the_stray_file_and_the_change
     assert missing.returncode == 2 and "no manifest.json" in missing.stderr
 
 
-def _fidelity(run: Path, out: Path) -> tuple[int, int, int]:
+def _fidelity(run: Path, out: Path, source: str | None = None) -> tuple[int, int, int]:
     """A fidelity result for `run`: the first third of its conversations re-answered their stance,
     the next third answered one step off, then one unparseable, and the rest never asked. The judge
     read every conversation: 'unclear' on every other one, else the stance. Returns
@@ -194,7 +194,7 @@ def _fidelity(run: Path, out: Path) -> tuple[int, int, int]:
                                         verdict="unclear" if i % 2 else c["meta"]["stance_code"])
                             for i, c in enumerate(convs)])
     base = FidelityResult.model_validate(orjson.loads((REPO / "tests/fixtures/results_v1/fidelity.json").read_bytes()))
-    base.model_copy(update={"source": str(run), "per_conversation": records, "judge": judge}).write(
+    base.model_copy(update={"source": source or str(run), "per_conversation": records, "judge": judge}).write(
         out / "fidelity" / "fidelity.json")
     return n, n, 1
 
@@ -226,6 +226,11 @@ def test_every_drop_of_the_gates_is_counted_in_the_manifest_and_the_card(run, tm
     assert m["evaluations"]["fidelity"] == [str(tmp_path / "evals" / "fidelity" / "fidelity.json")]
     card = (out / "README.md").read_text()
     assert f"| conversations | self_report_below | {off} |" in card and "| openai:judge |" in card
+    # a result written from another working directory names the run by a relative path: matched by name and ids
+    _fidelity(run, tmp_path / "evals-relative", source=run.name)
+    again = tmp_path / "relative"
+    build(run, again, "--evals", str(tmp_path / "evals-relative"), "--min-self-report", "1.0", "--min-answer-words", "15")
+    assert manifest(again)["drops"] == m["drops"]
 
     judged = tmp_path / "judged"
     build(run, judged, "--evals", str(tmp_path / "evals"), "--judge-fidelity", "1.0")
