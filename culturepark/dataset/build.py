@@ -31,7 +31,7 @@ from culturepark.dataset.shards import CONFIGS, write_split
 from culturepark.dataset.sources import Conversation, Source, file_sha256, load_all
 from culturepark.dataset.splits import assign, heldout_items
 from culturepark.engine.errors import InputError
-from culturepark.engine.files import atomic_write
+from culturepark.engine.files import atomic_write, atomic_write_json
 from culturepark.trainers.refine.pipeline import Example
 from culturepark.trainers.refine.postprocess import word_count
 
@@ -177,6 +177,11 @@ def _write(out: Path, configs: list[str], rows: dict[str, dict[str, list[dict[st
                 for rel, n in write_split(tmp, cfg, sp, sorted(rows[cfg][sp], key=_order), settings.format,
                                           settings.shard_rows):
                     files[rel] = FileEntry(sha256=file_sha256(tmp / rel), bytes=(tmp / rel).stat().st_size, rows=n)
+        fmt = _sft_format(sources)
+        if "sft" in configs and fmt is not None:  # what `train lora` reads beside an SFT file (its prompt style)
+            atomic_write_json(tmp / "sft" / "format.json", {**fmt, "examples": sum(manifest.rows["sft"].values())})
+            files["sft/format.json"] = FileEntry(sha256=file_sha256(tmp / "sft" / "format.json"),
+                                                 bytes=(tmp / "sft" / "format.json").stat().st_size)
         atomic_write(tmp / HELDOUT_ITEMS, "".join(f"{q}\n" for q in manifest.heldout_items).encode())
         atomic_write(tmp / TRAINED_ITEMS, "".join(f"{q}\n" for q in manifest.trained_items).encode())
         text = card.render(card.facts(manifest, configs, rows, sources, evidence))
@@ -190,6 +195,16 @@ def _write(out: Path, configs: list[str], rows: dict[str, dict[str, list[dict[st
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def _sft_format(sources: list[Source]) -> dict[str, str] | None:
+    """The SFT export's format, prompt style and template, as refine records them in `sft/format.json`,
+    when every refinement exported alike (None otherwise: `train lora --prompt-style` then says it)."""
+    kinds = {(c.export.format, c.export.template) for s in sources if (c := s.refine_config) is not None}
+    if len(kinds) != 1:
+        return None
+    fmt, template = kinds.pop()
+    return {"format": fmt, "prompt_style": "paper" if fmt == "paper" else "persona", "template": str(template)}
 
 
 def _swap(tmp: Path, out: Path) -> None:

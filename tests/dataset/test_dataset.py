@@ -286,6 +286,9 @@ def test_a_refine_directory_is_an_input_too_and_its_paper_examples_keep_their_co
     taught = [r for r in examples if r["opinion_id"] is not None]
     assert taught and all(r["messages"][-1]["content"].startswith(f"{r['stance_code']}. ") for r in taught)
     assert all(r["messages"][0]["content"].startswith(f"You are a {r['culture']} chatbot") for r in examples)
+    # `train lora` reads the prompt style beside the SFT file, as it does in a refine directory
+    fmt = orjson.loads((out / "sft" / "format.json").read_bytes())
+    assert fmt["prompt_style"] == "paper" and fmt["examples"] == exported and "sft/format.json" in m["files"]
 
     edited = tmp_path / "edited"
     shutil.copytree(refined, edited)
