@@ -168,6 +168,9 @@ def test_verify_passes_then_names_the_changed_byte_the_stray_file_and_the_change
     with open(source / "log.jsonl", "ab") as fh:
         fh.write(b"\n")
     assert "the run's log changed" in run_cli_here("dataset", "verify", str(out)).stderr
+    source.rename(tmp_path / "moved")  # published without its sources: the folder still checks on its own
+    alone = run_cli_here("dataset", "verify", str(out))
+    assert alone.returncode == 0 and "0 source(s) match" in alone.stdout and "is not here" in alone.stderr
     missing = run_cli_here("dataset", "verify", str(tmp_path / "nope"))
     assert missing.returncode == 2 and "no manifest.json" in missing.stderr
 
