@@ -207,8 +207,19 @@ class CultureParkPolicy:
 
 def _looping(turns: Sequence[Turn]) -> bool:
     """Both agents repeated their previous turn word for word: more turns add nothing."""
-    return (len(turns) >= 4 and _normalise(turns[-1].text) == _normalise(turns[-3].text)
-            and _normalise(turns[-2].text) == _normalise(turns[-4].text))
+    texts = [t.text for t in turns[-4:]]
+    return len(texts) == 4 and _loops_at(texts, 3)
+
+
+def _loops_at(texts: Sequence[str], i: int) -> bool:
+    return (_normalise(texts[i]) == _normalise(texts[i - 2])
+            and _normalise(texts[i - 1]) == _normalise(texts[i - 3]))
+
+
+def repeats_itself(texts: Sequence[str]) -> bool:
+    """Somewhere in a finished conversation both agents repeated their previous turn word for word
+    (the loop `loop_detection` stops a run at): the dataset's looping gate."""
+    return any(_loops_at(texts, i) for i in range(3, len(texts)))
 
 
 @dataclass

@@ -10,12 +10,25 @@ import os
 import sys
 from collections.abc import Sequence
 
-from culturepark.commands import bench, data, evaluate, logs, paper, refine, report, run, sim_server, study, train
+from culturepark.commands import (
+    bench,
+    data,
+    dataset,
+    evaluate,
+    logs,
+    paper,
+    refine,
+    report,
+    run,
+    sim_server,
+    study,
+    train,
+)
 from culturepark.commands.options import OneLineParser
 from culturepark.engine.errors import CultureparkError
 from culturepark.exit_codes import EXIT_INTERRUPTED, EXIT_OK, exit_code
 
-COMMANDS = [run, refine, train, evaluate, paper, study, report, data, logs, sim_server, bench]
+COMMANDS = [run, refine, train, evaluate, paper, study, report, dataset, data, logs, sim_server, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -426,7 +426,23 @@ async def _dedup(opinions: list[Opinion], config: RefineConfig, backend: Backend
     return embedder.name, getattr(embedder, "embedded_texts", None)
 
 
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One SFT example and where it came from: the conversation whose kept opinion it teaches (the
+    paper format's bare-code answer for an item with no kept opinion has no opinion: `opinion` None).
+    The export writes `messages`; `culturepark dataset build` also keeps the provenance."""
+
+    messages: list[dict[str, str]]
+    meta: ConversationMeta
+    source: str  # the conversation id (for a bare-code answer: the first conversation of the item)
+    opinion: str | None
+
+
 def _examples(opinions: list[Opinion], config: RefineConfig) -> list[list[dict[str, str]]]:
+    return [e.messages for e in _example_rows(opinions, config)]
+
+
+def _example_rows(opinions: list[Opinion], config: RefineConfig) -> list[Example]:
     e = config.export
     passes = e.augment_passes if e.augment else 1
     out = []
@@ -443,32 +459,40 @@ def _examples(opinions: list[Opinion], config: RefineConfig) -> list[list[dict[s
                 msgs.append({"role": "system", "content": e.system_prompt.format(
                     person=person.person, culture_phrase=person.culture_phrase, culture=m.culture)})
             msgs += [{"role": "user", "content": question}, {"role": "assistant", "content": o.text}]
-            out.append(msgs)
+            out.append(Example(msgs, m, o.source.id, o.id))
     return out
 
 
 def _paper_examples(sources: list[Source], opinions: list[Opinion], passes: int
                     ) -> tuple[list[list[dict[str, str]]], int]:
+    rows, beyond = _paper_example_rows(sources, opinions, passes)
+    return [e.messages for e in rows], beyond
+
+
+def _paper_example_rows(sources: list[Source], opinions: list[Opinion], passes: int) -> tuple[list[Example], int]:
     """The original's training set: per (culture, item), pass t answers with the t-th kept opinion
     ("<code>. <opinion>", the code of that opinion's conversation); an item none of whose opinions
     was kept is answered with its bare code (the most common stance code among its conversations)
     in every pass. Returns the examples and how many kept opinions fell beyond the last pass."""
-    groups: dict[tuple[str, str], tuple[ConversationMeta, Counter[int], list[Opinion]]] = {}
+    groups: dict[tuple[str, str], tuple[Source, Counter[int], list[Opinion]]] = {}
     for s in sources:
-        groups.setdefault((s.meta.culture, s.meta.item_id), (s.meta, Counter(), []))[1][s.meta.stance_code] += 1
+        groups.setdefault((s.meta.culture, s.meta.item_id), (s, Counter(), []))[1][s.meta.stance_code] += 1
     for o in opinions:
         if o.kept:
             groups[(o.source.meta.culture, o.source.meta.item_id)][2].append(o)
-    out: list[list[dict[str, str]]] = []
+    out: list[Example] = []
     for t in range(passes):
-        for meta, codes, kept in groups.values():
+        for first, codes, kept in groups.values():
+            meta = first.meta
             if kept and t >= len(kept):
                 continue
             reply = (paper_format.answer(kept[t].source.meta.stance_code, kept[t].text) if kept
                      else paper_format.answer(min(codes, key=lambda c: (-codes[c], c))))
-            out.append([{"role": "system", "content": paper_format.chatbot_system(meta.culture)},
+            messages = [{"role": "system", "content": paper_format.chatbot_system(meta.culture)},
                         {"role": "user", "content": paper_format.multiple_choice(paper_format.item_from_meta(meta))},
-                        {"role": "assistant", "content": reply}])
+                        {"role": "assistant", "content": reply}]
+            out.append(Example(messages, kept[t].source.meta, kept[t].source.id, kept[t].id) if kept
+                       else Example(messages, meta, first.id, None))
     return out, sum(max(0, len(kept) - passes) for _, _, kept in groups.values())
 
 
@@ -488,6 +512,27 @@ def merged_paper_examples(refinements: list[tuple[Path, Path]], passes: int) -> 
                 kept.append(Opinion(rec["opinion_id"], by_id[rec["conversation_id"]], rec["extracted_text"],
                                     text=rec["text"], kept=True))
     return _paper_examples(sources, kept, passes)[0]
+
+
+def refined_examples(run_dir: Path, refine_dir: Path, config: RefineConfig,
+                     keep: Callable[[str], bool] = lambda _id: True) -> list[Example]:
+    """A finished refinement's SFT examples with their provenance, rebuilt from its kept opinions by
+    the export it ran with, over the source conversations `keep` accepts (all of them: the examples
+    of `sft/openai_chat.jsonl`, in its order). `culturepark dataset build` gates conversations with
+    `keep`, so a dropped conversation takes its examples (and, in the paper format, its share of an
+    item's bare-code answer) with it."""
+    found, _hash = load_sources(Path(run_dir))
+    sources = [s for s in found if keep(s.id)]
+    by_id = {s.id: s for s in sources}
+    kept: list[Opinion] = []
+    for line in (Path(refine_dir) / "opinions.jsonl").read_bytes().splitlines():
+        rec = orjson.loads(line)
+        if rec.get("kept") and rec["conversation_id"] in by_id:
+            kept.append(Opinion(rec["opinion_id"], by_id[rec["conversation_id"]], rec["extracted_text"],
+                                text=rec["text"], kept=True, speaker=rec.get("speaker") or "delegate"))
+    if config.export.format == "paper":
+        return _paper_example_rows(sources, kept, config.export.paper_passes)[0]
+    return _example_rows(kept, config)
 
 
 def _summary(sources: list[Source], opinions: list[Opinion], extract_failed: Counter[str],
