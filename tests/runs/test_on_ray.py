@@ -16,6 +16,8 @@ from culturepark.scenarios.schema import Limits
 from tests.conftest import run_cli, scenario_dict
 
 ray = pytest.importorskip("ray")
+# One Ray cluster at a time: parallel test workers run these tests on one worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("ray")
 
 
 def test_shards_are_a_stable_hash_of_the_conversation_id():
