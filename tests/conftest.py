@@ -28,6 +28,13 @@ from culturepark.testing.simulator import SimConfig, start_server
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Parallel test workers (pytest-xdist, addopts `-n auto`) share the cores: one math thread per worker
+# and per process it starts. Left to itself, torch starts one OpenMP thread per core in every
+# process, and threads that outnumber the cores spin against each other: LoRA training in one
+# worker beside the embedded model in the other ran past 20 minutes instead of ~3.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture
 async def sim():
