@@ -100,18 +100,18 @@ class Endpoint:
                 return hit
         ask = _Ask(request)
 
-        async def once(grant: Grant) -> Completion:
+        def send() -> Awaitable[Completion]:
             if streams:
                 assert on_text is not None
-                completion = await cast(Streams, self.backend).stream(ask.request, on_text)
-            else:
-                completion = await self.backend.complete(ask.request)
+                return cast(Streams, self.backend).stream(ask.request, on_text)
+            return self.backend.complete(ask.request)
+
+        def settle(grant: Grant, completion: Completion) -> None:
             usage = completion.usage
             self.limiter.settle(grant, usage.prompt_tokens if completion.usage_reported else None,
                                 usage.completion_tokens, ask.request.max_tokens)
             if completion.rate is not None:
                 self._read_limits(completion.rate)
-            return completion
 
         def rejected(completion: Completion) -> str | None:
             reason = self._invalid(completion, validate)
@@ -129,7 +129,7 @@ class Endpoint:
 
         estimate = request.estimated_prompt_tokens() + request.max_tokens
         try:
-            completion, attempts = await self._attempts(estimate, once, rejected, refused)
+            completion, attempts = await self._attempts(estimate, send, settle, rejected, refused)
         except RequestFailed as exc:
             exc.rejected = ask.rejected
             raise
@@ -143,32 +143,50 @@ class Endpoint:
         """Any other request to this provider (a batch of embeddings): the same limiter, retries
         and failure kinds as `complete`. `send` makes one attempt and raises `BackendError`s."""
 
-        async def once(grant: Grant) -> T:
-            result = await send()
+        def settle(grant: Grant, _: T) -> None:
             self.limiter.settle(grant, None, None, 0)
-            return result
 
-        result, _ = await self._attempts(tokens, once)
+        result, _ = await self._attempts(tokens, send, settle)
         return result
 
-    async def _attempts(self, tokens: int, once: Callable[[Grant], Awaitable[T]],
+    async def _attempts(self, tokens: int, send: Callable[[], Awaitable[T]], settle: Callable[[Grant, T], None],
                         rejected: Callable[[T], str | None] | None = None,
                         refused: Callable[[BackendError], None] | None = None) -> tuple[T, int]:
-        """The one retry loop: each attempt waits for the limiter, then `once` sends it.
+        """The one retry loop: each attempt waits for a slot under the ceiling (if any) and the
+        limiter's grant, then `send` makes it and `settle` gives the grant its answer's usage.
 
         A failure (`BackendError`) waits its backoff; a result `rejected` names a reason for is
         asked again at once (a rejected reply is no sign of an overloaded server). Both count
         toward `max_attempts`. A 429 does not: it is a pacing signal, so the request pauses the
         endpoint and tries again for as long as `rate_limit_budget_s` (counted from its first
         429) allows; only that budget, an `AccountError` or a cancellation (a stop) ends it.
-        Returns the accepted result and the attempts it took, or raises `RequestFailed`."""
+        Returns the accepted result and the attempts it took, or raises `RequestFailed`.
+
+        Written flat on purpose (no coroutine per attempt or per send): every await of a request
+        in flight resumes through each coroutine between the scheduler and the socket, and at
+        thousands of requests a second those layers were a measurable part of the engine's CPU."""
         last, budget = self.retry.max_attempts, self.retry.rate_limit_budget_s
+        ceiling = self.ceiling
         tries = failures = limited = 0
         refused_since: float | None = None
         while True:
             tries += 1
             try:
-                result = await self._one(tokens, once)
+                epoch = await ceiling.acquire() if ceiling is not None else 0
+                try:
+                    grant = await self.limiter.acquire(tokens)
+                    self.stats.requests += 1
+                    result = await send()
+                    settle(grant, result)
+                except RateLimited:
+                    if ceiling is not None:
+                        ceiling.rate_limited(epoch)
+                    raise
+                finally:
+                    if ceiling is not None:
+                        ceiling.release()
+                if ceiling is not None:
+                    ceiling.succeeded()
             except BackendError as exc:
                 reason = exc.reason
                 self._count_failure(exc, tries)
@@ -228,26 +246,6 @@ class Endpoint:
             return request
         self.stats.tier_fallbacks += 1
         return dataclasses.replace(request, service_tier="standard")
-
-    async def _one(self, tokens: int, once: Callable[[Grant], Awaitable[T]]) -> T:
-        """One attempt: a slot under the ceiling (if any), a grant from the buckets, then `once`."""
-        ceiling = self.ceiling
-        if ceiling is None:
-            grant = await self.limiter.acquire(tokens)
-            self.stats.requests += 1
-            return await once(grant)
-        epoch = await ceiling.acquire()
-        try:
-            grant = await self.limiter.acquire(tokens)
-            self.stats.requests += 1
-            result = await once(grant)
-        except RateLimited:
-            ceiling.rate_limited(epoch)
-            raise
-        finally:
-            ceiling.release()
-        ceiling.succeeded()
-        return result
 
     def _count_failure(self, exc: BackendError, tries: int) -> None:
         """Count a failed attempt; raise when another attempt cannot help (`AccountError` as is,

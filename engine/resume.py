@@ -12,17 +12,23 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from culturepark.engine.records import EndRecord, Record, TurnRecord
 from culturepark.engine.turns import Turn
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from culturepark.engine.scheduler import ConversationSpec
 
 
 def _digest(conv_id: str) -> bytes:
     return hashlib.blake2b(conv_id.encode(), digest_size=16).digest()
+
+
+def _as_array(digest: bytes) -> np.ndarray:
+    import numpy as np
+
+    return np.frombuffer(digest, dtype="V16")[0]  # type: ignore[no-any-return]
 
 
 class EndedIds:
@@ -44,6 +50,8 @@ class EndedIds:
         self._ids["done" if status == "done" else "failed"].extend(_digest(conv_id))
 
     def _sorted(self) -> dict[str, np.ndarray]:
+        import numpy as np  # here, not at the top: a fresh run never looks an id up (~0.1 s of CLI start)
+
         if self._views is None:
             self._views = {}
             for status, buf in self._ids.items():
@@ -54,12 +62,12 @@ class EndedIds:
 
     @staticmethod
     def _has(array: np.ndarray, digest: np.ndarray) -> bool:
-        i = int(np.searchsorted(array, digest))
+        i = int(array.searchsorted(digest))
         return i < len(array) and array[i] == digest
 
     def status(self, conv_id: str) -> str | None:
-        digest = np.frombuffer(_digest(conv_id), dtype="V16")[0]
         views = self._sorted()
+        digest = _as_array(_digest(conv_id))
         for status in ("done", "failed"):
             if self._has(views[status], digest):
                 return status
@@ -78,6 +86,8 @@ class EndedIds:
         done, failed = _distinct(views["done"]), _distinct(views["failed"])
         if len(done) == 0 or len(failed) == 0:
             return len(done) + len(failed)
+        import numpy as np
+
         at = np.minimum(np.searchsorted(done, failed), len(done) - 1)
         both = (done[at].view(np.uint64).reshape(-1, 2) == failed.view(np.uint64).reshape(-1, 2)).all(axis=1)
         return len(done) + len(failed) - int(np.count_nonzero(both))
@@ -85,6 +95,8 @@ class EndedIds:
 
 def _distinct(sorted_ids: np.ndarray) -> np.ndarray:
     """The distinct values of a sorted V16 array (compared as two uint64 halves)."""
+    import numpy as np
+
     if len(sorted_ids) < 2:
         return sorted_ids
     halves = sorted_ids.view(np.uint64).reshape(-1, 2)

@@ -1,8 +1,10 @@
 """Shared fixtures: a real sim server on a free loopback port, tiny generated WVS data."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
+import fcntl
 import io
 import json
 import os
@@ -10,6 +12,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -23,6 +27,13 @@ from culturepark.scenarios.data_dir import resolve_data_dir
 from culturepark.testing.simulator import SimConfig, start_server
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Parallel test workers (pytest-xdist, addopts `-n auto`) share the cores: one math thread per worker
+# and per process it starts. Left to itself, torch starts one OpenMP thread per core in every
+# process, and threads that outnumber the cores spin against each other: LoRA training in one
+# worker beside the embedded model in the other ran past 20 minutes instead of ~3.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture
@@ -46,23 +57,63 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class ThreadedSim:
+    """A sim server on its own event loop in a thread of the test process: the same server and
+    flags as `culturepark sim-server` in a process of its own, without the ~1 s of CPU a Python
+    process and the CLI's imports cost to start (the suite starts one for about every CLI test)."""
+
+    def __init__(self, *args: str) -> None:
+        from culturepark.cli import build_parser
+        from culturepark.commands.sim_server import sim_config
+
+        parsed = build_parser().parse_args(["sim-server", "--port", "0", *args])
+        config = sim_config(parsed)
+        self.loop = asyncio.new_event_loop()
+        self.url = ""
+        self._failed: BaseException | None = None
+        started = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(self.loop)
+            try:
+                runner, self.url = self.loop.run_until_complete(start_server(config, parsed.host, parsed.port))
+            except BaseException as exc:  # reported to the test by the constructor
+                self._failed = exc
+                started.set()
+                return
+            started.set()
+            try:
+                self.loop.run_forever()
+            finally:
+                self.loop.run_until_complete(runner.cleanup())
+                self.loop.close()
+
+        self._thread = threading.Thread(target=serve, name="sim-server", daemon=True)
+        self._thread.start()
+        if not started.wait(30) or self._failed is not None:
+            raise RuntimeError(f"sim server did not start: {self._failed!r}")
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10)
+
+
 @pytest.fixture
 def sim_process():
-    """A sim server in its own process (for CLI tests that run `culturepark` as a subprocess)."""
-    procs = []
+    """A sim server for CLI tests: `start(*flags)` takes `culturepark sim-server`'s flags and returns
+    its base URL. It serves from a thread of the test process (`ThreadedSim`), so a `culturepark`
+    subprocess or an in-process CLI call (`run_cli_here`) talks to it over loopback as to a server
+    of its own; tests whose point is the server's process (kill -9) start one with `Popen`."""
+    servers: list[ThreadedSim] = []
 
     def start(*args: str) -> str:
-        proc = subprocess.Popen([sys.executable, "-m", "culturepark.cli", "sim-server", "--port", "0", *args],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        procs.append(proc)
-        line = proc.stdout.readline()  # blocks until the server prints its address
-        assert line.startswith("listening on "), line + proc.stderr.read()
-        return line.split()[-1]
+        servers.append(ThreadedSim(*args))
+        return servers[-1].url
 
     yield start
-    for p in procs:
-        p.kill()
-        p.wait(timeout=10)
+    for server in servers:
+        server.stop()
 
 
 ITEMS = [
@@ -193,6 +244,17 @@ def debian_program(package: str, *names: str) -> str | None:
     cannot be. CI runs on a fresh machine, so tests that need a real browser or proxy bring it."""
     found = next((exe for n in names if (exe := shutil.which(n))), None)
     if found is None and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        # Parallel test workers: one apt at a time (a second would fail on dpkg's lock); a waiting
+        # worker then finds the program the first one installed.
+        with open(Path(tempfile.gettempdir()) / "culturepark-tests-apt.lock", "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            return _apt_install(package, names)
+    return found
+
+
+def _apt_install(package: str, names: tuple[str, ...]) -> str | None:
+    found = next((exe for n in names if (exe := shutil.which(n))), None)
+    if found is None:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         install = ["apt-get", "install", "-y", "--no-install-recommends", package]
         if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from culturepark.commands import count, positive_int
 from culturepark.commands.options import add_model_flags, model_values
 from culturepark.engine.errors import InputError
+
+if TYPE_CHECKING:
+    from culturepark.testing.sim_config import SimConfig
 
 # SimConfig's fields that are flags (the others: --faults, --script, --reply-tokens, or not on the CLI)
 SIM_FLAGS = ["rpm", "tpm", "window_s", "start_empty", "charge", "latency_ms", "jitter_ms", "fail_rate",
@@ -39,18 +42,25 @@ def _flags(s: argparse.ArgumentParser) -> None:
 
 
 def sim_server(args: argparse.Namespace) -> int:
+    from culturepark.testing.simulator import serve_forever
+
+    serve_forever(sim_config(args), args.host, args.port)
+    return 0
+
+
+def sim_config(args: argparse.Namespace) -> SimConfig:
+    """The simulator's settings from `sim-server`'s parsed flags (also how the tests start one
+    inside their own process with the same flags)."""
     from pydantic import ValidationError
 
     from culturepark.testing.sim_config import Fault, SimConfig
-    from culturepark.testing.simulator import load_script, serve_forever
+    from culturepark.testing.simulator import load_script
 
     try:
         script = load_script(Path(args.script)) if args.script else []
         faults = [Fault.model_validate(f) for f in (orjson.loads(args.faults) if args.faults else [])]
-        config = SimConfig(**model_values(SimConfig, args, SIM_FLAGS), script=script, faults=faults,
-                           rate_limit_headers=not args.no_limit_headers,
-                           min_reply_tokens=min(args.reply_tokens), max_reply_tokens=max(args.reply_tokens))
+        return SimConfig(**model_values(SimConfig, args, SIM_FLAGS), script=script, faults=faults,
+                         rate_limit_headers=not args.no_limit_headers,
+                         min_reply_tokens=min(args.reply_tokens), max_reply_tokens=max(args.reply_tokens))
     except (OSError, ValidationError, orjson.JSONDecodeError, TypeError, AttributeError) as exc:
         raise InputError(f"sim-server: {str(exc).splitlines()[0]}") from exc
-    serve_forever(config, args.host, args.port)
-    return 0

@@ -4,7 +4,7 @@ import json
 import yaml
 
 from culturepark.benchmarks.content import SUBKINDS
-from tests.conftest import run_cli
+from tests.conftest import run_cli_here
 
 
 def test_second_level_categories_give_the_scripted_shares(tmp_path, sim_process):
@@ -26,7 +26,7 @@ def test_second_level_categories_give_the_scripted_shares(tmp_path, sim_process)
     (refined / "opinions.jsonl").write_text("".join(json.dumps({"opinion_id": i, "culture": c, "text": t,
                                                                 "kept": True}) + "\n" for i, c, t in ops))
     args = ["eval", "content", str(refined), "--model", "openai:judge", "--base-url", url, "--out", str(tmp_path / "c")]
-    res = run_cli(*args, "--second-level", "--json")
+    res = run_cli_here(*args, "--second-level", "--json")
     assert res.returncode == 0, res.stderr
     r = json.loads(res.stdout)
     assert r["by_culture"]["Chinese"]["belief"] == {"count": 2, "share": 0.6667}
@@ -37,7 +37,7 @@ def test_second_level_categories_give_the_scripted_shares(tmp_path, sim_process)
     assert second["German"]["custom"]["unparseable"] == 1 and second["German"]["custom"]["judged"] == 0
     assert set(second["all"]) == {"belief", "norm", "custom"}
     assert set(second["all"]["custom"]) - {"records", "judged", "unparseable"} == set(SUBKINDS["custom"][1])
-    shown = run_cli(*args, "--second-level", "--resume")
+    shown = run_cli_here(*args, "--second-level", "--resume")
     assert shown.returncode == 0 and "Chinese belief: sub-category: religious 0.0" in shown.stdout
-    plain = json.loads(run_cli(*args[:-1], str(tmp_path / "p"), "--json").stdout)
+    plain = json.loads(run_cli_here(*args[:-1], str(tmp_path / "p"), "--json").stdout)
     assert "second_level" not in plain and plain["by_culture"] == r["by_culture"]

@@ -16,7 +16,7 @@ from culturepark.benchmarks.education import Learner, pooled_scores, score
 from culturepark.runs.in_process import run_async
 from culturepark.runs.prepare import RunOptions
 from tests.conftest import PUBLISHED_HOFSTEDE as PUBLISHED
-from tests.conftest import run_cli, write_hofstede
+from tests.conftest import run_cli_here, write_hofstede
 
 SCRIPT = [  # first match wins; the learner's last message decides the reply
     {"pattern": "What did you learn", "reply": "That family comes first."},
@@ -117,9 +117,9 @@ def test_scripted_learners_give_the_hand_computed_distances_gain_and_counts(tmp_
     assert "Pooled per group" in page and "Pooled gain difference b - a: 0.000" in page
     assert (tmp_path / "report" / "education_0.png").stat().st_size > 10_000
 
-    cli = run_cli("eval", "education", str(out), "--data-dir", str(tiny_data), "--json")
+    cli = run_cli_here("eval", "education", str(out), "--data-dir", str(tiny_data), "--json")
     assert cli.returncode == 0 and orjson.loads(cli.stdout)["note"] == "simulated learners, not a human study"
-    assert run_cli("eval", "education", str(tmp_path / "nothing")).returncode == 2
+    assert run_cli_here("eval", "education", str(tmp_path / "nothing")).returncode == 2
 
 
 def test_walk_re_asks_an_unparseable_answer_then_moves_on():
@@ -142,21 +142,21 @@ def test_education_scenarios_are_validated_like_the_others(tmp_path, tiny_data):
     bad = study("http://127.0.0.1:9/v1", arms=[{"name": "a", "tutor": "openai:x"}, {"name": "a", "tutor": "openai:y"}])
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(bad))
-    done = run_cli("validate", str(path), "--data-dir", str(tiny_data))
+    done = run_cli_here("validate", str(path), "--data-dir", str(tiny_data))
     assert done.returncode == 2 and "arm names must be unique" in done.stderr
     path.write_text(yaml.safe_dump(study("http://127.0.0.1:9/v1", arms=[{"name": "a", "tutor": "nonsense"}])))
-    done = run_cli("run", str(path), "--data-dir", str(tiny_data), "--out", str(tmp_path / "o"))
+    done = run_cli_here("run", str(path), "--data-dir", str(tiny_data), "--out", str(tmp_path / "o"))
     assert done.returncode == 2 and "model spec" in done.stderr and not (tmp_path / "o").exists()
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     header = {"type": "run", "scenario": study("http://127.0.0.1:9/v1")}
     (corrupt / "log.jsonl").write_text(json.dumps(header) + "\ngarbage\n")
-    done = run_cli("eval", "education", str(corrupt))
+    done = run_cli_here("eval", "education", str(corrupt))
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "log.jsonl:2" in done.stderr
 
 
 def test_the_bundled_studies_validate_against_the_shared_data(shared_data):
-    ok = run_cli("validate", "education-quickstart", "education-paper", "--data-dir", str(shared_data))
+    ok = run_cli_here("validate", "education-quickstart", "education-paper", "--data-dir", str(shared_data))
     assert ok.returncode == 0, ok.stderr
 
 

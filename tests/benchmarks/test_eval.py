@@ -6,7 +6,7 @@ import yaml
 
 from culturepark.benchmarks.hofstede import centred_distances, indices, parse_answer
 from culturepark.benchmarks.moderation import f1_scores, parse_yes_no
-from tests.conftest import REPO, run_cli, run_cli_here, sim_run
+from tests.conftest import REPO, run_cli_here, sim_run
 
 DATA = REPO.parent / "shared" / "data"
 PUBLISHED_CHINA = {"pdi": 80, "idv": 20, "mas": 66, "uai": 30, "lto": 87, "ivr": 24}
@@ -59,7 +59,7 @@ def scripted(tmp_path, sim_process):
 @pytest.mark.skipif(not DATA.exists(), reason="needs ../shared/data")
 def test_hofstede_on_scripted_answers(tmp_path, scripted):
     out = tmp_path / "h"
-    res = run_cli("eval", "hofstede", "--model", "openai:sim-model", "--base-url", scripted, "--culture", "Chinese",
+    res = run_cli_here("eval", "hofstede", "--model", "openai:sim-model", "--base-url", scripted, "--culture", "Chinese",
                   "German", "--seeds", "2", "--out", str(out), "--json", "--data-dir", str(DATA))
     assert res.returncode == 0, res.stderr
     r = json.loads(res.stdout)
@@ -72,10 +72,10 @@ def test_hofstede_on_scripted_answers(tmp_path, scripted):
     assert china["distance_c0"]["mean"] is None  # IDV missing → no full distance
     assert china["centred_distance"]["mean"] is not None
     assert r["seeds"] == 2 and r["data_hash"] and r["prompts_hash"] and r["model_spec"] == "openai:sim-model"
-    again = run_cli("eval", "hofstede", "--model", "openai:sim-model", "--base-url", scripted, "--culture", "Chinese",
+    again = run_cli_here("eval", "hofstede", "--model", "openai:sim-model", "--base-url", scripted, "--culture", "Chinese",
                     "German", "--seeds", "2", "--out", str(out), "--json", "--resume", "--data-dir", str(DATA))
     assert json.loads(again.stdout)["requests"] == 0  # a finished eval resumes for free
-    paper = run_cli("eval", "hofstede", "--model", "openai:sim-model", "--base-url", scripted, "--culture", "Chinese",
+    paper = run_cli_here("eval", "hofstede", "--model", "openai:sim-model", "--base-url", scripted, "--culture", "Chinese",
                     "German", "--seeds", "2", "--out", str(out), "--json", "--resume", "--data-dir", str(DATA),
                     "--constant", "50")
     p = json.loads(paper.stdout)
@@ -104,7 +104,7 @@ def _moderate(tmp_path, url, rows, seeds):
     spec.write_text(yaml.safe_dump({"name": "mine", "path": str(data), "text_field": "post",
                                     "positive_labels": ["BAD"], "negative_labels": ["OK"], "language": "English",
                                     "culture": "American", "task": "insults"}))
-    res = run_cli("eval", "moderation", "--model", "openai:sim-model", "--base-url", url, "--dataset", str(spec),
+    res = run_cli_here("eval", "moderation", "--model", "openai:sim-model", "--base-url", url, "--dataset", str(spec),
                   "--seeds", str(seeds), "--out", str(tmp_path / "m"), "--json")
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
@@ -152,7 +152,7 @@ def test_compare_runs_the_same_tasks_for_each_model(tmp_path, scripted):
     spec = tmp_path / "s.yaml"
     spec.write_text(yaml.safe_dump({"name": "s", "path": str(data), "text_field": "t", "positive_labels": ["1"],
                                     "negative_labels": ["0"], "language": "English", "task": "spam"}))
-    res = run_cli("eval", "compare", "--models", "openai:sim-model", "openai:sim-model-b", "--tasks",
+    res = run_cli_here("eval", "compare", "--models", "openai:sim-model", "openai:sim-model-b", "--tasks",
                   f"moderation:{spec}", "--base-url", scripted, "--seeds", "2", "--out", str(tmp_path / "c"))
     assert res.returncode == 0, res.stderr
     assert res.stdout.count("macro-F1") == 2
@@ -196,7 +196,7 @@ def test_diversity_gain(tmp_path):
 
 
 def test_bad_model_spec_exits_2(tmp_path):
-    res = run_cli("eval", "hofstede", "--model", "gpt-4", "--culture", "Chinese", "--out", str(tmp_path / "x"))
+    res = run_cli_here("eval", "hofstede", "--model", "gpt-4", "--culture", "Chinese", "--out", str(tmp_path / "x"))
     assert res.returncode == 2 and "model spec 'gpt-4'" in res.stderr and not (tmp_path / "x").exists()
 
 
@@ -204,12 +204,12 @@ def test_bad_model_spec_exits_2(tmp_path):
 @pytest.mark.slow  # a whole stage end to end: CI only, not the fast lane
 def test_report_collects_evals_and_runs_into_one_page(tmp_path, scripted):
     evals = tmp_path / "evals"
-    assert run_cli("eval", "hofstede", "--model", "openai:sim-model", "--base-url", scripted, "--culture", "Chinese",
+    assert run_cli_here("eval", "hofstede", "--model", "openai:sim-model", "--base-url", scripted, "--culture", "Chinese",
                    "--seeds", "2", "--out", str(evals / "h"), "--data-dir", str(DATA)).returncode == 0
-    assert run_cli("eval", "moderation", "--model", "openai:sim-model", "--base-url", scripted, "--dataset",
+    assert run_cli_here("eval", "moderation", "--model", "openai:sim-model", "--base-url", scripted, "--dataset",
                    "english_offensive", "--limit", "20", "--seeds", "2", "--out", str(evals / "m"),
                    "--data-dir", str(DATA)).returncode == 0
-    res = run_cli("report", str(evals), "--out", str(tmp_path / "report"))
+    res = run_cli_here("report", str(evals), "--out", str(tmp_path / "report"))
     assert res.returncode == 0, res.stderr
     page = (tmp_path / "report" / "index.html").read_text()
     for png in ("hofstede_Chinese.png", "moderation_f1.png"):
@@ -231,7 +231,7 @@ def test_eval_wvs_scores_answer_codes_against_real_respondents_with_trained_item
     out = tmp_path / "w"
     args = ["eval", "wvs", "--model", "openai:sim-model", "--base-url", url, "--culture", "Chinese", "--seeds", "2",
             "--trained-items", "27", "--data-dir", str(tiny_data), "--json", "--prompt-style", "paper"]
-    res = run_cli(*args, "--out", str(out))
+    res = run_cli_here(*args, "--out", str(out))
     assert res.returncode == 0, res.stderr
     r = json.loads(res.stdout)
     china = r["cultures"]["Chinese"]
@@ -255,12 +255,12 @@ def test_eval_wvs_scores_answer_codes_against_real_respondents_with_trained_item
     assert dist["w1"]["value"] == round((0.25 / 3 + 1 / 3) / 2, 4) and dist["share_w1_below_0_2"]["value"] == 0.5
     assert dist["w1"]["interval"][0] <= dist["w1"]["value"] <= dist["w1"]["interval"][1]
     assert china["trained"]["distribution"]["items"] == 1 and china["held_out"]["distribution"]["items"] == 1
-    more = json.loads(run_cli(*args, "--samples", "5", "--out", str(tmp_path / "m")).stdout)
+    more = json.loads(run_cli_here(*args, "--samples", "5", "--out", str(tmp_path / "m")).stdout)
     rows5 = {x["item"]: x for x in more["cultures"]["Chinese"]["per_item"]}
     assert more["samples"] == 5 and rows5["27"]["answers"] == 5 and rows5["27"]["codes"] == [1, 1]  # seeds unchanged
-    text = run_cli(*[a for a in args if a != "--json"], "--out", str(out), "--resume").stdout  # the same answers
+    text = run_cli_here(*[a for a in args if a != "--json"], "--out", str(out), "--resume").stdout  # the same answers
     assert f"W1 {dist['w1']['value']:.3f} [" in text and "W1<0.2 0.500 [" in text and "(2 items, samples)" in text
-    assert run_cli("report", str(out), "--out", str(tmp_path / "report")).returncode == 0
+    assert run_cli_here("report", str(out), "--out", str(tmp_path / "report")).returncode == 0
     assert "WVS answer distributions" in (tmp_path / "report" / "index.html").read_text()
     assert (tmp_path / "report" / "wvs_w1.png").read_bytes()[:4] == b"\x89PNG"
     from culturepark.agents.cultures import cultures_by_name
@@ -269,7 +269,7 @@ def test_eval_wvs_scores_answer_codes_against_real_respondents_with_trained_item
     req = item_request(cultures_by_name(["Chinese"], "t")[0], WVSData(tiny_data).item("27"), "chat", 0.7, 0, "paper")
     assert req.messages[0]["content"] == "You are a Chinese chatbot who knows Chinese culture very well."
     assert req.messages[1]["content"].startswith("Answer with a number from 1 to 4. Do you agree with the statement")
-    persona = json.loads(run_cli(*args[:-1], "persona", "--out", str(tmp_path / "p")).stdout)
+    persona = json.loads(run_cli_here(*args[:-1], "persona", "--out", str(tmp_path / "p")).stdout)
     assert persona["prompt_style"] == "persona" and persona["prompts_hash"] != r["prompts_hash"]
 
 
@@ -280,7 +280,7 @@ def test_hofstede_and_moderation_in_the_paper_prompt_style(tmp_path, sim_process
         {"pattern": "Answer yes or no", "reply": "No."},
     ]))
     url = sim_process("--seed", "2", "--script", str(script))
-    res = run_cli("eval", "hofstede", "--model", "openai:sim-model", "--base-url", url, "--culture", "Chinese",
+    res = run_cli_here("eval", "hofstede", "--model", "openai:sim-model", "--base-url", url, "--culture", "Chinese",
                   "--seeds", "1", "--out", str(tmp_path / "h"), "--json", "--data-dir", str(DATA),
                   "--prompt-style", "paper")
     assert res.returncode == 0, res.stderr
@@ -294,7 +294,7 @@ def test_hofstede_and_moderation_in_the_paper_prompt_style(tmp_path, sim_process
     spec.write_text(yaml.safe_dump({"name": "mine", "path": str(data), "text_field": "post",
                                     "positive_labels": ["BAD"], "negative_labels": ["OK"], "language": "English",
                                     "culture": "American", "task": "insults"}))
-    m = run_cli("eval", "moderation", "--model", "openai:sim-model", "--base-url", url, "--dataset", str(spec),
+    m = run_cli_here("eval", "moderation", "--model", "openai:sim-model", "--base-url", url, "--dataset", str(spec),
                 "--seeds", "1", "--out", str(tmp_path / "m"), "--json", "--prompt-style", "paper")
     assert m.returncode == 0, m.stderr
     mod = json.loads(m.stdout)
@@ -316,7 +316,7 @@ def test_eval_fidelity_recovers_the_scripted_share_of_delegates_who_kept_their_s
         {"pattern": r"one survey question.*healthier", "reply": "Hard to say."},
     ]))
     url = sim_process("--seed", "1", "--script", str(script))
-    res = run_cli("eval", "fidelity", str(run), "--base-url", url, "--before-after", "--out", str(tmp_path / "f"),
+    res = run_cli_here("eval", "fidelity", str(run), "--base-url", url, "--before-after", "--out", str(tmp_path / "f"),
                   "--json")
     assert res.returncode == 0, res.stderr
     r = json.loads(res.stdout)
@@ -358,7 +358,7 @@ def test_phenomena_and_content_give_the_scripted_rates(tmp_path, tiny_data, sim_
         {"pattern": r"Statement: ", "reply": "It could be a custom or a norm."},  # two labels: unparseable
     ]))
     url = sim_process("--seed", "1", "--script", str(script))
-    res = run_cli("eval", "phenomena", str(run), "--model", "openai:judge", "--base-url", url,
+    res = run_cli_here("eval", "phenomena", str(run), "--model", "openai:judge", "--base-url", url,
                   "--out", str(tmp_path / "p"), "--json")
     assert res.returncode == 0, res.stderr
     p = json.loads(res.stdout)["by_culture"]
@@ -371,14 +371,14 @@ def test_phenomena_and_content_give_the_scripted_rates(tmp_path, tiny_data, sim_
            ("o3", "German", "We knock on wood.", True), ("o4", "German", "Dropped one about family.", False)]
     (refined / "opinions.jsonl").write_text("".join(json.dumps({"opinion_id": i, "culture": c, "text": t, "kept": k})
                                                     + "\n" for i, c, t, k in ops))
-    res = run_cli("eval", "content", str(refined), "--model", "openai:judge", "--base-url", url,
+    res = run_cli_here("eval", "content", str(refined), "--model", "openai:judge", "--base-url", url,
                   "--out", str(tmp_path / "c"), "--json")
     assert res.returncode == 0, res.stderr
     c = json.loads(res.stdout)["by_culture"]
     assert c["Chinese"]["belief"] == {"count": 1, "share": 0.5} and c["Chinese"]["norm"]["count"] == 1
     assert c["German"] == {"records": 1, "judged": 0, "unparseable": 1, "belief": {"count": 0, "share": None},
                            "norm": {"count": 0, "share": None}, "custom": {"count": 0, "share": None}}
-    rep = run_cli("report", str(tmp_path / "p"), str(tmp_path / "c"), "--out", str(tmp_path / "rep"))
+    rep = run_cli_here("report", str(tmp_path / "p"), str(tmp_path / "c"), "--out", str(tmp_path / "rep"))
     assert rep.returncode == 0, rep.stderr
     page = (tmp_path / "rep" / "index.html").read_text()
     assert "Data quality" in page and "<td>Chinese</td><td>100.0</td><td>100.0</td>" in page  # shifted, understood

@@ -7,7 +7,7 @@ import yaml
 
 from culturepark.benchmarks.moderation import bundled_specs, load_spec, parse_label_strict, parse_paper
 from culturepark.benchmarks.results import PaperLabels
-from tests.conftest import run_cli
+from tests.conftest import run_cli_here
 
 OFF = PaperLabels(positive="OFF", negative="NOT_OFF")
 ONE = PaperLabels(positive="1", negative="0")
@@ -78,7 +78,7 @@ def test_paper_parse_scores_lenient_only_answers_and_shows_the_strict_f1_of_the_
     spec = _data(tmp_path, rows)
     args = ["eval", "moderation", "--model", "openai:sim-model", "--base-url", url, "--dataset", str(spec),
             "--seeds", "2"]
-    res = run_cli(*args, "--parse", "paper", "--out", str(tmp_path / "p"), "--json")
+    res = run_cli_here(*args, "--parse", "paper", "--out", str(tmp_path / "p"), "--json")
     assert res.returncode == 0, res.stderr
     r = json.loads(res.stdout)
     assert r["parse"] == "paper" and r["macro_f1"]["mean"] == 1.0 and r["unparseable"] == 0
@@ -87,11 +87,11 @@ def test_paper_parse_scores_lenient_only_answers_and_shows_the_strict_f1_of_the_
     assert [s["macro_f1_strict"] for s in r["per_seed"]] == [0.5, 0.5]
     assert r["requests"] == len(rows) * 2  # one attempt per row and seed: nothing re-asked
     # both F1s side by side in the printed summary
-    shown = run_cli(*args, "--parse", "paper", "--out", str(tmp_path / "p"), "--resume")
+    shown = run_cli_here(*args, "--parse", "paper", "--out", str(tmp_path / "p"), "--resume")
     assert shown.returncode == 0, shown.stderr
     assert "parse paper: macro-F1 1.000" in shown.stdout and "0.500" in shown.stdout and "strict" in shown.stdout
     # the default stays our strict yes/no mode, recorded as such, with none of the paper fields
-    s = json.loads(run_cli(*args, "--out", str(tmp_path / "s"), "--json").stdout)
+    s = json.loads(run_cli_here(*args, "--out", str(tmp_path / "s"), "--json").stdout)
     assert s["parse"] == "strict" and "macro_f1_strict" not in s and s["data_hash"] != r["data_hash"]
     assert s["prompts_hash"] != r["prompts_hash"]  # another question: never mixed with the paper's answers
 
@@ -101,7 +101,7 @@ def test_paper_parse_in_compare_records_the_mode_in_each_row(tmp_path, sim_proce
     script.write_text(yaml.safe_dump([{"pattern": r"just say \"OFF\"", "reply": "NOT_OFF, not offensive"}]))
     url = sim_process("--seed", "3", "--script", str(script))
     spec = _data(tmp_path, [("a", "BAD"), ("b", "OK")])
-    res = run_cli("eval", "compare", "--models", "openai:sim-model", "--tasks", f"moderation:{spec}", "--base-url",
+    res = run_cli_here("eval", "compare", "--models", "openai:sim-model", "--tasks", f"moderation:{spec}", "--base-url",
                   url, "--seeds", "1", "--parse", "paper", "--out", str(tmp_path / "c"), "--json")
     assert res.returncode == 0, res.stderr
     row = json.loads(res.stdout)["rows"][0]["result"]

@@ -7,7 +7,7 @@ import yaml
 
 from culturepark.benchmarks.phenomena import PAPER_EXTEND, paper_items, paper_label
 from culturepark.engine.batch import BatchResult
-from tests.conftest import run_cli, sim_run
+from tests.conftest import run_cli_here, sim_run
 
 
 def test_the_originals_questions_verbatim_per_delegate_turn_after_the_first():
@@ -44,7 +44,7 @@ def test_paper_construct_gives_the_scripted_extend_rate_and_understanding_ratio(
     script += [{"pattern": "same topic", "reply": "Yes"}, {"pattern": "cross-cultural", "reply": "Not really."}]
     (tmp_path / "judge.yaml").write_text(yaml.safe_dump(script))
     url = sim_process("--seed", "1", "--script", str(tmp_path / "judge.yaml"))
-    res = run_cli("eval", "phenomena", str(run), "--model", "openai:judge", "--base-url", url, "--construct", "paper",
+    res = run_cli_here("eval", "phenomena", str(run), "--model", "openai:judge", "--base-url", url, "--construct", "paper",
                   "--out", str(tmp_path / "p"), "--json")
     assert res.returncode == 0, res.stderr
     r = json.loads(res.stdout)
@@ -55,9 +55,9 @@ def test_paper_construct_gives_the_scripted_extend_rate_and_understanding_ratio(
     assert every["extend"]["yes"]["share"] == round((len(later) - len(shifted)) / len(later), 4)
     assert every["understanding_ratio"]["yes"]["count"] == len(understood)
     assert set(r["by_culture"]) == {"all", "Chinese", "German"}
-    shown = run_cli("eval", "phenomena", str(run), "--model", "openai:judge", "--base-url", url, "--construct",
+    shown = run_cli_here("eval", "phenomena", str(run), "--model", "openai:judge", "--base-url", url, "--construct",
                     "paper", "--out", str(tmp_path / "p"), "--resume")
     assert shown.returncode == 0 and "construct paper" in shown.stdout and "extend:" in shown.stdout
-    ours = json.loads(run_cli("eval", "phenomena", str(run), "--model", "openai:judge", "--base-url", url,
+    ours = json.loads(run_cli_here("eval", "phenomena", str(run), "--model", "openai:judge", "--base-url", url,
                               "--out", str(tmp_path / "o"), "--json").stdout)
     assert ours["mode"] == "ours" and set(ours["by_culture"]["all"]) == {"stance_shift", "understanding"}

@@ -7,7 +7,7 @@ import yaml
 
 from culturepark.agents.meta import ConversationMeta
 from culturepark.benchmarks.stance_judge import UNCLEAR, judge_prompt, parse_verdict
-from tests.conftest import run_cli, sim_run
+from tests.conftest import run_cli_here, sim_run
 
 SCRIPT = [
     # a delegate told "Strongly agree" says so in each of its turns (the prompt ends on its own name)
@@ -39,7 +39,7 @@ def test_the_blind_judge_recovers_the_share_that_said_it_and_the_control_gives_t
     script.write_text(yaml.safe_dump(SCRIPT))
     url = sim_process("--seed", "3", "--script", str(script))
     run, control = _run(tmp_path, tiny_data, url, "run", "sample"), _run(tmp_path, tiny_data, url, "ctl", "control")
-    res = run_cli("eval", "fidelity", str(run), "--base-url", url, "--judge", "openai:judge", "--per-turn",
+    res = run_cli_here("eval", "fidelity", str(run), "--base-url", url, "--judge", "openai:judge", "--per-turn",
                   "--control", str(control), "--out", str(tmp_path / "f"), "--json")
     assert res.returncode == 0, res.stderr
     r = json.loads(res.stdout)
@@ -55,18 +55,18 @@ def test_the_blind_judge_recovers_the_share_that_said_it_and_the_control_gives_t
     assert [p["k"] for p in r["judge"]["drift"]] == [1, 2]
     assert all(p["exact"] == judge["exact"] for p in r["judge"]["drift"])  # stated from the first turn: flat
     assert set(r["judge"]["by_culture"]) == {"Chinese", "German"} and r["judge"]["by_item"]["27"] == judge
-    text = run_cli("eval", "fidelity", str(run), "--base-url", url, "--judge", "openai:judge", "--per-turn",
+    text = run_cli_here("eval", "fidelity", str(run), "--base-url", url, "--judge", "openai:judge", "--per-turn",
                    "--control", str(control), "--out", str(tmp_path / "f"), "--resume").stdout
     assert "self_report" in text and "blind judge" in text and "lift" in text
     page = tmp_path / "report" / "index.html"
-    assert run_cli("report", str(tmp_path / "f"), "--out", str(tmp_path / "report")).returncode == 0
+    assert run_cli_here("report", str(tmp_path / "f"), "--out", str(tmp_path / "report")).returncode == 0
     html = page.read_text()
     assert "Stance fidelity: the blind judge" in html and "Self-report (not evidence of adherence" in html
     assert f"<td>{100 * r['lift']['exact']:.1f}</td>" in html
     assert (tmp_path / "report" / "fidelity_drift.png").read_bytes()[:4] == b"\x89PNG"
-    bad = run_cli("eval", "fidelity", str(run), "--control", str(control), "--out", str(tmp_path / "g"))
+    bad = run_cli_here("eval", "fidelity", str(run), "--control", str(control), "--out", str(tmp_path / "g"))
     assert bad.returncode == 2 and "need --judge" in bad.stderr
-    wrong = run_cli("eval", "fidelity", str(run), "--base-url", url, "--judge", "openai:judge", "--control", str(run),
+    wrong = run_cli_here("eval", "fidelity", str(run), "--base-url", url, "--judge", "openai:judge", "--control", str(run),
                     "--out", str(tmp_path / "h"))
     assert wrong.returncode == 2 and "not 'control'" in wrong.stderr
 

@@ -24,6 +24,8 @@ from culturepark.scenarios.schema import Limits
 from tests.conftest import run_cli, scenario_dict
 
 ray = pytest.importorskip("ray")
+# One Ray cluster at a time: parallel test workers run these tests on one worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("ray")
 
 
 def test_progress_adds_up_the_workers_rejected_cost_so_the_line_shows_its_share():

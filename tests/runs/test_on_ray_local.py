@@ -16,7 +16,8 @@ from tests.conftest import scenario_dict
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("transformers")
-pytestmark = pytest.mark.slow
+# xdist_group: one Ray cluster at a time, on one test worker (with tests/runs/test_on_ray.py).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
 @pytest.fixture

