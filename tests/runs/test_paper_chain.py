@@ -118,6 +118,7 @@ def test_the_chain_tunes_a_model_fine_tunable_today_and_each_trainer_its_own_epo
     PaperChain(cultures=["Chinese"], out=tmp_path, tune_model="gpt-3.5-turbo-0613", trainer="lora").check_tune_model()
 
 
+@pytest.mark.slow  # the whole paper chain end to end
 def test_the_chain_runs_cross_and_in_cultural_conversations_and_merges_their_opinions(tmp_path, chain_url,
                                                                                         shared_data):
     out = tmp_path / "chain"

@@ -38,6 +38,7 @@ def _lines(path):
     return [orjson.loads(x) for x in path.read_bytes().splitlines()]
 
 
+@pytest.mark.slow  # the whole paper chain end to end
 def test_the_chain_adds_baseline_direct_and_ablation_rows_from_one_set_of_conversations(tmp_path, rows_url,
                                                                                          shared_data):
     out = tmp_path / "chain"
