@@ -230,7 +230,8 @@ def test_eval_wvs_scores_answer_codes_against_real_respondents_with_trained_item
     url = sim_process("--seed", "2", "--script", str(script))
     out = tmp_path / "w"
     args = ["eval", "wvs", "--model", "openai:sim-model", "--base-url", url, "--culture", "Chinese", "--seeds", "2",
-            "--trained-items", "27", "--data-dir", str(tiny_data), "--json", "--prompt-style", "paper"]
+            "--trained-items", "27", "--data-dir", str(tiny_data), "--method", "samples", "--json", "--prompt-style",
+            "paper"]
     res = run_cli(*args, "--out", str(out))
     assert res.returncode == 0, res.stderr
     r = json.loads(res.stdout)

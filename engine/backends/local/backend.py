@@ -139,8 +139,18 @@ class LocalBackend:
                 pick = int(torch.multinomial(torch.softmax(ranked / r.temperature, 0), 1, generator=gen))
             else:
                 pick = int(torch.argmax(ranked))
-            results.append(Completion(text=key[1][pick], finish_reason="stop", usage=Usage(n_prompt, 1)))
+            results.append(Completion(text=key[1][pick], finish_reason="stop", usage=Usage(n_prompt, 1),
+                                      label_probs=self._probs(ranked, key[1]) if r.label_probs else None))
         return results
+
+    def _probs(self, ranked: Any, labels: tuple[str, ...]) -> dict[str, float] | None:
+        """Each label's next-token probability (its spellings' summed, not renormalised), for an answer
+        distribution read from one pass; None when two labels begin with the same token ("1" and "10"
+        on a tokenizer that splits digits): one position cannot tell them apart."""
+        firsts = [set(self._label_tokens(c)) for c in labels]
+        if any(a & b for i, a in enumerate(firsts) for b in firsts[i + 1:]):
+            return None
+        return {c: float(p) for c, p in zip(labels, ranked.exp().tolist())}
 
     def _next_token_logprobs(self, ids: list[list[int]], shared: int | None = None) -> list[Any]:
         """The log-probabilities of the next token after each prompt (its token ids). The prompts of
