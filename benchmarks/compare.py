@@ -93,10 +93,10 @@ def distribution_text(d: DistributionFidelity) -> str:
     def est(e: Estimate) -> str:
         return f"{e.value:.3f} [{e.interval[0]:.3f}, {e.interval[1]:.3f}]"
     return (f", W1 {est(d.w1)}, W1<0.2 {est(d.share_w1_below_0_2)}, representativeness {est(d.representativeness)}, "
-            f"1-JSD {est(d.js_similarity)} ({d.items} items, {_source(d)})")
+            f"1-JSD {est(d.js_similarity)} ({d.items} items, {distribution_source(d)})")
 
 
-def _source(d: DistributionFidelity) -> str:
+def distribution_source(d: DistributionFidelity) -> str:
     """Where the distributions came from; with answer probabilities, the mass put outside the options."""
     text = d.source
     if d.source == "mixed" and d.methods:

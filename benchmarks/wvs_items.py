@@ -95,10 +95,10 @@ def _item_row(item: WVSItem, answers: list[int], codes: list[int | None], seeds:
 def _summary(rows: list[WvsItemRow], seeds: int) -> WvsSummary:
     if not rows:
         return WvsSummary(items=0)
-    with_dist = [r for r in rows
-                 if r.w1 is not None and r.representativeness is not None and r.js_similarity is not None]
-    figures = [(r.w1, r.representativeness, r.js_similarity) for r in with_dist]
-    methods = Counter(r.method or "samples" for r in with_dist)
+    figures = [(r.w1, r.representativeness, r.js_similarity) for r in rows
+               if r.w1 is not None and r.representativeness is not None and r.js_similarity is not None]
+    with_dist = [r for r in rows if r.w1 is not None]
+    methods: Counter[str] = Counter(r.method or "samples" for r in with_dist)
     source = next(iter(methods)) if len(methods) == 1 else "mixed"
     outside = [r.outside_mass for r in with_dist if r.outside_mass is not None]
     fidelity = distribution.over_items(figures, source, methods=methods, outside_mass=outside) if figures else None

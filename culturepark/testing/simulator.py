@@ -357,7 +357,8 @@ class SimServer:
     def logprobs(self, asked: Asked, chat: bool, text: str) -> dict[str, Any] | None:
         """OpenAI's `logprobs` block for the reply's first token, when the request asked and the server gives
         them: a scripted answer distribution's answers as the alternatives (the top K, most probable first),
-        else the reply's first token (its number, word or sign) alone at probability 1. Only the first position: what a caller reads."""
+        else the reply's first token (its number, word or sign) alone at probability 1. Only the first
+        position: what a caller reads."""
         body = asked.body
         if not self.config.logprobs or not body.get("logprobs"):
             return None

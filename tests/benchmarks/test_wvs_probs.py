@@ -56,6 +56,10 @@ async def test_probabilities_from_the_sim_server_are_its_scripted_distribution_w
     summary = r.cultures["Chinese"].all.distribution
     assert summary is not None and summary.source == "probs" and summary.methods == {"probs": 1}
     assert summary.outside_mass == 0.4 and not said
+    # the probabilities are in the eval's log: a resumed eval reads them back and asks nothing
+    again = await evaluate(EvalSettings(model="openai:sim-model", base_url=url, resume=True), ["Chinese"], tiny_data,
+                           tmp_path / "p", seeds=1, items=["27"], method="probs")
+    assert again.requests == 0 and again.cultures["Chinese"].per_item[0] == row
 
 
 def _ramp(lo: int, hi: int) -> dict[str, float]:
@@ -117,3 +121,19 @@ async def test_a_server_without_logprobs_falls_back_to_samples_in_one_line(sim, 
                             method="probs", say=said.append)
     assert strict.cultures["Chinese"].per_item[0].w1 is None and strict.cultures["Chinese"].all.distribution is None
     assert said[-1].endswith("they have no distribution (--method probs)")
+
+
+@pytest.mark.slow
+async def test_the_embedded_model_gives_label_probabilities_and_samples_where_codes_share_a_first_token(
+        tmp_path, tiny_data):
+    # Q27 (1..4): one forward pass gives each code's next-token probability; Q158 (1..10): "1" and "10" begin
+    # with the same digit token on Gemma's tokenizer, so one position cannot tell them apart → samples
+    said: list[str] = []
+    r = await evaluate(EvalSettings(model="local:gemma3-270m"), ["Chinese"], tiny_data, tmp_path / "e", seeds=1,
+                       items=["27", "158"], samples=2, say=said.append)
+    rows = {x.item: x for x in r.cultures["Chinese"].per_item}
+    q27, q158 = rows["27"], rows["158"]
+    assert q27.method == "probs" and q27.model_distribution is not None and q27.outside_mass is not None
+    assert sum(q27.model_distribution.values()) == pytest.approx(1.0, abs=1e-3) and 0 <= q27.outside_mass < 1
+    assert q158.method in ("samples", None) and q158.outside_mass is None  # None: neither sample was readable
+    assert any("no answer probabilities for 1 of 2" in line for line in said)
