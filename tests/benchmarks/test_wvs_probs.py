@@ -137,3 +137,33 @@ async def test_the_embedded_model_gives_label_probabilities_and_samples_where_co
     assert sum(q27.model_distribution.values()) == pytest.approx(1.0, abs=1e-3) and 0 <= q27.outside_mass < 1
     assert q158.method in ("samples", None) and q158.outside_mass is None  # None: neither sample was readable
     assert any("no answer probabilities for 1 of 2" in line for line in said)
+
+
+def test_the_embedded_models_label_probabilities_are_read_past_a_blank_token_by_hand():
+    # a tokenizer that splits digits and writes " 1" as a blank (id 0) then "1": after the prompt the blank has
+    # 0.5, "1" 0.2, "2" 0.1 (0.2 elsewhere); after the blank "1" has 0.6 and "2" 0.2. So P("1") = 0.2 + 0.5 × 0.6
+    # and P("2") = 0.1 + 0.5 × 0.2; "1" and "10" begin with the same token: no probabilities
+    torch = pytest.importorskip("torch")
+    from culturepark.engine.backends.local.backend import LocalBackend
+
+    vocab = {"1": [1], " 1": [0, 1], "2": [2], " 2": [0, 2], "10": [1, 3], " 10": [0, 1, 3]}
+
+    class Tokenizer:
+        def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+            return {"input_ids": vocab[text]}
+
+        def decode(self, ids: list[int]) -> str:
+            return " " if ids == [0] else "x"
+
+    backend = LocalBackend()
+    backend._tokenizer = Tokenizer()
+    asked: list[list[list[int]]] = []
+
+    def after_blank(ids: list[list[int]], shared: int | None = None) -> list[object]:
+        asked.append(ids)
+        return [torch.log(torch.tensor([1e-9, 0.6, 0.2, 0.2 - 1e-9]))]
+    backend._next_token_logprobs = after_blank  # type: ignore[method-assign]
+    logp = torch.log(torch.tensor([0.5, 0.2, 0.1, 0.2]))
+    got = backend._probs([7, 8], logp, ("1", "2"))
+    assert got == pytest.approx({"1": 0.5, "2": 0.2}) and asked == [[[7, 8, 0]]]
+    assert backend._probs([7, 8], logp, ("1", "10")) is None
