@@ -168,18 +168,18 @@ def single_task(args: argparse.Namespace) -> int:
                                                 resolve_data_dir(args.data_dir, None), out, args.seeds, args.items,
                                                 args.trained_items, args.temperature, lambda m: log.info(m),
                                                 args.samples, args.method))
-        if not args.json and args.trained_items:  # a model is not scored on what it was taught without saying so
-            from culturepark.benchmarks.compare import distribution_text
-            for culture, v in report.cultures.items():
-                for name, part in (("held out", v.held_out), ("trained", v.trained)):
-                    if part.distribution:
-                        print(f"{culture} {name}:{distribution_text(part.distribution).removeprefix(',')}")
     if args.json:
         print_json(report.to_json())
         return 0
-    from culturepark.benchmarks.results import CompareResult
+    from culturepark.benchmarks.results import CompareResult, WvsResult
     print(table(CompareResult(models=[args.model], tasks=[str(task)], seeds=args.seeds, limit=None,
                               rows=[row_for(args.model, task, report)])))
+    if isinstance(report, WvsResult) and report.trained_items:  # never scored on what it was taught unsaid
+        from culturepark.benchmarks.compare import distribution_text
+        for culture, v in report.cultures.items():
+            for name, part in (("held out", v.held_out), ("trained", v.trained)):
+                if part.distribution:
+                    print(f"{culture} {name}:{distribution_text(part.distribution).removeprefix(',')}")
     print(f"→ {out}")
     return 0
 
