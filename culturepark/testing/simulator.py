@@ -176,7 +176,7 @@ class SimServer:
 
     # -- replies ------------------------------------------------------------
     def _rule(self, model: str, messages: list[dict[str, Any]] | None, prompt: str | None
-              ) -> tuple[re.Match[str], str, dict[str, float] | None] | None:
+              ) -> tuple[re.Match[str], str | None, dict[str, float] | None] | None:
         """The first script rule that answers this request: its match, reply and answer distribution."""
         last = prompt if prompt is not None else _last_user(messages)
         for pattern, reply, only, dist in self._script:
@@ -191,7 +191,7 @@ class SimServer:
         if hit is not None:
             m, reply, dist = hit
             text = _draw(dist, [self.config.seed, model, messages, prompt, (body or {}).get("seed"),
-                                (body or {}).get("temperature")], _temperature(body)) if dist else m.expand(reply)
+                                (body or {}).get("temperature")], _temperature(body)) if dist else m.expand(reply or "")
             return _cap(text, max_tokens)
         key = orjson.dumps([self.config.seed, model, messages, prompt])
         rng = random.Random(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big"))
