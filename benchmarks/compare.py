@@ -96,7 +96,17 @@ def distribution_text(d: DistributionFidelity) -> str:
     def est(e: Estimate) -> str:
         return f"{e.value:.3f} [{e.interval[0]:.3f}, {e.interval[1]:.3f}]"
     return (f", W1 {est(d.w1)}, W1<0.2 {est(d.share_w1_below_0_2)}, representativeness {est(d.representativeness)}, "
-            f"1-JSD {est(d.js_similarity)} ({d.items} items, {d.source})")
+            f"1-JSD {est(d.js_similarity)} ({d.items} items, {distribution_source(d)})")
+
+
+def distribution_source(d: DistributionFidelity) -> str:
+    """Where the distributions came from; with answer probabilities, the mass put outside the options."""
+    text = d.source
+    if d.source == "mixed" and d.methods:
+        text += " " + ", ".join(f"{m} {n}" for m, n in sorted(d.methods.items()))
+    if d.outside_mass is not None:
+        text += f", mass outside the options {d.outside_mass:.3f}"
+    return text
 
 
 def row_text(task: str, res: Headline) -> str:

@@ -24,6 +24,7 @@ import random
 import statistics
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from culturepark.benchmarks.results import DistributionFidelity, Estimate
 
@@ -34,8 +35,8 @@ BOOTSTRAP = 1000
 def distribution(answers: Sequence[int], codes: Sequence[int]) -> list[float]:
     """Shares of each option (in the order of `codes`) among answers; answers outside `codes` are not counted
     (WVS negative codes are missing values and never reach here)."""
-    counts = Counter(a for a in answers if a in set(codes))
-    total = sum(counts.values())
+    counts = Counter(answers)  # all of them, then the options' counts: a bootstrap calls this 1000 times per item
+    total = sum(counts[c] for c in codes)
     return [counts[c] / total if total else 0.0 for c in codes]
 
 
@@ -97,14 +98,22 @@ def bootstrap(values: Sequence[float], stat: Callable[[Sequence[float]], float],
 def item_interval(model: Sequence[int] | Mapping[int, float], people: Sequence[int], codes: Sequence[int],
                   seed: int = 0, rounds: int = BOOTSTRAP) -> tuple[float, float]:
     """95 % interval of one item's normalised W1: the respondents resampled, and the model's answers too when
-    they are samples (answer probabilities, a mapping code → p, are taken as exact)."""
-    rng = random.Random(seed)
-    fixed = [model.get(c, 0.0) for c in codes] if isinstance(model, Mapping) else None
-    draws = []
-    for _ in range(rounds):
-        p = fixed if fixed is not None else distribution(rng.choices(list(model), k=len(model)), codes)
-        draws.append(normalised_w1(p, distribution(rng.choices(people, k=len(people)), codes)))
-    return percentile_interval(draws)
+    they are samples (answer probabilities, a mapping code → p, are taken as exact). Resampling n answers with
+    replacement is a multinomial draw of n from their shares, so each round is drawn as counts at once
+    (numpy, seeded) rather than answer by answer: a country's ~1,500 respondents × 1000 rounds per item."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def resampled(answers: Sequence[int]) -> Any:
+        valid = set(codes)
+        n = sum(1 for a in answers if a in valid)
+        return rng.multinomial(n, distribution(answers, codes), size=rounds) / max(1, n)
+    ps = (np.tile([model.get(c, 0.0) for c in codes], (rounds, 1)) if isinstance(model, Mapping)
+          else resampled(model))
+    qs = resampled(people)
+    w1 = np.abs(np.cumsum(ps - qs, axis=1)[:, :-1]).sum(axis=1) / (len(codes) - 1)
+    return percentile_interval([float(x) for x in w1])
 
 
 def mean(values: Sequence[float]) -> float:
@@ -121,28 +130,51 @@ def _estimate(values: Sequence[float], stat: Callable[[Sequence[float]], float],
     return Estimate(value=round(stat(values), 4), interval=[round(lo, 4), round(hi, 4)])
 
 
-def over_items(per_item: Sequence[tuple[float, float, float]], source: str, seed: int = 0
+def over_items(per_item: Sequence[tuple[float, float, float]], source: str, seed: int = 0,
+               methods: Mapping[str, int] | None = None, outside_mass: Sequence[float] = ()
                ) -> DistributionFidelity | None:
     """The figures over items from each item's (normalised W1, representativeness, JS similarity); None
-    when no item had an answer distribution."""
+    when no item had an answer distribution. `methods`: items per method (probs, samples), recorded when
+    given; `outside_mass`: the probability each item read from probabilities put outside its options."""
     if not per_item:
         return None
     w1s, reps, jss = ([row[k] for row in per_item] for k in range(3))
+    extra: dict[str, object] = {}
+    if methods is not None:
+        extra["methods"] = dict(methods)
+    if outside_mass:
+        extra["outside_mass"] = round(mean(outside_mass), 4)
     return DistributionFidelity(items=len(per_item), source=source, w1=_estimate(w1s, mean, seed),
                                 representativeness=_estimate(reps, mean, seed),
                                 js_similarity=_estimate(jss, mean, seed),
-                                share_w1_below_0_2=_estimate(w1s, share_below, seed))
+                                share_w1_below_0_2=_estimate(w1s, share_below, seed), **extra)
 
 
-def item_figures(model: Sequence[int], people: Sequence[int], codes: Sequence[int], seed: int = 0
-                 ) -> dict[str, object]:
-    """One item's distribution figures (the fields of a result row) from the model's parsed answers and the
-    respondents' valid answers; empty when the model gave no parsed answer."""
+def from_probabilities(probs: Mapping[str, float], codes: Sequence[int]) -> tuple[dict[int, float], float] | None:
+    """The model's answer distribution over an item's options from its probability of each option code (as a
+    backend gives them, `Completion.label_probs`): renormalised over the options, with the mass it put
+    elsewhere (other tokens) returned beside it, not hidden. None when the options got no mass at all."""
+    mass = {c: max(0.0, float(probs.get(str(c), 0.0))) for c in codes}
+    total = sum(mass.values())
+    if total <= 0:
+        return None
+    return {c: m / total for c, m in mass.items()}, max(0.0, 1.0 - total)
+
+
+def item_figures(model: Sequence[int] | Mapping[int, float], people: Sequence[int], codes: Sequence[int],
+                 seed: int = 0) -> dict[str, object]:
+    """One item's distribution figures (the fields of a result row) from the model's parsed answers (a
+    sequence of codes) or its answer probabilities (a mapping code → p over the options, taken as exact), and
+    the respondents' valid answers; empty when the model gave neither."""
     if not model or not people:
         return {}
-    p, q = distribution(model, codes), distribution(people, codes)
+    probs = isinstance(model, Mapping)
+    p = [model.get(c, 0.0) for c in codes] if isinstance(model, Mapping) else distribution(model, codes)
+    q = distribution(people, codes)
     lo, hi = item_interval(model, people, codes, seed)
     w1 = normalised_w1(p, q)
-    return {"model_distribution": {str(c): round(x, 4) for c, x in zip(codes, p) if x},
-            "answers": len(model), "w1": round(w1, 4), "w1_interval": [round(lo, 4), round(hi, 4)],
-            "representativeness": round(1 - w1, 4), "js_similarity": round(js_similarity(p, q), 4)}
+    return {"model_distribution": {str(c): round(x, 4) for c, x in zip(codes, p) if round(x, 4)},
+            **({} if probs else {"answers": len(model)}),
+            "w1": round(w1, 4), "w1_interval": [round(lo, 4), round(hi, 4)],
+            "representativeness": round(1 - w1, 4), "js_similarity": round(js_similarity(p, q), 4),
+            "method": "probs" if probs else "samples"}

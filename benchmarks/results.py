@@ -303,6 +303,11 @@ class WvsItemRow(ResultModel):
     w1_interval: list[float] | None = None  # 95 % bootstrap (respondents and answers resampled)
     representativeness: float | None = None  # OpinionQA: 1 − W1/(N − 1)
     js_similarity: float | None = None  # GlobalOpinionQA: 1 − Jensen–Shannon distance
+    # what the distribution came from (files from before answer probabilities lack these): "probs", the
+    # model's probability of each option code at the answer position renormalised over the options, or
+    # "samples", the parsed answers; with probs, the probability the model put on anything else
+    method: Literal["probs", "samples"] | None = None
+    outside_mass: float | None = None
 
 
 class Estimate(ResultModel):
@@ -316,11 +321,15 @@ class DistributionFidelity(ResultModel):
     """Answer distributions vs the respondents' over a set of items (OpinionQA, GlobalOpinionQA, WorldValuesBench)."""
 
     items: int  # items with at least one parsed answer
-    source: str  # "samples": N answers at the temperature; "stances": a run's assigned stances
+    # "samples": N answers at the temperature; "probs": answer probabilities; "mixed": some items each way
+    # (`methods` counts them); "stances": a run's assigned stances
+    source: str
     w1: Estimate  # mean normalised W1
     representativeness: Estimate
     js_similarity: Estimate
     share_w1_below_0_2: Estimate  # WorldValuesBench's figure
+    methods: dict[str, int] | None = None  # items per method (absent: files from before answer probabilities)
+    outside_mass: float | None = None  # mean probability put outside the options, over the items from probs
 
 
 class WvsSummary(ResultModel):
@@ -351,6 +360,8 @@ class WvsResult(EvalResult):
     trained_items: list[str]
     cultures: dict[str, WvsCulture]
     samples: int | None = None  # answers per item × culture the distributions are made of (absent: old files)
+    # how distributions were asked for (`eval wvs --method`; absent: files from before, all samples)
+    method: Literal["probs", "samples", "auto"] | None = None
 
 
 # ---- fidelity

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from culturepark.benchmarks.compare import distribution_source
 from culturepark.benchmarks.content import KINDS
 from culturepark.benchmarks.evaluation import (
     CONTENT,
@@ -511,8 +512,8 @@ def _distribution_section(items: list[tuple[Path, WvsResult]], out: Path) -> lis
     items = [(d, r) for d, r in items if any(c.all.distribution for c in r.cultures.values())]
     if not items:
         return []
-    rows = [[rep.model_spec, c, part, d.items, _est(d.w1), _est(d.share_w1_below_0_2), _est(d.representativeness),
-             _est(d.js_similarity)]
+    rows = [[rep.model_spec, c, part, d.items, distribution_source(d), _est(d.w1), _est(d.share_w1_below_0_2),
+             _est(d.representativeness), _est(d.js_similarity)]
             for _, rep in items for c, v in rep.cultures.items()
             for part, summary in (("all", v.all), ("held out", v.held_out), ("trained", v.trained))
             if (d := summary.distribution) is not None]
@@ -530,7 +531,11 @@ def _distribution_section(items: list[tuple[Path, WvsResult]], out: Path) -> lis
             "<p class=note>The model's answer distribution per item against the culture's valid respondents: mean "
             "normalised W1, the share of items with W1 &lt; 0.2 (WorldValuesBench), representativeness 1 − W1/(N−1) "
             "(OpinionQA), 1 − Jensen–Shannon distance (GlobalOpinionQA); 95 % bootstrap intervals over items.</p>",
-            _table(["model", "culture", "item set", "items", "W1", "W1 < 0.2", "representativeness", "1 − JSD"], rows),
+            "<p class=note>From: the model's answer probabilities (probs: each option code's probability at the "
+            "answer position, renormalised over the options, with the mass put elsewhere given), or its sampled "
+            "answers (samples).</p>",
+            _table(["model", "culture", "item set", "items", "from", "W1", "W1 < 0.2", "representativeness",
+                    "1 − JSD"], rows),
             f'<img src="{_save(fig, out, "wvs_w1.png")}" alt="W1 histogram">']
 
 

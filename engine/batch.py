@@ -28,6 +28,7 @@ class BatchItem:
 class BatchResult:
     text: str | None  # None when every attempt failed
     reason: str | None = None
+    label_probs: dict[str, float] | None = None  # asked for and given (`Request.label_probs`)
 
 
 class _OneTurn:
@@ -56,7 +57,7 @@ def batch_results(run_dir: Path) -> dict[str, BatchResult]:
     out: dict[str, BatchResult] = {}
     for conv_id, conv in assemble(run_dir).conversations:
         if conv.status == "done" and 0 in conv.turns:
-            out[conv_id] = BatchResult(conv.turns[0].text)
+            out[conv_id] = BatchResult(conv.turns[0].text, label_probs=conv.turns[0].label_probs)
         else:
             out[conv_id] = BatchResult(None, (conv.end.reason if conv.end else None) or "incomplete")
     return out

@@ -71,6 +71,8 @@ class TurnRecord:
     # the provider billed them all the same (None: there were none)
     rejected: Usage | None = None
     rejected_cost_usd: float | None = None
+    # the answer's probabilities over the request's choices, when it asked for them (`Request.label_probs`)
+    label_probs: dict[str, float] | None = None
 
 
 @dataclass(slots=True)

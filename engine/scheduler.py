@@ -192,7 +192,7 @@ def turn_record(conv: ConversationSpec, index: int, nxt: TurnRequest, completion
         latency_ms=round(completion.latency_ms, 3), attempts=completion.attempts,
         request_hash=request_hash, finish_reason=completion.finish_reason, cached=completion.cached, t=t,
         tier=completion.tier, temperature=completion.temperature, rejected=completion.rejected,
-        rejected_cost_usd=rejected_cost(completion, endpoint.backend.price))
+        rejected_cost_usd=rejected_cost(completion, endpoint.backend.price), label_probs=completion.label_probs)
 
 
 class Scheduler:

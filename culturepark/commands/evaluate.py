@@ -72,6 +72,10 @@ def register(sub: Any) -> None:
     ew.add_argument("--samples", type=positive_int,
                     help="answers per item and culture whose distribution is set against the respondents' "
                          "(default: one per seed)")
+    ew.add_argument("--method", choices=["auto", "probs", "samples"], default="auto",
+                    help="answer distributions from the model's answer probabilities (probs: label scores, "
+                         "logprobs), from --samples answers (samples), or probs with samples where a backend "
+                         "gives none (auto)")
     _model_flags(ew)
     ew.set_defaults(func=single_task)
     ef = esub.add_parser("fidelity", help="ask each delegate its seed item again: did it hold its stance?")
@@ -184,13 +188,19 @@ def single_task(args: argparse.Namespace) -> int:
         report = asyncio.run(wvs_items.evaluate(_settings(args, args.model), list(args.culture),
                                                 resolve_data_dir(args.data_dir, None), out, args.seeds, args.items,
                                                 args.trained_items, args.temperature, lambda m: log.info(m),
-                                                args.samples))
+                                                args.samples, args.method))
     if args.json:
         print_json(report.to_json())
         return 0
-    from culturepark.benchmarks.results import CompareResult
+    from culturepark.benchmarks.results import CompareResult, WvsResult
     print(table(CompareResult(models=[args.model], tasks=[str(task)], seeds=args.seeds, limit=None,
                               rows=[row_for(args.model, task, report)])))
+    if isinstance(report, WvsResult) and report.trained_items:  # never scored on what it was taught unsaid
+        from culturepark.benchmarks.compare import distribution_text
+        for culture, v in report.cultures.items():
+            for name, part in (("held out", v.held_out), ("trained", v.trained)):
+                if part.distribution:
+                    print(f"{culture} {name}:{distribution_text(part.distribution).removeprefix(',')}")
     print(f"→ {out}")
     return 0
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 SIM_FLAGS = ["rpm", "tpm", "window_s", "start_empty", "charge", "latency_ms", "jitter_ms", "fail_rate",
              "stream_chunk_ms", "finetune_polls", "finetune_fail", "prompt_cache", "prompt_cache_min_tokens",
              "flex_unavailable_rate",
-             "flex_latency_factor", "batch_delay_s", "batch_line_fail_rate", "batch_expire_rate", "seed"]
+             "flex_latency_factor", "batch_delay_s", "batch_line_fail_rate", "batch_expire_rate", "seed", "logprobs"]
 
 
 def register(sub: Any) -> None:

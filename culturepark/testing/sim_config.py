@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 FaultKind = Literal["status", "slow", "reset", "truncated", "malformed", "empty",
                     "length_empty", "bad_usage", "revoked_key", "unknown_model", "quota_exhausted",
@@ -31,8 +31,19 @@ class ScriptRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     pattern: str
-    reply: str
+    reply: str | None = None  # required unless `distribution` is given
     model: str | None = None
+    # the reply is one of these answers, drawn with these probabilities (scaled by the request's temperature,
+    # the most probable at 0; seeded by the request), and `logprobs` report them as the answer's first token's
+    # alternatives: a model whose answer distribution is known, for checking distributions read from
+    # probabilities against distributions from samples
+    distribution: dict[str, float] | None = None
+
+    @model_validator(mode="after")
+    def _answers(self) -> ScriptRule:
+        if self.reply is None and self.distribution is None:
+            raise ValueError("a script rule needs a reply or a distribution")
+        return self
 
 
 class SimConfig(BaseModel):
@@ -54,6 +65,8 @@ class SimConfig(BaseModel):
     min_reply_tokens: int = 12
     max_reply_tokens: int = 60
     rate_limit_headers: bool = True
+    logprobs: bool = Field(True, description="answer `logprobs`/`top_logprobs` when a request asks (off: a server "
+                                             "that returns none)")
     script: list[ScriptRule] = Field(default_factory=list)
     faults: list[Fault] = Field(default_factory=list)
     models: list[str] = Field(default_factory=lambda: ["sim-model"])

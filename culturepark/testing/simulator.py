@@ -114,8 +114,8 @@ class SimServer:
         self.config = config
         self.stats = SimStats()
         self._rng = random.Random(config.seed)
-        self._script = [(re.compile(r.pattern, re.S | re.I), r.reply, re.compile(r.model) if r.model else None)
-                        for r in config.script]
+        self._script = [(re.compile(r.pattern, re.S | re.I), r.reply, re.compile(r.model) if r.model else None,
+                         r.distribution) for r in config.script]
         self._fault_fired = [0] * len(config.faults)
         now = time.monotonic()
         self._req_bucket = self._bucket(config.rpm, now)
@@ -177,14 +177,24 @@ class SimServer:
             setattr(self, attr, new)
 
     # -- replies ------------------------------------------------------------
-    def reply(self, model: str, messages: list[dict[str, Any]] | None, prompt: str | None,
-               max_tokens: int) -> tuple[str, str]:
+    def _rule(self, model: str, messages: list[dict[str, Any]] | None, prompt: str | None
+              ) -> tuple[re.Match[str], str | None, dict[str, float] | None] | None:
+        """The first script rule that answers this request: its match, reply and answer distribution."""
         last = prompt if prompt is not None else _last_user(messages)
-        for pattern, reply, only in self._script:
+        for pattern, reply, only, dist in self._script:
             m = pattern.search(last)
             if m and (only is None or only.search(model)):
-                text = m.expand(reply)
-                return _cap(text, max_tokens)
+                return m, reply, dist
+        return None
+
+    def reply(self, model: str, messages: list[dict[str, Any]] | None, prompt: str | None,
+              max_tokens: int, body: dict[str, Any] | None = None) -> tuple[str, str]:
+        hit = self._rule(model, messages, prompt)
+        if hit is not None:
+            m, reply, dist = hit
+            text = _draw(dist, [self.config.seed, model, messages, prompt, (body or {}).get("seed"),
+                                (body or {}).get("temperature")], _temperature(body)) if dist else m.expand(reply or "")
+            return _cap(text, max_tokens)
         key = orjson.dumps([self.config.seed, model, messages, prompt])
         rng = random.Random(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big"))
         n = rng.randint(self.config.min_reply_tokens, self.config.max_reply_tokens)
@@ -319,14 +329,15 @@ class SimServer:
             return await self._stream(request, chat, model, int(time.time()), text, finish,
                                       usage if include_usage else None)
         return web.Response(body=orjson.dumps(self.completion_body(chat, model, text, finish, usage,
-                                                                   "flex" if flex else "default")),
+                                                                   "flex" if flex else "default",
+                                                                   self.logprobs(asked, chat, text))),
                             content_type="application/json", headers=self._limit_headers())
 
     def answer(self, asked: Asked, chat: bool, tier: str) -> tuple[str, str, dict[str, Any]]:
         """The reply to an admitted request, its usage (with cached tokens when the prompt cache is
         on) and the bill for it: the one path of synchronous and batched requests."""
         body, messages, prompt = asked.body, asked.messages, asked.prompt
-        text, finish = self.reply(asked.model, messages, prompt, asked.max_tokens)
+        text, finish = self.reply(asked.model, messages, prompt, asked.max_tokens, body)
         if not chat and body.get("stop"):
             stops = body["stop"] if isinstance(body["stop"], list) else [body["stop"]]
             text, finish = _apply_stop(text, finish, stops)
@@ -345,13 +356,39 @@ class SimServer:
         self.stats.bill(tier, p_tokens, cached, c_tokens)
         return text, finish, usage
 
+    def logprobs(self, asked: Asked, chat: bool, text: str) -> dict[str, Any] | None:
+        """OpenAI's `logprobs` block for the reply's first token, when the request asked and the server gives
+        them: a scripted answer distribution's answers as the alternatives (the top K, most probable first),
+        else the reply's first token (its number, word or sign) alone at probability 1. Only the first
+        position: what a caller reads."""
+        body = asked.body
+        if not self.config.logprobs or not body.get("logprobs"):
+            return None
+        k = int(body.get("top_logprobs") or 0) if chat else int(body.get("logprobs") or 0)
+        hit = self._rule(asked.model, asked.messages, asked.prompt)
+        dist = hit[2] if hit is not None else None
+        first = m.group(0) if (m := re.match(r"\d+|\w+|\S", text.lstrip())) else ""  # "1. I agree" → "1"
+        alts = ({a: math.log(p) for a, p in sorted(dist.items(), key=lambda kv: -kv[1]) if p > 0} if dist
+                else {first: 0.0})
+        top = dict(list(alts.items())[:k])
+        token, logprob = (text, alts.get(text, -100.0)) if dist else (first, 0.0)
+        if not chat:
+            return {"tokens": [token], "token_logprobs": [logprob], "top_logprobs": [top], "text_offset": [0]}
+        return {"content": [{"token": token, "logprob": logprob, "bytes": list(token.encode()),
+                             "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())}
+                                              for t, lp in top.items()]}]}
+
     def completion_body(self, chat: bool, model: str, text: str, finish: str,
-                        usage: dict[str, Any], tier: str = "default") -> dict[str, Any]:
+                        usage: dict[str, Any], tier: str = "default",
+                        logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
         """The OpenAI response object for /chat/completions or /completions."""
+        choice: dict[str, Any]
         if chat:
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
         else:
             choice = {"index": 0, "text": text, "finish_reason": finish}
+        if logprobs is not None:
+            choice["logprobs"] = logprobs
         return {"id": f"sim-{self.stats.requests}", "object": "chat.completion" if chat else "text_completion",
                 "created": int(time.time()), "model": model, "choices": [choice], "usage": usage,
                 "service_tier": tier}
@@ -456,6 +493,21 @@ def _last_user(messages: list[dict[str, Any]] | None) -> str:
         if m.get("role") == "user":
             return str(m.get("content") or "")
     return str((messages or [{}])[-1].get("content") or "") if messages else ""
+
+
+def _temperature(body: dict[str, Any] | None) -> float:
+    value = (body or {}).get("temperature")
+    return float(value) if isinstance(value, (int, float)) else 1.0  # OpenAI's default
+
+
+def _draw(dist: dict[str, float], key: list[Any], temperature: float) -> str:
+    """One answer from a scripted distribution at a temperature (p^(1/T), renormalised; the most probable
+    at T = 0), deterministic from `key` (the request, its seed included), as a seeded model samples."""
+    answers = [a for a, p in dist.items() if p > 0]
+    if temperature <= 0:
+        return max(answers, key=lambda a: dist[a])
+    rng = random.Random(int.from_bytes(hashlib.blake2b(orjson.dumps(key), digest_size=8).digest(), "big"))
+    return rng.choices(answers, weights=[dist[a] ** (1.0 / temperature) for a in answers])[0]
 
 
 def _cap(text: str, max_tokens: int) -> tuple[str, str]:

@@ -27,6 +27,10 @@ class Request:
     # next-token scores ranks them in one forward pass instead of sampling text (the embedded model);
     # the others generate as usual and the caller parses the text.
     choices: tuple[str, ...] | None = None
+    # With `choices`: also return the probability the model gives each of them at the answer position
+    # (`Completion.label_probs`): the embedded model's label scores, `logprobs`/`top_logprobs` from an
+    # OpenAI-compatible server. An answer *distribution* read in one request, not estimated from N samples.
+    label_probs: bool = False
     # Never repeat a span of this many tokens from the prompt (a backend that can: the embedded model;
     # OpenAI-compatible servers have no such field). Keeps a small base model from copying the other
     # speaker's turn word for word, which the echo check would only reject and re-ask.
@@ -41,6 +45,8 @@ class Request:
                                 self.seed]
         if self.choices:  # only when set: hashes of requests without them stay as they were
             fields.append(list(self.choices))
+        if self.label_probs:
+            fields.append("label_probs")
         if self.no_repeat_ngram_size:
             fields.append(["no_repeat_ngram_size", self.no_repeat_ngram_size])
         payload = orjson.dumps(fields)
@@ -53,14 +59,15 @@ class Request:
     @classmethod
     def instruction(cls, system: str, user: str, cue: str, rendering: str, max_tokens: int,
                     temperature: float, stop: list[str] | None = None, seed: int | None = None,
-                    choices: tuple[str, ...] | None = None) -> Request:
+                    choices: tuple[str, ...] | None = None, label_probs: bool = False) -> Request:
         """One instruction for either kind of model: system + user messages for a chat model, or
         for a base model one completion prompt ending in `cue`, with `stop` (completion only)."""
         if rendering == "chat":
             return cls(messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-                       max_tokens=max_tokens, temperature=temperature, seed=seed, choices=choices)
+                       max_tokens=max_tokens, temperature=temperature, seed=seed, choices=choices,
+                       label_probs=label_probs)
         return cls(prompt=f"{system}\n\n{user}\n{cue}", max_tokens=max_tokens, temperature=temperature,
-                   stop=stop, seed=seed, choices=choices)
+                   stop=stop, seed=seed, choices=choices, label_probs=label_probs)
 
 
 @dataclass(slots=True)
@@ -89,6 +96,9 @@ class Completion:
     tier: str | None = None  # the service tier that served it, as the provider reports it (None: standard)
     temperature: float | None = None  # sampled at, when a re-ask raised it above the request's (else None)
     rejected: Usage | None = None  # replies rejected (and re-asked) before this one: billed all the same
+    # asked with `Request.label_probs`: each choice's probability as the model gave it, not renormalised
+    # (what they leave to 1 is mass on other tokens); None when the backend gave none
+    label_probs: dict[str, float] | None = None
 
 
 @runtime_checkable

@@ -12,7 +12,7 @@ class ResponseCache:
     """request_hash → completion text, loaded from one or more previous logs."""
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[str, str | None, int, int]] = {}
+        self._entries: dict[str, tuple[str, str | None, int, int, dict[str, float] | None]] = {}
 
     @classmethod
     def from_runs(cls, run_dirs: list[Path]) -> ResponseCache:
@@ -21,7 +21,8 @@ class ResponseCache:
             for rec in read_log(Path(run_dir)).records:
                 if isinstance(rec, TurnRecord) and rec.request_hash:
                     cache._entries.setdefault(rec.request_hash, (
-                        rec.text, rec.finish_reason, rec.usage.prompt_tokens, rec.usage.completion_tokens))
+                        rec.text, rec.finish_reason, rec.usage.prompt_tokens, rec.usage.completion_tokens,
+                        rec.label_probs))
         return cache
 
     def __len__(self) -> int:
@@ -31,5 +32,5 @@ class ResponseCache:
         hit = self._entries.get(request_hash)
         if hit is None:
             return None
-        text, finish, p, c = hit
-        return Completion(text=text, finish_reason=finish, usage=Usage(p, c), cached=True)
+        text, finish, p, c, probs = hit  # answer probabilities too, when the request asked for them
+        return Completion(text=text, finish_reason=finish, usage=Usage(p, c), cached=True, label_probs=probs)

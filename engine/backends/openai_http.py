@@ -15,6 +15,7 @@ from typing import Any, Literal
 import aiohttp
 import orjson
 
+from culturepark.engine.backends import logprobs
 from culturepark.engine.backends.base import Completion, Request
 from culturepark.engine.backends.rate_headers import read_rate_headers
 from culturepark.engine.errors import (
@@ -229,6 +230,8 @@ class OpenAIHTTPBackend:
             body["stop"] = req.stop
         if req.seed is not None:
             body["seed"] = req.seed
+        if req.label_probs and req.choices:
+            body.update(logprobs.request_fields(self.api))
         return body
 
     async def complete(self, req: Request) -> Completion:
@@ -285,7 +288,10 @@ class OpenAIHTTPBackend:
             raw_usage = payload.get("usage")
             if isinstance(raw_usage, dict) and isinstance(payload.get("timings"), dict):
                 raw_usage = {**raw_usage, "_timings": payload["timings"]}  # llama.cpp's cache count
-            return self._completion(req, text, finish, raw_usage, payload.get("service_tier"))
+            completion = self._completion(req, text, finish, raw_usage, payload.get("service_tier"))
+            if req.label_probs and req.choices:
+                completion.label_probs = logprobs.label_probs(choice, req.choices, self.api)
+            return completion
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise TransientError("malformed_body") from exc
 

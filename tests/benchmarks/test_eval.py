@@ -230,7 +230,8 @@ def test_eval_wvs_scores_answer_codes_against_real_respondents_with_trained_item
     url = sim_process("--seed", "2", "--script", str(script))
     out = tmp_path / "w"
     args = ["eval", "wvs", "--model", "openai:sim-model", "--base-url", url, "--culture", "Chinese", "--seeds", "2",
-            "--trained-items", "27", "--data-dir", str(tiny_data), "--json", "--prompt-style", "paper"]
+            "--trained-items", "27", "--data-dir", str(tiny_data), "--method", "samples", "--json", "--prompt-style",
+            "paper"]
     res = run_cli_here(*args, "--out", str(out))
     assert res.returncode == 0, res.stderr
     r = json.loads(res.stdout)
@@ -260,6 +261,7 @@ def test_eval_wvs_scores_answer_codes_against_real_respondents_with_trained_item
     assert more["samples"] == 5 and rows5["27"]["answers"] == 5 and rows5["27"]["codes"] == [1, 1]  # seeds unchanged
     text = run_cli_here(*[a for a in args if a != "--json"], "--out", str(out), "--resume").stdout  # the same answers
     assert f"W1 {dist['w1']['value']:.3f} [" in text and "W1<0.2 0.500 [" in text and "(2 items, samples)" in text
+    assert "\nChinese held out: W1 " in text and "\nChinese trained: W1 0.083 [" in text  # apart, under the table
     assert run_cli_here("report", str(out), "--out", str(tmp_path / "report")).returncode == 0
     assert "WVS answer distributions" in (tmp_path / "report" / "index.html").read_text()
     assert (tmp_path / "report" / "wvs_w1.png").read_bytes()[:4] == b"\x89PNG"

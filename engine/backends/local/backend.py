@@ -59,6 +59,8 @@ class LocalBackend:
         self._cache_name = ""  # the model's keyword for its KV cache (`cache_keyword`), once loaded
         self._prefixes: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self._label_scores: OrderedDict[tuple[str, tuple[str, ...]], tuple[Any, int]] = OrderedDict()
+        # (prompt, labels) → each label's probability as the answer (`Request.label_probs`), when asked
+        self._label_probs: OrderedDict[tuple[str, tuple[str, ...]], dict[str, float] | None] = OrderedDict()
         self.batcher = MicroBatcher(self._choose_locked, max_batch=max_batch, wait_ms=batch_wait_ms)
         self.batch_wait_ms = batch_wait_ms
         self.weights = weights
@@ -115,9 +117,10 @@ class LocalBackend:
 
         prompts = [self._prompt_text(r) for r in requests]
         keys = [(p, r.choices or ()) for p, r in zip(prompts, requests)]
+        wanted = {k for k, r in zip(keys, requests) if r.label_probs and k not in self._label_probs}
         labels_of: dict[str, set[tuple[str, ...]]] = {}
         for p, labels in keys:
-            if (p, labels) not in self._label_scores:
+            if (p, labels) not in self._label_scores or (p, labels) in wanted:
                 labels_of.setdefault(p, set()).add(labels)
         tokens = {p: self._tokenizer(p)["input_ids"] for p in sorted(labels_of, key=len)}
         shared = _common_prefix(list(tokens.values())) if len(tokens) > 1 else 0
@@ -126,8 +129,11 @@ class LocalBackend:
                 for labels in labels_of[p]:
                     self._label_scores[(p, labels)] = (torch.stack(
                         [torch.logsumexp(logp[self._label_tokens(c)], 0) for c in labels]), len(tokens[p]))
-        while len(self._label_scores) > LABEL_SCORES_KEPT:
-            self._label_scores.popitem(last=False)
+                    if (p, labels) in wanted:
+                        self._label_probs[(p, labels)] = self._probs(tokens[p], logp, labels)
+        for cache in (self._label_scores, self._label_probs):
+            while len(cache) > LABEL_SCORES_KEPT:
+                cache.popitem(last=False)
         results = []
         for r, key in zip(requests, keys):
             p = key[0]
@@ -139,8 +145,39 @@ class LocalBackend:
                 pick = int(torch.multinomial(torch.softmax(ranked / r.temperature, 0), 1, generator=gen))
             else:
                 pick = int(torch.argmax(ranked))
-            results.append(Completion(text=key[1][pick], finish_reason="stop", usage=Usage(n_prompt, 1)))
+            results.append(Completion(text=key[1][pick], finish_reason="stop", usage=Usage(n_prompt, 1),
+                                      label_probs=self._label_probs.get(key) if r.label_probs else None))
         return results
+
+    def _probs(self, ids: list[int], logp: Any, labels: tuple[str, ...]) -> dict[str, float] | None:
+        """Each label's probability as the model's answer (its spellings' summed, not renormalised): the
+        probability of its first token that is not blank, at the answer position. A tokenizer that splits
+        digits writes " 3" as a blank then "3", so after "Answer:" most of the mass is on the blank: a label
+        gets P(its token) + P(blank) × P(its token | prompt + blank) — the second read in one more pass,
+        the rule the OpenAI-compatible path follows (`logprobs.py`: the first non-blank position). None when
+        two labels begin with the same token ("1" and "10" on such a tokenizer): one position cannot tell
+        them apart."""
+        firsts = [self._answer_tokens(c) for c in labels]
+        if any(a & b for i, a in enumerate(firsts) for b in firsts[i + 1:]):
+            return None
+        probs = [float(logp[sorted(f)].exp().sum()) for f in firsts]
+        blanks = sorted({t for c in labels for t in self._label_tokens(c) if self._blank(t)})
+        if blanks:
+            for b, after in zip(blanks, self._next_token_logprobs([[*ids, b] for b in blanks], 0)):
+                pb = float(logp[b].exp())
+                probs = [x + pb * float(after[sorted(f)].exp().sum()) for x, f in zip(probs, firsts)]
+        return dict(zip(labels, probs))
+
+    def _blank(self, token: int) -> bool:
+        return not self._tokenizer.decode([token]).strip()
+
+    def _answer_tokens(self, label: str) -> set[int]:
+        """The first token that is not blank of each spelling of a label."""
+        out = set()
+        for s in {label, f" {label}", label.capitalize(), f" {label.capitalize()}"}:
+            ids = self._tokenizer(s, add_special_tokens=False)["input_ids"]
+            out.update(next(([t] for t in ids if not self._blank(t)), []))
+        return out
 
     def _next_token_logprobs(self, ids: list[list[int]], shared: int | None = None) -> list[Any]:
         """The log-probabilities of the next token after each prompt (its token ids). The prompts of
