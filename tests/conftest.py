@@ -36,6 +36,21 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def sim_stats(url: str) -> dict[str, Any]:
+    """The sim server's own record (`/stats`: counts, usage, bill) for its `…/v1` URL, from a server
+    in another thread or process (`sim_process`): a blocking read."""
+    import urllib.request
+    with urllib.request.urlopen(url.removesuffix("/v1") + "/stats", timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+async def sim_stats_async(url: str) -> dict[str, Any]:
+    """`sim_stats` for a server in the test's own event loop (`sim`), which a blocking read would stall."""
+    import aiohttp
+    async with aiohttp.ClientSession() as s, s.get(url.removesuffix("/v1") + "/stats") as resp:
+        return json.loads(await resp.read())
+
+
 @pytest.fixture
 async def sim():
     """Start sim servers with a given config inside the test's event loop."""

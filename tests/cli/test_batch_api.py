@@ -5,14 +5,13 @@ with its cache breakpoints, the recorded cost is the simulator's bill."""
 import signal
 import subprocess
 import sys
-import urllib.request
 
 import orjson
 import pytest
 import yaml
 
 from culturepark.engine.backends.batch_api import BatchLedger
-from tests.conftest import run_cli, scenario_dict, wait_for
+from tests.conftest import run_cli, scenario_dict, sim_stats, wait_for
 
 # provider → (backend fields, simulator flags): Anthropic's priced as the simulator bills, its cache from 200 tokens
 PROVIDERS = {
@@ -29,11 +28,6 @@ def _scenario(tmp_path, url, name, provider):
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def _stats(url):
-    with urllib.request.urlopen(url.removesuffix("/v1") + "/stats", timeout=10) as r:
-        return orjson.loads(r.read())
 
 
 # when the run is killed: (batches submitted at least, more submitted than consumed)
@@ -67,13 +61,13 @@ def test_kill_9_with_batches_in_flight_then_resume_pays_nothing_twice(tmp_path, 
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     assert not (out / "conversations.jsonl").exists()  # it really died mid-run
-    paid_before = _stats(url)["batch_lines"]
+    paid_before = sim_stats(url)["batch_lines"]
 
     res = run_cli("run", str(sc), "--out", str(out), "--resume", "--data-dir", str(tiny_data), "--batch-api",
                   "--json")
     assert res.returncode == 0, res.stderr
     assert (out / "conversations.jsonl").read_bytes() == (ref / "conversations.jsonl").read_bytes()
-    stats = _stats(url)
+    stats = sim_stats(url)
     assert stats["batch_lines_repeated"] == 0 and stats["batch_lines"] > paid_before
     assert stats["batch_lines_billed"] == 12 * 6  # every request paid exactly once, across the kill
     turns = [orjson.loads(x) for x in (out / "log.jsonl").read_bytes().splitlines() if b'"type":"turn"' in x]

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import run_cli_here as run_cli  # in this process: ~1 s of start-up saved per call
-from tests.conftest import scenario_dict
+from tests.conftest import scenario_dict, sim_stats
 
 ATTEMPTS = 3
 
@@ -128,12 +128,6 @@ ACCOUNT = {
 AFTER = 9  # requests answered before the refusal starts
 
 
-def _stats(url: str) -> dict:
-    import urllib.request
-    with urllib.request.urlopen(url.removesuffix("/v1") + "/stats", timeout=10) as resp:
-        return json.loads(resp.read())
-
-
 @pytest.mark.parametrize("case", list(ACCOUNT), ids=list(ACCOUNT))
 def test_an_account_refusal_stops_the_run_fails_nobody_and_resume_finishes_it(tmp_path, tiny_data, sim_process,
                                                                                case):
@@ -155,7 +149,7 @@ def test_an_account_refusal_stops_the_run_fails_nobody_and_resume_finishes_it(tm
     summary = json.loads(first.stdout)
     assert summary["failed"] == 0 and summary["failures_by_reason"] == {}  # nobody failed for it
     assert summary["done"] < 12 and summary["stops"] and summary["stops"][0].startswith("account_error:")
-    refused = _stats(bad_url)["requests"] - AFTER
+    refused = sim_stats(bad_url)["requests"] - AFTER
     assert 1 <= refused <= 3  # within one request per in-flight slot, never retried
     records = [orjson.loads(x) for x in (out / "log.jsonl").read_bytes().splitlines()]
     assert not [r for r in records if r["type"] == "end" and r["status"] == "failed"]

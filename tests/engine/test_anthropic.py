@@ -20,6 +20,7 @@ from culturepark.engine.summary import Tally
 from culturepark.scenarios.endpoints import make_backend, price_for
 from culturepark.scenarios.model_spec import parse_model_spec
 from culturepark.scenarios.schema import backend_config
+from tests.conftest import sim_stats_async
 
 FAST = RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.02)
 LONG_SYSTEM = "You are a delegate. " * 400  # ~2,000 tokens: a cacheable prefix on its own
@@ -99,8 +100,7 @@ async def test_a_conversation_writes_its_prefix_then_reads_it_and_the_cost_is_th
             shares.append(c.usage.cached_tokens / c.usage.prompt_tokens)
             assert c.text and c.finish_reason in ("stop", "length")
             messages += [{"role": "assistant", "content": c.text}, {"role": "user", "content": "Say more. " * 40}]
-        async with aiohttp.ClientSession() as s, s.get(url.removesuffix("/v1") + "/stats") as r:
-            stats = orjson.loads(await r.read())
+        stats = await sim_stats_async(url)
     finally:
         await ep.aclose()
     assert shares[0] == 0 and all(b > a for a, b in itertools.pairwise(shares))  # written, then read

@@ -3,8 +3,6 @@ OpenAI batch path (one `BatchBackend`, a provider adapter), against the simulato
 /v1/messages/batches: the conversations of a direct run, cache breakpoints read and written inside
 batches, the recorded cost equal to the simulator's bill at half price, failed and expired requests
 sent again in later rounds and never paid twice, a batch created just before a kill found again."""
-import aiohttp
-import orjson
 import pytest
 import yaml
 
@@ -16,7 +14,7 @@ from culturepark.engine.errors import BackendError, FatalBackendError, Transient
 from culturepark.engine.records import Usage
 from culturepark.runs.in_process import run_async
 from culturepark.runs.prepare import RunOptions
-from tests.conftest import scenario_dict
+from tests.conftest import scenario_dict, sim_stats_async
 
 FAST = {"gather_s": 0.05, "poll_s": 0.05}
 SIM = {"prompt_cache_min_tokens": 100, "min_reply_tokens": 40, "max_reply_tokens": 60}  # caching from turn ~2
@@ -33,11 +31,6 @@ def _scenario(tmp_path, url, name):
     return path
 
 
-async def _stats(url):
-    async with aiohttp.ClientSession() as s, s.get(url.removesuffix("/v1") + "/stats") as r:
-        return orjson.loads(await r.read())
-
-
 @pytest.mark.parametrize("faults", [{}, {"batch_line_fail_rate": 0.25, "batch_expire_rate": 0.3}],
                          ids=["clean", "failed-requests-and-expired-batches"])
 async def test_message_batches_give_the_direct_runs_conversations_and_cost_the_bill(sim, tmp_path, tiny_data,
@@ -52,7 +45,7 @@ async def test_message_batches_give_the_direct_runs_conversations_and_cost_the_b
     assert s.done == direct.summary.done == 4 and s.failed == 0 and s.turns_by_tier == {"batch": 24}
     assert (tmp_path / "batched/conversations.jsonl").read_bytes() == \
         (tmp_path / "direct/conversations.jsonl").read_bytes()
-    stats = await _stats(url)
+    stats = await sim_stats_async(url)
     assert stats["by_path"].get("messages", 0) == 0  # nothing sent to /v1/messages directly
     assert stats["batch_lines_repeated"] == 0 and stats["batch_lines_billed"] == 24  # each request paid once
     assert s.tokens.cache_write_prompt > 0 and s.tokens.cached_prompt > 0  # breakpoints apply inside batches
@@ -83,7 +76,7 @@ async def test_a_message_batch_created_before_a_kill_is_found_by_its_custom_ids_
     await resumed.start()
     completion = await resumed.complete(request)
     await resumed.aclose()
-    stats = await _stats(url)
+    stats = await sim_stats_async(url)
     assert completion.text and completion.tier == "batch" and resumed.resumed_answers == 1
     assert stats["batches_created"] == 2 and stats["batch_lines"] == 2  # nothing sent again
     events = BatchLedger(tmp_path / "batches.jsonl").read()

@@ -1,7 +1,6 @@
 """`run --batch-api`: rounds of turns through /v1/batches give the same conversations as direct
 requests, at the batch tier's price; failed lines and expired batches go into later rounds; a
 batch created just before a kill is found again instead of being paid for twice."""
-import aiohttp
 import orjson
 import pytest
 import yaml
@@ -12,7 +11,7 @@ from culturepark.engine.backends.openai_batch import OpenAIBatches
 from culturepark.engine.backends.openai_http import OpenAIHTTPBackend
 from culturepark.runs.in_process import run_async
 from culturepark.runs.prepare import RunOptions
-from tests.conftest import scenario_dict
+from tests.conftest import scenario_dict, sim_stats_async
 
 FAST = {"gather_s": 0.05, "poll_s": 0.05}
 
@@ -24,11 +23,6 @@ def _scenario(tmp_path, url, name="s"):
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-async def _stats(url):
-    async with aiohttp.ClientSession() as s, s.get(url.removesuffix("/v1") + "/stats") as r:
-        return orjson.loads(await r.read())
 
 
 @pytest.mark.parametrize("faults", [{}, {"batch_line_fail_rate": 0.25, "batch_expire_rate": 0.3}],
@@ -44,7 +38,7 @@ async def test_batch_rounds_give_the_direct_runs_conversations_at_half_the_price
     assert (tmp_path / "batched/conversations.jsonl").read_bytes() == (tmp_path / "direct/conversations.jsonl").read_bytes()
     assert batched.summary.turns_by_tier == {"batch": 24}
     assert batched.summary.cost_usd == pytest.approx(direct.summary.cost_usd / 2, rel=1e-3)
-    stats = await _stats(batch_url)
+    stats = await sim_stats_async(batch_url)
     assert stats["batch_lines_repeated"] == 0 and stats["by_path"].get("chat", 0) == 0  # nothing sent directly
     assert stats["batches_created"] >= 6  # a round per turn index, more when lines failed
     events = BatchLedger(tmp_path / "batched/batches-delegate.jsonl").read()
@@ -72,7 +66,7 @@ async def test_a_batch_created_before_a_kill_is_found_by_its_file_and_its_answer
     await resumed.start()
     completion = await resumed.complete(request)
     await resumed.aclose()
-    stats = await _stats(url)
+    stats = await sim_stats_async(url)
     assert completion.text and completion.tier == "batch" and resumed.resumed_answers == 1
     assert stats["batches_created"] == 1 and stats["batch_lines"] == 1  # nothing sent again
     events = [e["event"] for e in BatchLedger(tmp_path / "batches.jsonl").read()]

@@ -3,7 +3,6 @@ and cost are recorded (on the turn that followed it, or on the failed conversati
 summary's cost equals the sim server's bill, with `rejected_cost_usd` and its share shown."""
 import itertools
 
-import aiohttp
 import pytest
 
 from culturepark.engine.backends.base import Request
@@ -15,6 +14,7 @@ from culturepark.engine.pricing import Price
 from culturepark.engine.records import EndRecord, RunHeader, TurnRecord
 from culturepark.engine.retry import RetryPolicy
 from culturepark.engine.scheduler import ConversationSpec, Scheduler, SchedulerConfig, TurnRequest
+from tests.conftest import sim_stats_async
 
 PRICE = Price(2.0, 8.0)  # $ per 1M input, output tokens
 
@@ -41,8 +41,7 @@ class Rejecting:
 
 
 async def _bill(url: str) -> tuple[float, dict]:
-    async with aiohttp.ClientSession() as s, s.get(url.removesuffix("/v1") + "/stats") as resp:
-        stats = await resp.json()
+    stats = await sim_stats_async(url)
     return PRICE.cost(stats["prompt_tokens"], stats["completion_tokens"]), stats
 
 

@@ -3,13 +3,12 @@ switches the scenario's backend to the Messages API, every conversation complete
 of the prompt rises turn by turn (the breakpoints at the stable prefix), and the recorded cost is
 the simulator's own bill in dollars (cache writes at 1.25, reads at 0.1 times input)."""
 import json
-import urllib.request
 
 import orjson
 import pytest
 import yaml
 
-from tests.conftest import run_cli, scenario_dict
+from tests.conftest import run_cli, scenario_dict, sim_stats
 
 
 def test_a_run_on_anthropics_api_completes_reads_its_cache_more_each_turn_and_costs_the_bill(
@@ -32,8 +31,7 @@ def test_a_run_on_anthropics_api_completes_reads_its_cache_more_each_turn_and_co
     # nothing under 1,024 tokens is cached (the first turns); from there the history is read from the cache
     assert by_turn[0] == 0.0 and 0 < by_turn[7] < by_turn[8] < by_turn[9]
     assert s["tokens"]["cache_write_prompt"] > 0 and s["tokens"]["cached_prompt"] > 0
-    with urllib.request.urlopen(url.removesuffix("/v1") + "/stats") as r:
-        stats = json.loads(r.read())
+    stats = sim_stats(url)
     assert stats["by_path"] == {"messages": 80}
     assert s["cost_usd"] == pytest.approx(stats["bill_usd"], rel=0.01)
     split = s["cost_split_usd"]

@@ -1,6 +1,5 @@
 """A run's recorded cost is what the provider bills (the simulator's own usage records at the
 scenario's rates), split by what was billed; a pilot of a few conversations projects the rest."""
-import aiohttp
 import orjson
 import pytest
 import yaml
@@ -9,7 +8,7 @@ from culturepark.engine.pricing import Price
 from culturepark.runs.in_process import run_async
 from culturepark.runs.pilot import ESTIMATE_NAME, pilot_async
 from culturepark.runs.prepare import RunOptions
-from tests.conftest import scenario_dict
+from tests.conftest import scenario_dict, sim_stats_async
 
 PRICE = {"input_per_1m": 2.0, "output_per_1m": 8.0, "cached_input_per_1m": 0.5}
 SIM = {"seed": 2, "prompt_cache": True, "prompt_cache_min_tokens": 256, "min_reply_tokens": 60,
@@ -27,8 +26,7 @@ def _scenario(tmp_path, url, name, **backend):
 
 async def _bill(url):
     """The simulator's own record of what it answered, per tier, priced at the scenario's rates."""
-    async with aiohttp.ClientSession() as s, s.get(url.removesuffix("/v1") + "/stats") as r:
-        by_tier = orjson.loads(await r.read())["usage_by_tier"]
+    by_tier = (await sim_stats_async(url))["usage_by_tier"]
     cost = sum(Price(2.0, 8.0, 0.5).cost(t["prompt_tokens"], t["completion_tokens"], t["cached_tokens"], tier)
                for tier, t in by_tier.items())
     return cost, sum(t["cached_tokens"] for t in by_tier.values())
@@ -100,8 +98,7 @@ async def test_a_pilot_on_anthropic_projects_its_cache_writes_at_their_rate(sim,
     p, pilot = estimate["projected"], estimate["pilot"]
     assert pilot["conversations"] == 24 and pilot["every"] == 1
     assert p["tokens"]["cache_write_prompt"] > 0 and p["tokens"]["cached_prompt"] > 0
-    async with aiohttp.ClientSession() as s, s.get(url.removesuffix("/v1") + "/stats") as r:
-        bill = orjson.loads(await r.read())["bill_usd"]
+    bill = (await sim_stats_async(url))["bill_usd"]
     assert p["cost_usd"] == pytest.approx(pilot["cost_usd"], rel=1e-4) == pytest.approx(bill, rel=0.01)
     assert p["cost_usd_by_tier"]["batch"] == pytest.approx(p["cost_usd"] / 2, rel=1e-4)
 

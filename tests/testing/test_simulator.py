@@ -2,6 +2,7 @@ import aiohttp
 import orjson
 
 from culturepark.testing.simulator import ScriptRule
+from tests.conftest import sim_stats_async
 
 
 async def _post(url, path, body):
@@ -28,8 +29,7 @@ async def test_over_the_limit_answers_429_with_retry_after(sim):
     statuses = [(await _post(url, "/chat/completions", body))[:2] for _ in range(4)]
     assert [s for s, _ in statuses] == [200, 200, 429, 429]
     assert float(statuses[2][1]["Retry-After"]) >= 1 and int(statuses[2][1]["retry-after-ms"]) > 0
-    async with aiohttp.ClientSession() as s, s.get(url.removesuffix("/v1") + "/stats") as r:
-        stats = await r.json()
+    stats = await sim_stats_async(url)
     assert stats["rate_limited"] == 2 and stats["ok"] == 2
 
 

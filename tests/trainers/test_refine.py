@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from tests.conftest import run_cli_here as run_cli  # in this process: the MiniLM loads once a session
-from tests.conftest import sim_run
+from tests.conftest import sim_run, sim_stats
 
 # Each extraction returns six opinions designed to exercise one path each.
 SCRIPT = [
@@ -148,7 +148,6 @@ def test_remote_embeddings_ride_out_429s_and_resets_and_a_killed_dedup_pays_no_v
     import signal
     import subprocess
     import sys
-    import urllib.request
 
     from tests.conftest import wait_for
 
@@ -163,8 +162,7 @@ def test_remote_embeddings_ride_out_429s_and_resets_and_a_killed_dedup_pays_no_v
     ref = run_cli(*args, "--out", str(tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr
     distinct = json.loads(ref.stdout)["texts_embedded_now"]
-    with urllib.request.urlopen(emb_url.removesuffix("/v1") + "/stats", timeout=10) as resp:
-        stats = json.loads(resp.read())
+    stats = sim_stats(emb_url)
     assert stats["faults"] == {"status": 2, "reset": 2} and stats["rate_limited"] == 2  # the faults did fire
     assert stats["embedded_texts"] == distinct >= 3  # each distinct text embedded once, whatever failed
 

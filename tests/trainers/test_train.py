@@ -7,7 +7,7 @@ import sys
 import orjson
 import pytest
 
-from tests.conftest import run_cli, run_cli_here, wait_for
+from tests.conftest import run_cli, run_cli_here, sim_stats, wait_for
 
 QA = [("What is your favourite colour?", "Ultramarine, like the sea near my grandmother's village."),
       ("What do you eat for breakfast?", "Steamed buns with red bean paste, every single morning."),
@@ -21,12 +21,6 @@ def _sft(path, n=12):
             for i in range(n)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
-
-
-def _stats(url):
-    import urllib.request
-    with urllib.request.urlopen(url.removesuffix("/v1") + "/stats") as r:
-        return json.loads(r.read())
 
 
 def test_openai_job_is_followed_to_the_end_and_resumed_without_a_second_job(tmp_path, sim_process):
@@ -45,8 +39,8 @@ def test_openai_job_is_followed_to_the_end_and_resumed_without_a_second_job(tmp_
     state = json.loads(res.stdout)
     assert state["status"] == "succeeded" and state["fine_tuned_model"].startswith("ft:gpt-4o-mini")
     assert state["trained_tokens"] > 0 and state["examples"] == 12 and state["job_id"] == "ftjob-sim1"
-    assert _stats(url)["by_path"]["jobs_created"] == 1  # the restart followed the same job
-    assert _stats(url)["by_path"]["files_uploaded"] == 1
+    assert sim_stats(url)["by_path"]["jobs_created"] == 1  # the restart followed the same job
+    assert sim_stats(url)["by_path"]["files_uploaded"] == 1
     assert "Step 3/60" in res.stderr  # events were shown
 
 
@@ -65,7 +59,7 @@ def test_a_crash_between_create_and_record_finds_the_job_instead_of_paying_twice
     res = run_cli("train", "openai", str(sft), "--model", "gpt-4o-mini-2024-07-18", "--out", str(out),
                   "--base-url", url, "--poll-s", "0.01", "--json")
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["resumed_existing_job"] is True and _stats(url)["by_path"]["jobs_created"] == 1
+    assert json.loads(res.stdout)["resumed_existing_job"] is True and sim_stats(url)["by_path"]["jobs_created"] == 1
 
 
 def test_failed_job_and_invalid_file(tmp_path, sim_process):
