@@ -17,6 +17,7 @@ from culturepark.benchmarks.results import RunInfo
 from culturepark.engine.batch import BatchItem, BatchResult, batch_results, run_batch
 from culturepark.engine.chat_templates import read_prompt_card
 from culturepark.engine.errors import InputError
+from culturepark.engine.files import file_sha256
 from culturepark.engine.records import RunHeader
 from culturepark.engine.stage import Stage
 from culturepark.scenarios.endpoints import make_endpoints
@@ -74,11 +75,7 @@ def digest(*parts: Any) -> str:
 
 
 def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 async def run_items(out: Path, items: list[BatchItem], settings: EvalSettings, header: dict[str, Any],

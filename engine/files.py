@@ -1,7 +1,9 @@
 """Atomic file output: write a temporary sibling, fsync, rename. A reader (or a crash) sees
-the old file or the new one, never half of one."""
+the old file or the new one, never half of one. And the one sha256 of a file's bytes that pins it
+(an eval's data, a fine-tuning file, a dataset's shards)."""
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -9,6 +11,15 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
+
+
+def file_sha256(path: Path) -> str:
+    """The file's sha256 (hex), read in 1 MiB blocks so a large file is never held whole."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from culturepark.engine.errors import InputError
+from culturepark.engine.files import file_sha256
 from culturepark.trainers.sft import check_openai_chat
 from culturepark.trainers.summaries import OpenAIJobState
 
@@ -92,5 +93,4 @@ def _update(state: OpenAIJobState, **values: object) -> None:
 
 
 def check_hash(path: Path) -> str:
-    import hashlib
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return file_sha256(path)[:16]

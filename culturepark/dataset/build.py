@@ -28,10 +28,10 @@ from culturepark.dataset.models import (
     Package,
 )
 from culturepark.dataset.shards import CONFIGS, write_split
-from culturepark.dataset.sources import Conversation, Source, file_sha256, load_all
+from culturepark.dataset.sources import Conversation, Source, load_all
 from culturepark.dataset.splits import assign, heldout_items
 from culturepark.engine.errors import InputError
-from culturepark.engine.files import atomic_write, atomic_write_json
+from culturepark.engine.files import atomic_write, atomic_write_json, file_sha256
 from culturepark.trainers.refine.pipeline import Example
 from culturepark.trainers.refine.postprocess import word_count
 

@@ -19,6 +19,7 @@ from culturepark.agents.meta import ConversationMeta, read_meta
 from culturepark.dataset.models import SourceEntry
 from culturepark.engine.errors import InputError
 from culturepark.engine.export import conversation_rows, ordered_conversations
+from culturepark.engine.files import file_sha256
 from culturepark.engine.log import LOG_NAME, LogReader, log_files, read_header
 from culturepark.engine.records import RunHeader, TurnRecord
 from culturepark.trainers.refine.config import RefineConfig
@@ -60,14 +61,6 @@ class Source:
 
 def _iso(t: float | None) -> str | None:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else None
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def files_digest(root: Path, names: list[str]) -> str:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from culturepark.dataset.models import MANIFEST, Manifest
-from culturepark.dataset.sources import file_sha256, refine_digest, run_digest
+from culturepark.dataset.sources import refine_digest, run_digest
+from culturepark.engine.files import file_sha256
 from culturepark.engine.log import LOG_NAME
 
 
