@@ -66,7 +66,8 @@ async def sim():
         await r.cleanup()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port free now (for a server a test starts in a process of its own)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

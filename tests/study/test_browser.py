@@ -2,7 +2,6 @@
 the AI disclosure, the recovery code, a tutor outage in the middle of the chat (the message is kept and
 "Try again" works), the last reply readable before moving on, the debriefing, and withdrawal."""
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,14 +10,8 @@ import pytest
 import yaml
 
 from culturepark.engine.log import read_log
-from tests.conftest import write_hofstede
+from tests.conftest import free_port, write_hofstede
 from tests.study.test_server import Server, study
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Tutor:
@@ -41,7 +34,7 @@ def test_a_participant_goes_through_every_page_with_an_outage_and_withdraws(tmp_
     from playwright.sync_api import sync_playwright
 
     write_hofstede(tiny_data)
-    port = _free_port()
+    port = free_port()
     tutor = Tutor(port)
     spec = study("http://unused.invalid/v1")
     for arm in spec["arms"]:

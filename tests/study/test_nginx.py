@@ -14,16 +14,10 @@ import pytest
 import yaml
 
 from culturepark.engine.log import read_log
-from tests.conftest import run_cli, write_hofstede
+from tests.conftest import free_port, run_cli, write_hofstede
 from tests.study.test_server import Server, study
 
 DOCS = Path(__file__).parents[2] / "docs" / "study-app" / "README.md"
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def nginx_site() -> str:
@@ -92,7 +86,7 @@ def test_consent_chat_and_withdrawal_through_nginx_with_tls_in_chromium(tmp_path
     scenario = tmp_path / "study.yaml"
     scenario.write_text(yaml.safe_dump(study(sim_process("--seed", "2", "--stream-chunk-ms", "40"))))
     out = tmp_path / "run"
-    upstream, port = _free_port(), _free_port()
+    upstream, port = free_port(), free_port()
     server = Server(scenario, out, tiny_data, "--port", str(upstream), "--trusted-proxy", "127.0.0.1")
     proxy = Nginx(tmp_path / "nginx", port, upstream)
     shots = Path(os.environ.get("CULTUREPARK_SCREENSHOTS") or tmp_path / "shots")
